@@ -1,0 +1,80 @@
+using System.Text;
+using System.Text.Json;
+
+namespace Tibet.Core.Diagnostics;
+
+/// <summary>A snapshot of an engine's counters.</summary>
+public readonly record struct EngineStats
+{
+    /// <summary>Page-fault messages served (each may map several pages).</summary>
+    public long Faults { get; init; }
+    /// <summary>Pages brought in by read-ahead beyond the faulting page.</summary>
+    public long ReadAheadPages { get; init; }
+    /// <summary>Pages authenticated and decrypted.</summary>
+    public long Decrypts { get; init; }
+    /// <summary>Pages that were also decompressed.</summary>
+    public long Decompressions { get; init; }
+    /// <summary>Pages mapped as zeros (untouched or known zero), with no cryptography.</summary>
+    public long ZeroFills { get; init; }
+    /// <summary>Pages sealed into the store.</summary>
+    public long Evictions { get; init; }
+    /// <summary>Evicted pages that were all zeros: recorded, never encrypted.</summary>
+    public long ZeroEvictions { get; init; }
+    /// <summary>Sealed pages stored compressed.</summary>
+    public long CompressedSeals { get; init; }
+    /// <summary>Pages the kernel refused to move out (shared, pinned or reprotected).</summary>
+    public long EvictionsRefused { get; init; }
+    /// <summary>Pages that failed authentication; their readers got SIGBUS.</summary>
+    public long AuthenticationFailures { get; init; }
+    public long RemoveEvents { get; init; }
+    public long UnmapEvents { get; init; }
+    public long RemapEvents { get; init; }
+    public long ResidentBytes { get; init; }
+    public long PeakResidentBytes { get; init; }
+    public long ResidentBudgetBytes { get; init; }
+    /// <summary>Ciphertext and tags held, by slot size.</summary>
+    public long SealedBytes { get; init; }
+    /// <summary>Native memory mapped for the ciphertext store.</summary>
+    public long StoreMappedBytes { get; init; }
+    public long SealedPages { get; init; }
+    /// <summary>Fault service time in the handler, from reading the message to the wake.</summary>
+    public long FaultP50Nanoseconds { get; init; }
+    public long FaultP99Nanoseconds { get; init; }
+    public long FaultMaxNanoseconds { get; init; }
+    /// <summary>Managed bytes the handler thread allocated after start-up; 0 is the design.</summary>
+    public long HandlerAllocatedBytes { get; init; }
+
+    public string ToJson()
+    {
+        using var stream = new MemoryStream();
+        using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("faults", Faults);
+            w.WriteNumber("readAheadPages", ReadAheadPages);
+            w.WriteNumber("decrypts", Decrypts);
+            w.WriteNumber("decompressions", Decompressions);
+            w.WriteNumber("zeroFills", ZeroFills);
+            w.WriteNumber("evictions", Evictions);
+            w.WriteNumber("zeroEvictions", ZeroEvictions);
+            w.WriteNumber("compressedSeals", CompressedSeals);
+            w.WriteNumber("evictionsRefused", EvictionsRefused);
+            w.WriteNumber("authenticationFailures", AuthenticationFailures);
+            w.WriteNumber("removeEvents", RemoveEvents);
+            w.WriteNumber("unmapEvents", UnmapEvents);
+            w.WriteNumber("remapEvents", RemapEvents);
+            w.WriteNumber("residentBytes", ResidentBytes);
+            w.WriteNumber("peakResidentBytes", PeakResidentBytes);
+            w.WriteNumber("residentBudgetBytes", ResidentBudgetBytes);
+            w.WriteNumber("sealedBytes", SealedBytes);
+            w.WriteNumber("storeMappedBytes", StoreMappedBytes);
+            w.WriteNumber("sealedPages", SealedPages);
+            w.WriteNumber("faultP50Ns", FaultP50Nanoseconds);
+            w.WriteNumber("faultP99Ns", FaultP99Nanoseconds);
+            w.WriteNumber("faultMaxNs", FaultMaxNanoseconds);
+            w.WriteNumber("handlerAllocatedBytes", HandlerAllocatedBytes);
+            w.WriteEndObject();
+        }
+        return Encoding.UTF8.GetString(stream.ToArray());
+    }
+}

@@ -1,0 +1,141 @@
+using System.Runtime.InteropServices;
+
+namespace Tibet.Core.Interop;
+
+/// <summary>
+/// The libc functions the engine calls. Each import names its man page; the
+/// declarations follow the C prototypes so that they can be read side by side.
+/// </summary>
+/// <remarks>
+/// None of these allocate managed memory, and none of them call malloc inside libc,
+/// which is what lets the fault path use them.
+/// </remarks>
+internal static unsafe partial class Libc
+{
+    private const string Library = "libc";
+
+    public const int PROT_NONE = 0x0;
+    public const int PROT_READ = 0x1;
+    public const int PROT_WRITE = 0x2;
+
+    public const int MAP_SHARED = 0x01;
+    public const int MAP_PRIVATE = 0x02;
+    public const int MAP_FIXED = 0x10;
+    public const int MAP_ANONYMOUS = 0x20;
+    public const int MAP_NORESERVE = 0x4000;
+    public static readonly nint MAP_FAILED = -1;
+
+    public const int MADV_DONTNEED = 4;
+    public const int MADV_FREE = 8;
+    public const int MADV_DONTDUMP = 16;
+    public const int MADV_NOHUGEPAGE = 15;
+
+    public const int O_RDWR = 0x2;
+    public const int O_NONBLOCK = 0x800;
+    public const int O_CLOEXEC = 0x80000;
+
+    public const int EINTR = 4;
+    public const int EAGAIN = 11;
+    public const int ENOMEM = 12;
+    public const int EFAULT = 14;
+    public const int EBUSY = 16;
+    public const int EEXIST = 17;
+    public const int ENOENT = 2;
+    public const int EINVAL = 22;
+    public const int EPERM = 1;
+    public const int ENOSYS = 38;
+    public const int ESRCH = 3;
+
+    public const short POLLIN = 0x1;
+
+    public const long SYS_userfaultfd = 323; // x86_64
+    public const long SYS_gettid = 186;
+    public const long SYS_tgkill = 234;
+    public const long SYS_getrandom = 318;
+
+    public const int SIGBUS = 7;
+    public const int EFD_CLOEXEC = 0x80000;
+    public const int EFD_NONBLOCK = 0x800;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
+
+    /// <summary>https://man7.org/linux/man-pages/man2/mmap.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "mmap", SetLastError = true)]
+    public static partial nint mmap(nint addr, nuint length, int prot, int flags, int fd, long offset);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/munmap.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "munmap", SetLastError = true)]
+    public static partial int munmap(nint addr, nuint length);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/madvise.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "madvise", SetLastError = true)]
+    public static partial int madvise(nint addr, nuint length, int advice);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/mlock.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "mlock", SetLastError = true)]
+    public static partial int mlock(nint addr, nuint length);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/mincore.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "mincore", SetLastError = true)]
+    public static partial int mincore(nint addr, nuint length, byte* vec);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/ioctl.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "ioctl", SetLastError = true)]
+    public static partial int ioctl(int fd, ulong request, void* argp);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/read.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "read", SetLastError = true)]
+    public static partial nint read(int fd, void* buf, nuint count);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/write.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "write", SetLastError = true)]
+    public static partial nint write(int fd, void* buf, nuint count);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/open.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int open(string pathname, int flags);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/close.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "close", SetLastError = true)]
+    public static partial int close(int fd);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/poll.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "poll", SetLastError = true)]
+    public static partial int poll(PollFd* fds, nuint nfds, int timeout);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/eventfd.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "eventfd", SetLastError = true)]
+    public static partial int eventfd(uint initval, int flags);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/syscall.2.html (userfaultfd, getrandom, gettid, tgkill)</summary>
+    [LibraryImport(Library, EntryPoint = "syscall", SetLastError = true)]
+    public static partial long syscall(long number, long a1, long a2, long a3);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/getpid.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "getpid")]
+    public static partial int getpid();
+
+    /// <summary>https://man7.org/linux/man-pages/man3/memcpy.3.html. Used so that
+    /// arena memory is touched from native code, where a blocked fault never holds up
+    /// the garbage collector (see <see cref="Paging.ArenaMemory"/>).</summary>
+    [LibraryImport(Library, EntryPoint = "memcpy")]
+    public static partial nint memcpy(void* dest, void* src, nuint n);
+
+    /// <summary>https://man7.org/linux/man-pages/man3/memset.3.html</summary>
+    [LibraryImport(Library, EntryPoint = "memset")]
+    public static partial nint memset(void* s, int c, nuint n);
+
+    /// <summary>https://man7.org/linux/man-pages/man3/memcmp.3.html</summary>
+    [LibraryImport(Library, EntryPoint = "memcmp")]
+    public static partial int memcmp(void* s1, void* s2, nuint n);
+
+    public static int LastErrno => Marshal.GetLastPInvokeError();
+
+    public static string Describe(int errno) => Marshal.GetPInvokeErrorMessage(errno) + $" (errno {errno})";
+}

@@ -1,0 +1,76 @@
+using Tibet.Core.Crypto;
+using Tibet.Core.Storage;
+
+namespace Tibet.Core.Paging;
+
+/// <summary>
+/// A range of virtual memory whose pages are served by a <see cref="PageEngine"/>: it
+/// reads and writes like ordinary memory, while every page beyond the resident budget
+/// exists only as AES-256-GCM ciphertext.
+/// </summary>
+/// <remarks>
+/// Managed code in this process must touch the memory through <see cref="ArenaMemory"/>
+/// (see there for why). Page tables and keys are owned by the engine and changed only
+/// under its lock.
+/// </remarks>
+public sealed unsafe class Arena : IDisposable
+{
+    internal readonly PageEngine Engine;
+    internal readonly PageCipher Cipher;
+    internal readonly PageEntry* Entries;
+    internal readonly long PageCount;
+    internal int Slot;
+
+    // Read-ahead: the next page index a sequential stream would fault on, and the window.
+    internal long ExpectedNextFault = -1;
+    internal int ReadAheadWindow = 1;
+
+    // Compression back-off: consecutive failures, and attempts left to skip.
+    internal int IncompressibleStreak;
+    internal int CompressionSkips;
+
+    internal bool Released;
+
+    internal Arena(PageEngine engine, nint address, long length, ulong id, string label)
+    {
+        Engine = engine;
+        Address = address;
+        Length = length;
+        Id = id;
+        Label = label;
+        PageCount = length / Userfaultfd.PageSize;
+        Entries = (PageEntry*)KernelMemory.Map((nuint)(PageCount * sizeof(PageEntry)));
+        Cipher = new PageCipher(id);
+    }
+
+    /// <summary>Where the arena starts. Moves if the program mremaps the whole arena.</summary>
+    public nint Address { get; internal set; }
+
+    public long Length { get; }
+
+    /// <summary>The random id bound into every page's associated data.</summary>
+    public ulong Id { get; }
+
+    public string Label { get; }
+
+    internal nint PageAddress(long index) => Address + (nint)(index * Userfaultfd.PageSize);
+
+    public PageState GetPageState(long pageIndex)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(pageIndex);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(pageIndex, PageCount);
+        return Engine.ReadPageState(this, pageIndex);
+    }
+
+    /// <summary>Seals every resident page of this arena now.</summary>
+    public void Evict() => Engine.EvictArena(this);
+
+    /// <summary>Unregisters and unmaps the arena and frees its ciphertext and key.</summary>
+    public void Dispose() => Engine.ReleaseArena(this);
+
+    internal void FreeTables()
+    {
+        KernelMemory.Unmap((nint)Entries, (nuint)(PageCount * sizeof(PageEntry)));
+        Cipher.Dispose();
+    }
+}

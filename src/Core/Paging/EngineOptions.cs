@@ -1,0 +1,67 @@
+namespace Tibet.Core.Paging;
+
+/// <summary>Whether sealed pages are compressed before encryption.</summary>
+public enum CompressionMode
+{
+    /// <summary>Encrypt only. The default: on this hardware zstd decompression costs
+    /// several times what AES-GCM does (see bench/results).</summary>
+    Off,
+
+    /// <summary>Try zstd on each page and keep the result when it is no larger than
+    /// <see cref="EngineOptions.CompressedKeepBytes"/>; stop trying for a while in an
+    /// arena whose pages keep failing to compress.</summary>
+    Auto,
+}
+
+/// <summary>A page that failed authentication: its reader gets SIGBUS.</summary>
+public readonly record struct AuthenticationFailure(ulong ArenaId, long PageIndex, nint Address, string Detail);
+
+/// <summary>Tuning and policy for a <see cref="PageEngine"/>.</summary>
+public sealed record EngineOptions
+{
+    public const long Unlimited = long.MaxValue;
+
+    /// <summary>The most plaintext bytes kept mapped across all arenas. Above it, the
+    /// oldest resident pages are sealed and dropped.</summary>
+    public long ResidentBudgetBytes { get; init; } = Unlimited;
+
+    public CompressionMode Compression { get; init; } = CompressionMode.Off;
+
+    /// <summary>Under <see cref="CompressionMode.Auto"/>, a compressed page is kept only
+    /// if its sealed size (compressed bytes + 16-byte tag) is at most this.</summary>
+    public int CompressedKeepBytes { get; init; } = 2048;
+
+    /// <summary>Sequential faults grow a read-ahead window up to this many pages, served
+    /// with one UFFDIO_COPY.</summary>
+    public int ReadAheadMaxPages { get; init; } = 64;
+
+    /// <summary>Pages sealed per eviction step. Faults are served between steps, so this
+    /// also bounds how long eviction holds the engine lock.</summary>
+    public int EvictBatchPages { get; init; } = 64;
+
+    /// <summary>How long the handler keeps polling after its last message before it
+    /// sleeps. Spinning saves the wake-up of an idle vCPU (~40 µs) at the price of CPU.</summary>
+    public int SpinMicroseconds { get; init; } = 50;
+
+    /// <summary>Exclude arenas from core dumps (MADV_DONTDUMP), so a crash never writes
+    /// the resident plaintext to disk.</summary>
+    public bool ExcludeFromCoreDumps { get; init; } = true;
+
+    /// <summary>Called on the handler thread when a page fails authentication. The
+    /// default writes one line to stderr.</summary>
+    public Action<AuthenticationFailure>? OnAuthenticationFailure { get; init; }
+
+    internal void Validate()
+    {
+        if (ResidentBudgetBytes < 4096)
+            throw new ArgumentOutOfRangeException(nameof(ResidentBudgetBytes), ResidentBudgetBytes, "The resident budget must be at least one page (4096 bytes).");
+        if (ReadAheadMaxPages is < 1 or > 512)
+            throw new ArgumentOutOfRangeException(nameof(ReadAheadMaxPages), ReadAheadMaxPages, "Read-ahead must be 1 to 512 pages.");
+        if (EvictBatchPages is < 1 or > 512)
+            throw new ArgumentOutOfRangeException(nameof(EvictBatchPages), EvictBatchPages, "The eviction batch must be 1 to 512 pages.");
+        if (CompressedKeepBytes is < 64 or > Storage.CiphertextStore.CompressedClassCount * Storage.CiphertextStore.CompressedClassStep)
+            throw new ArgumentOutOfRangeException(nameof(CompressedKeepBytes), CompressedKeepBytes, "CompressedKeepBytes must be 64 to 3584.");
+        if (SpinMicroseconds is < 0 or > 1_000_000)
+            throw new ArgumentOutOfRangeException(nameof(SpinMicroseconds), SpinMicroseconds, "Spin must be 0 to 1000000 µs.");
+    }
+}

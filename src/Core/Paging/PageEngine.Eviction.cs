@@ -1,0 +1,215 @@
+using Tibet.Core.Interop;
+
+namespace Tibet.Core.Paging;
+
+// Eviction: sealing resident pages and dropping their plaintext, a batch at a time.
+public sealed unsafe partial class PageEngine
+{
+    private const int IncompressibleStreakLimit = 8;
+    private const int CompressionBackoffPages = 64;
+
+    /// <summary>Evicts until <paramref name="incoming"/> more pages fit the budget.</summary>
+    private void MakeRoom(int incoming)
+    {
+        if (_budgetPages == long.MaxValue)
+            return;
+        long attempts = _residentQueue.Count;
+        while (_residentPages + incoming > _budgetPages && attempts > 0)
+        {
+            int want = (int)Math.Min(_victims.Length, _residentPages + incoming - _budgetPages);
+            attempts -= want;
+            EvictFromQueue(want);
+        }
+    }
+
+    /// <summary>When idle, keeps a batch of headroom under the budget so that faults
+    /// rarely have to evict before they are served.</summary>
+    private bool EvictInBackgroundLocked()
+    {
+        if (_budgetPages == long.MaxValue)
+            return false;
+        long headroom = Math.Min(_victims.Length, _budgetPages / 4);
+        long excess = _residentPages - (_budgetPages - headroom);
+        if (excess <= 0)
+            return false;
+        return EvictFromQueue((int)Math.Min(excess, _victims.Length)) > 0;
+    }
+
+    /// <summary>Takes up to <paramref name="want"/> of the oldest resident pages and seals them.</summary>
+    private int EvictFromQueue(int want)
+    {
+        int count = 0;
+        while (count < want && _residentQueue.TryDequeue(out ResidentQueue.Element element))
+        {
+            Arena? arena = element.ArenaSlot < _arenaSlots.Length ? _arenaSlots[element.ArenaSlot] : null;
+            if (arena == null || element.PageIndex >= arena.PageCount)
+                continue;
+            ref PageEntry entry = ref arena.Entries[element.PageIndex];
+            if (entry.State != PageState.Resident || entry.ResidentTicket != element.Ticket)
+                continue; // stale: the page left residency after this element was queued
+            _victims[count++] = new Victim { Arena = arena, PageIndex = element.PageIndex, Ticket = element.Ticket };
+        }
+        return count == 0 ? 0 : EvictVictims(count);
+    }
+
+    /// <summary>
+    /// Moves the victims out of their arenas (runs of neighbours in one UFFDIO_MOVE),
+    /// seals what was moved, and releases the scratch pages.
+    /// </summary>
+    private int EvictVictims(int count)
+    {
+        for (int start = 0; start < count;)
+        {
+            int end = start + 1;
+            while (end < count && _victims[end].Arena == _victims[start].Arena
+                   && _victims[end].PageIndex == _victims[end - 1].PageIndex + 1)
+                end++;
+            MoveRun(start, end - start);
+            start = end;
+        }
+
+        int evicted = 0;
+        bool scratchUsed = false;
+        for (int k = 0; k < count; k++)
+        {
+            ref Victim victim = ref _victims[k];
+            Arena arena = victim.Arena!;
+            ref PageEntry entry = ref arena.Entries[victim.PageIndex];
+            bool stillOurs = entry.State == PageState.Resident && entry.ResidentTicket == victim.Ticket;
+            nint scratchPage = _scratch + k * PageSize;
+            switch (_outcomes[k])
+            {
+                case MoveOutcome.Moved:
+                    scratchUsed = true;
+                    if (stillOurs)
+                    {
+                        SealPage(arena, victim.PageIndex, ref entry, scratchPage);
+                        _residentPages--;
+                        evicted++;
+                    }
+                    else
+                    {
+                        Libc.memset((void*)scratchPage, 0, PageSize);
+                    }
+                    break;
+                case MoveOutcome.Gone:
+                    // Not mapped any more: the program discarded it (MADV_DONTNEED/FREE).
+                    if (stillOurs)
+                    {
+                        entry.State = PageState.Zero;
+                        _residentPages--;
+                        _zeroEvictions++;
+                        evicted++;
+                    }
+                    break;
+                case MoveOutcome.Refused:
+                    _evictionsRefused++;
+                    if (stillOurs)
+                        _residentQueue.Enqueue(arena.Slot, victim.PageIndex, victim.Ticket);
+                    break;
+            }
+            victim.Arena = null;
+        }
+
+        if (scratchUsed)
+            Libc.madvise(_scratch, (nuint)(count * PageSize), Libc.MADV_DONTNEED);
+        return evicted;
+    }
+
+    private void MoveRun(int first, int length)
+    {
+        Arena arena = _victims[first].Arena!;
+        long pageIndex = _victims[first].PageIndex;
+        int done = 0;
+        int retries = 0;
+        while (done < length)
+        {
+            int rc = _scratchUffd!.Move(
+                _scratch + (first + done) * PageSize,
+                arena.PageAddress(pageIndex + done),
+                (nuint)((length - done) * PageSize),
+                out long moved);
+            int pages = rc == 0 ? length - done : (int)(moved / PageSize);
+            for (int i = 0; i < pages; i++)
+                _outcomes[first + done + i] = MoveOutcome.Moved;
+            done += pages;
+            if (rc == 0 || pages > 0)
+                continue;
+
+            if (rc == Libc.EAGAIN && ++retries < 1000)
+            {
+                DrainEvents();
+                continue;
+            }
+            // ENOENT: nothing mapped there. EBUSY: shared with a child or pinned.
+            // Anything else (EINVAL after mprotect, a vanished range): leave it be.
+            _outcomes[first + done] = rc == Libc.ENOENT ? MoveOutcome.Gone : MoveOutcome.Refused;
+            done++;
+        }
+    }
+
+    /// <summary>Seals a moved-out page into the store and wipes the scratch copy.</summary>
+    private void SealPage(Arena arena, long index, ref PageEntry entry, nint scratchPage)
+    {
+        var page = new ReadOnlySpan<byte>((void*)scratchPage, PageSize);
+        if (!page.ContainsAnyExcept((byte)0))
+        {
+            entry.State = PageState.Zero;
+            _zeroEvictions++;
+            return;
+        }
+
+        ReadOnlySpan<byte> payload = page;
+        byte flags = 0;
+        if (TryCompress(arena, page, out int compressedLength))
+        {
+            payload = new ReadOnlySpan<byte>((void*)_sealBuffer, compressedLength);
+            flags = PageEntry.FlagCompressed;
+            _compressedSeals++;
+        }
+
+        int sealedLength = payload.Length + Crypto.PageCipher.TagSize;
+        nint slot = _store.Allocate(sealedLength);
+        entry.Nonce = arena.Cipher.Seal((ulong)index, flags, payload, new Span<byte>((void*)slot, sealedLength));
+        entry.Slot = slot;
+        entry.SealedLength = (ushort)sealedLength;
+        entry.Flags = flags;
+        entry.State = PageState.Sealed;
+        _sealedPages++;
+        _evictions++;
+
+        Libc.memset((void*)scratchPage, 0, PageSize);
+        if (flags != 0)
+            Libc.memset((void*)_sealBuffer, 0, (nuint)compressedLength);
+    }
+
+    /// <summary>
+    /// zstd where it pays: a page is kept compressed only when the result is at most
+    /// <see cref="EngineOptions.CompressedKeepBytes"/>, and an arena whose pages keep
+    /// failing stops trying for a while.
+    /// </summary>
+    private bool TryCompress(Arena arena, ReadOnlySpan<byte> page, out int length)
+    {
+        length = 0;
+        if (_compressor == null)
+            return false;
+        if (arena.CompressionSkips > 0)
+        {
+            arena.CompressionSkips--;
+            return false;
+        }
+        var destination = new Span<byte>((void*)_sealBuffer, _options.CompressedKeepBytes - Crypto.PageCipher.TagSize);
+        if (_compressor.TryCompress(page, destination, out length))
+        {
+            arena.IncompressibleStreak = 0;
+            return true;
+        }
+        destination.Clear();
+        if (++arena.IncompressibleStreak >= IncompressibleStreakLimit)
+        {
+            arena.IncompressibleStreak = 0;
+            arena.CompressionSkips = CompressionBackoffPages;
+        }
+        return false;
+    }
+}

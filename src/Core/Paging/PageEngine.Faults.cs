@@ -1,0 +1,257 @@
+using Tibet.Core.Interop;
+using static Tibet.Core.Interop.UserfaultfdAbi;
+
+namespace Tibet.Core.Paging;
+
+// The fault path: allocation-free, malloc-free, under the engine lock.
+public sealed unsafe partial class PageEngine
+{
+    private void HandleFault(in uffd_msg message)
+    {
+        _faults++;
+        nint address = (nint)(message.pagefault_address & ~(ulong)(PageSize - 1));
+        bool write = (message.pagefault_flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
+
+        // Events handled while serving (see DrainEvents) can change the pages under us;
+        // then the decrypted buffer is stale and the fault is served afresh.
+        while (true)
+        {
+            Arena? arena = FindArena(address);
+            if (arena == null)
+            {
+                // A range released meanwhile; unregistering already woke the thread.
+                _uffd.Wake(address, PageSize);
+                return;
+            }
+            long index = (address - arena.Address) / PageSize;
+            PageState state = arena.Entries[index].State;
+            if (state is PageState.Resident or PageState.Poisoned or PageState.Unmapped)
+            {
+                ServeSpuriousFault(arena, index, state);
+                return;
+            }
+            if (TryServeMissingPage(arena, index, write, message.pagefault_feat_ptid))
+                return;
+        }
+    }
+
+    /// <returns>False when an event changed the pages mid-way and the fault must be re-served.</returns>
+    private bool TryServeMissingPage(Arena arena, long index, bool write, uint threadId)
+    {
+        int count = ReadAheadRun(arena, index);
+        long epoch = _eventEpoch;
+        MakeRoom(count);
+        if (_eventEpoch != epoch)
+            return false;
+
+        byte* buffer = (byte*)_injectBuffer;
+        int filled = 0;
+        bool allZero = true;
+        for (; filled < count; filled++)
+        {
+            ref PageEntry entry = ref arena.Entries[index + filled];
+            if (entry.State != PageState.Sealed)
+            {
+                _zeroFills++;
+                continue; // the buffer is all zeros between uses
+            }
+            allZero = false;
+            if (!TryOpen(arena, index + filled, ref entry, buffer + (long)filled * PageSize))
+            {
+                if (filled == 0)
+                {
+                    PoisonPage(arena, index, ref entry, threadId);
+                    return true;
+                }
+                break; // a bad page ahead is poisoned when someone touches it
+            }
+        }
+        _readAheadPages += filled - 1;
+
+        bool served = filled == 1 && allZero && !write
+            ? TryInjectZeroPage(arena, index)
+            : TryInject(arena, index, filled);
+        Libc.memset(buffer, 0, (nuint)((long)filled * PageSize));
+        return served;
+    }
+
+    /// <summary>How many pages to serve for a fault at <paramref name="index"/>: the
+    /// window doubles while faults arrive where the last run ended, and covers only
+    /// pages that are not mapped.</summary>
+    private int ReadAheadRun(Arena arena, long index)
+    {
+        int window = index == arena.ExpectedNextFault
+            ? Math.Min(arena.ReadAheadWindow * 2, _options.ReadAheadMaxPages)
+            : 1;
+        arena.ReadAheadWindow = window;
+        if (_budgetPages != long.MaxValue)
+            window = (int)Math.Max(1, Math.Min(window, _budgetPages / 4));
+
+        int count = 1;
+        while (count < window && index + count < arena.PageCount
+               && arena.Entries[index + count].State is PageState.Untouched or PageState.Zero or PageState.Sealed)
+            count++;
+        arena.ExpectedNextFault = index + count;
+        return count;
+    }
+
+    private bool TryOpen(Arena arena, long index, ref PageEntry entry, byte* destination)
+    {
+        var sealedBytes = new ReadOnlySpan<byte>((void*)entry.Slot, entry.SealedLength);
+        var page = new Span<byte>(destination, PageSize);
+        _decrypts++;
+        if (!entry.IsCompressed)
+            return arena.Cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, page);
+
+        int compressedLength = entry.SealedLength - Crypto.PageCipher.TagSize;
+        var compressed = new Span<byte>((void*)_sealBuffer, compressedLength);
+        bool ok = arena.Cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, compressed)
+                  && _compressor != null && _compressor.TryDecompress(compressed, page);
+        compressed.Clear();
+        if (ok) _decompressions++;
+        else page.Clear();
+        return ok;
+    }
+
+    private bool TryInjectZeroPage(Arena arena, long index)
+    {
+        nint address = arena.PageAddress(index);
+        while (true)
+        {
+            int rc = _uffd.ZeroPage(address, PageSize);
+            if (rc == 0 || rc == Libc.EEXIST)
+            {
+                if (rc == Libc.EEXIST) _uffd.Wake(address, PageSize);
+                MarkResident(arena, index, 1);
+                return true;
+            }
+            if (rc != Libc.EAGAIN)
+                return AbandonInjection(address, rc);
+            long epoch = _eventEpoch;
+            DrainEvents();
+            if (_eventEpoch != epoch) return false;
+        }
+    }
+
+    /// <summary>UFFDIO_COPY of <paramref name="count"/> prepared pages; wakes the faulting thread.</summary>
+    private bool TryInject(Arena arena, long index, int count)
+    {
+        int done = 0;
+        while (done < count)
+        {
+            nint destination = arena.PageAddress(index + done);
+            int rc = _uffd.Copy(destination, _injectBuffer + done * PageSize, (nuint)((count - done) * PageSize), out long copied);
+            int pages = (int)(copied / PageSize);
+            if (pages > 0)
+                MarkResident(arena, index + done, pages);
+            done += pages;
+            if (rc == 0 || pages > 0)
+                continue;
+
+            switch (rc)
+            {
+                case Libc.EAGAIN:
+                    long epoch = _eventEpoch;
+                    DrainEvents();
+                    if (_eventEpoch != epoch)
+                        return done > 0; // the faulting page is in; the rest waits for a fault of its own
+                    break;
+                case Libc.EEXIST:
+                    // Already mapped, which only a page we had written off can be: count it back in.
+                    _uffd.Wake(destination, PageSize);
+                    MarkResident(arena, index + done, 1);
+                    done++;
+                    break;
+                default:
+                    return AbandonInjection(destination, rc) || done > 0;
+            }
+        }
+        return true;
+    }
+
+    private bool AbandonInjection(nint address, int errno)
+    {
+        // ENOENT/EFAULT: the range went away under us; its UNMAP event wakes the thread.
+        if (errno is not (Libc.ENOENT or Libc.EFAULT or Libc.ESRCH))
+            Console.Error.WriteLine($"tibet: cannot map page 0x{address:x}: {Libc.Describe(errno)}");
+        _uffd.Wake(address, PageSize);
+        return true;
+    }
+
+    private void MarkResident(Arena arena, long index, int count)
+    {
+        for (long i = index; i < index + count; i++)
+        {
+            ref PageEntry entry = ref arena.Entries[i];
+            if (entry.State == PageState.Resident)
+                continue;
+            if (entry.State == PageState.Sealed)
+            {
+                _store.Free(entry.Slot);
+                entry.Slot = 0;
+                _sealedPages--;
+            }
+            entry.State = PageState.Resident;
+            entry.ResidentTicket = ++_lastTicket;
+            _residentQueue.Enqueue(arena.Slot, i, entry.ResidentTicket);
+            _residentPages++;
+        }
+        if (_residentPages > _peakResidentPages)
+            _peakResidentPages = _residentPages;
+    }
+
+    /// <summary>
+    /// A fault on a page the books say is mapped. Resident: the program discarded it with
+    /// madvise (or the kernel reclaimed a MADV_FREE page), so it reads as zeros; if it is
+    /// still mapped, the fault is stale and a wake is all it needs. Poisoned: poison again.
+    /// </summary>
+    private void ServeSpuriousFault(Arena arena, long index, PageState state)
+    {
+        nint address = arena.PageAddress(index);
+        if (state == PageState.Resident)
+        {
+            int rc = _uffd.ZeroPage(address, PageSize);
+            if (rc == 0) _zeroFills++;
+            else _uffd.Wake(address, PageSize);
+        }
+        else if (state == PageState.Poisoned && Features.Poison)
+        {
+            if (_uffd.Poison(address, PageSize) != 0)
+                _uffd.Wake(address, PageSize);
+        }
+        else
+        {
+            _uffd.Wake(address, PageSize);
+        }
+    }
+
+    /// <summary>
+    /// The page failed authentication: it is never mapped as data. The reader gets SIGBUS
+    /// (UFFDIO_POISON, or tgkill on kernels without it) and the failure is reported.
+    /// </summary>
+    private void PoisonPage(Arena arena, long index, ref PageEntry entry, uint threadId)
+    {
+        _authenticationFailures++;
+        _store.Free(entry.Slot);
+        entry.Slot = 0;
+        _sealedPages--;
+        entry.State = PageState.Poisoned;
+        nint address = arena.PageAddress(index);
+
+        if (!Features.Poison || _uffd.Poison(address, PageSize) != 0)
+        {
+            if (threadId != 0)
+                Libc.syscall(Libc.SYS_tgkill, Libc.getpid(), threadId, Libc.SIGBUS);
+            _uffd.Wake(address, PageSize);
+        }
+
+        var failure = new AuthenticationFailure(arena.Id, index, address,
+            "AES-256-GCM authentication failed: the ciphertext, tag or nonce of this page was altered");
+        if (_options.OnAuthenticationFailure is { } report)
+            report(failure);
+        else
+            Console.Error.WriteLine(
+                $"tibet: page {index} of arena '{arena.Label}' (0x{address:x}) failed authentication; " +
+                "it was tampered with or corrupted, and its reader receives SIGBUS instead of data.");
+    }
+}

@@ -1,0 +1,461 @@
+using System.Diagnostics;
+using Tibet.Core.Compression;
+using Tibet.Core.Diagnostics;
+using Tibet.Core.Interop;
+using Tibet.Core.Storage;
+using static Tibet.Core.Interop.UserfaultfdAbi;
+
+namespace Tibet.Core.Paging;
+
+/// <summary>
+/// Keeps arenas of memory encrypted behind userfaultfd: pages beyond the resident
+/// budget exist only as AES-256-GCM ciphertext, and a touch of such a page is served by
+/// this engine's handler thread (authenticate, decrypt, inject, wake).
+/// </summary>
+/// <remarks>
+/// <para><b>Threads.</b> One handler thread reads the userfaultfd and serves faults and
+/// events. Every change to page tables, the store and the resident queue happens under
+/// one lock (<see cref="_gate"/>), taken by the handler per batch of messages and by API
+/// calls. Whoever holds the lock never touches arena memory, so a fault can never wait
+/// for its own lock holder.</para>
+/// <para><b>Eviction.</b> A resident page is taken out of the arena with UFFDIO_MOVE
+/// into a scratch area registered on a second userfaultfd. The move is atomic against
+/// writers: a write either landed before it (and is sealed) or faults after it (and is
+/// served from the new ciphertext once sealing is done, because the handler holds the
+/// lock meanwhile). The scratch area is released with MADV_DONTNEED; because its
+/// userfaultfd has no REMOVE events, the engine never waits on an event of its own.</para>
+/// <para><b>Fault path.</b> Reading a message, decrypting, UFFDIO_COPY and eviction use
+/// preallocated native buffers only: no managed allocation and no malloc. The handler
+/// reports what it allocated in <see cref="EngineStats.HandlerAllocatedBytes"/>.</para>
+/// </remarks>
+public sealed unsafe partial class PageEngine : IDisposable
+{
+    private const int PageSize = Userfaultfd.PageSize;
+    private const int MessageQueueCapacity = 16384;
+    private const int MessagesPerRead = 64;
+
+    private readonly EngineOptions _options;
+    private readonly Lock _gate = new();
+    private readonly Userfaultfd _uffd;
+    private readonly Userfaultfd? _scratchUffd;
+    private readonly nint _scratch;
+    private readonly nuint _scratchLength;
+    private readonly nint _injectBuffer;
+    private readonly nuint _injectBufferLength;
+    private readonly nint _sealBuffer;
+    private readonly CiphertextStore _store = new();
+    private readonly PageCompressor? _compressor;
+    private readonly ResidentQueue _residentQueue = new();
+    private readonly long _budgetPages;
+    private readonly Thread _handler;
+    private readonly int _wakeFd;
+    private volatile bool _stopping;
+    private bool _disposed;
+
+    private Arena?[] _arenaSlots = new Arena?[8];
+    private Arena[] _arenasByAddress = [];
+
+    private readonly uffd_msg* _queue;
+    private int _queueHead;
+    private int _queueCount;
+    private readonly uffd_msg* _readBuffer;
+    private long _eventEpoch;
+    private ulong _lastTicket;
+
+    private readonly Victim[] _victims;
+    private readonly MoveOutcome[] _outcomes;
+
+    private long _faults, _readAheadPages, _decrypts, _decompressions, _zeroFills;
+    private long _evictions, _zeroEvictions, _compressedSeals, _evictionsRefused;
+    private long _authenticationFailures, _removeEvents, _unmapEvents, _remapEvents;
+    private long _residentPages, _peakResidentPages, _sealedPages;
+    private long _handlerAllocatedBytes;
+    private readonly LatencyHistogram _faultLatency = new();
+    private static readonly double NanosecondsPerTick = 1e9 / Stopwatch.Frequency;
+
+    private struct Victim
+    {
+        public Arena? Arena;
+        public long PageIndex;
+        public ulong Ticket;
+    }
+
+    private enum MoveOutcome : byte
+    {
+        Moved,
+        Gone,
+        Refused,
+    }
+
+    private PageEngine(EngineOptions options)
+    {
+        options.Validate();
+        _options = options;
+        Features = Userfaultfd.Probe();
+        _budgetPages = options.ResidentBudgetBytes == EngineOptions.Unlimited
+            ? long.MaxValue
+            : Math.Max(1, options.ResidentBudgetBytes / PageSize);
+
+        ulong wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP
+                       | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON;
+        _uffd = Userfaultfd.Open(Features.Bits & wanted);
+
+        if (Features.CanEvict)
+        {
+            _scratchUffd = Userfaultfd.Open(UFFD_FEATURE_MOVE | UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+            _scratchLength = (nuint)(options.EvictBatchPages * PageSize);
+            _scratch = KernelMemory.Map(_scratchLength);
+            Libc.madvise(_scratch, _scratchLength, Libc.MADV_NOHUGEPAGE);
+            Libc.madvise(_scratch, _scratchLength, Libc.MADV_DONTDUMP);
+            // Write-protect mode only: a read of an empty scratch page is then an ordinary
+            // zero-fill by the kernel, never a message this handler would have to answer.
+            ulong ioctls = _scratchUffd.Register(_scratch, _scratchLength, UFFDIO_REGISTER_MODE_WP);
+            if ((ioctls & (1UL << _UFFDIO_MOVE)) == 0)
+                throw new UserfaultfdUnavailableException("The kernel registered the scratch area without UFFDIO_MOVE; eviction cannot work.");
+        }
+        else if (options.ResidentBudgetBytes != EngineOptions.Unlimited)
+        {
+            throw new UserfaultfdUnavailableException(
+                "A resident budget was requested, but " + string.Join("; ", Features.Shortcomings()) + ".");
+        }
+
+        _injectBufferLength = (nuint)(options.ReadAheadMaxPages * PageSize);
+        _injectBuffer = KernelMemory.Map(_injectBufferLength);
+        _sealBuffer = KernelMemory.Map(PageSize * 2);
+        // Plaintext passes through these buffers: keep them out of swap and core dumps.
+        Libc.mlock(_injectBuffer, _injectBufferLength);
+        Libc.mlock(_sealBuffer, PageSize * 2);
+        Libc.madvise(_injectBuffer, _injectBufferLength, Libc.MADV_DONTDUMP);
+        Libc.madvise(_sealBuffer, PageSize * 2, Libc.MADV_DONTDUMP);
+
+        if (options.Compression == CompressionMode.Auto)
+            _compressor = new PageCompressor();
+
+        _queue = (uffd_msg*)KernelMemory.Map((nuint)(MessageQueueCapacity * sizeof(uffd_msg)));
+        _readBuffer = (uffd_msg*)KernelMemory.Map((nuint)(MessagesPerRead * sizeof(uffd_msg)));
+        _victims = new Victim[options.EvictBatchPages];
+        _outcomes = new MoveOutcome[options.EvictBatchPages];
+
+        _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
+        if (_wakeFd < 0)
+            throw new InvalidOperationException($"eventfd failed: {Libc.Describe(Libc.LastErrno)}");
+
+        WarmUp();
+        _handler = new Thread(HandlerLoop) { IsBackground = true, Name = "tibet-uffd" };
+        _handler.Start();
+    }
+
+    /// <summary>Creates an engine with its handler thread.</summary>
+    /// <exception cref="UserfaultfdUnavailableException">userfaultfd cannot be used here;
+    /// the message names the fix.</exception>
+    public static PageEngine Create(EngineOptions? options = null) => new(options ?? new EngineOptions());
+
+    public KernelFeatures Features { get; }
+
+    public EngineOptions Options => _options;
+
+    /// <summary>Maps a new arena of <paramref name="length"/> bytes (rounded up to pages).</summary>
+    public Arena CreateArena(long length, string label = "arena")
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
+        long rounded = (length + PageSize - 1) & ~(long)(PageSize - 1);
+        nint address = Libc.mmap(0, (nuint)rounded, Libc.PROT_READ | Libc.PROT_WRITE,
+            Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
+        if (address == Libc.MAP_FAILED)
+            throw new OutOfMemoryException($"mmap of a {rounded}-byte arena failed: {Libc.Describe(Libc.LastErrno)}");
+        // Transparent huge pages would hand out 2 MiB at a time behind our back and
+        // cannot be moved page by page.
+        Libc.madvise(address, (nuint)rounded, Libc.MADV_NOHUGEPAGE);
+        if (_options.ExcludeFromCoreDumps)
+            Libc.madvise(address, (nuint)rounded, Libc.MADV_DONTDUMP);
+
+        try
+        {
+            ulong ioctls = _uffd.Register(address, (nuint)rounded, UFFDIO_REGISTER_MODE_MISSING);
+            const ulong needed = (1UL << _UFFDIO_COPY) | (1UL << _UFFDIO_ZEROPAGE) | (1UL << _UFFDIO_WAKE);
+            if ((ioctls & needed) != needed)
+                throw new UserfaultfdUnavailableException($"The kernel registered the arena without UFFDIO_COPY/ZEROPAGE/WAKE (ioctls 0x{ioctls:x}).");
+        }
+        catch
+        {
+            Libc.munmap(address, (nuint)rounded);
+            throw;
+        }
+
+        var arena = new Arena(this, address, rounded, NewArenaId(), label);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            int slot = Array.IndexOf(_arenaSlots, null);
+            if (slot < 0)
+            {
+                slot = _arenaSlots.Length;
+                Array.Resize(ref _arenaSlots, _arenaSlots.Length * 2);
+            }
+            arena.Slot = slot;
+            _arenaSlots[slot] = arena;
+            RebuildAddressIndex();
+        }
+        return arena;
+    }
+
+    /// <summary>Seals and drops resident pages, oldest first, until at most
+    /// <paramref name="residentBytes"/> remain resident.</summary>
+    public void Trim(long residentBytes)
+    {
+        RequireEviction();
+        lock (_gate)
+        {
+            long target = Math.Max(0, residentBytes / PageSize);
+            long attempts = _residentQueue.Count;
+            while (_residentPages > target && attempts > 0)
+            {
+                int want = (int)Math.Min(_victims.Length, _residentPages - target);
+                attempts -= want;
+                EvictFromQueue(want);
+            }
+        }
+        KickHandler();
+    }
+
+    public EngineStats GetStats()
+    {
+        lock (_gate)
+        {
+            return new EngineStats
+            {
+                Faults = _faults,
+                ReadAheadPages = _readAheadPages,
+                Decrypts = _decrypts,
+                Decompressions = _decompressions,
+                ZeroFills = _zeroFills,
+                Evictions = _evictions,
+                ZeroEvictions = _zeroEvictions,
+                CompressedSeals = _compressedSeals,
+                EvictionsRefused = _evictionsRefused,
+                AuthenticationFailures = _authenticationFailures,
+                RemoveEvents = _removeEvents,
+                UnmapEvents = _unmapEvents,
+                RemapEvents = _remapEvents,
+                ResidentBytes = _residentPages * PageSize,
+                PeakResidentBytes = _peakResidentPages * PageSize,
+                ResidentBudgetBytes = _options.ResidentBudgetBytes,
+                SealedBytes = _store.PayloadBytes,
+                StoreMappedBytes = _store.MappedBytes,
+                SealedPages = _sealedPages,
+                FaultP50Nanoseconds = _faultLatency.Percentile(0.50),
+                FaultP99Nanoseconds = _faultLatency.Percentile(0.99),
+                FaultMaxNanoseconds = _faultLatency.MaxNanoseconds,
+                HandlerAllocatedBytes = _handlerAllocatedBytes,
+            };
+        }
+    }
+
+    /// <summary>Forgets the fault latencies recorded so far (for benchmarks that measure phases).</summary>
+    public void ResetLatency()
+    {
+        lock (_gate) _faultLatency.Clear();
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _stopping = true;
+        KickHandler();
+        _handler.Join();
+        lock (_gate)
+        {
+            foreach (var arena in _arenaSlots)
+                if (arena != null) ReleaseArenaLocked(arena);
+            _disposed = true;
+        }
+        _store.Dispose();
+        _residentQueue.Dispose();
+        _compressor?.Dispose();
+        _uffd.Dispose();
+        _scratchUffd?.Dispose();
+        if (_scratch != 0) KernelMemory.Unmap(_scratch, _scratchLength);
+        WipeAndUnmap(_injectBuffer, _injectBufferLength);
+        WipeAndUnmap(_sealBuffer, PageSize * 2);
+        KernelMemory.Unmap((nint)_queue, (nuint)(MessageQueueCapacity * sizeof(uffd_msg)));
+        KernelMemory.Unmap((nint)_readBuffer, (nuint)(MessagesPerRead * sizeof(uffd_msg)));
+        Libc.close(_wakeFd);
+    }
+
+    internal PageState ReadPageState(Arena arena, long pageIndex)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(arena.Released, arena);
+            return arena.Entries[pageIndex].State;
+        }
+    }
+
+    /// <summary>Where a sealed page's ciphertext lives, for tests that tamper with it.</summary>
+    internal bool TryLocateCiphertext(Arena arena, long pageIndex, out nint address, out int length)
+    {
+        lock (_gate)
+        {
+            ref PageEntry entry = ref arena.Entries[pageIndex];
+            address = entry.State == PageState.Sealed ? entry.Slot : 0;
+            length = entry.State == PageState.Sealed ? entry.SealedLength : 0;
+            return address != 0;
+        }
+    }
+
+    /// <summary>The nonce counters of all sealed pages of an arena, for tests.</summary>
+    internal List<ulong> SealedNonces(Arena arena)
+    {
+        var nonces = new List<ulong>();
+        lock (_gate)
+        {
+            for (long i = 0; i < arena.PageCount; i++)
+                if (arena.Entries[i].State == PageState.Sealed)
+                    nonces.Add(arena.Entries[i].Nonce);
+        }
+        return nonces;
+    }
+
+    internal void EvictArena(Arena arena)
+    {
+        RequireEviction();
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(arena.Released, arena);
+            int count = 0;
+            for (long i = 0; i < arena.PageCount; i++)
+            {
+                ref PageEntry entry = ref arena.Entries[i];
+                if (entry.State != PageState.Resident) continue;
+                _victims[count++] = new Victim { Arena = arena, PageIndex = i, Ticket = entry.ResidentTicket };
+                if (count == _victims.Length)
+                {
+                    EvictVictims(count);
+                    count = 0;
+                }
+            }
+            if (count > 0) EvictVictims(count);
+        }
+        KickHandler();
+    }
+
+    internal void ReleaseArena(Arena arena)
+    {
+        lock (_gate)
+        {
+            if (arena.Released) return;
+            ReleaseArenaLocked(arena);
+        }
+    }
+
+    private void ReleaseArenaLocked(Arena arena)
+    {
+        // Unregistering first wakes any thread still blocked on the range.
+        _uffd.Unregister(arena.Address, (nuint)arena.Length);
+        long runStart = -1;
+        for (long i = 0; i <= arena.PageCount; i++)
+        {
+            bool mapped = i < arena.PageCount && arena.Entries[i].State != PageState.Unmapped;
+            if (i < arena.PageCount)
+                DropPage(ref arena.Entries[i]);
+            if (mapped && runStart < 0) runStart = i;
+            if (!mapped && runStart >= 0)
+            {
+                // Pages the program already unmapped may hold someone else's mapping now.
+                Libc.munmap(arena.PageAddress(runStart), (nuint)((i - runStart) * PageSize));
+                runStart = -1;
+            }
+        }
+        _arenaSlots[arena.Slot] = null;
+        RebuildAddressIndex();
+        arena.FreeTables();
+        arena.Released = true;
+    }
+
+    /// <summary>Forgets a page: frees its ciphertext and takes it off the resident count.</summary>
+    private void DropPage(ref PageEntry entry)
+    {
+        if (entry.State == PageState.Sealed)
+        {
+            _store.Free(entry.Slot);
+            entry.Slot = 0;
+            _sealedPages--;
+        }
+        else if (entry.State == PageState.Resident)
+        {
+            _residentPages--;
+        }
+        entry.State = PageState.Unmapped;
+    }
+
+    private void RebuildAddressIndex()
+    {
+        var list = new List<Arena>();
+        foreach (var a in _arenaSlots)
+            if (a != null) list.Add(a);
+        list.Sort(static (x, y) => x.Address.CompareTo(y.Address));
+        _arenasByAddress = list.ToArray();
+    }
+
+    private Arena? FindArena(nint address)
+    {
+        Arena[] arenas = _arenasByAddress;
+        int lo = 0, hi = arenas.Length - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            Arena a = arenas[mid];
+            if (address < a.Address) hi = mid - 1;
+            else if (address >= a.Address + (nint)a.Length) lo = mid + 1;
+            else return a;
+        }
+        return null;
+    }
+
+    private void RequireEviction()
+    {
+        if (_scratchUffd == null)
+            throw new NotSupportedException("Eviction is unavailable on this kernel: " + string.Join("; ", Features.Shortcomings()));
+    }
+
+    private static ulong NewArenaId() => Crypto.SecureRandom.NextUInt64();
+
+    private void KickHandler()
+    {
+        ulong one = 1;
+        Libc.write(_wakeFd, &one, sizeof(ulong));
+    }
+
+    private static void WipeAndUnmap(nint address, nuint length)
+    {
+        Libc.memset((void*)address, 0, length);
+        KernelMemory.Unmap(address, length);
+    }
+
+    /// <summary>
+    /// Runs every lazily initialised path once (cipher, compressor, histogram) on the
+    /// constructing thread, so the handler's first fault meets no static constructor
+    /// and no first-call allocation.
+    /// </summary>
+    private void WarmUp()
+    {
+        using var cipher = new Crypto.PageCipher(0);
+        var page = new Span<byte>((void*)_injectBuffer, PageSize);
+        var sealedPage = new Span<byte>((void*)_sealBuffer, PageSize + Crypto.PageCipher.TagSize);
+        ulong nonce = cipher.Seal(0, 0, page, sealedPage);
+        if (!cipher.Open(0, 0, nonce, sealedPage, page))
+            throw new InvalidOperationException("AES-256-GCM self-test failed: a page sealed here did not open.");
+        if (_compressor != null)
+        {
+            var compressed = new Span<byte>((void*)_sealBuffer, PageSize);
+            if (_compressor.TryCompress(page, compressed, out int written))
+                _compressor.TryDecompress(compressed[..written], page);
+        }
+        page.Clear();
+        sealedPage.Clear();
+        _faultLatency.Record(0);
+        _faultLatency.Clear();
+        _ = Stopwatch.GetTimestamp();
+        _ = GC.GetAllocatedBytesForCurrentThread();
+    }
+}

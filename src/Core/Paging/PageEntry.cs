@@ -1,0 +1,34 @@
+using System.Runtime.InteropServices;
+
+namespace Tibet.Core.Paging;
+
+/// <summary>
+/// One page's row in an arena's page table (native memory, 32 bytes).
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct PageEntry
+{
+    /// <summary>The nonce counter the page was last sealed under (valid when Sealed).</summary>
+    public ulong Nonce;
+
+    /// <summary>The store slot holding ciphertext and tag (valid when Sealed).</summary>
+    public nint Slot;
+
+    /// <summary>The resident-queue ticket issued when the page became resident; a queue
+    /// element whose ticket differs is stale.</summary>
+    public ulong ResidentTicket;
+
+    /// <summary>Length of ciphertext plus tag in <see cref="Slot"/>.</summary>
+    public ushort SealedLength;
+
+    public PageState State;
+
+    /// <summary>Sealing flags, authenticated as associated data.</summary>
+    public byte Flags;
+
+    private readonly uint _padding;
+
+    public const byte FlagCompressed = 1;
+
+    public readonly bool IsCompressed => (Flags & FlagCompressed) != 0;
+}

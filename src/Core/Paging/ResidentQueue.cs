@@ -1,0 +1,86 @@
+using System.Runtime.InteropServices;
+using Tibet.Core.Storage;
+
+namespace Tibet.Core.Paging;
+
+/// <summary>
+/// The eviction order: resident pages in the order they became resident (FIFO), as a
+/// growable ring in native memory.
+/// </summary>
+/// <remarks>
+/// userfaultfd reports only the first touch of a page, and Linux gives user space no
+/// cheap per-page accessed bit, so the engine has no recency signal to run CLOCK or LRU
+/// on; first-in first-out is what the information supports. Elements are never removed
+/// from the middle: a page that stops being resident leaves a stale element behind,
+/// recognised by its ticket and skipped when popped. Not thread-safe; allocation-free
+/// except when the ring doubles (mmap, never malloc).
+/// </remarks>
+internal sealed unsafe class ResidentQueue : IDisposable
+{
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Element
+    {
+        public int ArenaSlot;
+        private readonly int _padding;
+        public long PageIndex;
+        public ulong Ticket;
+    }
+
+    private Element* _ring;
+    private long _capacity;
+    private long _head;
+    private long _count;
+
+    public ResidentQueue(long initialCapacity = 1 << 14)
+    {
+        _capacity = initialCapacity;
+        _ring = (Element*)KernelMemory.Map((nuint)(_capacity * sizeof(Element)));
+    }
+
+    public long Count => _count;
+
+    public void Enqueue(int arenaSlot, long pageIndex, ulong ticket)
+    {
+        if (_count == _capacity)
+            Grow();
+        Element* e = _ring + (_head + _count) % _capacity;
+        e->ArenaSlot = arenaSlot;
+        e->PageIndex = pageIndex;
+        e->Ticket = ticket;
+        _count++;
+    }
+
+    public bool TryDequeue(out Element element)
+    {
+        if (_count == 0)
+        {
+            element = default;
+            return false;
+        }
+        element = _ring[_head];
+        _head = (_head + 1) % _capacity;
+        _count--;
+        return true;
+    }
+
+    public void Dispose()
+    {
+        if (_ring != null)
+        {
+            KernelMemory.Unmap((nint)_ring, (nuint)(_capacity * sizeof(Element)));
+            _ring = null;
+        }
+    }
+
+    private void Grow()
+    {
+        long newCapacity = _capacity * 2;
+        var grown = (Element*)KernelMemory.Map((nuint)(newCapacity * sizeof(Element)));
+        for (long i = 0; i < _count; i++)
+            grown[i] = _ring[(_head + i) % _capacity];
+        KernelMemory.Unmap((nint)_ring, (nuint)(_capacity * sizeof(Element)));
+        _ring = grown;
+        _capacity = newCapacity;
+        _head = 0;
+    }
+}

@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Tibet.Core.Storage;
+
+/// <summary>
+/// A slab allocator for sealed pages, in native memory.
+/// </summary>
+/// <remarks>
+/// Sealed pages come in few sizes: a raw page (4096 + 16-byte tag) or a compressed
+/// page rounded up to a 512-byte class. Each class carves 1 MiB chunks into slots. A
+/// chunk is aligned to its size, so the chunk header of any slot is found by masking
+/// the slot's address, and a chunk that empties is unmapped at once: freed arenas and
+/// freed pages give their memory back to the kernel.
+/// <para>Not thread-safe: the engine calls it under its lock. Allocation-free.</para>
+/// </remarks>
+internal sealed unsafe class CiphertextStore : IDisposable
+{
+    public const int RawSlotSize = 4096 + 16;
+    public const int CompressedClassStep = 512;
+    public const int CompressedClassCount = 7; // 512 .. 3584
+    private const int ClassCount = CompressedClassCount + 1;
+    private const nuint ChunkSize = 1 << 20;
+    private const int HeaderSize = 64;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct ChunkHeader
+    {
+        public int ClassIndex;
+        public int SlotSize;
+        public int TotalSlots;
+        public int LiveSlots;
+        public int BumpSlots;
+        public int Padding;
+        public nint FreeList;
+        public ChunkHeader* NextPartial;
+        public ChunkHeader* PrevPartial;
+    }
+
+    private readonly nint[] _partialHeads = new nint[ClassCount];
+    private readonly int[] _partialCounts = new int[ClassCount];
+    private long _chunkCount;
+    private long _payloadBytes;
+    private long _liveSlots;
+
+    /// <summary>Bytes of ciphertext held (slot sizes of live slots).</summary>
+    public long PayloadBytes => _payloadBytes;
+
+    /// <summary>Bytes mapped for the store, including free slots.</summary>
+    public long MappedBytes => _chunkCount * (long)ChunkSize;
+
+    public long LiveSlots => _liveSlots;
+
+    /// <summary>The largest sealed size that fits a compressed class.</summary>
+    public static int LargestCompressedSealedSize => CompressedClassCount * CompressedClassStep;
+
+    public static int SlotSizeFor(int sealedLength) => sealedLength == RawSlotSize
+        ? RawSlotSize
+        : ((sealedLength + CompressedClassStep - 1) / CompressedClassStep) * CompressedClassStep;
+
+    /// <summary>Returns a slot that can hold <paramref name="sealedLength"/> bytes.</summary>
+    public nint Allocate(int sealedLength)
+    {
+        int classIndex = ClassOf(sealedLength);
+        var chunk = (ChunkHeader*)_partialHeads[classIndex];
+        if (chunk == null)
+            chunk = NewChunk(classIndex);
+
+        nint slot;
+        if (chunk->FreeList != 0)
+        {
+            slot = chunk->FreeList;
+            chunk->FreeList = *(nint*)slot;
+        }
+        else
+        {
+            Debug.Assert(chunk->BumpSlots < chunk->TotalSlots);
+            slot = (nint)chunk + HeaderSize + chunk->BumpSlots * chunk->SlotSize;
+            chunk->BumpSlots++;
+        }
+
+        chunk->LiveSlots++;
+        _liveSlots++;
+        _payloadBytes += chunk->SlotSize;
+        if (chunk->LiveSlots == chunk->TotalSlots)
+            Unlink(chunk);
+        return slot;
+    }
+
+    public void Free(nint slot)
+    {
+        Debug.Assert(slot != 0);
+        var chunk = (ChunkHeader*)((nuint)slot & ~(ChunkSize - 1));
+        bool wasFull = chunk->LiveSlots == chunk->TotalSlots;
+        *(nint*)slot = chunk->FreeList;
+        chunk->FreeList = slot;
+        chunk->LiveSlots--;
+        _liveSlots--;
+        _payloadBytes -= chunk->SlotSize;
+
+        if (wasFull)
+            Link(chunk);
+        // Give an empty chunk back unless it is the class's only spare, so that a page
+        // bouncing in and out of one class does not map and unmap a chunk every time.
+        if (chunk->LiveSlots == 0 && _partialCounts[chunk->ClassIndex] > 1)
+        {
+            Unlink(chunk);
+            KernelMemory.Unmap((nint)chunk, ChunkSize);
+            _chunkCount--;
+        }
+    }
+
+    public void Dispose()
+    {
+        // The engine releases every arena before the store, so each remaining chunk is
+        // empty and sits on its class's partial list.
+        Debug.Assert(_liveSlots == 0, "the store is disposed while pages still hold ciphertext");
+        for (int c = 0; c < ClassCount; c++)
+        {
+            while (_partialHeads[c] != 0)
+            {
+                var chunk = (ChunkHeader*)_partialHeads[c];
+                Unlink(chunk);
+                KernelMemory.Unmap((nint)chunk, ChunkSize);
+                _chunkCount--;
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ClassOf(int sealedLength)
+    {
+        if (sealedLength == RawSlotSize)
+            return CompressedClassCount;
+        Debug.Assert(sealedLength > 0 && sealedLength <= LargestCompressedSealedSize);
+        return (sealedLength - 1) / CompressedClassStep;
+    }
+
+    private ChunkHeader* NewChunk(int classIndex)
+    {
+        var chunk = (ChunkHeader*)KernelMemory.MapAligned(ChunkSize, ChunkSize);
+        int slotSize = classIndex == CompressedClassCount ? RawSlotSize : (classIndex + 1) * CompressedClassStep;
+        chunk->ClassIndex = classIndex;
+        chunk->SlotSize = slotSize;
+        chunk->TotalSlots = (int)((ChunkSize - HeaderSize) / (nuint)slotSize);
+        chunk->LiveSlots = 0;
+        chunk->BumpSlots = 0;
+        chunk->FreeList = 0;
+        chunk->NextPartial = null;
+        chunk->PrevPartial = null;
+        _chunkCount++;
+        Link(chunk);
+        return chunk;
+    }
+
+    private void Link(ChunkHeader* chunk)
+    {
+        int c = chunk->ClassIndex;
+        var head = (ChunkHeader*)_partialHeads[c];
+        chunk->PrevPartial = null;
+        chunk->NextPartial = head;
+        if (head != null) head->PrevPartial = chunk;
+        _partialHeads[c] = (nint)chunk;
+        _partialCounts[c]++;
+    }
+
+    private void Unlink(ChunkHeader* chunk)
+    {
+        int c = chunk->ClassIndex;
+        if (chunk->PrevPartial != null) chunk->PrevPartial->NextPartial = chunk->NextPartial;
+        else _partialHeads[c] = (nint)chunk->NextPartial;
+        if (chunk->NextPartial != null) chunk->NextPartial->PrevPartial = chunk->PrevPartial;
+        chunk->NextPartial = null;
+        chunk->PrevPartial = null;
+        _partialCounts[c]--;
+    }
+}
