@@ -238,13 +238,7 @@ public sealed unsafe partial class PageEngine
         entry.State = PageState.Poisoned;
         nint address = arena.PageAddress(index);
 
-        if (!Features.Poison || _uffd.Poison(address, PageSize) != 0)
-        {
-            if (threadId != 0)
-                Libc.syscall(Libc.SYS_tgkill, Libc.getpid(), threadId, Libc.SIGBUS);
-            _uffd.Wake(address, PageSize);
-        }
-
+        // Report first: the SIGBUS that follows usually ends the process.
         var failure = new AuthenticationFailure(arena.Id, index, address,
             "AES-256-GCM authentication failed: the ciphertext, tag or nonce of this page was altered");
         if (_options.OnAuthenticationFailure is { } report)
@@ -253,5 +247,12 @@ public sealed unsafe partial class PageEngine
             Console.Error.WriteLine(
                 $"tibet: page {index} of arena '{arena.Label}' (0x{address:x}) failed authentication; " +
                 "it was tampered with or corrupted, and its reader receives SIGBUS instead of data.");
+
+        if (!Features.Poison || _uffd.Poison(address, PageSize) != 0)
+        {
+            if (threadId != 0)
+                Libc.syscall(Libc.SYS_tgkill, Libc.getpid(), threadId, Libc.SIGBUS);
+            _uffd.Wake(address, PageSize);
+        }
     }
 }

@@ -1,0 +1,137 @@
+using Tibet.Core.Paging;
+using Tibet.IntegrationTests.Support;
+using Xunit;
+
+namespace Tibet.IntegrationTests.Engine;
+
+public class EventTests
+{
+    private static byte[] Pattern(int length, int seed)
+    {
+        var bytes = new byte[length];
+        new Random(seed).NextBytes(bytes);
+        return bytes;
+    }
+
+    [Theory]
+    [InlineData(NativeCalls.MADV_DONTNEED)]
+    [InlineData(NativeCalls.MADV_FREE)]
+    public void Discarded_sealed_pages_read_as_zeros_and_free_their_ciphertext(int advice)
+    {
+        const int pages = 128;
+        using var engine = Engines.Create();
+        Engines.RequireEviction(engine);
+        using var arena = engine.CreateArena(pages * 4096L);
+        ArenaMemory.Write(arena.Address, Pattern(pages * 4096, 1));
+        arena.Evict();
+        long sealedBefore = engine.GetStats().SealedBytes;
+        Assert.True(sealedBefore >= pages * 4096L);
+
+        NativeCalls.Check(NativeCalls.madvise(arena.Address, pages * 4096, advice), "madvise");
+
+        var stats = engine.GetStats();
+        Assert.Equal(0, stats.SealedBytes);
+        Assert.Equal(0, stats.SealedPages);
+        Assert.True(stats.RemoveEvents >= 1, stats.ToJson());
+        Assert.Equal(PageState.Zero, arena.GetPageState(5));
+        var back = new byte[pages * 4096];
+        back.AsSpan().Fill(0xEE);
+        ArenaMemory.Read(arena.Address, back);
+        Assert.False(back.AsSpan().ContainsAnyExcept((byte)0));
+    }
+
+    [Fact]
+    public void Discarded_resident_pages_read_as_zeros_and_neighbours_keep_their_data()
+    {
+        const int pages = 64;
+        using var engine = Engines.Create();
+        using var arena = engine.CreateArena(pages * 4096L);
+        byte[] data = Pattern(pages * 4096, 2);
+        ArenaMemory.Write(arena.Address, data);
+
+        NativeCalls.Check(NativeCalls.madvise(arena.Address + 16 * 4096, 16 * 4096, NativeCalls.MADV_DONTNEED), "madvise");
+
+        var back = new byte[pages * 4096];
+        ArenaMemory.Read(arena.Address, back);
+        Assert.True(back.AsSpan(0, 16 * 4096).SequenceEqual(data.AsSpan(0, 16 * 4096)));
+        Assert.False(back.AsSpan(16 * 4096, 16 * 4096).ContainsAnyExcept((byte)0));
+        Assert.True(back.AsSpan(32 * 4096).SequenceEqual(data.AsSpan(32 * 4096)));
+
+        // And the discarded pages are evicted as zeros: nothing is stored for them.
+        if (engine.Features.CanEvict)
+        {
+            arena.Evict();
+            Assert.Equal((pages - 16) * (long)Tibet.Core.Storage.CiphertextStore.RawSlotSize, engine.GetStats().SealedBytes);
+        }
+    }
+
+    [Fact]
+    public void Unmapping_part_of_an_arena_frees_its_ciphertext_and_keeps_the_rest()
+    {
+        const int pages = 96;
+        using var engine = Engines.Create();
+        Engines.RequireEviction(engine);
+        var arena = engine.CreateArena(pages * 4096L);
+        byte[] data = Pattern(pages * 4096, 3);
+        ArenaMemory.Write(arena.Address, data);
+        arena.Evict();
+
+        NativeCalls.Check(NativeCalls.munmap(arena.Address + 32 * 4096, 32 * 4096), "munmap");
+
+        var stats = engine.GetStats();
+        Assert.Equal(1, stats.UnmapEvents);
+        Assert.Equal(64, stats.SealedPages);
+        Assert.Equal(PageState.Unmapped, arena.GetPageState(40));
+        var back = new byte[32 * 4096];
+        ArenaMemory.Read(arena.Address + 64 * 4096, back);
+        Assert.True(back.AsSpan().SequenceEqual(data.AsSpan(64 * 4096)));
+        arena.Dispose();
+        Assert.Equal(0, engine.GetStats().SealedBytes);
+    }
+
+    [Fact]
+    public void Moving_a_whole_arena_with_mremap_keeps_its_sealed_pages()
+    {
+        const int pages = 64;
+        using var engine = Engines.Create();
+        Engines.RequireEviction(engine);
+        using var arena = engine.CreateArena(pages * 4096L);
+        byte[] data = Pattern(pages * 4096, 4);
+        ArenaMemory.Write(arena.Address, data);
+        arena.Evict();
+        nint before = arena.Address;
+
+        // Reserve a destination and move the whole arena there.
+        nint target = NativeCalls.mmap(0, pages * 4096, 0, 0x22 /* MAP_PRIVATE|MAP_ANONYMOUS */, -1, 0);
+        Assert.NotEqual(-1, target);
+        nint moved = NativeCalls.mremap(before, pages * 4096, pages * 4096,
+            NativeCalls.MREMAP_MAYMOVE | NativeCalls.MREMAP_FIXED, target);
+        Assert.Equal(target, moved);
+        Assert.Equal(moved, arena.Address);
+        Assert.Equal(1, engine.GetStats().RemapEvents);
+
+        var back = new byte[pages * 4096];
+        ArenaMemory.Read(arena.Address, back);
+        Assert.True(back.AsSpan().SequenceEqual(data));
+    }
+
+    [Fact]
+    public void Disposing_arenas_gives_store_memory_back()
+    {
+        using var engine = Engines.Create();
+        Engines.RequireEviction(engine);
+        var arenas = Enumerable.Range(0, 4).Select(i => engine.CreateArena(8L << 20, $"a{i}")).ToList();
+        foreach (var arena in arenas)
+        {
+            ArenaMemory.Write(arena.Address, Pattern(8 << 20, 9));
+            arena.Evict();
+        }
+        Assert.True(engine.GetStats().StoreMappedBytes >= 32L << 20);
+        arenas.ForEach(a => a.Dispose());
+        var stats = engine.GetStats();
+        Assert.Equal(0, stats.SealedBytes);
+        Assert.Equal(0, stats.ResidentBytes);
+        // One spare chunk per size class may stay mapped.
+        Assert.True(stats.StoreMappedBytes <= 1 << 20, stats.ToJson());
+    }
+}

@@ -1,0 +1,55 @@
+using System.Diagnostics;
+using Xunit;
+
+namespace Tibet.IntegrationTests.Engine;
+
+/// <summary>
+/// A sealed page whose ciphertext was altered is never mapped as data: its reader dies
+/// of SIGBUS. The reader runs in a child process (Tibet.EngineChild) so that the test
+/// survives to look at how it died.
+/// </summary>
+public class TamperTests
+{
+    private const int SigBus = 7;
+
+    [Theory]
+    [InlineData("flip")]    // one ciphertext byte flipped
+    [InlineData("swap")]    // another page's ciphertext put in this page's slot
+    [InlineData("replay")]  // an older, authentic sealing of this same page put back
+    public void Reader_of_a_tampered_page_gets_SIGBUS_and_never_the_bytes(string mode)
+    {
+        var (exitCode, stdout, stderr) = RunChild("tamper", mode);
+
+        Assert.Contains("reading", stdout);
+        Assert.DoesNotContain("READ-RETURNED", stdout);
+        Assert.True(exitCode == 128 + SigBus,
+            $"expected death by SIGBUS (exit {128 + SigBus}), got {exitCode}\nstdout: {stdout}\nstderr: {stderr}");
+        Assert.Contains("failed authentication", stderr);
+    }
+
+    internal static (int ExitCode, string Stdout, string Stderr) RunChild(params string[] args)
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "Tibet.EngineChild.dll");
+        if (!File.Exists(dll))
+            throw new FileNotFoundException("The child program was not built next to the tests.", dll);
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(dll);
+        foreach (var a in args) start.ArgumentList.Add(a);
+        // Core dumps of the expected SIGBUS are noise.
+        start.Environment["DOTNET_DbgEnableMiniDump"] = "0";
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(60_000))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"child {string.Join(' ', args)} did not finish in 60 s");
+        }
+        return (process.ExitCode, stdout.Result, stderr.Result);
+    }
+}
