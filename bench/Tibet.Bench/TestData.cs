@@ -30,6 +30,24 @@ internal static class TestData
         "water", "little", "world", "government", "company", "question", "important",
     ];
 
+    private static readonly string[] Phrases =
+    [
+        "the page was sealed", "the handler served the fault", "in the resident budget",
+        "after the last request", "of the model weights", "the kernel moved the page",
+        "when the cache was cold", "one of the threads", "for the next token",
+        "between the two layers", "the server answered", "it was not the first time",
+        "as the engine expected", "with the same key", "the people in the company",
+        "through the water", "a little more memory", "before the process started",
+        "the number of pages", "which the system had", "that the arena held",
+        "there would have been", "they were in the world", "so the question was",
+    ];
+
+    private static string Pick(string[] list, Random random)
+    {
+        double u = random.NextDouble();
+        return list[(int)(u * u * list.Length)]; // Zipf-like: early entries far more often
+    }
+
     public static string Name(DataKind kind) => kind == DataKind.Random ? "random" : "text-like";
 
     /// <summary>Fills <paramref name="data"/> with <paramref name="kind"/> contents, from
@@ -43,21 +61,23 @@ internal static class TestData
             return;
         }
 
+        // Sentences built from common phrases and Zipf-distributed words, with a number
+        // now and then: repetitive the way prose and logs are, never the same twice.
         var text = new StringBuilder(data.Length + 256);
         int sentence = 0;
         while (text.Length < data.Length)
         {
-            int length = 6 + random.Next(14);
-            for (int w = 0; w < length; w++)
+            int parts = 3 + random.Next(5);
+            for (int w = 0; w < parts; w++)
             {
-                string word = Words[random.Next(Words.Length)];
+                string part = random.Next(2) == 0 ? Pick(Words, random) : Pick(Phrases, random);
                 if (w == 0)
-                    text.Append(char.ToUpperInvariant(word[0])).Append(word, 1, word.Length - 1);
+                    text.Append(char.ToUpperInvariant(part[0])).Append(part, 1, part.Length - 1);
                 else
-                    text.Append(word);
-                if (random.Next(9) == 0)
-                    text.Append(' ').Append(random.Next(100_000));
-                text.Append(w == length - 1 ? ". " : " ");
+                    text.Append(part);
+                if (random.Next(8) == 0)
+                    text.Append(' ').Append(random.Next(1000));
+                text.Append(w == parts - 1 ? ". " : " ");
             }
             if (++sentence % 6 == 0)
                 text.Append('\n');

@@ -8,9 +8,16 @@ using Tibet.Core.Paging;
 // Output on stdout: "sealed", then "reading"; if the read returns, "READ-RETURNED" and
 // whether the bytes matched, and exit code 3 (the test then fails).
 
+//   malloc-probe   (under LD_PRELOAD of tests/integration/native/malloc_probe.c) runs
+//                  faults, eviction, compression and madvise, then prints how many
+//                  malloc-family calls the handler thread made: "handler-mallocs N
+//                  control-mallocs M"
+
+if (args is ["malloc-probe"])
+    return Tibet.EngineChild.MallocProbe.Run();
 if (args is not ["tamper", var mode])
 {
-    Console.Error.WriteLine("usage: Tibet.EngineChild tamper flip|swap|replay");
+    Console.Error.WriteLine("usage: Tibet.EngineChild tamper flip|swap|replay | malloc-probe");
     return 2;
 }
 

@@ -453,6 +453,8 @@ public sealed unsafe partial class PageEngine : IDisposable
         }
         page.Clear();
         sealedPage.Clear();
+        // The store maps and unmaps chunks from the handler thread.
+        KernelMemory.Unmap(KernelMemory.Map(PageSize), PageSize);
         _faultLatency.Record(0);
         _faultLatency.Clear();
         _ = Stopwatch.GetTimestamp();

@@ -27,7 +27,11 @@ public class TamperTests
         Assert.Contains("failed authentication", stderr);
     }
 
-    internal static (int ExitCode, string Stdout, string Stderr) RunChild(params string[] args)
+    internal static (int ExitCode, string Stdout, string Stderr) RunChild(params string[] args) =>
+        RunChildWith(new Dictionary<string, string>(), args);
+
+    internal static (int ExitCode, string Stdout, string Stderr) RunChildWith(
+        Dictionary<string, string> environment, params string[] args)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "Tibet.EngineChild.dll");
         if (!File.Exists(dll))
@@ -42,6 +46,7 @@ public class TamperTests
         foreach (var a in args) start.ArgumentList.Add(a);
         // Core dumps of the expected SIGBUS are noise.
         start.Environment["DOTNET_DbgEnableMiniDump"] = "0";
+        foreach (var (name, value) in environment) start.Environment[name] = value;
         using var process = Process.Start(start)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();

@@ -1,0 +1,52 @@
+using System.CommandLine;
+using Tibet.Bench;
+using Tibet.Core.Paging;
+
+var jsonOption = new Option<FileInfo?>("--json")
+{
+    Description = "Write the final engine statistics (demo and budget run) as JSON to this file.",
+};
+var spaceshuttle = new Command("spaceshuttle",
+    "Demo: 64 pages of 4 KiB written, sealed with AES-256-GCM, evicted and read back through page faults; then the same under a 16-page resident budget.");
+spaceshuttle.Options.Add(jsonOption);
+spaceshuttle.SetAction(parseResult => Guard(() => SpaceShuttle.Run(parseResult.GetValue(jsonOption))));
+
+var maxPagesOption = new Option<int>("--max-pages")
+{
+    Description = "Largest arena to measure, in 4 KiB pages (sizes are 64, 256, 1024, 4096, 16384).",
+    DefaultValueFactory = _ => 16384,
+};
+var repeatOption = new Option<int>("--repeat")
+{
+    Description = "Runs per measurement; the median is reported.",
+    DefaultValueFactory = _ => 3,
+};
+var markdownOption = new Option<FileInfo?>("--markdown")
+{
+    Description = "Also write the result table as Markdown (with date, kernel, CPU) to this file, e.g. bench/results/DATE-scaletest.md.",
+};
+var scaletest = new Command("scaletest",
+    "Benchmark: page-by-page reads of sealed arenas (64 to 16384 pages), encrypt-only and zstd+encrypt, random and text-like data, beside native memory.");
+scaletest.Options.Add(maxPagesOption);
+scaletest.Options.Add(repeatOption);
+scaletest.Options.Add(markdownOption);
+scaletest.SetAction(parseResult => Guard(() => ScaleTest.Run(
+    parseResult.GetValue(maxPagesOption), parseResult.GetValue(repeatOption), parseResult.GetValue(markdownOption))));
+
+var root = new RootCommand("tibet-bench: demos and benchmarks of the tibet encrypted-RAM page engine.");
+root.Subcommands.Add(spaceshuttle);
+root.Subcommands.Add(scaletest);
+return root.Parse(args).Invoke();
+
+static int Guard(Func<int> run)
+{
+    try
+    {
+        return run();
+    }
+    catch (UserfaultfdUnavailableException e)
+    {
+        Console.Error.WriteLine($"tibet-bench: userfaultfd cannot be used here: {e.Message}");
+        return 2;
+    }
+}
