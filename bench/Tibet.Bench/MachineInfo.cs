@@ -13,7 +13,32 @@ internal static class MachineInfo
             if (line != null) cpu = line[(line.IndexOf(':') + 1)..].Trim();
         }
         catch (IOException) { }
-        return $"Linux {kernel}, {cpu}, nproc {Environment.ProcessorCount}, .NET {Environment.Version}";
+        // Affinity matters here: a fault served on the faulting thread's own vCPU avoids
+        // waking an idle one, so say which CPUs the run was allowed (taskset).
+        string? allowed = null;
+        try
+        {
+            allowed = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal))?
+                .Split(':', 2)[1].Trim();
+        }
+        catch (IOException) { }
+        return $"Linux {kernel}, {cpu}, nproc {Environment.ProcessorCount}, CPUs allowed {allowed ?? "?"}, .NET {Environment.Version}";
+    }
+
+    /// <summary>"taskset -c LIST " when this process may run on fewer CPUs than are online, else "".</summary>
+    public static string TasksetPrefix()
+    {
+        try
+        {
+            string? allowed = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal))?
+                .Split(':', 2)[1].Trim();
+            string? online = ReadFirst("/sys/devices/system/cpu/online");
+            return allowed != null && online != null && allowed != online ? $"taskset -c {allowed} " : "";
+        }
+        catch (IOException)
+        {
+            return "";
+        }
     }
 
     private static string? ReadFirst(string path)

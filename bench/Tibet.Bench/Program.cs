@@ -21,6 +21,14 @@ var repeatOption = new Option<int>("--repeat")
     Description = "Runs per measurement; the median is reported.",
     DefaultValueFactory = _ => 3,
 };
+maxPagesOption.Validators.Add(result =>
+{
+    if (result.GetValueOrDefault<int>() < 1) result.AddError("--max-pages must be at least 1.");
+});
+repeatOption.Validators.Add(result =>
+{
+    if (result.GetValueOrDefault<int>() < 1) result.AddError("--repeat must be at least 1.");
+});
 var markdownOption = new Option<FileInfo?>("--markdown")
 {
     Description = "Also write the result table as Markdown (with date, kernel, CPU) to this file, e.g. bench/results/DATE-scaletest.md.",

@@ -30,7 +30,6 @@ internal static class ScaleTest
 
     public static int Run(int maxPages, int repeat, FileInfo? markdown)
     {
-        if (repeat < 1) throw new ArgumentOutOfRangeException(nameof(repeat), "--repeat must be at least 1");
         int[] sizes = AllSizes.Where(s => s <= maxPages).ToArray();
         if (sizes.Length == 0) sizes = [Math.Max(1, maxPages)];
         int largest = sizes.Max();
@@ -60,8 +59,13 @@ internal static class ScaleTest
         Console.WriteLine($"engine: read-ahead up to {defaults.ReadAheadMaxPages} pages, handler spin {defaults.SpinMicroseconds} µs, " +
                           $"compressed pages kept when sealed <= {compressEngine.Options.CompressedKeepBytes} B");
 
-        // Warm-up: JIT every path once on a small arena, results discarded.
-        Measure(64, 1, kinds, data, readBack, ticks, encryptEngine, compressEngine);
+        // Warm-up, results discarded: run every path once before measuring (and, should
+        // tiered compilation be switched back on, give it time to replace tier-0 code).
+        for (int round = 0; round < 2; round++)
+        {
+            Measure(Math.Min(1024, largest), 1, kinds, data, readBack, ticks, encryptEngine, compressEngine);
+            Thread.Sleep(300);
+        }
 
         var stopwatch = Stopwatch.StartNew();
         var rows = new List<Row>();
@@ -87,7 +91,7 @@ internal static class ScaleTest
             var md = new StringBuilder();
             md.AppendLine($"# tibet scaletest, {DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture)} UTC");
             md.AppendLine();
-            md.AppendLine($"Machine: {machine}. Command: `tibet-bench scaletest --max-pages {maxPages} --repeat {repeat}`. " +
+            md.AppendLine($"Machine: {machine}. Command: `{MachineInfo.TasksetPrefix()}tibet-bench scaletest --max-pages {maxPages} --repeat {repeat}`. " +
                           $"Each figure is the median of {repeat} run(s); all rows of one page count come from the same process run.");
             md.AppendLine();
             md.AppendLine($"Data: `random` is seeded random bytes (zstd-3 page ratio {randomRatio:F2}x); `text-like` is English-ish prose with numbers " +
@@ -95,6 +99,7 @@ internal static class ScaleTest
                           $"a compressed page is kept when sealed <= {compressEngine.Options.CompressedKeepBytes} B.");
             md.AppendLine();
             md.AppendLine(FormatTable(rows, markdown: true));
+            md.AppendLine();
             md.AppendLine(Legend(markdown: true));
             md.AppendLine();
             md.AppendLine("Reference points (BRIEF §2, §6): the Rust proof of concept's scaletest, 16,384 pages: 152 MB/s, p50 53 µs, p99 122 µs. " +

@@ -105,7 +105,11 @@ public sealed unsafe partial class PageEngine
                 case MoveOutcome.Refused:
                     _evictionsRefused++;
                     if (stillOurs)
+                    {
+                        if (_residentQueue.IsFull)
+                            _residentQueue.Compact(this);
                         _residentQueue.Enqueue(arena.Slot, victim.PageIndex, victim.Ticket);
+                    }
                     break;
             }
             victim.Arena = null;

@@ -45,34 +45,52 @@ public sealed unsafe partial class PageEngine
             return false;
 
         byte* buffer = (byte*)_injectBuffer;
-        int filled = 0;
-        bool allZero = true;
-        for (; filled < count; filled++)
+        ref PageEntry first = ref arena.Entries[index];
+        if (first.State == PageState.Sealed)
         {
-            ref PageEntry entry = ref arena.Entries[index + filled];
+            if (!TryOpen(arena, index, ref first, buffer))
+            {
+                PoisonPage(arena, index, ref first, threadId);
+                return true;
+            }
+        }
+        else
+        {
+            _zeroFills++;
+            if (count == 1 && !write)
+                return TryInjectZeroPage(arena, index);
+        }
+
+        // The faulting thread is woken by the first page alone; the read-ahead run is
+        // decrypted while it works on that page, and wakes it again if it has already
+        // moved on and faulted into the run.
+        bool injected = TryInject(arena, index, 1, buffer);
+        Libc.memset(buffer, 0, PageSize);
+        if (!injected)
+            return false;
+        if (count == 1)
+            return true;
+
+        int filled = 0;
+        for (; filled < count - 1; filled++)
+        {
+            long page = index + 1 + filled;
+            ref PageEntry entry = ref arena.Entries[page];
+            if (entry.State is not (PageState.Sealed or PageState.Untouched or PageState.Zero))
+                break; // an event (or the thread itself) changed it meanwhile
             if (entry.State != PageState.Sealed)
             {
                 _zeroFills++;
                 continue; // the buffer is all zeros between uses
             }
-            allZero = false;
-            if (!TryOpen(arena, index + filled, ref entry, buffer + (long)filled * PageSize))
-            {
-                if (filled == 0)
-                {
-                    PoisonPage(arena, index, ref entry, threadId);
-                    return true;
-                }
+            if (!TryOpen(arena, page, ref entry, buffer + (long)filled * PageSize))
                 break; // a bad page ahead is poisoned when someone touches it
-            }
         }
-        _readAheadPages += filled - 1;
-
-        bool served = filled == 1 && allZero && !write
-            ? TryInjectZeroPage(arena, index)
-            : TryInject(arena, index, filled);
+        _readAheadPages += filled;
+        if (filled > 0 && _eventEpoch == epoch)
+            TryInject(arena, index + 1, filled, buffer);
         Libc.memset(buffer, 0, (nuint)((long)filled * PageSize));
-        return served;
+        return true;
     }
 
     /// <summary>How many pages to serve for a fault at <paramref name="index"/>: the
@@ -134,13 +152,13 @@ public sealed unsafe partial class PageEngine
     }
 
     /// <summary>UFFDIO_COPY of <paramref name="count"/> prepared pages; wakes the faulting thread.</summary>
-    private bool TryInject(Arena arena, long index, int count)
+    private bool TryInject(Arena arena, long index, int count, byte* source)
     {
         int done = 0;
         while (done < count)
         {
             nint destination = arena.PageAddress(index + done);
-            int rc = _uffd.Copy(destination, _injectBuffer + done * PageSize, (nuint)((count - done) * PageSize), out long copied);
+            int rc = _uffd.Copy(destination, (nint)(source + (long)done * PageSize), (nuint)((count - done) * PageSize), out long copied);
             int pages = (int)(copied / PageSize);
             if (pages > 0)
                 MarkResident(arena, index + done, pages);
@@ -193,6 +211,8 @@ public sealed unsafe partial class PageEngine
             }
             entry.State = PageState.Resident;
             entry.ResidentTicket = ++_lastTicket;
+            if (_residentQueue.IsFull)
+                _residentQueue.Compact(this);
             _residentQueue.Enqueue(arena.Slot, i, entry.ResidentTicket);
             _residentPages++;
         }

@@ -145,6 +145,11 @@ public sealed unsafe partial class PageEngine : IDisposable
         _handler.Start();
     }
 
+    /// <summary>What this kernel's userfaultfd offers. Throws
+    /// <see cref="UserfaultfdUnavailableException"/>, naming the fix, when this process
+    /// may not use userfaultfd at all.</summary>
+    public static KernelFeatures ProbeKernel() => Userfaultfd.Probe();
+
     /// <summary>Creates an engine with its handler thread.</summary>
     /// <exception cref="UserfaultfdUnavailableException">userfaultfd cannot be used here;
     /// the message names the fix.</exception>
@@ -280,6 +285,21 @@ public sealed unsafe partial class PageEngine : IDisposable
         KernelMemory.Unmap((nint)_queue, (nuint)(MessageQueueCapacity * sizeof(uffd_msg)));
         KernelMemory.Unmap((nint)_readBuffer, (nuint)(MessagesPerRead * sizeof(uffd_msg)));
         Libc.close(_wakeFd);
+    }
+
+    internal long ResidentQueueCapacity
+    {
+        get { lock (_gate) return _residentQueue.Capacity; }
+    }
+
+    /// <summary>Whether a resident-queue element still names a resident page.</summary>
+    internal bool IsLiveResident(in ResidentQueue.Element element)
+    {
+        Arena? arena = element.ArenaSlot < _arenaSlots.Length ? _arenaSlots[element.ArenaSlot] : null;
+        if (arena == null || element.PageIndex >= arena.PageCount)
+            return false;
+        ref PageEntry entry = ref arena.Entries[element.PageIndex];
+        return entry.State == PageState.Resident && entry.ResidentTicket == element.Ticket;
     }
 
     internal PageState ReadPageState(Arena arena, long pageIndex)
@@ -459,5 +479,33 @@ public sealed unsafe partial class PageEngine : IDisposable
         _faultLatency.Clear();
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
+        ForceLockContention();
+    }
+
+    /// <summary>
+    /// System.Threading.Lock creates its wait object (a managed object over a
+    /// malloc'ed pthread condition) the first time a thread has to wait for it. Make
+    /// that happen here, on the constructing thread, rather than on the handler when an
+    /// API call first collides with it.
+    /// </summary>
+    private void ForceLockContention()
+    {
+        using var held = new ManualResetEventSlim();
+        var contender = new Thread(() =>
+        {
+            held.Wait();
+            lock (_gate) { }
+        });
+        lock (_gate)
+        {
+            contender.Start();
+            held.Set();
+            // Wait until the contender is blocked on the lock (or give up after 1 s;
+            // the cost is then only a later allocation, never a fault).
+            for (int i = 0; i < 1000 && contender.ThreadState != System.Threading.ThreadState.WaitSleepJoin; i++)
+                Thread.Sleep(1);
+            Thread.Sleep(1);
+        }
+        contender.Join();
     }
 }

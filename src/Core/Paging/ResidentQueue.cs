@@ -39,6 +39,10 @@ internal sealed unsafe class ResidentQueue : IDisposable
 
     public long Count => _count;
 
+    public bool IsFull => _count == _capacity;
+
+    public long Capacity => _capacity;
+
     public void Enqueue(int arenaSlot, long pageIndex, ulong ticket)
     {
         if (_count == _capacity)
@@ -61,6 +65,23 @@ internal sealed unsafe class ResidentQueue : IDisposable
         _head = (_head + 1) % _capacity;
         _count--;
         return true;
+    }
+
+    /// <summary>
+    /// Drops the stale elements, keeping the order of the rest. Called when the ring is
+    /// full, so that pages that came and went do not grow it without bound (with no
+    /// budget, nothing ever dequeues).
+    /// </summary>
+    public void Compact(PageEngine engine)
+    {
+        long kept = 0;
+        for (long i = 0; i < _count; i++)
+        {
+            Element e = _ring[(_head + i) % _capacity];
+            if (engine.IsLiveResident(in e))
+                _ring[(_head + kept++) % _capacity] = e;
+        }
+        _count = kept;
     }
 
     public void Dispose()

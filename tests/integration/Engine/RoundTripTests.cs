@@ -116,4 +116,27 @@ public class RoundTripTests
         Assert.Equal(4 * pages, seen.Count);
         Assert.Equal((ulong)(4 * pages), arena.Cipher.SealCount);
     }
+
+    /// <summary>Without a budget nothing is ever dequeued, so the eviction order must
+    /// shed pages that left residency, or it grows with every fault.</summary>
+    [Fact]
+    public void Eviction_order_does_not_grow_without_bound_when_there_is_no_budget()
+    {
+        const int pages = 4096;
+        using var engine = Engines.Create();
+        Engines.RequireEviction(engine);
+        using var arena = engine.CreateArena(pages * 4096L);
+        var buffer = new byte[pages * 4096];
+        new Random(11).NextBytes(buffer);
+        ArenaMemory.Write(arena.Address, buffer);
+        long initialCapacity = engine.ResidentQueueCapacity;
+        for (int cycle = 0; cycle < 40; cycle++)
+        {
+            arena.Evict();
+            ArenaMemory.Read(arena.Address, buffer);
+        }
+        // 40 cycles queue 160K pages; a ring that kept them all would be 16x larger.
+        Assert.True(engine.ResidentQueueCapacity <= Math.Max(initialCapacity, 2 * pages),
+            $"ring capacity grew to {engine.ResidentQueueCapacity}");
+    }
 }
