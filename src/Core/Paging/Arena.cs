@@ -31,6 +31,9 @@ public sealed unsafe class Arena : IDisposable
 
     internal bool Released;
 
+    /// <summary>Released pages go back to a PROT_NONE reservation rather than being unmapped.</summary>
+    internal bool KeepsReservation { get; init; }
+
     internal Arena(PageEngine engine, nint address, long length, ulong id, string label)
     {
         Engine = engine;
@@ -61,6 +64,9 @@ public sealed unsafe class Arena : IDisposable
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(pageIndex, PageCount);
         return Engine.ReadPageState(this, pageIndex);
     }
+
+    /// <summary>Pages not yet unmapped by the program.</summary>
+    public long MappedPageCount => Engine.MappedPageCount(this);
 
     /// <summary>Seals every resident page of this arena now.</summary>
     public void Evict() => Engine.EvictArena(this);

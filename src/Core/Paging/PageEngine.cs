@@ -160,12 +160,28 @@ public sealed unsafe partial class PageEngine : IDisposable
     public EngineOptions Options => _options;
 
     /// <summary>Maps a new arena of <paramref name="length"/> bytes (rounded up to pages).</summary>
-    public Arena CreateArena(long length, string label = "arena")
+    public Arena CreateArena(long length, string label = "arena") => CreateArena(0, length, label);
+
+    /// <summary>
+    /// Maps a new arena over <paramref name="fixedAddress"/>, a range the caller has
+    /// reserved (PROT_NONE). Releasing the arena puts the reservation back instead of
+    /// unmapping, so the range never becomes free for someone else's mapping. The
+    /// interposer carves every redirected allocation out of such a reservation.
+    /// </summary>
+    public Arena CreateArenaAt(nint fixedAddress, long length, string label)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(fixedAddress);
+        if ((fixedAddress & (PageSize - 1)) != 0)
+            throw new ArgumentException("The address of an arena must be page-aligned.", nameof(fixedAddress));
+        return CreateArena(fixedAddress, length, label);
+    }
+
+    private Arena CreateArena(nint fixedAddress, long length, string label)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
         long rounded = (length + PageSize - 1) & ~(long)(PageSize - 1);
-        nint address = Libc.mmap(0, (nuint)rounded, Libc.PROT_READ | Libc.PROT_WRITE,
-            Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
+        int flags = Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE | (fixedAddress != 0 ? Libc.MAP_FIXED : 0);
+        nint address = Libc.mmap(fixedAddress, (nuint)rounded, Libc.PROT_READ | Libc.PROT_WRITE, flags, -1, 0);
         if (address == Libc.MAP_FAILED)
             throw new OutOfMemoryException($"mmap of a {rounded}-byte arena failed: {Libc.Describe(Libc.LastErrno)}");
         // Transparent huge pages would hand out 2 MiB at a time behind our back and
@@ -183,11 +199,11 @@ public sealed unsafe partial class PageEngine : IDisposable
         }
         catch
         {
-            Libc.munmap(address, (nuint)rounded);
+            GiveBack(address, (nuint)rounded, fixedAddress != 0);
             throw;
         }
 
-        var arena = new Arena(this, address, rounded, NewArenaId(), label);
+        var arena = new Arena(this, address, rounded, NewArenaId(), label) { KeepsReservation = fixedAddress != 0 };
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -382,7 +398,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             if (!mapped && runStart >= 0)
             {
                 // Pages the program already unmapped may hold someone else's mapping now.
-                Libc.munmap(arena.PageAddress(runStart), (nuint)((i - runStart) * PageSize));
+                GiveBack(arena.PageAddress(runStart), (nuint)((i - runStart) * PageSize), arena.KeepsReservation);
                 runStart = -1;
             }
         }
@@ -390,6 +406,28 @@ public sealed unsafe partial class PageEngine : IDisposable
         RebuildAddressIndex();
         arena.FreeTables();
         arena.Released = true;
+    }
+
+    /// <summary>Unmaps a range, or turns it back into an inaccessible reservation in one
+    /// step (MAP_FIXED replaces atomically, so no other mapping can slip in between).</summary>
+    private static void GiveBack(nint address, nuint length, bool keepReservation)
+    {
+        if (keepReservation)
+            Libc.mmap(address, length, Libc.PROT_NONE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE | Libc.MAP_FIXED, -1, 0);
+        else
+            Libc.munmap(address, length);
+    }
+
+    /// <summary>Pages of the arena that the program has not unmapped.</summary>
+    internal long MappedPageCount(Arena arena)
+    {
+        lock (_gate)
+        {
+            long mapped = 0;
+            for (long i = 0; i < arena.PageCount; i++)
+                if (arena.Entries[i].State != PageState.Unmapped) mapped++;
+            return mapped;
+        }
     }
 
     /// <summary>Forgets a page: frees its ciphertext and takes it off the resident count.</summary>

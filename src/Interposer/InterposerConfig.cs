@@ -1,0 +1,64 @@
+using Tibet.Core.Paging;
+
+namespace Tibet.Interposer;
+
+/// <summary>
+/// The configuration tibet-run passes through TIBET_* variables. Values are parsed
+/// strictly: a malformed one stops the program before main with a line naming it,
+/// rather than running with a setting nobody asked for.
+/// </summary>
+internal sealed record InterposerConfig
+{
+    public const long DefaultThreshold = 1 << 20;
+
+    public long BudgetBytes { get; init; } = EngineOptions.Unlimited;
+    public long ThresholdBytes { get; init; } = DefaultThreshold;
+    public CompressionMode Compression { get; init; } = CompressionMode.Off;
+    public int Verbosity { get; init; }
+    public string? StatsJsonPattern { get; init; }
+    public bool NoInherit { get; init; }
+    public bool RequireEncryption { get; init; }
+
+    public static InterposerConfig FromEnvironment()
+    {
+        return new InterposerConfig
+        {
+            BudgetBytes = Bytes("TIBET_BUDGET", EngineOptions.Unlimited, min: 4096),
+            ThresholdBytes = Bytes("TIBET_THRESHOLD", DefaultThreshold, min: 4096),
+            Compression = Environment.GetEnvironmentVariable("TIBET_COMPRESSION") switch
+            {
+                null or "" or "off" => CompressionMode.Off,
+                "auto" => CompressionMode.Auto,
+                var other => throw new InterposerConfigException($"TIBET_COMPRESSION='{other}' is not 'off' or 'auto'"),
+            },
+            Verbosity = (int)Integer("TIBET_VERBOSE", 0, 0, 2),
+            StatsJsonPattern = Environment.GetEnvironmentVariable("TIBET_STATS_JSON") is { Length: > 0 } path ? path : null,
+            NoInherit = Integer("TIBET_NO_INHERIT", 0, 0, 1) == 1,
+            RequireEncryption = Integer("TIBET_REQUIRE_ENCRYPTION", 0, 0, 1) == 1,
+        };
+    }
+
+    private static long Bytes(string name, long fallback, long min)
+    {
+        string? text = Environment.GetEnvironmentVariable(name);
+        if (string.IsNullOrEmpty(text))
+            return fallback;
+        if (!long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long value) || value < min)
+            throw new InterposerConfigException($"{name}='{Shorten(text)}' must be a whole number of bytes, at least {min}");
+        return value;
+    }
+
+    private static long Integer(string name, long fallback, long min, long max)
+    {
+        string? text = Environment.GetEnvironmentVariable(name);
+        if (string.IsNullOrEmpty(text))
+            return fallback;
+        if (!long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long value) || value < min || value > max)
+            throw new InterposerConfigException($"{name}='{Shorten(text)}' must be a number from {min} to {max}");
+        return value;
+    }
+
+    private static string Shorten(string text) => text.Length > 40 ? text[..40] + "…" : text;
+}
+
+internal sealed class InterposerConfigException(string message) : Exception(message);

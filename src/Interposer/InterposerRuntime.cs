@@ -1,0 +1,119 @@
+using Tibet.Core.Paging;
+using Tibet.Interposer.Native;
+
+namespace Tibet.Interposer;
+
+/// <summary>
+/// Start-up, shutdown and error reporting of the interposer inside a host program.
+/// </summary>
+internal static class InterposerRuntime
+{
+    private static InterposerConfig _config = new();
+    private static int _failuresReported;
+
+    /// <summary>Null until the engine runs; the shim forwards everything meanwhile.</summary>
+    public static Redirector? Redirector { get; private set; }
+
+    public static bool Start()
+    {
+        try
+        {
+            _config = InterposerConfig.FromEnvironment();
+        }
+        catch (InterposerConfigException e)
+        {
+            ProcessCalls.WriteError($"tibet: {e.Message}. Set it through tibet-run, or unset it.");
+            ProcessCalls._exit(2);
+            return false;
+        }
+        if (_config.NoInherit)
+            StripOwnEnvironment();
+
+        try
+        {
+            SodiumLoader.Install();
+            KernelFeatures features = PageEngine.ProbeKernel();
+            long budget = _config.BudgetBytes;
+            if (budget != EngineOptions.Unlimited && !features.CanEvict)
+            {
+                Refuse(string.Join("; ", features.Shortcomings()), "the resident budget is not enforced");
+                budget = EngineOptions.Unlimited;
+            }
+            var engine = PageEngine.Create(new EngineOptions
+            {
+                ResidentBudgetBytes = budget,
+                Compression = _config.Compression,
+                OnAuthenticationFailure = f => ProcessCalls.WriteError(
+                    $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
+            });
+            Redirector = new Redirector(engine, _config);
+            if (_config.Verbosity > 0)
+                ProcessCalls.WriteError($"tibet: encrypted RAM on for pid {Environment.ProcessId}: threshold {_config.ThresholdBytes} B, " +
+                                        $"budget {(budget == EngineOptions.Unlimited ? "unlimited" : budget + " B")}, compression {_config.Compression}");
+            return true;
+        }
+        catch (Exception e)
+        {
+            Refuse(e.Message, "running unencrypted");
+            return false;
+        }
+    }
+
+    /// <summary>Writes the statistics at exit. The engine is left running: other exit
+    /// handlers of the program may still read its memory.</summary>
+    public static void Stop()
+    {
+        if (Redirector is not { } redirector)
+            return;
+        var stats = redirector.Engine.GetStats();
+        if (_config.StatsJsonPattern is { } pattern)
+        {
+            string path = pattern.Replace("%p", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            try
+            {
+                File.WriteAllText(path, stats.ToJson());
+            }
+            catch (Exception e)
+            {
+                ProcessCalls.WriteError($"tibet: cannot write statistics to {path}: {e.Message}");
+            }
+        }
+        if (_config.Verbosity > 0)
+            ProcessCalls.WriteError($"tibet: pid {Environment.ProcessId}: {stats.Faults} faults (p50 {stats.FaultP50Nanoseconds / 1000.0:F1} µs, " +
+                                    $"p99 {stats.FaultP99Nanoseconds / 1000.0:F1} µs), {stats.Evictions} evictions, " +
+                                    $"resident {stats.ResidentBytes >> 10} KiB (peak {stats.PeakResidentBytes >> 10} KiB), sealed {stats.SealedBytes >> 10} KiB");
+    }
+
+    public static void Forked(int pid)
+    {
+        _ = pid;
+    }
+
+    /// <summary>Reports an unexpected failure once per kind of call and returns 0, which
+    /// the shim answers by forwarding the call to libc.</summary>
+    public static nint Failed(string call, Exception e)
+    {
+        if (Interlocked.Increment(ref _failuresReported) <= 8)
+            ProcessCalls.WriteError($"tibet: {call} failed inside tibet ({e.GetType().Name}: {e.Message}); forwarded to libc, unencrypted");
+        return 0;
+    }
+
+    private static void Refuse(string reason, string consequence)
+    {
+        if (_config.RequireEncryption)
+        {
+            ProcessCalls.WriteError($"tibet: {reason}. Refusing to run because encryption was required (--require-encryption).");
+            ProcessCalls._exit(2);
+        }
+        ProcessCalls.WriteError($"tibet: {reason}; {consequence}.");
+    }
+
+    /// <summary>--no-inherit: programs this one executes run without tibet.</summary>
+    private static void StripOwnEnvironment()
+    {
+        ProcessCalls.unsetenv("LD_PRELOAD");
+        foreach (string name in new[] { "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE",
+                                        "TIBET_STATS_JSON", "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION" })
+            ProcessCalls.unsetenv(name);
+    }
+}

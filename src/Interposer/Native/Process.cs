@@ -1,0 +1,28 @@
+using System.Runtime.InteropServices;
+
+namespace Tibet.Interposer.Native;
+
+/// <summary>Process-level libc calls the interposer makes.</summary>
+internal static partial class ProcessCalls
+{
+    /// <summary>https://man7.org/linux/man-pages/man3/unsetenv.3.html</summary>
+    [LibraryImport("libc", EntryPoint = "unsetenv", StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int unsetenv(string name);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/_exit.2.html</summary>
+    [LibraryImport("libc", EntryPoint = "_exit")]
+    public static partial void _exit(int status);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/write.2.html</summary>
+    [LibraryImport("libc", EntryPoint = "write")]
+    public static unsafe partial nint write(int fd, byte* buffer, nuint count);
+
+    /// <summary>Writes one line to stderr without the managed Console, which would set up
+    /// terminal handling inside the host program.</summary>
+    public static unsafe void WriteError(string line)
+    {
+        byte[] bytes = System.Text.Encoding.UTF8.GetBytes(line + "\n");
+        fixed (byte* p = bytes)
+            write(2, p, (nuint)bytes.Length);
+    }
+}

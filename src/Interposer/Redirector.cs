@@ -1,0 +1,204 @@
+using Tibet.Core.Interop;
+using Tibet.Core.Paging;
+
+namespace Tibet.Interposer;
+
+/// <summary>
+/// Turns the program's large allocations and mappings into engine arenas, and keeps
+/// the books the shim needs: which pointer is ours, and how large each block is.
+/// </summary>
+/// <remarks>
+/// malloc blocks and mmap mappings come from two separate reservations. A pointer
+/// inside a mapping we handed out is the program's business (jemalloc carves its own
+/// blocks out of it), so free() must never take it for ours; and malloc_usable_size of
+/// our blocks must not see mmap sizes. All calls arrive on program threads through the
+/// shim and serialise on one lock. Arena memory is copied only with libc memcpy, so a
+/// copy that faults never holds up the garbage collector (see ArenaMemory).
+/// </remarks>
+internal sealed unsafe class Redirector
+{
+    private const long RegionSize = 1L << 40; // 1 TiB of address space each; no memory
+    private const int PageSize = 4096;
+
+    private readonly Lock _lock = new();
+    private readonly PageEngine _engine;
+    private readonly AddressSpace _mallocSpace;
+    private readonly AddressSpace _mmapSpace;
+    private readonly nuint* _blockSizes;
+    private readonly Dictionary<long, Arena> _blocks = [];
+    private readonly Dictionary<long, Arena> _mappings = [];
+
+    public Redirector(PageEngine engine, InterposerConfig config)
+    {
+        _engine = engine;
+        _mallocSpace = new AddressSpace(RegionSize, "malloc blocks");
+        _mmapSpace = new AddressSpace(RegionSize, "mappings");
+        long entries = RegionSize >> AddressSpace.UnitShift;
+        _blockSizes = (nuint*)Libc.mmap(0, (nuint)(entries * sizeof(nuint)), Libc.PROT_READ | Libc.PROT_WRITE,
+            Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
+        if ((nint)_blockSizes == Libc.MAP_FAILED)
+            throw new InvalidOperationException("cannot map the block size table: " + Libc.Describe(Libc.LastErrno));
+        Native.Shim.Configure((nuint)config.ThresholdBytes, (nuint)config.ThresholdBytes,
+            (nuint)_mallocSpace.Base, (nuint)_mallocSpace.Limit, (nuint)_mmapSpace.Base, (nuint)_mmapSpace.Limit,
+            _blockSizes, AddressSpace.UnitShift);
+    }
+
+    public PageEngine Engine => _engine;
+
+    public nint Allocate(long size, long alignment)
+    {
+        long length = AddressSpace.RoundUp(Math.Max(size, 1), PageSize);
+        lock (_lock)
+        {
+            long address = _mallocSpace.Take(length, alignment);
+            if (address == 0) return 0;
+            var arena = _engine.CreateArenaAt((nint)address, length, "malloc");
+            _blocks[address] = arena;
+            _blockSizes[UnitOf(address)] = (nuint)length;
+            return (nint)address;
+        }
+    }
+
+    public void Free(nint pointer)
+    {
+        lock (_lock)
+        {
+            if (!_blocks.Remove(pointer, out Arena? arena))
+            {
+                // Not the start of a block: a program bug (double free or interior
+                // pointer). glibc would abort; we refuse to guess and leave it be.
+                Native.ProcessCalls.WriteError($"tibet: free(0x{pointer:x}) of a pointer tibet never returned; ignored");
+                return;
+            }
+            _blockSizes[UnitOf(pointer)] = 0;
+            arena.Dispose();
+            _mallocSpace.Give(pointer, arena.Length);
+        }
+    }
+
+    public nint Reallocate(nint pointer, long size)
+    {
+        Arena? old;
+        lock (_lock)
+        {
+            if (!_blocks.TryGetValue(pointer, out old))
+                return 0;
+            if (size <= old.Length)
+                return pointer; // shrinking keeps the block; its usable size stays truthful
+        }
+        nint grown = Allocate(size, 16);
+        if (grown == 0)
+            return 0;
+        Libc.memcpy((void*)grown, (void*)pointer, (nuint)old.Length);
+        Free(pointer);
+        return grown;
+    }
+
+    public nint Map(long length)
+    {
+        long rounded = AddressSpace.RoundUp(length, PageSize);
+        lock (_lock)
+        {
+            long address = _mmapSpace.Take(rounded, AddressSpace.Unit);
+            if (address == 0) return 0;
+            _mappings[address] = _engine.CreateArenaAt((nint)address, rounded, "mmap");
+            return (nint)address;
+        }
+    }
+
+    /// <summary>munmap of a range that touches the mapping region: 0, or an errno.</summary>
+    public int Unmap(nint address, long length)
+    {
+        if ((address & (PageSize - 1)) != 0 || length <= 0)
+            return Libc.EINVAL;
+        long start = address;
+        long end = start + AddressSpace.RoundUp(length, PageSize);
+        long inStart = Math.Max(start, _mmapSpace.Base);
+        long inEnd = Math.Min(end, _mmapSpace.Limit);
+
+        // Whatever lies outside our region is somebody else's mapping.
+        if (start < inStart && Libc.munmap((nint)start, (nuint)(inStart - start)) != 0) return Libc.LastErrno;
+        if (inEnd < end && Libc.munmap((nint)inEnd, (nuint)(end - inEnd)) != 0) return Libc.LastErrno;
+
+        lock (_lock)
+        {
+            // Turning the range back into reservation unmaps whatever is there (our arena
+            // pages, which the engine learns of through its UNMAP event, or a mapping the
+            // program placed there with MAP_FIXED) and keeps the region whole.
+            Reserve(inStart, inEnd - inStart);
+            foreach (var (mapStart, arena) in Overlapping(inStart, inEnd))
+            {
+                if (arena.MappedPageCount > 0)
+                    continue;
+                _mappings.Remove(mapStart);
+                arena.Dispose();
+                _mmapSpace.Give(mapStart, arena.Length);
+            }
+        }
+        return 0;
+    }
+
+    /// <summary>The program is about to map over part of our region with MAP_FIXED.</summary>
+    public void Forget(nint address, long length)
+    {
+        // The kernel's own replacement sends the engine an UNMAP event for our pages;
+        // what is left to do is retire arenas that end up with no page of their own.
+        // That happens on the munmap that eventually releases the program's mapping.
+        _ = address;
+        _ = length;
+    }
+
+    public nint Remap(nint old, long oldSize, long newSize, int flags, out int error)
+    {
+        error = 0;
+        long oldLength = AddressSpace.RoundUp(oldSize, PageSize);
+        long newLength = AddressSpace.RoundUp(newSize, PageSize);
+        Arena? arena;
+        lock (_lock)
+            _mappings.TryGetValue(old, out arena);
+        if (arena == null || (old & (PageSize - 1)) != 0 || newSize <= 0 || oldLength > arena.Length)
+        {
+            error = Libc.EINVAL;
+            return Libc.MAP_FAILED;
+        }
+        if (newLength <= oldLength)
+        {
+            if (newLength < oldLength && (error = Unmap(old + (nint)newLength, oldLength - newLength)) != 0)
+                return Libc.MAP_FAILED;
+            return old;
+        }
+        const int MREMAP_MAYMOVE = 1;
+        if ((flags & MREMAP_MAYMOVE) == 0)
+        {
+            error = Libc.ENOMEM; // growing in place would run into the next mapping
+            return Libc.MAP_FAILED;
+        }
+        nint moved = Map(newLength);
+        if (moved == 0)
+        {
+            error = Libc.ENOMEM;
+            return Libc.MAP_FAILED;
+        }
+        Libc.memcpy((void*)moved, (void*)old, (nuint)oldLength);
+        Unmap(old, oldLength);
+        return moved;
+    }
+
+    private List<(long Start, Arena Arena)> Overlapping(long start, long end)
+    {
+        var hits = new List<(long, Arena)>();
+        foreach (var (mapStart, arena) in _mappings)
+            if (mapStart < end && mapStart + arena.Length > start)
+                hits.Add((mapStart, arena));
+        return hits;
+    }
+
+    private static void Reserve(long start, long length)
+    {
+        if (length > 0)
+            Libc.mmap((nint)start, (nuint)length, Libc.PROT_NONE,
+                Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE | Libc.MAP_FIXED, -1, 0);
+    }
+
+    private long UnitOf(long address) => (address - _mallocSpace.Base) >> AddressSpace.UnitShift;
+}
