@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# Builds the install tree in out/: out/bin holds the commands, out/lib/tibet what they
-# run. The tree is relocatable: the commands find their files relative to themselves.
+# Builds the install tree in out/:
+#   out/bin/tibet-run, out/bin/tibet-bench   commands (shell wrappers)
+#   out/lib/libtibet.so, out/lib/libsodium.so the interposer and its private libsodium
+#   out/lib/tibet/                            the managed programs the wrappers run
+# The tree is relocatable: everything is found relative to the commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf out
-dotnet publish bench/Tibet.Bench/Tibet.Bench.csproj -c Release --no-self-contained \
-  -o out/lib/tibet --verbosity quiet -p:DebugType=none
-mkdir -p out/bin
-cat > out/bin/tibet-bench <<'WRAPPER'
+mkdir -p out/bin out/lib/tibet
+
+dotnet publish src/Interposer/Tibet.Interposer.csproj -c Release -o out/lib/native-publish --verbosity quiet
+cp out/lib/native-publish/libtibet.so out/lib/native-publish/libsodium.so out/lib/
+rm -rf out/lib/native-publish
+
+for project in src/Launcher/Tibet.Launcher.csproj bench/Tibet.Bench/Tibet.Bench.csproj; do
+  dotnet publish "$project" -c Release --no-self-contained -o out/lib/tibet --verbosity quiet -p:DebugType=none
+done
+
+for command in tibet-run tibet-bench; do
+  cat > "out/bin/$command" <<WRAPPER
 #!/bin/sh
-here=$(dirname "$(readlink -f "$0")")
-exec dotnet "$here/../lib/tibet/tibet-bench.dll" "$@"
+here=\$(dirname "\$(readlink -f "\$0")")
+exec dotnet "\$here/../lib/tibet/$command.dll" "\$@"
 WRAPPER
-chmod +x out/bin/tibet-bench
-echo "built: out/bin/tibet-bench"
+  chmod +x "out/bin/$command"
+done
+echo "built: out/bin/tibet-run out/bin/tibet-bench out/lib/libtibet.so"

@@ -43,6 +43,7 @@ internal static class InterposerRuntime
             {
                 ResidentBudgetBytes = budget,
                 Compression = _config.Compression,
+                ServeForkedChildren = features.EventFork,
                 OnAuthenticationFailure = f => ProcessCalls.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
             });
@@ -84,10 +85,7 @@ internal static class InterposerRuntime
                                     $"resident {stats.ResidentBytes >> 10} KiB (peak {stats.PeakResidentBytes >> 10} KiB), sealed {stats.SealedBytes >> 10} KiB");
     }
 
-    public static void Forked(int pid)
-    {
-        _ = pid;
-    }
+    public static void Forked(int pid) => Redirector?.Engine.ChildForked(pid);
 
     /// <summary>Reports an unexpected failure once per kind of call and returns 0, which
     /// the shim answers by forwarding the call to libc.</summary>

@@ -39,6 +39,7 @@ internal sealed class PageCipher : IDisposable
     private readonly Key _key;
     private readonly ulong _arenaId;
     private ulong _lastNonce;
+    private int _references = 1;
 
     public PageCipher(ulong arenaId)
     {
@@ -96,7 +97,17 @@ internal sealed class PageCipher : IDisposable
         return false;
     }
 
-    public void Dispose() => _key.Dispose();
+    /// <summary>A forked child's snapshot keeps the key alive after its arena is gone.</summary>
+    public void Retain() => _references++;
+
+    /// <summary>Drops one reference; the last one destroys the key (libsodium wipes it).</summary>
+    public void Release()
+    {
+        if (--_references == 0)
+            _key.Dispose();
+    }
+
+    public void Dispose() => Release();
 
     /// <summary>Exposes the 12-byte nonce for a counter so tests can check uniqueness
     /// on the bytes the cipher really uses.</summary>

@@ -77,6 +77,6 @@ public sealed unsafe class Arena : IDisposable
     internal void FreeTables()
     {
         KernelMemory.Unmap((nint)Entries, (nuint)(PageCount * sizeof(PageEntry)));
-        Cipher.Dispose();
+        Cipher.Release();
     }
 }

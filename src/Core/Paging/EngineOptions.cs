@@ -47,6 +47,14 @@ public sealed record EngineOptions
     /// the resident plaintext to disk.</summary>
     public bool ExcludeFromCoreDumps { get; init; } = true;
 
+    /// <summary>
+    /// Serve forked children (UFFD_FEATURE_EVENT_FORK): a child's arenas are registered
+    /// with a userfaultfd of its own, and this engine serves its faults with the contents
+    /// the pages had at fork time. Without it a child would read zeros where the parent
+    /// had evicted pages. The interposer turns it on; in-process users that fork leave it off.
+    /// </summary>
+    public bool ServeForkedChildren { get; init; }
+
     /// <summary>Called on the handler thread when a page fails authentication. The
     /// default writes one line to stderr.</summary>
     public Action<AuthenticationFailure>? OnAuthenticationFailure { get; init; }

@@ -48,7 +48,7 @@ public sealed unsafe partial class PageEngine
         ref PageEntry first = ref arena.Entries[index];
         if (first.State == PageState.Sealed)
         {
-            if (!TryOpen(arena, index, ref first, buffer))
+            if (!TryOpen(arena.Cipher, index, ref first, buffer))
             {
                 PoisonPage(arena, index, ref first, threadId);
                 return true;
@@ -83,7 +83,7 @@ public sealed unsafe partial class PageEngine
                 _zeroFills++;
                 continue; // the buffer is all zeros between uses
             }
-            if (!TryOpen(arena, page, ref entry, buffer + (long)filled * PageSize))
+            if (!TryOpen(arena.Cipher, page, ref entry, buffer + (long)filled * PageSize))
                 break; // a bad page ahead is poisoned when someone touches it
         }
         _readAheadPages += filled;
@@ -113,17 +113,17 @@ public sealed unsafe partial class PageEngine
         return count;
     }
 
-    private bool TryOpen(Arena arena, long index, ref PageEntry entry, byte* destination)
+    private bool TryOpen(Crypto.PageCipher cipher, long index, ref PageEntry entry, byte* destination)
     {
         var sealedBytes = new ReadOnlySpan<byte>((void*)entry.Slot, entry.SealedLength);
         var page = new Span<byte>(destination, PageSize);
         _decrypts++;
         if (!entry.IsCompressed)
-            return arena.Cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, page);
+            return cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, page);
 
         int compressedLength = entry.SealedLength - Crypto.PageCipher.TagSize;
         var compressed = new Span<byte>((void*)_sealBuffer, compressedLength);
-        bool ok = arena.Cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, compressed)
+        bool ok = cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, compressed)
                   && _compressor != null && _compressor.TryDecompress(compressed, page);
         compressed.Clear();
         if (ok) _decompressions++;

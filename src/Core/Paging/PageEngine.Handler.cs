@@ -12,9 +12,7 @@ public sealed unsafe partial class PageEngine
         long allocationBaseline = GC.GetAllocatedBytesForCurrentThread();
         long spinTicks = _options.SpinMicroseconds * Stopwatch.Frequency / 1_000_000;
         long lastWork = Stopwatch.GetTimestamp();
-        Libc.PollFd* fds = stackalloc Libc.PollFd[2];
-        fds[0] = new Libc.PollFd { Fd = _uffd.Descriptor, Events = Libc.POLLIN };
-        fds[1] = new Libc.PollFd { Fd = _wakeFd, Events = Libc.POLLIN };
+        Libc.PollFd* fds = stackalloc Libc.PollFd[2 + 2 * MaxForkedChildren];
 
         while (!_stopping)
         {
@@ -39,9 +37,10 @@ public sealed unsafe partial class PageEngine
                 continue;
             }
 
-            fds[0].Revents = 0;
-            fds[1].Revents = 0;
-            Libc.poll(fds, 2, -1);
+            int count;
+            lock (_gate)
+                count = FillPollSet(fds);
+            Libc.poll(fds, (nuint)count, -1);
             if ((fds[1].Revents & Libc.POLLIN) != 0)
             {
                 ulong drained;
@@ -53,7 +52,8 @@ public sealed unsafe partial class PageEngine
     /// <summary>Reads what the kernel has and serves everything queued. True if there was anything.</summary>
     private bool PumpLocked()
     {
-        int read = ReadIntoQueue();
+        bool childWork = _children.Count > 0 && PumpChildrenLocked();
+        int read = ReadIntoQueue() + (childWork ? 1 : 0);
         if (_queueCount == 0)
             return read > 0;
 
@@ -136,6 +136,9 @@ public sealed unsafe partial class PageEngine
             case UFFD_EVENT_REMAP:
                 _remapEvents++;
                 HandleRemap((nint)message.remap_from, (nint)message.remap_to, (long)message.remap_len);
+                break;
+            case UFFD_EVENT_FORK:
+                AdoptChild((int)message.fork_ufd, SnapshotArenas());
                 break;
         }
     }

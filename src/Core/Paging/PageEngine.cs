@@ -97,7 +97,8 @@ public sealed unsafe partial class PageEngine : IDisposable
             : Math.Max(1, options.ResidentBudgetBytes / PageSize);
 
         ulong wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP
-                       | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON;
+                       | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON
+                       | (options.ServeForkedChildren ? UFFD_FEATURE_EVENT_FORK : 0);
         _uffd = Userfaultfd.Open(Features.Bits & wanted);
 
         if (Features.CanEvict)
@@ -286,6 +287,9 @@ public sealed unsafe partial class PageEngine : IDisposable
         _handler.Join();
         lock (_gate)
         {
+            foreach (var child in _children)
+                child.Dispose(_store);
+            _children.Clear();
             foreach (var arena in _arenaSlots)
                 if (arena != null) ReleaseArenaLocked(arena);
             _disposed = true;

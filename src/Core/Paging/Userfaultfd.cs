@@ -38,6 +38,9 @@ internal sealed unsafe class Userfaultfd : IDisposable
         }
     }
 
+    /// <summary>Takes ownership of a descriptor the kernel handed us (a forked child's).</summary>
+    public static Userfaultfd Adopt(int descriptor) => new(descriptor);
+
     public static Userfaultfd Open(ulong features)
     {
         int fd = OpenDescriptor();

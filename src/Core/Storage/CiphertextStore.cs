@@ -41,6 +41,10 @@ internal sealed unsafe class CiphertextStore : IDisposable
     private readonly nint[] _partialHeads = new nint[ClassCount];
     private readonly int[] _partialCounts = new int[ClassCount];
     private long _chunkCount;
+    private int _pins;
+    private nint* _deferred;
+    private long _deferredCount;
+    private long _deferredCapacity;
     private long _payloadBytes;
     private long _liveSlots;
 
@@ -88,7 +92,42 @@ internal sealed unsafe class CiphertextStore : IDisposable
         return slot;
     }
 
+    /// <summary>
+    /// While pinned (a forked child may still read ciphertext as it was at fork time),
+    /// freed slots are only set aside; the last Unpin frees them.
+    /// </summary>
+    public void Pin() => _pins++;
+
+    public void Unpin()
+    {
+        Debug.Assert(_pins > 0);
+        if (--_pins > 0)
+            return;
+        for (long i = 0; i < _deferredCount; i++)
+            FreeNow(_deferred[i]);
+        _deferredCount = 0;
+    }
+
     public void Free(nint slot)
+    {
+        if (_pins == 0)
+        {
+            FreeNow(slot);
+            return;
+        }
+        if (_deferredCount == _deferredCapacity)
+        {
+            long capacity = Math.Max(4096, _deferredCapacity * 2);
+            var grown = (nint*)KernelMemory.Map((nuint)(capacity * sizeof(nint)));
+            for (long i = 0; i < _deferredCount; i++) grown[i] = _deferred[i];
+            if (_deferred != null) KernelMemory.Unmap((nint)_deferred, (nuint)(_deferredCapacity * sizeof(nint)));
+            _deferred = grown;
+            _deferredCapacity = capacity;
+        }
+        _deferred[_deferredCount++] = slot;
+    }
+
+    private void FreeNow(nint slot)
     {
         Debug.Assert(slot != 0);
         var chunk = (ChunkHeader*)((nuint)slot & ~(ChunkSize - 1));
@@ -113,6 +152,8 @@ internal sealed unsafe class CiphertextStore : IDisposable
 
     public void Dispose()
     {
+        if (_deferred != null)
+            KernelMemory.Unmap((nint)_deferred, (nuint)(_deferredCapacity * sizeof(nint)));
         // The engine releases every arena before the store, so each remaining chunk is
         // empty and sits on its class's partial list.
         Debug.Assert(_liveSlots == 0, "the store is disposed while pages still hold ciphertext");
