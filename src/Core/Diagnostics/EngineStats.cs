@@ -37,7 +37,8 @@ public readonly record struct EngineStats
     /// <summary>Native memory mapped for the ciphertext store.</summary>
     public long StoreMappedBytes { get; init; }
     public long SealedPages { get; init; }
-    /// <summary>Fault service time in the handler, from reading the message to the wake.</summary>
+    /// <summary>How long faulting threads waited in the handler: from reading the batch
+    /// of messages that held the fault to the UFFDIO_COPY that woke the thread.</summary>
     public long FaultP50Nanoseconds { get; init; }
     public long FaultP99Nanoseconds { get; init; }
     public long FaultMaxNanoseconds { get; init; }

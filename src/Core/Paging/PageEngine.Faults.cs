@@ -40,7 +40,9 @@ public sealed unsafe partial class PageEngine
     {
         int count = ReadAheadRun(arena, index);
         long epoch = _eventEpoch;
-        MakeRoom(count);
+        // Room for the faulting page only: the thread waits for this part. The read-ahead
+        // run makes its own room after the thread is running again.
+        MakeRoom(1);
         if (_eventEpoch != epoch)
             return false;
 
@@ -66,9 +68,14 @@ public sealed unsafe partial class PageEngine
         // moved on and faulted into the run.
         bool injected = TryInject(arena, index, 1, buffer);
         Libc.memset(buffer, 0, PageSize);
+        if (injected)
+            RecordFaultServed();
         if (!injected)
             return false;
         if (count == 1)
+            return true;
+        MakeRoom(count - 1);
+        if (_eventEpoch != epoch)
             return true;
 
         int filled = 0;

@@ -65,8 +65,10 @@ public sealed unsafe partial class PageEngine
             _queueCount--;
             if (message.@event == UFFD_EVENT_PAGEFAULT)
             {
+                _faultReceived = received;
+                _faultRecorded = false;
                 HandleFault(in message);
-                _faultLatency.Record((long)((Stopwatch.GetTimestamp() - received) * NanosecondsPerTick));
+                RecordFaultServed();
             }
             else
             {
@@ -74,6 +76,18 @@ public sealed unsafe partial class PageEngine
             }
         }
         return true;
+    }
+
+    /// <summary>
+    /// Records how long the faulting thread waited: from reading its message to the wake
+    /// (the first page's UFFDIO_COPY). Read-ahead done after the wake is not its wait.
+    /// </summary>
+    private void RecordFaultServed()
+    {
+        if (_faultRecorded)
+            return;
+        _faultRecorded = true;
+        _faultLatency.Record((long)((Stopwatch.GetTimestamp() - _faultReceived) * NanosecondsPerTick));
     }
 
     private int ReadIntoQueue()

@@ -71,6 +71,8 @@ public sealed unsafe partial class PageEngine : IDisposable
     private long _residentPages, _peakResidentPages, _sealedPages;
     private long _handlerAllocatedBytes;
     private readonly LatencyHistogram _faultLatency = new();
+    private long _faultReceived;
+    private bool _faultRecorded;
     private static readonly double NanosecondsPerTick = 1e9 / Stopwatch.Frequency;
 
     private struct Victim
