@@ -25,7 +25,11 @@ internal sealed unsafe class Redirector
     private readonly AddressSpace _mallocSpace;
     private readonly AddressSpace _mmapSpace;
     private readonly nuint* _blockSizes;
-    private readonly Dictionary<long, Arena> _blocks = [];
+    private readonly Dictionary<long, Block> _blocks = [];
+
+    /// <summary>A malloc block: its arena, and the address space reserved for it, which
+    /// is twice what was asked so that realloc can grow it in place.</summary>
+    private sealed record Block(Arena Arena, long Reserved);
     private readonly Dictionary<long, Arena> _mappings = [];
 
     public Redirector(PageEngine engine, InterposerConfig config)
@@ -48,12 +52,13 @@ internal sealed unsafe class Redirector
     public nint Allocate(long size, long alignment)
     {
         long length = AddressSpace.RoundUp(Math.Max(size, 1), PageSize);
+        long reserved = AddressSpace.RoundUp(2 * length, AddressSpace.Unit);
         lock (_lock)
         {
-            long address = _mallocSpace.Take(length, alignment);
+            long address = _mallocSpace.Take(reserved, alignment);
             if (address == 0) return 0;
             var arena = _engine.CreateArenaAt((nint)address, length, "malloc");
-            _blocks[address] = arena;
+            _blocks[address] = new Block(arena, reserved);
             _blockSizes[UnitOf(address)] = (nuint)length;
             return (nint)address;
         }
@@ -63,7 +68,7 @@ internal sealed unsafe class Redirector
     {
         lock (_lock)
         {
-            if (!_blocks.Remove(pointer, out Arena? arena))
+            if (!_blocks.Remove(pointer, out Block? block))
             {
                 // Not the start of a block: a program bug (double free or interior
                 // pointer). glibc would abort; we refuse to guess and leave it be.
@@ -71,25 +76,33 @@ internal sealed unsafe class Redirector
                 return;
             }
             _blockSizes[UnitOf(pointer)] = 0;
-            arena.Dispose();
-            _mallocSpace.Give(pointer, arena.Length);
+            block.Arena.Dispose();
+            _mallocSpace.Give(pointer, block.Reserved);
         }
     }
 
     public nint Reallocate(nint pointer, long size)
     {
-        Arena? old;
+        Block? old;
         lock (_lock)
         {
             if (!_blocks.TryGetValue(pointer, out old))
                 return 0;
-            if (size <= old.Length)
+            if (size <= old.Arena.Length)
                 return pointer; // shrinking keeps the block; its usable size stays truthful
+            long length = AddressSpace.RoundUp(size, PageSize);
+            if (length <= old.Reserved)
+            {
+                // Grow in place into the block's own reservation: no copy.
+                old.Arena.Extend(length);
+                _blockSizes[UnitOf(pointer)] = (nuint)length;
+                return pointer;
+            }
         }
         nint grown = Allocate(size, 16);
         if (grown == 0)
             return 0;
-        Libc.memcpy((void*)grown, (void*)pointer, (nuint)old.Length);
+        Libc.memcpy((void*)grown, (void*)pointer, (nuint)old.Arena.Length);
         Free(pointer);
         return grown;
     }

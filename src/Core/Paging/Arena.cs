@@ -17,8 +17,9 @@ public sealed unsafe class Arena : IDisposable
 {
     internal readonly PageEngine Engine;
     internal readonly PageCipher Cipher;
-    internal readonly PageEntry* Entries;
-    internal readonly long PageCount;
+    // Replaced (under the engine lock) when the arena grows in place.
+    internal PageEntry* Entries;
+    internal long PageCount;
     internal int Slot;
 
     // Read-ahead: the next page index a sequential stream would fault on, and the window.
@@ -49,7 +50,7 @@ public sealed unsafe class Arena : IDisposable
     /// <summary>Where the arena starts. Moves if the program mremaps the whole arena.</summary>
     public nint Address { get; internal set; }
 
-    public long Length { get; }
+    public long Length { get; internal set; }
 
     /// <summary>The random id bound into every page's associated data.</summary>
     public ulong Id { get; }
@@ -67,6 +68,11 @@ public sealed unsafe class Arena : IDisposable
 
     /// <summary>Pages not yet unmapped by the program.</summary>
     public long MappedPageCount => Engine.MappedPageCount(this);
+
+    /// <summary>Grows the arena in place to <paramref name="newLength"/> bytes. The
+    /// range after it must be a reservation of the caller's (see
+    /// <see cref="PageEngine.CreateArenaAt"/>); the new pages read as zeros.</summary>
+    public void Extend(long newLength) => Engine.ExtendArena(this, newLength);
 
     /// <summary>Seals every resident page of this arena now.</summary>
     public void Evict() => Engine.EvictArena(this);

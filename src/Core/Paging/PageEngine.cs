@@ -424,6 +424,36 @@ public sealed unsafe partial class PageEngine : IDisposable
             Libc.munmap(address, length);
     }
 
+    internal void ExtendArena(Arena arena, long newLength)
+    {
+        long rounded = (newLength + PageSize - 1) & ~(long)(PageSize - 1);
+        if (!arena.KeepsReservation)
+            throw new InvalidOperationException("Only arenas created over a reservation (CreateArenaAt) can grow in place.");
+        if (rounded <= arena.Length)
+            return;
+        nint tail = arena.Address + (nint)arena.Length;
+        nuint extra = (nuint)(rounded - arena.Length);
+        nint mapped = Libc.mmap(tail, extra, Libc.PROT_READ | Libc.PROT_WRITE,
+            Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE | Libc.MAP_FIXED, -1, 0);
+        if (mapped != tail)
+            throw new OutOfMemoryException($"cannot grow arena '{arena.Label}' in place: {Libc.Describe(Libc.LastErrno)}");
+        Libc.madvise(tail, extra, Libc.MADV_NOHUGEPAGE);
+        if (_options.ExcludeFromCoreDumps)
+            Libc.madvise(tail, extra, Libc.MADV_DONTDUMP);
+        _uffd.Register(tail, extra, UFFDIO_REGISTER_MODE_MISSING);
+
+        lock (_gate)
+        {
+            long pages = rounded / PageSize;
+            var entries = (PageEntry*)KernelMemory.Map((nuint)(pages * sizeof(PageEntry)));
+            Buffer.MemoryCopy(arena.Entries, entries, pages * sizeof(PageEntry), arena.PageCount * sizeof(PageEntry));
+            KernelMemory.Unmap((nint)arena.Entries, (nuint)(arena.PageCount * sizeof(PageEntry)));
+            arena.Entries = entries;
+            arena.PageCount = pages;
+            arena.Length = rounded;
+        }
+    }
+
     /// <summary>Pages of the arena that the program has not unmapped.</summary>
     internal long MappedPageCount(Arena arena)
     {
