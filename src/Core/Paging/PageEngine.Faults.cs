@@ -31,7 +31,12 @@ public sealed unsafe partial class PageEngine
                 return;
             }
             if (TryServeMissingPage(arena, index, write, message.pagefault_feat_ptid))
+            {
+                // The thread runs again; restore some headroom under the budget now, so
+                // that the next faults find room without evicting one page at a time.
+                EvictAfterFault();
                 return;
+            }
         }
     }
 
