@@ -320,36 +320,32 @@ EXPORT int posix_memalign(void **out, size_t alignment, size_t size)
     return real_posix_memalign(out, alignment, size);
 }
 
-EXPORT void *aligned_alloc(size_t alignment, size_t size)
+static void *aligned(aligned_alloc_fn next, size_t alignment, size_t size, const void *ret)
 {
-    if (UNLIKELY(!real_aligned_alloc))
-        resolve();
     if (!valid_alignment(alignment)) {
         errno = EINVAL;
         return NULL;
     }
-    if (size >= malloc_threshold && may_redirect(__builtin_return_address(0))) {
+    if (size >= malloc_threshold && may_redirect(ret)) {
         void *p = redirect_alloc(size, alignment);
         if (p)
             return p;
     }
-    return real_aligned_alloc(alignment, size);
+    return next(alignment, size);
+}
+
+EXPORT void *aligned_alloc(size_t alignment, size_t size)
+{
+    if (UNLIKELY(!real_aligned_alloc))
+        resolve();
+    return aligned(real_aligned_alloc, alignment, size, __builtin_return_address(0));
 }
 
 EXPORT void *memalign(size_t alignment, size_t size)
 {
     if (UNLIKELY(!real_memalign))
         resolve();
-    if (!valid_alignment(alignment)) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (size >= malloc_threshold && may_redirect(__builtin_return_address(0))) {
-        void *p = redirect_alloc(size, alignment);
-        if (p)
-            return p;
-    }
-    return real_memalign(alignment, size);
+    return aligned(real_memalign, alignment, size, __builtin_return_address(0));
 }
 
 EXPORT void *valloc(size_t size)
