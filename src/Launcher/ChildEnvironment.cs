@@ -1,0 +1,40 @@
+using System.Globalization;
+using Tibet.Core.Paging;
+
+namespace Tibet.Launcher;
+
+/// <summary>
+/// The environment the program starts with: LD_PRELOAD and the TIBET_* settings the
+/// interposer reads. The launcher's own environment is never changed.
+/// </summary>
+internal static class ChildEnvironment
+{
+    /// <summary>The variables the interposer reads; any inherited ones are replaced.</summary>
+    public static readonly string[] OwnVariables =
+    [
+        "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE", "TIBET_STATS_JSON",
+        "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION",
+    ];
+
+    public static void Apply(IDictionary<string, string?> environment, LaunchOptions options, string library, string statsPattern)
+    {
+        foreach (string name in OwnVariables)
+            environment.Remove(name);
+        // DOTNET_* and COMPlus_* configure a .NET runtime; the one inside libtibet.so must
+        // not be steered by settings meant for some other .NET program.
+        foreach (string name in environment.Keys.Where(k => k.StartsWith("DOTNET_", StringComparison.Ordinal) || k.StartsWith("COMPlus_", StringComparison.Ordinal)).ToList())
+            environment.Remove(name);
+
+        string? existing = environment.TryGetValue("LD_PRELOAD", out string? value) ? value : null;
+        environment["LD_PRELOAD"] = string.IsNullOrWhiteSpace(existing) ? library : library + " " + existing;
+        environment["TIBET_BUDGET"] = options.BudgetBytes == EngineOptions.Unlimited ? "" : Invariant(options.BudgetBytes);
+        environment["TIBET_THRESHOLD"] = Invariant(options.ThresholdBytes);
+        environment["TIBET_COMPRESSION"] = options.Compression == CompressionMode.Auto ? "auto" : "off";
+        environment["TIBET_VERBOSE"] = Invariant(options.Verbosity);
+        environment["TIBET_STATS_JSON"] = statsPattern;
+        environment["TIBET_NO_INHERIT"] = options.NoInherit ? "1" : "0";
+        environment["TIBET_REQUIRE_ENCRYPTION"] = options.RequireEncryption ? "1" : "0";
+    }
+
+    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
+}

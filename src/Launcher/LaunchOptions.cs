@@ -1,0 +1,18 @@
+using Tibet.Core.Paging;
+
+namespace Tibet.Launcher;
+
+/// <summary>What the user asked tibet-run for, validated.</summary>
+internal sealed record LaunchOptions
+{
+    public long BudgetBytes { get; init; } = EngineOptions.Unlimited;
+    public long ThresholdBytes { get; init; } = 1 << 20;
+    public CompressionMode Compression { get; init; } = CompressionMode.Off;
+    public bool Stats { get; init; }
+    public string? StatsJsonPath { get; init; }
+    public int Verbosity { get; init; }
+    public bool RequireEncryption { get; init; }
+    public bool NoInherit { get; init; }
+    public string? LibraryOverride { get; init; }
+    public required string[] Command { get; init; }
+}

@@ -1,0 +1,280 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Tibet.Core.Paging;
+using Tibet.Launcher;
+
+// tibet-run [options] -- CMD ARGS...: runs an unmodified program on encrypted RAM.
+return Launcher.Run(args);
+
+internal static partial class Launcher
+{
+    private const int ExitRefused = 2;
+    private const int ExitNotFound = 127;
+
+    private const string Description = """
+        Usage: tibet-run [options] -- COMMAND [ARGS...]
+
+        Runs COMMAND with its large allocations in encrypted RAM. Memory the program
+        allocates with malloc or maps anonymously, in blocks of at least --threshold, lives
+        in userfaultfd arenas: at most --budget of it is plaintext at any time, and the rest
+        exists only as AES-256-GCM ciphertext, decrypted page by page when touched. The
+        program is not modified; tibet-run preloads libtibet.so into it (and into the
+        programs it executes, unless --no-inherit). Static binaries and programs that
+        bypass libc's malloc and mmap are not covered.
+
+        SIZE is a number of bytes with an optional K, M or G suffix (powers of 1024): 4096, 64K, 256M, 2G.
+
+        Environment set for COMMAND: LD_PRELOAD (libtibet.so prepended), TIBET_BUDGET,
+        TIBET_THRESHOLD, TIBET_COMPRESSION, TIBET_VERBOSE, TIBET_STATS_JSON, TIBET_NO_INHERIT,
+        TIBET_REQUIRE_ENCRYPTION; DOTNET_* and COMPlus_* are removed.
+
+        Exit status: COMMAND's; 128+N if it died of signal N; 2 if tibet refused to run it
+        (bad option, missing library, or --require-encryption without userfaultfd); 127 if
+        COMMAND cannot be run.
+
+        Examples:
+          tibet-run --budget 256M -- redis-server --port 7000
+          tibet-run --stats -- python3 train.py
+          tibet-run --require-encryption --budget 1G --threshold 64K -- ./server
+        """;
+
+    private static readonly string[] OptionsWithValues =
+        ["--budget", "--threshold", "--compression", "--stats-json", "--library", "--identity", "--claim"];
+
+    public static int Run(string[] args)
+    {
+        var (ours, command) = SplitCommand(args);
+
+        var budget = new Option<string?>("--budget") { Description = "Resident plaintext budget: at most SIZE of the program's encrypted memory is plaintext at once. Default: unlimited.", HelpName = "SIZE" };
+        var threshold = new Option<string?>("--threshold") { Description = "Smallest malloc or mmap that is redirected into encrypted arenas. Default: 1M (chosen by measurement, see bench/results).", HelpName = "SIZE" };
+        var compression = new Option<string?>("--compression") { Description = "Compress pages with zstd before sealing: off (default) or auto (keeps a page compressed only if it halves).", HelpName = "off|auto" };
+        var stats = new Option<bool>("--stats") { Description = "Print a summary of faults, evictions and memory to stderr when COMMAND exits." };
+        var statsJson = new Option<string?>("--stats-json") { Description = "Write the same statistics as JSON to FILE.", HelpName = "FILE" };
+        var verbose = new Option<int>("--verbose", "-v") { Description = "Report start-up and exit of each interposed process on stderr (-vv: more).", Arity = ArgumentArity.Zero };
+        var requireEncryption = new Option<bool>("--require-encryption") { Description = "Refuse (exit 2) instead of running unencrypted when userfaultfd cannot be used." };
+        var noInherit = new Option<bool>("--no-inherit") { Description = "Programs that COMMAND executes run without tibet." };
+        var library = new Option<string?>("--library") { Description = "Use this libtibet.so instead of the installed one.", HelpName = "PATH", Hidden = true };
+        var identity = new Option<string?>("--identity") { Description = "Identity file (not supported yet: arrives with identities and claims).", HelpName = "FILE" };
+        var claim = new Option<string?>("--claim") { Description = "Clearance claim file (not supported yet).", HelpName = "FILE" };
+        var inheritIdentity = new Option<bool>("--inherit-identity") { Description = "Pass the identity on to executed programs (not supported yet)." };
+
+        var root = new RootCommand(Description);
+        foreach (Option option in new Option[] { budget, threshold, compression, stats, statsJson, verbose, requireEncryption, noInherit, library, identity, claim, inheritIdentity })
+            root.Options.Add(option);
+        var commandArgument = new Argument<string[]>("COMMAND") { Description = "The program to run and its arguments, after --.", Arity = ArgumentArity.ZeroOrMore };
+        root.Arguments.Add(commandArgument);
+
+        int exitCode = ExitRefused;
+        root.SetAction(result =>
+        {
+            if (result.GetValue(identity) != null || result.GetValue(claim) != null || result.GetValue(inheritIdentity))
+            {
+                Fail("--identity, --claim and --inherit-identity are not supported yet (identities and claims arrive with issue 5)");
+                return;
+            }
+            if (command.Length == 0)
+            {
+                Fail("no COMMAND given. Usage: tibet-run [options] -- COMMAND [ARGS...]");
+                return;
+            }
+            if (!TryBuildOptions(result, budget, threshold, compression, stats, statsJson, verbose, requireEncryption, noInherit, library, command, out var options))
+                return;
+            exitCode = Launch(options);
+        });
+
+        ParseResult parsed = root.Parse(ours);
+        if (parsed.Errors.Count > 0 && !ours.Contains("--help") && !ours.Contains("-h"))
+        {
+            foreach (var error in parsed.Errors)
+                Console.Error.WriteLine($"tibet-run: {error.Message}");
+            Console.Error.WriteLine("Try 'tibet-run --help'.");
+            return ExitRefused;
+        }
+        int invoked = parsed.Invoke();
+        return ours.Contains("--help") || ours.Contains("-h") ? invoked : exitCode;
+    }
+
+    /// <summary>Everything after "--", or from the first word that is not an option, is
+    /// the command: its own options are never taken for ours.</summary>
+    private static (string[] Ours, string[] Command) SplitCommand(string[] args)
+    {
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (args[i] == "--")
+                return (args[..i], args[(i + 1)..]);
+            if (OptionsWithValues.Contains(args[i]))
+            {
+                i++;
+                continue;
+            }
+            if (!args[i].StartsWith('-'))
+                return (args[..i], args[i..]);
+        }
+        return (args, []);
+    }
+
+    private static bool TryBuildOptions(ParseResult result, Option<string?> budget, Option<string?> threshold, Option<string?> compression,
+        Option<bool> stats, Option<string?> statsJson, Option<int> verbose, Option<bool> requireEncryption, Option<bool> noInherit,
+        Option<string?> library, string[] command, out LaunchOptions options)
+    {
+        options = null!;
+        long budgetBytes = EngineOptions.Unlimited, thresholdBytes = 1 << 20;
+        if (result.GetValue(budget) is { } b && (!SizeParser.TryParse(b, out budgetBytes) || budgetBytes < 4096))
+            return Fail($"--budget '{b}' is not a size of at least 4K; expected {SizeParser.Syntax}");
+        if (result.GetValue(threshold) is { } t && (!SizeParser.TryParse(t, out thresholdBytes) || thresholdBytes < 4096))
+            return Fail($"--threshold '{t}' is not a size of at least 4K; expected {SizeParser.Syntax}");
+        CompressionMode mode;
+        switch (result.GetValue(compression))
+        {
+            case null or "off": mode = CompressionMode.Off; break;
+            case "auto": mode = CompressionMode.Auto; break;
+            case var other: return Fail($"--compression '{other}' is not 'off' or 'auto'");
+        }
+        int verbosity = result.Tokens.Count(token => token.Value is "-v" or "--verbose")
+                        + result.Tokens.Where(token => token.Value.StartsWith("-vv", StringComparison.Ordinal)).Sum(token => token.Value.Length - 2);
+        options = new LaunchOptions
+        {
+            BudgetBytes = budgetBytes,
+            ThresholdBytes = thresholdBytes,
+            Compression = mode,
+            Stats = result.GetValue(stats),
+            StatsJsonPath = result.GetValue(statsJson),
+            Verbosity = Math.Min(2, verbosity),
+            RequireEncryption = result.GetValue(requireEncryption),
+            NoInherit = result.GetValue(noInherit),
+            LibraryOverride = result.GetValue(library),
+            Command = command,
+        };
+        return true;
+    }
+
+    private static int Launch(LaunchOptions options)
+    {
+        string library = Path.GetFullPath(options.LibraryOverride
+            ?? Environment.GetEnvironmentVariable("TIBET_LIBRARY")
+            ?? Path.Combine(AppContext.BaseDirectory, "..", "libtibet.so"));
+        if (!File.Exists(library))
+        {
+            Fail($"the interposer library is missing: {library} does not exist. Build the install tree with scripts/build.sh.");
+            return ExitRefused;
+        }
+
+        bool encrypted = true;
+        try
+        {
+            PageEngine.ProbeKernel();
+        }
+        catch (UserfaultfdUnavailableException e)
+        {
+            if (options.RequireEncryption)
+            {
+                Fail($"{e.Message} Refusing to run because of --require-encryption.");
+                return ExitRefused;
+            }
+            Console.Error.WriteLine($"tibet-run: {e.Message} Running {options.Command[0]} unencrypted.");
+            encrypted = false;
+        }
+
+        DirectoryInfo statsDir = Directory.CreateTempSubdirectory("tibet-run-");
+        try
+        {
+            var start = new ProcessStartInfo(options.Command[0]) { UseShellExecute = false };
+            foreach (string argument in options.Command[1..])
+                start.ArgumentList.Add(argument);
+            if (encrypted)
+                ChildEnvironment.Apply(start.Environment, options, library, Path.Combine(statsDir.FullName, "stats-%p.json"));
+
+            Process child;
+            try
+            {
+                child = Process.Start(start)!;
+            }
+            catch (System.ComponentModel.Win32Exception e)
+            {
+                Console.Error.WriteLine($"tibet-run: cannot run '{options.Command[0]}': {e.Message}");
+                return ExitNotFound;
+            }
+
+            using (child)
+            using (SignalForwarding.Start(child.Id))
+            {
+                child.WaitForExit();
+                ReportStatistics(options, statsDir, child.Id, encrypted);
+                return child.ExitCode;
+            }
+        }
+        finally
+        {
+            statsDir.Delete(recursive: true);
+        }
+    }
+
+    private static void ReportStatistics(LaunchOptions options, DirectoryInfo statsDir, int pid, bool encrypted)
+    {
+        if (!options.Stats && options.StatsJsonPath == null)
+            return;
+        string file = Path.Combine(statsDir.FullName, $"stats-{pid}.json");
+        if (!File.Exists(file))
+        {
+            Console.Error.WriteLine(encrypted
+                ? $"tibet-run: no statistics: {options.Command[0]} never loaded libtibet.so (a static or setuid binary?), or it ended without exit handlers (a signal or _exit)."
+                : "tibet-run: no statistics: the program ran unencrypted.");
+            return;
+        }
+        string json = File.ReadAllText(file);
+        if (options.StatsJsonPath != null)
+            File.WriteAllText(options.StatsJsonPath, json);
+        if (options.Stats)
+            StatsReport.Print(json, options.Command[0]);
+    }
+
+    private static bool Fail(string message)
+    {
+        Console.Error.WriteLine($"tibet-run: {message}");
+        return false;
+    }
+}
+
+/// <summary>
+/// Passes signals sent to tibet-run on to the program. SIGINT and SIGQUIT from a
+/// terminal already reach the program (same process group), so they are only passed on
+/// when there is no terminal; either way tibet-run itself waits for the program.
+/// </summary>
+internal sealed partial class SignalForwarding : IDisposable
+{
+    private readonly List<PosixSignalRegistration> _registrations = [];
+
+    private SignalForwarding() { }
+
+    public static SignalForwarding Start(int pid)
+    {
+        var forwarding = new SignalForwarding();
+        bool interactive = isatty(0) == 1;
+        foreach (int signal in new[] { 1 /* HUP */, 2 /* INT */, 3 /* QUIT */, 15 /* TERM */, 10 /* USR1 */, 12 /* USR2 */ })
+        {
+            bool fromTerminal = signal is 2 or 3;
+            forwarding._registrations.Add(PosixSignalRegistration.Create((PosixSignal)signal, context =>
+            {
+                context.Cancel = true;
+                if (!(fromTerminal && interactive))
+                    kill(pid, signal);
+            }));
+        }
+        return forwarding;
+    }
+
+    public void Dispose()
+    {
+        foreach (var registration in _registrations)
+            registration.Dispose();
+    }
+
+    /// <summary>https://man7.org/linux/man-pages/man2/kill.2.html</summary>
+    [LibraryImport("libc", EntryPoint = "kill")]
+    private static partial int kill(int pid, int signal);
+
+    /// <summary>https://man7.org/linux/man-pages/man3/isatty.3.html</summary>
+    [LibraryImport("libc", EntryPoint = "isatty")]
+    private static partial int isatty(int fd);
+}

@@ -1,0 +1,24 @@
+using System.Text.Json;
+
+namespace Tibet.Launcher;
+
+/// <summary>The statistics the interposer wrote at exit, as a summary for people.</summary>
+internal static class StatsReport
+{
+    public static void Print(string json, string command)
+    {
+        using var document = JsonDocument.Parse(json);
+        JsonElement s = document.RootElement;
+        long Get(string name) => s.TryGetProperty(name, out var v) ? v.GetInt64() : 0;
+        string Bytes(long b) => b >= 1 << 20 ? $"{b / 1048576.0:F1} MiB" : $"{b / 1024.0:F1} KiB";
+        long budget = Get("residentBudgetBytes");
+
+        Console.Error.WriteLine($"tibet-run: statistics for {command}");
+        Console.Error.WriteLine($"  faults             {Get("faults"),12:N0}   wait p50 {Get("faultP50Ns") / 1000.0:F1} µs, p99 {Get("faultP99Ns") / 1000.0:F1} µs");
+        Console.Error.WriteLine($"  pages decrypted    {Get("decrypts"),12:N0}   read ahead {Get("readAheadPages"):N0}, zero-filled {Get("zeroFills"):N0}");
+        Console.Error.WriteLine($"  pages evicted      {Get("evictions"),12:N0}   of them zero {Get("zeroEvictions"):N0}, refused {Get("evictionsRefused"):N0}");
+        Console.Error.WriteLine($"  resident now       {Bytes(Get("residentBytes")),12}   peak {Bytes(Get("peakResidentBytes"))}, budget {(budget == long.MaxValue ? "unlimited" : Bytes(budget))}");
+        Console.Error.WriteLine($"  sealed             {Bytes(Get("sealedBytes")),12}   store mapped {Bytes(Get("storeMappedBytes"))}");
+        Console.Error.WriteLine($"  auth failures      {Get("authenticationFailures"),12:N0}");
+    }
+}
