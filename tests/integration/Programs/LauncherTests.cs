@@ -1,0 +1,65 @@
+using Tibet.IntegrationTests.Support;
+using Xunit;
+
+namespace Tibet.IntegrationTests.Programs;
+
+/// <summary>tibet-run behaves like a shell about exit codes, and refuses bad input clearly.</summary>
+public class LauncherTests
+{
+    [Theory]
+    [InlineData("exit 7", 7)]
+    [InlineData("kill -TERM $$", 128 + 15)]
+    [InlineData("kill -KILL $$", 128 + 9)]
+    public void Exit_status_is_the_programs(string script, int expected)
+    {
+        var result = TibetRun.Run(TibetRun.Launcher, ["--", "/bin/sh", "-c", script]);
+        Assert.True(result.ExitCode == expected, result.ToString());
+    }
+
+    [Fact]
+    public void A_missing_command_exits_127_with_its_name()
+    {
+        var result = TibetRun.Run(TibetRun.Launcher, ["--", "/nonexistent/program"]);
+        Assert.Equal(127, result.ExitCode);
+        Assert.Contains("/nonexistent/program", result.Stderr);
+    }
+
+    [Theory]
+    [InlineData("--budget", "12Q", "--budget '12Q'")]
+    [InlineData("--threshold", "1K", "--threshold '1K'")]
+    [InlineData("--compression", "lz4", "--compression 'lz4'")]
+    public void A_bad_option_exits_2_naming_the_value(string option, string value, string expected)
+    {
+        var result = TibetRun.Run(TibetRun.Launcher, [option, value, "--", "/bin/true"]);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains(expected, result.Stderr);
+    }
+
+    [Fact]
+    public void A_missing_library_exits_2_and_says_where_it_looked()
+    {
+        var result = TibetRun.Run(TibetRun.Launcher, ["--library", "/nonexistent/libtibet.so", "--", "/bin/true"]);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("/nonexistent/libtibet.so", result.Stderr);
+        Assert.Contains("scripts/build.sh", result.Stderr);
+    }
+
+    [Fact]
+    public void Statistics_come_back_from_the_program()
+    {
+        var result = TibetRun.Encrypted(["--budget", "1M", "--threshold", "64K"], ["/usr/bin/python3", "-c", "b = bytearray(8 << 20); b[::4096] = b'x' * 2048; print(sum(b))"]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Equal("245760", result.Stdout.Trim());
+        Assert.True(result.Stat("faults") > 0, result.ToString());
+        Assert.Equal(1 << 20, result.Stat("residentBudgetBytes"));
+    }
+
+    [Fact]
+    public void A_malformed_variable_stops_the_program_before_main()
+    {
+        var result = TibetRun.Run("/usr/bin/env", ["LD_PRELOAD=" + Path.Combine(RepoPaths.Root, "out", "lib", "libtibet.so"), "TIBET_BUDGET=lots", "/bin/echo", "ran"]);
+        Assert.Equal(2, result.ExitCode);
+        Assert.DoesNotContain("ran", result.Stdout);
+        Assert.Contains("TIBET_BUDGET='lots'", result.Stderr);
+    }
+}
