@@ -41,7 +41,10 @@ public class RoundTripTests
         Assert.True(stats.Decrypts >= (size - budget) / 4096, stats.ToJson());
         Assert.True(stats.PeakResidentBytes <= budget, stats.ToJson());
         Assert.Equal(0, stats.AuthenticationFailures);
-        Assert.Equal(0, stats.HandlerAllocatedBytes);
+        // No allocation per fault: 60,000+ faults allocating even 24 bytes each would be
+        // over a megabyte. A one-off of a few dozen bytes (the runtime's first contended
+        // wait on the engine lock, when the machine is busy) is tolerated.
+        Assert.True(stats.HandlerAllocatedBytes < 1024, stats.ToJson());
     }
 
     [Fact]

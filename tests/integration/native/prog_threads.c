@@ -8,8 +8,8 @@
 #include <string.h>
 
 #define THREADS 8
-#define SLOTS (8u << 20) /* 64 MiB of uint64 counters */
-#define STEPS 400000
+#define SLOTS (2u << 20) /* 16 MiB of uint64 counters */
+#define STEPS 60000
 static uint64_t *counters;
 
 static void *work(void *arg)

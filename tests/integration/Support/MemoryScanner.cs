@@ -1,0 +1,56 @@
+using System.Buffers.Binary;
+using System.Globalization;
+
+namespace Tibet.IntegrationTests.Support;
+
+/// <summary>
+/// Counts how often a byte string occurs in the pages another process has present in
+/// RAM right now: /proc/PID/maps for the readable ranges, /proc/PID/pagemap for which
+/// pages are present (bit 63), /proc/PID/mem for their bytes. Pages that are not present
+/// are never read, so the scan itself does not fault sealed pages back in.
+/// </summary>
+internal static class MemoryScanner
+{
+    public static int CountInPresentPages(int pid, byte[] needle)
+    {
+        int hits = 0;
+        using var pagemap = File.OpenRead($"/proc/{pid}/pagemap");
+        using var mem = File.OpenRead($"/proc/{pid}/mem");
+        foreach (string line in File.ReadAllLines($"/proc/{pid}/maps"))
+        {
+            string[] fields = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+            if (fields[1][0] != 'r' || (fields.Length > 5 && (fields[5].Contains("[vvar") || fields[5].Contains("[vsyscall]"))))
+                continue;
+            string[] range = fields[0].Split('-');
+            long start = long.Parse(range[0], NumberStyles.HexNumber);
+            long end = long.Parse(range[1], NumberStyles.HexNumber);
+            long pages = (end - start) / 4096;
+            var entries = new byte[pages * 8];
+            pagemap.Position = start / 4096 * 8;
+            pagemap.ReadExactly(entries);
+            var page = new byte[4096 + needle.Length];
+            for (long i = 0; i < pages; i++)
+            {
+                if ((BinaryPrimitives.ReadUInt64LittleEndian(entries.AsSpan((int)(i * 8))) & (1UL << 63)) == 0)
+                    continue;
+                mem.Position = start + i * 4096;
+                int read;
+                try { read = mem.Read(page, 0, 4096); }
+                catch (IOException) { continue; }
+                hits += Count(page.AsSpan(0, read), needle);
+            }
+        }
+        return hits;
+    }
+
+    private static int Count(ReadOnlySpan<byte> haystack, ReadOnlySpan<byte> needle)
+    {
+        int count = 0, at;
+        while ((at = haystack.IndexOf(needle)) >= 0)
+        {
+            count++;
+            haystack = haystack[(at + 1)..];
+        }
+        return count;
+    }
+}
