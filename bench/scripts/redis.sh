@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # redis-benchmark SET/GET ops/s: native Redis against Redis under tibet-run, in one run,
-# with a budget that holds the data and with one that holds half of it.
+# with a budget above the data and with one below it (compare used_memory).
 # Usage: bench/scripts/redis.sh [markdown-output]      (needs scripts/build.sh first)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,8 +39,8 @@ measure() { # label, command prefix...
 data_mb=$(( keys * (size + 1024) / 1048576 ))
 rows=$(
   measure "native" env
-  measure "tibet-run, budget $(( data_mb * 2 ))M (holds the data)" out/bin/tibet-run --budget $(( data_mb * 2 ))M --
-  measure "tibet-run, budget $(( data_mb / 2 ))M (half the data)" out/bin/tibet-run --budget $(( data_mb / 2 ))M --
+  measure "tibet-run, budget $(( data_mb * 2 ))M (above the data)" out/bin/tibet-run --budget $(( data_mb * 2 ))M --
+  measure "tibet-run, budget $(( data_mb / 2 ))M (below the data)" out/bin/tibet-run --budget $(( data_mb / 2 ))M --
 )
 report=$(cat <<REPORT
 # redis-benchmark under tibet-run, $(date -u '+%Y-%m-%d %H:%M UTC')
