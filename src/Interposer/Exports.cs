@@ -55,13 +55,6 @@ internal static unsafe class Exports
         catch (Exception e) { InterposerRuntime.Failed("munmap", e); return 12; }
     }
 
-    [UnmanagedCallersOnly(EntryPoint = "tibet_managed_forget")]
-    private static void Forget(nint address, nuint length)
-    {
-        try { InterposerRuntime.Redirector?.Forget(address, (long)length); }
-        catch (Exception e) { InterposerRuntime.Failed("mmap(MAP_FIXED)", e); }
-    }
-
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_mremap")]
     private static nint Mremap(nint old, nuint oldSize, nuint newSize, int flags, int* error)
     {

@@ -151,16 +151,6 @@ internal sealed unsafe class Redirector
         return 0;
     }
 
-    /// <summary>The program is about to map over part of our region with MAP_FIXED.</summary>
-    public void Forget(nint address, long length)
-    {
-        // The kernel's own replacement sends the engine an UNMAP event for our pages;
-        // what is left to do is retire arenas that end up with no page of their own.
-        // That happens on the munmap that eventually releases the program's mapping.
-        _ = address;
-        _ = length;
-    }
-
     public nint Remap(nint old, long oldSize, long newSize, int flags, out int error)
     {
         error = 0;

@@ -39,7 +39,6 @@ extern void tibet_managed_free(void *p);
 extern void *tibet_managed_realloc(void *p, size_t size);
 extern void *tibet_managed_mmap(size_t length);
 extern int tibet_managed_unmap(void *addr, size_t length); /* 0 or an errno */
-extern void tibet_managed_forget(void *addr, size_t length);
 extern void *tibet_managed_mremap(void *old, size_t old_size, size_t new_size, int flags, int *error);
 extern void tibet_managed_forked(int pid);
 extern void tibet_managed_exit(void);
@@ -392,12 +391,10 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
         in_tibet = 0;
         if (p)
             return p;
-    } else if ((flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && overlaps_mmap(addr, length) && !in_tibet && !in_child()) {
-        /* The program maps over pages we serve: they stop being ours first. */
-        in_tibet = 1;
-        tibet_managed_forget(addr, length);
-        in_tibet = 0;
     }
+    /* MAP_FIXED over pages we serve needs nothing here: the kernel reports the
+     * replacement to the engine as an UNMAP event, and the program's eventual munmap of
+     * its own mapping puts the range back into our reservation. */
     return real_mmap(addr, length, prot, flags, fd, offset);
 }
 
