@@ -28,6 +28,12 @@ apt_install() {
 }
 
 command -v gcc >/dev/null 2>&1 || apt_install gcc libc6-dev
+# Real programs the tests run under tibet-run.
+command -v redis-server >/dev/null 2>&1 && command -v redis-check-rdb >/dev/null 2>&1 || apt_install redis-server redis-tools
+command -v python3 >/dev/null 2>&1 || apt_install python3
+command -v node >/dev/null 2>&1 || apt_install nodejs
+# Debian starts a redis-server service on install; the tests start their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server >/dev/null 2>&1 || true; fi
 
 # The tests check our userfaultfd declarations against the kernel's own header, and
 # UFFDIO_MOVE/UFFDIO_POISON first appear in Linux 6.8's. Debian 12 ships 6.1 headers,
