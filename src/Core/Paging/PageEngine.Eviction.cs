@@ -18,7 +18,12 @@ public sealed unsafe partial class PageEngine
         {
             int want = (int)Math.Min(_victims.Length, _residentPages + incoming - _budgetPages);
             attempts -= want;
-            EvictFromQueue(want);
+            // A step that evicts nothing met only pages the kernel refuses to move (shared
+            // with a forked child, or reprotected); trying the rest of the queue on every
+            // fault would cost a failed UFFDIO_MOVE per page. The budget is exceeded
+            // until they become movable, as the README states.
+            if (EvictFromQueue(want) == 0)
+                break;
         }
     }
 
