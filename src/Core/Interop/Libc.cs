@@ -18,7 +18,6 @@ internal static unsafe partial class Libc
     public const int PROT_READ = 0x1;
     public const int PROT_WRITE = 0x2;
 
-    public const int MAP_SHARED = 0x01;
     public const int MAP_PRIVATE = 0x02;
     public const int MAP_FIXED = 0x10;
     public const int MAP_ANONYMOUS = 0x20;
@@ -49,7 +48,6 @@ internal static unsafe partial class Libc
     public const short POLLIN = 0x1;
 
     public const long SYS_userfaultfd = 323; // x86_64
-    public const long SYS_gettid = 186;
     public const long SYS_tgkill = 234;
     public const long SYS_getrandom = 318;
 
@@ -80,10 +78,6 @@ internal static unsafe partial class Libc
     /// <summary>https://man7.org/linux/man-pages/man2/mlock.2.html</summary>
     [LibraryImport(Library, EntryPoint = "mlock", SetLastError = true)]
     public static partial int mlock(nint addr, nuint length);
-
-    /// <summary>https://man7.org/linux/man-pages/man2/mincore.2.html</summary>
-    [LibraryImport(Library, EntryPoint = "mincore", SetLastError = true)]
-    public static partial int mincore(nint addr, nuint length, byte* vec);
 
     /// <summary>https://man7.org/linux/man-pages/man2/ioctl.2.html</summary>
     [LibraryImport(Library, EntryPoint = "ioctl", SetLastError = true)]

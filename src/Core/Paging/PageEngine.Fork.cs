@@ -11,7 +11,6 @@ public sealed unsafe partial class PageEngine
     private const int MaxForkedChildren = 64;
     private const long SYS_pidfd_open = 434;
     private readonly List<ForkedChild> _children = [];
-    private long _childFaults;
 
     /// <summary>
     /// One arena as a forked child sees it: a copy of the page table taken when the fork
@@ -203,7 +202,6 @@ public sealed unsafe partial class PageEngine
     /// <summary>A child touched a page it does not have: give it the fork-time contents.</summary>
     private void ServeChildFault(ForkedChild child, nint address)
     {
-        _childFaults++;
         ChildRegion? region = child.Find(address);
         if (region == null)
         {

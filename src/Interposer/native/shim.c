@@ -486,14 +486,6 @@ EXPORT void tibet_shim_configure(size_t malloc_min, size_t mmap_min, uintptr_t m
     __atomic_store_n(&shim_ready, 1, __ATOMIC_RELEASE);
 }
 
-/* Calls into the real allocator, for managed code that must not be redirected. */
-EXPORT void *tibet_real_malloc(size_t size) { return real_malloc(size); }
-EXPORT void tibet_real_free(void *p) { real_free(p); }
-EXPORT void *tibet_real_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
-{
-    return real_mmap(addr, length, prot, flags, fd, offset);
-}
-
 static void at_exit(void)
 {
     if (shim_ready && !in_child()) {
