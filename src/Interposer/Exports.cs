@@ -48,6 +48,13 @@ internal static unsafe class Exports
         catch (Exception e) { return InterposerRuntime.Failed("mmap", e); }
     }
 
+    [UnmanagedCallersOnly(EntryPoint = "tibet_managed_map_file")]
+    private static nint MapFile(nuint length, int fd, long offset)
+    {
+        try { return InterposerRuntime.Redirector?.MapFile((long)length, fd, offset) ?? 0; }
+        catch (Exception e) { return InterposerRuntime.Failed("mmap of a model file", e); }
+    }
+
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_unmap")]
     private static int Unmap(nint address, nuint length)
     {

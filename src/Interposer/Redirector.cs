@@ -1,3 +1,4 @@
+using Tibet.Core.Files;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging;
 
@@ -26,6 +27,7 @@ internal sealed unsafe class Redirector
     private readonly AddressSpace _mmapSpace;
     private readonly nuint* _blockSizes;
     private readonly Dictionary<long, Block> _blocks = [];
+    private readonly int _verbosity;
 
     /// <summary>A malloc block: its arena, and the address space reserved for it, which
     /// is twice what was asked so that realloc can grow it in place.</summary>
@@ -35,6 +37,7 @@ internal sealed unsafe class Redirector
     public Redirector(PageEngine engine, InterposerConfig config)
     {
         _engine = engine;
+        _verbosity = config.Verbosity;
         _mallocSpace = new AddressSpace(RegionSize, "malloc blocks");
         _mmapSpace = new AddressSpace(RegionSize, "mappings");
         long entries = RegionSize >> AddressSpace.UnitShift;
@@ -117,6 +120,50 @@ internal sealed unsafe class Redirector
             _mappings[address] = _engine.CreateArenaAt((nint)address, rounded, "mmap");
             return (nint)address;
         }
+    }
+
+    /// <summary>
+    /// A read-only map of a file: a GGUF model (recognised by its magic, not its name)
+    /// is served from an arena holding a sealed snapshot of the mapped range; anything
+    /// else returns 0 and is mapped by the kernel as usual.
+    /// </summary>
+    /// <remarks>The arena is writable underneath although the program asked for
+    /// PROT_READ: UFFDIO_MOVE, which eviction relies on, refuses read-only areas.</remarks>
+    public nint MapFile(long length, int fd, long offset)
+    {
+        if (!GgufFiles.StartsWithMagic(fd))
+            return 0;
+        long rounded = AddressSpace.RoundUp(length, PageSize);
+        Arena arena;
+        long address;
+        lock (_lock)
+        {
+            address = _mmapSpace.Take(rounded, AddressSpace.Unit);
+            if (address == 0) return 0;
+            arena = _engine.CreateArenaAt((nint)address, rounded, "gguf");
+        }
+        // Read outside the lock: a 1 GiB model takes a while, and other threads allocate meanwhile.
+        FileSnapshot.Outcome outcome;
+        try
+        {
+            outcome = FileSnapshot.ImportInto(arena, fd, offset);
+        }
+        catch
+        {
+            lock (_lock)
+            {
+                arena.Dispose();
+                _mmapSpace.Give(address, rounded);
+            }
+            throw;
+        }
+        lock (_lock)
+            _mappings[address] = arena;
+        if (_verbosity > 0)
+            Native.ProcessCalls.WriteError($"tibet: GGUF map of descriptor {fd} ({outcome.BytesRead >> 10} KiB at offset {offset}) " +
+                                           $"served from an encrypted arena at 0x{address:x}" +
+                                           (outcome.BypassedPageCache ? "" : "; the file system refused O_DIRECT, so it was read through the page cache, then dropped from it"));
+        return (nint)address;
     }
 
     /// <summary>munmap of a range that touches the mapping region: 0, or an errno.</summary>

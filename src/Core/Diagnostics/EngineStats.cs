@@ -20,6 +20,9 @@ public readonly record struct EngineStats
     public long Evictions { get; init; }
     /// <summary>Evicted pages that were all zeros: recorded, never encrypted.</summary>
     public long ZeroEvictions { get; init; }
+    /// <summary>Pages whose contents were imported (a model file's pages), sealed
+    /// without ever being mapped as plaintext.</summary>
+    public long ImportedPages { get; init; }
     /// <summary>Sealed pages stored compressed.</summary>
     public long CompressedSeals { get; init; }
     /// <summary>Pages the kernel refused to move out (shared, pinned or reprotected).</summary>
@@ -58,6 +61,7 @@ public readonly record struct EngineStats
             w.WriteNumber("zeroFills", ZeroFills);
             w.WriteNumber("evictions", Evictions);
             w.WriteNumber("zeroEvictions", ZeroEvictions);
+            w.WriteNumber("importedPages", ImportedPages);
             w.WriteNumber("compressedSeals", CompressedSeals);
             w.WriteNumber("evictionsRefused", EvictionsRefused);
             w.WriteNumber("authenticationFailures", AuthenticationFailures);

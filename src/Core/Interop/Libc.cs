@@ -29,7 +29,9 @@ internal static unsafe partial class Libc
     public const int MADV_DONTDUMP = 16;
     public const int MADV_NOHUGEPAGE = 15;
 
+    public const int O_RDONLY = 0x0;
     public const int O_RDWR = 0x2;
+    public const int O_DIRECT = 0x4000; // x86_64
     public const int O_NONBLOCK = 0x800;
     public const int O_CLOEXEC = 0x80000;
 
@@ -47,6 +49,10 @@ internal static unsafe partial class Libc
 
     public const short POLLIN = 0x1;
 
+    public const int S_IFMT = 0xF000;
+    public const int S_IFREG = 0x8000;
+    public const int POSIX_FADV_DONTNEED = 4;
+
     public const long SYS_userfaultfd = 323; // x86_64
     public const long SYS_tgkill = 234;
     public const long SYS_getrandom = 318;
@@ -62,6 +68,28 @@ internal static unsafe partial class Libc
         public short Events;
         public short Revents;
     }
+
+    /// <summary>struct stat of x86-64 (asm/stat.h); only the fields tibet reads are
+    /// named. The ABI test compares size and offsets with the C header.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 144)]
+    public struct Stat
+    {
+        [FieldOffset(24)] public uint st_mode;
+        [FieldOffset(48)] public long st_size;
+    }
+
+    /// <summary>https://man7.org/linux/man-pages/man2/fstat.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "fstat", SetLastError = true)]
+    public static partial int fstat(int fd, Stat* buf);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/pread.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "pread", SetLastError = true)]
+    public static partial nint pread(int fd, void* buf, nuint count, long offset);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/posix_fadvise.2.html (returns the
+    /// error number instead of setting errno)</summary>
+    [LibraryImport(Library, EntryPoint = "posix_fadvise")]
+    public static partial int posix_fadvise(int fd, long offset, long len, int advice);
 
     /// <summary>https://man7.org/linux/man-pages/man2/mmap.2.html</summary>
     [LibraryImport(Library, EntryPoint = "mmap", SetLastError = true)]

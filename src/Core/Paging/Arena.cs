@@ -74,6 +74,11 @@ public sealed unsafe class Arena : IDisposable
     /// <see cref="PageEngine.CreateArenaAt"/>); the new pages read as zeros.</summary>
     public void Extend(long newLength) => Engine.ExtendArena(this, newLength);
 
+    /// <summary>Gives untouched pages their contents (whole pages, from
+    /// <paramref name="firstPage"/> on), sealed at once: they are never plaintext in the
+    /// arena until the program touches them.</summary>
+    public void Import(long firstPage, ReadOnlySpan<byte> plaintext) => Engine.ImportPages(this, firstPage, plaintext);
+
     /// <summary>Seals every resident page of this arena now.</summary>
     public void Evict() => Engine.EvictArena(this);
 

@@ -176,11 +176,25 @@ public sealed unsafe partial class PageEngine
     private void SealPage(Arena arena, long index, ref PageEntry entry, nint scratchPage)
     {
         var page = new ReadOnlySpan<byte>((void*)scratchPage, PageSize);
+        if (SealInto(arena, index, ref entry, page))
+        {
+            _evictions++;
+            Libc.memset((void*)scratchPage, 0, PageSize);
+        }
+        else
+        {
+            _zeroEvictions++;
+        }
+    }
+
+    /// <summary>Makes <paramref name="entry"/> a sealed page holding <paramref name="page"/>,
+    /// or a zero page (nothing stored, returns false) when the page is all zeros.</summary>
+    private bool SealInto(Arena arena, long index, ref PageEntry entry, ReadOnlySpan<byte> page)
+    {
         if (!page.ContainsAnyExcept((byte)0))
         {
             entry.State = PageState.Zero;
-            _zeroEvictions++;
-            return;
+            return false;
         }
 
         ReadOnlySpan<byte> payload = page;
@@ -200,11 +214,9 @@ public sealed unsafe partial class PageEngine
         entry.Flags = flags;
         entry.State = PageState.Sealed;
         _sealedPages++;
-        _evictions++;
-
-        Libc.memset((void*)scratchPage, 0, PageSize);
         if (flags != 0)
             Libc.memset((void*)_sealBuffer, 0, (nuint)compressedLength);
+        return true;
     }
 
     /// <summary>

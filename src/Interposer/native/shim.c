@@ -38,6 +38,7 @@ extern void *tibet_managed_alloc(size_t size, size_t alignment);
 extern void tibet_managed_free(void *p);
 extern void *tibet_managed_realloc(void *p, size_t size);
 extern void *tibet_managed_mmap(size_t length);
+extern void *tibet_managed_map_file(size_t length, int fd, off_t offset);
 extern int tibet_managed_unmap(void *addr, size_t length); /* 0 or an errno */
 extern void *tibet_managed_mremap(void *old, size_t old_size, size_t new_size, int flags, int *error);
 extern void tibet_managed_forked(int pid);
@@ -381,6 +382,17 @@ static int redirectable_mapping(void *addr, size_t length, int prot, int flags, 
         && !(flags & refused) && prot == (PROT_READ | PROT_WRITE) && length >= mmap_threshold;
 }
 
+/* A large read-only map of a file may be a model (llama.cpp maps GGUF files PROT_READ,
+ * MAP_SHARED); the managed side reads its magic and either serves it from an encrypted
+ * arena or declines. Writable file maps are never taken: their writes must reach the file. */
+static int candidate_file_mapping(void *addr, size_t length, int prot, int flags, int fd)
+{
+    const int refused = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK | MAP_HUGETLB | MAP_LOCKED;
+    int type = flags & MAP_TYPE;
+    return addr == NULL && fd >= 0 && !(flags & MAP_ANONYMOUS) && (type == MAP_SHARED || type == MAP_PRIVATE)
+        && !(flags & refused) && prot == PROT_READ && length >= mmap_threshold;
+}
+
 static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset, const void *ret)
 {
     if (UNLIKELY(!real_mmap))
@@ -388,6 +400,12 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
     if (redirectable_mapping(addr, length, prot, flags, fd) && may_redirect(ret)) {
         in_tibet = 1;
         void *p = tibet_managed_mmap(length);
+        in_tibet = 0;
+        if (p)
+            return p;
+    } else if (candidate_file_mapping(addr, length, prot, flags, fd) && may_redirect(ret)) {
+        in_tibet = 1;
+        void *p = tibet_managed_map_file(length, fd, offset);
         in_tibet = 0;
         if (p)
             return p;

@@ -28,4 +28,17 @@ internal static class RepoPaths
             return dir;
         }
     }
+
+    /// <summary>Scratch space for test files on the checkout's own file system. /tmp may
+    /// be tmpfs, where a file's pages always sit in the page cache, and the GGUF tests
+    /// check that a model's pages do not.</summary>
+    public static string DiskTemp
+    {
+        get
+        {
+            string dir = Path.Combine(Root, ".tools", "tmp");
+            Directory.CreateDirectory(dir);
+            return dir;
+        }
+    }
 }

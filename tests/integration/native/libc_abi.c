@@ -1,0 +1,27 @@
+/*
+ * Prints the libc declarations tibet re-declares in src/Core/Interop/Libc.cs (struct
+ * stat and the file constants of the GGUF map path), one "name value" per line, for
+ * LibcAbiTests. This must be C: only a C compiler reading glibc's headers can say what
+ * the structs really look like.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#define VALUE(c) printf("%s %llu\n", #c, (unsigned long long)(c))
+
+int main(void)
+{
+    printf("sizeof_stat %zu\n", sizeof(struct stat));
+    printf("offsetof_stat.st_mode %zu\n", offsetof(struct stat, st_mode));
+    printf("offsetof_stat.st_size %zu\n", offsetof(struct stat, st_size));
+    VALUE(O_RDONLY);
+    VALUE(O_DIRECT);
+    VALUE(O_CLOEXEC);
+    VALUE(S_IFMT);
+    VALUE(S_IFREG);
+    VALUE(POSIX_FADV_DONTNEED);
+    return 0;
+}
