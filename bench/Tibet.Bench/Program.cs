@@ -41,9 +41,25 @@ scaletest.Options.Add(markdownOption);
 scaletest.SetAction(parseResult => Guard(() => ScaleTest.Run(
     parseResult.GetValue(maxPagesOption), parseResult.GetValue(repeatOption), parseResult.GetValue(markdownOption))));
 
+var modelOption = new Option<FileInfo>("--model")
+{
+    Description = "The GGUF model to shuttle through the arena (make a ~1 GiB one with: tibet-gguf-gen --preset large --out FILE).",
+    Required = true,
+};
+var shuttleMarkdownOption = new Option<FileInfo?>("--markdown")
+{
+    Description = "Also write the result table as Markdown (with date, kernel, CPU) to this file, e.g. bench/results/DATE-gguf-shuttle.md.",
+};
+var ggufShuttle = new Command("gguf-shuttle",
+    "Benchmark: a GGUF model's weights imported into an encrypted arena and read back page by page, 64 MiB up to the whole model, beside a plain map of the file.");
+ggufShuttle.Options.Add(modelOption);
+ggufShuttle.Options.Add(shuttleMarkdownOption);
+ggufShuttle.SetAction(parseResult => Guard(() => GgufShuttle.Run(parseResult.GetValue(modelOption)!, parseResult.GetValue(shuttleMarkdownOption))));
+
 var root = new RootCommand("tibet-bench: demos and benchmarks of the tibet encrypted-RAM page engine.");
 root.Subcommands.Add(spaceshuttle);
 root.Subcommands.Add(scaletest);
+root.Subcommands.Add(ggufShuttle);
 return root.Parse(args).Invoke();
 
 static int Guard(Func<int> run)

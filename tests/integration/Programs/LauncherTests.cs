@@ -62,4 +62,24 @@ public class LauncherTests
         Assert.DoesNotContain("ran", result.Stdout);
         Assert.Contains("TIBET_BUDGET='lots'", result.Stderr);
     }
+
+    /// <summary>Programs the command executes run on encrypted RAM too, unless
+    /// --no-inherit; either way they compute the same results.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Executed_programs_inherit_tibet_unless_told_not_to(bool noInherit)
+    {
+        string python = TibetRun.Require("python3", "python3");
+        string script = "import hashlib; m = open('/proc/self/maps').read(); b = bytearray(16 << 20); b[::4096] = b'y' * 4096; " +
+                        "print('libtibet.so' in m, hashlib.sha256(b).hexdigest())";
+        // The shell is the command; python is a program it executes.
+        string[] command = ["/bin/sh", "-c", $"{python} -c \"{script}\"; echo shell-done"];
+        var native = TibetRun.Native(command);
+        string[] options = noInherit ? ["--threshold", "64K", "--budget", "4M", "--no-inherit"] : ["--threshold", "64K", "--budget", "4M"];
+        var encrypted = TibetRun.Run(TibetRun.Launcher, [.. options, "--", .. command]);
+        Assert.True(encrypted.ExitCode == 0, encrypted.ToString());
+        string nativeHash = native.Stdout.Split(' ', '\n')[1];
+        Assert.Equal($"{(noInherit ? "False" : "True")} {nativeHash}\nshell-done", encrypted.Stdout.Trim());
+    }
 }
