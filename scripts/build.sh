@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the install tree in out/:
-#   out/bin/tibet-run, out/bin/tibet-bench   commands (shell wrappers)
+#   out/bin/tibet-run, out/bin/tibet          commands (shell wrappers): the launcher, and
+#                                             identities, claims, sealed models, audit
+#   out/bin/tibet-bench, out/bin/tibet-gguf-gen  benchmarks and the test-model generator
 #   out/lib/libtibet.so, out/lib/libsodium.so the interposer and its private libsodium
 #   out/lib/tibet/                            the managed programs the wrappers run
 # The tree is relocatable: everything is found relative to the commands.
@@ -13,11 +15,12 @@ dotnet publish src/Interposer/Tibet.Interposer.csproj -c Release -o out/lib/nati
 cp out/lib/native-publish/libtibet.so out/lib/native-publish/libsodium.so out/lib/
 rm -rf out/lib/native-publish
 
-for project in src/Launcher/Tibet.Launcher.csproj bench/Tibet.Bench/Tibet.Bench.csproj; do
+for project in src/Launcher/Tibet.Launcher.csproj src/Launcher/Cli/Tibet.Cli.csproj \
+               bench/Tibet.Bench/Tibet.Bench.csproj tools/Tibet.GgufGen/Tibet.GgufGen.csproj; do
   dotnet publish "$project" -c Release --no-self-contained -o out/lib/tibet --verbosity quiet -p:DebugType=none
 done
 
-for command in tibet-run tibet-bench; do
+for command in tibet-run tibet tibet-bench tibet-gguf-gen; do
   cat > "out/bin/$command" <<WRAPPER
 #!/bin/sh
 here=\$(dirname "\$(readlink -f "\$0")")
@@ -25,4 +28,4 @@ exec dotnet "\$here/../lib/tibet/$command.dll" "\$@"
 WRAPPER
   chmod +x "out/bin/$command"
 done
-echo "built: out/bin/tibet-run out/bin/tibet-bench out/lib/libtibet.so"
+echo "built: out/bin/tibet-run out/bin/tibet out/bin/tibet-bench out/bin/tibet-gguf-gen out/lib/libtibet.so"

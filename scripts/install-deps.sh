@@ -32,6 +32,8 @@ command -v gcc >/dev/null 2>&1 || apt_install gcc libc6-dev
 command -v redis-server >/dev/null 2>&1 && command -v redis-check-rdb >/dev/null 2>&1 || apt_install redis-server redis-tools
 command -v python3 >/dev/null 2>&1 || apt_install python3
 command -v node >/dev/null 2>&1 || apt_install nodejs
+command -v go >/dev/null 2>&1 || apt_install golang-go
+command -v npm >/dev/null 2>&1 || apt_install npm
 # Debian starts a redis-server service on install; the tests start their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server >/dev/null 2>&1 || true; fi
 
@@ -56,5 +58,7 @@ if [ ! -f "$headers/usr/include/linux/userfaultfd.h" ] || ! grep -q UFFDIO_MOVE 
   grep -q UFFDIO_MOVE "$headers/usr/include/linux/userfaultfd.h" || {
     echo "install-deps: the unpacked kernel headers do not declare UFFDIO_MOVE" >&2; exit 1; }
 fi
+
+scripts/install-llama.sh
 
 dotnet restore TibetKernel.sln --verbosity quiet

@@ -14,9 +14,9 @@ namespace Tibet.IntegrationTests.Llama;
 public class LlamaEncryptedTests
 {
     private const int Tokens = 32;
-    private const long Budget = 512 << 10; // a quarter of the small model
+    private const long Budget = 256 << 10; // a seventh of the small model
 
-    private static readonly string[] Tight = ["--threshold", "64K", "--budget", "512K"];
+    private static readonly string[] Tight = ["--threshold", "64K", "--budget", "256K"];
 
     [Theory]
     [InlineData("mmap")]

@@ -1,0 +1,137 @@
+namespace Tibet.Core.Audit;
+
+/// <summary>
+/// Appends decisions to a hash-chained audit log ("TIBET tokens"): one JSON line per
+/// decision, each carrying the SHA-256 of the line before it, so that editing, inserting,
+/// reordering or removing lines breaks the chain (see <see cref="AuditVerifier"/>).
+/// </summary>
+/// <remarks>
+/// <para>Safe for any number of threads and processes at once: an append opens the log
+/// with O_APPEND, takes flock(LOCK_EX) (held only for the append: reading the last line,
+/// then one write(2) of the whole new line), and closes it. Readers take LOCK_SH briefly,
+/// so they never see half a line. A write cut short (disk full) is undone with ftruncate
+/// before the lock is released, so the log never keeps a torn line.</para>
+/// <para>The log is created with mode 0600 and missing directories with 0700.</para>
+/// </remarks>
+public sealed class AuditLog
+{
+    private const uint FileMode = 0b110_000_000; // 0600
+
+    /// <summary>Uses <paramref name="path"/>, or the default location (<see cref="AuditLogLocation"/>).</summary>
+    /// <exception cref="AuditLogException">No path given and no default can be worked out.</exception>
+    public AuditLog(string? path = null)
+    {
+        Path = AuditLogLocation.Resolve(path);
+    }
+
+    /// <summary>The log file.</summary>
+    public string Path { get; }
+
+    /// <summary>
+    /// Appends one record and returns its anchor (line number and hash), which the
+    /// caller may keep to detect later truncation of the log.
+    /// </summary>
+    /// <exception cref="AuditLogException">The log cannot be opened or written, or its last
+    /// line is damaged (then the chain cannot be continued; run <c>tibet audit verify</c>).</exception>
+    public AuditAnchor Append(AuditEntry entry)
+    {
+        EnsureDirectory();
+        int fd = AuditNative.open(Path, AuditNative.O_RDWR | AuditNative.O_APPEND | AuditNative.O_CREAT | AuditNative.O_CLOEXEC, FileMode);
+        if (fd < 0)
+            throw Failure("open", AuditNative.LastErrno, "Check the path and its permissions, or name another log with " + AuditLogLocation.EnvironmentVariable + ".");
+        try
+        {
+            if (AuditNative.Lock(fd, AuditNative.LOCK_EX) < 0)
+                throw Failure("lock", AuditNative.LastErrno, "The file system may not support flock; put the log on a local file system.");
+            long size = AuditNative.lseek(fd, 0, AuditNative.SEEK_END);
+            if (size < 0)
+                throw Failure("measure", AuditNative.LastErrno, "Check that it is a regular file.");
+
+            var (previousHash, previousSequence) = ReadLastLine(fd, size);
+            // The time is taken under the lock, so that times follow the order of the lines.
+            byte[] line = AuditRecordFormat.Write(previousSequence + 1, DateTime.UtcNow, Environment.ProcessId,
+                entry.Program ?? Environment.ProcessPath ?? "unknown", entry.Identity?.ToString(), entry.Object,
+                entry.Decision, entry.Reason, previousHash);
+            AppendLine(fd, line, size);
+            return new AuditAnchor(previousSequence + 1, AuditChain.Hash(line));
+        }
+        finally
+        {
+            AuditNative.close(fd); // also releases the lock
+        }
+    }
+
+    private void EnsureDirectory()
+    {
+        string? directory = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path));
+        if (directory == null || Directory.Exists(directory))
+            return;
+        if (!OperatingSystem.IsLinux())
+            throw new PlatformNotSupportedException("The audit log needs Linux.");
+        try
+        {
+            Directory.CreateDirectory(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new AuditLogException($"Cannot create the directory '{directory}' for the audit log: {e.Message} " +
+                $"Create it, or name another log with {AuditLogLocation.EnvironmentVariable}.", e);
+        }
+    }
+
+    private (string Hash, long Sequence) ReadLastLine(int fd, long size)
+    {
+        if (size == 0)
+            return (AuditChain.Genesis, 0);
+        int window = (int)Math.Min(size, 4096);
+        while (true)
+        {
+            var buffer = new byte[window];
+            if (AuditNative.ReadAt(fd, buffer, size - window) != window)
+                throw Failure("read", AuditNative.LastErrno, "Check the file system.");
+            if (buffer[^1] != (byte)'\n')
+                throw new AuditLogException($"The audit log '{Path}' ends in an incomplete line (a write was cut short, or the file was edited), " +
+                    $"so the chain cannot be continued. Inspect it with 'tibet audit verify {Path}' and move it aside to start a new log.");
+            int newline = buffer.AsSpan(0, window - 1).LastIndexOf((byte)'\n');
+            if (newline >= 0 || window == size)
+            {
+                ReadOnlySpan<byte> last = buffer.AsSpan(newline + 1, window - 1 - (newline + 1));
+                if (!AuditRecordFormat.TryParse(last, out var record, out string problem))
+                    throw new AuditLogException($"The last line of the audit log '{Path}' is not a TIBET audit record ({problem}), " +
+                        $"so the chain cannot be continued. Inspect it with 'tibet audit verify {Path}' and move it aside to start a new log.");
+                return (AuditChain.Hash(last), record.Sequence);
+            }
+            if (window > AuditRecordFormat.MaxLineLength)
+                throw new AuditLogException($"The last line of the audit log '{Path}' is longer than any record ({AuditRecordFormat.MaxLineLength} bytes). " +
+                    $"Inspect it with 'tibet audit verify {Path}' and move it aside to start a new log.");
+            window = (int)Math.Min(size, Math.Min(4L * window, AuditRecordFormat.MaxLineLength + 2));
+        }
+    }
+
+    private unsafe void AppendLine(int fd, byte[] line, long sizeBefore)
+    {
+        var record = new byte[line.Length + 1];
+        line.CopyTo(record, 0);
+        record[^1] = (byte)'\n';
+        nint written;
+        fixed (byte* p = record)
+        {
+            // One write(2) per line: with O_APPEND and the lock held, it lands whole at the end.
+            while ((written = AuditNative.write(fd, p, (nuint)record.Length)) < 0 && AuditNative.LastErrno == AuditNative.EINTR)
+            {
+            }
+        }
+        if (written == record.Length)
+            return;
+        int errno = AuditNative.LastErrno;
+        if (written > 0)
+            AuditNative.ftruncate(fd, sizeBefore);
+        throw written < 0
+            ? Failure("append to", errno, "Free space on its file system, or check its permissions.")
+            : new AuditLogException($"Cannot append to the audit log '{Path}': only {written} of {record.Length} bytes could be written " +
+                "(the file system is full?); the partial line was removed. Free space and try again.");
+    }
+
+    private AuditLogException Failure(string action, int errno, string advice) =>
+        new($"Cannot {action} the audit log '{Path}': {AuditNative.Describe(errno)}. {advice}");
+}

@@ -1,0 +1,3 @@
+module tibet.test/ollama-standin
+
+go 1.19
