@@ -27,6 +27,9 @@ public readonly record struct EngineStats
     public long CompressedSeals { get; init; }
     /// <summary>Pages the kernel refused to move out (shared, pinned or reprotected).</summary>
     public long EvictionsRefused { get; init; }
+    /// <summary>Moves the kernel reported as failed although the page had moved (see
+    /// PageEngine.MovedDespiteError); each was sealed like any other eviction.</summary>
+    public long MovesReconciled { get; init; }
     /// <summary>Pages that failed authentication; their readers got SIGBUS.</summary>
     public long AuthenticationFailures { get; init; }
     public long RemoveEvents { get; init; }
@@ -64,6 +67,7 @@ public readonly record struct EngineStats
             w.WriteNumber("importedPages", ImportedPages);
             w.WriteNumber("compressedSeals", CompressedSeals);
             w.WriteNumber("evictionsRefused", EvictionsRefused);
+            w.WriteNumber("movesReconciled", MovesReconciled);
             w.WriteNumber("authenticationFailures", AuthenticationFailures);
             w.WriteNumber("removeEvents", RemoveEvents);
             w.WriteNumber("unmapEvents", UnmapEvents);

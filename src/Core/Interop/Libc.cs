@@ -78,6 +78,10 @@ internal static unsafe partial class Libc
         [FieldOffset(48)] public long st_size;
     }
 
+    /// <summary>https://man7.org/linux/man-pages/man2/mincore.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "mincore", SetLastError = true)]
+    public static partial int mincore(nint addr, nuint length, byte* vec);
+
     /// <summary>https://man7.org/linux/man-pages/man2/fstat.2.html</summary>
     [LibraryImport(Library, EntryPoint = "fstat", SetLastError = true)]
     public static partial int fstat(int fd, Stat* buf);

@@ -66,7 +66,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     private readonly MoveOutcome[] _outcomes;
 
     private long _faults, _readAheadPages, _decrypts, _decompressions, _zeroFills;
-    private long _evictions, _zeroEvictions, _importedPages, _compressedSeals, _evictionsRefused;
+    private long _evictions, _zeroEvictions, _importedPages, _compressedSeals, _evictionsRefused, _movesReconciled;
     private long _authenticationFailures, _removeEvents, _unmapEvents, _remapEvents;
     private long _residentPages, _peakResidentPages, _sealedPages;
     private long _handlerAllocatedBytes;
@@ -258,6 +258,7 @@ public sealed unsafe partial class PageEngine : IDisposable
                 ImportedPages = _importedPages,
                 CompressedSeals = _compressedSeals,
                 EvictionsRefused = _evictionsRefused,
+                MovesReconciled = _movesReconciled,
                 AuthenticationFailures = _authenticationFailures,
                 RemoveEvents = _removeEvents,
                 UnmapEvents = _unmapEvents,
