@@ -4,6 +4,7 @@ using System.IO.MemoryMappedFiles;
 using System.Text;
 using Tibet.Core.Diagnostics;
 using Tibet.Core.Files;
+using Tibet.Core.Gguf;
 using Tibet.Core.Paging;
 
 namespace Tibet.Bench;
@@ -33,7 +34,7 @@ internal static unsafe class GgufShuttle
         using (var probe = File.OpenRead(model.FullName))
         {
             Span<byte> magic = stackalloc byte[4];
-            if (probe.Read(magic) != 4 || !magic.SequenceEqual("GGUF"u8))
+            if (probe.Read(magic) != 4 || !GgufFile.HasMagic(magic))
             {
                 Console.Error.WriteLine($"tibet-bench: {model.FullName} is not a GGUF file (it does not start with 'GGUF')");
                 return 2;

@@ -13,7 +13,7 @@ internal static unsafe class GgufFiles
         Libc.Stat status;
         if (Libc.fstat(fd, &status) != 0 || (status.st_mode & Libc.S_IFMT) != Libc.S_IFREG)
             return false;
-        uint magic = 0;
-        return Libc.pread(fd, &magic, sizeof(uint), 0) == sizeof(uint) && magic == GgufFormat.Magic;
+        byte* start = stackalloc byte[4];
+        return Libc.pread(fd, start, 4, 0) == 4 && GgufFile.HasMagic(new ReadOnlySpan<byte>(start, 4));
     }
 }
