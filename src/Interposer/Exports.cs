@@ -49,10 +49,53 @@ internal static unsafe class Exports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_map_file")]
-    private static nint MapFile(nuint length, int fd, long offset)
+    private static nint MapFile(nuint length, int prot, int flags, int fd, long offset, int* error)
     {
-        try { return InterposerRuntime.Redirector?.MapFile((long)length, fd, offset) ?? 0; }
-        catch (Exception e) { return InterposerRuntime.Failed("mmap of a model file", e); }
+        try
+        {
+            *error = 0;
+            if (InterposerRuntime.Redirector is not { } redirector) return 0;
+            nint address = redirector.MapFile((long)length, prot, flags, fd, offset, out int errno);
+            *error = errno;
+            return address;
+        }
+        catch (Exception e)
+        {
+            // A sealed model must not be mapped raw: fail the map rather than forward it.
+            InterposerRuntime.Failed("mmap of a model file", e);
+            *error = 5; // EIO
+            return 0;
+        }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "tibet_managed_file_opened")]
+    private static int FileOpened(int fd)
+    {
+        try { return InterposerRuntime.SealedFiles?.Opened(fd) == true ? 1 : 0; }
+        catch (Exception e) { InterposerRuntime.Failed("open of a model file", e); return 0; }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "tibet_managed_file_closed")]
+    private static void FileClosed(int fd)
+    {
+        try { InterposerRuntime.SealedFiles?.Closed(fd); }
+        catch (Exception e) { InterposerRuntime.Failed("close of a model file", e); }
+    }
+
+    /// <returns>Bytes read, or a negative errno; never 0 for a failure (0 means end of file).</returns>
+    [UnmanagedCallersOnly(EntryPoint = "tibet_managed_read")]
+    private static nint Read(int fd, byte* buffer, nuint count, long offset, int atPosition)
+    {
+        try
+        {
+            if (InterposerRuntime.SealedFiles is not { } files) return -5;
+            return (nint)files.Read(fd, buffer, (long)Math.Min((ulong)count, (ulong)long.MaxValue), offset, atPosition != 0);
+        }
+        catch (Exception e)
+        {
+            InterposerRuntime.Failed("read of a sealed model", e);
+            return -5; // EIO
+        }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_unmap")]

@@ -1,3 +1,5 @@
+using Tibet.Core.Audit;
+using Tibet.Core.Identity;
 using Tibet.Core.Paging;
 
 namespace Tibet.Interposer;
@@ -19,6 +21,15 @@ internal sealed record InterposerConfig
     public bool NoInherit { get; init; }
     public bool RequireEncryption { get; init; }
 
+    /// <summary>The inherited descriptor holding the identity hand-off (TIBET_IDENTITY_FD).</summary>
+    public int? IdentityDescriptor { get; init; }
+
+    /// <summary>Keep the identity for programs this one executes (--inherit-identity).</summary>
+    public bool InheritIdentity { get; init; }
+
+    /// <summary>The audit log named by TIBET_AUDIT_LOG; null means the default location.</summary>
+    public string? AuditLogPath { get; init; }
+
     public static InterposerConfig FromEnvironment()
     {
         return new InterposerConfig
@@ -35,6 +46,11 @@ internal sealed record InterposerConfig
             StatsJsonPattern = Environment.GetEnvironmentVariable("TIBET_STATS_JSON") is { Length: > 0 } path ? path : null,
             NoInherit = Integer("TIBET_NO_INHERIT", 0, 0, 1) == 1,
             RequireEncryption = Integer("TIBET_REQUIRE_ENCRYPTION", 0, 0, 1) == 1,
+            IdentityDescriptor = Environment.GetEnvironmentVariable(IdentityHandOff.DescriptorVariable) is { Length: > 0 }
+                ? (int)Integer(IdentityHandOff.DescriptorVariable, 0, 3, 1 << 20)
+                : null,
+            InheritIdentity = Integer("TIBET_INHERIT_IDENTITY", 0, 0, 1) == 1,
+            AuditLogPath = Environment.GetEnvironmentVariable(AuditLogLocation.EnvironmentVariable) is { Length: > 0 } log ? log : null,
         };
     }
 

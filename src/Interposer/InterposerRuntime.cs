@@ -1,5 +1,8 @@
+using Tibet.Core.Audit;
+using Tibet.Core.Identity;
 using Tibet.Core.Paging;
 using Tibet.Interposer.Native;
+using Tibet.Interposer.Sealed;
 
 namespace Tibet.Interposer;
 
@@ -14,6 +17,9 @@ internal static class InterposerRuntime
     /// <summary>Null until the engine runs; the shim forwards everything meanwhile.</summary>
     public static Redirector? Redirector { get; private set; }
 
+    /// <summary>Sealed models this process opens or maps; null until the engine runs.</summary>
+    public static SealedFiles? SealedFiles { get; private set; }
+
     public static bool Start()
     {
         try
@@ -23,6 +29,20 @@ internal static class InterposerRuntime
         catch (InterposerConfigException e)
         {
             ProcessCalls.WriteError($"tibet: {e.Message}. Set it through tibet-run, or unset it.");
+            ProcessCalls._exit(2);
+            return false;
+        }
+        ProcessIdentity identity;
+        try
+        {
+            // Before anything else can fail: the descriptor is closed whatever happens next.
+            if (_config.IdentityDescriptor != null)
+                SodiumLoader.Install(); // the identity's keys are libsodium keys
+            identity = ProcessIdentity.Load(_config);
+        }
+        catch (Exception e) when (e is InterposerConfigException or InvalidOperationException)
+        {
+            ProcessCalls.WriteError($"tibet: {e.Message}. Refusing to run.");
             ProcessCalls._exit(2);
             return false;
         }
@@ -47,7 +67,8 @@ internal static class InterposerRuntime
                 OnAuthenticationFailure = f => ProcessCalls.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
             });
-            Redirector = new Redirector(engine, _config);
+            SealedFiles = new SealedFiles(identity, _config);
+            Redirector = new Redirector(engine, _config, SealedFiles);
             if (_config.Verbosity > 0)
                 ProcessCalls.WriteError($"tibet: encrypted RAM on for pid {Environment.ProcessId}: threshold {_config.ThresholdBytes} B, " +
                                         $"budget {(budget == EngineOptions.Unlimited ? "unlimited" : budget + " B")}, compression {_config.Compression}");
@@ -55,6 +76,12 @@ internal static class InterposerRuntime
         }
         catch (Exception e)
         {
+            if (identity.Identity != null)
+            {
+                // Without the engine, sealed models would reach the program as raw ciphertext.
+                ProcessCalls.WriteError($"tibet: {e.Message}. Refusing to run: an identity was given, and sealed models need encrypted RAM.");
+                ProcessCalls._exit(2);
+            }
             Refuse(e.Message, "running unencrypted");
             return false;
         }
@@ -111,7 +138,8 @@ internal static class InterposerRuntime
     {
         ProcessCalls.unsetenv("LD_PRELOAD");
         foreach (string name in new[] { "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE",
-                                        "TIBET_STATS_JSON", "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION" })
+                                        "TIBET_STATS_JSON", "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION",
+                                        IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY", AuditLogLocation.EnvironmentVariable })
             ProcessCalls.unsetenv(name);
     }
 }

@@ -1,6 +1,7 @@
 using Tibet.Core.Files;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging;
+using Tibet.Interposer.Sealed;
 
 namespace Tibet.Interposer;
 
@@ -28,16 +29,20 @@ internal sealed unsafe class Redirector
     private readonly nuint* _blockSizes;
     private readonly Dictionary<long, Block> _blocks = [];
     private readonly int _verbosity;
+    private readonly long _fileMapThreshold;
+    private readonly SealedFiles _sealedFiles;
 
     /// <summary>A malloc block: its arena, and the address space reserved for it, which
     /// is twice what was asked so that realloc can grow it in place.</summary>
     private sealed record Block(Arena Arena, long Reserved);
     private readonly Dictionary<long, Arena> _mappings = [];
 
-    public Redirector(PageEngine engine, InterposerConfig config)
+    public Redirector(PageEngine engine, InterposerConfig config, SealedFiles sealedFiles)
     {
         _engine = engine;
         _verbosity = config.Verbosity;
+        _fileMapThreshold = config.ThresholdBytes;
+        _sealedFiles = sealedFiles;
         _mallocSpace = new AddressSpace(RegionSize, "malloc blocks");
         _mmapSpace = new AddressSpace(RegionSize, "mappings");
         long entries = RegionSize >> AddressSpace.UnitShift;
@@ -123,16 +128,38 @@ internal sealed unsafe class Redirector
     }
 
     /// <summary>
-    /// A read-only map of a file: a GGUF model (recognised by its magic, not its name)
-    /// is served from an arena holding a sealed snapshot of the mapped range; anything
-    /// else returns 0 and is mapped by the kernel as usual.
+    /// A map of a GGUF file (the shim has seen its magic). A sealed model is always served
+    /// from an arena, whatever its size, holding what this process may see of it (see
+    /// <see cref="SealedFiles"/>); a writable shared map of one is refused with EACCES,
+    /// since its writes would have to reach the file. A plain model is served from an arena
+    /// holding a sealed snapshot when the map is read-only and at least the threshold.
+    /// Returns 0 to let the kernel map the file, with <paramref name="error"/> set when the
+    /// map must fail instead.
     /// </summary>
     /// <remarks>The arena is writable underneath although the program asked for
     /// PROT_READ: UFFDIO_MOVE, which eviction relies on, refuses read-only areas.</remarks>
-    public nint MapFile(long length, int fd, long offset)
+    public nint MapFile(long length, int prot, int flags, int fd, long offset, out int error)
     {
-        if (!GgufFiles.StartsWithMagic(fd))
+        error = 0;
+        int type = flags & Libc.MAP_TYPE;
+        bool fixedAddress = (flags & (Libc.MAP_FIXED | Libc.MAP_FIXED_NOREPLACE)) != 0;
+        SealedFileAccess? sealedFile = _sealedFiles.Classify(fd);
+        if (sealedFile != null)
+        {
+            if ((type != Libc.MAP_PRIVATE && (prot & Libc.PROT_WRITE) != 0) || fixedAddress || length <= 0 || (offset & (PageSize - 1)) != 0)
+            {
+                Native.ProcessCalls.WriteError($"tibet: refused a {(fixedAddress ? "fixed-address" : "writable shared")} map of sealed model '{sealedFile.Path}': " +
+                                               "sealed models are mapped read-only or private (MAP_PRIVATE), never written back");
+                error = length <= 0 || (offset & (PageSize - 1)) != 0 ? Libc.EINVAL : Libc.EACCES;
+                return 0;
+            }
+        }
+        else if (prot != Libc.PROT_READ || fixedAddress || length < _fileMapThreshold
+                 || (type != Libc.MAP_SHARED && type != Libc.MAP_PRIVATE) || !GgufFiles.StartsWithMagic(fd))
+        {
             return 0;
+        }
+
         long rounded = AddressSpace.RoundUp(length, PageSize);
         Arena arena;
         long address;
@@ -140,13 +167,15 @@ internal sealed unsafe class Redirector
         {
             address = _mmapSpace.Take(rounded, AddressSpace.Unit);
             if (address == 0) return 0;
-            arena = _engine.CreateArenaAt((nint)address, rounded, "gguf");
+            arena = _engine.CreateArenaAt((nint)address, rounded, sealedFile != null ? "sealed gguf" : "gguf");
         }
         // Read outside the lock: a 1 GiB model takes a while, and other threads allocate meanwhile.
         FileSnapshot.Outcome outcome;
         try
         {
-            outcome = FileSnapshot.ImportInto(arena, fd, offset);
+            outcome = sealedFile != null
+                ? FileSnapshot.ImportInto(arena, (int)sealedFile.Source.DangerousGetHandle(), offset, sealedFile.View)
+                : FileSnapshot.ImportInto(arena, fd, offset);
         }
         catch
         {
@@ -159,9 +188,11 @@ internal sealed unsafe class Redirector
         }
         lock (_lock)
             _mappings[address] = arena;
+        if (sealedFile != null && outcome.TamperedPages > 0)
+            _sealedFiles.ReportTampering(sealedFile);
         if (_verbosity > 0)
-            Native.ProcessCalls.WriteError($"tibet: GGUF map of descriptor {fd} ({outcome.BytesRead >> 10} KiB at offset {offset}) " +
-                                           $"served from an encrypted arena at 0x{address:x}" +
+            Native.ProcessCalls.WriteError($"tibet: {(sealedFile != null ? (sealedFile.View.IsLive ? "live sealed" : "dead sealed") : "GGUF")} map of descriptor {fd} " +
+                                           $"({outcome.BytesRead >> 10} KiB at offset {offset}) served from an encrypted arena at 0x{address:x}" +
                                            (outcome.BypassedPageCache ? "" : "; the file system refused O_DIRECT, so it was read through the page cache, then dropped from it"));
         return (nint)address;
     }

@@ -19,6 +19,8 @@ internal static unsafe class SodiumLoader
 
     public static void Install()
     {
+        if (_handle != 0)
+            return;
         string path = Path.Combine(OwnDirectory(), "libsodium.so");
         _handle = Dl.dlopen(path, Dl.RTLD_NOW | Dl.RTLD_LOCAL | Dl.RTLD_DEEPBIND);
         if (_handle == 0)

@@ -1,4 +1,6 @@
 using System.Globalization;
+using Tibet.Core.Audit;
+using Tibet.Core.Identity;
 using Tibet.Core.Paging;
 
 namespace Tibet.Launcher;
@@ -13,10 +15,11 @@ internal static class ChildEnvironment
     public static readonly string[] OwnVariables =
     [
         "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE", "TIBET_STATS_JSON",
-        "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION",
+        "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION", IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY",
     ];
 
-    public static void Apply(IDictionary<string, string?> environment, LaunchOptions options, string library, string statsPattern)
+    /// <param name="identityDescriptor">The inherited descriptor holding the identity hand-off, if any.</param>
+    public static void Apply(IDictionary<string, string?> environment, LaunchOptions options, string library, string statsPattern, int? identityDescriptor)
     {
         foreach (string name in OwnVariables)
             environment.Remove(name);
@@ -34,6 +37,13 @@ internal static class ChildEnvironment
         environment["TIBET_STATS_JSON"] = statsPattern;
         environment["TIBET_NO_INHERIT"] = options.NoInherit ? "1" : "0";
         environment["TIBET_REQUIRE_ENCRYPTION"] = options.RequireEncryption ? "1" : "0";
+        if (identityDescriptor is int fd)
+        {
+            environment[IdentityHandOff.DescriptorVariable] = Invariant(fd);
+            environment["TIBET_INHERIT_IDENTITY"] = options.InheritIdentity ? "1" : "0";
+        }
+        if (options.AuditLogPath != null)
+            environment[AuditLogLocation.EnvironmentVariable] = options.AuditLogPath;
     }
 
     private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);

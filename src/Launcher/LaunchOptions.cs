@@ -14,5 +14,10 @@ internal sealed record LaunchOptions
     public bool RequireEncryption { get; init; }
     public bool NoInherit { get; init; }
     public string? LibraryOverride { get; init; }
+    public string? IdentityPath { get; init; }
+    public string? ClaimPath { get; init; }
+    public bool InheritIdentity { get; init; }
+    public string? PassphraseFile { get; init; }
+    public string? AuditLogPath { get; init; }
     public required string[] Command { get; init; }
 }

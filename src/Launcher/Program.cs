@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Tibet.Core.Audit;
+using Tibet.Core.Identity;
 using Tibet.Core.Paging;
 using Tibet.Launcher;
 
@@ -25,9 +27,18 @@ internal static partial class Launcher
 
         SIZE is a number of bytes with an optional K, M or G suffix (powers of 1024): 4096, 64K, 256M, 2G.
 
+        Sealed models (tibet seal) open only for an identity they are sealed to, holding a
+        clearance claim from an issuer they trust: give --identity and --claim. The secret
+        identity reaches the program through an inherited memfd_secret descriptor, never
+        through the environment, and programs COMMAND executes do not get it unless
+        --inherit-identity. Without a valid identity and claim, a sealed model is dead
+        material: its weights read as zeros, one line on stderr says which check failed,
+        and the audit log records it, as it records every access.
+
         Environment set for COMMAND: LD_PRELOAD (libtibet.so prepended), TIBET_BUDGET,
         TIBET_THRESHOLD, TIBET_COMPRESSION, TIBET_VERBOSE, TIBET_STATS_JSON, TIBET_NO_INHERIT,
-        TIBET_REQUIRE_ENCRYPTION; DOTNET_* and COMPlus_* are removed.
+        TIBET_REQUIRE_ENCRYPTION, and with --identity TIBET_IDENTITY_FD and
+        TIBET_INHERIT_IDENTITY; TIBET_AUDIT_LOG with --audit-log. DOTNET_* and COMPlus_* are removed.
 
         Exit status: COMMAND's; 128+N if it died of signal N; 2 if tibet refused to run it
         (bad option, missing library, or --require-encryption without userfaultfd); 127 if
@@ -37,10 +48,11 @@ internal static partial class Launcher
           tibet-run --budget 256M -- redis-server --port 7000
           tibet-run --stats -- python3 train.py
           tibet-run --require-encryption --budget 1G --threshold 64K -- ./server
+          tibet-run --identity alice.id --claim alice.claim -- llama-cli -m model.sealed.gguf
         """;
 
     private static readonly string[] OptionsWithValues =
-        ["--budget", "--threshold", "--compression", "--stats-json", "--library", "--identity", "--claim"];
+        ["--budget", "--threshold", "--compression", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file"];
 
     public static int Run(string[] args)
     {
@@ -55,12 +67,14 @@ internal static partial class Launcher
         var requireEncryption = new Option<bool>("--require-encryption") { Description = "Refuse (exit 2) instead of running unencrypted when userfaultfd cannot be used." };
         var noInherit = new Option<bool>("--no-inherit") { Description = "Programs that COMMAND executes run without tibet." };
         var library = new Option<string?>("--library") { Description = "Use this libtibet.so instead of the installed one.", HelpName = "PATH", Hidden = true };
-        var identity = new Option<string?>("--identity") { Description = "Identity file (not supported yet: arrives with identities and claims).", HelpName = "FILE" };
-        var claim = new Option<string?>("--claim") { Description = "Clearance claim file (not supported yet).", HelpName = "FILE" };
-        var inheritIdentity = new Option<bool>("--inherit-identity") { Description = "Pass the identity on to executed programs (not supported yet)." };
+        var identity = new Option<string?>("--identity") { Description = "Secret identity (tibet keygen) that opens sealed models sealed to it.", HelpName = "FILE.id" };
+        var claim = new Option<string?>("--claim") { Description = "Clearance claim (tibet claim issue) for that identity.", HelpName = "FILE.claim" };
+        var inheritIdentity = new Option<bool>("--inherit-identity") { Description = "Programs that COMMAND executes get the identity too." };
+        var passphraseFile = new Option<string?>("--passphrase-file") { Description = "Read the identity's passphrase from FILE (default: $TIBET_PASSPHRASE_FILE, else ask on the terminal).", HelpName = "FILE" };
+        var auditLog = new Option<string?>("--audit-log") { Description = "Append access decisions to FILE. " + AuditLogLocation.Description, HelpName = "FILE" };
 
         var root = new RootCommand(Description);
-        foreach (Option option in new Option[] { budget, threshold, compression, stats, statsJson, verbose, requireEncryption, noInherit, library, identity, claim, inheritIdentity })
+        foreach (Option option in new Option[] { budget, threshold, compression, stats, statsJson, verbose, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog })
             root.Options.Add(option);
         var commandArgument = new Argument<string[]>("COMMAND") { Description = "The program to run and its arguments, after --.", Arity = ArgumentArity.ZeroOrMore };
         root.Arguments.Add(commandArgument);
@@ -68,9 +82,9 @@ internal static partial class Launcher
         int exitCode = ExitRefused;
         root.SetAction(result =>
         {
-            if (result.GetValue(identity) != null || result.GetValue(claim) != null || result.GetValue(inheritIdentity))
+            if (result.GetValue(identity) == null && (result.GetValue(claim) != null || result.GetValue(inheritIdentity) || result.GetValue(passphraseFile) != null))
             {
-                Fail("--identity, --claim and --inherit-identity are not supported yet (identities and claims arrive with issue 5)");
+                Fail("--claim, --inherit-identity and --passphrase-file need --identity FILE.id");
                 return;
             }
             if (command.Length == 0)
@@ -80,6 +94,14 @@ internal static partial class Launcher
             }
             if (!TryBuildOptions(result, budget, threshold, compression, stats, statsJson, verbose, requireEncryption, noInherit, library, command, out var options))
                 return;
+            options = options with
+            {
+                IdentityPath = result.GetValue(identity),
+                ClaimPath = result.GetValue(claim),
+                InheritIdentity = result.GetValue(inheritIdentity),
+                PassphraseFile = result.GetValue(passphraseFile),
+                AuditLogPath = result.GetValue(auditLog) is { } log ? Path.GetFullPath(log) : null,
+            };
             exitCode = Launch(options);
         });
 
@@ -176,6 +198,18 @@ internal static partial class Launcher
             encrypted = false;
         }
 
+        SecretDescriptor? handOff = null;
+        if (options.IdentityPath != null)
+        {
+            if (!encrypted)
+            {
+                Fail($"an identity was given, and sealed models need encrypted RAM, which this machine cannot provide. Refusing to run {options.Command[0]}.");
+                return ExitRefused;
+            }
+            if (!TryPrepareHandOff(options, out handOff))
+                return ExitRefused;
+        }
+
         DirectoryInfo statsDir = Directory.CreateTempSubdirectory("tibet-run-");
         try
         {
@@ -183,7 +217,7 @@ internal static partial class Launcher
             foreach (string argument in options.Command[1..])
                 start.ArgumentList.Add(argument);
             if (encrypted)
-                ChildEnvironment.Apply(start.Environment, options, library, Path.Combine(statsDir.FullName, "stats-%p.json"));
+                ChildEnvironment.Apply(start.Environment, options, library, Path.Combine(statsDir.FullName, "stats-%p.json"), handOff?.Descriptor);
 
             Process child;
             try
@@ -194,6 +228,11 @@ internal static partial class Launcher
             {
                 Console.Error.WriteLine($"tibet-run: cannot run '{options.Command[0]}': {e.Message}");
                 return ExitNotFound;
+            }
+            finally
+            {
+                // The program holds its own copy of the descriptor now.
+                handOff?.Dispose();
             }
 
             using (child)
@@ -207,6 +246,36 @@ internal static partial class Launcher
         finally
         {
             statsDir.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>Loads the identity (asking for its passphrase if it has one) and the claim,
+    /// and puts them in a secret descriptor for the program.</summary>
+    private static bool TryPrepareHandOff(LaunchOptions options, out SecretDescriptor? handOff)
+    {
+        handOff = null;
+        try
+        {
+            Claim? claim = null;
+            if (options.ClaimPath != null && !Claim.TryDecode(ClaimFile.ReadAllBytes(options.ClaimPath), out claim, out _, out string problem))
+                return Fail($"'{options.ClaimPath}' is not a claim: {problem}. Check that you named the claim file (tibet claim show FILE).");
+            byte[] message = IdentityHandOff.Prepare(options.IdentityPath!, Tibet.Cli.PassphraseInput.ForOpening(options.IdentityPath!, options.PassphraseFile), claim, out var identity);
+            try
+            {
+                handOff = SecretDescriptor.Create(message);
+            }
+            finally
+            {
+                System.Security.Cryptography.CryptographicOperations.ZeroMemory(message);
+            }
+            if (options.Verbosity > 0)
+                Console.Error.WriteLine($"tibet-run: identity {identity.Fingerprint.ToShortString()}" +
+                                        (claim == null ? ", no claim" : $", claim {claim.IdHex} ({ClearanceLevelNames.ToName(claim.Clearance)}, expires {claim.Expires:u})"));
+            return true;
+        }
+        catch (Exception e) when (e is IdentityException or Tibet.Cli.CommandLineException or InvalidOperationException)
+        {
+            return Fail(e.Message);
         }
     }
 

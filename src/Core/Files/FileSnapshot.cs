@@ -27,14 +27,16 @@ public static unsafe class FileSnapshot
     private const int SliceBytes = 1 << 20;
     private const int PagesPerImport = 64; // the engine lock is held for one import call
 
-    /// <summary>What an import read.</summary>
-    public readonly record struct Outcome(long BytesRead, bool BypassedPageCache);
+    /// <summary>What an import read, and how many pages the filter found tampered.</summary>
+    public readonly record struct Outcome(long BytesRead, bool BypassedPageCache, long TamperedPages);
 
     /// <summary>Reads <c>arena.Length</c> bytes of the file open as <paramref name="fd"/>,
-    /// from <paramref name="offset"/> (page-aligned), into the untouched arena.</summary>
+    /// from <paramref name="offset"/> (page-aligned), into the untouched arena. With a
+    /// <paramref name="filter"/>, each page is what the filter makes of it: kept, left
+    /// as zeros, or poisoned (its readers get SIGBUS).</summary>
     /// <exception cref="IOException">The file cannot be reopened or read; the message
     /// names the file and the reason.</exception>
-    public static Outcome ImportInto(Arena arena, int fd, long offset)
+    public static Outcome ImportInto(Arena arena, int fd, long offset, IPageFilter? filter = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(offset);
         if ((offset & (PageSize - 1)) != 0)
@@ -52,7 +54,7 @@ public static unsafe class FileSnapshot
             buffer = KernelMemory.Map(SliceBytes);
             Libc.mlock(buffer, SliceBytes);
             Libc.madvise(buffer, SliceBytes, Libc.MADV_DONTDUMP);
-            long bytesRead = 0;
+            long bytesRead = 0, tampered = 0;
             for (long position = 0; position < arena.Length; position += SliceBytes)
             {
                 int slice = (int)Math.Min(SliceBytes, arena.Length - position);
@@ -63,10 +65,15 @@ public static unsafe class FileSnapshot
                 for (int done = 0; done < slice; done += PagesPerImport * PageSize)
                 {
                     int length = Math.Min(PagesPerImport * PageSize, slice - done);
-                    arena.Import((position + done) / PageSize, new ReadOnlySpan<byte>((byte*)buffer + done, length));
+                    var pages = new Span<byte>((byte*)buffer + done, length);
+                    long firstPage = (position + done) / PageSize;
+                    if (filter == null)
+                        arena.Import(firstPage, pages);
+                    else
+                        tampered += ImportFiltered(arena, firstPage, pages, offset + position + done, filter);
                 }
             }
-            return new Outcome(bytesRead, direct);
+            return new Outcome(bytesRead, direct, tampered);
         }
         finally
         {
@@ -78,6 +85,29 @@ public static unsafe class FileSnapshot
             Libc.posix_fadvise(own, 0, 0, Libc.POSIX_FADV_DONTNEED);
             Libc.close(own);
         }
+    }
+
+    /// <summary>Imports the runs of kept pages, poisons tampered ones and leaves zero
+    /// pages untouched (they read as zeros); returns the tampered count.</summary>
+    private static long ImportFiltered(Arena arena, long firstPage, Span<byte> pages, long fileOffset, IPageFilter filter)
+    {
+        long tampered = 0;
+        int count = pages.Length / PageSize, runStart = 0;
+        for (int i = 0; i <= count; i++)
+        {
+            PageVerdict verdict = i == count ? PageVerdict.Zero : filter.Filter(fileOffset + (long)i * PageSize, pages.Slice(i * PageSize, PageSize));
+            if (verdict == PageVerdict.Keep)
+                continue;
+            if (i > runStart)
+                arena.Import(firstPage + runStart, pages[(runStart * PageSize)..(i * PageSize)]);
+            runStart = i + 1;
+            if (verdict == PageVerdict.Tampered)
+            {
+                arena.ImportPoisoned(firstPage + i);
+                tampered++;
+            }
+        }
+        return tampered;
     }
 
     private static int OpenPrivately(int fd, out bool direct)

@@ -155,6 +155,26 @@ public static class IdentityFile
         }
     }
 
+    /// <summary>Loads a secret identity like <see cref="ReadSecret"/> and also writes its
+    /// unprotected body into <paramref name="unprotectedBody"/> (which the caller wipes),
+    /// for <see cref="IdentityHandOff"/>.</summary>
+    internal static Identity ReadSecretForHandOff(string path, Func<Passphrase>? passphraseProvider, Span<byte> unprotectedBody)
+    {
+        byte[] text = SecureFile.ReadAll(path, SecretWhat, SecureFile.MaxSize, SecureFile.PermissionCheck.Private, out int length);
+        byte[]? body = null;
+        try
+        {
+            body = DecodeSecretBody(text.AsSpan(0, length), path, out int bodyLength);
+            return SecretIdentityFormat.DecodeToUnprotected(body.AsSpan(0, bodyLength), passphraseProvider, path, unprotectedBody);
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(text);
+            if (body != null)
+                CryptographicOperations.ZeroMemory(body);
+        }
+    }
+
     private static PublicIdentity WithSecretBody(string path, out bool isProtected)
     {
         byte[] text = SecureFile.ReadAll(path, SecretWhat, SecureFile.MaxSize, SecureFile.PermissionCheck.Private, out int length);

@@ -147,44 +147,72 @@ internal static class SecretIdentityFormat
     /// <exception cref="IdentityException">Malformed, unsupported, passphrase missing or wrong.</exception>
     public static Identity Decode(ReadOnlySpan<byte> body, Func<Passphrase>? passphraseProvider, string path)
     {
-        if (!TryReadPublic(body, out var stored, out bool isProtected, out var failure, out string problem))
-            throw new IdentityException(failure, $"'{path}' is not a usable secret identity: {problem}. {IdentityFile.WrongFileHint}");
-
         byte[] secrets = GC.AllocateArray<byte>(Identity.SecretsSize, pinned: true);
         try
         {
-            if (!isProtected)
-            {
-                body.Slice(HeaderSize, Identity.SecretsSize).CopyTo(secrets);
-            }
-            else
-            {
-                if (passphraseProvider == null)
-                    throw new IdentityException(IdentityErrorKind.PassphraseRequired,
-                        $"'{path}' is protected by a passphrase and none was given; supply it (tibet: --passphrase-file FILE, or set TIBET_PASSPHRASE_FILE).");
-                uint memory = BinaryPrimitives.ReadUInt32LittleEndian(body[HeaderSize..]);
-                uint passes = BinaryPrimitives.ReadUInt32LittleEndian(body[(HeaderSize + 4)..]);
-                using Passphrase passphrase = passphraseProvider();
-                using Key key = DeriveKey(passphrase, body.Slice(HeaderSize + KdfParametersSize, SaltSize), memory, passes);
-                if (!IdentityAlgorithms.Aead.Decrypt(key, stackalloc byte[IdentityAlgorithms.Aead.NonceSize], body[..AssociatedDataSize],
-                        body[AssociatedDataSize..], secrets))
-                    throw new IdentityException(IdentityErrorKind.WrongPassphrase,
-                        $"The passphrase does not open '{path}' (or the file was altered). Check the passphrase and try again.");
-            }
-
-            Identity identity = Identity.FromSecrets(secrets, exportable: false);
-            if (!identity.Public.Equals(stored))
-            {
-                identity.Dispose();
-                throw new IdentityException(IdentityErrorKind.Malformed,
-                    $"'{path}' is corrupt: its secret keys do not belong to the public keys stored beside them. Restore it from a backup.");
-            }
-            return identity;
+            return OpenSecrets(body, passphraseProvider, path, secrets);
         }
         finally
         {
             CryptographicOperations.ZeroMemory(secrets);
         }
+    }
+
+    /// <summary>
+    /// Like <see cref="Decode"/>, and also writes the unprotected body of the same identity
+    /// (<see cref="UnprotectedSize"/> bytes) into <paramref name="unprotectedBody"/>, which the
+    /// caller wipes: the form tibet-run hands to the interposer, which cannot ask for a passphrase.
+    /// </summary>
+    public static Identity DecodeToUnprotected(ReadOnlySpan<byte> body, Func<Passphrase>? passphraseProvider, string path, Span<byte> unprotectedBody)
+    {
+        if (unprotectedBody.Length != UnprotectedSize)
+            throw new ArgumentException($"The unprotected body is {UnprotectedSize} bytes.", nameof(unprotectedBody));
+        Identity identity = OpenSecrets(body, passphraseProvider, path, unprotectedBody.Slice(HeaderSize, Identity.SecretsSize));
+        Magic.CopyTo(unprotectedBody);
+        unprotectedBody[4] = CurrentVersion;
+        unprotectedBody[5] = Unprotected;
+        identity.Public.AgreementKey.CopyTo(unprotectedBody[PublicKeysOffset..]);
+        identity.Public.SigningKey.CopyTo(unprotectedBody[(PublicKeysOffset + PublicIdentity.KeySize)..]);
+        return identity;
+    }
+
+    /// <summary>The size of an unprotected body.</summary>
+    public const int UnprotectedBodySize = UnprotectedSize;
+
+    /// <summary>Opens the 64 secret bytes into <paramref name="secrets"/> (which the caller
+    /// wipes) and makes the identity, checking it against the stored public keys.</summary>
+    private static Identity OpenSecrets(ReadOnlySpan<byte> body, Func<Passphrase>? passphraseProvider, string path, Span<byte> secrets)
+    {
+        if (!TryReadPublic(body, out var stored, out bool isProtected, out var failure, out string problem))
+            throw new IdentityException(failure, $"'{path}' is not a usable secret identity: {problem}. {IdentityFile.WrongFileHint}");
+
+        if (!isProtected)
+        {
+            body.Slice(HeaderSize, Identity.SecretsSize).CopyTo(secrets);
+        }
+        else
+        {
+            if (passphraseProvider == null)
+                throw new IdentityException(IdentityErrorKind.PassphraseRequired,
+                    $"'{path}' is protected by a passphrase and none was given; supply it (tibet: --passphrase-file FILE, or set TIBET_PASSPHRASE_FILE).");
+            uint memory = BinaryPrimitives.ReadUInt32LittleEndian(body[HeaderSize..]);
+            uint passes = BinaryPrimitives.ReadUInt32LittleEndian(body[(HeaderSize + 4)..]);
+            using Passphrase passphrase = passphraseProvider();
+            using Key key = DeriveKey(passphrase, body.Slice(HeaderSize + KdfParametersSize, SaltSize), memory, passes);
+            if (!IdentityAlgorithms.Aead.Decrypt(key, stackalloc byte[IdentityAlgorithms.Aead.NonceSize], body[..AssociatedDataSize],
+                    body[AssociatedDataSize..], secrets))
+                throw new IdentityException(IdentityErrorKind.WrongPassphrase,
+                    $"The passphrase does not open '{path}' (or the file was altered). Check the passphrase and try again.");
+        }
+
+        Identity identity = Identity.FromSecrets(secrets, exportable: false);
+        if (!identity.Public.Equals(stored))
+        {
+            identity.Dispose();
+            throw new IdentityException(IdentityErrorKind.Malformed,
+                $"'{path}' is corrupt: its secret keys do not belong to the public keys stored beside them. Restore it from a backup.");
+        }
+        return identity;
     }
 
     private static Key DeriveKey(Passphrase passphrase, ReadOnlySpan<byte> salt, uint memoryKiB, uint passes)

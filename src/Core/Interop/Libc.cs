@@ -18,7 +18,12 @@ internal static unsafe partial class Libc
     public const int PROT_READ = 0x1;
     public const int PROT_WRITE = 0x2;
 
+    public const int MAP_SHARED = 0x01;
     public const int MAP_PRIVATE = 0x02;
+    public const int MAP_TYPE = 0x0f;
+    public const int MAP_FIXED_NOREPLACE = 0x100000;
+    public const int SEEK_SET = 0;
+    public const int SEEK_CUR = 1;
     public const int MAP_FIXED = 0x10;
     public const int MAP_ANONYMOUS = 0x20;
     public const int MAP_NORESERVE = 0x4000;
@@ -36,6 +41,8 @@ internal static unsafe partial class Libc
     public const int O_CLOEXEC = 0x80000;
 
     public const int EINTR = 4;
+    public const int EIO = 5;
+    public const int EACCES = 13;
     public const int EAGAIN = 11;
     public const int ENOMEM = 12;
     public const int EFAULT = 14;
@@ -74,8 +81,12 @@ internal static unsafe partial class Libc
     [StructLayout(LayoutKind.Explicit, Size = 144)]
     public struct Stat
     {
+        [FieldOffset(0)] public ulong st_dev;
+        [FieldOffset(8)] public ulong st_ino;
         [FieldOffset(24)] public uint st_mode;
         [FieldOffset(48)] public long st_size;
+        [FieldOffset(88)] public long st_mtim_sec;
+        [FieldOffset(96)] public long st_mtim_nsec;
     }
 
     /// <summary>https://man7.org/linux/man-pages/man2/mincore.2.html</summary>
@@ -89,6 +100,10 @@ internal static unsafe partial class Libc
     /// <summary>https://man7.org/linux/man-pages/man2/pread.2.html</summary>
     [LibraryImport(Library, EntryPoint = "pread", SetLastError = true)]
     public static partial nint pread(int fd, void* buf, nuint count, long offset);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/lseek.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "lseek", SetLastError = true)]
+    public static partial long lseek(int fd, long offset, int whence);
 
     /// <summary>https://man7.org/linux/man-pages/man2/posix_fadvise.2.html (returns the
     /// error number instead of setting errno)</summary>

@@ -79,6 +79,10 @@ public sealed unsafe class Arena : IDisposable
     /// arena until the program touches them.</summary>
     public void Import(long firstPage, ReadOnlySpan<byte> plaintext) => Engine.ImportPages(this, firstPage, plaintext);
 
+    /// <summary>Marks an untouched page as failed authentication: every touch of it raises
+    /// SIGBUS (for a page of imported contents that did not authenticate).</summary>
+    public void ImportPoisoned(long page) => Engine.ImportPoisonedPage(this, page);
+
     /// <summary>Seals every resident page of this arena now.</summary>
     public void Evict() => Engine.EvictArena(this);
 

@@ -27,7 +27,7 @@ public sealed unsafe partial class PageEngine
             PageState state = arena.Entries[index].State;
             if (state is PageState.Resident or PageState.Poisoned or PageState.Unmapped)
             {
-                ServeSpuriousFault(arena, index, state);
+                ServeSpuriousFault(arena, index, state, message.pagefault_feat_ptid);
                 return;
             }
             if (TryServeMissingPage(arena, index, write, message.pagefault_feat_ptid))
@@ -237,7 +237,7 @@ public sealed unsafe partial class PageEngine
     /// madvise (or the kernel reclaimed a MADV_FREE page), so it reads as zeros; if it is
     /// still mapped, the fault is stale and a wake is all it needs. Poisoned: poison again.
     /// </summary>
-    private void ServeSpuriousFault(Arena arena, long index, PageState state)
+    private void ServeSpuriousFault(Arena arena, long index, PageState state, uint threadId)
     {
         nint address = arena.PageAddress(index);
         if (state == PageState.Resident)
@@ -246,10 +246,15 @@ public sealed unsafe partial class PageEngine
             if (rc == 0) _zeroFills++;
             else _uffd.Wake(address, PageSize);
         }
-        else if (state == PageState.Poisoned && Features.Poison)
+        else if (state == PageState.Poisoned)
         {
-            if (_uffd.Poison(address, PageSize) != 0)
+            // Without UFFDIO_POISON the thread would fault here forever: signal it instead.
+            if (!Features.Poison || _uffd.Poison(address, PageSize) != 0)
+            {
+                if (threadId != 0)
+                    Libc.syscall(Libc.SYS_tgkill, Libc.getpid(), threadId, Libc.SIGBUS);
                 _uffd.Wake(address, PageSize);
+            }
         }
         else
         {

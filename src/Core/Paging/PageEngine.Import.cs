@@ -32,4 +32,24 @@ public sealed unsafe partial class PageEngine
             }
         }
     }
+
+    /// <summary>
+    /// Marks the untouched page <paramref name="page"/> as failed authentication before
+    /// the program sees it (a tampered page of a sealed model file): every touch raises
+    /// SIGBUS, exactly as for a page of the store that fails to open.
+    /// </summary>
+    internal void ImportPoisonedPage(Arena arena, long page)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(arena.Released, arena);
+            ArgumentOutOfRangeException.ThrowIfNegative(page);
+            ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(page, arena.PageCount);
+            ref PageEntry entry = ref arena.Entries[page];
+            if (entry.State != PageState.Untouched)
+                throw new InvalidOperationException($"page {page} of arena '{arena.Label}' was touched before its contents were imported");
+            entry.State = PageState.Poisoned;
+            _authenticationFailures++;
+        }
+    }
 }

@@ -193,7 +193,7 @@ public sealed class SealedModel : IDisposable
             dataKey = null;
             block = null;
             return AccessDecision.Live(key, claim,
-                $"Live: identity {identity.Fingerprint.ToShortString()} holds {ClearanceLevelNames.ToName(claim.Clearance)} from trusted issuer " +
+                $"Identity {identity.Fingerprint.ToShortString()} holds {ClearanceLevelNames.ToName(claim.Clearance)} from trusted issuer " +
                 $"{claim.Issuer.Fingerprint.ToShortString()} until {ClaimVerifier.FormatTime(claim.Expires)}; '{_sourceName}' requires {ClearanceLevelNames.ToName(Requirements.Clearance)}.");
         }
         catch (EndOfStreamException)

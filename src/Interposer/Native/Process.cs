@@ -9,6 +9,10 @@ internal static partial class ProcessCalls
     [LibraryImport("libc", EntryPoint = "unsetenv", StringMarshalling = StringMarshalling.Utf8)]
     public static partial int unsetenv(string name);
 
+    /// <summary>https://man7.org/linux/man-pages/man2/readlink.2.html</summary>
+    [LibraryImport("libc", EntryPoint = "readlink", StringMarshalling = StringMarshalling.Utf8)]
+    public static unsafe partial nint readlink(string path, byte* buffer, nuint size);
+
     /// <summary>https://man7.org/linux/man-pages/man2/_exit.2.html</summary>
     [LibraryImport("libc", EntryPoint = "_exit")]
     public static partial void _exit(int status);

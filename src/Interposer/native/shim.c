@@ -17,14 +17,17 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <link.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -38,7 +41,10 @@ extern void *tibet_managed_alloc(size_t size, size_t alignment);
 extern void tibet_managed_free(void *p);
 extern void *tibet_managed_realloc(void *p, size_t size);
 extern void *tibet_managed_mmap(size_t length);
-extern void *tibet_managed_map_file(size_t length, int fd, off_t offset);
+extern void *tibet_managed_map_file(size_t length, int prot, int flags, int fd, off_t offset, int *error);
+extern int tibet_managed_file_opened(int fd); /* 1: a sealed model, reads go through tibet */
+extern void tibet_managed_file_closed(int fd);
+extern ssize_t tibet_managed_read(int fd, void *buffer, size_t count, off_t offset, int at_position); /* or -errno */
 extern int tibet_managed_unmap(void *addr, size_t length); /* 0 or an errno */
 extern void *tibet_managed_mremap(void *old, size_t old_size, size_t new_size, int flags, int *error);
 extern void tibet_managed_forked(int pid);
@@ -55,6 +61,16 @@ typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*munmap_fn)(void *, size_t);
 typedef void *(*mremap_fn)(void *, size_t, size_t, int, ...);
 typedef pid_t (*fork_fn)(void);
+typedef int (*open_fn)(const char *, int, ...);
+typedef int (*openat_fn)(int, const char *, int, ...);
+typedef FILE *(*fopen_fn)(const char *, const char *);
+typedef int (*fclose_fn)(FILE *);
+typedef int (*close_fn)(int);
+typedef ssize_t (*read_fn)(int, void *, size_t);
+typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
+typedef size_t (*fread_fn)(void *, size_t, size_t, FILE *);
+typedef off_t (*ftello_fn)(FILE *);
+typedef int (*fseeko_fn)(FILE *, off_t, int);
 
 static malloc_fn real_malloc;
 static calloc_fn real_calloc;
@@ -70,6 +86,16 @@ static mmap_fn real_mmap;
 static munmap_fn real_munmap;
 static mremap_fn real_mremap;
 static fork_fn real_fork;
+static open_fn real_open, real_open64;
+static openat_fn real_openat, real_openat64;
+static fopen_fn real_fopen, real_fopen64;
+static fclose_fn real_fclose;
+static close_fn real_close;
+static read_fn real_read;
+static pread_fn real_pread, real_pread64;
+static fread_fn real_fread, real_fread_unlocked;
+static ftello_fn real_ftello;
+static fseeko_fn real_fseeko;
 
 /* dlsym itself may call calloc before real_calloc is known: serve it from here. */
 static char bootstrap_heap[64 * 1024] __attribute__((aligned(64)));
@@ -153,6 +179,21 @@ static void resolve(void)
     real_munmap = (munmap_fn)dlsym(RTLD_NEXT, "munmap");
     real_mremap = (mremap_fn)dlsym(RTLD_NEXT, "mremap");
     real_fork = (fork_fn)dlsym(RTLD_NEXT, "fork");
+    real_open = (open_fn)dlsym(RTLD_NEXT, "open");
+    real_open64 = (open_fn)dlsym(RTLD_NEXT, "open64");
+    real_openat = (openat_fn)dlsym(RTLD_NEXT, "openat");
+    real_openat64 = (openat_fn)dlsym(RTLD_NEXT, "openat64");
+    real_fopen = (fopen_fn)dlsym(RTLD_NEXT, "fopen");
+    real_fopen64 = (fopen_fn)dlsym(RTLD_NEXT, "fopen64");
+    real_fclose = (fclose_fn)dlsym(RTLD_NEXT, "fclose");
+    real_close = (close_fn)dlsym(RTLD_NEXT, "close");
+    real_read = (read_fn)dlsym(RTLD_NEXT, "read");
+    real_pread = (pread_fn)dlsym(RTLD_NEXT, "pread");
+    real_pread64 = (pread_fn)dlsym(RTLD_NEXT, "pread64");
+    real_fread = (fread_fn)dlsym(RTLD_NEXT, "fread");
+    real_fread_unlocked = (fread_fn)dlsym(RTLD_NEXT, "fread_unlocked");
+    real_ftello = (ftello_fn)dlsym(RTLD_NEXT, "ftello");
+    real_fseeko = (fseeko_fn)dlsym(RTLD_NEXT, "fseeko");
     dl_iterate_phdr(find_self, (void *)(uintptr_t)&resolve);
     resolving = 0;
 }
@@ -382,15 +423,31 @@ static int redirectable_mapping(void *addr, size_t length, int prot, int flags, 
         && !(flags & refused) && prot == (PROT_READ | PROT_WRITE) && length >= mmap_threshold;
 }
 
-/* A large read-only map of a file may be a model (llama.cpp maps GGUF files PROT_READ,
- * MAP_SHARED); the managed side reads its magic and either serves it from an encrypted
- * arena or declines. Writable file maps are never taken: their writes must reach the file. */
-static int candidate_file_mapping(void *addr, size_t length, int prot, int flags, int fd)
+/* Whether the file open as fd starts with the GGUF magic. Only such files are the managed
+ * side's business; the test costs an fstat and one read, and happens on opens and maps of
+ * files, never on the allocation paths. The buffer is page-aligned so that the read also
+ * works on a descriptor opened with O_DIRECT (llama.cpp's direct I/O load mode). */
+static int starts_with_gguf_magic(int fd)
 {
-    const int refused = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK | MAP_HUGETLB | MAP_LOCKED;
-    int type = flags & MAP_TYPE;
-    return addr == NULL && fd >= 0 && !(flags & MAP_ANONYMOUS) && (type == MAP_SHARED || type == MAP_PRIVATE)
-        && !(flags & refused) && prot == PROT_READ && length >= mmap_threshold;
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 4)
+        return 0;
+    static __thread unsigned char probe[4096] __attribute__((aligned(4096), tls_model("initial-exec")));
+    if (UNLIKELY(!real_pread))
+        resolve();
+    ssize_t n = real_pread(fd, probe, sizeof probe, 0);
+    if (n < 0 && errno == EINVAL)
+        return 1; /* O_DIRECT with a larger block size: let the managed side look with its own descriptor */
+    return n >= 4 && memcmp(probe, "GGUF", 4) == 0;
+}
+
+/* A map of a file that may be a model: llama.cpp maps GGUF files PROT_READ, MAP_SHARED.
+ * The managed side serves it from an encrypted arena, refuses it (a writable shared map of
+ * a sealed model), or declines and the kernel maps the file as usual. Every size is
+ * considered: a small sealed model must not be mapped as raw ciphertext. */
+static int candidate_file_mapping(int flags, int fd)
+{
+    return fd >= 0 && !(flags & MAP_ANONYMOUS) && starts_with_gguf_magic(fd);
 }
 
 static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset, const void *ret)
@@ -403,12 +460,17 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
         in_tibet = 0;
         if (p)
             return p;
-    } else if (candidate_file_mapping(addr, length, prot, flags, fd) && may_redirect(ret)) {
+    } else if (addr == NULL && may_redirect(ret) && candidate_file_mapping(flags, fd)) {
+        int error = 0;
         in_tibet = 1;
-        void *p = tibet_managed_map_file(length, fd, offset);
+        void *p = tibet_managed_map_file(length, prot, flags, fd, offset, &error);
         in_tibet = 0;
         if (p)
             return p;
+        if (error) {
+            errno = error;
+            return MAP_FAILED;
+        }
     }
     /* MAP_FIXED over pages we serve needs nothing here: the kernel reports the
      * replacement to the engine as an UNMAP event, and the program's eventual munmap of
@@ -470,6 +532,319 @@ EXPORT void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
         return p;
     }
     return real_mremap(old, old_size, new_size, flags, new_address);
+}
+
+/* ---- reads of sealed model files -------------------------------------------------- */
+
+/* Descriptors of sealed models the program opened. Their reads go through tibet, which
+ * hands out the decrypted bytes (or zeros, without a valid identity); the file's ciphertext
+ * is never handed to the program as if it were the model. The table is read on every read,
+ * so it is a plain array of flags, and an empty table costs one compare. */
+#define SEALED_FD_LIMIT 65536
+static unsigned char sealed_fds[SEALED_FD_LIMIT];
+static int sealed_fd_count;
+
+static inline int is_sealed_fd(int fd)
+{
+    return UNLIKELY(__atomic_load_n(&sealed_fd_count, __ATOMIC_ACQUIRE) != 0)
+        && fd >= 0 && fd < SEALED_FD_LIMIT && __atomic_load_n(&sealed_fds[fd], __ATOMIC_ACQUIRE);
+}
+
+static void forget_sealed_fd(int fd)
+{
+    if (is_sealed_fd(fd)) {
+        __atomic_store_n(&sealed_fds[fd], 0, __ATOMIC_RELEASE);
+        __atomic_fetch_sub(&sealed_fd_count, 1, __ATOMIC_ACQ_REL);
+        if (!in_child()) {
+            in_tibet = 1;
+            tibet_managed_file_closed(fd);
+            in_tibet = 0;
+        }
+    }
+}
+
+/* After a successful read-only open: is it a sealed model? Returns fd, or -1 (errno set)
+ * when a sealed model cannot be tracked and must not be read raw. */
+static int track_if_sealed(int fd, const void *ret)
+{
+    if (fd < 0 || !may_redirect(ret) || !starts_with_gguf_magic(fd))
+        return fd;
+    in_tibet = 1;
+    int sealed = tibet_managed_file_opened(fd);
+    in_tibet = 0;
+    if (!sealed)
+        return fd;
+    if (fd >= SEALED_FD_LIMIT) {
+        real_close(fd);
+        errno = EMFILE;
+        return -1;
+    }
+    if (!__atomic_exchange_n(&sealed_fds[fd], 1, __ATOMIC_ACQ_REL))
+        __atomic_fetch_add(&sealed_fd_count, 1, __ATOMIC_ACQ_REL);
+    return fd;
+}
+
+static inline int read_only(int flags) { return (flags & O_ACCMODE) == O_RDONLY && !(flags & O_PATH); }
+
+static int do_open(open_fn next, const char *path, int flags, mode_t mode, const void *ret)
+{
+    if (UNLIKELY(!next))
+        resolve();
+    int fd = (flags & (O_CREAT | O_TMPFILE)) ? next(path, flags, mode) : next(path, flags);
+    return read_only(flags) ? track_if_sealed(fd, ret) : fd;
+}
+
+static int do_openat(openat_fn next, int dirfd, const char *path, int flags, mode_t mode, const void *ret)
+{
+    if (UNLIKELY(!next))
+        resolve();
+    int fd = (flags & (O_CREAT | O_TMPFILE)) ? next(dirfd, path, flags, mode) : next(dirfd, path, flags);
+    return read_only(flags) ? track_if_sealed(fd, ret) : fd;
+}
+
+static mode_t mode_argument(int flags, va_list ap)
+{
+    return (flags & (O_CREAT | O_TMPFILE)) ? (mode_t)va_arg(ap, int) : 0;
+}
+
+EXPORT int open(const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_argument(flags, ap);
+    va_end(ap);
+    if (UNLIKELY(!real_open))
+        resolve();
+    return do_open(real_open, path, flags, mode, __builtin_return_address(0));
+}
+
+EXPORT int open64(const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_argument(flags, ap);
+    va_end(ap);
+    if (UNLIKELY(!real_open64))
+        resolve();
+    return do_open(real_open64, path, flags, mode, __builtin_return_address(0));
+}
+
+EXPORT int openat(int dirfd, const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_argument(flags, ap);
+    va_end(ap);
+    if (UNLIKELY(!real_openat))
+        resolve();
+    return do_openat(real_openat, dirfd, path, flags, mode, __builtin_return_address(0));
+}
+
+EXPORT int openat64(int dirfd, const char *path, int flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    mode_t mode = mode_argument(flags, ap);
+    va_end(ap);
+    if (UNLIKELY(!real_openat64))
+        resolve();
+    return do_openat(real_openat64, dirfd, path, flags, mode, __builtin_return_address(0));
+}
+
+/* The _FORTIFY_SOURCE forms of open, for programs built with it. */
+EXPORT int __open_2(const char *path, int flags)
+{
+    if (UNLIKELY(!real_open))
+        resolve();
+    return do_open(real_open, path, flags, 0, __builtin_return_address(0));
+}
+
+EXPORT int __open64_2(const char *path, int flags)
+{
+    if (UNLIKELY(!real_open64))
+        resolve();
+    return do_open(real_open64, path, flags, 0, __builtin_return_address(0));
+}
+
+static FILE *do_fopen(fopen_fn next, const char *path, const char *mode, const void *ret)
+{
+    FILE *stream = next(path, mode);
+    /* Only streams opened for reading alone: "r", "rb", "re"..., never "r+". */
+    if (stream == NULL || mode[0] != 'r' || strchr(mode, '+') != NULL)
+        return stream;
+    if (track_if_sealed(fileno(stream), ret) < 0) {
+        int error = errno;
+        real_fclose(stream);
+        errno = error;
+        return NULL;
+    }
+    return stream;
+}
+
+EXPORT FILE *fopen(const char *path, const char *mode)
+{
+    if (UNLIKELY(!real_fopen))
+        resolve();
+    return do_fopen(real_fopen, path, mode, __builtin_return_address(0));
+}
+
+EXPORT FILE *fopen64(const char *path, const char *mode)
+{
+    if (UNLIKELY(!real_fopen64))
+        resolve();
+    return do_fopen(real_fopen64, path, mode, __builtin_return_address(0));
+}
+
+EXPORT int close(int fd)
+{
+    if (UNLIKELY(!real_close))
+        resolve();
+    forget_sealed_fd(fd);
+    return real_close(fd);
+}
+
+EXPORT int fclose(FILE *stream)
+{
+    if (UNLIKELY(!real_fclose))
+        resolve();
+    if (stream != NULL)
+        forget_sealed_fd(fileno(stream));
+    return real_fclose(stream);
+}
+
+/* A read of a sealed descriptor: the managed side's answer, or in a forked child (where
+ * managed code never runs) an I/O error rather than ciphertext. at_position: read at the
+ * file position and advance it. Returns the bytes read, or -1 with errno set. */
+static ssize_t sealed_read(int fd, void *buffer, size_t count, off_t offset, int at_position)
+{
+    if (in_child()) {
+        errno = EIO;
+        return -1;
+    }
+    in_tibet = 1;
+    ssize_t n = tibet_managed_read(fd, buffer, count, offset, at_position);
+    in_tibet = 0;
+    if (n < 0) {
+        errno = (int)-n;
+        return -1;
+    }
+    return n;
+}
+
+EXPORT ssize_t read(int fd, void *buffer, size_t count)
+{
+    if (UNLIKELY(!real_read))
+        resolve();
+    if (is_sealed_fd(fd) && !in_tibet)
+        return sealed_read(fd, buffer, count, 0, 1);
+    return real_read(fd, buffer, count);
+}
+
+EXPORT ssize_t pread(int fd, void *buffer, size_t count, off_t offset)
+{
+    if (UNLIKELY(!real_pread))
+        resolve();
+    if (is_sealed_fd(fd) && !in_tibet)
+        return sealed_read(fd, buffer, count, offset, 0);
+    return real_pread(fd, buffer, count, offset);
+}
+
+EXPORT ssize_t pread64(int fd, void *buffer, size_t count, off_t offset)
+{
+    if (UNLIKELY(!real_pread64))
+        resolve();
+    if (is_sealed_fd(fd) && !in_tibet)
+        return sealed_read(fd, buffer, count, offset, 0);
+    return real_pread64(fd, buffer, count, offset);
+}
+
+EXPORT ssize_t __read_chk(int fd, void *buffer, size_t count, size_t buffer_size)
+{
+    if (count > buffer_size)
+        abort(); /* what glibc's __chk_fail does, minus its message */
+    return read(fd, buffer, count);
+}
+
+EXPORT ssize_t __pread64_chk(int fd, void *buffer, size_t count, off_t offset, size_t buffer_size)
+{
+    if (count > buffer_size)
+        abort();
+    return pread64(fd, buffer, count, offset);
+}
+
+EXPORT ssize_t __pread_chk(int fd, void *buffer, size_t count, off_t offset, size_t buffer_size)
+{
+    if (count > buffer_size)
+        abort();
+    return pread(fd, buffer, count, offset);
+}
+
+/* fread of a sealed stream: glibc's own reads happen inside libc and cannot be interposed,
+ * so the stream's buffer is bypassed. The bytes come from tibet at the stream's position,
+ * which is then moved past them with fseeko; at the end of the file a zero-byte fread
+ * sets the stream's end-of-file flag, and an error sets its error flag, so that feof and
+ * ferror answer as they would natively. */
+static size_t sealed_fread(fread_fn next, void *buffer, size_t size, size_t count, FILE *stream)
+{
+    size_t total;
+    if (size == 0 || count == 0)
+        return 0;
+    if (__builtin_mul_overflow(size, count, &total)) {
+        errno = EOVERFLOW;
+        stream->_flags |= _IO_ERR_SEEN;
+        return 0;
+    }
+    off_t position = real_ftello(stream);
+    if (position < 0) {
+        stream->_flags |= _IO_ERR_SEEN;
+        return 0;
+    }
+    size_t done = 0;
+    while (done < total) {
+        ssize_t n = sealed_read(fileno(stream), (char *)buffer + done, total - done, position + (off_t)done, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            stream->_flags |= _IO_ERR_SEEN;
+            break;
+        }
+        if (n == 0) {
+            real_fseeko(stream, position + (off_t)done, SEEK_SET);
+            unsigned char none;
+            next(&none, 1, 1, stream); /* at the end: sets the EOF flag, reads nothing */
+            return done / size;
+        }
+        done += (size_t)n;
+    }
+    real_fseeko(stream, position + (off_t)done, SEEK_SET);
+    return done / size;
+}
+
+EXPORT size_t fread(void *buffer, size_t size, size_t count, FILE *stream)
+{
+    if (UNLIKELY(!real_fread))
+        resolve();
+    if (stream != NULL && is_sealed_fd(fileno(stream)) && !in_tibet)
+        return sealed_fread(real_fread, buffer, size, count, stream);
+    return real_fread(buffer, size, count, stream);
+}
+
+#undef fread_unlocked /* a macro in <bits/stdio.h> when optimising */
+EXPORT size_t fread_unlocked(void *buffer, size_t size, size_t count, FILE *stream)
+{
+    if (UNLIKELY(!real_fread_unlocked))
+        resolve();
+    if (stream != NULL && is_sealed_fd(fileno(stream)) && !in_tibet)
+        return sealed_fread(real_fread_unlocked, buffer, size, count, stream);
+    return real_fread_unlocked(buffer, size, count, stream);
+}
+
+EXPORT size_t __fread_chk(void *buffer, size_t buffer_size, size_t size, size_t count, FILE *stream)
+{
+    size_t total;
+    if (__builtin_mul_overflow(size, count, &total) || total > buffer_size)
+        abort();
+    return fread(buffer, size, count, stream);
 }
 
 /* ---- fork ------------------------------------------------------------------------- */

@@ -21,12 +21,20 @@ public class LibcAbiTests
             ["sizeof_stat"] = (ulong)Marshal.SizeOf<Libc.Stat>(),
             ["offsetof_stat.st_mode"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_mode)),
             ["offsetof_stat.st_size"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_size)),
+            ["offsetof_stat.st_dev"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_dev)),
+            ["offsetof_stat.st_ino"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_ino)),
+            ["offsetof_stat.st_mtim"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_mtim_sec)),
             ["O_RDONLY"] = Libc.O_RDONLY,
             ["O_DIRECT"] = Libc.O_DIRECT,
             ["O_CLOEXEC"] = Libc.O_CLOEXEC,
             ["S_IFMT"] = Libc.S_IFMT,
             ["S_IFREG"] = Libc.S_IFREG,
             ["POSIX_FADV_DONTNEED"] = Libc.POSIX_FADV_DONTNEED,
+            ["SEEK_SET"] = Libc.SEEK_SET,
+            ["SEEK_CUR"] = Libc.SEEK_CUR,
+            ["MAP_SHARED"] = Libc.MAP_SHARED,
+            ["MAP_TYPE"] = Libc.MAP_TYPE,
+            ["MAP_FIXED_NOREPLACE"] = Libc.MAP_FIXED_NOREPLACE,
         };
 
         HeaderValues.AssertSame(fromHeader, ours);

@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define VALUE(c) printf("%s %llu\n", #c, (unsigned long long)(c))
 
@@ -17,11 +19,19 @@ int main(void)
     printf("sizeof_stat %zu\n", sizeof(struct stat));
     printf("offsetof_stat.st_mode %zu\n", offsetof(struct stat, st_mode));
     printf("offsetof_stat.st_size %zu\n", offsetof(struct stat, st_size));
+    printf("offsetof_stat.st_dev %zu\n", offsetof(struct stat, st_dev));
+    printf("offsetof_stat.st_ino %zu\n", offsetof(struct stat, st_ino));
+    printf("offsetof_stat.st_mtim %zu\n", offsetof(struct stat, st_mtim));
     VALUE(O_RDONLY);
     VALUE(O_DIRECT);
     VALUE(O_CLOEXEC);
     VALUE(S_IFMT);
     VALUE(S_IFREG);
     VALUE(POSIX_FADV_DONTNEED);
+    VALUE(SEEK_SET);
+    VALUE(SEEK_CUR);
+    VALUE(MAP_SHARED);
+    VALUE(MAP_TYPE);
+    VALUE(MAP_FIXED_NOREPLACE);
     return 0;
 }

@@ -1,0 +1,76 @@
+using Tibet.Core.Identity;
+using Tibet.Core.Interop;
+using Tibet.Interposer.Native;
+
+namespace Tibet.Interposer.Sealed;
+
+// Inside this assembly, the bare name Identity would mean the namespace.
+using Identity = Tibet.Core.Identity.Identity;
+
+/// <summary>
+/// The identity and claim this process presents when it opens a sealed model, as
+/// tibet-run handed them over through an inherited descriptor. Without --identity there
+/// is none, and every sealed model is dead material.
+/// </summary>
+internal sealed unsafe class ProcessIdentity
+{
+    private ProcessIdentity(Identity? identity, Claim? claim)
+    {
+        Identity = identity;
+        Claim = claim;
+    }
+
+    public static ProcessIdentity None { get; } = new(null, null);
+
+    /// <summary>Null when none was given.</summary>
+    public Identity? Identity { get; }
+
+    /// <summary>Null when none was given.</summary>
+    public Claim? Claim { get; }
+
+    /// <summary>
+    /// Reads the hand-off from the descriptor named by the configuration. Unless the
+    /// identity is to be inherited, the descriptor is closed and its variable removed, so
+    /// that programs this one executes never hold the identity.
+    /// </summary>
+    /// <exception cref="InterposerConfigException">The descriptor does not hold a hand-off.</exception>
+    public static ProcessIdentity Load(InterposerConfig config)
+    {
+        if (config.IdentityDescriptor is not int fd)
+            return None;
+        string source = $"{IdentityHandOff.DescriptorVariable}={fd}";
+        try
+        {
+            Libc.Stat status;
+            if (Libc.fstat(fd, &status) != 0)
+                throw new InterposerConfigException($"{source} is not an open descriptor ({Libc.Describe(Libc.LastErrno)})");
+            if (status.st_size <= 0 || status.st_size > IdentityHandOff.MaxSize)
+                throw new InterposerConfigException($"{source} holds {status.st_size} bytes, not an identity hand-off from tibet-run");
+            // Mapped, not read: tibet-run's memfd_secret memory can only be mapped.
+            nint map = Libc.mmap(0, (nuint)status.st_size, Libc.PROT_READ, Libc.MAP_SHARED, fd, 0);
+            if (map == Libc.MAP_FAILED)
+                throw new InterposerConfigException($"{source} cannot be mapped ({Libc.Describe(Libc.LastErrno)}); it is not an identity hand-off from tibet-run");
+            try
+            {
+                var (identity, claim) = IdentityHandOff.Open(new ReadOnlySpan<byte>((void*)map, (int)status.st_size), source);
+                return new ProcessIdentity(identity, claim);
+            }
+            catch (IdentityException e)
+            {
+                throw new InterposerConfigException(e.Message.TrimEnd('.'));
+            }
+            finally
+            {
+                Libc.munmap(map, (nuint)status.st_size);
+            }
+        }
+        finally
+        {
+            if (!config.InheritIdentity)
+            {
+                Libc.close(fd);
+                ProcessCalls.unsetenv(IdentityHandOff.DescriptorVariable);
+            }
+        }
+    }
+}
