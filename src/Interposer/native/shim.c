@@ -563,7 +563,7 @@ static void forget_sealed_fd(int fd)
     }
 }
 
-/* After a successful read-only open: is it a sealed model? Returns fd, or -1 (errno set)
+/* After a successful open for reading: is it a sealed model? Returns fd, or -1 (errno set)
  * when a sealed model cannot be tracked and must not be read raw. */
 static int track_if_sealed(int fd, const void *ret)
 {
@@ -584,14 +584,15 @@ static int track_if_sealed(int fd, const void *ret)
     return fd;
 }
 
-static inline int read_only(int flags) { return (flags & O_ACCMODE) == O_RDONLY && !(flags & O_PATH); }
+/* Any descriptor that can read: O_RDONLY or O_RDWR (writes pass through untouched). */
+static inline int readable(int flags) { return (flags & O_ACCMODE) != O_WRONLY && !(flags & O_PATH); }
 
 static int do_open(open_fn next, const char *path, int flags, mode_t mode, const void *ret)
 {
     if (UNLIKELY(!next))
         resolve();
     int fd = (flags & (O_CREAT | O_TMPFILE)) ? next(path, flags, mode) : next(path, flags);
-    return read_only(flags) ? track_if_sealed(fd, ret) : fd;
+    return readable(flags) ? track_if_sealed(fd, ret) : fd;
 }
 
 static int do_openat(openat_fn next, int dirfd, const char *path, int flags, mode_t mode, const void *ret)
@@ -599,7 +600,7 @@ static int do_openat(openat_fn next, int dirfd, const char *path, int flags, mod
     if (UNLIKELY(!next))
         resolve();
     int fd = (flags & (O_CREAT | O_TMPFILE)) ? next(dirfd, path, flags, mode) : next(dirfd, path, flags);
-    return read_only(flags) ? track_if_sealed(fd, ret) : fd;
+    return readable(flags) ? track_if_sealed(fd, ret) : fd;
 }
 
 static mode_t mode_argument(int flags, va_list ap)
@@ -669,8 +670,8 @@ EXPORT int __open64_2(const char *path, int flags)
 static FILE *do_fopen(fopen_fn next, const char *path, const char *mode, const void *ret)
 {
     FILE *stream = next(path, mode);
-    /* Only streams opened for reading alone: "r", "rb", "re"..., never "r+". */
-    if (stream == NULL || mode[0] != 'r' || strchr(mode, '+') != NULL)
+    /* Streams that read an existing file: "r", "rb", "r+"... ("w+" truncates it, "a+" is rare). */
+    if (stream == NULL || mode[0] != 'r')
         return stream;
     if (track_if_sealed(fileno(stream), ret) < 0) {
         int error = errno;

@@ -45,7 +45,8 @@ internal static class TibetRun
     public static Result Native(string[] command, TimeSpan? timeout = null, string? stdin = null) =>
         Run(command[0], command[1..], timeout, stdin);
 
-    public static Result Run(string program, string[] args, TimeSpan? timeout = null, string? stdin = null)
+    /// <param name="environment">Variables to set (a null value removes one) on top of this process's.</param>
+    public static Result Run(string program, string[] args, TimeSpan? timeout = null, string? stdin = null, IDictionary<string, string?>? environment = null)
     {
         var start = new ProcessStartInfo(program)
         {
@@ -55,6 +56,11 @@ internal static class TibetRun
             UseShellExecute = false,
         };
         foreach (var a in args) start.ArgumentList.Add(a);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string?>())
+        {
+            if (value == null) start.Environment.Remove(name);
+            else start.Environment[name] = value;
+        }
         using var process = Process.Start(start) ?? throw new InvalidOperationException($"cannot start {program}");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();

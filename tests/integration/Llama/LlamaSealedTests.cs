@@ -1,0 +1,54 @@
+using Tibet.IntegrationTests.Sealing;
+using Tibet.IntegrationTests.Support;
+using Xunit;
+
+namespace Tibet.IntegrationTests.Llama;
+
+/// <summary>
+/// Unmodified llama.cpp on a sealed model: with the identity it is sealed to and a valid
+/// claim, it decodes exactly the tokens it decodes natively on the plain model, through
+/// both load paths (mmap, and load_mode NONE, which reads with fopen/fread), with a
+/// resident budget a seventh of the model. Without them the weights are zeros.
+/// </summary>
+public class LlamaSealedTests(SealedRunWorld world) : IClassFixture<SealedRunWorld>
+{
+    private const int Tokens = 16;
+
+    [Theory]
+    [InlineData("mmap")]
+    [InlineData("read")]
+    public void Tokens_on_the_sealed_model_equal_native_tokens_on_the_plain_model(string load)
+    {
+        var native = Support.Llama.RunNative(Support.Llama.Driver, world.PlainModel, Tokens, load);
+        string log = world.PathOf($"audit-llama-{load}.jsonl");
+
+        var run = TibetRun.Encrypted(
+            ["--identity", world.Alice, "--claim", world.ClaimPath("valid"), "--audit-log", log, "--threshold", "64K", "--budget", "256K"],
+            [Support.Llama.Driver, .. Support.Llama.Arguments(world.SealedModel, Tokens, load)], TimeSpan.FromMinutes(10));
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal(native.Tokens, LlamaOutput.Parse(run.Stdout).Tokens);
+        Assert.True(run.Stat("peakResidentBytes") <= 256 << 10, run.ToString());
+        Assert.Equal(0, run.Stat("authenticationFailures"));
+        var record = Assert.Single(SealedRunWorld.ReadAudit(log));
+        Assert.Equal("granted", record.GetProperty("decision").GetString());
+    }
+
+    [Fact]
+    public void Without_a_claim_llama_cpp_runs_on_dead_material_and_its_tokens_differ()
+    {
+        var native = Support.Llama.RunNative(Support.Llama.Driver, world.PlainModel, Tokens, "mmap");
+        string log = world.PathOf("audit-llama-dead.jsonl");
+
+        var run = TibetRun.Encrypted(["--identity", world.Alice, "--audit-log", log],
+            [Support.Llama.Driver, .. Support.Llama.Arguments(world.SealedModel, Tokens, "mmap")], TimeSpan.FromMinutes(10));
+
+        // No crash of ours and no wrong bytes: all-zero weights decode a constant token.
+        Assert.True(run.ExitCode == 0, run.ToString());
+        int[] tokens = LlamaOutput.Parse(run.Stdout).Tokens;
+        Assert.NotEqual(native.Tokens, tokens);
+        Assert.Single(tokens.Distinct());
+        Assert.Contains("NoClaim:", run.Stderr);
+        Assert.Equal("denied", Assert.Single(SealedRunWorld.ReadAudit(log)).GetProperty("decision").GetString());
+    }
+}
