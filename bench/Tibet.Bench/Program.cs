@@ -7,7 +7,7 @@ var jsonOption = new Option<FileInfo?>("--json")
     Description = "Write the final engine statistics (demo and budget run) as JSON to this file.",
 };
 var spaceshuttle = new Command("spaceshuttle",
-    "Demo: 64 pages of 4 KiB written, sealed with AES-256-GCM, evicted and read back through page faults; then the same under a 16-page resident budget.");
+    "Demo: 64 pages of 4 KiB written, sealed with AES-256-GCM, evicted and read back through page faults; then the same under a 16-page resident budget; then as a sealed model read with a valid claim (live) and invalid ones (dead material).");
 spaceshuttle.Options.Add(jsonOption);
 spaceshuttle.SetAction(parseResult => Guard(() => SpaceShuttle.Run(parseResult.GetValue(jsonOption))));
 

@@ -7,8 +7,8 @@ namespace Tibet.Bench;
 
 /// <summary>
 /// The demo: 64 pages of 4 KiB written, sealed, and read back through page faults, then
-/// the same under a resident budget of 16 pages. Every step is printed for a person
-/// watching.
+/// the same under a resident budget of 16 pages, then as a sealed model opened with a
+/// valid and with invalid claims. Every step is printed for a person watching.
 /// </summary>
 internal static class SpaceShuttle
 {
@@ -154,6 +154,9 @@ internal static class SpaceShuttle
             ? $"PASS: all {Pages} pages read back byte for byte equal through the budget"
             : $"FAIL: {budgetMismatches} of {Pages} pages differ");
         ok &= withinBudget && budgetMismatches == 0;
+
+        // ---- 6. access control ---------------------------------------------------------
+        ok &= SpaceShuttleAccess.Run(6, expected, Say, ShowStates);
 
         if (jsonFile != null)
         {
