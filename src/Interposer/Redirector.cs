@@ -1,6 +1,7 @@
 using Tibet.Core.Files;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging;
+using Tibet.Core.Sealing;
 using Tibet.Interposer.Sealed;
 
 namespace Tibet.Interposer;
@@ -169,13 +170,22 @@ internal sealed unsafe class Redirector
             if (address == 0) return 0;
             arena = _engine.CreateArenaAt((nint)address, rounded, sealedFile != null ? "sealed gguf" : "gguf");
         }
-        // Read outside the lock: a 1 GiB model takes a while, and other threads allocate meanwhile.
-        FileSnapshot.Outcome outcome;
+        FileSnapshot.Outcome outcome = default;
         try
         {
-            outcome = sealedFile != null
-                ? FileSnapshot.ImportInto(arena, (int)sealedFile.Source.DangerousGetHandle(), offset, sealedFile.View)
-                : FileSnapshot.ImportInto(arena, fd, offset);
+            if (sealedFile != null)
+            {
+                // Nothing is read now: each page comes from the file, decrypted or zeroed,
+                // when the program first touches it.
+                var access = sealedFile;
+                arena.AttachSource(new SealedFileSource(access.View, (int)access.Source.DangerousGetHandle(), offset,
+                    onTampered: () => _sealedFiles.ReportTampering(access)));
+            }
+            else
+            {
+                // Read outside the lock: a 1 GiB model takes a while, and other threads allocate meanwhile.
+                outcome = FileSnapshot.ImportInto(arena, fd, offset);
+            }
         }
         catch
         {
@@ -188,11 +198,11 @@ internal sealed unsafe class Redirector
         }
         lock (_lock)
             _mappings[address] = arena;
-        if (sealedFile != null && outcome.TamperedPages > 0)
-            _sealedFiles.ReportTampering(sealedFile);
-        if (_verbosity > 0)
-            Native.ProcessCalls.WriteError($"tibet: {(sealedFile != null ? (sealedFile.View.IsLive ? "live sealed" : "dead sealed") : "GGUF")} map of descriptor {fd} " +
-                                           $"({outcome.BytesRead >> 10} KiB at offset {offset}) served from an encrypted arena at 0x{address:x}" +
+        if (_verbosity > 0 && sealedFile != null)
+            Native.ProcessCalls.WriteError($"tibet: {(sealedFile.View.IsLive ? "live" : "dead")} map of sealed model '{sealedFile.Path}' " +
+                                           $"({rounded >> 10} KiB at offset {offset}) at 0x{address:x}: pages are read from the file on first touch");
+        else if (_verbosity > 0)
+            Native.ProcessCalls.WriteError($"tibet: GGUF map of descriptor {fd} ({outcome.BytesRead >> 10} KiB at offset {offset}) served from an encrypted arena at 0x{address:x}" +
                                            (outcome.BypassedPageCache ? "" : "; the file system refused O_DIRECT, so it was read through the page cache, then dropped from it"));
         return (nint)address;
     }

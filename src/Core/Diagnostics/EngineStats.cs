@@ -23,6 +23,9 @@ public readonly record struct EngineStats
     /// <summary>Pages whose contents were imported (a model file's pages), sealed
     /// without ever being mapped as plaintext.</summary>
     public long ImportedPages { get; init; }
+
+    /// <summary>Pages read from an arena's source (a mapped sealed model) on first touch.</summary>
+    public long SourcedPages { get; init; }
     /// <summary>Sealed pages stored compressed.</summary>
     public long CompressedSeals { get; init; }
     /// <summary>Pages the kernel refused to move out (shared, pinned or reprotected).</summary>
@@ -65,6 +68,7 @@ public readonly record struct EngineStats
             w.WriteNumber("evictions", Evictions);
             w.WriteNumber("zeroEvictions", ZeroEvictions);
             w.WriteNumber("importedPages", ImportedPages);
+            w.WriteNumber("sourcedPages", SourcedPages);
             w.WriteNumber("compressedSeals", CompressedSeals);
             w.WriteNumber("evictionsRefused", EvictionsRefused);
             w.WriteNumber("movesReconciled", MovesReconciled);

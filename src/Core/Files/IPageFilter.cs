@@ -9,7 +9,8 @@ public enum PageVerdict
     /// <summary>The page reads as zeros (dead material); it was cleared in place.</summary>
     Zero,
 
-    /// <summary>The page failed authentication: it must never be served as data.</summary>
+    /// <summary>The page failed authentication (or could not be read): it must never be
+    /// served as data, and its readers get SIGBUS.</summary>
     Tampered,
 }
 

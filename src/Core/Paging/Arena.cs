@@ -32,6 +32,9 @@ public sealed unsafe class Arena : IDisposable
 
     internal bool Released;
 
+    /// <summary>Where untouched pages come from; null: they read as zeros.</summary>
+    internal IPageSource? Source;
+
     /// <summary>Released pages go back to a PROT_NONE reservation rather than being unmapped.</summary>
     internal bool KeepsReservation { get; init; }
 
@@ -78,6 +81,13 @@ public sealed unsafe class Arena : IDisposable
     /// <paramref name="firstPage"/> on), sealed at once: they are never plaintext in the
     /// arena until the program touches them.</summary>
     public void Import(long firstPage, ReadOnlySpan<byte> plaintext) => Engine.ImportPages(this, firstPage, plaintext);
+
+    /// <summary>
+    /// Makes <paramref name="source"/> supply the contents of every page on its first
+    /// touch, instead of zeros: an arena that maps a file without reading it first. Only
+    /// for an arena none of whose pages has been touched or imported yet.
+    /// </summary>
+    public void AttachSource(IPageSource source) => Engine.AttachSource(this, source);
 
     /// <summary>Marks an untouched page as failed authentication: every touch of it raises
     /// SIGBUS (for a page of imported contents that did not authenticate).</summary>

@@ -1,3 +1,4 @@
+using Tibet.Core.Files;
 using Tibet.Core.Interop;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
@@ -53,6 +54,9 @@ public sealed unsafe partial class PageEngine
 
         byte* buffer = (byte*)_injectBuffer;
         ref PageEntry first = ref arena.Entries[index];
+        PageVerdict fromSource = first.State == PageState.Untouched && arena.Source != null
+            ? FillFromSource(arena, index, buffer)
+            : PageVerdict.Zero;
         if (first.State == PageState.Sealed)
         {
             if (!TryOpen(arena.Cipher, index, ref first, buffer))
@@ -61,7 +65,12 @@ public sealed unsafe partial class PageEngine
                 return true;
             }
         }
-        else
+        else if (fromSource == PageVerdict.Tampered)
+        {
+            PoisonPage(arena, index, ref first, threadId);
+            return true;
+        }
+        else if (fromSource == PageVerdict.Zero)
         {
             _zeroFills++;
             if (count == 1 && !write)
@@ -90,12 +99,22 @@ public sealed unsafe partial class PageEngine
             ref PageEntry entry = ref arena.Entries[page];
             if (entry.State is not (PageState.Sealed or PageState.Untouched or PageState.Zero))
                 break; // an event (or the thread itself) changed it meanwhile
+            byte* slot = buffer + (long)filled * PageSize;
+            if (entry.State == PageState.Untouched && arena.Source != null)
+            {
+                PageVerdict verdict = FillFromSource(arena, page, slot);
+                if (verdict == PageVerdict.Tampered)
+                    break; // poisoned when someone touches it
+                if (verdict == PageVerdict.Zero)
+                    _zeroFills++;
+                continue;
+            }
             if (entry.State != PageState.Sealed)
             {
                 _zeroFills++;
                 continue; // the buffer is all zeros between uses
             }
-            if (!TryOpen(arena.Cipher, page, ref entry, buffer + (long)filled * PageSize))
+            if (!TryOpen(arena.Cipher, page, ref entry, slot))
                 break; // a bad page ahead is poisoned when someone touches it
         }
         _readAheadPages += filled;
@@ -269,9 +288,12 @@ public sealed unsafe partial class PageEngine
     private void PoisonPage(Arena arena, long index, ref PageEntry entry, uint threadId)
     {
         _authenticationFailures++;
-        _store.Free(entry.Slot);
-        entry.Slot = 0;
-        _sealedPages--;
+        if (entry.State == PageState.Sealed)
+        {
+            _store.Free(entry.Slot);
+            entry.Slot = 0;
+            _sealedPages--;
+        }
         entry.State = PageState.Poisoned;
         nint address = arena.PageAddress(index);
 

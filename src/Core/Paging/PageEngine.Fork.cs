@@ -1,4 +1,5 @@
 using Tibet.Core.Crypto;
+using Tibet.Core.Files;
 using Tibet.Core.Interop;
 using Tibet.Core.Storage;
 using static Tibet.Core.Interop.UserfaultfdAbi;
@@ -17,19 +18,20 @@ public sealed unsafe partial class PageEngine
     /// event was read, and the arena's key (kept alive by a reference). The ciphertext it
     /// points to stays valid because the store defers frees while any child lives.
     /// </summary>
-    private sealed class ChildRegion(nint address, long pageCount, PageEntry* entries, PageCipher cipher)
+    private sealed class ChildRegion(nint address, long pageCount, PageEntry* entries, PageCipher cipher, IPageSource? source)
     {
         public readonly nint Address = address;
         public readonly long PageCount = pageCount;
         public readonly PageEntry* Entries = entries;
         public readonly PageCipher Cipher = cipher;
+        public readonly IPageSource? Source = source;
 
         public ChildRegion Copy()
         {
             var entries = (PageEntry*)KernelMemory.Map((nuint)(PageCount * sizeof(PageEntry)));
             Buffer.MemoryCopy(Entries, entries, PageCount * sizeof(PageEntry), PageCount * sizeof(PageEntry));
             Cipher.Retain();
-            return new ChildRegion(Address, PageCount, entries, Cipher);
+            return new ChildRegion(Address, PageCount, entries, Cipher, Source);
         }
 
         public void Release()
@@ -103,7 +105,7 @@ public sealed unsafe partial class PageEngine
         for (int i = 0; i < regions.Length; i++)
         {
             Arena arena = _arenasByAddress[i];
-            regions[i] = new ChildRegion(arena.Address, arena.PageCount, arena.Entries, arena.Cipher).Copy();
+            regions[i] = new ChildRegion(arena.Address, arena.PageCount, arena.Entries, arena.Cipher, arena.Source).Copy();
         }
         return regions;
     }
@@ -232,6 +234,26 @@ public sealed unsafe partial class PageEngine
                 break;
             case PageState.Unmapped:
                 child.Uffd.Wake(address, PageSize);
+                break;
+            case PageState.Untouched when region.Source != null:
+                // Never touched in the parent: the child reads the source's page, as the parent would.
+                PageVerdict verdict;
+                try { verdict = region.Source.Fill(index, new Span<byte>(buffer, PageSize)); }
+                catch { verdict = PageVerdict.Tampered; }
+                if (verdict == PageVerdict.Tampered)
+                {
+                    _authenticationFailures++;
+                    entry.State = PageState.Poisoned;
+                    if (child.Uffd.Poison(address, PageSize) != 0)
+                        child.Uffd.Wake(address, PageSize);
+                    Libc.memset(buffer, 0, PageSize);
+                    return;
+                }
+                if (verdict == PageVerdict.Zero)
+                    Libc.memset(buffer, 0, PageSize);
+                InjectIntoChild(child, address, buffer);
+                Libc.memset(buffer, 0, PageSize);
+                entry.State = PageState.Resident;
                 break;
             default:
                 // Never touched, known zero, or resident at fork and discarded since.

@@ -1,3 +1,5 @@
+using Tibet.Core.Files;
+
 namespace Tibet.Core.Paging;
 
 // Import: contents that exist before the program first touches them (a model file's
@@ -51,5 +53,39 @@ public sealed unsafe partial class PageEngine
             entry.State = PageState.Poisoned;
             _authenticationFailures++;
         }
+    }
+
+    internal void AttachSource(Arena arena, IPageSource source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(arena.Released, arena);
+            for (long i = 0; i < arena.PageCount; i++)
+                if (arena.Entries[i].State != PageState.Untouched)
+                    throw new InvalidOperationException($"arena '{arena.Label}' has touched pages; a source can only back a fresh arena");
+            arena.Source = source;
+        }
+    }
+
+    /// <summary>Fills <paramref name="destination"/> with page <paramref name="index"/> from
+    /// the arena's source. Fault path: no allocation; a throwing source counts as tampered.</summary>
+    private PageVerdict FillFromSource(Arena arena, long index, byte* destination)
+    {
+        var page = new Span<byte>(destination, PageSize);
+        PageVerdict verdict;
+        try
+        {
+            verdict = arena.Source!.Fill(index, page);
+        }
+        catch
+        {
+            verdict = PageVerdict.Tampered;
+        }
+        if (verdict == PageVerdict.Keep)
+            _sourcedPages++;
+        else
+            page.Clear();
+        return verdict;
     }
 }

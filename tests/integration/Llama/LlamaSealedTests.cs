@@ -30,6 +30,13 @@ public class LlamaSealedTests(SealedRunWorld world) : IClassFixture<SealedRunWor
         Assert.Equal(native.Tokens, LlamaOutput.Parse(run.Stdout).Tokens);
         Assert.True(run.Stat("peakResidentBytes") <= 256 << 10, run.ToString());
         Assert.Equal(0, run.Stat("authenticationFailures"));
+        // The map is served straight from the file's ciphertext, page by page on first
+        // touch; the read path decrypts through reads and never maps the file.
+        Assert.Equal(0, run.Stat("importedPages"));
+        if (load == "mmap")
+            Assert.True(run.Stat("sourcedPages") >= world.DataLength / 4096 / 2, run.ToString());
+        else
+            Assert.Equal(0, run.Stat("sourcedPages"));
         var record = Assert.Single(SealedRunWorld.ReadAudit(log));
         Assert.Equal("granted", record.GetProperty("decision").GetString());
     }

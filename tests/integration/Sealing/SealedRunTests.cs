@@ -29,6 +29,16 @@ public class SealedRunTests(SealedRunWorld world) : IClassFixture<SealedRunWorld
         Assert.Equal(world.SealedModel, record.GetProperty("object").GetString());
     }
 
+    [Fact]
+    public void A_child_forked_before_any_page_was_touched_reads_the_live_model_too()
+    {
+        var run = world.Read(world.SealedModel, "mmap-fork", ["--identity", world.Alice, "--claim", world.ClaimPath("valid")]);
+
+        Assert.True(run.Result.ExitCode == 0, run.ToString());
+        Assert.Contains($"child hash {world.ExpectedLiveHash} ", run.Result.Stdout);
+        Assert.Equal(world.ExpectedLiveHash, run.Hash);
+    }
+
     [Theory]
     [MemberData(nameof(Modes))]
     public void Without_an_identity_every_read_path_sees_zeros(string mode)

@@ -4,6 +4,8 @@
  *
  * Usage: prog_sealed_read FILE OFFSET LENGTH MODE
  *   mmap         mmap(PROT_READ, MAP_SHARED) of the whole file (llama.cpp's way)
+ *   mmap-fork    the same map, then fork before any page is touched: the child hashes and
+ *                prints first ("child hash ..."), then the parent
  *   read         open, lseek, read in chunks of 100000 bytes
  *   pread        pread in chunks of 77777 bytes
  *   fread        fopen "rb", fseek, fread in chunks of 1000 bytes (gguf's way), then checks feof
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static uint64_t hash = 0xcbf29ce484222325ULL;
@@ -57,6 +60,27 @@ int main(int argc, char **argv)
         if (fd < 0 || fstat(fd, &st) != 0) return fail("open");
         unsigned char *map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
         if (map == MAP_FAILED) return fail("mmap");
+        feed(map + offset, length);
+    } else if (strcmp(mode, "mmap-fork") == 0) {
+        int fd = open(path, O_RDONLY);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0) return fail("open");
+        unsigned char *map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) return fail("mmap");
+        fflush(stdout);
+        pid_t child = fork();
+        if (child < 0) return fail("fork");
+        if (child == 0) {
+            feed(map + offset, length);
+            printf("child hash %016llx nonzero %lld bytes %lld\n", (unsigned long long)hash, nonzero, total);
+            fflush(stdout);
+            _exit(0);
+        }
+        int status;
+        if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "prog_sealed_read: the child failed (status %d)\n", status);
+            return 5;
+        }
         feed(map + offset, length);
     } else if (strcmp(mode, "read") == 0) {
         int fd = open(path, O_RDONLY);

@@ -1,0 +1,21 @@
+using Tibet.Core.Files;
+
+namespace Tibet.Core.Paging;
+
+/// <summary>
+/// Where an arena's untouched pages come from when they are not zeros: the file the
+/// arena maps. A page is read from its source on its first touch only; once evicted it
+/// lives in the store, sealed under the arena's key, like any other page.
+/// </summary>
+public interface IPageSource
+{
+    /// <summary>
+    /// Writes the contents of page <paramref name="pageIndex"/> of the arena into
+    /// <paramref name="page"/> (4096 bytes) and says what they are: data, zeros (then
+    /// <paramref name="page"/> is cleared), or tampered (the page must never be mapped; its
+    /// reader gets SIGBUS).
+    /// </summary>
+    /// <remarks>Called by the fault handler under the engine lock: it must not allocate
+    /// managed memory, call malloc, take locks a faulting thread may hold, or throw.</remarks>
+    PageVerdict Fill(long pageIndex, Span<byte> page);
+}

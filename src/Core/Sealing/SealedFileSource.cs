@@ -1,0 +1,70 @@
+using Tibet.Core.Files;
+using Tibet.Core.Interop;
+using Tibet.Core.Paging;
+
+namespace Tibet.Core.Sealing;
+
+/// <summary>
+/// Serves the pages of a map of a sealed model straight from the file, on first touch:
+/// the page's ciphertext is read (pread, through the page cache, which only ever holds
+/// ciphertext) and turned by the <see cref="SealedFileView"/> into what the program may
+/// see. Nothing is decrypted before it is touched, so mapping a model costs nothing, and
+/// no plaintext exists outside the resident working set.
+/// </summary>
+/// <remarks>Runs on the fault path (see <see cref="IPageSource"/>): pread and the
+/// view's page decryption allocate nothing and never throw. Only a tampered page, whose
+/// reader is about to get SIGBUS, runs <c>onTampered</c>, which may do more.</remarks>
+public sealed unsafe class SealedFileSource : IPageSource
+{
+    private const int PageSize = SealFormat.PageSize;
+
+    private readonly SealedFileView _view;
+    private readonly int _fd;
+    private readonly long _fileOffset;
+    private readonly Action? _onTampered;
+
+    /// <param name="view">What the process may see of the file.</param>
+    /// <param name="fd">A read-only descriptor of the file that outlives the arena.</param>
+    /// <param name="fileOffset">The file offset of the arena's first page (the map's offset).</param>
+    /// <param name="onTampered">Called when a page fails authentication or cannot be read.</param>
+    public SealedFileSource(SealedFileView view, int fd, long fileOffset, Action? onTampered = null)
+    {
+        ArgumentNullException.ThrowIfNull(view);
+        if (fileOffset < 0 || fileOffset % PageSize != 0)
+            throw new ArgumentException("The file offset of a mapping is page-aligned.", nameof(fileOffset));
+        _view = view;
+        _fd = fd;
+        _fileOffset = fileOffset;
+        _onTampered = onTampered;
+    }
+
+    /// <inheritdoc/>
+    public PageVerdict Fill(long pageIndex, Span<byte> page)
+    {
+        long at = _fileOffset + pageIndex * PageSize;
+        int done = 0;
+        fixed (byte* p = page)
+        {
+            while (done < PageSize)
+            {
+                nint n = Libc.pread(_fd, p + done, (nuint)(PageSize - done), at + done);
+                if (n < 0 && Libc.LastErrno == Libc.EINTR)
+                    continue;
+                if (n < 0)
+                    return Tampered(); // an I/O error: the kernel would raise SIGBUS for a file map too
+                if (n == 0)
+                    break;
+                done += (int)n;
+            }
+        }
+        page[done..].Clear(); // past the end of the file: zeros
+        PageVerdict verdict = _view.Filter(at, page);
+        return verdict == PageVerdict.Tampered ? Tampered() : verdict;
+    }
+
+    private PageVerdict Tampered()
+    {
+        _onTampered?.Invoke();
+        return PageVerdict.Tampered;
+    }
+}

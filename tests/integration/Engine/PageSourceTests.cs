@@ -1,0 +1,84 @@
+using Tibet.Core.Files;
+using Tibet.Core.Paging;
+using Tibet.IntegrationTests.Support;
+using Xunit;
+
+namespace Tibet.IntegrationTests.Engine;
+
+/// <summary>
+/// An arena backed by a page source (how a map of a sealed model is served): each page
+/// comes from the source on its first touch only, exactly; evicted pages come back from
+/// the store, not from the source; pages the source calls zero read as zeros.
+/// </summary>
+public class PageSourceTests
+{
+    private const int PageSize = 4096;
+
+    /// <summary>Page i is filled with (i * 7 + offset) bytes; every 10th page is zero; fills are counted.</summary>
+    private sealed class PatternSource : IPageSource
+    {
+        public int[] Fills = new int[1024];
+
+        public PageVerdict Fill(long pageIndex, Span<byte> page)
+        {
+            Interlocked.Increment(ref Fills[pageIndex]);
+            if (pageIndex % 10 == 9)
+            {
+                page.Clear();
+                return PageVerdict.Zero;
+            }
+            for (int i = 0; i < page.Length; i++)
+                page[i] = (byte)(pageIndex * 7 + i);
+            return PageVerdict.Keep;
+        }
+
+        public static byte[] Expected(long pageIndex)
+        {
+            var page = new byte[PageSize];
+            if (pageIndex % 10 != 9)
+                for (int i = 0; i < page.Length; i++)
+                    page[i] = (byte)(pageIndex * 7 + i);
+            return page;
+        }
+    }
+
+    [Fact]
+    public void Pages_come_from_the_source_on_first_touch_only_and_survive_eviction()
+    {
+        const int pages = 1024;
+        using var engine = Engines.Create(new EngineOptions { ResidentBudgetBytes = 64 * PageSize });
+        Engines.RequireEviction(engine);
+        using var arena = engine.CreateArena(pages * (long)PageSize, "sourced");
+        var source = new PatternSource();
+        arena.AttachSource(source);
+
+        var page = new byte[PageSize];
+        ArenaMemory.Read(arena.Address + 5 * PageSize, page);
+        Assert.Equal(PatternSource.Expected(5), page);
+        Assert.Equal(0, source.Fills[600]); // nothing is read before it is touched
+
+        for (int round = 0; round < 2; round++)
+            for (long p = 0; p < pages; p++)
+            {
+                ArenaMemory.Read(arena.Address + (nint)(p * PageSize), page);
+                Assert.True(PatternSource.Expected(p).AsSpan().SequenceEqual(page), $"page {p}, round {round}");
+            }
+
+        var stats = engine.GetStats();
+        // The second round found every page evicted into the store: the source was asked once per page.
+        Assert.All(source.Fills, fills => Assert.Equal(1, fills));
+        Assert.Equal(pages - pages / 10, stats.SourcedPages);
+        Assert.True(stats.Evictions >= pages - 64, stats.ToJson());
+        Assert.True(stats.PeakResidentBytes <= 64 * PageSize, stats.ToJson());
+        Assert.True(stats.HandlerAllocatedBytes < 1024, stats.ToJson());
+    }
+
+    [Fact]
+    public void A_source_can_only_back_a_fresh_arena()
+    {
+        using var engine = Engines.Create();
+        using var arena = engine.CreateArena(16 * PageSize, "touched");
+        ArenaMemory.Write(arena.Address, new byte[] { 1 });
+        Assert.Throws<InvalidOperationException>(() => arena.AttachSource(new PatternSource()));
+    }
+}
