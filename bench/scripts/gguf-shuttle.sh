@@ -4,6 +4,9 @@
 #     64 MiB up to the whole model, against a plain map of the file.
 #  2. llama.cpp (our C driver, mmap load): load time and tokens/s natively, and under
 #     tibet-run with a budget that holds the whole model and with one that holds half.
+#  3. The same model sealed (tibet seal: MB/s), run under tibet-run --identity --claim:
+#     mmap load at both budgets (pages decrypted from the file on first touch), and
+#     load_mode NONE (fread through tibet's read path).
 # Usage: bench/scripts/gguf-shuttle.sh [markdown-output]
 #        (needs scripts/build.sh and scripts/install-llama.sh first)
 set -euo pipefail
@@ -29,9 +32,9 @@ size_mb=$(( $(stat -c %s $model) / 1048576 ))
 out/bin/tibet-bench gguf-shuttle --model $model --markdown $work/shuttle.md >&2
 
 field() { awk -v k="$1:" '$1 == k { print $2 }'; }
-run() { # label, command prefix...
+run() { # label, command prefix... (model and load mode from $run_model and $run_load)
   local label=$1; shift
-  "$@" $driver --model $model --tokens $tokens --load mmap > $work/run.txt
+  "$@" $driver --model ${run_model:-$model} --tokens $tokens --load ${run_load:-mmap} > $work/run.txt
   printf '| %s | %s | %s | %s |\n' "$label" "$(field load_ms < $work/run.txt)" "$(field tokens_per_second < $work/run.txt)" "$(field hash < $work/run.txt)"
 }
 # The native run reads the model through the page cache; warm it, so that both sides
@@ -42,6 +45,22 @@ rows=$(
   run "tibet-run, budget $(( size_mb + 64 ))M (the whole model)" out/bin/tibet-run --budget $(( size_mb + 64 ))M --
   run "tibet-run, budget $(( size_mb / 2 ))M (half the model)" out/bin/tibet-run --budget $(( size_mb / 2 ))M --
 )
+
+# The sealed model: an identity, an issuer, a claim, and the seal itself (timed by tibet).
+tibet=$(pwd)/out/bin/tibet
+(cd $work && $tibet keygen --out bench >/dev/null && $tibet keygen --out issuer >/dev/null &&
+  $tibet claim issue --issuer issuer.id --subject bench.pub --clearance SECRET --expires +1d --out bench.claim >/dev/null)
+sealed=.tools/tmp/gguf-shuttle-large.sealed.gguf
+rm -f $sealed
+seal_line=$($tibet seal $model --to $work/bench.pub --clearance CONFIDENTIAL --issuer $work/issuer.pub --out $sealed 2>&1 | grep -E '^data ' || true)
+cat $sealed > /dev/null # ciphertext in the page cache, as for the warm native run
+identity="--identity $work/bench.id --claim $work/bench.claim --audit-log $work/audit.jsonl"
+sealed_rows=$(
+  run_model=$sealed run "sealed, tibet-run --identity, budget $(( size_mb + 64 ))M" out/bin/tibet-run $identity --budget $(( size_mb + 64 ))M --
+  run_model=$sealed run "sealed, tibet-run --identity, budget $(( size_mb / 2 ))M" out/bin/tibet-run $identity --budget $(( size_mb / 2 ))M --
+  run_model=$sealed run_load=read run "sealed, load_mode NONE (fread), budget $(( size_mb + 64 ))M" out/bin/tibet-run $identity --budget $(( size_mb + 64 ))M --
+)
+rm -f $sealed
 report=$(cat <<REPORT
 $(cat $work/shuttle.md)
 
@@ -54,6 +73,16 @@ Target (BRIEF §6): tokens/s once resident >= 0.97x native.
 | run | load ms | tokens/s | token hash |
 |---|--:|--:|---|
 $rows
+
+## The same model sealed
+
+\`tibet seal\` to one identity: $seal_line. Under tibet-run with that identity and a valid claim, the mmap load
+reads each page's ciphertext from the file and decrypts it on first touch (no import); load_mode NONE reads the
+weights with fread, which tibet answers with decrypted bytes. Equal hashes to the native run mean identical tokens.
+
+| run | load ms | tokens/s | token hash |
+|---|--:|--:|---|
+$sealed_rows
 REPORT
 )
 echo "$report"
