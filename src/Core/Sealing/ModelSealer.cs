@@ -30,14 +30,18 @@ public static class ModelSealer
     /// <param name="clearance">The lowest clearance a claim must grant.</param>
     /// <param name="issuers">The issuers whose claims are accepted (at least one; each once).</param>
     /// <param name="progress">Receives the data bytes sealed so far, up to <see cref="SealedDataBytes"/>.</param>
+    /// <param name="scope">When given, only claims that cover this scope open the model
+    /// (a claim without scopes covers every scope).</param>
     /// <exception cref="SealedModelException">The input is not a GGUF model (MalformedModel)
     /// or is already sealed (AlreadySealed).</exception>
     /// <exception cref="ArgumentException">Missing or repeated recipients or issuers, an
     /// undefined clearance, or the output naming the input.</exception>
     /// <exception cref="IOException">The output exists, or a file cannot be read or written.</exception>
     public static SealResult Seal(string input, string output, IReadOnlyList<PublicIdentity> recipients, ClearanceLevel clearance,
-        IReadOnlyList<PublicIdentity> issuers, IProgress<long>? progress = null)
+        IReadOnlyList<PublicIdentity> issuers, IProgress<long>? progress = null, string? scope = null)
     {
+        if (scope != null && !Claim.IsValidScope(scope))
+            throw new ArgumentException($"'{scope}' is not a scope; use 1..{Claim.MaxScopeLength} characters of A-Z a-z 0-9 . _ : / @ + -.", nameof(scope));
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(output);
         RequireDistinct(recipients, nameof(recipients), "recipient", SealFormat.MaxRecipients, "Name every identity that may open the model, each once.");
@@ -63,7 +67,7 @@ public static class ModelSealer
             using Key macKey = SealFormat.DeriveMacKey(dataKeyBytes, fileId);
             CryptographicOperations.ZeroMemory(dataKeyBytes);
 
-            var writer = BuildSealedHeader(model, fileId, clearance, issuers, recipients, dataPages, input);
+            var writer = BuildSealedHeader(model, fileId, clearance, scope, issuers, recipients, dataPages, input);
             long dataOffset = writer.DataOffset;
             long trailerOffset = dataOffset + dataPages * SealFormat.PageSize;
             long tagTableOffset = trailerOffset + trailerPrefix.Length;
@@ -152,7 +156,7 @@ public static class ModelSealer
     /// <summary>The sealed header: the model's metadata in order, the tibet.seal.* keys,
     /// the same tensors at the same offsets, and padding that starts the data section on
     /// a page boundary.</summary>
-    private static GgufWriter BuildSealedHeader(GgufFile model, byte[] fileId, ClearanceLevel clearance,
+    private static GgufWriter BuildSealedHeader(GgufFile model, byte[] fileId, ClearanceLevel clearance, string? scope,
         IReadOnlyList<PublicIdentity> issuers, IReadOnlyList<PublicIdentity> recipients, long dataPages, string path)
     {
         // The trailer offset depends on where the data section starts, which depends on
@@ -180,6 +184,8 @@ public static class ModelSealer
                 writer.Add(SealFormat.VersionKey, SealFormat.Version);
                 writer.Add(SealFormat.FileIdKey, Convert.ToHexStringLower(fileId));
                 writer.Add(SealFormat.ClearanceKey, ClearanceLevelNames.ToName(clearance));
+                if (scope != null)
+                    writer.Add(SealFormat.ScopeKey, scope);
                 writer.AddArray(SealFormat.IssuersKey, issuers.Select(issuer => Convert.ToHexStringLower(issuer.Encode())).ToArray());
                 writer.AddArray(SealFormat.RecipientsKey, recipients.Select(recipient => recipient.Fingerprint.ToString()).ToArray());
                 writer.Add(SealFormat.DataPagesKey, (ulong)dataPages);

@@ -69,4 +69,7 @@ public enum SealAccessReason
     /// <summary>Only from <see cref="ModelUnsealer"/>: a data page failed authentication,
     /// so the ciphertext was altered.</summary>
     DataTampered,
+
+    /// <summary>The claim is limited to scopes that do not include the model's tibet.seal.scope.</summary>
+    ScopeMismatch,
 }

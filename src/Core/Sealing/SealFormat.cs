@@ -46,11 +46,15 @@ internal static class SealFormat
     public const string RecipientsKey = "tibet.seal.recipients";
     public const string DataPagesKey = "tibet.seal.data_pages";
     public const string TrailerOffsetKey = "tibet.seal.trailer_offset";
+    public const string ScopeKey = "tibet.seal.scope";
 
     /// <summary>Every tibet.seal.* key of version 1; a sealed header has each exactly once
     /// and no other.</summary>
     public static readonly string[] Keys =
         [VersionKey, FileIdKey, ClearanceKey, IssuersKey, RecipientsKey, DataPagesKey, TrailerOffsetKey];
+
+    /// <summary>The tibet.seal.* keys a sealed header may have, at most once each.</summary>
+    public static readonly string[] OptionalKeys = [ScopeKey];
 
     public static ReadOnlySpan<byte> TrailerMagic => "TIBETSL1"u8;
     private static ReadOnlySpan<byte> AadMagic => "TIBETSG1"u8;

@@ -6,7 +6,7 @@ namespace Tibet.Core.Sealing;
 
 /// <summary>
 /// The tibet.seal.* metadata of a sealed header, read strictly: each of the seven keys
-/// exactly once with its exact type, no other tibet.seal.* key, every value in its one
+/// exactly once with its exact type, the optional scope at most once, no other tibet.seal.* key, every value in its one
 /// canonical spelling, and a layout (data pages, trailer offset) that agrees with the
 /// tensor table and the file's length.
 /// </summary>
@@ -49,7 +49,8 @@ internal sealed class SealHeader
 
         foreach (var entry in metadata)
         {
-            if (entry.Key.StartsWith(SealFormat.KeyPrefix, StringComparison.Ordinal) && Array.IndexOf(SealFormat.Keys, entry.Key) < 0)
+            if (entry.Key.StartsWith(SealFormat.KeyPrefix, StringComparison.Ordinal) && Array.IndexOf(SealFormat.Keys, entry.Key) < 0
+                && Array.IndexOf(SealFormat.OptionalKeys, entry.Key) < 0)
                 throw Malformed(sourceName, $"it has the metadata key '{entry.Key}', which seal format version {SealFormat.Version} does not define");
         }
 
@@ -60,6 +61,14 @@ internal sealed class SealHeader
         string clearanceText = GetString(metadata, SealFormat.ClearanceKey, sourceName);
         if (!ClearanceLevelNames.TryParse(clearanceText, out var clearance) || ClearanceLevelNames.ToName(clearance) != clearanceText)
             throw Malformed(sourceName, $"{SealFormat.ClearanceKey} is not one of {ClearanceLevelNames.Syntax} in upper case");
+
+        string? scope = null;
+        if (metadata.TryGetValue(SealFormat.ScopeKey, out _))
+        {
+            scope = GetString(metadata, SealFormat.ScopeKey, sourceName);
+            if (!Claim.IsValidScope(scope))
+                throw Malformed(sourceName, $"{SealFormat.ScopeKey} is not a scope (1..{Claim.MaxScopeLength} characters of A-Z a-z 0-9 . _ : / @ + -)");
+        }
 
         var issuers = ReadIssuers(metadata, sourceName);
         var recipients = ReadRecipients(metadata, sourceName);
@@ -76,7 +85,7 @@ internal sealed class SealHeader
         if (trailerOffset != (ulong)expectedTrailerOffset)
             throw Malformed(sourceName, $"{SealFormat.TrailerOffsetKey} is {trailerOffset}, but the {dataPages} data pages end at byte {expectedTrailerOffset}");
 
-        var requirements = new SealRequirements(version, fileId, clearance, issuers, recipients);
+        var requirements = new SealRequirements(version, fileId, clearance, issuers, recipients, scope);
         return new SealHeader(requirements, fileId, expectedPages, expectedTrailerOffset);
     }
 

@@ -12,8 +12,9 @@ public sealed class SealRequirements
     private readonly byte[] _fileId;
 
     internal SealRequirements(uint version, byte[] fileId, ClearanceLevel clearance,
-        IReadOnlyList<PublicIdentity> trustedIssuers, IReadOnlyList<Fingerprint> recipients)
+        IReadOnlyList<PublicIdentity> trustedIssuers, IReadOnlyList<Fingerprint> recipients, string? scope)
     {
+        Scope = scope;
         Version = version;
         _fileId = fileId;
         Clearance = clearance;
@@ -32,6 +33,10 @@ public sealed class SealRequirements
 
     /// <summary>The lowest clearance a claim must grant.</summary>
     public ClearanceLevel Clearance { get; }
+
+    /// <summary>tibet.seal.scope: the scope a claim must cover (a claim without scopes covers
+    /// every scope); null when the model was sealed without one.</summary>
+    public string? Scope { get; }
 
     /// <summary>The issuers whose claims are accepted.</summary>
     public IReadOnlyList<PublicIdentity> TrustedIssuers { get; }

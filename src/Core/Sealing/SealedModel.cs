@@ -288,6 +288,7 @@ public sealed class SealedModel : IDisposable
             TrustedIssuers = Requirements.TrustedIssuers.ToArray(),
             Subject = identity.Public,
             MinimumClearance = Requirements.Clearance,
+            Scope = Requirements.Scope,
             At = now,
         });
         return verdict.Reason switch
@@ -307,6 +308,7 @@ public sealed class SealedModel : IDisposable
         ClaimVerdictReason.SubjectMismatch => SealAccessReason.SubjectMismatch,
         ClaimVerdictReason.NotYetValid => SealAccessReason.ClaimNotYetValid,
         ClaimVerdictReason.Expired => SealAccessReason.ClaimExpired,
+        ClaimVerdictReason.ScopeMismatch => SealAccessReason.ScopeMismatch,
         _ => SealAccessReason.ClaimRejected,
     };
 

@@ -283,3 +283,62 @@ public sealed class SealedModelAccessTests : IDisposable
         Assert.Null(decision.Key);
     }
 }
+
+/// <summary>A model sealed with a scope opens only for claims that cover it: the claim is
+/// bound to the models its issuer meant, not to every model at its clearance.</summary>
+public sealed class SealedModelScopeTests : IDisposable
+{
+    private readonly SealingWorld _world = new();
+
+    public void Dispose() => _world.Dispose();
+
+    [Fact]
+    public void A_scoped_model_opens_for_a_claim_covering_its_scope_or_an_unscoped_claim_and_no_other()
+    {
+        var plain = PlainModel.Write(_world.PathOf("plain.gguf"));
+        string scoped = _world.PathOf("scoped.gguf");
+        ModelSealer.Seal(plain.Path, scoped, [_world.Alice.Public], ClearanceLevel.Secret, [_world.Issuer.Public], scope: "models/llama");
+        using var model = SealedModel.Open(scoped);
+        Assert.Equal("models/llama", model.Requirements.Scope);
+
+        Claim Scoped(params string[] scopes) =>
+            Claim.Issue(_world.Issuer, _world.Alice.Public, ClearanceLevel.Secret, SealingWorld.Now.AddDays(-1), SealingWorld.Now.AddDays(1), scopes, SealingWorld.Now.AddDays(-1));
+
+        using (var covering = model.Decide(_world.Alice, Scoped("redis", "models/llama"), SealingWorld.Now))
+            Assert.True(covering.IsLive, covering.ToString());
+        using (var unscoped = model.Decide(_world.Alice, Scoped(), SealingWorld.Now))
+            Assert.True(unscoped.IsLive, unscoped.ToString());
+        using (var other = model.Decide(_world.Alice, Scoped("models/mistral"), SealingWorld.Now))
+        {
+            Assert.Equal(SealAccessReason.ScopeMismatch, other.Reason);
+            Assert.Contains("models/llama", other.Message);
+        }
+    }
+
+    [Fact]
+    public void The_scope_is_authenticated_with_the_header()
+    {
+        var plain = PlainModel.Write(_world.PathOf("plain.gguf"));
+        string scoped = _world.PathOf("scoped.gguf");
+        ModelSealer.Seal(plain.Path, scoped, [_world.Alice.Public], ClearanceLevel.Secret, [_world.Issuer.Public], scope: "models/llama");
+        // Rewrite the scope to one the attacker's claim covers, keeping every length.
+        byte[] bytes = File.ReadAllBytes(scoped);
+        int at = bytes.AsSpan().IndexOf("models/llama"u8);
+        "models/xxxxx"u8.CopyTo(bytes.AsSpan(at));
+        File.WriteAllBytes(scoped, bytes);
+
+        using var model = SealedModel.Open(scoped);
+        var claim = Claim.Issue(_world.Issuer, _world.Alice.Public, ClearanceLevel.Secret, SealingWorld.Now.AddDays(-1), SealingWorld.Now.AddDays(1),
+            ["models/xxxxx"], SealingWorld.Now.AddDays(-1));
+        using var decision = model.Decide(_world.Alice, claim, SealingWorld.Now);
+        Assert.Equal(SealAccessReason.HeaderTampered, decision.Reason);
+    }
+
+    [Fact]
+    public void A_malformed_scope_is_refused_by_the_sealer()
+    {
+        var plain = PlainModel.Write(_world.PathOf("plain.gguf"));
+        Assert.Throws<ArgumentException>(() => ModelSealer.Seal(plain.Path, _world.PathOf("bad.gguf"), [_world.Alice.Public], ClearanceLevel.Secret,
+            [_world.Issuer.Public], scope: "has spaces"));
+    }
+}

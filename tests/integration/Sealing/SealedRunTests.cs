@@ -84,6 +84,21 @@ public class SealedRunTests(SealedRunWorld world) : IClassFixture<SealedRunWorld
     }
 
     [Fact]
+    public void A_scoped_model_is_live_for_a_claim_covering_its_scope_and_dead_for_another_scope()
+    {
+        var covering = world.Read(world.ScopedModel, "pread", ["--identity", world.Alice, "--claim", world.ClaimPath("scope-llama")]);
+        Assert.True(covering.Result.ExitCode == 0, covering.ToString());
+        Assert.Equal(world.ExpectedLiveHash, covering.Hash);
+
+        var other = world.Read(world.ScopedModel, "pread", ["--identity", world.Alice, "--claim", world.ClaimPath("scope-other")]);
+        Assert.True(other.Result.ExitCode == 0, other.ToString());
+        Assert.Equal(world.ExpectedDeadHash, other.Hash);
+        string line = Assert.Single(Lines(other.Result.Stderr, "dead material"));
+        Assert.Contains("ScopeMismatch:", line);
+        Assert.Equal("ScopeMismatch", ReasonOf(Assert.Single(other.Audit)));
+    }
+
+    [Fact]
     public void A_flipped_header_byte_is_caught_by_the_seal_and_gives_dead_material()
     {
         // A space of the header's padding string becomes '!': the model still parses, and

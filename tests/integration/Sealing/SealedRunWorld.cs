@@ -36,6 +36,11 @@ public sealed class SealedRunWorld : IDisposable
             DataOffset = model.DataOffset;
             DataLength = model.DataPages * SealedModelKey.PageSize;
         }
+        ScopedModel = PathOf("small.scoped.gguf");
+        ModelSealer.Seal(PlainModel, ScopedModel, [_alice.Public], ClearanceLevel.Confidential, [_issuer.Public], scope: "models/llama");
+        using (var scoped = Tibet.Core.Sealing.SealedModel.Open(ScopedModel))
+            if (scoped.DataOffset != DataOffset)
+                throw new InvalidOperationException($"the scoped model's data starts at {scoped.DataOffset}, not {DataOffset}: the tests read both at one offset");
         ExpectedLiveHash = PlainDataHash(PlainModel, DataLength);
         ExpectedDeadHash = Fnv1a(new byte[DataLength]);
 
@@ -48,6 +53,8 @@ public sealed class SealedRunWorld : IDisposable
         WriteClaim("not-yet-valid", Claim.Issue(_issuer, _alice.Public, ClearanceLevel.Secret, now.AddDays(1), now.AddDays(2)));
         WriteClaim("untrusted-issuer", Claim.Issue(_rogue, _alice.Public, ClearanceLevel.Secret, now.AddDays(-1), now.AddDays(1)));
         WriteClaim("subject-mismatch", Claim.Issue(_issuer, _bob.Public, ClearanceLevel.Secret, now.AddDays(-1), now.AddDays(1)));
+        WriteClaim("scope-llama", Claim.Issue(_issuer, _alice.Public, ClearanceLevel.Secret, now.AddDays(-1), now.AddDays(1), ["models/llama"]));
+        WriteClaim("scope-other", Claim.Issue(_issuer, _alice.Public, ClearanceLevel.Secret, now.AddDays(-1), now.AddDays(1), ["models/mistral"]));
         WriteClaim("clearance-too-low", Claim.Issue(_issuer, _alice.Public, ClearanceLevel.Restricted, now.AddDays(-1), now.AddDays(1)));
         byte[] forged = Claim.Issue(_issuer, _alice.Public, ClearanceLevel.Secret, now.AddDays(-1), now.AddDays(1)).Encode();
         forged[^5] ^= 0x01; // inside the signature
@@ -65,6 +72,10 @@ public sealed class SealedRunWorld : IDisposable
 
     /// <summary>It, sealed to alice at CONFIDENTIAL.</summary>
     public string SealedModel { get; }
+
+    /// <summary>The same model sealed with tibet.seal.scope = models/llama (same header size,
+    /// so the same data offset and length).</summary>
+    public string ScopedModel { get; }
 
     /// <summary>The sealed file's data section: its offset and its length in whole pages.</summary>
     public long DataOffset { get; }

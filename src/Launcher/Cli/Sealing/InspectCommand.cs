@@ -34,6 +34,7 @@ internal static class InspectCommand
         Console.WriteLine($"format       sealed GGUF v{header.Version}, seal version {requirements.Version}");
         Console.WriteLine($"file id      {requirements.FileIdHex}");
         Console.WriteLine($"clearance    {ClearanceLevelNames.ToName(requirements.Clearance)} or higher");
+        Console.WriteLine($"scope        {(requirements.Scope == null ? "any (the model names none)" : requirements.Scope + " (the claim must cover it)")}");
         foreach (var issuer in requirements.TrustedIssuers)
             Console.WriteLine($"issuer       {issuer.Fingerprint}");
         foreach (var recipient in requirements.Recipients)

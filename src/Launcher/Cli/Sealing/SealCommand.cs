@@ -32,6 +32,11 @@ internal static class SealCommand
             Arity = ArgumentArity.OneOrMore,
             Required = true,
         };
+        var scope = new Option<string?>("--scope")
+        {
+            Description = "Open only with a claim that covers this scope (tibet claim issue --scope); a claim issued without scopes covers every scope.",
+            HelpName = "LABEL",
+        };
         var output = new Option<string>("--out", "-o")
         {
             Description = "Where to write the sealed model; the file must not exist. It appears only when complete.",
@@ -43,19 +48,22 @@ internal static class SealCommand
             "Encrypt a GGUF model so that only the recipients, each with a claim of at least LEVEL from a trusted issuer, can use it. " +
             "The result is still a GGUF file: its metadata and tensor table stay readable, its tensor data is AES-256-GCM ciphertext.");
         command.Arguments.Add(model);
-        foreach (Option option in new Option[] { recipients, clearance, issuers, output })
+        foreach (Option option in new Option[] { recipients, clearance, issuers, scope, output })
             command.Options.Add(option);
         command.SetAction(result => SealingConsole.Guarded(() => Run(
             result.GetValue(model)!,
             result.GetValue(recipients) ?? [],
             TibetCommand.ParseLevel("--clearance", result.GetValue(clearance)!),
             result.GetValue(issuers) ?? [],
+            result.GetValue(scope),
             result.GetValue(output)!)));
         return command;
     }
 
-    private static int Run(string modelPath, string[] recipientPaths, ClearanceLevel clearance, string[] issuerPaths, string outputPath)
+    private static int Run(string modelPath, string[] recipientPaths, ClearanceLevel clearance, string[] issuerPaths, string? scope, string outputPath)
     {
+        if (scope != null && !Claim.IsValidScope(scope))
+            throw new CommandLineException($"--scope '{scope}' is not a valid scope; use 1..{Claim.MaxScopeLength} characters of A-Z a-z 0-9 . _ : / @ + -.");
         var recipients = ReadDistinct("--to", recipientPaths);
         var issuers = ReadDistinct("--issuer", issuerPaths);
         long total;
@@ -71,12 +79,14 @@ internal static class SealCommand
         var clock = Stopwatch.StartNew();
         SealResult sealedModel;
         using (var progress = new TerminalProgress("sealing", total))
-            sealedModel = ModelSealer.Seal(modelPath, outputPath, recipients, clearance, issuers, progress);
+            sealedModel = ModelSealer.Seal(modelPath, outputPath, recipients, clearance, issuers, progress, scope);
         clock.Stop();
 
         Console.WriteLine($"sealed       {modelPath} -> {outputPath}");
         Console.WriteLine($"file id      {sealedModel.FileIdHex}");
         Console.WriteLine($"clearance    {ClearanceLevelNames.ToName(clearance)}");
+        if (scope != null)
+            Console.WriteLine($"scope        {scope}");
         foreach (var recipient in recipients)
             Console.WriteLine($"recipient    {recipient.Fingerprint}");
         foreach (var issuer in issuers)
