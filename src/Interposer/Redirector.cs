@@ -133,7 +133,8 @@ internal sealed unsafe class Redirector
     /// from an arena, whatever its size, holding what this process may see of it (see
     /// <see cref="SealedFiles"/>); a writable shared map of one is refused with EACCES,
     /// since its writes would have to reach the file. A plain model is served from an arena
-    /// holding a sealed snapshot when the map is read-only and at least the threshold.
+    /// whose pages are read from the file (O_DIRECT) on first touch, when the map is
+    /// read-only and at least the threshold.
     /// Returns 0 to let the kernel map the file, with <paramref name="error"/> set when the
     /// map must fail instead.
     /// </summary>
@@ -170,7 +171,7 @@ internal sealed unsafe class Redirector
             if (address == 0) return 0;
             arena = _engine.CreateArenaAt((nint)address, rounded, sealedFile != null ? "sealed gguf" : "gguf");
         }
-        FileSnapshot.Outcome outcome = default;
+        bool bypassedPageCache = true;
         try
         {
             if (sealedFile != null)
@@ -183,8 +184,18 @@ internal sealed unsafe class Redirector
             }
             else
             {
-                // Read outside the lock: a 1 GiB model takes a while, and other threads allocate meanwhile.
-                outcome = FileSnapshot.ImportInto(arena, fd, offset);
+                // Likewise read on first touch, with O_DIRECT past the page cache.
+                var source = FileSource.Open(fd, offset);
+                bypassedPageCache = source.BypassesPageCache;
+                try
+                {
+                    arena.AttachSource(source);
+                }
+                catch
+                {
+                    source.Release();
+                    throw;
+                }
             }
         }
         catch
@@ -202,8 +213,9 @@ internal sealed unsafe class Redirector
             Native.ProcessCalls.WriteError($"tibet: {(sealedFile.View.IsLive ? "live" : "dead")} map of sealed model '{sealedFile.Path}' " +
                                            $"({rounded >> 10} KiB at offset {offset}) at 0x{address:x}: pages are read from the file on first touch");
         else if (_verbosity > 0)
-            Native.ProcessCalls.WriteError($"tibet: GGUF map of descriptor {fd} ({outcome.BytesRead >> 10} KiB at offset {offset}) served from an encrypted arena at 0x{address:x}" +
-                                           (outcome.BypassedPageCache ? "" : "; the file system refused O_DIRECT, so it was read through the page cache, then dropped from it"));
+            Native.ProcessCalls.WriteError($"tibet: GGUF map of descriptor {fd} ({rounded >> 10} KiB at offset {offset}) served from an encrypted arena at 0x{address:x}: " +
+                                           "pages are read from the file on first touch" +
+                                           (bypassedPageCache ? "" : "; the file system refuses O_DIRECT, so each read goes through the page cache and is dropped from it at once"));
         return (nint)address;
     }
 

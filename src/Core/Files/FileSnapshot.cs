@@ -110,7 +110,7 @@ public static unsafe class FileSnapshot
         return tampered;
     }
 
-    private static int OpenPrivately(int fd, out bool direct)
+    internal static int OpenPrivately(int fd, out bool direct)
     {
         string path = $"/proc/self/fd/{fd}";
         int own = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_DIRECT);

@@ -7,6 +7,8 @@ namespace Tibet.Core.Paging;
 /// arena maps. A page is read from its source on its first touch only; once evicted it
 /// lives in the store, sealed under the arena's key, like any other page.
 /// </summary>
+/// <remarks>The engine owns the source once attached: it releases it with the arena, and
+/// retains it for every forked child that may still read the arena's untouched pages.</remarks>
 public interface IPageSource
 {
     /// <summary>
@@ -18,4 +20,15 @@ public interface IPageSource
     /// <remarks>Called by the fault handler under the engine lock: it must not allocate
     /// managed memory, call malloc, take locks a faulting thread may hold, or throw.</remarks>
     PageVerdict Fill(long pageIndex, Span<byte> page);
+
+    /// <summary>The handler has served the fault (and its read-ahead run) it asked pages for:
+    /// plaintext the source read ahead and no one took must not linger. Same rules as Fill.</summary>
+    void EndOfFault() { }
+
+    /// <summary>Another holder (a forked child's snapshot of the arena) uses the source too.</summary>
+    void Retain() { }
+
+    /// <summary>A holder is done with the source: the arena was released, or a child's
+    /// snapshot was. The last release frees what the source holds.</summary>
+    void Release() { }
 }

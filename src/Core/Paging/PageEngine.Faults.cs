@@ -44,6 +44,18 @@ public sealed unsafe partial class PageEngine
     /// <returns>False when an event changed the pages mid-way and the fault must be re-served.</returns>
     private bool TryServeMissingPage(Arena arena, long index, bool write, uint threadId)
     {
+        try
+        {
+            return TryServeMissingPageCore(arena, index, write, threadId);
+        }
+        finally
+        {
+            arena.Source?.EndOfFault();
+        }
+    }
+
+    private bool TryServeMissingPageCore(Arena arena, long index, bool write, uint threadId)
+    {
         int count = ReadAheadRun(arena, index);
         long epoch = _eventEpoch;
         // Room for the faulting page only: the thread waits for this part. The read-ahead

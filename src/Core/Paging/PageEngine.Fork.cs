@@ -31,6 +31,7 @@ public sealed unsafe partial class PageEngine
             var entries = (PageEntry*)KernelMemory.Map((nuint)(PageCount * sizeof(PageEntry)));
             Buffer.MemoryCopy(Entries, entries, PageCount * sizeof(PageEntry), PageCount * sizeof(PageEntry));
             Cipher.Retain();
+            Source?.Retain();
             return new ChildRegion(Address, PageCount, entries, Cipher, Source);
         }
 
@@ -38,6 +39,7 @@ public sealed unsafe partial class PageEngine
         {
             KernelMemory.Unmap((nint)Entries, (nuint)(PageCount * sizeof(PageEntry)));
             Cipher.Release();
+            Source?.Release();
         }
     }
 
@@ -240,6 +242,7 @@ public sealed unsafe partial class PageEngine
                 PageVerdict verdict;
                 try { verdict = region.Source.Fill(index, new Span<byte>(buffer, PageSize)); }
                 catch { verdict = PageVerdict.Tampered; }
+                region.Source.EndOfFault();
                 if (verdict == PageVerdict.Tampered)
                 {
                     _authenticationFailures++;

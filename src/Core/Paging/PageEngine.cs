@@ -414,6 +414,8 @@ public sealed unsafe partial class PageEngine : IDisposable
         }
         _arenaSlots[arena.Slot] = null;
         RebuildAddressIndex();
+        arena.Source?.Release();
+        arena.Source = null;
         arena.FreeTables();
         arena.Released = true;
     }

@@ -74,6 +74,44 @@ public class PageSourceTests
     }
 
     [Fact]
+    public void A_file_source_serves_a_file_exactly_without_filling_the_page_cache()
+    {
+        const int filePages = 301; // not a whole number of read windows
+        const int tailBytes = 1000;
+        string path = Path.Combine(RepoPaths.DiskTemp, $"file-source-{Guid.NewGuid():N}.bin");
+        var contents = new byte[(filePages - 1) * PageSize + tailBytes];
+        new Random(301).NextBytes(contents);
+        File.WriteAllBytes(path, contents);
+        try
+        {
+            using var engine = Engines.Create(new EngineOptions { ResidentBudgetBytes = 40 * PageSize });
+            Engines.RequireEviction(engine);
+            using var arena = engine.CreateArena((filePages + 2) * (long)PageSize, "file");
+            using (var file = File.OpenHandle(path))
+                arena.AttachSource(FileSource.Open((int)file.DangerousGetHandle(), 0));
+            // The source has its own descriptor: the program's may be closed at once, as after mmap.
+
+            var read = new byte[(filePages + 2) * PageSize];
+            for (int round = 0; round < 2; round++)
+            {
+                // Backwards, then forwards: no read-ahead run for the first, long runs for the second.
+                for (int p = round == 0 ? filePages + 1 : 0; round == 0 ? p >= 0 : p < filePages + 2; p += round == 0 ? -1 : 1)
+                    ArenaMemory.Read(arena.Address + p * PageSize, read.AsSpan(p * PageSize, PageSize));
+                Assert.True(read.AsSpan(0, contents.Length).SequenceEqual(contents), $"round {round}: the file's bytes");
+                Assert.False(read.AsSpan(contents.Length).ContainsAnyExcept((byte)0), $"round {round}: past the end of the file, zeros");
+            }
+            var stats = engine.GetStats();
+            Assert.Equal(filePages, stats.SourcedPages);
+            Assert.True(stats.Decrypts > 0, stats.ToJson()); // the second round came back from the store
+            Assert.Equal(0, PageCache.CachedPages(path));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
     public void A_source_can_only_back_a_fresh_arena()
     {
         using var engine = Engines.Create();

@@ -1,0 +1,154 @@
+using Tibet.Core.Interop;
+using Tibet.Core.Paging;
+using Tibet.Core.Storage;
+
+namespace Tibet.Core.Files;
+
+/// <summary>
+/// Serves the pages of a map of a plain file from the file itself, on first touch, so
+/// that mapping a model costs nothing up front and its untouched pages take no memory.
+/// The file is read through tibet's own descriptor with O_DIRECT, so its plaintext does
+/// not pass through the page cache.
+/// </summary>
+/// <remarks>
+/// <para>Reads go in windows of <see cref="WindowPages"/> pages, because the fault handler
+/// asks for a read-ahead run page by page and O_DIRECT reads of single pages are slow. The
+/// window is locked and excluded from core dumps; each page is wiped from it as soon as
+/// it is handed out, and the rest when the fault has been served, so no plaintext stays
+/// here between faults.</para>
+/// <para>Where the file system refuses O_DIRECT the file is read normally and each window
+/// dropped from the page cache (POSIX_FADV_DONTNEED) right after.</para>
+/// <para>Fill runs on the fault path under the engine lock: no allocation, no throwing.</para>
+/// </remarks>
+public sealed unsafe class FileSource : IPageSource
+{
+    /// <summary>Pages read from the file at once.</summary>
+    public const int WindowPages = 32; // at most 32: _handedOut has a bit per page
+
+    private const int PageSize = Userfaultfd.PageSize;
+    private const int WindowBytes = WindowPages * PageSize;
+
+    private readonly int _fd;
+    private readonly bool _direct;
+    private readonly long _fileOffset;
+    private readonly nint _window;
+    private long _windowFirst = -1;
+    private int _windowPages;
+    private uint _handedOut; // bit i: window page i was copied out and wiped
+    private int _references = 1;
+
+    private FileSource(int fd, bool direct, long fileOffset, nint window)
+    {
+        _fd = fd;
+        _direct = direct;
+        _fileOffset = fileOffset;
+        _window = window;
+    }
+
+    /// <summary>True when the file is read with O_DIRECT.</summary>
+    public bool BypassesPageCache => _direct;
+
+    /// <summary>A source for a map of the file open as <paramref name="fd"/> (the program's
+    /// descriptor) from the page-aligned <paramref name="offset"/>. Drops whatever the page
+    /// cache holds of the file, such as a header the program read before mapping it.</summary>
+    /// <exception cref="IOException">The file cannot be reopened.</exception>
+    public static FileSource Open(int fd, long offset)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        if ((offset & (PageSize - 1)) != 0)
+            throw new ArgumentException("The file offset of a mapping is page-aligned.", nameof(offset));
+        int own = FileSnapshot.OpenPrivately(fd, out bool direct);
+        nint window = 0;
+        try
+        {
+            window = KernelMemory.Map(WindowBytes);
+            Libc.mlock(window, WindowBytes);
+            Libc.madvise(window, WindowBytes, Libc.MADV_DONTDUMP);
+            Libc.posix_fadvise(own, 0, 0, Libc.POSIX_FADV_DONTNEED);
+            return new FileSource(own, direct, offset, window);
+        }
+        catch
+        {
+            if (window != 0)
+                KernelMemory.Unmap(window, WindowBytes);
+            Libc.close(own);
+            throw;
+        }
+    }
+
+    /// <inheritdoc/>
+    public PageVerdict Fill(long pageIndex, Span<byte> page)
+    {
+        if (Volatile.Read(ref _references) <= 0)
+            return PageVerdict.Tampered; // released: nothing can be served
+        // A page asked for again (its first injection was abandoned) is read afresh.
+        if (pageIndex < _windowFirst || pageIndex >= _windowFirst + _windowPages
+            || (_handedOut & (1u << (int)(pageIndex - _windowFirst))) != 0)
+        {
+            PageVerdict refilled = Refill(pageIndex);
+            if (refilled != PageVerdict.Keep)
+            {
+                page.Clear();
+                return refilled;
+            }
+        }
+        var source = new Span<byte>((byte*)_window + (pageIndex - _windowFirst) * PageSize, PageSize);
+        source.CopyTo(page);
+        source.Clear(); // handed out: it must not linger here
+        _handedOut |= 1u << (int)(pageIndex - _windowFirst);
+        return PageVerdict.Keep;
+    }
+
+    /// <summary>Wipes the pages read ahead that no one asked for.</summary>
+    public void EndOfFault()
+    {
+        for (int i = 0; i < _windowPages; i++)
+            if ((_handedOut & (1u << i)) == 0)
+                Libc.memset((byte*)_window + (long)i * PageSize, 0, PageSize);
+        _windowFirst = -1;
+        _windowPages = 0;
+        _handedOut = 0;
+    }
+
+    public void Retain() => Interlocked.Increment(ref _references);
+
+    public void Release()
+    {
+        if (Interlocked.Decrement(ref _references) != 0)
+            return;
+        Libc.memset((void*)_window, 0, WindowBytes);
+        Libc.munmap(_window, WindowBytes);
+        Libc.close(_fd);
+    }
+
+    /// <summary>Reads the window that starts at <paramref name="pageIndex"/>: Keep, Zero when
+    /// the page lies wholly past the end of the file, Tampered on an I/O error (a file map
+    /// raises SIGBUS for those too).</summary>
+    private PageVerdict Refill(long pageIndex)
+    {
+        Libc.memset((void*)_window, 0, WindowBytes);
+        _windowFirst = -1;
+        _windowPages = 0;
+        _handedOut = 0;
+        long at = _fileOffset + pageIndex * PageSize;
+        int done = 0;
+        while (done < WindowBytes)
+        {
+            nint n = Libc.pread(_fd, (byte*)_window + done, (nuint)(WindowBytes - done), at + done);
+            if (n < 0 && Libc.LastErrno == Libc.EINTR)
+                continue;
+            if (n < 0)
+                return PageVerdict.Tampered;
+            if (n == 0)
+                break;
+            done += (int)n;
+        }
+        if (!_direct)
+            Libc.posix_fadvise(_fd, at, WindowBytes, Libc.POSIX_FADV_DONTNEED);
+        if (done == 0)
+            return PageVerdict.Zero;
+        _windowFirst = pageIndex;
+        _windowPages = (done + PageSize - 1) / PageSize; // the last one zero-padded past the end
+        return PageVerdict.Keep;
+    }
+}
