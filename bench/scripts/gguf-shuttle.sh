@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gguf-shuttle: a ~1 GiB generated llama model through tibet, beside native, in one run.
-#  1. tibet-bench gguf-shuttle: import MB/s and page-by-page read MB/s, p50/p99, from
+#  1. tibet-bench gguf-shuttle: page-by-page read MB/s, p50/p99 (first touch from the file, then from the store after eviction), from
 #     64 MiB up to the whole model, against a plain map of the file.
 #  2. llama.cpp (our C driver, mmap load): load time and tokens/s natively, and under
 #     tibet-run with a budget that holds the whole model and with one that holds half.
@@ -38,7 +38,7 @@ run() { # label, command prefix... (model and load mode from $run_model and $run
   printf '| %s | %s | %s | %s |\n' "$label" "$(field load_ms < $work/run.txt)" "$(field tokens_per_second < $work/run.txt)" "$(field hash < $work/run.txt)"
 }
 # The native run reads the model through the page cache; warm it, so that both sides
-# are measured "once resident" (tibet's import drops the file's cached pages).
+# are measured "once resident" (tibet reads the file with O_DIRECT and drops its cached pages).
 cat $model > /dev/null
 rows=$(
   run "native (page cache warm)" env
