@@ -1,5 +1,3 @@
-using Microsoft.Win32.SafeHandles;
-using Tibet.Core.Files;
 using Tibet.Core.Gguf;
 using Tibet.Core.Identity;
 using Tibet.Core.Paging;
@@ -10,7 +8,7 @@ namespace Tibet.Bench;
 /// <summary>
 /// The demo's access-control part, after the original system's: the same 64 pages, now
 /// the weights of a model file sealed to one identity, are mapped into an arena the way
-/// tibet-run serves a program's map of a sealed model (SealedFileView over FileSnapshot),
+/// tibet-run serves a program's map of a sealed model (a SealedFileSource behind the arena),
 /// once with a valid claim (live: the pages read back exactly) and once for each of two
 /// invalid ones (dead material: every page reads as zeros).
 /// </summary>
@@ -68,7 +66,8 @@ internal static class SpaceShuttleAccess
         using var file = File.OpenHandle(sealedModel);
         long length = (model.FileLength + PageSize - 1) / PageSize * PageSize;
         using var arena = engine.CreateArena(length, "sealed model");
-        FileSnapshot.ImportInto(arena, (int)file.DangerousGetHandle(), 0, view);
+        // Each page comes from the file when first touched: decrypted when live, zeros when dead.
+        arena.AttachSource(new SealedFileSource(view, (int)file.DangerousGetHandle(), 0));
 
         int pageCount = expected.Length / PageSize, exact = 0, zero = 0;
         var page = new byte[PageSize];
@@ -78,7 +77,7 @@ internal static class SpaceShuttleAccess
             if (page.AsSpan().SequenceEqual(expected.AsSpan(p * PageSize, PageSize))) exact++;
             if (!page.AsSpan().ContainsAnyExcept((byte)0)) zero++;
         }
-        showStates(arena, "pages (header, weights, tail)");
+        showStates(arena, "pages (head, weights, tail)");
         say($"weights read back            {exact} of {pageCount} pages exact, {zero} all zeros");
         bool pass = expectLive ? decision.IsLive && exact == pageCount : !decision.IsLive && zero == pageCount;
         say(pass

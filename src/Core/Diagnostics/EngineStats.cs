@@ -20,11 +20,7 @@ public readonly record struct EngineStats
     public long Evictions { get; init; }
     /// <summary>Evicted pages that were all zeros: recorded, never encrypted.</summary>
     public long ZeroEvictions { get; init; }
-    /// <summary>Pages whose contents were imported (a model file's pages), sealed
-    /// without ever being mapped as plaintext.</summary>
-    public long ImportedPages { get; init; }
-
-    /// <summary>Pages read from an arena's source (a mapped sealed model) on first touch.</summary>
+    /// <summary>Pages read from an arena's source (a mapped model file) on first touch.</summary>
     public long SourcedPages { get; init; }
     /// <summary>Sealed pages stored compressed.</summary>
     public long CompressedSeals { get; init; }
@@ -67,7 +63,6 @@ public readonly record struct EngineStats
             w.WriteNumber("zeroFills", ZeroFills);
             w.WriteNumber("evictions", Evictions);
             w.WriteNumber("zeroEvictions", ZeroEvictions);
-            w.WriteNumber("importedPages", ImportedPages);
             w.WriteNumber("sourcedPages", SourcedPages);
             w.WriteNumber("compressedSeals", CompressedSeals);
             w.WriteNumber("evictionsRefused", EvictionsRefused);

@@ -57,7 +57,7 @@ public sealed unsafe class FileSource : IPageSource
         ArgumentOutOfRangeException.ThrowIfNegative(offset);
         if ((offset & (PageSize - 1)) != 0)
             throw new ArgumentException("The file offset of a mapping is page-aligned.", nameof(offset));
-        int own = FileSnapshot.OpenPrivately(fd, out bool direct);
+        int own = OpenPrivately(fd, out bool direct);
         nint window = 0;
         try
         {
@@ -119,6 +119,24 @@ public sealed unsafe class FileSource : IPageSource
         Libc.memset((void*)_window, 0, WindowBytes);
         Libc.munmap(_window, WindowBytes);
         Libc.close(_fd);
+    }
+
+    /// <summary>
+    /// A read-only descriptor of tibet's own for the file open as <paramref name="fd"/>,
+    /// with O_DIRECT where the file system allows it. Reopening matters: O_DIRECT set on
+    /// the program's own descriptor would apply to the program's reads too (they share the
+    /// open file description) and break its unaligned freads.
+    /// </summary>
+    private static int OpenPrivately(int fd, out bool direct)
+    {
+        string path = $"/proc/self/fd/{fd}";
+        int own = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_DIRECT);
+        direct = own >= 0;
+        if (own < 0 && Libc.LastErrno == Libc.EINVAL)
+            own = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC); // no O_DIRECT on this file system
+        if (own < 0)
+            throw new IOException($"cannot reopen descriptor {fd} through {path}: {Libc.Describe(Libc.LastErrno)} (is /proc mounted?)");
+        return own;
     }
 
     /// <summary>Reads the window that starts at <paramref name="pageIndex"/>: Keep, Zero when

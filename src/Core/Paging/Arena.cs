@@ -77,21 +77,12 @@ public sealed unsafe class Arena : IDisposable
     /// <see cref="PageEngine.CreateArenaAt"/>); the new pages read as zeros.</summary>
     public void Extend(long newLength) => Engine.ExtendArena(this, newLength);
 
-    /// <summary>Gives untouched pages their contents (whole pages, from
-    /// <paramref name="firstPage"/> on), sealed at once: they are never plaintext in the
-    /// arena until the program touches them.</summary>
-    public void Import(long firstPage, ReadOnlySpan<byte> plaintext) => Engine.ImportPages(this, firstPage, plaintext);
-
     /// <summary>
     /// Makes <paramref name="source"/> supply the contents of every page on its first
     /// touch, instead of zeros: an arena that maps a file without reading it first. Only
     /// for an arena none of whose pages has been touched or imported yet.
     /// </summary>
     public void AttachSource(IPageSource source) => Engine.AttachSource(this, source);
-
-    /// <summary>Marks an untouched page as failed authentication: every touch of it raises
-    /// SIGBUS (for a page of imported contents that did not authenticate).</summary>
-    public void ImportPoisoned(long page) => Engine.ImportPoisonedPage(this, page);
 
     /// <summary>Seals every resident page of this arena now.</summary>
     public void Evict() => Engine.EvictArena(this);

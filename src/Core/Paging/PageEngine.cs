@@ -67,7 +67,7 @@ public sealed unsafe partial class PageEngine : IDisposable
 
     private long _faults, _readAheadPages, _decrypts, _decompressions, _zeroFills;
     private long _sourcedPages;
-    private long _evictions, _zeroEvictions, _importedPages, _compressedSeals, _evictionsRefused, _movesReconciled;
+    private long _evictions, _zeroEvictions, _compressedSeals, _evictionsRefused, _movesReconciled;
     private long _authenticationFailures, _removeEvents, _unmapEvents, _remapEvents;
     private long _residentPages, _peakResidentPages, _sealedPages;
     private long _handlerAllocatedBytes;
@@ -256,7 +256,6 @@ public sealed unsafe partial class PageEngine : IDisposable
                 ZeroFills = _zeroFills,
                 Evictions = _evictions,
                 ZeroEvictions = _zeroEvictions,
-                ImportedPages = _importedPages,
                 SourcedPages = _sourcedPages,
                 CompressedSeals = _compressedSeals,
                 EvictionsRefused = _evictionsRefused,
