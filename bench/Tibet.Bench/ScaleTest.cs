@@ -262,26 +262,7 @@ internal static class ScaleTest
             r.PagesPerFault == 0 ? "-" : Fixed(r.PagesPerFault, 1),
             r.SealedBytesPerPage == 0 ? "-" : Fixed(r.SealedBytesPerPage, 0) + (r.Mismatches > 0 ? $" ({r.Mismatches} BAD)" : ""),
         }).ToList();
-        bool[] right = [true, false, false, false, true, true, true, true, true, true, true, true];
-        int[] widths = Headers.Select((h, i) => Math.Max(h.Length, cells.Count == 0 ? 0 : cells.Max(c => c[i].Length))).ToArray();
-
-        var sb = new StringBuilder();
-        string Line(string[] values) => markdown
-            ? "| " + string.Join(" | ", values.Select((v, i) => right[i] ? v.PadLeft(widths[i]) : v.PadRight(widths[i]))) + " |"
-            : string.Join("  ", values.Select((v, i) => right[i] ? v.PadLeft(widths[i]) : v.PadRight(widths[i])));
-        sb.AppendLine(Line(Headers));
-        sb.AppendLine(markdown
-            ? "|" + string.Join("|", widths.Select((w, i) => right[i] ? new string('-', w + 1) + ":" : ":" + new string('-', w + 1))) + "|"
-            : string.Join("  ", widths.Select(w => new string('-', w))));
-        int? lastPages = null;
-        for (int i = 0; i < rows.Count; i++)
-        {
-            if (!markdown && lastPages != null && rows[i].Pages != lastPages)
-                sb.AppendLine();
-            lastPages = rows[i].Pages;
-            sb.AppendLine(Line(cells[i]));
-        }
-        return sb.ToString().TrimEnd('\n');
+        return TextTable.Format(Headers, cells, markdown, breakBefore: i => rows[i].Pages != rows[i - 1].Pages);
     }
 
     private static string Legend(bool markdown)

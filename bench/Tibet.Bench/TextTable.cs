@@ -5,7 +5,9 @@ namespace Tibet.Bench;
 /// <summary>Aligned plain-text or Markdown tables: text columns left, figures right.</summary>
 internal static class TextTable
 {
-    public static string Format(string[] header, IReadOnlyList<string[]> rows, bool markdown)
+    /// <param name="breakBefore">In plain text, an empty line goes before each row for which
+    /// this is true (groups of rows); Markdown tables have no such lines.</param>
+    public static string Format(string[] header, IReadOnlyList<string[]> rows, bool markdown, Func<int, bool>? breakBefore = null)
     {
         int columns = header.Length;
         bool[] right = new bool[columns];
@@ -24,8 +26,12 @@ internal static class TextTable
         sb.AppendLine(markdown
             ? "|" + string.Join("|", widths.Select((w, i) => right[i] ? new string('-', w + 1) + ":" : ":" + new string('-', w + 1))) + "|"
             : string.Join("  ", widths.Select(w => new string('-', w))));
-        foreach (var row in rows)
-            sb.AppendLine(Line(row));
+        for (int i = 0; i < rows.Count; i++)
+        {
+            if (!markdown && i > 0 && breakBefore?.Invoke(i) == true)
+                sb.AppendLine();
+            sb.AppendLine(Line(rows[i]));
+        }
         return sb.ToString().TrimEnd();
     }
 }
