@@ -1,3 +1,4 @@
+using Tibet.Core.Crypto;
 using Tibet.Core.Gguf;
 
 namespace Tibet.GgufGen;
@@ -37,7 +38,7 @@ internal static class ModelGenerator
         try
         {
             using (var file = new FileStream(partialPath, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 0))
-            using (var output = new Sha256WriteStream(file))
+            using (var output = new HashingWriteStream(file))
             {
                 writer.WriteHeader(output);
                 byte[] chunk = new byte[ChunkBytesFor(tensors)];
@@ -45,7 +46,8 @@ internal static class ModelGenerator
                     WriteTensor(writer, output, infos[i], tensors[i], seed, chunk, canary);
                 if (!writer.IsComplete || output.Length != writer.FileLength)
                     throw new InvalidOperationException($"wrote {output.Length} bytes, but the layout says {writer.FileLength}");
-                sha256 = output.GetHash();
+                sha256 = new byte[32];
+                output.FinishHash(sha256);
             }
             File.Move(partialPath, path, overwrite: true);
         }

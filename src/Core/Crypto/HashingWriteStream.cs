@@ -1,10 +1,11 @@
 using NSec.Cryptography;
 
-namespace Tibet.Core.Sealing;
+namespace Tibet.Core.Crypto;
 
-/// <summary>Passes writes on to a stream and hashes them with SHA-256 on the way, so
-/// the sealer's header hash covers exactly the bytes it wrote.</summary>
-internal sealed class HashingWriteStream : Stream
+/// <summary>Passes writes on to a stream and hashes them with SHA-256 (libsodium) on the
+/// way: the sealer's header hash covers exactly the bytes it wrote, and a gigabyte-sized
+/// generated model gets its hash without being read back.</summary>
+public sealed class HashingWriteStream : Stream
 {
     private readonly Stream _destination;
     private IncrementalHash _hash;
