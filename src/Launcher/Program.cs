@@ -41,7 +41,8 @@ internal static partial class Launcher
         TIBET_INHERIT_IDENTITY; TIBET_AUDIT_LOG with --audit-log. DOTNET_* and COMPlus_* are removed.
 
         Exit status: COMMAND's; 128+N if it died of signal N; 2 if tibet refused to run it
-        (bad option, missing library, or --require-encryption without userfaultfd); 127 if
+        (bad option, missing library, an unusable identity or claim, or
+        --require-encryption without userfaultfd); 127 if
         COMMAND cannot be run.
 
         Examples:

@@ -41,6 +41,22 @@ public class LlamaSealedTests(SealedRunWorld world) : IClassFixture<SealedRunWor
     }
 
     [Fact]
+    public void The_Go_stand_in_for_Ollama_decodes_the_sealed_model_like_the_plain_one()
+    {
+        var native = Support.Llama.RunNative(Support.Llama.OllamaStandin, world.PlainModel, Tokens, "read");
+        string log = world.PathOf("audit-llama-go.jsonl");
+
+        var run = TibetRun.Encrypted(
+            ["--identity", world.Alice, "--claim", world.ClaimPath("valid"), "--audit-log", log, "--threshold", "64K", "--budget", "256K"],
+            [Support.Llama.OllamaStandin, .. Support.Llama.Arguments(world.SealedModel, Tokens, "read")], TimeSpan.FromMinutes(10));
+
+        // llama.cpp inside a cgo binary reads through libc's fopen/fread, which tibet answers.
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal(native.Tokens, LlamaOutput.Parse(run.Stdout).Tokens);
+        Assert.Equal("granted", Assert.Single(SealedRunWorld.ReadAudit(log)).GetProperty("decision").GetString());
+    }
+
+    [Fact]
     public void Without_a_claim_llama_cpp_runs_on_dead_material_and_its_tokens_differ()
     {
         var native = Support.Llama.RunNative(Support.Llama.Driver, world.PlainModel, Tokens, "mmap");
