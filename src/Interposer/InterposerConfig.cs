@@ -1,6 +1,7 @@
 using Tibet.Core.Audit;
 using Tibet.Core.Identity;
 using Tibet.Core.Paging;
+using Tibet.Interposer.Sealed;
 
 namespace Tibet.Interposer;
 
@@ -27,6 +28,10 @@ internal sealed record InterposerConfig
     /// <summary>Keep the identity for programs this one executes (--inherit-identity).</summary>
     public bool InheritIdentity { get; init; }
 
+    /// <summary>The pid of an ancestor that received tibet-run's identity and kept it from
+    /// the programs it executed (TIBET_IDENTITY_WITHHELD), for a helpful NoIdentity message.</summary>
+    public int? IdentityWithheldBy { get; init; }
+
     /// <summary>The audit log named by TIBET_AUDIT_LOG; null means the default location.</summary>
     public string? AuditLogPath { get; init; }
 
@@ -50,6 +55,9 @@ internal sealed record InterposerConfig
                 ? (int)Integer(IdentityHandOff.DescriptorVariable, 0, 3, 1 << 20)
                 : null,
             InheritIdentity = Integer("TIBET_INHERIT_IDENTITY", 0, 0, 1) == 1,
+            IdentityWithheldBy = Environment.GetEnvironmentVariable(ProcessIdentity.WithheldVariable) is { Length: > 0 }
+                ? (int)Integer(ProcessIdentity.WithheldVariable, 0, 1, int.MaxValue)
+                : null,
             AuditLogPath = Environment.GetEnvironmentVariable(AuditLogLocation.EnvironmentVariable) is { Length: > 0 } log ? log : null,
         };
     }

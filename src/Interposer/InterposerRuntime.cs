@@ -139,7 +139,8 @@ internal static class InterposerRuntime
         ProcessCalls.unsetenv("LD_PRELOAD");
         foreach (string name in new[] { "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE",
                                         "TIBET_STATS_JSON", "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION",
-                                        IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY", AuditLogLocation.EnvironmentVariable })
+                                        IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY", ProcessIdentity.WithheldVariable,
+                                        AuditLogLocation.EnvironmentVariable })
             ProcessCalls.unsetenv(name);
     }
 }

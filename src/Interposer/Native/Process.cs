@@ -13,6 +13,10 @@ internal static partial class ProcessCalls
     [LibraryImport("libc", EntryPoint = "readlink", StringMarshalling = StringMarshalling.Utf8)]
     public static unsafe partial nint readlink(string path, byte* buffer, nuint size);
 
+    /// <summary>https://man7.org/linux/man-pages/man3/setenv.3.html</summary>
+    [LibraryImport("libc", EntryPoint = "setenv", StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int setenv(string name, string value, int overwrite);
+
     /// <summary>https://man7.org/linux/man-pages/man2/_exit.2.html</summary>
     [LibraryImport("libc", EntryPoint = "_exit")]
     public static partial void _exit(int status);

@@ -14,13 +14,26 @@ using Identity = Tibet.Core.Identity.Identity;
 /// </summary>
 internal sealed unsafe class ProcessIdentity
 {
-    private ProcessIdentity(Identity? identity, Claim? claim)
+    /// <summary>Set for executed programs by a process that kept the identity from them.</summary>
+    public const string WithheldVariable = "TIBET_IDENTITY_WITHHELD";
+
+    private ProcessIdentity(Identity? identity, Claim? claim, int? withheldBy = null)
     {
         Identity = identity;
         Claim = claim;
+        WithheldBy = withheldBy;
     }
 
     public static ProcessIdentity None { get; } = new(null, null);
+
+    /// <summary>When this process has no identity because an ancestor under tibet-run
+    /// received it and did not pass it on: that ancestor's pid.</summary>
+    public int? WithheldBy { get; }
+
+    /// <summary>What to add to a NoIdentity message: why there is none, and the fix.</summary>
+    public string WithheldHint => WithheldBy is int pid
+        ? $" tibet-run did give an identity, to process {pid}, which executed this program without passing it on; run tibet-run with --inherit-identity so that executed programs get it too."
+        : "";
 
     /// <summary>Null when none was given.</summary>
     public Identity? Identity { get; }
@@ -37,7 +50,7 @@ internal sealed unsafe class ProcessIdentity
     public static ProcessIdentity Load(InterposerConfig config)
     {
         if (config.IdentityDescriptor is not int fd)
-            return None;
+            return config.IdentityWithheldBy is int ancestor ? new ProcessIdentity(null, null, ancestor) : None;
         string source = $"{IdentityHandOff.DescriptorVariable}={fd}";
         try
         {
@@ -70,6 +83,7 @@ internal sealed unsafe class ProcessIdentity
             {
                 Libc.close(fd);
                 ProcessCalls.unsetenv(IdentityHandOff.DescriptorVariable);
+                ProcessCalls.setenv(WithheldVariable, Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture), 1);
             }
         }
     }

@@ -159,7 +159,8 @@ internal sealed unsafe class SealedFiles
             {
                 return Refuse(path, key, source, "Unreadable", SealedModel.OneLine(e.Message));
             }
-            string reason = $"{decision.Reason}: {decision.Message}";
+            string reason = $"{decision.Reason}: {decision.Message}" +
+                            (decision.Reason == SealAccessReason.NoIdentity ? _identity.WithheldHint : "");
             if (!TryAudit(path, decision.IsLive ? AuditDecision.Granted : AuditDecision.Denied, reason, out string auditProblem))
             {
                 decision.Dispose();

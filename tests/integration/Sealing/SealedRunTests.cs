@@ -187,6 +187,8 @@ public class SealedRunTests(SealedRunWorld world) : IClassFixture<SealedRunWorld
         Assert.Contains("fd=none", withheld.Result.Stdout);
         Assert.Equal(world.ExpectedDeadHash, withheld.Hash);
         Assert.Equal("NoIdentity", ReasonOf(Assert.Single(withheld.Audit)));
+        // The line says where the identity went and what to do about it.
+        Assert.Contains("--inherit-identity", Assert.Single(Lines(withheld.Result.Stderr, "dead material")));
 
         var inherited = RunThroughShell([.. identity, "--inherit-identity"], script, reader);
         Assert.True(inherited.Result.ExitCode == 0, inherited.ToString());
