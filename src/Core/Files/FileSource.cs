@@ -149,24 +149,15 @@ public sealed unsafe class FileSource : IPageSource
         _windowPages = 0;
         _handedOut = 0;
         long at = _fileOffset + pageIndex * PageSize;
-        int done = 0;
-        while (done < WindowBytes)
-        {
-            nint n = Libc.pread(_fd, (byte*)_window + done, (nuint)(WindowBytes - done), at + done);
-            if (n < 0 && Libc.LastErrno == Libc.EINTR)
-                continue;
-            if (n < 0)
-                return PageVerdict.Tampered;
-            if (n == 0)
-                break;
-            done += (int)n;
-        }
+        long done = PositionalRead.Fully(_fd, (byte*)_window, WindowBytes, at);
+        if (done < 0)
+            return PageVerdict.Tampered;
         if (!_direct)
             Libc.posix_fadvise(_fd, at, WindowBytes, Libc.POSIX_FADV_DONTNEED);
         if (done == 0)
             return PageVerdict.Zero;
         _windowFirst = pageIndex;
-        _windowPages = (done + PageSize - 1) / PageSize; // the last one zero-padded past the end
+        _windowPages = (int)((done + PageSize - 1) / PageSize); // the last one zero-padded past the end
         return PageVerdict.Keep;
     }
 }

@@ -1,4 +1,3 @@
-using Tibet.Core.Files;
 
 namespace Tibet.Core.Paging;
 

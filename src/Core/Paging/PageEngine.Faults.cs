@@ -1,4 +1,3 @@
-using Tibet.Core.Files;
 using Tibet.Core.Interop;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
@@ -67,7 +66,7 @@ public sealed unsafe partial class PageEngine
         byte* buffer = (byte*)_injectBuffer;
         ref PageEntry first = ref arena.Entries[index];
         PageVerdict fromSource = first.State == PageState.Untouched && arena.Source != null
-            ? FillFromSource(arena, index, buffer)
+            ? FillFromSource(arena.Source, index, buffer)
             : PageVerdict.Zero;
         if (first.State == PageState.Sealed)
         {
@@ -114,7 +113,7 @@ public sealed unsafe partial class PageEngine
             byte* slot = buffer + (long)filled * PageSize;
             if (entry.State == PageState.Untouched && arena.Source != null)
             {
-                PageVerdict verdict = FillFromSource(arena, page, slot);
+                PageVerdict verdict = FillFromSource(arena.Source, page, slot);
                 if (verdict == PageVerdict.Tampered)
                     break; // poisoned when someone touches it
                 if (verdict == PageVerdict.Zero)

@@ -1,5 +1,4 @@
 using Tibet.Core.Crypto;
-using Tibet.Core.Files;
 using Tibet.Core.Interop;
 using Tibet.Core.Storage;
 using static Tibet.Core.Interop.UserfaultfdAbi;
@@ -220,10 +219,7 @@ public sealed unsafe partial class PageEngine
             case PageState.Sealed:
                 if (!TryOpen(region.Cipher, index, ref entry, buffer))
                 {
-                    _authenticationFailures++;
-                    entry.State = PageState.Poisoned;
-                    if (child.Uffd.Poison(address, PageSize) != 0)
-                        child.Uffd.Wake(address, PageSize);
+                    PoisonChildPage(child, ref entry, address);
                     return;
                 }
                 InjectIntoChild(child, address, buffer);
@@ -239,21 +235,13 @@ public sealed unsafe partial class PageEngine
                 break;
             case PageState.Untouched when region.Source != null:
                 // Never touched in the parent: the child reads the source's page, as the parent would.
-                PageVerdict verdict;
-                try { verdict = region.Source.Fill(index, new Span<byte>(buffer, PageSize)); }
-                catch { verdict = PageVerdict.Tampered; }
+                PageVerdict verdict = FillFromSource(region.Source, index, buffer);
                 region.Source.EndOfFault();
                 if (verdict == PageVerdict.Tampered)
                 {
-                    _authenticationFailures++;
-                    entry.State = PageState.Poisoned;
-                    if (child.Uffd.Poison(address, PageSize) != 0)
-                        child.Uffd.Wake(address, PageSize);
-                    Libc.memset(buffer, 0, PageSize);
+                    PoisonChildPage(child, ref entry, address);
                     return;
                 }
-                if (verdict == PageVerdict.Zero)
-                    Libc.memset(buffer, 0, PageSize);
                 InjectIntoChild(child, address, buffer);
                 Libc.memset(buffer, 0, PageSize);
                 entry.State = PageState.Resident;
@@ -265,6 +253,16 @@ public sealed unsafe partial class PageEngine
                 entry.State = PageState.Resident;
                 break;
         }
+    }
+
+    /// <summary>The child's copy of a page failed authentication (or its source could not
+    /// supply it): the child's reader gets SIGBUS, now and on every later touch.</summary>
+    private void PoisonChildPage(ForkedChild child, ref PageEntry entry, nint address)
+    {
+        _authenticationFailures++;
+        entry.State = PageState.Poisoned;
+        if (child.Uffd.Poison(address, PageSize) != 0)
+            child.Uffd.Wake(address, PageSize);
     }
 
     private void InjectIntoChild(ForkedChild child, nint address, byte* page)

@@ -1,4 +1,3 @@
-using Tibet.Core.Files;
 
 namespace Tibet.Core.Paging;
 
@@ -20,14 +19,15 @@ public sealed unsafe partial class PageEngine
     }
 
     /// <summary>Fills <paramref name="destination"/> with page <paramref name="index"/> from
-    /// the arena's source. Fault path: no allocation; a throwing source counts as tampered.</summary>
-    private PageVerdict FillFromSource(Arena arena, long index, byte* destination)
+    /// <paramref name="source"/> (an arena's, or a forked child's copy of it); anything but
+    /// data leaves it cleared. Fault path: no allocation; a throwing source counts as tampered.</summary>
+    private PageVerdict FillFromSource(IPageSource source, long index, byte* destination)
     {
         var page = new Span<byte>(destination, PageSize);
         PageVerdict verdict;
         try
         {
-            verdict = arena.Source!.Fill(index, page);
+            verdict = source.Fill(index, page);
         }
         catch
         {

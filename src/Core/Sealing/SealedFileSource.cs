@@ -1,5 +1,4 @@
 using Tibet.Core.Files;
-using Tibet.Core.Interop;
 using Tibet.Core.Paging;
 
 namespace Tibet.Core.Sealing;
@@ -42,22 +41,12 @@ public sealed unsafe class SealedFileSource : IPageSource
     public PageVerdict Fill(long pageIndex, Span<byte> page)
     {
         long at = _fileOffset + pageIndex * PageSize;
-        int done = 0;
+        long done;
         fixed (byte* p = page)
-        {
-            while (done < PageSize)
-            {
-                nint n = Libc.pread(_fd, p + done, (nuint)(PageSize - done), at + done);
-                if (n < 0 && Libc.LastErrno == Libc.EINTR)
-                    continue;
-                if (n < 0)
-                    return Tampered(); // an I/O error: the kernel would raise SIGBUS for a file map too
-                if (n == 0)
-                    break;
-                done += (int)n;
-            }
-        }
-        page[done..].Clear(); // past the end of the file: zeros
+            done = PositionalRead.Fully(_fd, p, PageSize, at);
+        if (done < 0)
+            return Tampered(); // an I/O error: the kernel would raise SIGBUS for a file map too
+        page[(int)done..].Clear(); // past the end of the file: zeros
         PageVerdict verdict = _view.Filter(at, page);
         return verdict == PageVerdict.Tampered ? Tampered() : verdict;
     }

@@ -1,5 +1,6 @@
 using Tibet.Core.Files;
 using Tibet.Core.Interop;
+using Tibet.Core.Paging;
 using Tibet.Core.Storage;
 
 namespace Tibet.Core.Sealing;
@@ -15,7 +16,7 @@ namespace Tibet.Core.Sealing;
 /// of a map (imported into an arena), <see cref="Read"/> for read(2), pread(2) and fread(3).
 /// Plaintext passes only through a locked, non-dumpable scratch buffer, wiped after each read.
 /// </remarks>
-public sealed unsafe class SealedFileView : IPageFilter, IDisposable
+public sealed unsafe class SealedFileView : IDisposable
 {
     private const int PageSize = SealFormat.PageSize;
     private const int ScratchPages = 64;
@@ -63,7 +64,9 @@ public sealed unsafe class SealedFileView : IPageFilter, IDisposable
     /// <summary>Data pages that failed authentication so far.</summary>
     public long TamperedPages => Interlocked.Read(ref _tamperedPages);
 
-    /// <inheritdoc/>
+    /// <summary>Rewrites <paramref name="page"/> (the 4096 bytes read from the page-aligned
+    /// file offset <paramref name="fileOffset"/>, zeros past the end of the file) in place
+    /// into what the program may see, and says what it now is. Allocation-free; never throws.</summary>
     public PageVerdict Filter(long fileOffset, Span<byte> page)
     {
         if (_refused)
@@ -113,7 +116,7 @@ public sealed unsafe class SealedFileView : IPageFilter, IDisposable
                     long at = position + done;
                     long pageStart = at & ~(long)(PageSize - 1);
                     int span = (int)Math.Min(ScratchBytes, RoundUpToPage(end) - pageStart);
-                    long got = ReadFully(fd, scratch, span, pageStart);
+                    long got = PositionalRead.Fully(fd, scratch, span, pageStart);
                     if (got < 0)
                         return done > 0 ? done : got;
                     if (got < span)
@@ -164,23 +167,6 @@ public sealed unsafe class SealedFileView : IPageFilter, IDisposable
         Libc.mlock(buffer, ScratchBytes);
         Libc.madvise(buffer, ScratchBytes, Libc.MADV_DONTDUMP);
         return _scratch = buffer;
-    }
-
-    private static long ReadFully(int fd, byte* buffer, int count, long offset)
-    {
-        long done = 0;
-        while (done < count)
-        {
-            nint n = Libc.pread(fd, buffer + done, (nuint)(count - done), offset + done);
-            if (n < 0 && Libc.LastErrno == Libc.EINTR)
-                continue;
-            if (n < 0)
-                return -Libc.LastErrno;
-            if (n == 0)
-                break;
-            done += n;
-        }
-        return done;
     }
 
     private static long RoundUpToPage(long value) => (value + PageSize - 1) & ~(long)(PageSize - 1);

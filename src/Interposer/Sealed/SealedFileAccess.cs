@@ -14,13 +14,12 @@ internal readonly record struct FileKey(ulong Device, ulong Inode, long Size, lo
 /// </summary>
 internal sealed class SealedFileAccess
 {
-    public SealedFileAccess(string path, FileKey key, SafeFileHandle source, SealedFileView view, AccessDecision? decision)
+    public SealedFileAccess(string path, FileKey key, SafeFileHandle source, SealedFileView view)
     {
         Path = path;
         Key = key;
         Source = source;
         View = view;
-        Decision = decision;
     }
 
     /// <summary>Where the program opened it (for messages and audit records).</summary>
@@ -32,9 +31,6 @@ internal sealed class SealedFileAccess
     public SafeFileHandle Source { get; }
 
     public SealedFileView View { get; }
-
-    /// <summary>Null when the file could not even be parsed as a sealed model.</summary>
-    public AccessDecision? Decision { get; }
 
     /// <summary>Set once a tampered page has been reported, so it is reported once.</summary>
     public int TamperingReported;

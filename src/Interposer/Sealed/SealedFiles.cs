@@ -104,8 +104,8 @@ internal sealed unsafe class SealedFiles
             if (referenced)
                 access.Source.DangerousRelease();
         }
-        if (n == -Libc.EIO || (n >= 0 && n < count && access.View.TamperedPages > 0))
-            ReportTampering(access);
+        if (access.View.TamperedPages > 0)
+            ReportTampering(access); // once per file
         if (atPosition && n > 0)
             Libc.lseek(fd, position + n, Libc.SEEK_SET);
         return n;
@@ -166,13 +166,14 @@ internal sealed unsafe class SealedFiles
                 decision.Dispose();
                 ProcessCalls.WriteError($"tibet: '{path}' is served as dead material (zero pages): its access could not be recorded " +
                                         $"in the audit log ({auditProblem}). Fix the log or name a writable one with --audit-log.");
-                return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null), decision);
+                return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
             }
             if (!decision.IsLive)
                 ProcessCalls.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: {reason}");
             else if (_verbosity > 0)
                 ProcessCalls.WriteError($"tibet: '{path}' is live: {decision.Message}");
-            return new SealedFileAccess(path, key, source, SealedFileView.For(model, decision.IsLive ? decision.Key : null), decision);
+            // The view holds the live key for the rest of the process; the decision is not kept.
+            return new SealedFileAccess(path, key, source, SealedFileView.For(model, decision.IsLive ? decision.Key : null));
         }
     }
 
@@ -181,7 +182,7 @@ internal sealed unsafe class SealedFiles
         ProcessCalls.WriteError($"tibet: '{path}' looks like a sealed model but cannot be opened as one ({reason}: {message}); " +
                                 "every page of it reads as zeros and reads of it fail.");
         TryAudit(path, AuditDecision.Denied, $"{reason}: {message}", out _);
-        return new SealedFileAccess(path, key, source ?? new SafeFileHandle(-1, ownsHandle: false), SealedFileView.Refused(key.Size), null);
+        return new SealedFileAccess(path, key, source ?? new SafeFileHandle(-1, ownsHandle: false), SealedFileView.Refused(key.Size));
     }
 
     private bool TryAudit(string path, AuditDecision decision, string reason, out string problem)
@@ -233,9 +234,7 @@ internal sealed unsafe class SealedFiles
         byte[] target = new byte[4096];
         nint n;
         fixed (byte* p = target)
-            n = Readlink($"/proc/self/fd/{fd}", p, (nuint)target.Length);
+            n = ProcessCalls.readlink($"/proc/self/fd/{fd}", p, (nuint)target.Length);
         return n > 0 ? Encoding.UTF8.GetString(target, 0, (int)n) : $"descriptor {fd}";
     }
-
-    private static nint Readlink(string path, byte* buffer, nuint size) => ProcessCalls.readlink(path, buffer, size);
 }

@@ -423,22 +423,23 @@ static int redirectable_mapping(void *addr, size_t length, int prot, int flags, 
         && !(flags & refused) && prot == (PROT_READ | PROT_WRITE) && length >= mmap_threshold;
 }
 
-/* Whether the file open as fd starts with the GGUF magic. Only such files are the managed
- * side's business; the test costs an fstat and one read, and happens on opens and maps of
- * files, never on the allocation paths. The buffer is page-aligned so that the read also
- * works on a descriptor opened with O_DIRECT (llama.cpp's direct I/O load mode). */
+/* Whether the file open as fd may be a GGUF model: it starts with the GGUF magic. Only
+ * such files are the managed side's business; the test costs an fstat and a 4-byte read,
+ * and happens on opens and maps of files, never on the allocation paths. A descriptor
+ * opened with O_DIRECT (llama.cpp's direct I/O load mode) refuses so small a read: then
+ * the managed side looks, through a descriptor of its own. */
 static int starts_with_gguf_magic(int fd)
 {
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 4)
         return 0;
-    static __thread unsigned char probe[4096] __attribute__((aligned(4096), tls_model("initial-exec")));
     if (UNLIKELY(!real_pread))
         resolve();
-    ssize_t n = real_pread(fd, probe, sizeof probe, 0);
+    unsigned char magic[4];
+    ssize_t n = real_pread(fd, magic, sizeof magic, 0);
     if (n < 0 && errno == EINVAL)
-        return 1; /* O_DIRECT with a larger block size: let the managed side look with its own descriptor */
-    return n >= 4 && memcmp(probe, "GGUF", 4) == 0;
+        return 1;
+    return n == 4 && memcmp(magic, "GGUF", 4) == 0;
 }
 
 /* A map of a file that may be a model: llama.cpp maps GGUF files PROT_READ, MAP_SHARED.

@@ -10,9 +10,10 @@
  *   tokens_per_second: <generated tokens / seconds spent sampling and decoding them>
  *
  * Usage: llama_driver --model PATH [--tokens N] [--prompt TEXT] [--threads T]
- *                     [--load mmap|read|auto] [--hold] [--verbose]
+ *                     [--load mmap|read|direct|auto] [--hold] [--verbose]
  * --load picks llama_model_params.load_mode: mmap = LLAMA_LOAD_MODE_MMAP, read =
- * LLAMA_LOAD_MODE_NONE (weights read into a buffer), auto = LLAMA_LOAD_MODE_AUTO (what
+ * LLAMA_LOAD_MODE_NONE (weights read into a buffer with fread), direct =
+ * LLAMA_LOAD_MODE_DIRECT_IO (open with O_DIRECT and read(2)), auto = LLAMA_LOAD_MODE_AUTO (what
  * llama.cpp's own tools use; mmap on a CPU-only machine).
  * --threads defaults to 1: ggml's threads meet at spinning barriers, and on the tests'
  * 2-vCPU machines two of them stall for whole time slices whenever anything else (such
@@ -74,8 +75,9 @@ static enum llama_load_mode parse_load_mode(const char *text)
 {
     if (strcmp(text, "mmap") == 0) return LLAMA_LOAD_MODE_MMAP;
     if (strcmp(text, "read") == 0) return LLAMA_LOAD_MODE_NONE;
+    if (strcmp(text, "direct") == 0) return LLAMA_LOAD_MODE_DIRECT_IO;
     if (strcmp(text, "auto") == 0) return LLAMA_LOAD_MODE_AUTO;
-    fail("--load wants mmap, read or auto, got '%s'", text);
+    fail("--load wants mmap, read, direct or auto, got '%s'", text);
     return LLAMA_LOAD_MODE_AUTO;
 }
 

@@ -1,0 +1,27 @@
+using Tibet.Core.Interop;
+
+namespace Tibet.Core.Files;
+
+/// <summary>pread until the request is filled or the file ends.</summary>
+internal static unsafe class PositionalRead
+{
+    /// <summary>Reads up to <paramref name="count"/> bytes at <paramref name="offset"/>,
+    /// retrying on EINTR and short reads. Returns the bytes read (fewer only at the end of
+    /// the file) or a negative errno. Allocation-free: the fault path uses it.</summary>
+    public static long Fully(int fd, byte* buffer, int count, long offset)
+    {
+        int done = 0;
+        while (done < count)
+        {
+            nint n = Libc.pread(fd, buffer + done, (nuint)(count - done), offset + done);
+            if (n < 0 && Libc.LastErrno == Libc.EINTR)
+                continue;
+            if (n < 0)
+                return -Libc.LastErrno;
+            if (n == 0)
+                break;
+            done += (int)n;
+        }
+        return done;
+    }
+}
