@@ -187,6 +187,11 @@ internal sealed unsafe class Redirector
                 // Likewise read on first touch, with O_DIRECT past the page cache.
                 var source = FileSource.Open(fd, offset);
                 bypassedPageCache = source.BypassesPageCache;
+                if (source.PagesLeftInPageCache != 0)
+                    Native.ProcessCalls.WriteError(source.PagesLeftInPageCache > 0
+                        ? $"tibet: {source.PagesLeftInPageCache} pages of the model file open as descriptor {fd} stay in the page cache, in plaintext: " +
+                          "the kernel would not drop them (another process maps the file, or it is being written). Stop the other user of the file, or seal the model (tibet seal)."
+                        : $"tibet: cannot tell whether the page cache still holds the model file open as descriptor {fd} (neither cachestat nor mincore answered).");
                 try
                 {
                     arena.AttachSource(source);

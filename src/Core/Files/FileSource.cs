@@ -48,9 +48,15 @@ public sealed unsafe class FileSource : IPageSource
     /// <summary>True when the file is read with O_DIRECT.</summary>
     public bool BypassesPageCache => _direct;
 
+    /// <summary>Pages of the file the kernel still cached when the map was served, after
+    /// every drop had been tried (see <see cref="PageCacheDrop"/>): 0 normally; more when
+    /// another process maps the file or it is being written back; -1 when it cannot be told.</summary>
+    public long PagesLeftInPageCache { get; private init; }
+
     /// <summary>A source for a map of the file open as <paramref name="fd"/> (the program's
     /// descriptor) from the page-aligned <paramref name="offset"/>. Drops whatever the page
-    /// cache holds of the file, such as a header the program read before mapping it.</summary>
+    /// cache holds of the file, such as a header the program read before mapping it and
+    /// the readahead that read started, and waits until the drop has taken.</summary>
     /// <exception cref="IOException">The file cannot be reopened.</exception>
     public static FileSource Open(int fd, long offset)
     {
@@ -64,8 +70,10 @@ public sealed unsafe class FileSource : IPageSource
             window = KernelMemory.Map(WindowBytes);
             Libc.mlock(window, WindowBytes);
             Libc.madvise(window, WindowBytes, Libc.MADV_DONTDUMP);
-            Libc.posix_fadvise(own, 0, 0, Libc.POSIX_FADV_DONTNEED);
-            return new FileSource(own, direct, offset, window);
+            // Whatever the program read itself (the header, and the readahead its read
+            // started) leaves the page cache now, including reads still in flight.
+            long leftCached = PageCacheDrop.DropAndWait(own, PageCacheDrop.DefaultDeadline);
+            return new FileSource(own, direct, offset, window) { PagesLeftInPageCache = leftCached };
         }
         catch
         {

@@ -59,6 +59,7 @@ internal static unsafe partial class Libc
     public const int S_IFMT = 0xF000;
     public const int S_IFREG = 0x8000;
     public const int POSIX_FADV_DONTNEED = 4;
+    public const long SYS_cachestat = 451; // x86_64, Linux 6.5+
 
     public const long SYS_userfaultfd = 323; // x86_64
     public const long SYS_tgkill = 234;
@@ -157,6 +158,12 @@ internal static unsafe partial class Libc
     /// <summary>https://man7.org/linux/man-pages/man2/syscall.2.html (userfaultfd, getrandom, gettid, tgkill)</summary>
     [LibraryImport(Library, EntryPoint = "syscall", SetLastError = true)]
     public static partial long syscall(long number, long a1, long a2, long a3);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/syscall.2.html, for calls with a
+    /// fourth argument that must be passed (cachestat's flags): the three-argument form
+    /// would leave that register holding whatever it held.</summary>
+    [LibraryImport(Library, EntryPoint = "syscall", SetLastError = true)]
+    public static partial long syscall(long number, long a1, long a2, long a3, long a4);
 
     /// <summary>https://man7.org/linux/man-pages/man2/getpid.2.html</summary>
     [LibraryImport(Library, EntryPoint = "getpid")]

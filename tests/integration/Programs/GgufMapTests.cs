@@ -42,6 +42,52 @@ public class GgufMapTests
         }
     }
 
+    /// <summary>
+    /// The adverse case, built in rather than left to the machine's read_ahead_kb: before
+    /// mapping, the program asks for sequential readahead, reads the header through stdio
+    /// (as llama.cpp does) and starts readahead(2) of the whole file, so the map is made
+    /// while reads of the file are in flight. Pages under I/O are skipped by the kernel's
+    /// drop, which is how 544 plaintext pages stayed cached on a machine with 8 MiB
+    /// readahead. Every one of 20 runs must leave 0 pages cached: right after mmap
+    /// returns, after the map was read, and after exit, seen from outside with fincore.
+    /// </summary>
+    [Fact]
+    public void Readahead_in_flight_at_map_time_never_leaves_the_model_in_the_page_cache()
+    {
+        const long size = (16 << 20) + 100;
+        const int runs = 20;
+        string program = NativeBuild.Compile("prog_gguf_map.c");
+        string file = Path.Combine(RepoPaths.DiskTemp, $"tibet-map-ra-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            // The control: natively the program's own reads fill the cache before the map.
+            var native = TibetRun.Native([program, file, size.ToString(), "readahead"]);
+            Assert.True(native.ExitCode == 0, "native control run failed: " + native);
+            Assert.True(long.Parse(Field(native, "cached-before-map")) > 16, native.ToString());
+            Assert.True(PageCache.CachedPages(file) > 1000, "natively the file should stay cached after exit: " + native);
+
+            var failures = new List<string>();
+            for (int run = 0; run < runs; run++)
+            {
+                var encrypted = TibetRun.Encrypted(["--threshold", "64K", "--budget", "1M"], [program, file, size.ToString(), "readahead"]);
+                Assert.True(encrypted.ExitCode == 0, $"run {run}: {encrypted}");
+                Assert.Equal(MappedHash(native), MappedHash(encrypted));
+                // The program's own reads were cached when it mapped the file: the case is real.
+                Assert.True(long.Parse(Field(encrypted, "cached-before-map")) > 0, $"run {run}: the header read left nothing cached: {encrypted}");
+                long atMap = long.Parse(Field(encrypted, "cached-at-map"));
+                long afterRead = CachedPages(encrypted);
+                long afterExit = PageCache.CachedPages(file);
+                if (atMap != 0 || afterRead != 0 || afterExit != 0)
+                    failures.Add($"run {run}: cached at map {atMap}, after reading the map {afterRead}, after exit {afterExit}; stderr: {encrypted.Stderr}");
+            }
+            Assert.True(failures.Count == 0, $"{failures.Count} of {runs} runs left the model in the page cache:\n" + string.Join("\n", failures));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
     private static long CachedPages(TibetRun.Result result) => long.Parse(Field(result, "cached"));
 
     private static string MappedHash(TibetRun.Result result) => Field(result, "mapped-hash");

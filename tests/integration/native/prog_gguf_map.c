@@ -5,7 +5,15 @@
  *   - how many of the file's pages sit in the page cache after the map was read
  *     (printed as "cached N", checked by the test: 0 under tibet, > 0 natively);
  *   - llama.cpp's partial munmap of the leading pages, and reading the rest after it.
- * Usage: prog_gguf_map FILE SIZE. Prints "gguf-map: OK cached N mapped-hash H". */
+ * Usage: prog_gguf_map FILE SIZE [readahead]. Prints "gguf-map: OK cached N mapped-hash H".
+ *
+ * With "readahead", the program first does what makes the page cache hardest to keep
+ * clean, whatever the machine's read_ahead_kb: POSIX_FADV_SEQUENTIAL, a buffered fread of
+ * the header (as llama.cpp reads it before mapping), and readahead(2) of the whole file,
+ * so that the map is made while reads of the file are still in flight. It then prints
+ * "cached-before-map N" (what its own reads brought in) and "cached-at-map N" (right after
+ * mmap returned), and skips the final pread, so that what is cached at exit can be
+ * measured from outside. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdint.h>
@@ -42,9 +50,10 @@ static long cached_pages(int fd, size_t size)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) FAIL("usage: prog_gguf_map FILE SIZE");
+    if (argc != 3 && !(argc == 4 && strcmp(argv[3], "readahead") == 0)) FAIL("usage: prog_gguf_map FILE SIZE [readahead]");
     const char *path = argv[1];
     size_t size = strtoull(argv[2], NULL, 10);
+    int adverse = argc == 4 && strcmp(argv[3], "readahead") == 0;
 
     /* Write the file: the magic, then seeded pseudo-random bytes. */
     unsigned char *data = malloc(size);
@@ -57,9 +66,22 @@ int main(int argc, char **argv)
     fsync(fd);
     posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 
+    long before_map = -1;
+    if (adverse) {
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        FILE *header = fopen(path, "rb");
+        unsigned char head[65536];
+        if (!header || fread(head, 1, sizeof head, header) != sizeof head) FAIL("buffered header read");
+        if (memcmp(head, data, sizeof head) != 0) FAIL("the header read differs from what was written");
+        fclose(header);
+        if (readahead(fd, 0, size) != 0) FAIL("readahead");
+        before_map = cached_pages(fd, size);
+    }
+
     size_t mapped = (size + 4095) & ~(size_t)4095;
     unsigned char *map = mmap(NULL, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
     if (map == MAP_FAILED) FAIL("mmap");
+    long at_map = cached_pages(fd, size);
     madvise(map, size, MADV_WILLNEED);
 
     uint64_t h = fnv(map, size, 14695981039346656037ull);
@@ -68,8 +90,11 @@ int main(int argc, char **argv)
 
     for (size_t i = 0; i < size; i++)
         if (map[i] != data[i]) FAIL("mapped byte %zu is %u, the file has %u", i, map[i], data[i]);
-    unsigned char *check = malloc(size);
-    if (pread(fd, check, size, 0) != (ssize_t)size || memcmp(check, data, size) != 0) FAIL("pread differs from what was written");
+    if (!adverse) {
+        unsigned char *check = malloc(size);
+        if (pread(fd, check, size, 0) != (ssize_t)size || memcmp(check, data, size) != 0) FAIL("pread differs from what was written");
+        free(check);
+    }
 
     /* llama.cpp unmaps the pages before the first tensor, then reads on. */
     size_t head = 3 * 4096;
@@ -79,6 +104,8 @@ int main(int argc, char **argv)
     if (munmap(map + head, size - head) != 0) FAIL("munmap of the rest");
 
     close(fd);
+    if (adverse)
+        printf("gguf-map: cached-before-map %ld cached-at-map %ld\n", before_map, at_map);
     printf("gguf-map: OK cached %ld mapped-hash %016llx\n", cached, (unsigned long long)h);
     return 0;
 }
