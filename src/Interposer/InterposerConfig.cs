@@ -1,6 +1,7 @@
 using Tibet.Core.Audit;
 using Tibet.Core.Identity;
 using Tibet.Core.Paging;
+using Tibet.Core.Policy;
 using Tibet.Interposer.Sealed;
 
 namespace Tibet.Interposer;
@@ -14,7 +15,9 @@ internal sealed record InterposerConfig
 {
     public const long DefaultThreshold = 1 << 20;
 
-    public long BudgetBytes { get; init; } = EngineOptions.Unlimited;
+    /// <summary>The resident budget: TIBET_BUDGET in bytes, or 'unlimited'; the default
+    /// when unset (a program preloaded without tibet-run is sealed too).</summary>
+    public long BudgetBytes { get; init; } = ResidentBudget.DefaultBytes;
     public long ThresholdBytes { get; init; } = DefaultThreshold;
     public CompressionMode Compression { get; init; } = CompressionMode.Off;
     public int Verbosity { get; init; }
@@ -39,7 +42,9 @@ internal sealed record InterposerConfig
     {
         return new InterposerConfig
         {
-            BudgetBytes = Bytes("TIBET_BUDGET", EngineOptions.Unlimited, min: 4096),
+            BudgetBytes = Environment.GetEnvironmentVariable("TIBET_BUDGET") == ResidentBudget.UnlimitedWord
+                ? ResidentBudget.Unlimited
+                : Bytes("TIBET_BUDGET", ResidentBudget.DefaultBytes, min: 4096),
             ThresholdBytes = Bytes("TIBET_THRESHOLD", DefaultThreshold, min: 4096),
             Compression = Environment.GetEnvironmentVariable("TIBET_COMPRESSION") switch
             {

@@ -2,6 +2,7 @@ using System.Globalization;
 using Tibet.Core.Audit;
 using Tibet.Core.Identity;
 using Tibet.Core.Paging;
+using Tibet.Core.Policy;
 
 namespace Tibet.Launcher;
 
@@ -31,7 +32,7 @@ internal static class ChildEnvironment
 
         string? existing = environment.TryGetValue("LD_PRELOAD", out string? value) ? value : null;
         environment["LD_PRELOAD"] = string.IsNullOrWhiteSpace(existing) ? library : library + " " + existing;
-        environment["TIBET_BUDGET"] = options.BudgetBytes == EngineOptions.Unlimited ? "" : Invariant(options.BudgetBytes);
+        environment["TIBET_BUDGET"] = options.BudgetBytes == ResidentBudget.Unlimited ? ResidentBudget.UnlimitedWord : Invariant(options.BudgetBytes);
         environment["TIBET_THRESHOLD"] = Invariant(options.ThresholdBytes);
         environment["TIBET_COMPRESSION"] = options.Compression == CompressionMode.Auto ? "auto" : "off";
         environment["TIBET_VERBOSE"] = Invariant(options.Verbosity);

@@ -1,11 +1,18 @@
 using Tibet.Core.Paging;
+using Tibet.Core.Policy;
 
 namespace Tibet.Launcher;
 
 /// <summary>What the user asked tibet-run for, validated.</summary>
 internal sealed record LaunchOptions
 {
-    public long BudgetBytes { get; init; } = EngineOptions.Unlimited;
+    public long BudgetBytes { get; init; } = ResidentBudget.DefaultBytes;
+
+    /// <summary>True when the user gave no --budget, so the default applies (and is announced).</summary>
+    public bool BudgetIsDefault { get; init; } = true;
+
+    /// <summary>-q: no start-up line about the budget.</summary>
+    public bool Quiet { get; init; }
     public long ThresholdBytes { get; init; } = 1 << 20;
     public CompressionMode Compression { get; init; } = CompressionMode.Off;
     public bool Stats { get; init; }

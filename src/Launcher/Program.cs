@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using Tibet.Core.Audit;
 using Tibet.Core.Identity;
 using Tibet.Core.Paging;
+using Tibet.Core.Policy;
 using Tibet.Launcher;
 
 // tibet-run [options] -- CMD ARGS...: runs an unmodified program on encrypted RAM.
@@ -19,8 +20,9 @@ internal static partial class Launcher
 
         Runs COMMAND with its large allocations in encrypted RAM. Memory the program
         allocates with malloc or maps anonymously, in blocks of at least --threshold, lives
-        in userfaultfd arenas: at most --budget of it is plaintext at any time, and the rest
-        exists only as AES-256-GCM ciphertext, decrypted page by page when touched. The
+        in userfaultfd arenas: at most --budget of it is plaintext at any time (64 MiB per
+        process unless told otherwise), and the rest exists only as AES-256-GCM
+        ciphertext, decrypted page by page when touched. The
         program is not modified; tibet-run preloads libtibet.so into it (and into the
         programs it executes, unless --no-inherit). Static binaries and programs that
         bypass libc's malloc and mmap are not covered.
@@ -46,6 +48,7 @@ internal static partial class Launcher
         COMMAND cannot be run.
 
         Examples:
+          tibet-run -- redis-server --port 7000
           tibet-run --budget 256M -- redis-server --port 7000
           tibet-run --stats -- python3 train.py
           tibet-run --require-encryption --budget 1G --threshold 64K -- ./server
@@ -59,13 +62,14 @@ internal static partial class Launcher
     {
         var (ours, command) = SplitCommand(args);
 
-        var budget = new Option<string?>("--budget") { Description = "Resident plaintext budget: at most SIZE of the program's encrypted memory is plaintext at once. Default: unlimited.", HelpName = "SIZE" };
+        var budget = new Option<string?>("--budget") { Description = $"Resident plaintext budget per process: at most SIZE of the program's encrypted memory is plaintext at once; the rest is sealed. Default: {ResidentBudget.Describe(ResidentBudget.DefaultBytes)} (chosen by measurement, see bench/results). 'unlimited' seals nothing.", HelpName = "SIZE|unlimited" };
         var threshold = new Option<string?>("--threshold") { Description = "Smallest malloc or mmap that is redirected into encrypted arenas. Default: 1M (chosen by measurement, see bench/results).", HelpName = "SIZE" };
         var compression = new Option<string?>("--compression") { Description = "Compress pages with zstd before sealing: off (default) or auto (keeps a page compressed only if it halves).", HelpName = "off|auto" };
         var stats = new Option<bool>("--stats") { Description = "Print a summary of faults, evictions and memory to stderr when COMMAND exits." };
         var statsJson = new Option<string?>("--stats-json") { Description = "Write the same statistics as JSON to FILE.", HelpName = "FILE" };
         var verbose = new Option<int>("--verbose", "-v") { Description = "Report start-up and exit of each interposed process on stderr (-vv: more).", Arity = ArgumentArity.Zero };
-        var requireEncryption = new Option<bool>("--require-encryption") { Description = "Refuse (exit 2) instead of running unencrypted when userfaultfd cannot be used." };
+        var requireEncryption = new Option<bool>("--require-encryption") { Description = "Never run unencrypted: refuse to start (exit 2) when userfaultfd cannot be used or LD_PRELOAD cannot reach COMMAND (static or set-user-ID), and fail with ENOMEM any large allocation tibet cannot encrypt at run time (a region exhausted, a forked child, an internal failure), each with one line on stderr." };
+        var quiet = new Option<bool>("--quiet", "-q") { Description = "No start-up line about the budget in effect." };
         var noInherit = new Option<bool>("--no-inherit") { Description = "Programs that COMMAND executes run without tibet." };
         var library = new Option<string?>("--library") { Description = "Use this libtibet.so instead of the installed one.", HelpName = "PATH", Hidden = true };
         var identity = new Option<string?>("--identity") { Description = "Secret identity (tibet keygen) that opens sealed models sealed to it.", HelpName = "FILE.id" };
@@ -75,7 +79,7 @@ internal static partial class Launcher
         var auditLog = new Option<string?>("--audit-log") { Description = "Append access decisions to FILE. " + AuditLogLocation.Description, HelpName = "FILE" };
 
         var root = new RootCommand(Description);
-        foreach (Option option in new Option[] { budget, threshold, compression, stats, statsJson, verbose, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog })
+        foreach (Option option in new Option[] { budget, threshold, compression, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog })
             root.Options.Add(option);
         var commandArgument = new Argument<string[]>("COMMAND") { Description = "The program to run and its arguments, after --.", Arity = ArgumentArity.ZeroOrMore };
         root.Arguments.Add(commandArgument);
@@ -97,6 +101,7 @@ internal static partial class Launcher
                 return;
             options = options with
             {
+                Quiet = result.GetValue(quiet),
                 IdentityPath = result.GetValue(identity),
                 ClaimPath = result.GetValue(claim),
                 InheritIdentity = result.GetValue(inheritIdentity),
@@ -142,9 +147,12 @@ internal static partial class Launcher
         Option<string?> library, string[] command, out LaunchOptions options)
     {
         options = null!;
-        long budgetBytes = EngineOptions.Unlimited, thresholdBytes = 1 << 20;
-        if (result.GetValue(budget) is { } b && (!SizeParser.TryParse(b, out budgetBytes) || budgetBytes < 4096))
-            return Fail($"--budget '{b}' is not a size of at least 4K; expected {SizeParser.Syntax}");
+        long budgetBytes = ResidentBudget.DefaultBytes, thresholdBytes = 1 << 20;
+        string? budgetText = result.GetValue(budget);
+        if (budgetText == ResidentBudget.UnlimitedWord)
+            budgetBytes = ResidentBudget.Unlimited;
+        else if (budgetText != null && (!SizeParser.TryParse(budgetText, out budgetBytes) || budgetBytes < 4096))
+            return Fail($"--budget '{budgetText}' is not a size of at least 4K, nor '{ResidentBudget.UnlimitedWord}'; expected {SizeParser.Syntax}");
         if (result.GetValue(threshold) is { } t && (!SizeParser.TryParse(t, out thresholdBytes) || thresholdBytes < 4096))
             return Fail($"--threshold '{t}' is not a size of at least 4K; expected {SizeParser.Syntax}");
         CompressionMode mode;
@@ -159,6 +167,7 @@ internal static partial class Launcher
         options = new LaunchOptions
         {
             BudgetBytes = budgetBytes,
+            BudgetIsDefault = budgetText == null,
             ThresholdBytes = thresholdBytes,
             Compression = mode,
             Stats = result.GetValue(stats),
@@ -198,6 +207,18 @@ internal static partial class Launcher
             Console.Error.WriteLine($"tibet-run: {e.Message} Running {options.Command[0]} unencrypted.");
             encrypted = false;
         }
+
+        if (encrypted && PreloadReach.Obstacle(options.Command[0]) is { } obstacle)
+        {
+            if (options.RequireEncryption)
+            {
+                Fail($"{obstacle}. Refusing to run it because of --require-encryption.");
+                return ExitRefused;
+            }
+            Console.Error.WriteLine($"tibet-run: {obstacle}; {options.Command[0]} runs unencrypted. Use a dynamically linked build, or --require-encryption to refuse.");
+        }
+        if (encrypted && !options.Quiet)
+            AnnounceBudget(options);
 
         SecretDescriptor? handOff = null;
         if (options.IdentityPath != null)
@@ -297,6 +318,17 @@ internal static partial class Launcher
             File.WriteAllText(options.StatsJsonPath, json);
         if (options.Stats)
             StatsReport.Print(json, options.Command[0]);
+    }
+
+    /// <summary>One line at start when the budget is the default (so that nobody runs on
+    /// a budget they never heard of) or unlimited (which seals nothing). -q silences it.</summary>
+    private static void AnnounceBudget(LaunchOptions options)
+    {
+        if (options.BudgetBytes == ResidentBudget.Unlimited)
+            Console.Error.WriteLine($"tibet-run: --budget unlimited: {ResidentBudget.UnlimitedConsequence}. Give --budget SIZE to seal cold memory (-q silences this line).");
+        else if (options.BudgetIsDefault)
+            Console.Error.WriteLine($"tibet-run: resident plaintext budget {ResidentBudget.Describe(options.BudgetBytes)} per process, the default; " +
+                                    "memory beyond it is sealed. Change it with --budget SIZE (-q silences this line).");
     }
 
     private static bool Fail(string message)

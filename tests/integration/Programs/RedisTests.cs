@@ -109,15 +109,7 @@ public class RedisTests
         throw new TimeoutException($"redis on port {port} did not answer PING");
     }
 
-    /// <summary>redis-server is tibet-run's child.</summary>
-    private static int ServerPid(int launcherPid)
-    {
-        foreach (string task in Directory.GetDirectories($"/proc/{launcherPid}/task"))
-            foreach (string child in File.ReadAllText(Path.Combine(task, "children")).Split(' ', StringSplitOptions.RemoveEmptyEntries))
-                if (File.ReadAllText($"/proc/{child}/comm").StartsWith("redis-server"))
-                    return int.Parse(child);
-        throw new InvalidOperationException("redis-server is not a child of tibet-run");
-    }
+    private static int ServerPid(int launcherPid) => RedisServer.ChildNamed(launcherPid, "redis-server");
 
     private static long Rss(int pid) =>
         long.Parse(File.ReadAllLines($"/proc/{pid}/status").First(l => l.StartsWith("VmRSS:")).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
