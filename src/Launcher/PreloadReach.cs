@@ -19,7 +19,7 @@ internal static class PreloadReach
     public static string? Obstacle(string command)
     {
         string? path = Resolve(command);
-        if (path == null)
+        if (path == null || !OperatingSystem.IsLinux())
             return null;
         try
         {

@@ -95,6 +95,23 @@ public class DefaultBudgetTests
         }
     }
 
+    /// <summary>A statically linked program cannot be preloaded: tibet-run says so before it
+    /// starts, and refuses it under --require-encryption.</summary>
+    [Fact]
+    public void A_static_program_is_announced_as_unencrypted_and_refused_when_encryption_is_required()
+    {
+        string program = NativeBuild.Compile("prog_alloc.c", "-static");
+        var result = TibetRun.Run(TibetRun.Launcher, ["-q", "--", program]);
+        Assert.Contains("statically linked", result.Stderr);
+        Assert.Contains("runs unencrypted", result.Stderr);
+
+        var refused = TibetRun.Run(TibetRun.Launcher, ["-q", "--require-encryption", "--", program]);
+        Assert.Equal(2, refused.ExitCode);
+        Assert.Contains("statically linked", refused.Stderr);
+        Assert.Contains("--require-encryption", refused.Stderr);
+        Assert.Equal("", refused.Stdout);
+    }
+
     private static int FillAndCount(string[]? launcherOptions, int port, string dir, int values, byte[] marker, out string stderr)
     {
         using var redis = RedisServer.Start(port, launcherOptions, dir);

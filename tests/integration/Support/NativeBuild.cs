@@ -8,7 +8,11 @@ internal static class NativeBuild
     public static string Compile(string sourceName, params string[] extraArgs)
     {
         string source = Path.Combine(AppContext.BaseDirectory, "native", sourceName);
-        string output = Path.Combine(Path.GetTempPath(), "tibet-tests", Path.GetFileNameWithoutExtension(sourceName));
+        // A build with other flags (-static, -ljemalloc) gets a name of its own, so it never
+        // replaces the plain build another test runs.
+        string variant = extraArgs.Length == 0 ? "" : "-" + Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(
+            System.Text.Encoding.UTF8.GetBytes(string.Join('\0', extraArgs))))[..8].ToLowerInvariant();
+        string output = Path.Combine(Path.GetTempPath(), "tibet-tests", Path.GetFileNameWithoutExtension(sourceName) + variant);
         Directory.CreateDirectory(Path.GetDirectoryName(output)!);
         var (code, _, stderr) = Run("gcc", ["-O2", "-Wall", "-Werror", "-o", output, source, .. extraArgs]);
         if (code != 0)
