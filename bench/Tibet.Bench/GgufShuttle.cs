@@ -177,7 +177,7 @@ internal static unsafe class GgufShuttle
         md.AppendLine();
         md.AppendLine(FormatTable(rows, markdown: true));
         md.AppendLine();
-        md.AppendLine("Targets (BRIEF §6): 1 GiB GGUF through the arena >= 1.5 GB/s; 4 KiB fault p50 <= 10 µs, p99 <= 40 µs. " +
+        md.AppendLine("Targets (docs/background.md): 1 GiB GGUF through the arena >= 1.5 GB/s; 4 KiB fault p50 <= 10 µs, p99 <= 40 µs. " +
                       "The Rust proof of concept's gguf-shuttle: 50 MB/s, p50 67 µs, p99 83 µs.");
         md.AppendLine();
         md.AppendLine(verified ? "Verification: the arena's bytes hashed equal to the file's at every size." : "Verification FAILED.");

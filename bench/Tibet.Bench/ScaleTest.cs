@@ -102,7 +102,7 @@ internal static class ScaleTest
             md.AppendLine();
             md.AppendLine(Legend(markdown: true));
             md.AppendLine();
-            md.AppendLine("Reference points (BRIEF §2, §6): the Rust proof of concept's scaletest, 16,384 pages: 152 MB/s, p50 53 µs, p99 122 µs. " +
+            md.AppendLine("Reference points (docs/background.md): the Rust proof of concept's scaletest, 16,384 pages: 152 MB/s, p50 53 µs, p99 122 µs. " +
                           "Targets: 4 KiB fault p50 <= 10 µs, p99 <= 40 µs; sequential 4 KiB throughput >= 2 GB/s.");
             md.AppendLine();
             md.AppendLine(mismatches == 0 ? "Verification: every page of every engine run read back byte for byte equal." : $"Verification FAILED: {mismatches} pages differ.");

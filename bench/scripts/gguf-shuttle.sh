@@ -68,7 +68,7 @@ $(cat $work/shuttle.md)
 
 Our C driver (tests/integration/native/llama/llama_driver.c, llama.cpp from npm @node-llama-cpp/linux-x64@3.22.1), mmap load,
 greedy decoding of $tokens tokens from "Hello", natively and under tibet-run. Equal hashes mean identical tokens.
-Target (BRIEF §6): tokens/s once resident >= 0.97x native.
+Target (docs/background.md): tokens/s once resident >= 0.97x native.
 
 | run | load ms | tokens/s | token hash |
 |---|--:|--:|---|

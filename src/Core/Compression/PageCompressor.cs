@@ -6,7 +6,7 @@ namespace Tibet.Core.Compression;
 /// zstd for single pages, reusing one compression and one decompression context.
 /// </summary>
 /// <remarks>
-/// Decompressing a page costs several times what decrypting it does (BRIEF §3: ~410 MB/s
+/// Decompressing a page costs several times what decrypting it does (docs/background.md: ~410 MB/s
 /// against ~3 GB/s), so the engine compresses only when asked and keeps the result only
 /// when it is small enough to pay for that cost in memory saved. Not thread-safe: used
 /// under the engine lock.

@@ -13,8 +13,12 @@ internal static class TibetCommand
 
         Identities, signed clearance claims, sealed models and the audit trail of tibet. A
         sealed model opens only for a recipient identity holding a valid claim from an issuer
-        the model trusts, with enough clearance; otherwise it stays dead material. (Running a
-        sealed model under tibet-run --identity is not supported yet: unseal it first.)
+        the model trusts, with enough clearance; otherwise it stays dead material. Run a
+        program on a sealed model with tibet-run --identity NAME.id --claim NAME.claim -- CMD:
+        its maps and reads of the model are decrypted page by page, never to disk.
+        The cryptographic gate is the identity alone: whoever holds NAME.id can unwrap the
+        data key. Clearance, expiry and scope are checked by tibet's code (tibet-run and
+        tibet unseal), not enforced by the cipher; see docs/threat-model.md.
 
           tibet keygen --out NAME                 make NAME.id (secret, mode 0600) and NAME.pub (public)
           tibet identity show FILE                print an identity's fingerprint and public keys
