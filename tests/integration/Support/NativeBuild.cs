@@ -8,11 +8,12 @@ internal static class NativeBuild
     public static string Compile(string sourceName, params string[] extraArgs)
     {
         string source = Path.Combine(AppContext.BaseDirectory, "native", sourceName);
-        // A build with other flags (-static, -ljemalloc) gets a name of its own, so it never
-        // replaces the plain build another test runs.
-        string variant = extraArgs.Length == 0 ? "" : "-" + Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(
+        // A build with other flags (-static, -ljemalloc) gets a directory of its own, so it never
+        // replaces the plain build another test runs. The file name stays the source's name:
+        // tests find their program by /proc/PID/comm.
+        string variant = extraArgs.Length == 0 ? "" : Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(
             System.Text.Encoding.UTF8.GetBytes(string.Join('\0', extraArgs))))[..8].ToLowerInvariant();
-        string output = Path.Combine(Path.GetTempPath(), "tibet-tests", Path.GetFileNameWithoutExtension(sourceName) + variant);
+        string output = Path.Combine(Path.GetTempPath(), "tibet-tests", variant, Path.GetFileNameWithoutExtension(sourceName));
         Directory.CreateDirectory(Path.GetDirectoryName(output)!);
         var (code, _, stderr) = Run("gcc", ["-O2", "-Wall", "-Werror", "-o", output, source, .. extraArgs]);
         if (code != 0)
