@@ -1,7 +1,9 @@
 /* Under tibet-run only: fills the interposer's 1 TiB malloc region with blocks that are
  * never touched (an arena costs address space, not memory, until its pages are used),
- * from 512 GiB halving down to 8 MiB, until an 8 MiB malloc no longer lands in the
- * region. That allocation is then served unencrypted by glibc (or refused under
+ * from 48 GiB halving down to 12 MiB, until an 8 MiB malloc no longer lands in the
+ * region. (Not larger: releasing an arena walks its page table, 8 bytes per KiB, so the
+ * blocks are left to exit and only the smallest, a few MiB, is freed. Sizes of three
+ * times a power of two leave ever smaller remainders, whatever the region's exact size.) That allocation is then served unencrypted by glibc (or refused under
  * --require-encryption), which tibet must announce. Then one region block is freed, and
  * the next 8 MiB malloc must be encrypted again: a region that was full is not spoiled.
  *
@@ -51,7 +53,7 @@ int main(void)
     }
     free(probe);
 
-    for (size_t size = (size_t)1 << 39; size >= small && n < Max; size >>= 1) {
+    for (size_t size = (size_t)3 << 34; size >= small && n < Max; size >>= 1) {
         while (n < Max) {
             void *p = malloc(size);
             if (p && in_uffd(p) == 1) {
