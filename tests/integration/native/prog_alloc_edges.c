@@ -112,14 +112,20 @@ int main(void)
         errno = 0; p = malloc(size); answer("malloc", name, p, errno);
         errno = 0; p = calloc(1, size); answer("calloc 1 x", name, p, errno);
         errno = 0; p = realloc(NULL, size); answer("realloc NULL", name, p, errno);
-        errno = 0; p = resize(small, size); answer("realloc small", name, p, errno);
-        if (!p && (small[0] != 0x5A || small[99] != 0x5A))
-            printf("realloc small(%s): old block changed\n", name);
-        errno = 0; p = resize(large, size); answer("realloc large", name, p, errno);
-        if (!p && !intact(large, big))
-            printf("realloc large(%s): old block changed\n", name);
-        if (!p)
-            printf("realloc large(%s): usable size %s\n", name, malloc_usable_size(large) >= big ? "kept" : "SHRUNK");
+        /* A failed realloc leaves the old block as it was: its contents and its size. */
+        errno = 0; p = resize(small, size); rc = errno;
+        if (p)
+            printf("realloc small(%s) = pointer\n", name);
+        else
+            printf("realloc small(%s) = NULL errno %d, old block %s\n", name, rc,
+                   small[0] == 0x5A && small[99] == 0x5A ? "intact" : "CHANGED");
+        errno = 0; p = resize(large, size); rc = errno;
+        if (p)
+            printf("realloc large(%s) = pointer\n", name);
+        else
+            printf("realloc large(%s) = NULL errno %d, old block %s, usable size %s\n", name, rc,
+                   intact(large, big) ? "intact" : "CHANGED", malloc_usable_size(large) >= big ? "kept" : "SHRUNK");
+        fflush(stdout);
         for (size_t align = 64; align <= 2 << 20; align <<= 15) {
             char what[64];
             void *q = NULL;
@@ -138,8 +144,6 @@ int main(void)
         errno = 0;
         void *p = calloc(products[i].count, products[i].size);
         answer("calloc", products[i].name, p, errno);
-        if (p && products[i].count == POW2(32) + 1)
-            printf("calloc(%s): a block for the overflowed product\n", products[i].name);
     }
 
     /* The blocks the hostile calls left alone are still whole, and the next ordinary
