@@ -270,19 +270,39 @@ internal sealed unsafe class Redirector
         }
         else if (!_mmapSpace.CanEverHold(length, AddressSpace.Unit))
         {
-            // The kernel maps it (or refuses) as an ordinary file map: its pages pass
-            // through the page cache in plaintext.
-            return PlaintextFallbacks.Forward(PlaintextReason.TooLarge, "mmap of a model file"u8, length);
+            return ForwardModelMap(PlaintextReason.TooLarge, length, null, out error);
         }
 
         long rounded = AddressSpace.RoundUp((long)length, PageSize);
-        Arena arena;
+        Arena? arena = null;
         long address;
+        Exception? creationFailure = null;
         lock (_lock)
         {
             address = _mmapSpace.Take(rounded, AddressSpace.Unit);
-            if (address == 0) return 0;
-            arena = _engine.CreateArenaAt((nint)address, rounded, sealedFile != null ? "sealed gguf" : "gguf");
+            if (address != 0)
+            {
+                try
+                {
+                    arena = _engine.CreateArenaAt((nint)address, rounded, sealedFile != null ? "sealed gguf" : "gguf");
+                }
+                catch (Exception e)
+                {
+                    _mmapSpace.Give(address, rounded);
+                    creationFailure = e;
+                }
+            }
+        }
+        if (arena == null)
+        {
+            if (sealedFile == null)
+                return ForwardModelMap(creationFailure == null ? PlaintextReason.RegionExhausted : PlaintextReason.ArenaCreationFailed,
+                    length, creationFailure?.Message, out error);
+            // A sealed model is never mapped raw: the map fails.
+            Native.ProcessCalls.WriteError($"tibet: a map of sealed model '{sealedFile.Path}' ({length} bytes) failed: " +
+                                           (creationFailure?.Message ?? "tibet's mapping region has no free stretch large enough"));
+            error = Libc.ENOMEM;
+            return 0;
         }
         bool bypassedPageCache = true;
         try
@@ -330,6 +350,16 @@ internal sealed unsafe class Redirector
                                            "pages are read from the file on first touch" +
                                            (bypassedPageCache ? "" : "; the file system refuses O_DIRECT, so each read goes through the page cache and is dropped from it at once"));
         return (nint)address;
+    }
+
+    /// <summary>A plain model's map that tibet cannot serve: the kernel maps the file, so its
+    /// pages pass through the page cache in plaintext (counted and announced); or, when
+    /// encryption is required, the map fails with ENOMEM.</summary>
+    private static nint ForwardModelMap(PlaintextReason reason, ulong length, string? detail, out int error)
+    {
+        nint answer = PlaintextFallbacks.Forward(reason, "mmap of a model file"u8, length, detail);
+        error = answer == PlaintextFallbacks.Refused ? Libc.ENOMEM : 0;
+        return 0;
     }
 
     /// <summary>munmap of a range that touches the mapping region: 0, or an errno.</summary>
