@@ -33,10 +33,25 @@ internal sealed class AddressSpace
 
     public long Limit { get; }
 
+    /// <summary>The most one stretch can ever be: the whole space.</summary>
+    public long Capacity => Limit - Base;
+
+    /// <summary>Whether a stretch of <paramref name="length"/> bytes aligned to
+    /// <paramref name="alignment"/> could be taken from this space when it is empty.
+    /// Sizes come from the program and may be anything up to 2^64-1: nothing here is
+    /// rounded or doubled before it is known to fit.</summary>
+    public bool CanEverHold(ulong length, ulong alignment) =>
+        length <= (ulong)Capacity && alignment <= (ulong)Capacity;
+
     /// <summary>Takes <paramref name="length"/> bytes (rounded up to units) aligned to
-    /// <paramref name="alignment"/>; 0 when the space is exhausted.</summary>
+    /// <paramref name="alignment"/> (a power of two); 0 when no free stretch is large
+    /// enough. The free list is left as it was unless a stretch is taken.</summary>
     public long Take(long length, long alignment)
     {
+        // Checked here as well as by the callers: a negative or oversized length would
+        // otherwise split the free list into nonsense and drain the space for good.
+        if (length <= 0 || length > Capacity || alignment <= 0 || alignment > Capacity || (alignment & (alignment - 1)) != 0)
+            throw new ArgumentOutOfRangeException(nameof(length), $"cannot take {length} bytes aligned to {alignment} from a space of {Capacity} bytes");
         length = RoundUp(length, Unit);
         alignment = Math.Max(alignment, Unit);
         for (int i = 0; i < _free.Count; i++)
@@ -44,7 +59,7 @@ internal sealed class AddressSpace
             var (start, size) = _free[i];
             long aligned = RoundUp(start, alignment);
             long waste = aligned - start;
-            if (size < waste + length)
+            if (size < waste + length) // all three are below 2^48: no overflow
                 continue;
             _free.RemoveAt(i);
             if (size - waste - length > 0) _free.Insert(i, (aligned + length, size - waste - length));
@@ -57,6 +72,8 @@ internal sealed class AddressSpace
     /// <summary>Returns a range to the free list, merging it with its neighbours.</summary>
     public void Give(long start, long length)
     {
+        if (length <= 0 || start < Base || length > Limit - start)
+            throw new ArgumentOutOfRangeException(nameof(length), $"cannot give back {length} bytes at 0x{start:x}: outside the space");
         length = RoundUp(length, Unit);
         int i = 0;
         while (i < _free.Count && _free[i].Start < start) i++;

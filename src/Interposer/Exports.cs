@@ -6,9 +6,17 @@ namespace Tibet.Interposer;
 /// <summary>
 /// The managed entry points the shim calls. Each is a thin, exception-proof door into
 /// <see cref="InterposerRuntime"/>: an exception escaping an UnmanagedCallersOnly method
-/// would end the host program, so each failure is reported and answered with "not
-/// handled", which the shim turns into forwarding to libc.
+/// would end the host program, so each failure is reported and answered.
 /// </summary>
+/// <remarks>
+/// Sizes arrive as size_t and stay unsigned: a program may pass anything up to 2^64-1,
+/// and a cast to long would turn 2^63 and above into negative lengths.
+/// tibet_managed_alloc, _realloc and _mmap answer with a pointer (served), 0 (not taken:
+/// the shim forwards the call to libc) or <see cref="PlaintextFallbacks.Refused"/> (-1:
+/// the shim fails the call with ENOMEM, leaving a realloc's old block as it was). Each
+/// case in which memory that should be encrypted is not goes through
+/// <see cref="PlaintextFallbacks"/>.
+/// </remarks>
 internal static unsafe class Exports
 {
     /// <remarks>The first managed call of the process: the runtime starts inside it and
@@ -23,8 +31,8 @@ internal static unsafe class Exports
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_alloc")]
     private static nint Alloc(nuint size, nuint alignment)
     {
-        try { return InterposerRuntime.Redirector?.Allocate((long)size, (long)alignment) ?? 0; }
-        catch (Exception e) { return InterposerRuntime.Failed("malloc", e); }
+        try { return InterposerRuntime.Redirector?.Allocate(size, alignment) ?? 0; }
+        catch (Exception e) { return InterposerRuntime.Failed("malloc"u8, e, size); }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_free")]
@@ -37,15 +45,21 @@ internal static unsafe class Exports
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_realloc")]
     private static nint Realloc(nint pointer, nuint size)
     {
-        try { return InterposerRuntime.Redirector?.Reallocate(pointer, (long)size) ?? 0; }
-        catch (Exception e) { return InterposerRuntime.Failed("realloc", e); }
+        try { return InterposerRuntime.Redirector?.Reallocate(pointer, size) ?? 0; }
+        catch (Exception e)
+        {
+            // Never forwarded: the block is ours, and after an error its state is unknown.
+            // The call fails and the program keeps its old block.
+            InterposerRuntime.Failed("realloc", e);
+            return PlaintextFallbacks.Refuse(PlaintextReason.InternalError, "realloc"u8, size);
+        }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_mmap")]
     private static nint Mmap(nuint length)
     {
-        try { return InterposerRuntime.Redirector?.Map((long)length) ?? 0; }
-        catch (Exception e) { return InterposerRuntime.Failed("mmap", e); }
+        try { return InterposerRuntime.Redirector?.Map(length) ?? 0; }
+        catch (Exception e) { return InterposerRuntime.Failed("mmap"u8, e, length); }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_map_file")]
@@ -55,7 +69,7 @@ internal static unsafe class Exports
         {
             *error = 0;
             if (InterposerRuntime.Redirector is not { } redirector) return 0;
-            nint address = redirector.MapFile((long)length, prot, flags, fd, offset, out int errno);
+            nint address = redirector.MapFile(length, prot, flags, fd, offset, out int errno);
             *error = errno;
             return address;
         }
@@ -101,7 +115,7 @@ internal static unsafe class Exports
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_unmap")]
     private static int Unmap(nint address, nuint length)
     {
-        try { return InterposerRuntime.Redirector?.Unmap(address, (long)length) ?? 22; }
+        try { return InterposerRuntime.Redirector?.Unmap(address, length) ?? 22; }
         catch (Exception e) { InterposerRuntime.Failed("munmap", e); return 12; }
     }
 
@@ -111,7 +125,7 @@ internal static unsafe class Exports
         try
         {
             if (InterposerRuntime.Redirector is not { } redirector) { *error = 22; return -1; }
-            nint result = redirector.Remap(old, (long)oldSize, (long)newSize, flags, out int errno);
+            nint result = redirector.Remap(old, oldSize, newSize, flags, out int errno);
             *error = errno;
             return result;
         }

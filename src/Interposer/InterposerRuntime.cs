@@ -114,13 +114,20 @@ internal static class InterposerRuntime
 
     public static void Forked(int pid) => Redirector?.Engine.ChildForked(pid);
 
-    /// <summary>Reports an unexpected failure once per kind of call and returns 0, which
-    /// the shim answers by forwarding the call to libc.</summary>
-    public static nint Failed(string call, Exception e)
+    /// <summary>Reports an unexpected failure (the first few in full).</summary>
+    public static void Failed(string call, Exception e)
     {
         if (Interlocked.Increment(ref _failuresReported) <= 8)
-            ProcessCalls.WriteError($"tibet: {call} failed inside tibet ({e.GetType().Name}: {e.Message}); forwarded to libc, unencrypted");
-        return 0;
+            ProcessCalls.WriteError($"tibet: {call} failed inside tibet ({e.GetType().Name}: {e.Message})");
+    }
+
+    /// <summary>Reports an unexpected failure of an allocation or mapping call and answers
+    /// it as <see cref="PlaintextFallbacks"/> decides: 0, so that the shim forwards it to
+    /// libc (unencrypted, counted and announced), or refused under --require-encryption.</summary>
+    public static nint Failed(ReadOnlySpan<byte> call, Exception e, ulong size)
+    {
+        Failed(System.Text.Encoding.UTF8.GetString(call), e);
+        return PlaintextFallbacks.Forward(PlaintextReason.InternalError, call, size);
     }
 
     private static void Refuse(string reason, string consequence)

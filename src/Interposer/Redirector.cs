@@ -1,3 +1,4 @@
+using System.Numerics;
 using Tibet.Core.Files;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging;
@@ -44,6 +45,7 @@ internal sealed unsafe class Redirector
         _verbosity = config.Verbosity;
         _fileMapThreshold = config.ThresholdBytes;
         _sealedFiles = sealedFiles;
+        PlaintextFallbacks.Configure(config.RequireEncryption);
         _mallocSpace = new AddressSpace(RegionSize, "malloc blocks");
         _mmapSpace = new AddressSpace(RegionSize, "mappings");
         long entries = RegionSize >> AddressSpace.UnitShift;
@@ -58,17 +60,59 @@ internal sealed unsafe class Redirector
 
     public PageEngine Engine => _engine;
 
-    public nint Allocate(long size, long alignment)
+    /// <summary>
+    /// A malloc-family call of at least the threshold: a block of a new arena, or, when
+    /// tibet cannot serve it, what <see cref="PlaintextFallbacks"/> decides (the host's own
+    /// block, counted and announced; 0, so that the host answers; or
+    /// <see cref="PlaintextFallbacks.Refused"/>). The size is the program's, anything up to
+    /// 2^64-1: it is checked before it is rounded, and a call tibet does not serve leaves
+    /// the region as it was.
+    /// </summary>
+    public nint Allocate(ulong size, ulong alignment)
+    {
+        if (!_mallocSpace.CanEverHold(size, alignment))
+            return PlaintextFallbacks.ServeUnencrypted(PlaintextReason.TooLarge, "malloc"u8, size, alignment);
+        nint address = TryAllocate((long)size, (long)BitOperations.RoundUpToPowerOf2(Math.Max(alignment, 1)), out PlaintextReason failure, out string? detail);
+        return address != 0 ? address : PlaintextFallbacks.ServeUnencrypted(failure, "malloc"u8, size, alignment, detail);
+    }
+
+    /// <summary>A new block in the malloc region, or 0 with the reason. No lock is held
+    /// when this returns, so the caller may announce.</summary>
+    private nint TryAllocate(long size, long alignment, out PlaintextReason failure, out string? detail)
     {
         long length = AddressSpace.RoundUp(Math.Max(size, 1), PageSize);
-        long reserved = AddressSpace.RoundUp(2 * length, AddressSpace.Unit);
+        long whole = AddressSpace.RoundUp(length, AddressSpace.Unit);
+        detail = null;
         lock (_lock)
         {
+            // Twice the length, so that realloc can grow in place; just the length when
+            // the region has no stretch that large (a block of more than half the region,
+            // or a fragmented region), since a block that cannot grow in place still moves.
+            long reserved = whole <= _mallocSpace.Capacity / 2 ? 2 * whole : whole;
             long address = _mallocSpace.Take(reserved, alignment);
-            if (address == 0) return 0;
-            var arena = _engine.CreateArenaAt((nint)address, length, "malloc");
+            if (address == 0 && reserved != whole)
+                address = _mallocSpace.Take(reserved = whole, alignment);
+            if (address == 0)
+            {
+                failure = PlaintextReason.RegionExhausted;
+                return 0;
+            }
+            Arena arena;
+            try
+            {
+                arena = _engine.CreateArenaAt((nint)address, length, "malloc");
+            }
+            catch (Exception e)
+            {
+                // The stretch goes back: a failed arena never costs the region anything.
+                _mallocSpace.Give(address, reserved);
+                failure = PlaintextReason.ArenaCreationFailed;
+                detail = e.Message;
+                return 0;
+            }
             _blocks[address] = new Block(arena, reserved);
             _blockSizes[UnitOf(address)] = (nuint)length;
+            failure = default;
             return (nint)address;
         }
     }
@@ -90,40 +134,96 @@ internal sealed unsafe class Redirector
         }
     }
 
-    public nint Reallocate(nint pointer, long size)
+    /// <summary>
+    /// realloc of one of our blocks to at least the threshold (the shim moves smaller ones
+    /// to the host itself). Returns the block (grown in place or moved), or
+    /// <see cref="PlaintextFallbacks.Refused"/>: the old block is then untouched and the
+    /// shim fails the call with ENOMEM, as glibc does for a size it cannot hold.
+    /// </summary>
+    public nint Reallocate(nint pointer, ulong size)
     {
         Block? old;
         lock (_lock)
         {
             if (!_blocks.TryGetValue(pointer, out old))
-                return 0;
-            if (size <= old.Arena.Length)
+            {
+                // Inside our region but not a block's start: a program bug. Neither tibet
+                // nor the host can resize it; glibc would abort.
+                Native.ProcessCalls.WriteError($"tibet: realloc(0x{pointer:x}) of a pointer tibet never returned; refused");
+                return PlaintextFallbacks.Refused;
+            }
+            if (size <= (ulong)old.Arena.Length)
                 return pointer; // shrinking keeps the block; its usable size stays truthful
-            long length = AddressSpace.RoundUp(size, PageSize);
-            if (length <= old.Reserved)
+            if (size <= (ulong)old.Reserved)
             {
                 // Grow in place into the block's own reservation: no copy.
-                old.Arena.Extend(length);
-                _blockSizes[UnitOf(pointer)] = (nuint)length;
-                return pointer;
+                long length = AddressSpace.RoundUp((long)size, PageSize);
+                try
+                {
+                    old.Arena.Extend(length);
+                    _blockSizes[UnitOf(pointer)] = (nuint)length;
+                    return pointer;
+                }
+                catch (OutOfMemoryException)
+                {
+                    // The tail could not be mapped: the block is as it was; move it instead.
+                }
             }
         }
-        nint grown = Allocate(size, 16);
-        if (grown == 0)
-            return 0;
+        nint grown;
+        if (_mallocSpace.CanEverHold(size, 16))
+        {
+            grown = TryAllocate((long)size, 16, out PlaintextReason failure, out string? detail);
+            if (grown == 0)
+                grown = PlaintextFallbacks.ServeUnencrypted(failure, "realloc"u8, size, 16, detail);
+        }
+        else
+        {
+            grown = PlaintextFallbacks.ServeUnencrypted(PlaintextReason.TooLarge, "realloc"u8, size, 16);
+        }
+        // Neither tibet nor the host can hold it: the old block stays, the call fails.
+        if (grown == 0 || grown == PlaintextFallbacks.Refused)
+            return PlaintextFallbacks.Refused;
         Libc.memcpy((void*)grown, (void*)pointer, (nuint)old.Arena.Length);
         Free(pointer);
         return grown;
     }
 
-    public nint Map(long length)
+    /// <summary>A private anonymous read-write mmap of at least the threshold: a new
+    /// arena, or what <see cref="PlaintextFallbacks"/> decides (0: the shim maps it with
+    /// libc, unencrypted, counted and announced; or refused).</summary>
+    public nint Map(ulong length)
+    {
+        if (length == 0 || !_mmapSpace.CanEverHold(length, AddressSpace.Unit))
+            return length == 0 ? 0 : PlaintextFallbacks.Forward(PlaintextReason.TooLarge, "mmap"u8, length);
+        nint address = TryMap((long)length, out PlaintextReason failure, out string? detail);
+        return address != 0 ? address : PlaintextFallbacks.Forward(failure, "mmap"u8, length, detail);
+    }
+
+    private nint TryMap(long length, out PlaintextReason failure, out string? detail)
     {
         long rounded = AddressSpace.RoundUp(length, PageSize);
+        detail = null;
         lock (_lock)
         {
             long address = _mmapSpace.Take(rounded, AddressSpace.Unit);
-            if (address == 0) return 0;
-            _mappings[address] = _engine.CreateArenaAt((nint)address, rounded, "mmap");
+            if (address == 0)
+            {
+                failure = PlaintextReason.RegionExhausted;
+                return 0;
+            }
+            try
+            {
+                _mappings[address] = _engine.CreateArenaAt((nint)address, rounded, "mmap");
+            }
+            catch (Exception e)
+            {
+                _mmapSpace.Give(address, rounded);
+                failure = PlaintextReason.ArenaCreationFailed;
+                detail = e.Message;
+                return 0;
+            }
+            failure = default;
             return (nint)address;
         }
     }
@@ -140,7 +240,7 @@ internal sealed unsafe class Redirector
     /// </summary>
     /// <remarks>The arena is writable underneath although the program asked for
     /// PROT_READ: UFFDIO_MOVE, which eviction relies on, refuses read-only areas.</remarks>
-    public nint MapFile(long length, int prot, int flags, int fd, long offset, out int error)
+    public nint MapFile(ulong length, int prot, int flags, int fd, long offset, out int error)
     {
         error = 0;
         int type = flags & Libc.MAP_TYPE;
@@ -148,28 +248,61 @@ internal sealed unsafe class Redirector
         SealedFileAccess? sealedFile = _sealedFiles.Classify(fd);
         if (sealedFile != null)
         {
-            if ((type != Libc.MAP_PRIVATE && (prot & Libc.PROT_WRITE) != 0) || fixedAddress || length <= 0 || (offset & (PageSize - 1)) != 0)
+            if (length == 0 || (offset & (PageSize - 1)) != 0 || !_mmapSpace.CanEverHold(length, AddressSpace.Unit))
+            {
+                // What the kernel answers for such a map: EINVAL, or ENOMEM for a length no
+                // address space holds. Never a raw map of the ciphertext.
+                error = length == 0 || (offset & (PageSize - 1)) != 0 ? Libc.EINVAL : Libc.ENOMEM;
+                return 0;
+            }
+            if ((type != Libc.MAP_PRIVATE && (prot & Libc.PROT_WRITE) != 0) || fixedAddress)
             {
                 Native.ProcessCalls.WriteError($"tibet: refused a {(fixedAddress ? "fixed-address" : "writable shared")} map of sealed model '{sealedFile.Path}': " +
                                                "sealed models are mapped read-only or private (MAP_PRIVATE), never written back");
-                error = length <= 0 || (offset & (PageSize - 1)) != 0 ? Libc.EINVAL : Libc.EACCES;
+                error = Libc.EACCES;
                 return 0;
             }
         }
-        else if (prot != Libc.PROT_READ || fixedAddress || length < _fileMapThreshold
+        else if (prot != Libc.PROT_READ || fixedAddress || length < (ulong)_fileMapThreshold
                  || (type != Libc.MAP_SHARED && type != Libc.MAP_PRIVATE) || !GgufFiles.StartsWithMagic(fd))
         {
             return 0;
         }
+        else if (!_mmapSpace.CanEverHold(length, AddressSpace.Unit))
+        {
+            return ForwardModelMap(PlaintextReason.TooLarge, length, null, out error);
+        }
 
-        long rounded = AddressSpace.RoundUp(length, PageSize);
-        Arena arena;
+        long rounded = AddressSpace.RoundUp((long)length, PageSize);
+        Arena? arena = null;
         long address;
+        Exception? creationFailure = null;
         lock (_lock)
         {
             address = _mmapSpace.Take(rounded, AddressSpace.Unit);
-            if (address == 0) return 0;
-            arena = _engine.CreateArenaAt((nint)address, rounded, sealedFile != null ? "sealed gguf" : "gguf");
+            if (address != 0)
+            {
+                try
+                {
+                    arena = _engine.CreateArenaAt((nint)address, rounded, sealedFile != null ? "sealed gguf" : "gguf");
+                }
+                catch (Exception e)
+                {
+                    _mmapSpace.Give(address, rounded);
+                    creationFailure = e;
+                }
+            }
+        }
+        if (arena == null)
+        {
+            if (sealedFile == null)
+                return ForwardModelMap(creationFailure == null ? PlaintextReason.RegionExhausted : PlaintextReason.ArenaCreationFailed,
+                    length, creationFailure?.Message, out error);
+            // A sealed model is never mapped raw: the map fails.
+            Native.ProcessCalls.WriteError($"tibet: a map of sealed model '{sealedFile.Path}' ({length} bytes) failed: " +
+                                           (creationFailure?.Message ?? "tibet's mapping region has no free stretch large enough"));
+            error = Libc.ENOMEM;
+            return 0;
         }
         bool bypassedPageCache = true;
         try
@@ -224,13 +357,26 @@ internal sealed unsafe class Redirector
         return (nint)address;
     }
 
-    /// <summary>munmap of a range that touches the mapping region: 0, or an errno.</summary>
-    public int Unmap(nint address, long length)
+    /// <summary>A plain model's map that tibet cannot serve: the kernel maps the file, so its
+    /// pages pass through the page cache in plaintext (counted and announced); or, when
+    /// encryption is required, the map fails with ENOMEM.</summary>
+    private static nint ForwardModelMap(PlaintextReason reason, ulong length, string? detail, out int error)
     {
-        if ((address & (PageSize - 1)) != 0 || length <= 0)
+        nint answer = PlaintextFallbacks.Forward(reason, "mmap of a model file"u8, length, detail);
+        error = answer == PlaintextFallbacks.Refused ? Libc.ENOMEM : 0;
+        return 0;
+    }
+
+    /// <summary>munmap of a range that touches the mapping region: 0, or an errno.</summary>
+    public int Unmap(nint address, ulong length)
+    {
+        // The kernel's own checks (mm/mmap.c): a page-aligned start, a length that is not
+        // 0 and does not run past the end of the address space.
+        if ((address & (PageSize - 1)) != 0 || length == 0 || address < 0
+            || length > (ulong)(long.MaxValue - address) - PageSize)
             return Libc.EINVAL;
         long start = address;
-        long end = start + AddressSpace.RoundUp(length, PageSize);
+        long end = start + AddressSpace.RoundUp((long)length, PageSize);
         long inStart = Math.Max(start, _mmapSpace.Base);
         long inEnd = Math.Min(end, _mmapSpace.Limit);
 
@@ -256,22 +402,27 @@ internal sealed unsafe class Redirector
         return 0;
     }
 
-    public nint Remap(nint old, long oldSize, long newSize, int flags, out int error)
+    public nint Remap(nint old, ulong oldSize, ulong newSize, int flags, out int error)
     {
         error = 0;
-        long oldLength = AddressSpace.RoundUp(oldSize, PageSize);
-        long newLength = AddressSpace.RoundUp(newSize, PageSize);
         Arena? arena;
         lock (_lock)
             _mappings.TryGetValue(old, out arena);
-        if (arena == null || (old & (PageSize - 1)) != 0 || newSize <= 0 || oldLength > arena.Length)
+        if (arena == null || (old & (PageSize - 1)) != 0 || newSize == 0 || oldSize > (ulong)arena.Length)
         {
             error = Libc.EINVAL;
             return Libc.MAP_FAILED;
         }
+        if (!_mmapSpace.CanEverHold(newSize, AddressSpace.Unit))
+        {
+            error = Libc.ENOMEM; // as the kernel answers for a length no address space holds
+            return Libc.MAP_FAILED;
+        }
+        long oldLength = AddressSpace.RoundUp((long)oldSize, PageSize);
+        long newLength = AddressSpace.RoundUp((long)newSize, PageSize);
         if (newLength <= oldLength)
         {
-            if (newLength < oldLength && (error = Unmap(old + (nint)newLength, oldLength - newLength)) != 0)
+            if (newLength < oldLength && (error = Unmap(old + (nint)newLength, (ulong)(oldLength - newLength))) != 0)
                 return Libc.MAP_FAILED;
             return old;
         }
@@ -281,14 +432,16 @@ internal sealed unsafe class Redirector
             error = Libc.ENOMEM; // growing in place would run into the next mapping
             return Libc.MAP_FAILED;
         }
-        nint moved = Map(newLength);
+        // Into a new arena, or not at all: the mapping's contents are never moved out
+        // into plaintext.
+        nint moved = TryMap(newLength, out _, out _);
         if (moved == 0)
         {
             error = Libc.ENOMEM;
             return Libc.MAP_FAILED;
         }
         Libc.memcpy((void*)moved, (void*)old, (nuint)oldLength);
-        Unmap(old, oldLength);
+        Unmap(old, (ulong)oldLength);
         return moved;
     }
 
