@@ -9,10 +9,13 @@
  *  - The forwarded fast path must cost a compare and a jump, not a reverse P/Invoke.
  *
  * What stays here is only: resolving the next definitions (dlsym RTLD_NEXT), guards
- * against re-entry, ownership tests on the two address regions tibet reserves, and the
- * child-safe answers (free, malloc_usable_size) that need no managed code. Every policy
- * decision, all userfaultfd work, cryptography and bookkeeping live in C# (Exports.cs),
- * reached through the tibet_managed_* functions.
+ * against re-entry, ownership tests on the address regions tibet reserves, the child-safe
+ * answers (free, malloc_usable_size, a forked child's large allocations) that need no
+ * managed code, a small private heap for tibet's own allocations (it serves the dynamic
+ * linker and the runtime's start-up, before managed code exists), keeping tibet's own
+ * stdio out of the way of fork(), and the report descriptor. Every policy decision, all
+ * userfaultfd work, cryptography and bookkeeping live in C# (Exports.cs), reached through
+ * the tibet_managed_* functions.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -22,6 +25,7 @@
 #include <link.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <signal.h>
@@ -1175,10 +1179,78 @@ static FILE *do_fopen(fopen_fn next, const char *path, const char *mode, const v
     return stream;
 }
 
+/* ---- tibet's own streams while a fork is under way -------------------------------------
+ *
+ * glibc's fork() holds the stdio list lock (and its malloc locks) from before the fork
+ * system call until after it, and with userfaultfd's fork events that system call waits
+ * until tibet's handler thread has read the event. The handler is managed code: while a
+ * garbage collection runs it waits. And the collector reads /proc/meminfo (or cgroup files)
+ * with fopen, which waits for the stdio list lock: fork -> handler -> GC -> fopen -> fork,
+ * a deadlock the fork stress test produced. So tibet's own fopen and fclose (the runtime's,
+ * never the program's) keep out of glibc's stdio while a fork is under way: a fopen fails
+ * (EAGAIN; the runtime then falls back to sysinfo-based figures), and a fclose is done
+ * after the fork. fork() waits, before it locks anything, until no such call is inside
+ * glibc: a Dekker handshake on two counters. */
+static int forks_under_way;
+static int tibet_streams_busy;
+#define DEFERRED_CLOSES 64
+static FILE *deferred_closes[DEFERRED_CLOSES];
+
+static int enter_tibet_stdio(void)
+{
+    __atomic_add_fetch(&tibet_streams_busy, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&forks_under_way, __ATOMIC_SEQ_CST) == 0)
+        return 1;
+    __atomic_sub_fetch(&tibet_streams_busy, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+static void leave_tibet_stdio(void) { __atomic_sub_fetch(&tibet_streams_busy, 1, __ATOMIC_SEQ_CST); }
+
+/* Inside enter/leave: the closes that waited for a fork. */
+static void close_deferred(void)
+{
+    for (int i = 0; i < DEFERRED_CLOSES; i++) {
+        FILE *stream = __atomic_exchange_n(&deferred_closes[i], NULL, __ATOMIC_ACQ_REL);
+        if (stream)
+            real_fclose(stream);
+    }
+}
+
+static FILE *tibet_fopen(fopen_fn next, const char *path, const char *mode)
+{
+    if (!enter_tibet_stdio()) {
+        errno = EAGAIN;
+        return NULL;
+    }
+    close_deferred();
+    FILE *stream = next(path, mode);
+    leave_tibet_stdio();
+    return stream;
+}
+
+static int tibet_fclose(FILE *stream)
+{
+    if (enter_tibet_stdio()) {
+        close_deferred();
+        int result = real_fclose(stream);
+        leave_tibet_stdio();
+        return result;
+    }
+    for (int i = 0; i < DEFERRED_CLOSES; i++) {
+        FILE *none = NULL;
+        if (__atomic_compare_exchange_n(&deferred_closes[i], &none, stream, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return 0;
+    }
+    return 0; /* 64 closes waiting for forks: this stream (a /proc file of the runtime) stays open */
+}
+
 EXPORT FILE *fopen(const char *path, const char *mode)
 {
     if (UNLIKELY(!real_fopen))
         resolve();
+    if (tibet_caller(__builtin_return_address(0)))
+        return tibet_fopen(real_fopen, path, mode);
     return do_fopen(real_fopen, path, mode, __builtin_return_address(0));
 }
 
@@ -1186,6 +1258,8 @@ EXPORT FILE *fopen64(const char *path, const char *mode)
 {
     if (UNLIKELY(!real_fopen64))
         resolve();
+    if (tibet_caller(__builtin_return_address(0)))
+        return tibet_fopen(real_fopen64, path, mode);
     return do_fopen(real_fopen64, path, mode, __builtin_return_address(0));
 }
 
@@ -1201,6 +1275,8 @@ EXPORT int fclose(FILE *stream)
 {
     if (UNLIKELY(!real_fclose))
         resolve();
+    if (stream != NULL && tibet_caller(__builtin_return_address(0)))
+        return tibet_fclose(stream);
     if (stream != NULL)
         forget_sealed_fd(fileno(stream));
     return real_fclose(stream);
@@ -1347,7 +1423,17 @@ EXPORT pid_t fork(void)
 {
     if (UNLIKELY(!real_fork))
         resolve();
+    /* See "tibet's own streams while a fork is under way". */
+    __atomic_add_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&tibet_streams_busy, __ATOMIC_SEQ_CST) != 0)
+        sched_yield();
     pid_t pid = real_fork();
+    if (pid == 0) {
+        forks_under_way = 0; /* the child's own counts: no fork of its own is under way */
+        tibet_streams_busy = 0;
+    } else {
+        __atomic_sub_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
+    }
     if (pid > 0 && shim_ready && !in_child()) {
         in_tibet = 1;
         tibet_managed_forked(pid);
