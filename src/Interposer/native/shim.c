@@ -816,15 +816,11 @@ EXPORT int posix_memalign(void **out, size_t alignment, size_t size)
         resolve();
     if (!power_of_two(alignment) || alignment % sizeof(void *) != 0)
         return EINVAL;
-    int saved = errno;
     void *p = aligned_slow(alignment, size, __builtin_return_address(0));
     if (p == FORWARD)
         return real_posix_memalign(out, alignment, size);
-    if (p == NULL) {
-        int error = errno;
-        errno = saved;
-        return error;
-    }
+    if (p == NULL)
+        return errno; /* ENOMEM, which glibc also leaves in errno */
     *out = p;
     return 0;
 }
