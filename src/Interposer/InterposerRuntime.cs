@@ -25,6 +25,7 @@ internal static class InterposerRuntime
         try
         {
             _config = InterposerConfig.FromEnvironment();
+            Shim.SetPolicy(_config.RequireEncryption ? 1 : 0);
         }
         catch (InterposerConfigException e)
         {

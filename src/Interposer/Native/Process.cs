@@ -21,16 +21,13 @@ internal static partial class ProcessCalls
     [LibraryImport("libc", EntryPoint = "_exit")]
     public static partial void _exit(int status);
 
-    /// <summary>https://man7.org/linux/man-pages/man2/write.2.html</summary>
-    [LibraryImport("libc", EntryPoint = "write")]
-    public static unsafe partial nint write(int fd, byte* buffer, nuint count);
-
-    /// <summary>Writes one line to stderr without the managed Console, which would set up
-    /// terminal handling inside the host program.</summary>
+    /// <summary>Writes one line where tibet reports (the program's original stderr, kept
+    /// open above the descriptors programs use: see <see cref="Shim.Report"/>), without the
+    /// managed Console, which would set up terminal handling inside the host program.</summary>
     public static unsafe void WriteError(string line)
     {
         byte[] bytes = System.Text.Encoding.UTF8.GetBytes(line + "\n");
         fixed (byte* p = bytes)
-            write(2, p, (nuint)bytes.Length);
+            Shim.Report(p, (nuint)bytes.Length);
     }
 }

@@ -8,8 +8,32 @@ internal static unsafe partial class Shim
     private const string Library = "tibetshim";
 
     /// <summary>Turns redirection on: thresholds, the two reserved regions, and the table
-    /// of malloc block sizes that free/malloc_usable_size read without managed code.</summary>
+    /// of malloc block sizes that free/malloc_usable_size read without managed code.
+    /// Also creates the shared page that forked children count into (<see cref="ChildPlaintext"/>).</summary>
     [LibraryImport(Library, EntryPoint = "tibet_shim_configure")]
     public static partial void Configure(nuint mallocThreshold, nuint mmapThreshold,
         nuint mallocBase, nuint mallocLimit, nuint mmapBase, nuint mmapLimit, nuint* blockSizes, uint unitShift);
+
+    /// <summary>--require-encryption (nonzero): a forked child's allocation at or above the
+    /// threshold, which tibet cannot serve there, fails with ENOMEM (one line per child)
+    /// instead of running in plaintext (counted, one line per child).</summary>
+    [LibraryImport(Library, EntryPoint = "tibet_shim_set_policy")]
+    public static partial void SetPolicy(int requireEncryption);
+
+    /// <summary>What forked children (and their descendants) allocated at or above the
+    /// threshold since <see cref="Configure"/>: <paramref name="count"/> allocations of
+    /// <paramref name="bytes"/> in total that were not encrypted (forked children are not
+    /// served), and <paramref name="refused"/> allocations failed with ENOMEM under
+    /// --require-encryption. The children count into a MAP_SHARED page, so the parent reads
+    /// them live. A child's malloc of a large block that its allocator carves from a large
+    /// mapping is counted at both calls.</summary>
+    [LibraryImport(Library, EntryPoint = "tibet_shim_child_plaintext")]
+    public static partial void ChildPlaintext(ulong* count, ulong* bytes, ulong* refused);
+
+    /// <summary>Writes <paramref name="length"/> bytes (whole lines) where tibet reports: a
+    /// close-on-exec duplicate, above the descriptors programs use, of the stderr the program
+    /// started with, so that lines still arrive after a daemon points fd 2 at /dev/null. Falls
+    /// back to fd 2 if the program closed it.</summary>
+    [LibraryImport(Library, EntryPoint = "tibet_shim_report")]
+    public static partial void Report(byte* line, nuint length);
 }

@@ -9,16 +9,23 @@
  *  - The forwarded fast path must cost a compare and a jump, not a reverse P/Invoke.
  *
  * What stays here is only: resolving the next definitions (dlsym RTLD_NEXT), guards
- * against re-entry, ownership tests on the two address regions tibet reserves, and the
- * child-safe answers (free, malloc_usable_size) that need no managed code. Every policy
- * decision, all userfaultfd work, cryptography and bookkeeping live in C# (Exports.cs),
- * reached through the tibet_managed_* functions.
+ * against re-entry, ownership tests on the address regions tibet reserves, the child-safe
+ * answers (free, malloc_usable_size, a forked child's large allocations) that need no
+ * managed code, a small private heap for tibet's own allocations (it serves the dynamic
+ * linker and the runtime's start-up, before managed code exists), keeping tibet's own
+ * stdio out of the way of fork(), and the report descriptor. Every policy decision, all
+ * userfaultfd work, cryptography and bookkeeping live in C# (Exports.cs), reached through
+ * the tibet_managed_* functions.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <link.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <signal.h>
@@ -27,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -61,6 +69,7 @@ typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 typedef int (*munmap_fn)(void *, size_t);
 typedef void *(*mremap_fn)(void *, size_t, size_t, int, ...);
 typedef pid_t (*fork_fn)(void);
+typedef int (*pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 typedef int (*open_fn)(const char *, int, ...);
 typedef int (*openat_fn)(int, const char *, int, ...);
 typedef FILE *(*fopen_fn)(const char *, const char *);
@@ -72,10 +81,15 @@ typedef size_t (*fread_fn)(void *, size_t, size_t, FILE *);
 typedef off_t (*ftello_fn)(FILE *);
 typedef int (*fseeko_fn)(FILE *, off_t, int);
 
-static malloc_fn real_malloc;
-static calloc_fn real_calloc;
-static realloc_fn real_realloc;
-static free_fn real_free;
+/* The first calls resolve everything (see resolve), so the fast paths need no test. */
+static void *first_malloc(size_t size);
+static void *first_calloc(size_t count, size_t size);
+static void *first_realloc(void *p, size_t size);
+static void first_free(void *p);
+static malloc_fn real_malloc = first_malloc;
+static calloc_fn real_calloc = first_calloc;
+static realloc_fn real_realloc = first_realloc;
+static free_fn real_free = first_free;
 static posix_memalign_fn real_posix_memalign;
 static aligned_alloc_fn real_aligned_alloc;
 static aligned_alloc_fn real_memalign;
@@ -86,6 +100,7 @@ static mmap_fn real_mmap;
 static munmap_fn real_munmap;
 static mremap_fn real_mremap;
 static fork_fn real_fork;
+static pthread_create_fn real_pthread_create;
 static open_fn real_open, real_open64;
 static openat_fn real_openat, real_openat64;
 static fopen_fn real_fopen, real_fopen64;
@@ -97,41 +112,231 @@ static fread_fn real_fread, real_fread_unlocked;
 static ftello_fn real_ftello;
 static fseeko_fn real_fseeko;
 
-/* dlsym itself may call calloc before real_calloc is known: serve it from here. */
-static char bootstrap_heap[64 * 1024] __attribute__((aligned(64)));
-static size_t bootstrap_used;
-static int resolving;
-
-/* Set while this thread runs tibet code: everything it allocates is forwarded. Initial-exec
- * TLS, so reading it never allocates (a dynamic TLS block would, on first touch). */
+/* Set while this thread runs tibet code: everything it allocates comes from tibet's own
+ * heap, and nothing it does is redirected. Threads tibet creates keep it set for life
+ * (see pthread_create below). Initial-exec TLS, so reading it never allocates (a dynamic
+ * TLS block would, on first touch). */
 static __thread int in_tibet __attribute__((tls_model("initial-exec")));
 
-/* Configured by tibet_shim_configure once the engine runs; until then nothing redirects. */
+/* Configured by tibet_shim_configure once the engine runs; until then nothing redirects.
+ * Until then the threshold is PTRDIFF_MAX + 1, so that hostile sizes still leave the fast
+ * path and are answered by the shim itself (see hostile_size). */
 static volatile int shim_ready;
-static pid_t owner_pid;
-static size_t malloc_threshold = SIZE_MAX;
-static size_t mmap_threshold = SIZE_MAX;
+static pid_t owner_pid; /* the process tibet runs in; any other pid is a forked child */
+static size_t malloc_threshold = (size_t)PTRDIFF_MAX + 1;
+static size_t mmap_threshold = (size_t)PTRDIFF_MAX + 1;
 static uintptr_t malloc_base, malloc_limit; /* blocks handed out by our malloc family */
 static uintptr_t mmap_base, mmap_limit;     /* mappings handed out by our mmap */
 static const size_t *block_sizes;          /* usable size of a malloc block, per unit */
 static unsigned unit_shift;
+static int require_encryption;             /* tibet_shim_set_policy */
 
-/* Our own text, so calls made by the runtime inside this .so are forwarded. */
+/* Our own text, so calls made by the runtime inside this .so are tibet's own. */
 static uintptr_t self_start, self_end;
 
-static void *bootstrap_alloc(size_t size)
+/* The managed side's third answer to tibet_managed_alloc, _realloc and _mmap: besides a
+ * pointer (served) and 0 (not taken: forward to libc; the managed side has already counted
+ * and announced it if that leaves memory unencrypted), (void *)-1 means REFUSED, and the
+ * shim fails the call with ENOMEM (--require-encryption, or a size no arena can hold).
+ * -1 can never be a block: it is not even aligned. */
+#define TIBET_REFUSED ((void *)-1)
+
+static inline int from_self(const void *ret) { return (uintptr_t)ret - self_start < self_end - self_start; }
+
+/* Is tibet the caller? Its runtime calls malloc from inside this .so; libc functions it
+ * calls (pthread_getattr_np when the runtime attaches a thread) call malloc with in_tibet
+ * set; threads tibet created have in_tibet set for life. */
+static inline int tibet_caller(const void *ret) { return in_tibet || from_self(ret); }
+
+static inline int in_child(void) { return owner_pid != 0 && (pid_t)syscall(SYS_getpid) != owner_pid; }
+
+static inline int ours_malloc(const void *p) { return (uintptr_t)p - malloc_base < malloc_limit - malloc_base; }
+static inline int ours_mmap(const void *p) { return (uintptr_t)p - mmap_base < mmap_limit - mmap_base; }
+static inline int overlaps_mmap(const void *p, size_t n)
 {
-    size_t offset = (bootstrap_used + 15) & ~(size_t)15;
-    if (offset + size > sizeof bootstrap_heap)
-        return NULL;
-    bootstrap_used = offset + size;
-    return bootstrap_heap + offset; /* zeroed: static storage, never reused */
+    uintptr_t a = (uintptr_t)p;
+    return shim_ready && a < mmap_limit && a + n > mmap_base;
 }
 
-static int is_bootstrap(const void *p)
+/* May this call be redirected? Not from tibet itself, not before the engine runs, and never
+ * in a forked child (its runtime threads are gone; it keeps what it inherited). */
+static inline int may_redirect(const void *ret)
 {
-    return (const char *)p >= bootstrap_heap && (const char *)p < bootstrap_heap + sizeof bootstrap_heap;
+    return shim_ready && !tibet_caller(ret) && !in_child();
 }
+
+static size_t block_size(const void *p)
+{
+    return block_sizes[((uintptr_t)p - malloc_base) >> unit_shift];
+}
+
+/* ---- tibet's private heap ------------------------------------------------------------
+ *
+ * Why tibet never allocates from the program's allocator: the program's allocator calls
+ * our mmap hook while holding its own locks (jemalloc grows its extents under a mutex),
+ * and the runtime then mallocs (attaching a thread calls pthread_getattr_np, which
+ * reallocs). Served by the host allocator, that call waits for the lock its own thread
+ * holds, and a fork()'s prefork handler, which takes every allocator lock, waits behind it:
+ * Redis hung exactly so. So every allocation tibet makes in the program's process comes
+ * from here, which takes no lock but its own and calls nothing but system calls. It must be
+ * C: it serves the dynamic linker's first calloc and the runtime's start-up, before any
+ * managed code exists.
+ *
+ * Shape: one reserved region; power-of-two size classes of 16 B .. 4 GiB, each block
+ * aligned to its size. Blocks below 64 KiB are carved from 64 KiB chunks, larger ones from
+ * the bump pointer; a table holds the class of each 64 KiB chunk, so a pointer's block size
+ * is found from its address alone. Freed blocks go on a per-class list (large ones give
+ * their pages back first). One futex lock. Ownership is decided by ADDRESS everywhere: a
+ * block of this heap may be freed by anyone (libc frees what it allocated for tibet).
+ *
+ * Fork: a forked child never takes this lock (a thread that held it is gone in the child).
+ * Tibet code does not run there; what little might allocate as tibet (an atfork handler)
+ * is served by the program's allocator, which its own fork handlers keep usable, and the
+ * child's frees of heap blocks are left as they are (the copy dies with the child). */
+#define HEAP_RESERVE ((size_t)16 << 30) /* address space only, committed as it is used */
+#define HEAP_COMMIT_STEP ((size_t)1 << 20)
+#define CHUNK_SHIFT 16
+#define MIN_CLASS 4   /* 16 bytes */
+#define MAX_CLASS 32  /* 4 GiB */
+
+/* Until the region is reserved, an origin no user address can be within HEAP_RESERVE of,
+ * so that is_private is false for every pointer without a second variable to read. */
+static uintptr_t heap_origin = (uintptr_t)1 << 63;
+static const size_t heap_span = HEAP_RESERVE;
+static uintptr_t heap_bump, heap_committed;
+static void *heap_free_lists[MAX_CLASS + 1];
+static unsigned char heap_chunk_class[HEAP_RESERVE >> CHUNK_SHIFT];
+static int heap_lock_word;                  /* 0 free, 1 locked, 2 locked with waiters */
+
+static inline int is_private(const void *p) { return (uintptr_t)p - heap_origin < heap_span; }
+
+static void heap_lock(void)
+{
+    int c = 0;
+    if (__atomic_compare_exchange_n(&heap_lock_word, &c, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return;
+    if (c != 2)
+        c = __atomic_exchange_n(&heap_lock_word, 2, __ATOMIC_ACQUIRE);
+    while (c != 0) {
+        syscall(SYS_futex, &heap_lock_word, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+        c = __atomic_exchange_n(&heap_lock_word, 2, __ATOMIC_ACQUIRE);
+    }
+}
+
+static void heap_unlock(void)
+{
+    if (__atomic_exchange_n(&heap_lock_word, 0, __ATOMIC_RELEASE) == 2)
+        syscall(SYS_futex, &heap_lock_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static unsigned size_class(size_t n)
+{
+    return n <= ((size_t)1 << MIN_CLASS) ? MIN_CLASS : 64 - (unsigned)__builtin_clzll(n - 1);
+}
+
+static inline unsigned class_of_block(const void *p)
+{
+    return heap_chunk_class[((uintptr_t)p - heap_origin) >> CHUNK_SHIFT];
+}
+
+/* Under the lock: reserve the region (raw system calls: our own mmap hook and libc's
+ * resolution may not exist yet). */
+static int heap_reserve(void)
+{
+    long r = syscall(SYS_mmap, NULL, HEAP_RESERVE + ((size_t)1 << CHUNK_SHIFT), PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == -1)
+        return 0;
+    uintptr_t origin = ((uintptr_t)r + ((uintptr_t)1 << CHUNK_SHIFT) - 1) & ~(((uintptr_t)1 << CHUNK_SHIFT) - 1);
+    heap_bump = heap_committed = origin;
+    __atomic_store_n(&heap_origin, origin, __ATOMIC_RELEASE);
+    return 1;
+}
+
+/* Under the lock: `size` bytes at the bump pointer aligned to `alignment`, committed. */
+static void *heap_take(size_t size, size_t alignment)
+{
+    uintptr_t start = (heap_bump + alignment - 1) & ~(uintptr_t)(alignment - 1);
+    if (start + size > heap_origin + heap_span || start + size < start)
+        return NULL;
+    if (start + size > heap_committed) {
+        uintptr_t end = (start + size + HEAP_COMMIT_STEP - 1) & ~(uintptr_t)(HEAP_COMMIT_STEP - 1);
+        if (end > heap_origin + heap_span)
+            end = heap_origin + heap_span;
+        if (syscall(SYS_mprotect, heap_committed, end - heap_committed, PROT_READ | PROT_WRITE) != 0)
+            return NULL;
+        heap_committed = end;
+    }
+    heap_bump = start + size;
+    return (void *)start;
+}
+
+/* A block of at least `size` bytes aligned to `alignment` (a power of two), or NULL with
+ * errno ENOMEM. Never touches errno on success. */
+static void *heap_alloc(size_t size, size_t alignment, int zero)
+{
+    size_t need = size > alignment ? size : alignment;
+    if (need > ((size_t)1 << MAX_CLASS)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    int saved = errno;
+    unsigned k = size_class(need);
+    size_t block = (size_t)1 << k;
+    void *p;
+    heap_lock();
+    if (heap_origin == (uintptr_t)1 << 63 && !heap_reserve()) {
+        p = NULL;
+    } else if ((p = heap_free_lists[k]) != NULL) {
+        heap_free_lists[k] = *(void **)p;
+    } else if (k < CHUNK_SHIFT) {
+        /* A fresh chunk of this class: the first block is the answer, the rest wait. */
+        char *chunk = heap_take((size_t)1 << CHUNK_SHIFT, (size_t)1 << CHUNK_SHIFT);
+        if (chunk) {
+            heap_chunk_class[((uintptr_t)chunk - heap_origin) >> CHUNK_SHIFT] = (unsigned char)k;
+            for (size_t off = ((size_t)1 << CHUNK_SHIFT) - block; off > 0; off -= block) {
+                *(void **)(chunk + off) = heap_free_lists[k];
+                heap_free_lists[k] = chunk + off;
+            }
+        }
+        p = chunk;
+    } else {
+        p = heap_take(block, block);
+        if (p)
+            heap_chunk_class[((uintptr_t)p - heap_origin) >> CHUNK_SHIFT] = (unsigned char)k;
+    }
+    heap_unlock();
+    if (!p) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (zero)
+        memset(p, 0, size); /* a reused block holds its last owner's bytes */
+    errno = saved;
+    return p;
+}
+
+__attribute__((noinline)) static void heap_free(void *p)
+{
+    if (in_child())
+        return; /* see "Fork" above: never the lock in a child */
+    unsigned k = class_of_block(p);
+    int saved = errno;
+    if (k >= CHUNK_SHIFT)
+        syscall(SYS_madvise, p, (size_t)1 << k, MADV_DONTNEED); /* give the pages back */
+    heap_lock();
+    *(void **)p = heap_free_lists[k];
+    heap_free_lists[k] = p;
+    heap_unlock();
+    errno = saved;
+}
+
+static inline size_t heap_usable_size(const void *p) { return (size_t)1 << class_of_block(p); }
+
+/* ---- resolving the next definitions --------------------------------------------------
+ * Each real_* starts as a stub that resolves them all; the dynamic linker's own callocs
+ * during that resolution are served by the private heap. */
+static int resolving;
 
 static int find_self(struct dl_phdr_info *info, size_t size, void *data)
 {
@@ -160,25 +365,54 @@ static int find_self(struct dl_phdr_info *info, size_t size, void *data)
     return 0;
 }
 
+static void resolve(void);
+
+static void *first_malloc(size_t size)
+{
+    resolve();
+    return resolving ? heap_alloc(size, 16, 0) : real_malloc(size);
+}
+
+static void *first_calloc(size_t count, size_t size)
+{
+    resolve();
+    return resolving ? heap_alloc(count * size, 16, 1) : real_calloc(count, size); /* product checked by calloc */
+}
+
+static void *first_realloc(void *p, size_t size)
+{
+    resolve();
+    return resolving ? NULL : real_realloc(p, size); /* the dynamic linker never reallocs */
+}
+
+static void first_free(void *p)
+{
+    resolve();
+    if (!resolving)
+        real_free(p);
+}
+
+#define RESOLVE(var, type, name) do { void *f = dlsym(RTLD_NEXT, name); if (f) var = (type)f; } while (0)
+
 static void resolve(void)
 {
-    if (real_malloc || resolving)
+    if (real_usable_size || resolving)
         return;
     resolving = 1;
-    real_calloc = (calloc_fn)dlsym(RTLD_NEXT, "calloc");
-    real_malloc = (malloc_fn)dlsym(RTLD_NEXT, "malloc");
-    real_realloc = (realloc_fn)dlsym(RTLD_NEXT, "realloc");
-    real_free = (free_fn)dlsym(RTLD_NEXT, "free");
+    RESOLVE(real_calloc, calloc_fn, "calloc");
+    RESOLVE(real_malloc, malloc_fn, "malloc");
+    RESOLVE(real_realloc, realloc_fn, "realloc");
+    RESOLVE(real_free, free_fn, "free");
     real_posix_memalign = (posix_memalign_fn)dlsym(RTLD_NEXT, "posix_memalign");
     real_aligned_alloc = (aligned_alloc_fn)dlsym(RTLD_NEXT, "aligned_alloc");
     real_memalign = (aligned_alloc_fn)dlsym(RTLD_NEXT, "memalign");
     real_valloc = (malloc_fn)dlsym(RTLD_NEXT, "valloc");
     real_pvalloc = (malloc_fn)dlsym(RTLD_NEXT, "pvalloc");
-    real_usable_size = (usable_size_fn)dlsym(RTLD_NEXT, "malloc_usable_size");
     real_mmap = (mmap_fn)dlsym(RTLD_NEXT, "mmap");
     real_munmap = (munmap_fn)dlsym(RTLD_NEXT, "munmap");
     real_mremap = (mremap_fn)dlsym(RTLD_NEXT, "mremap");
     real_fork = (fork_fn)dlsym(RTLD_NEXT, "fork");
+    real_pthread_create = (pthread_create_fn)dlsym(RTLD_NEXT, "pthread_create");
     real_open = (open_fn)dlsym(RTLD_NEXT, "open");
     real_open64 = (open_fn)dlsym(RTLD_NEXT, "open64");
     real_openat = (openat_fn)dlsym(RTLD_NEXT, "openat");
@@ -195,88 +429,240 @@ static void resolve(void)
     real_ftello = (ftello_fn)dlsym(RTLD_NEXT, "ftello");
     real_fseeko = (fseeko_fn)dlsym(RTLD_NEXT, "fseeko");
     dl_iterate_phdr(find_self, (void *)(uintptr_t)&resolve);
+    /* Last: it is the "resolved" flag the other entry points test. */
+    real_usable_size = (usable_size_fn)dlsym(RTLD_NEXT, "malloc_usable_size");
     resolving = 0;
 }
 
-static inline int ours_malloc(const void *p) { return (uintptr_t)p - malloc_base < malloc_limit - malloc_base; }
-static inline int ours_mmap(const void *p) { return (uintptr_t)p - mmap_base < mmap_limit - mmap_base; }
-static inline int overlaps_mmap(const void *p, size_t n)
+/* ---- the report descriptor, and what forked children allocate ------------------------ */
+
+/* tibet's lines go to a duplicate of the stderr the program was started with, kept above
+ * the descriptors programs use: a daemon points fd 2 at /dev/null after it forks, and
+ * tibet's lines must still reach the user. Its identity is remembered, so that a program
+ * that closed it and reused the number never receives tibet's lines in its own file. */
+static int report_fd = 2;
+static dev_t report_dev;
+static ino_t report_ino;
+
+static int high_duplicate(int fd)
 {
-    uintptr_t a = (uintptr_t)p;
-    return shim_ready && a < mmap_limit && a + n > mmap_base;
+    struct rlimit limit;
+    int top = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < (rlim_t)INT_MAX ? (int)limit.rlim_cur : INT_MAX;
+    if (top > 1000) {
+        int dup = fcntl(fd, F_DUPFD_CLOEXEC, 1000);
+        if (dup >= 0)
+            return dup;
+    }
+    /* A low limit: the highest free descriptor below it. */
+    for (int candidate = top - 1; candidate > 2 && candidate >= top - 64; candidate--)
+        if (fcntl(candidate, F_GETFD) == -1 && errno == EBADF)
+            return fcntl(fd, F_DUPFD_CLOEXEC, candidate);
+    return -1;
 }
-static inline int from_self(const void *ret) { return (uintptr_t)ret - self_start < self_end - self_start; }
 
-/* May this call be redirected? Not from tibet itself, not before the engine runs, and never
- * in a forked child (its runtime threads are gone; it keeps what it inherited). */
-static inline int may_redirect(const void *ret)
+static void open_report_descriptor(void)
 {
-    return shim_ready && !in_tibet && !from_self(ret) && (pid_t)syscall(SYS_getpid) == owner_pid;
+    int saved = errno;
+    struct stat st;
+    int fd = fstat(2, &st) == 0 ? high_duplicate(2) : -1;
+    if (fd >= 0) {
+        report_fd = fd;
+        report_dev = st.st_dev;
+        report_ino = st.st_ino;
+    }
+    errno = saved;
 }
 
-static inline int in_child(void) { return (pid_t)syscall(SYS_getpid) != owner_pid; }
-
-static size_t block_size(const void *p)
+/* Writes one line (with its newline) where tibet reports. Allocates nothing: safe in a
+ * forked child, inside the allocator, on the fault path. */
+EXPORT void tibet_shim_report(const char *line, size_t length)
 {
-    return block_sizes[((uintptr_t)p - malloc_base) >> unit_shift];
+    int saved = errno;
+    int fd = report_fd;
+    struct stat st;
+    if (fd != 2 && (fstat(fd, &st) != 0 || st.st_dev != report_dev || st.st_ino != report_ino))
+        fd = 2; /* the program closed ours (and may have reused the number) */
+    while (length > 0) {
+        ssize_t n = write(fd, line, length);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        line += n;
+        length -= (size_t)n;
+    }
+    errno = saved;
 }
 
-static void *redirect_alloc(size_t size, size_t alignment)
+/* Counts of a forked child's large allocations, in a MAP_SHARED page created at
+ * configuration, so the parent (and its statistics) see what every descendant did. */
+struct child_counts {
+    uint64_t plaintext_count, plaintext_bytes; /* forwarded to libc: not encrypted */
+    uint64_t refused_count;                    /* failed with ENOMEM (--require-encryption) */
+};
+static struct child_counts *child_counts;
+static pid_t child_announced, child_refusal_announced; /* pids that said their line */
+
+static char *append(char *at, const char *text)
 {
+    while (*text)
+        *at++ = *text++;
+    return at;
+}
+
+static char *append_number(char *at, uint64_t n)
+{
+    char digits[24];
+    int i = 0;
+    do digits[i++] = (char)('0' + n % 10); while ((n /= 10) != 0);
+    while (i > 0)
+        *at++ = digits[--i];
+    return at;
+}
+
+/* A forked child's allocation of `size` bytes at or above the threshold. Tibet cannot
+ * serve it (no managed code runs in a child), so it is plaintext: counted and said once
+ * per child, or under --require-encryption refused (TIBET_REFUSED) with its own line.
+ * Returns NULL (forward to libc) or TIBET_REFUSED. */
+static void *child_large_allocation(size_t size)
+{
+    pid_t self = (pid_t)syscall(SYS_getpid);
+    char line[256], *at = line;
+    at = append(at, "tibet: pid ");
+    at = append_number(at, (uint64_t)self);
+    at = append(at, ", a forked child of pid ");
+    at = append_number(at, (uint64_t)getppid());
+    if (require_encryption) {
+        if (child_counts)
+            __atomic_fetch_add(&child_counts->refused_count, 1, __ATOMIC_RELAXED);
+        if (__atomic_exchange_n(&child_refusal_announced, self, __ATOMIC_RELAXED) == self)
+            return TIBET_REFUSED;
+        at = append(at, ", was refused ");
+        at = append_number(at, size);
+        at = append(at, " bytes (ENOMEM): forked children are not served yet, and --require-encryption refuses memory that would not be encrypted\n");
+        tibet_shim_report(line, (size_t)(at - line));
+        return TIBET_REFUSED;
+    }
+    if (child_counts) {
+        __atomic_fetch_add(&child_counts->plaintext_count, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&child_counts->plaintext_bytes, size, __ATOMIC_RELAXED);
+    }
+    if (__atomic_exchange_n(&child_announced, self, __ATOMIC_RELAXED) == self)
+        return NULL;
+    at = append(at, ", allocated ");
+    at = append_number(at, size);
+    at = append(at, " bytes that are not encrypted (forked children are not served yet; this child's further large allocations are counted, not reported); --require-encryption refuses such allocations\n");
+    tibet_shim_report(line, (size_t)(at - line));
+    return NULL;
+}
+
+/* ---- the malloc family ----------------------------------------------------------------
+ * The fast path (the program's call, below the threshold) is a compare and a jump into the
+ * next allocator; everything else is decided in the *_slow functions. */
+
+/* Sizes no allocator can give: glibc answers NULL/ENOMEM for anything above PTRDIFF_MAX,
+ * and so does the shim, before any managed call. */
+static inline int hostile_size(size_t size) { return size > (size_t)PTRDIFF_MAX; }
+
+/* An allocation of `tibet`'s own: the private heap in the process tibet runs in; in a
+ * forked child (see "Fork" above), the program's allocator. */
+static void *tibet_alloc(size_t size, size_t alignment, int zero)
+{
+    if (UNLIKELY(in_child()) && !resolving) {
+        if (alignment > 16) {
+            void *p = NULL;
+            int error = real_posix_memalign(&p, alignment, size);
+            if (error)
+                errno = error;
+            return error ? NULL : p;
+        }
+        return zero ? real_calloc(1, size) : real_malloc(size);
+    }
+    return heap_alloc(size, alignment, zero);
+}
+
+/* A program's allocation at or above the threshold: a block from tibet, NULL to forward it
+ * to libc, or TIBET_REFUSED. */
+static void *program_large_alloc(size_t size, size_t alignment)
+{
+    if (hostile_size(size))
+        return TIBET_REFUSED;
+    if (!shim_ready)
+        return NULL;
+    if (in_child())
+        return child_large_allocation(size);
     in_tibet = 1;
     void *p = tibet_managed_alloc(size, alignment);
     in_tibet = 0;
     return p;
 }
 
-/* ---- the malloc family ------------------------------------------------------------ */
+__attribute__((noinline)) static void *malloc_slow(size_t size, const void *ret)
+{
+    if (tibet_caller(ret))
+        return hostile_size(size) ? (errno = ENOMEM, NULL) : tibet_alloc(size, 16, 0);
+    void *p = program_large_alloc(size, 16);
+    if (p == TIBET_REFUSED) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return p ? p : real_malloc(size);
+}
 
 EXPORT void *malloc(size_t size)
 {
-    if (UNLIKELY(!real_malloc)) {
-        resolve();
-        if (!real_malloc)
-            return bootstrap_alloc(size);
-    }
-    if (LIKELY(size < malloc_threshold) || !may_redirect(__builtin_return_address(0)))
+    const void *ret = __builtin_return_address(0);
+    if (LIKELY(size < malloc_threshold) && LIKELY(!tibet_caller(ret)))
         return real_malloc(size);
-    void *p = redirect_alloc(size, 16);
-    return p ? p : real_malloc(size);
+    return malloc_slow(size, ret);
+}
+
+__attribute__((noinline)) static void *calloc_slow(size_t count, size_t size, size_t total, const void *ret)
+{
+    if (tibet_caller(ret))
+        return hostile_size(total) ? (errno = ENOMEM, NULL) : tibet_alloc(total, 16, 1);
+    /* A new arena block has never been touched: it reads as zeros without a memset. */
+    void *p = program_large_alloc(total, 16);
+    if (p == TIBET_REFUSED) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return p ? p : real_calloc(count, size);
 }
 
 EXPORT void *calloc(size_t count, size_t size)
 {
-    if (UNLIKELY(!real_calloc)) {
-        resolve();
-        if (!real_calloc)
-            return bootstrap_alloc(count * size);
-    }
+    const void *ret = __builtin_return_address(0);
     size_t total;
-    if (__builtin_mul_overflow(count, size, &total)) {
+    if (UNLIKELY(__builtin_mul_overflow(count, size, &total))) {
         errno = ENOMEM;
         return NULL;
     }
-    if (LIKELY(total < malloc_threshold) || !may_redirect(__builtin_return_address(0)))
+    if (LIKELY(total < malloc_threshold) && LIKELY(!tibet_caller(ret)))
         return real_calloc(count, size);
-    /* A new arena block has never been touched: it reads as zeros without a memset. */
-    void *p = redirect_alloc(total, 16);
-    return p ? p : real_calloc(count, size);
+    return calloc_slow(count, size, total, ret);
+}
+
+/* A block handed out by the managed side (an encrypted arena). */
+__attribute__((noinline)) static void free_arena_block(void *p)
+{
+    if (in_child())
+        return; /* the child's copy dies with the child */
+    in_tibet = 1;
+    tibet_managed_free(p);
+    in_tibet = 0;
 }
 
 EXPORT void free(void *p)
 {
-    if (UNLIKELY(p == NULL || is_bootstrap(p)))
-        return;
-    if (UNLIKELY(ours_malloc(p))) {
-        if (in_child())
-            return; /* the child's copy dies with the child */
-        in_tibet = 1;
-        tibet_managed_free(p);
-        in_tibet = 0;
+    if (UNLIKELY(is_private(p))) {
+        heap_free(p);
         return;
     }
-    if (UNLIKELY(!real_free))
-        resolve();
+    if (UNLIKELY(ours_malloc(p))) {
+        free_arena_block(p);
+        return;
+    }
     real_free(p);
 }
 
@@ -286,133 +672,230 @@ EXPORT size_t malloc_usable_size(void *p)
         return 0;
     if (ours_malloc(p))
         return block_size(p);
-    if (is_bootstrap(p))
-        return 0;
+    if (is_private(p))
+        return heap_usable_size(p);
     if (UNLIKELY(!real_usable_size))
         resolve();
     return real_usable_size(p);
 }
 
-EXPORT void *realloc(void *p, size_t size)
+/* The program's allocation of `size` from inside the shim (whose own return address would
+ * make it tibet's): below the threshold the next allocator, else the slow path. */
+static void *program_alloc(size_t size)
 {
-    if (UNLIKELY(!real_realloc))
-        resolve();
-    if (p == NULL)
-        return malloc(size);
-    if (UNLIKELY(is_bootstrap(p))) {
-        void *q = malloc(size);
-        if (q)
-            memcpy(q, p, size); /* the bootstrap heap is zero-filled past any block */
-        return q;
-    }
-    if (UNLIKELY(ours_malloc(p))) {
-        size_t old = block_size(p);
-        if (size == 0) {
-            free(p);
-            return NULL;
-        }
-        if (size < malloc_threshold || in_child() || in_tibet) {
-            /* Back below the threshold (or in a child): an ordinary block holds it. */
-            void *q = real_malloc(size);
-            if (!q)
-                return NULL;
-            memcpy(q, p, old < size ? old : size);
-            free(p);
-            return q;
-        }
-        in_tibet = 1;
-        void *q = tibet_managed_realloc(p, size);
-        in_tibet = 0;
-        if (!q)
-            errno = ENOMEM;
-        return q;
-    }
-    if (size >= malloc_threshold && may_redirect(__builtin_return_address(0))) {
-        /* Growing across the threshold: move into an arena. */
-        void *q = redirect_alloc(size, 16);
-        if (q) {
-            size_t old = real_usable_size(p);
-            memcpy(q, p, old < size ? old : size);
-            real_free(p);
-            return q;
-        }
-    }
-    return real_realloc(p, size);
+    return size < malloc_threshold ? real_malloc(size) : malloc_slow(size, NULL);
 }
 
-static int valid_alignment(size_t alignment)
+/* realloc of a block of tibet's private heap. tibet keeps it there; when the program
+ * reallocs one (libc handed it a string it allocated for tibet, say), it moves to the
+ * program's allocator. */
+static void *realloc_private(void *p, size_t size, const void *ret)
 {
-    return alignment != 0 && (alignment & (alignment - 1)) == 0;
+    size_t old = heap_usable_size(p);
+    if (size == 0) {
+        heap_free(p);
+        return NULL;
+    }
+    if (tibet_caller(ret) && size <= old)
+        return p;
+    void *q = tibet_caller(ret) ? tibet_alloc(size, 16, 0) : program_alloc(size);
+    if (!q)
+        return NULL; /* the old block stays as it was */
+    memcpy(q, p, old < size ? old : size);
+    heap_free(p);
+    return q;
+}
+
+/* realloc of an arena block: grown or shrunk by the managed side, or moved out of it when
+ * tibet asks, when it falls below the threshold, or in a forked child (no managed code). */
+static void *realloc_arena(void *p, size_t size, const void *ret)
+{
+    size_t old = block_size(p);
+    void *q;
+    if (tibet_caller(ret)) {
+        q = tibet_alloc(size, 16, 0);
+    } else if (size < malloc_threshold) {
+        q = real_malloc(size);
+    } else if (in_child()) {
+        if (child_large_allocation(size) == TIBET_REFUSED) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        q = real_malloc(size);
+    } else {
+        in_tibet = 1;
+        q = tibet_managed_realloc(p, size);
+        in_tibet = 0;
+        if (q == TIBET_REFUSED) {
+            errno = ENOMEM;
+            return NULL; /* the old block stays as it was */
+        }
+        if (q)
+            return q;
+        /* Not taken: forward, as an ordinary block (already announced if unencrypted). */
+        q = real_malloc(size);
+    }
+    if (!q)
+        return NULL;
+    memcpy(q, p, old < size ? old : size);
+    free_arena_block(p);
+    return q;
+}
+
+__attribute__((noinline)) static void *realloc_slow(void *p, size_t size, const void *ret)
+{
+    if (p == NULL)
+        return size < malloc_threshold && !tibet_caller(ret) ? real_malloc(size) : malloc_slow(size, ret);
+    if (hostile_size(size)) {
+        errno = ENOMEM;
+        return NULL; /* the old block stays as it was */
+    }
+    if (is_private(p))
+        return realloc_private(p, size, ret);
+    if (size == 0 && ours_malloc(p)) {
+        free_arena_block(p);
+        return NULL;
+    }
+    if (ours_malloc(p))
+        return realloc_arena(p, size, ret);
+    if (tibet_caller(ret))
+        return real_realloc(p, size); /* a block of the program's that tibet resizes (rare) */
+    /* A program's block growing across the threshold: move it into an arena. */
+    void *q = program_large_alloc(size, 16);
+    if (q == TIBET_REFUSED) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (q == NULL)
+        return real_realloc(p, size);
+    size_t old = real_usable_size(p);
+    memcpy(q, p, old < size ? old : size);
+    real_free(p);
+    return q;
+}
+
+EXPORT void *realloc(void *p, size_t size)
+{
+    const void *ret = __builtin_return_address(0);
+    if (LIKELY(size < malloc_threshold) && LIKELY(!tibet_caller(ret)) && LIKELY(!is_private(p) && !ours_malloc(p)))
+        return real_realloc(p, size);
+    return realloc_slow(p, size, ret);
+}
+
+static int power_of_two(size_t n) { return n != 0 && (n & (n - 1)) == 0; }
+
+/* The aligned family, for tibet or for the program: `next` answers whatever the shim does
+ * not (alignments libc rejects or rounds, sizes below the threshold), so the program sees
+ * its own allocator's answers to its own arguments. Returns the block, NULL with errno set,
+ * or FORWARD. */
+#define FORWARD ((void *)1)
+static void *aligned_slow(size_t alignment, size_t size, const void *ret)
+{
+    if (tibet_caller(ret)) {
+        if (!power_of_two(alignment))
+            return FORWARD; /* the next allocator's answer to a strange alignment */
+        if (hostile_size(size)) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        return tibet_alloc(size, alignment < 16 ? 16 : alignment, 0);
+    }
+    if (size < malloc_threshold || !power_of_two(alignment))
+        return FORWARD;
+    void *p = program_large_alloc(size, alignment < 16 ? 16 : alignment);
+    if (p == TIBET_REFUSED) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return p ? p : FORWARD;
 }
 
 EXPORT int posix_memalign(void **out, size_t alignment, size_t size)
 {
-    if (UNLIKELY(!real_posix_memalign))
+    if (UNLIKELY(!real_usable_size))
         resolve();
-    if (!valid_alignment(alignment) || alignment % sizeof(void *) != 0)
+    if (!power_of_two(alignment) || alignment % sizeof(void *) != 0)
         return EINVAL;
-    if (size >= malloc_threshold && may_redirect(__builtin_return_address(0))) {
-        void *p = redirect_alloc(size, alignment);
-        if (p) {
-            *out = p;
-            return 0;
-        }
-    }
-    return real_posix_memalign(out, alignment, size);
-}
-
-static void *aligned(aligned_alloc_fn next, size_t alignment, size_t size, const void *ret)
-{
-    if (!valid_alignment(alignment)) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (size >= malloc_threshold && may_redirect(ret)) {
-        void *p = redirect_alloc(size, alignment);
-        if (p)
-            return p;
-    }
-    return next(alignment, size);
+    void *p = aligned_slow(alignment, size, __builtin_return_address(0));
+    if (p == FORWARD)
+        return real_posix_memalign(out, alignment, size);
+    if (p == NULL)
+        return errno; /* ENOMEM, which glibc also leaves in errno */
+    *out = p;
+    return 0;
 }
 
 EXPORT void *aligned_alloc(size_t alignment, size_t size)
 {
-    if (UNLIKELY(!real_aligned_alloc))
+    if (UNLIKELY(!real_usable_size))
         resolve();
-    return aligned(real_aligned_alloc, alignment, size, __builtin_return_address(0));
+    void *p = aligned_slow(alignment, size, __builtin_return_address(0));
+    return p == FORWARD ? real_aligned_alloc(alignment, size) : p;
 }
 
 EXPORT void *memalign(size_t alignment, size_t size)
 {
-    if (UNLIKELY(!real_memalign))
+    if (UNLIKELY(!real_usable_size))
         resolve();
-    return aligned(real_memalign, alignment, size, __builtin_return_address(0));
+    void *p = aligned_slow(alignment, size, __builtin_return_address(0));
+    return p == FORWARD ? real_memalign(alignment, size) : p;
 }
 
 EXPORT void *valloc(size_t size)
 {
-    if (UNLIKELY(!real_valloc))
+    if (UNLIKELY(!real_usable_size))
         resolve();
-    if (size >= malloc_threshold && may_redirect(__builtin_return_address(0))) {
-        void *p = redirect_alloc(size, 4096);
-        if (p)
-            return p;
-    }
-    return real_valloc(size);
+    void *p = aligned_slow(4096, size, __builtin_return_address(0));
+    return p == FORWARD ? real_valloc(size) : p;
 }
 
 EXPORT void *pvalloc(size_t size)
 {
-    if (UNLIKELY(!real_pvalloc))
+    if (UNLIKELY(!real_usable_size))
         resolve();
-    size_t rounded = (size + 4095) & ~(size_t)4095;
-    if (rounded >= malloc_threshold && may_redirect(__builtin_return_address(0))) {
-        void *p = redirect_alloc(rounded, 4096);
-        if (p)
-            return p;
+    if (hostile_size(size)) {
+        errno = ENOMEM; /* glibc's answer, also where rounding up to a page would wrap */
+        return NULL;
     }
-    return real_pvalloc(size);
+    size_t rounded = (size + 4095) & ~(size_t)4095;
+    void *p = aligned_slow(4096, rounded == 0 ? 4096 : rounded, __builtin_return_address(0));
+    return p == FORWARD ? real_pvalloc(size) : p;
 }
+
+/* ---- threads tibet creates ------------------------------------------------------------
+ * The runtime's own threads (the page-fault handler, the finalizer) are tibet's for life:
+ * all they allocate, including what libc allocates for them, comes from the private heap.
+ * This definition is hidden (-fvisibility=hidden, and absent from the export list): the
+ * linker binds the runtime's calls inside libtibet.so to it, while the program's
+ * pthread_create stays libc's, untouched. */
+struct tibet_thread {
+    void *(*start)(void *);
+    void *arg;
+};
+
+static void *tibet_thread_start(void *p)
+{
+    struct tibet_thread thread = *(struct tibet_thread *)p;
+    in_tibet = 1;
+    heap_free(p);
+    return thread.start(thread.arg);
+}
+
+int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *), void *arg)
+{
+    if (UNLIKELY(!real_usable_size))
+        resolve();
+    struct tibet_thread *t = heap_alloc(sizeof *t, 16, 0);
+    if (!t)
+        return EAGAIN;
+    t->start = start;
+    t->arg = arg;
+    int error = real_pthread_create(thread, attr, tibet_thread_start, t);
+    if (error)
+        heap_free(t);
+    return error;
+}
+
 
 /* ---- mappings --------------------------------------------------------------------- */
 
@@ -455,10 +938,19 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
 {
     if (UNLIKELY(!real_mmap))
         resolve();
-    if (redirectable_mapping(addr, length, prot, flags, fd) && may_redirect(ret)) {
-        in_tibet = 1;
-        void *p = tibet_managed_mmap(length);
-        in_tibet = 0;
+    if (redirectable_mapping(addr, length, prot, flags, fd) && !hostile_size(length) && !tibet_caller(ret)) {
+        void *p = NULL;
+        if (may_redirect(ret)) {
+            in_tibet = 1;
+            p = tibet_managed_mmap(length);
+            in_tibet = 0;
+        } else if (shim_ready && in_child()) {
+            p = child_large_allocation(length);
+        }
+        if (p == TIBET_REFUSED) {
+            errno = ENOMEM;
+            return MAP_FAILED;
+        }
         if (p)
             return p;
     } else if (addr == NULL && may_redirect(ret) && candidate_file_mapping(flags, fd)) {
@@ -683,10 +1175,78 @@ static FILE *do_fopen(fopen_fn next, const char *path, const char *mode, const v
     return stream;
 }
 
+/* ---- tibet's own streams while a fork is under way -------------------------------------
+ *
+ * glibc's fork() holds the stdio list lock (and its malloc locks) from before the fork
+ * system call until after it, and with userfaultfd's fork events that system call waits
+ * until tibet's handler thread has read the event. The handler is managed code: while a
+ * garbage collection runs it waits. And the collector reads /proc/meminfo (or cgroup files)
+ * with fopen, which waits for the stdio list lock: fork -> handler -> GC -> fopen -> fork,
+ * a deadlock the fork stress test produced. So tibet's own fopen and fclose (the runtime's,
+ * never the program's) keep out of glibc's stdio while a fork is under way: a fopen fails
+ * (EAGAIN; the runtime then falls back to sysinfo-based figures), and a fclose is done
+ * after the fork. fork() waits, before it locks anything, until no such call is inside
+ * glibc: a Dekker handshake on two counters. */
+static int forks_under_way;
+static int tibet_streams_busy;
+#define DEFERRED_CLOSES 64
+static FILE *deferred_closes[DEFERRED_CLOSES];
+
+static int enter_tibet_stdio(void)
+{
+    __atomic_add_fetch(&tibet_streams_busy, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&forks_under_way, __ATOMIC_SEQ_CST) == 0)
+        return 1;
+    __atomic_sub_fetch(&tibet_streams_busy, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+static void leave_tibet_stdio(void) { __atomic_sub_fetch(&tibet_streams_busy, 1, __ATOMIC_SEQ_CST); }
+
+/* Inside enter/leave: the closes that waited for a fork. */
+static void close_deferred(void)
+{
+    for (int i = 0; i < DEFERRED_CLOSES; i++) {
+        FILE *stream = __atomic_exchange_n(&deferred_closes[i], NULL, __ATOMIC_ACQ_REL);
+        if (stream)
+            real_fclose(stream);
+    }
+}
+
+static FILE *tibet_fopen(fopen_fn next, const char *path, const char *mode)
+{
+    if (!enter_tibet_stdio()) {
+        errno = EAGAIN;
+        return NULL;
+    }
+    close_deferred();
+    FILE *stream = next(path, mode);
+    leave_tibet_stdio();
+    return stream;
+}
+
+static int tibet_fclose(FILE *stream)
+{
+    if (enter_tibet_stdio()) {
+        close_deferred();
+        int result = real_fclose(stream);
+        leave_tibet_stdio();
+        return result;
+    }
+    for (int i = 0; i < DEFERRED_CLOSES; i++) {
+        FILE *none = NULL;
+        if (__atomic_compare_exchange_n(&deferred_closes[i], &none, stream, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+            return 0;
+    }
+    return 0; /* 64 closes waiting for forks: this stream (a /proc file of the runtime) stays open */
+}
+
 EXPORT FILE *fopen(const char *path, const char *mode)
 {
     if (UNLIKELY(!real_fopen))
         resolve();
+    if (tibet_caller(__builtin_return_address(0)))
+        return tibet_fopen(real_fopen, path, mode);
     return do_fopen(real_fopen, path, mode, __builtin_return_address(0));
 }
 
@@ -694,6 +1254,8 @@ EXPORT FILE *fopen64(const char *path, const char *mode)
 {
     if (UNLIKELY(!real_fopen64))
         resolve();
+    if (tibet_caller(__builtin_return_address(0)))
+        return tibet_fopen(real_fopen64, path, mode);
     return do_fopen(real_fopen64, path, mode, __builtin_return_address(0));
 }
 
@@ -709,6 +1271,8 @@ EXPORT int fclose(FILE *stream)
 {
     if (UNLIKELY(!real_fclose))
         resolve();
+    if (stream != NULL && tibet_caller(__builtin_return_address(0)))
+        return tibet_fclose(stream);
     if (stream != NULL)
         forget_sealed_fd(fileno(stream));
     return real_fclose(stream);
@@ -855,7 +1419,17 @@ EXPORT pid_t fork(void)
 {
     if (UNLIKELY(!real_fork))
         resolve();
+    /* See "tibet's own streams while a fork is under way". */
+    __atomic_add_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&tibet_streams_busy, __ATOMIC_SEQ_CST) != 0)
+        sched_yield();
     pid_t pid = real_fork();
+    if (pid == 0) {
+        forks_under_way = 0; /* the child's own counts: no fork of its own is under way */
+        tibet_streams_busy = 0;
+    } else {
+        __atomic_sub_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
+    }
     if (pid > 0 && shim_ready && !in_child()) {
         in_tibet = 1;
         tibet_managed_forked(pid);
@@ -876,9 +1450,31 @@ EXPORT void tibet_shim_configure(size_t malloc_min, size_t mmap_min, uintptr_t m
     block_sizes = sizes;
     unit_shift = shift;
     owner_pid = (pid_t)syscall(SYS_getpid);
-    malloc_threshold = malloc_min;
-    mmap_threshold = mmap_min;
+    /* Shared with every forked descendant, which count into it (see child_counts). */
+    long page = syscall(SYS_mmap, NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (page != -1)
+        child_counts = (struct child_counts *)page;
+    const size_t most = (size_t)PTRDIFF_MAX + 1; /* larger sizes must still take the slow path */
+    malloc_threshold = malloc_min < most ? malloc_min : most;
+    mmap_threshold = mmap_min < most ? mmap_min : most;
     __atomic_store_n(&shim_ready, 1, __ATOMIC_RELEASE);
+}
+
+/* require_encryption: a forked child's large allocation, which tibet cannot serve, fails
+ * with ENOMEM instead of running in plaintext. */
+EXPORT void tibet_shim_set_policy(int require)
+{
+    require_encryption = require != 0;
+}
+
+/* What forked children (and their descendants) allocated at or above the threshold since
+ * configuration: forwarded as plaintext (count, bytes), and refused. Any pointer may be NULL. */
+EXPORT void tibet_shim_child_plaintext(uint64_t *count, uint64_t *bytes, uint64_t *refused)
+{
+    struct child_counts *c = child_counts;
+    if (count) *count = c ? __atomic_load_n(&c->plaintext_count, __ATOMIC_RELAXED) : 0;
+    if (bytes) *bytes = c ? __atomic_load_n(&c->plaintext_bytes, __ATOMIC_RELAXED) : 0;
+    if (refused) *refused = c ? __atomic_load_n(&c->refused_count, __ATOMIC_RELAXED) : 0;
 }
 
 static void at_exit(void)
@@ -895,6 +1491,8 @@ static void at_exit(void)
 __attribute__((constructor(65535))) static void tibet_start(void)
 {
     resolve();
+    owner_pid = (pid_t)syscall(SYS_getpid);
+    open_report_descriptor();
     /* The runtime sets SIGPIPE to ignored; the program must keep the disposition it was
      * started with (a pipeline's writer dies on a closed pipe). */
     struct sigaction sigpipe;
