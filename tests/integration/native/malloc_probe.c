@@ -4,12 +4,27 @@
  * while it serves faults and evicts. This must be C: it replaces libc's allocator
  * symbols in a process, below anything managed code can see.
  *   tibet_probe_arm()            resets the counters and starts counting
- *   tibet_probe_count(which)     0: calls on "tibet-uffd"; 1: calls on "probe-control"
+ *   tibet_probe_count(which)     0: calls on "tibet-uffd"; 1: calls on "probe-control";
+ *                                2: calls on "tibet-report" (the reporter may malloc)
+ * And the parts of the probe that must not run managed code:
+ *   tibet_probe_read_sigbus(p)   reads one byte; returns 1 if that raised SIGBUS (a
+ *                                tampered page), 0 if the read returned
+ *   tibet_probe_fork_compare(a, b, n)  raw fork(2); the child compares n bytes of a (arena
+ *                                memory it inherited) with b and exits 0 if equal, 1 if
+ *                                not; returns the child's pid to the parent
+ *   tibet_probe_fork_read(p)     raw fork(2); the child reads one byte of p and exits 0
+ *                                (the test expects it to die of SIGBUS instead)
+ *   tibet_probe_wait(pid)        waits for the child; returns its wait status
  */
 #define _GNU_SOURCE
+#include <setjmp.h>
+#include <signal.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
@@ -18,7 +33,7 @@ extern void __libc_free(void *);
 extern void *__libc_memalign(size_t, size_t);
 
 static volatile int armed;
-static long counts[2];
+static long counts[3];
 
 static void note(void)
 {
@@ -31,6 +46,8 @@ static void note(void)
         __atomic_add_fetch(&counts[0], 1, __ATOMIC_RELAXED);
     else if (strcmp(name, "probe-control") == 0)
         __atomic_add_fetch(&counts[1], 1, __ATOMIC_RELAXED);
+    else if (strcmp(name, "tibet-report") == 0)
+        __atomic_add_fetch(&counts[2], 1, __ATOMIC_RELAXED);
 }
 
 void *malloc(size_t n) { note(); return __libc_malloc(n); }
@@ -50,8 +67,62 @@ int posix_memalign(void **out, size_t a, size_t n)
 
 void tibet_probe_arm(void)
 {
-    counts[0] = counts[1] = 0;
+    counts[0] = counts[1] = counts[2] = 0;
     __atomic_store_n(&armed, 1, __ATOMIC_SEQ_CST);
 }
 
 long tibet_probe_count(int which) { return __atomic_load_n(&counts[which], __ATOMIC_SEQ_CST); }
+
+static sigjmp_buf sigbus_jump;
+
+static void on_sigbus(int sig)
+{
+    (void)sig;
+    siglongjmp(sigbus_jump, 1);
+}
+
+int tibet_probe_read_sigbus(const volatile unsigned char *p)
+{
+    struct sigaction catcher, previous;
+    memset(&catcher, 0, sizeof catcher);
+    catcher.sa_handler = on_sigbus;
+    sigemptyset(&catcher.sa_mask);
+    sigaction(SIGBUS, &catcher, &previous);
+    int raised = 0;
+    if (sigsetjmp(sigbus_jump, 1) == 0)
+        (void)*p;
+    else
+        raised = 1;
+    sigaction(SIGBUS, &previous, NULL);
+    return raised;
+}
+
+/* The child of a multithreaded (managed) process runs only this code, with raw system
+ * calls: a raw fork(2) runs no atfork handlers. */
+int tibet_probe_fork_compare(const volatile unsigned char *a, const unsigned char *b, size_t n)
+{
+    long pid = syscall(SYS_fork);
+    if (pid == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (a[i] != b[i]) syscall(SYS_exit_group, 1);
+        syscall(SYS_exit_group, 0);
+    }
+    return (int)pid;
+}
+
+int tibet_probe_fork_read(const volatile unsigned char *p)
+{
+    long pid = syscall(SYS_fork);
+    if (pid == 0) {
+        (void)*p;
+        syscall(SYS_exit_group, 0);
+    }
+    return (int)pid;
+}
+
+int tibet_probe_wait(int pid)
+{
+    int status = -1;
+    if (syscall(SYS_wait4, pid, &status, 0, NULL) < 0) return -1;
+    return status;
+}
