@@ -77,6 +77,7 @@ internal static unsafe class MallocProbe
                 return 4;
             }
 
+            int gcBefore = GC.CollectionCount(0);
             arm();
             var control = new Thread(() =>
             {
@@ -102,8 +103,11 @@ internal static unsafe class MallocProbe
             // by now every callback has run; give the reporter's bookkeeping a moment.
             Thread.Sleep(100);
             long handlerMallocs = count(0), controlMallocs = count(1), reporterMallocs = count(2);
+            if (handlerMallocs > 0)
+                ((delegate* unmanaged<void>)NativeLibrary.GetExport(probe, "tibet_probe_report"))();
 
             var stats = engine.GetStats();
+            Console.WriteLine($"gcs-while-armed {GC.CollectionCount(0) - gcBefore} handler-allocated {engine.GetStats().HandlerAllocatedBytes}");
             Console.WriteLine($"handler-mallocs {handlerMallocs} control-mallocs {controlMallocs} reporter-mallocs {reporterMallocs}");
             Console.WriteLine($"faults {stats.Faults} evictions {stats.Evictions} decrypts {stats.Decrypts} " +
                               $"decompressions {stats.Decompressions} removes {stats.RemoveEvents}");

@@ -594,6 +594,10 @@ public sealed unsafe partial class PageEngine : IDisposable
         KernelMemory.Unmap(KernelMemory.Map(PageSize), PageSize);
         _faultLatency.Record(0);
         _faultLatency.Clear();
+        // A rare eviction path (a move the kernel refused, as for pages shared with a
+        // child): compiled now under a JIT, not on the handler's first refused move.
+        if (_scratch != 0)
+            _ = MovedDespiteError(_scratch, _scratch);
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
         ForceLockContention();

@@ -15,9 +15,12 @@
  *   tibet_probe_fork_read(p)     raw fork(2); the child reads one byte of p and exits 0
  *                                (the test expects it to die of SIGBUS instead)
  *   tibet_probe_wait(pid)        waits for the child; returns its wait status
+ *   tibet_probe_report()         prints where the handler's first calls came from
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
@@ -35,6 +38,25 @@ extern void *__libc_memalign(size_t, size_t);
 static volatile int armed;
 static long counts[3];
 
+/* Where the handler's calls came from (the first few): printed by tibet_probe_report,
+ * so that a failing test says which library made them. */
+#define SITES 16
+static void *sites[SITES];
+static size_t site_sizes[SITES];
+static int site_count;
+
+static void note_site(void *caller, size_t size)
+{
+    int i = __atomic_fetch_add(&site_count, 1, __ATOMIC_RELAXED);
+    if (i < SITES) { sites[i] = caller; site_sizes[i] = size; }
+}
+
+static int on_handler(void)
+{
+    char name[16] = {0};
+    return armed && prctl(PR_GET_NAME, name, 0, 0, 0) == 0 && strcmp(name, "tibet-uffd") == 0;
+}
+
 static void note(void)
 {
     if (!armed)
@@ -50,9 +72,9 @@ static void note(void)
         __atomic_add_fetch(&counts[2], 1, __ATOMIC_RELAXED);
 }
 
-void *malloc(size_t n) { note(); return __libc_malloc(n); }
-void *calloc(size_t a, size_t b) { note(); return __libc_calloc(a, b); }
-void *realloc(void *p, size_t n) { note(); return __libc_realloc(p, n); }
+void *malloc(size_t n) { if (on_handler()) note_site(__builtin_return_address(0), n); note(); return __libc_malloc(n); }
+void *calloc(size_t a, size_t b) { if (on_handler()) note_site(__builtin_return_address(0), a * b); note(); return __libc_calloc(a, b); }
+void *realloc(void *p, size_t n) { if (on_handler()) note_site(__builtin_return_address(0), n); note(); return __libc_realloc(p, n); }
 void free(void *p) { if (p) note(); __libc_free(p); }
 void *memalign(size_t a, size_t n) { note(); return __libc_memalign(a, n); }
 void *aligned_alloc(size_t a, size_t n) { note(); return __libc_memalign(a, n); }
@@ -72,6 +94,21 @@ void tibet_probe_arm(void)
 }
 
 long tibet_probe_count(int which) { return __atomic_load_n(&counts[which], __ATOMIC_SEQ_CST); }
+
+/* Prints, on stdout, the library and offset of each of the first calls made on the handler. */
+void tibet_probe_report(void)
+{
+    int n = site_count < SITES ? site_count : SITES;
+    for (int i = 0; i < n; i++) {
+        Dl_info info;
+        if (dladdr(sites[i], &info) && info.dli_fname)
+            printf("handler-malloc %zu bytes from %s+0x%lx (%s)\n", site_sizes[i], info.dli_fname,
+                   (unsigned long)((char *)sites[i] - (char *)info.dli_fbase), info.dli_sname ? info.dli_sname : "?");
+        else
+            printf("handler-malloc %zu bytes from %p\n", site_sizes[i], sites[i]);
+    }
+    fflush(stdout);
+}
 
 static sigjmp_buf sigbus_jump;
 
