@@ -365,6 +365,15 @@ public sealed unsafe partial class PageEngine : IDisposable
         }
     }
 
+    /// <summary>Runs <paramref name="observe"/> under the engine lock, for tests that look at
+    /// the kernel's page tables: every change the engine makes to them (UFFDIO_COPY,
+    /// ZEROPAGE, MOVE) happens under this lock, so the picture is consistent. It must not
+    /// touch arena memory.</summary>
+    internal T ObserveUnderLock<T>(Func<T> observe)
+    {
+        lock (_gate) return observe();
+    }
+
     /// <summary>Where a sealed page's ciphertext lives, for tests that tamper with it.</summary>
     internal bool TryLocateCiphertext(Arena arena, long pageIndex, out nint address, out int length)
     {
