@@ -91,8 +91,10 @@ public sealed unsafe partial class PageEngine
     {
         _reporterStopping = true;
         WakeReporter();
-        _reporter?.Join();
-        if (_reporterFd >= 0) Libc.close(_reporterFd);
+        // A callback of the program's may block for ever: disposal must not. The
+        // descriptor then stays open, so its number cannot be reused under the reporter.
+        if (_reporter == null || _reporter.Join(ReportWaitMilliseconds))
+            Libc.close(_reporterFd);
     }
 
     private void WakeReporter()
