@@ -1,15 +1,34 @@
 using System.Runtime.InteropServices;
+using Tibet.Core.Files;
+using Tibet.Core.Gguf;
+using Tibet.Core.Identity;
 using Tibet.Core.Paging;
+using Tibet.Core.Sealing;
 
 namespace Tibet.EngineChild;
 
 /// <summary>
 /// Drives every part of the fault path while the LD_PRELOAD probe counts malloc calls
-/// on the handler thread. A control thread that mallocs on purpose proves the probe
-/// is really counting.
+/// on the handler thread: faults, read-ahead, eviction, compression and madvise; pages
+/// from a plain file (FileSource) and from a sealed model (SealedFileSource); forked
+/// children served from the snapshot, from the store and from a source; and tampering
+/// (a sealed page of the store, and a page of a sealed file), in this process and in a
+/// child. A control thread that mallocs on purpose proves the probe is really counting.
 /// </summary>
 internal static unsafe class MallocProbe
 {
+    private const int SigBus = 7;
+    private const int PageSize = 4096;
+
+    private static delegate* unmanaged<byte*, int> _readSigbus;
+    private static delegate* unmanaged<byte*, byte*, nuint, int> _forkCompare;
+    private static delegate* unmanaged<byte*, int> _forkRead;
+    private static delegate* unmanaged<int, int> _wait;
+
+    private static readonly Lock Gate = new();
+    private static readonly HashSet<string> ReportThreads = [];
+    private static int _authenticationReports, _tamperCallbacks;
+
     public static int Run()
     {
         string probePath = Environment.GetEnvironmentVariable("TIBET_MALLOC_PROBE")
@@ -17,56 +36,267 @@ internal static unsafe class MallocProbe
         nint probe = NativeLibrary.Load(probePath);
         var arm = (delegate* unmanaged<void>)NativeLibrary.GetExport(probe, "tibet_probe_arm");
         var count = (delegate* unmanaged<int, long>)NativeLibrary.GetExport(probe, "tibet_probe_count");
+        _readSigbus = (delegate* unmanaged<byte*, int>)NativeLibrary.GetExport(probe, "tibet_probe_read_sigbus");
+        _forkCompare = (delegate* unmanaged<byte*, byte*, nuint, int>)NativeLibrary.GetExport(probe, "tibet_probe_fork_compare");
+        _forkRead = (delegate* unmanaged<byte*, int>)NativeLibrary.GetExport(probe, "tibet_probe_fork_read");
+        _wait = (delegate* unmanaged<int, int>)NativeLibrary.GetExport(probe, "tibet_probe_wait");
 
-        const int pages = 8192;
-        using var engine = PageEngine.Create(new EngineOptions
+        string directory = Directory.CreateTempSubdirectory("tibet-probe-").FullName;
+        try
         {
-            ResidentBudgetBytes = 512 * 4096,
-            Compression = CompressionMode.Auto,
-        });
-        using var arena = engine.CreateArena(pages * 4096L, "probe");
-        var random = new byte[4096];
-        var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("compressible text 0123456789 ", 200)))[..4096];
-        var scratch = new byte[4096];
-        new Random(3).NextBytes(random);
+            using var files = ProbeFiles.Create(directory);
+            const int pages = 8192;
+            using var engine = PageEngine.Create(new EngineOptions
+            {
+                ResidentBudgetBytes = 512 * 4096,
+                Compression = CompressionMode.Auto,
+                ServeForkedChildren = true,
+                OnAuthenticationFailure = _ => NoteReport(ref _authenticationReports),
+            });
+            if (!engine.Features.EventFork)
+                throw new InvalidOperationException("this kernel has no UFFD_FEATURE_EVENT_FORK; forked children cannot be probed");
+            using var arena = engine.CreateArena(pages * 4096L, "probe");
+            var random = new byte[4096];
+            var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("compressible text 0123456789 ", 200)))[..4096];
+            var scratch = new byte[4096];
+            new Random(3).NextBytes(random);
 
-        // One pass before arming, so that every path has been compiled once: CoreCLR's
-        // JIT mallocs while it compiles (the parent disables tiered compilation, so
-        // nothing is compiled again later). NativeAOT, which the interposer uses, has no JIT.
-        for (int i = 0; i < 2048; i++) ArenaMemory.Write(arena.Address + i * 4096, i % 3 == 0 ? text : random);
-        arena.Evict();
-        for (int i = 0; i < 2048; i += 5) ArenaMemory.Read(arena.Address + i * 4096, scratch);
-        madvise(arena.Address, 64 * 4096, 4 /* MADV_DONTNEED */);
-        for (int i = 0; i < 64; i++) ArenaMemory.Read(arena.Address + i * 4096, scratch);
-
-        arm();
-        var control = new Thread(() =>
-        {
-            for (int i = 0; i < 10; i++) Marshal.FreeHGlobal(Marshal.AllocHGlobal(64));
-        }) { Name = "probe-control" };
-        control.Start();
-        control.Join();
-
-        for (int round = 0; round < 2; round++)
-        {
-            for (int i = 0; i < pages; i++)
-                ArenaMemory.Write(arena.Address + i * 4096, i % 3 == 0 ? text : random);
-            for (int i = 0; i < pages; i += 7)
-                ArenaMemory.Read(arena.Address + i * 4096, scratch);
+            // One pass of everything before arming, so that every path has been compiled
+            // once: CoreCLR's JIT mallocs while it compiles (the parent disables tiered
+            // compilation, so nothing is compiled again later). NativeAOT, which the
+            // interposer uses, has no JIT.
+            for (int i = 0; i < 2048; i++) ArenaMemory.Write(arena.Address + i * 4096, i % 3 == 0 ? text : random);
             arena.Evict();
-            for (int i = pages - 1; i >= 0; i -= 3)
-                ArenaMemory.Read(arena.Address + i * 4096, scratch);
-            // A REMOVE event, served by the handler.
-            madvise(arena.Address + 100 * 4096, 64 * 4096, 4 /* MADV_DONTNEED */);
-        }
+            for (int i = 0; i < 2048; i += 5) ArenaMemory.Read(arena.Address + i * 4096, scratch);
+            madvise(arena.Address, 64 * 4096, 4 /* MADV_DONTNEED */);
+            for (int i = 0; i < 64; i++) ArenaMemory.Read(arena.Address + i * 4096, scratch);
+            var warm = Exercise(engine, files);
+            if (warm.Failure is { } warmFailure)
+            {
+                Console.WriteLine("warm-up failed: " + warmFailure);
+                return 4;
+            }
 
-        var stats = engine.GetStats();
-        Console.WriteLine($"handler-mallocs {count(0)} control-mallocs {count(1)}");
-        Console.WriteLine($"faults {stats.Faults} evictions {stats.Evictions} decrypts {stats.Decrypts} " +
-                          $"decompressions {stats.Decompressions} removes {stats.RemoveEvents}");
-        return 0;
+            int gcBefore = GC.CollectionCount(0);
+            arm();
+            var control = new Thread(() =>
+            {
+                for (int i = 0; i < 10; i++) Marshal.FreeHGlobal(Marshal.AllocHGlobal(64));
+            }) { Name = "probe-control" };
+            control.Start();
+            control.Join();
+
+            for (int round = 0; round < 2; round++)
+            {
+                for (int i = 0; i < pages; i++)
+                    ArenaMemory.Write(arena.Address + i * 4096, i % 3 == 0 ? text : random);
+                for (int i = 0; i < pages; i += 7)
+                    ArenaMemory.Read(arena.Address + i * 4096, scratch);
+                arena.Evict();
+                for (int i = pages - 1; i >= 0; i -= 3)
+                    ArenaMemory.Read(arena.Address + i * 4096, scratch);
+                // A REMOVE event, served by the handler.
+                madvise(arena.Address + 100 * 4096, 64 * 4096, 4 /* MADV_DONTNEED */);
+            }
+            var armed = Exercise(engine, files);
+            // The reports of the last tampered page are delivered before its SIGBUS, so
+            // by now every callback has run; give the reporter's bookkeeping a moment.
+            Thread.Sleep(100);
+            long handlerMallocs = count(0), controlMallocs = count(1), reporterMallocs = count(2);
+            if (handlerMallocs > 0)
+                ((delegate* unmanaged<void>)NativeLibrary.GetExport(probe, "tibet_probe_report"))();
+
+            var stats = engine.GetStats();
+            Console.WriteLine($"gcs-while-armed {GC.CollectionCount(0) - gcBefore} handler-allocated {engine.GetStats().HandlerAllocatedBytes}");
+            Console.WriteLine($"handler-mallocs {handlerMallocs} control-mallocs {controlMallocs} reporter-mallocs {reporterMallocs}");
+            Console.WriteLine($"faults {stats.Faults} evictions {stats.Evictions} decrypts {stats.Decrypts} " +
+                              $"decompressions {stats.Decompressions} removes {stats.RemoveEvents}");
+            Console.WriteLine($"sourced {stats.SourcedPages} authentication-failures {stats.AuthenticationFailures} " +
+                              $"peak-children {stats.PeakForkedChildren}");
+            Console.WriteLine($"exercise {(armed.Failure ?? "ok")} children-served {armed.ChildrenServed} " +
+                              $"children-killed {armed.ChildrenKilled} parent-sigbus {armed.ParentSigbus}");
+            lock (Gate)
+                Console.WriteLine($"reports {_authenticationReports} tamper-callbacks {_tamperCallbacks} " +
+                                  $"report-threads {string.Join(',', ReportThreads.Order())}");
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    private static void NoteReport(ref int counter)
+    {
+        lock (Gate)
+        {
+            counter++;
+            ReportThreads.Add(Thread.CurrentThread.Name ?? "(unnamed)");
+        }
+    }
+
+    private sealed record Outcome(string? Failure, int ChildrenServed, int ChildrenKilled, int ParentSigbus);
+
+    /// <summary>
+    /// The page-source, fork and tamper paths, each on fresh arenas so that every page
+    /// is really faulted: pages of a plain file and of a sealed model; children that read
+    /// evicted pages and untouched file pages; tampered pages read by this process (the
+    /// probe catches the SIGBUS) and by children (which die of it).
+    /// </summary>
+    private static Outcome Exercise(PageEngine engine, ProbeFiles files)
+    {
+        int served = 0, killed = 0, caught = 0;
+
+        // A plain file, read on first touch.
+        using var fileArena = engine.CreateArena(files.PlainBytes.Length, "probe file");
+        fileArena.AttachSource(FileSource.Open(files.PlainFd, 0));
+        if (!ArenaMemory.SequenceEqual(fileArena.Address, files.PlainBytes))
+            return new Outcome("the file arena differs from the file", served, killed, caught);
+
+        // A sealed model, decrypted on first touch.
+        using var sealedArena = engine.CreateArena(files.SealedView.Length, "probe sealed");
+        sealedArena.AttachSource(files.SealedSource(files.SealedFd));
+        if (!ArenaMemory.SequenceEqual(sealedArena.Address, files.SealedView))
+            return new Outcome("the sealed arena differs from the view", served, killed, caught);
+
+        // A tampered page of a sealed model, read here: SIGBUS, reported off the handler.
+        using var tampered = engine.CreateArena(files.SealedView.Length, "probe tampered");
+        tampered.AttachSource(files.SealedSource(files.TamperedFd));
+        caught += _readSigbus((byte*)tampered.Address + files.TamperedPage * PageSize);
+
+        // Evicted pages of the store, read by a child.
+        var expected = new byte[64 * PageSize];
+        new Random(9).NextBytes(expected);
+        using var storeArena = engine.CreateArena(expected.Length, "probe store");
+        ArenaMemory.Write(storeArena.Address, expected);
+        storeArena.Evict();
+        fixed (byte* e = expected)
+            served += ChildExitedCleanly(engine, _forkCompare((byte*)storeArena.Address, e, (nuint)expected.Length)) ? 1 : 0;
+
+        // Untouched pages of a file, read by a child from the source.
+        using var childFileArena = engine.CreateArena(files.PlainBytes.Length, "probe child file");
+        childFileArena.AttachSource(FileSource.Open(files.PlainFd, 0));
+        fixed (byte* e = files.PlainBytes)
+            served += ChildExitedCleanly(engine, _forkCompare((byte*)childFileArena.Address, e, (nuint)files.PlainBytes.Length)) ? 1 : 0;
+
+        // A tampered page of a sealed model, read by a child.
+        using var childTampered = engine.CreateArena(files.SealedView.Length, "probe child tampered");
+        childTampered.AttachSource(files.SealedSource(files.TamperedFd));
+        killed += ChildDiedOfSigbus(engine, _forkRead((byte*)childTampered.Address + files.TamperedPage * PageSize)) ? 1 : 0;
+
+        // A sealed page of the store whose ciphertext was altered: read by a child, then here.
+        if (!engine.TryLocateCiphertext(storeArena, 5, out nint slot, out int length))
+            return new Outcome("page 5 of the store arena is not sealed", served, killed, caught);
+        ((byte*)slot)[length / 2] ^= 0x01;
+        killed += ChildDiedOfSigbus(engine, _forkRead((byte*)storeArena.Address + 5 * PageSize)) ? 1 : 0;
+        caught += _readSigbus((byte*)storeArena.Address + 5 * PageSize);
+
+        string? failure = served == 2 && killed == 2 && caught == 2 ? null
+            : $"children served {served} of 2, children killed by SIGBUS {killed} of 2, SIGBUS caught here {caught} of 2";
+        return new Outcome(failure, served, killed, caught);
+    }
+
+    private static bool ChildExitedCleanly(PageEngine engine, int pid)
+    {
+        engine.ChildForked(pid);
+        int status = _wait(pid);
+        return (status & 0x7f) == 0 && ((status >> 8) & 0xff) == 0;
+    }
+
+    private static bool ChildDiedOfSigbus(PageEngine engine, int pid)
+    {
+        engine.ChildForked(pid);
+        int status = _wait(pid);
+        return (status & 0x7f) == SigBus;
     }
 
     [DllImport("libc")]
     private static extern int madvise(nint address, nuint length, int advice);
+
+    /// <summary>A plain file, a sealed model with a live key, and a copy of the model with one
+    /// data page altered.</summary>
+    private sealed class ProbeFiles : IDisposable
+    {
+        private readonly List<FileStream> _open = [];
+        private SealedModel? _model;
+        private AccessDecision? _decision;
+        private SealedFileView? _view;
+
+        public byte[] PlainBytes { get; private set; } = [];
+        public int PlainFd { get; private set; }
+        public int SealedFd { get; private set; }
+        public int TamperedFd { get; private set; }
+        public long TamperedPage { get; private set; }
+
+        /// <summary>What the program may see of the sealed model (decrypted data pages).</summary>
+        public byte[] SealedView { get; private set; } = [];
+
+        public SealedFileSource SealedSource(int fd) =>
+            new(_view!, fd, 0, onTampered: () => NoteReport(ref _tamperCallbacks));
+
+        public static ProbeFiles Create(string directory)
+        {
+            var files = new ProbeFiles();
+            files.PlainBytes = new byte[256 * PageSize + 1000]; // a partial last page
+            new Random(11).NextBytes(files.PlainBytes);
+            string plainPath = Path.Combine(directory, "plain.bin");
+            File.WriteAllBytes(plainPath, files.PlainBytes);
+            files.PlainFd = files.OpenFd(plainPath);
+
+            string modelPath = Path.Combine(directory, "model.gguf");
+            var writer = new GgufWriter();
+            writer.Add("general.architecture", "llama");
+            writer.Add("general.name", "malloc probe model");
+            var tensor = writer.AddTensor("token_embd.weight", GgmlType.F32, 64, 2048); // 512 KiB
+            var data = new byte[tensor.ByteSize];
+            new Random(12).NextBytes(data);
+            using (var output = new FileStream(modelPath, FileMode.CreateNew, FileAccess.Write))
+            {
+                writer.WriteHeader(output);
+                writer.WriteTensorData(output, tensor, data);
+            }
+
+            using var recipient = Identity.Generate();
+            using var issuer = Identity.Generate();
+            string sealedPath = Path.Combine(directory, "model.sealed.gguf");
+            ModelSealer.Seal(modelPath, sealedPath, [recipient.Public], ClearanceLevel.Secret, [issuer.Public]);
+            var now = DateTimeOffset.UtcNow;
+            var claim = Claim.Issue(issuer, recipient.Public, ClearanceLevel.Secret, now.AddDays(-1), now.AddDays(1));
+            files._model = SealedModel.Open(sealedPath);
+            files._decision = files._model.Decide(recipient, claim, now);
+            if (!files._decision.IsLive)
+                throw new InvalidOperationException("the probe's sealed model did not open: " + files._decision);
+            files._view = SealedFileView.For(files._model, files._decision.Key);
+            files.SealedFd = files.OpenFd(sealedPath);
+            long sealedLength = new FileInfo(sealedPath).Length;
+            files.SealedView = new byte[sealedLength];
+            fixed (byte* v = files.SealedView)
+                if (files._view.Read(files.SealedFd, 0, v, sealedLength) != sealedLength)
+                    throw new InvalidOperationException("the sealed model could not be read through its view");
+
+            // One byte of the third data page altered.
+            string tamperedPath = Path.Combine(directory, "model.tampered.gguf");
+            byte[] bytes = File.ReadAllBytes(sealedPath);
+            files.TamperedPage = files._model.DataOffset / PageSize + 2;
+            bytes[files.TamperedPage * PageSize + 100] ^= 0x01;
+            File.WriteAllBytes(tamperedPath, bytes);
+            files.TamperedFd = files.OpenFd(tamperedPath);
+            return files;
+        }
+
+        private int OpenFd(string path)
+        {
+            var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
+            _open.Add(stream);
+            return (int)stream.SafeFileHandle.DangerousGetHandle();
+        }
+
+        public void Dispose()
+        {
+            foreach (var stream in _open) stream.Dispose();
+            _view?.Dispose();
+            _decision?.Dispose();
+            _model?.Dispose();
+        }
+    }
 }

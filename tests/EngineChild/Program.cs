@@ -13,11 +13,20 @@ using Tibet.Core.Paging;
 //                  malloc-family calls the handler thread made: "handler-mallocs N
 //                  control-mallocs M"
 
+//   handler-failure [routed]
+//                  the ciphertext store is limited to one 1 MiB chunk, and 4 MiB of random
+//                  pages are written under a 256 KiB budget: sealing fails inside the
+//                  handler. Prints "writing"; the writer must then die of SIGBUS after one
+//                  line on stderr (or, "routed", on stdout through OnHandlerFailure). If the
+//                  writes return, "WRITE-RETURNED" and exit code 3.
+
 if (args is ["malloc-probe"])
     return Tibet.EngineChild.MallocProbe.Run();
+if (args is ["handler-failure", .. var how])
+    return HandlerFailure(routed: how is ["routed"]);
 if (args is not ["tamper", var mode])
 {
-    Console.Error.WriteLine("usage: Tibet.EngineChild tamper flip|swap|replay | malloc-probe");
+    Console.Error.WriteLine("usage: Tibet.EngineChild tamper flip|swap|replay | malloc-probe | handler-failure [routed]");
     return 2;
 }
 
@@ -69,6 +78,29 @@ ArenaMemory.Read(arena.Address + Victim * 4096, back);
 bool same = back.AsSpan().SequenceEqual(original.AsSpan(Victim * 4096, 4096));
 Console.WriteLine($"READ-RETURNED matches-original={same}");
 return 3;
+
+static int HandlerFailure(bool routed)
+{
+    const int pages = 1024;
+    using var engine = PageEngine.Create(new EngineOptions
+    {
+        ResidentBudgetBytes = 64 * 4096,
+        StoreLimitBytes = 1 << 20, // about 254 sealed pages
+        OnHandlerFailure = routed ? line => { Console.WriteLine("routed: " + line); Console.Out.Flush(); } : null,
+    });
+    using var arena = engine.CreateArena(pages * 4096L, "failure");
+    var page = new byte[4096];
+    var random = new Random(5);
+    Console.WriteLine("writing");
+    Console.Out.Flush();
+    for (int i = 0; i < pages; i++)
+    {
+        random.NextBytes(page);
+        ArenaMemory.Write(arena.Address + i * 4096, page);
+    }
+    Console.WriteLine($"WRITE-RETURNED handler-failed={engine.GetStats().HandlerFailed}");
+    return 3;
+}
 
 static int Fail(string why)
 {

@@ -49,6 +49,12 @@ public readonly record struct EngineStats
     public long FaultMaxNanoseconds { get; init; }
     /// <summary>Managed bytes the handler thread allocated after start-up; 0 is the design.</summary>
     public long HandlerAllocatedBytes { get; init; }
+    /// <summary>The handler failed and serves every fault with SIGBUS (see PageEngine's failure policy).</summary>
+    public bool HandlerFailed { get; init; }
+    /// <summary>Forked children whose faults the engine serves now.</summary>
+    public int ForkedChildren { get; init; }
+    /// <summary>Most forked children served at once.</summary>
+    public int PeakForkedChildren { get; init; }
 
     public string ToJson()
     {
@@ -81,6 +87,9 @@ public readonly record struct EngineStats
             w.WriteNumber("faultP99Ns", FaultP99Nanoseconds);
             w.WriteNumber("faultMaxNs", FaultMaxNanoseconds);
             w.WriteNumber("handlerAllocatedBytes", HandlerAllocatedBytes);
+            w.WriteBoolean("handlerFailed", HandlerFailed);
+            w.WriteNumber("forkedChildren", ForkedChildren);
+            w.WriteNumber("peakForkedChildren", PeakForkedChildren);
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(stream.ToArray());

@@ -55,9 +55,27 @@ public sealed record EngineOptions
     /// </summary>
     public bool ServeForkedChildren { get; init; }
 
-    /// <summary>Called on the handler thread when a page fails authentication. The
-    /// default writes one line to stderr.</summary>
+    /// <summary>Called when a page fails authentication, on the engine's reporter thread
+    /// (never on the fault handler: formatting, writing and auditing may allocate, lock
+    /// and wait). The reader of the page gets SIGBUS once the call has returned (or after
+    /// <see cref="PageEngine.ReportWaitMilliseconds"/> if it does not). The default writes
+    /// one line to stderr.</summary>
     public Action<AuthenticationFailure>? OnAuthenticationFailure { get; init; }
+
+    /// <summary>
+    /// Called once, on the engine's reporter thread, with one line that names an
+    /// unexpected failure of the fault handler (a failed read of the userfaultfd, an mmap
+    /// failure as the store grows, an exhausted nonce space, a full store). From then on
+    /// the engine serves every fault on a page that is not resident with SIGBUS in the
+    /// faulting thread, never with zeros (see <see cref="PageEngine"/>, "Failure policy").
+    /// The default writes the line to stderr.
+    /// </summary>
+    public Action<string>? OnHandlerFailure { get; init; }
+
+    /// <summary>The most memory the ciphertext store may map. Sealing a page beyond it is
+    /// a failure of the handler (see <see cref="OnHandlerFailure"/>): the engine cannot
+    /// keep the page, so it stops serving rather than lose it. Unlimited by default.</summary>
+    public long StoreLimitBytes { get; init; } = Unlimited;
 
     internal void Validate()
     {
@@ -69,6 +87,8 @@ public sealed record EngineOptions
             throw new ArgumentOutOfRangeException(nameof(EvictBatchPages), EvictBatchPages, "The eviction batch must be 1 to 512 pages.");
         if (CompressedKeepBytes is < 64 or > Storage.CiphertextStore.CompressedClassCount * Storage.CiphertextStore.CompressedClassStep)
             throw new ArgumentOutOfRangeException(nameof(CompressedKeepBytes), CompressedKeepBytes, "CompressedKeepBytes must be 64 to 3584.");
+        if (StoreLimitBytes < 1 << 20)
+            throw new ArgumentOutOfRangeException(nameof(StoreLimitBytes), StoreLimitBytes, "The store limit must be at least one chunk (1 MiB).");
         if (SpinMicroseconds is < 0 or > 1_000_000)
             throw new ArgumentOutOfRangeException(nameof(SpinMicroseconds), SpinMicroseconds, "Spin must be 0 to 1000000 µs.");
     }

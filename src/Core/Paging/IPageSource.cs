@@ -24,6 +24,14 @@ public interface IPageSource
     /// plaintext the source read ahead and no one took must not linger. Same rules as Fill.</summary>
     void EndOfFault() { }
 
+    /// <summary>
+    /// Page <paramref name="pageIndex"/> was refused (Fill said Tampered) and its reader
+    /// gets SIGBUS. Called on the engine's reporter thread, never on the fault path, so it
+    /// may format, write, audit, lock and allocate. Called after <see cref="Release"/> too
+    /// when the arena went away meanwhile: it must not need what Release frees.
+    /// </summary>
+    void ReportTampered(long pageIndex) { }
+
     /// <summary>Another holder (a forked child's snapshot of the arena) uses the source too.</summary>
     void Retain() { }
 

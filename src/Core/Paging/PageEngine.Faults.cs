@@ -72,13 +72,13 @@ public sealed unsafe partial class PageEngine
         {
             if (!TryOpen(arena.Cipher, index, ref first, buffer))
             {
-                PoisonPage(arena, index, ref first, threadId);
+                PoisonPage(arena, index, ref first, threadId, TamperKind.SealedPage);
                 return true;
             }
         }
         else if (fromSource == PageVerdict.Tampered)
         {
-            PoisonPage(arena, index, ref first, threadId);
+            PoisonPage(arena, index, ref first, threadId, TamperKind.SourcePage);
             return true;
         }
         else if (fromSource == PageVerdict.Zero)
@@ -278,13 +278,8 @@ public sealed unsafe partial class PageEngine
         }
         else if (state == PageState.Poisoned)
         {
-            // Without UFFDIO_POISON the thread would fault here forever: signal it instead.
-            if (!Features.Poison || _uffd.Poison(address, PageSize) != 0)
-            {
-                if (threadId != 0)
-                    Libc.syscall(Libc.SYS_tgkill, Libc.getpid(), threadId, Libc.SIGBUS);
-                _uffd.Wake(address, PageSize);
-            }
+            // Another thread on a page just found tampered: its SIGBUS waits for the report too.
+            SignalFault(_uffd, address, threadId, Libc.getpid());
         }
         else
         {
@@ -293,10 +288,11 @@ public sealed unsafe partial class PageEngine
     }
 
     /// <summary>
-    /// The page failed authentication: it is never mapped as data. The reader gets SIGBUS
-    /// (UFFDIO_POISON, or tgkill on kernels without it) and the failure is reported.
+    /// The page failed authentication: it is never mapped as data. The failure goes to
+    /// the reporter thread (see PageEngine.Reporting.cs), and the reader gets SIGBUS
+    /// (UFFDIO_POISON, or tgkill on kernels without it) once the report is out.
     /// </summary>
-    private void PoisonPage(Arena arena, long index, ref PageEntry entry, uint threadId)
+    private void PoisonPage(Arena arena, long index, ref PageEntry entry, uint threadId, TamperKind kind)
     {
         _authenticationFailures++;
         if (entry.State == PageState.Sealed)
@@ -307,22 +303,7 @@ public sealed unsafe partial class PageEngine
         }
         entry.State = PageState.Poisoned;
         nint address = arena.PageAddress(index);
-
-        // Report first: the SIGBUS that follows usually ends the process.
-        var failure = new AuthenticationFailure(arena.Id, index, address,
-            "AES-256-GCM authentication failed: the ciphertext, tag or nonce of this page was altered");
-        if (_options.OnAuthenticationFailure is { } report)
-            report(failure);
-        else
-            Console.Error.WriteLine(
-                $"tibet: page {index} of arena '{arena.Label}' (0x{address:x}) failed authentication; " +
-                "it was tampered with or corrupted, and its reader receives SIGBUS instead of data.");
-
-        if (!Features.Poison || _uffd.Poison(address, PageSize) != 0)
-        {
-            if (threadId != 0)
-                Libc.syscall(Libc.SYS_tgkill, Libc.getpid(), threadId, Libc.SIGBUS);
-            _uffd.Wake(address, PageSize);
-        }
+        PostTamperReport(kind, arena.Id, arena.Label, index, address, kind == TamperKind.SourcePage ? arena.Source : null, 0);
+        SignalFault(_uffd, address, threadId, Libc.getpid());
     }
 }

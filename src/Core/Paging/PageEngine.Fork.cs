@@ -8,17 +8,25 @@ namespace Tibet.Core.Paging;
 // Forked children: each gets the arenas as they were at fork time, served from here.
 public sealed unsafe partial class PageEngine
 {
-    private const int MaxForkedChildren = 64;
     private const long SYS_pidfd_open = 434;
+
+    // No limit on children served at once: a child above any limit would read zeros (or
+    // have to die). The table grows on the fork event, the one place in the handler that
+    // allocates (a snapshot of the page tables is needed there anyway).
     private readonly List<ForkedChild> _children = [];
+    private int _peakChildren;
+    private Libc.PollFd[] _pollSet = new Libc.PollFd[2 + 2 * 16];
 
     /// <summary>
     /// One arena as a forked child sees it: a copy of the page table taken when the fork
     /// event was read, and the arena's key (kept alive by a reference). The ciphertext it
     /// points to stays valid because the store defers frees while any child lives.
     /// </summary>
-    private sealed class ChildRegion(nint address, long pageCount, PageEntry* entries, PageCipher cipher, IPageSource? source)
+    private sealed class ChildRegion(nint address, long pageCount, PageEntry* entries, PageCipher cipher, IPageSource? source,
+        ulong arenaId, string label)
     {
+        public readonly ulong ArenaId = arenaId;
+        public readonly string Label = label;
         public readonly nint Address = address;
         public readonly long PageCount = pageCount;
         public readonly PageEntry* Entries = entries;
@@ -31,7 +39,7 @@ public sealed unsafe partial class PageEngine
             Buffer.MemoryCopy(Entries, entries, PageCount * sizeof(PageEntry), PageCount * sizeof(PageEntry));
             Cipher.Retain();
             Source?.Retain();
-            return new ChildRegion(Address, PageCount, entries, Cipher, Source);
+            return new ChildRegion(Address, PageCount, entries, Cipher, Source, ArenaId, Label);
         }
 
         public void Release()
@@ -48,7 +56,40 @@ public sealed unsafe partial class PageEngine
         public readonly ChildRegion[] Regions = regions; // sorted by address
         public int Pid;
         public int PidFd = -1;
-        public readonly Queue<nint> PendingFaults = new(16);
+
+        // Faults read but not served yet, in order. Serving a fault can read more
+        // messages (UFFDIO_COPY answers EAGAIN until the child's pending event is read),
+        // so messages never wait in the shared read buffer, which that read reuses.
+        private ChildFault[] _faults = new ChildFault[64];
+        private int _faultHead;
+        private int _faultCount;
+
+        public void EnqueueFault(nint address, uint threadId)
+        {
+            if (_faultCount == _faults.Length)
+            {
+                // A child with more blocked threads than slots: rare, and never dropped.
+                var grown = new ChildFault[_faults.Length * 2];
+                for (int i = 0; i < _faultCount; i++)
+                    grown[i] = _faults[(_faultHead + i) % _faults.Length];
+                _faults = grown;
+                _faultHead = 0;
+            }
+            _faults[(_faultHead + _faultCount++) % _faults.Length] = new ChildFault(address, threadId);
+        }
+
+        public bool TryDequeueFault(out ChildFault fault)
+        {
+            if (_faultCount == 0)
+            {
+                fault = default;
+                return false;
+            }
+            fault = _faults[_faultHead];
+            _faultHead = (_faultHead + 1) % _faults.Length;
+            _faultCount--;
+            return true;
+        }
 
         public ChildRegion? Find(nint address)
         {
@@ -106,26 +147,31 @@ public sealed unsafe partial class PageEngine
         for (int i = 0; i < regions.Length; i++)
         {
             Arena arena = _arenasByAddress[i];
-            regions[i] = new ChildRegion(arena.Address, arena.PageCount, arena.Entries, arena.Cipher, arena.Source).Copy();
+            regions[i] = new ChildRegion(arena.Address, arena.PageCount, arena.Entries, arena.Cipher, arena.Source, arena.Id, arena.Label).Copy();
         }
         return regions;
     }
 
     private void AdoptChild(int descriptor, ChildRegion[] regions)
     {
-        var child = new ForkedChild(Userfaultfd.Adopt(descriptor), regions);
         _store.Pin();
-        if (_children.Count >= MaxForkedChildren)
-        {
-            Console.Error.WriteLine($"tibet: more than {MaxForkedChildren} forked children at once; the newest is not served and reads zeros for evicted pages");
-            child.Dispose(_store);
-            return;
-        }
-        _children.Add(child);
+        AddChild(new ForkedChild(Userfaultfd.Adopt(descriptor), regions));
     }
 
-    private int FillPollSet(Libc.PollFd* fds)
+    private void AddChild(ForkedChild child)
     {
+        _children.Add(child);
+        _peakChildren = Math.Max(_peakChildren, _children.Count);
+        int needed = 2 + 2 * _children.Count;
+        if (_pollSet.Length < needed)
+            _pollSet = new Libc.PollFd[needed * 2];
+    }
+
+    /// <summary>Fills <see cref="_pollSet"/>: the userfaultfd, the wake eventfd, and each
+    /// child's userfaultfd and pidfd. Returns how many entries are used.</summary>
+    private int FillPollSet()
+    {
+        Libc.PollFd[] fds = _pollSet;
         int n = 0;
         fds[n++] = new Libc.PollFd { Fd = _uffd.Descriptor, Events = Libc.POLLIN };
         fds[n++] = new Libc.PollFd { Fd = _wakeFd, Events = Libc.POLLIN };
@@ -145,17 +191,14 @@ public sealed unsafe partial class PageEngine
         for (int i = _children.Count - 1; i >= 0; i--)
         {
             ForkedChild child = _children[i];
-            int n;
-            while ((n = child.Uffd.ReadMessages(_readBuffer, MessagesPerRead)) > 0)
+            if (ReadChildMessages(child) > 0)
+                worked = true;
+            while (child.TryDequeueFault(out ChildFault fault))
             {
                 worked = true;
-                for (int m = 0; m < n; m++)
-                    HandleChildMessage(child, _readBuffer[m]);
-            }
-            while (child.PendingFaults.TryDequeue(out nint address))
-            {
-                worked = true;
-                ServeChildFault(child, address);
+                _inFlight = new StrandedFault(child.Uffd, (ulong)fault.Address, fault.ThreadId, child.Pid);
+                ServeChildFault(child, fault.Address, fault.ThreadId);
+                _inFlight = default;
             }
             if (child.PidFd >= 0 && ChildExited(child.PidFd))
             {
@@ -173,13 +216,35 @@ public sealed unsafe partial class PageEngine
         return Libc.poll(&fd, 1, 0) > 0;
     }
 
-    private void HandleChildMessage(ForkedChild child, uffd_msg message)
+    /// <summary>
+    /// Reads everything the child's userfaultfd has: faults are queued on the child, events
+    /// handled at once (a fork event must be: see <see cref="ReadIntoQueue"/>). Nothing
+    /// here reads again, so the shared read buffer is never refilled while it is iterated.
+    /// </summary>
+    private int ReadChildMessages(ForkedChild child)
+    {
+        int total = 0;
+        int n;
+        while ((n = child.Uffd.ReadMessages(_readBuffer, MessagesPerRead)) > 0)
+        {
+            total += n;
+            for (int m = 0; m < n; m++)
+            {
+                if (_readBuffer[m].@event == UFFD_EVENT_PAGEFAULT)
+                    child.EnqueueFault((nint)(_readBuffer[m].pagefault_address & ~(ulong)(PageSize - 1)), _readBuffer[m].pagefault_feat_ptid);
+                else
+                    HandleChildEvent(child, in _readBuffer[m]);
+            }
+            if (n < MessagesPerRead)
+                break;
+        }
+        return total;
+    }
+
+    private void HandleChildEvent(ForkedChild child, in uffd_msg message)
     {
         switch (message.@event)
         {
-            case UFFD_EVENT_PAGEFAULT:
-                ServeChildFault(child, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)));
-                break;
             case UFFD_EVENT_REMOVE:
             case UFFD_EVENT_UNMAP:
                 var state = message.@event == UFFD_EVENT_REMOVE ? PageState.Zero : PageState.Unmapped;
@@ -197,13 +262,23 @@ public sealed unsafe partial class PageEngine
                 break;
             case UFFD_EVENT_FORK:
                 // A grandchild sees what the child saw.
-                AdoptChild((int)message.fork_ufd, Array.ConvertAll(child.Regions, r => r.Copy()));
+                AdoptChild((int)message.fork_ufd, CopyRegions(child.Regions));
                 break;
         }
     }
 
+    private static ChildRegion[] CopyRegions(ChildRegion[] regions)
+    {
+        var copies = new ChildRegion[regions.Length];
+        for (int i = 0; i < regions.Length; i++)
+            copies[i] = regions[i].Copy();
+        return copies;
+    }
+
+    private readonly record struct ChildFault(nint Address, uint ThreadId);
+
     /// <summary>A child touched a page it does not have: give it the fork-time contents.</summary>
-    private void ServeChildFault(ForkedChild child, nint address)
+    private void ServeChildFault(ForkedChild child, nint address, uint threadId)
     {
         ChildRegion? region = child.Find(address);
         if (region == null)
@@ -219,7 +294,7 @@ public sealed unsafe partial class PageEngine
             case PageState.Sealed:
                 if (!TryOpen(region.Cipher, index, ref entry, buffer))
                 {
-                    PoisonChildPage(child, ref entry, address);
+                    PoisonChildPage(child, region, index, ref entry, threadId, TamperKind.SealedPage);
                     return;
                 }
                 InjectIntoChild(child, address, buffer);
@@ -227,8 +302,7 @@ public sealed unsafe partial class PageEngine
                 entry.State = PageState.Resident;
                 break;
             case PageState.Poisoned:
-                if (child.Uffd.Poison(address, PageSize) != 0)
-                    child.Uffd.Wake(address, PageSize);
+                SignalFault(child.Uffd, address, threadId, child.Pid);
                 break;
             case PageState.Unmapped:
                 child.Uffd.Wake(address, PageSize);
@@ -239,7 +313,7 @@ public sealed unsafe partial class PageEngine
                 region.Source.EndOfFault();
                 if (verdict == PageVerdict.Tampered)
                 {
-                    PoisonChildPage(child, ref entry, address);
+                    PoisonChildPage(child, region, index, ref entry, threadId, TamperKind.SourcePage);
                     return;
                 }
                 InjectIntoChild(child, address, buffer);
@@ -256,13 +330,16 @@ public sealed unsafe partial class PageEngine
     }
 
     /// <summary>The child's copy of a page failed authentication (or its source could not
-    /// supply it): the child's reader gets SIGBUS, now and on every later touch.</summary>
-    private void PoisonChildPage(ForkedChild child, ref PageEntry entry, nint address)
+    /// supply it): the child's reader gets SIGBUS, now and on every later touch, once the
+    /// reporter has said so.</summary>
+    private void PoisonChildPage(ForkedChild child, ChildRegion region, long index, ref PageEntry entry, uint threadId, TamperKind kind)
     {
         _authenticationFailures++;
         entry.State = PageState.Poisoned;
-        if (child.Uffd.Poison(address, PageSize) != 0)
-            child.Uffd.Wake(address, PageSize);
+        nint address = region.Address + (nint)(index * PageSize);
+        PostTamperReport(kind, region.ArenaId, region.Label, index, address,
+            kind == TamperKind.SourcePage ? region.Source : null, child.Pid != 0 ? child.Pid : -1);
+        SignalFault(child.Uffd, address, threadId, child.Pid);
     }
 
     private void InjectIntoChild(ForkedChild child, nint address, byte* page)
@@ -273,15 +350,9 @@ public sealed unsafe partial class PageEngine
             if (rc == 0) return;
             if (rc == Libc.EEXIST) { child.Uffd.Wake(address, PageSize); return; }
             if (rc != Libc.EAGAIN) { child.Uffd.Wake(address, PageSize); return; }
-            // The child's own event (madvise, munmap, fork) waits to be read first.
-            int n = child.Uffd.ReadMessages(_readBuffer, MessagesPerRead);
-            for (int m = 0; m < n; m++)
-            {
-                if (_readBuffer[m].@event == UFFD_EVENT_PAGEFAULT)
-                    child.PendingFaults.Enqueue((nint)(_readBuffer[m].pagefault_address & ~(ulong)(PageSize - 1)));
-                else
-                    HandleChildMessage(child, _readBuffer[m]);
-            }
+            // The child's own event (madvise, munmap, fork) waits to be read first; the
+            // faults read with it are queued behind the one being served.
+            ReadChildMessages(child);
         }
     }
 }

@@ -7,19 +7,71 @@ namespace Tibet.Core.Paging;
 // The handler thread: reading messages, dispatching them, and idling.
 public sealed unsafe partial class PageEngine
 {
+    /// <summary>
+    /// The handler thread. <b>Failure policy:</b> an unexpected exception anywhere in
+    /// normal service (a failed read of the userfaultfd, an mmap failure as the store
+    /// grows, an exhausted nonce space, a full store; also one thrown by an API call that
+    /// was evicting under the lock, see <see cref="Fail"/>) must neither end the program
+    /// silently (an unhandled exception on this thread would) nor leave it reading zeros.
+    /// So:
+    /// <list type="number">
+    /// <item>the plaintext buffers are wiped, and the failure is handed to the reporter,
+    /// which writes one line naming it (<see cref="EngineOptions.OnHandlerFailure"/>, or
+    /// stderr);</item>
+    /// <item>once that line is out (or after <see cref="ReportWaitMilliseconds"/>, with a
+    /// fixed line instead), the handler goes on serving the userfaultfd, and every
+    /// child's, in a degraded mode: every fault is answered with SIGBUS for the faulting
+    /// thread (UFFDIO_POISON, else tgkill with the thread id), events are read and
+    /// acknowledged, and nothing else is done;</item>
+    /// <item>the userfaultfd is never closed: a closed userfaultfd turns the registered
+    /// ranges into ordinary anonymous memory, where every page that was sealed would
+    /// read as zeros;</item>
+    /// <item>resident pages stay readable, so the program runs until it touches a page
+    /// that is not resident, and then dies of SIGBUS (exit status 135 from a shell)
+    /// unless it handles the signal;</item>
+    /// <item>if the userfaultfd cannot even be read any more, its blocked threads would
+    /// wait forever: the process is sent SIGBUS as a whole.</item>
+    /// </list>
+    /// Eviction requested through the API afterwards throws, naming the failure.
+    /// </summary>
     private void HandlerLoop()
+    {
+        try
+        {
+            ServeNormally();
+        }
+        catch (Exception e)
+        {
+            Fail(e);
+        }
+        if (_failure != null && !_stopping)
+            ServeAfterFailure();
+    }
+
+    /// <summary>Marks the engine failed (the first failure wins) and wakes both threads:
+    /// the reporter writes the line, the handler switches to SIGBUS-only service.</summary>
+    private void Fail(Exception failure)
+    {
+        Interlocked.CompareExchange(ref _failure, failure, null);
+        WakeReporter();
+        KickHandler();
+    }
+
+    private void ServeNormally()
     {
         long allocationBaseline = GC.GetAllocatedBytesForCurrentThread();
         long spinTicks = _options.SpinMicroseconds * Stopwatch.Frequency / 1_000_000;
         long lastWork = Stopwatch.GetTimestamp();
-        Libc.PollFd* fds = stackalloc Libc.PollFd[2 + 2 * MaxForkedChildren];
 
-        while (!_stopping)
+        while (!_stopping && _failure == null)
         {
             bool worked;
             lock (_gate)
             {
-                worked = PumpLocked();
+                if (_failure != null)
+                    break; // an API call failed under the lock
+                worked = ReleaseHeldSignals(all: false);
+                worked |= PumpLocked();
                 if (!worked)
                     worked = EvictInBackgroundLocked();
                 _handlerAllocatedBytes = GC.GetAllocatedBytesForCurrentThread() - allocationBaseline;
@@ -36,15 +88,148 @@ public sealed unsafe partial class PageEngine
                 Thread.SpinWait(8);
                 continue;
             }
+            Sleep();
+        }
+    }
 
-            int count;
-            lock (_gate)
-                count = FillPollSet(fds);
-            Libc.poll(fds, (nuint)count, -1);
+    /// <summary>Waits in poll for any userfaultfd, a child's exit or a kick; while
+    /// signals are held for reports, wakes up in time to send them.</summary>
+    private void Sleep()
+    {
+        int count;
+        int timeout;
+        lock (_gate)
+        {
+            count = FillPollSet();
+            timeout = _heldSignalCount > 0 ? 10 : -1;
+        }
+        fixed (Libc.PollFd* fds = _pollSet)
+        {
+            Libc.poll(fds, (nuint)count, timeout);
             if ((fds[1].Revents & Libc.POLLIN) != 0)
             {
                 ulong drained;
                 Libc.read(_wakeFd, &drained, sizeof(ulong));
+            }
+        }
+    }
+
+    /// <summary>The degraded mode of the failure policy (see <see cref="HandlerLoop"/>).</summary>
+    private void ServeAfterFailure()
+    {
+        try
+        {
+            lock (_gate)
+                WipePlaintextBuffers();
+            WaitForFailureReport();
+            lock (_gate)
+            {
+                ReleaseHeldSignals(all: true);
+                AnswerStrandedFaults();
+            }
+            while (!_stopping)
+            {
+                lock (_gate)
+                {
+                    AnswerWithSigbus(_uffd, Libc.getpid());
+                    for (int i = _children.Count - 1; i >= 0; i--)
+                    {
+                        ForkedChild child = _children[i];
+                        AnswerWithSigbus(child.Uffd, child.Pid);
+                        if (child.PidFd >= 0 && ChildExited(child.PidFd))
+                        {
+                            child.Dispose(_store);
+                            _children.RemoveAt(i);
+                        }
+                    }
+                }
+                Sleep();
+            }
+        }
+        catch (Exception)
+        {
+            EndProcessWithSigbus();
+        }
+    }
+
+    /// <summary>A fault read but not answered when the failure struck: the one being
+    /// served, and those queued behind it (this process's and each child's).</summary>
+    private readonly record struct StrandedFault(Userfaultfd? Uffd, ulong Address, uint ThreadId, int Pid);
+
+    private StrandedFault _inFlight;
+
+    private void AnswerStrandedFaults()
+    {
+        int pid = Libc.getpid();
+        if (_inFlight.Uffd is { } uffd)
+            RaiseSigbus(uffd, (nint)(_inFlight.Address & ~(ulong)(PageSize - 1)), _inFlight.ThreadId, _inFlight.Pid == 0 ? pid : _inFlight.Pid);
+        _inFlight = default;
+        while (_queueCount > 0)
+        {
+            uffd_msg message = _queue[_queueHead];
+            _queueHead = (_queueHead + 1) % MessageQueueCapacity;
+            _queueCount--;
+            RaiseSigbus(_uffd, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)), message.pagefault_feat_ptid, pid);
+        }
+        foreach (ForkedChild child in _children)
+            while (child.TryDequeueFault(out ChildFault fault))
+                RaiseSigbus(child.Uffd, fault.Address, fault.ThreadId, child.Pid);
+    }
+
+    private void WaitForFailureReport()
+    {
+        long deadline = Stopwatch.GetTimestamp() + ReportWaitMilliseconds * Stopwatch.Frequency / 1000;
+        Libc.PollFd wake = new() { Fd = _wakeFd, Events = Libc.POLLIN };
+        while (!_failureReported && Stopwatch.GetTimestamp() < deadline)
+        {
+            if (Libc.poll(&wake, 1, 10) > 0)
+            {
+                ulong drained;
+                Libc.read(_wakeFd, &drained, sizeof(ulong));
+            }
+        }
+        if (!_failureReported)
+            WriteFixedFailureLine();
+    }
+
+    /// <summary>Plaintext that a failed operation may have left behind: the pages being
+    /// injected or sealed, and pages moved out for eviction but never sealed.</summary>
+    private void WipePlaintextBuffers()
+    {
+        Libc.memset((void*)_injectBuffer, 0, _injectBufferLength);
+        Libc.memset((void*)_sealBuffer, 0, PageSize * 2);
+        if (_scratch != 0)
+        {
+            Libc.memset((void*)_scratch, 0, _scratchLength);
+            Libc.madvise(_scratch, _scratchLength, Libc.MADV_DONTNEED);
+        }
+    }
+
+    /// <summary>Reads every message of <paramref name="uffd"/>: faults get SIGBUS, events
+    /// are acknowledged (reading them is what the kernel waits for), a fork's new
+    /// userfaultfd is kept and served the same way.</summary>
+    private void AnswerWithSigbus(Userfaultfd uffd, int pid)
+    {
+        int n;
+        while ((n = uffd.ReadMessages(_readBuffer, MessagesPerRead)) > 0)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                uffd_msg message = _readBuffer[i];
+                switch (message.@event)
+                {
+                    case UFFD_EVENT_PAGEFAULT:
+                        RaiseSigbus(uffd, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)),
+                            message.pagefault_feat_ptid, pid);
+                        break;
+                    case UFFD_EVENT_UNMAP:
+                        uffd.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
+                        break;
+                    case UFFD_EVENT_FORK:
+                        _store.Pin();
+                        AddChild(new ForkedChild(Userfaultfd.Adopt((int)message.fork_ufd), []));
+                        break;
+                }
             }
         }
     }
@@ -67,7 +252,9 @@ public sealed unsafe partial class PageEngine
             {
                 _faultReceived = received;
                 _faultRecorded = false;
+                _inFlight = new StrandedFault(_uffd, message.pagefault_address, message.pagefault_feat_ptid, 0);
                 HandleFault(in message);
+                _inFlight = default;
                 RecordFaultServed();
             }
             else
@@ -90,6 +277,13 @@ public sealed unsafe partial class PageEngine
         _faultLatency.Record((long)((Stopwatch.GetTimestamp() - _faultReceived) * NanosecondsPerTick));
     }
 
+    /// <summary>
+    /// Reads what the kernel has: faults are queued, events are handled at once, as
+    /// <see cref="DrainEvents"/> does. A fork event must be: reading it lets the kernel
+    /// change page tables again, so a fault read in the same batch and served before the
+    /// snapshot would put a page into the parent that the child never got, and the
+    /// snapshot would then call it resident, which the child would read as zeros.
+    /// </summary>
     private int ReadIntoQueue()
     {
         int total = 0;
@@ -97,7 +291,12 @@ public sealed unsafe partial class PageEngine
         {
             int n = _uffd.ReadMessages(_readBuffer, MessagesPerRead);
             for (int i = 0; i < n; i++)
-                _queue[(_queueHead + _queueCount++) % MessageQueueCapacity] = _readBuffer[i];
+            {
+                if (_readBuffer[i].@event == UFFD_EVENT_PAGEFAULT)
+                    _queue[(_queueHead + _queueCount++) % MessageQueueCapacity] = _readBuffer[i];
+                else
+                    HandleEvent(in _readBuffer[i]);
+            }
             total += n;
             if (n < MessagesPerRead) break;
         }

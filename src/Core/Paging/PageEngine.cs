@@ -26,7 +26,12 @@ namespace Tibet.Core.Paging;
 /// userfaultfd has no REMOVE events, the engine never waits on an event of its own.</para>
 /// <para><b>Fault path.</b> Reading a message, decrypting, UFFDIO_COPY and eviction use
 /// preallocated native buffers only: no managed allocation and no malloc. The handler
-/// reports what it allocated in <see cref="EngineStats.HandlerAllocatedBytes"/>.</para>
+/// reports what it allocated in <see cref="EngineStats.HandlerAllocatedBytes"/>. Tampered
+/// pages are reported by a reporter thread, fed through a preallocated ring.</para>
+/// <para><b>Failure policy.</b> An unexpected exception in the handler never ends the
+/// program silently and never makes it read zeros: one line names the failure, and from
+/// then on every fault is answered with SIGBUS in the faulting thread. See HandlerLoop
+/// in PageEngine.Handler.cs.</para>
 /// </remarks>
 public sealed unsafe partial class PageEngine : IDisposable
 {
@@ -43,7 +48,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     private readonly nint _injectBuffer;
     private readonly nuint _injectBufferLength;
     private readonly nint _sealBuffer;
-    private readonly CiphertextStore _store = new();
+    private readonly CiphertextStore _store;
     private readonly PageCompressor? _compressor;
     private readonly ResidentQueue _residentQueue = new();
     private readonly long _budgetPages;
@@ -94,6 +99,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     {
         options.Validate();
         _options = options;
+        _store = new CiphertextStore(options.StoreLimitBytes);
         Features = Userfaultfd.Probe();
         _budgetPages = options.ResidentBudgetBytes == EngineOptions.Unlimited
             ? long.MaxValue
@@ -145,6 +151,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             throw new InvalidOperationException($"eventfd failed: {Libc.Describe(Libc.LastErrno)}");
 
         WarmUp();
+        StartReporter();
         _handler = new Thread(HandlerLoop) { IsBackground = true, Name = "tibet-uffd" };
         _handler.Start();
     }
@@ -231,16 +238,34 @@ public sealed unsafe partial class PageEngine : IDisposable
         RequireEviction();
         lock (_gate)
         {
-            long target = Math.Max(0, residentBytes / PageSize);
-            long attempts = _residentQueue.Count;
-            while (_residentPages > target && attempts > 0)
+            RequireHealthy();
+            try
             {
-                int want = (int)Math.Min(_victims.Length, _residentPages - target);
-                attempts -= want;
-                EvictFromQueue(want);
+                long target = Math.Max(0, residentBytes / PageSize);
+                long attempts = _residentQueue.Count;
+                while (_residentPages > target && attempts > 0)
+                {
+                    int want = (int)Math.Min(_victims.Length, _residentPages - target);
+                    attempts -= want;
+                    EvictFromQueue(want);
+                }
+            }
+            catch (Exception e)
+            {
+                // Pages may sit moved out and unsealed: the engine cannot go on as if not.
+                Fail(e);
+                throw;
             }
         }
         KickHandler();
+    }
+
+    /// <summary>After a handler failure nothing more is sealed: a page evicted now could
+    /// never be served back.</summary>
+    private void RequireHealthy()
+    {
+        if (_failure is { } failure)
+            throw new InvalidOperationException($"the page engine failed earlier ({failure.Message}) and serves faults with SIGBUS only; nothing more is evicted", failure);
     }
 
     public EngineStats GetStats()
@@ -274,6 +299,9 @@ public sealed unsafe partial class PageEngine : IDisposable
                 FaultP99Nanoseconds = _faultLatency.Percentile(0.99),
                 FaultMaxNanoseconds = _faultLatency.MaxNanoseconds,
                 HandlerAllocatedBytes = _handlerAllocatedBytes,
+                HandlerFailed = _failure != null,
+                ForkedChildren = _children.Count,
+                PeakForkedChildren = _peakChildren,
             };
         }
     }
@@ -290,6 +318,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _stopping = true;
         KickHandler();
         _handler.Join();
+        StopReporter();
         lock (_gate)
         {
             foreach (var child in _children)
@@ -336,6 +365,15 @@ public sealed unsafe partial class PageEngine : IDisposable
         }
     }
 
+    /// <summary>Runs <paramref name="observe"/> under the engine lock, for tests that look at
+    /// the kernel's page tables: every change the engine makes to them (UFFDIO_COPY,
+    /// ZEROPAGE, MOVE) happens under this lock, so the picture is consistent. It must not
+    /// touch arena memory.</summary>
+    internal T ObserveUnderLock<T>(Func<T> observe)
+    {
+        lock (_gate) return observe();
+    }
+
     /// <summary>Where a sealed page's ciphertext lives, for tests that tamper with it.</summary>
     internal bool TryLocateCiphertext(Arena arena, long pageIndex, out nint address, out int length)
     {
@@ -367,19 +405,28 @@ public sealed unsafe partial class PageEngine : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(arena.Released, arena);
-            int count = 0;
-            for (long i = 0; i < arena.PageCount; i++)
+            RequireHealthy();
+            try
             {
-                ref PageEntry entry = ref arena.Entries[i];
-                if (entry.State != PageState.Resident) continue;
-                _victims[count++] = new Victim { Arena = arena, PageIndex = i, Ticket = entry.ResidentTicket };
-                if (count == _victims.Length)
+                int count = 0;
+                for (long i = 0; i < arena.PageCount; i++)
                 {
-                    EvictVictims(count);
-                    count = 0;
+                    ref PageEntry entry = ref arena.Entries[i];
+                    if (entry.State != PageState.Resident) continue;
+                    _victims[count++] = new Victim { Arena = arena, PageIndex = i, Ticket = entry.ResidentTicket };
+                    if (count == _victims.Length)
+                    {
+                        EvictVictims(count);
+                        count = 0;
+                    }
                 }
+                if (count > 0) EvictVictims(count);
             }
-            if (count > 0) EvictVictims(count);
+            catch (Exception e)
+            {
+                Fail(e);
+                throw;
+            }
         }
         KickHandler();
     }
@@ -556,6 +603,10 @@ public sealed unsafe partial class PageEngine : IDisposable
         KernelMemory.Unmap(KernelMemory.Map(PageSize), PageSize);
         _faultLatency.Record(0);
         _faultLatency.Clear();
+        // A rare eviction path (a move the kernel refused, as for pages shared with a
+        // child): compiled now under a JIT, not on the handler's first refused move.
+        if (_scratch != 0)
+            _ = MovedDespiteError(_scratch, _scratch);
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
         ForceLockContention();

@@ -11,8 +11,8 @@ namespace Tibet.Core.Sealing;
 /// no plaintext exists outside the resident working set.
 /// </summary>
 /// <remarks>Runs on the fault path (see <see cref="IPageSource"/>): pread and the
-/// view's page decryption allocate nothing and never throw. Only a tampered page, whose
-/// reader is about to get SIGBUS, runs <c>onTampered</c>, which may do more.</remarks>
+/// view's page decryption allocate nothing and never throw. <c>onTampered</c>, which may
+/// do more, runs on the engine's reporter thread (<see cref="ReportTampered"/>).</remarks>
 public sealed unsafe class SealedFileSource : IPageSource
 {
     private const int PageSize = SealFormat.PageSize;
@@ -25,7 +25,7 @@ public sealed unsafe class SealedFileSource : IPageSource
     /// <param name="view">What the process may see of the file.</param>
     /// <param name="fd">A read-only descriptor of the file that outlives the arena.</param>
     /// <param name="fileOffset">The file offset of the arena's first page (the map's offset).</param>
-    /// <param name="onTampered">Called when a page fails authentication or cannot be read.</param>
+    /// <param name="onTampered">Called (off the fault path) when a page failed authentication or could not be read.</param>
     public SealedFileSource(SealedFileView view, int fd, long fileOffset, Action? onTampered = null)
     {
         ArgumentNullException.ThrowIfNull(view);
@@ -45,15 +45,11 @@ public sealed unsafe class SealedFileSource : IPageSource
         fixed (byte* p = page)
             done = PositionalRead.Fully(_fd, p, PageSize, at);
         if (done < 0)
-            return Tampered(); // an I/O error: the kernel would raise SIGBUS for a file map too
+            return PageVerdict.Tampered; // an I/O error: the kernel would raise SIGBUS for a file map too
         page[(int)done..].Clear(); // past the end of the file: zeros
-        PageVerdict verdict = _view.Filter(at, page);
-        return verdict == PageVerdict.Tampered ? Tampered() : verdict;
+        return _view.Filter(at, page);
     }
 
-    private PageVerdict Tampered()
-    {
-        _onTampered?.Invoke();
-        return PageVerdict.Tampered;
-    }
+    /// <inheritdoc/>
+    public void ReportTampered(long pageIndex) => _onTampered?.Invoke();
 }

@@ -38,6 +38,7 @@ internal sealed unsafe class CiphertextStore : IDisposable
         public ChunkHeader* PrevPartial;
     }
 
+    private readonly long _limitBytes;
     private readonly nint[] _partialHeads = new nint[ClassCount];
     private readonly int[] _partialCounts = new int[ClassCount];
     private long _chunkCount;
@@ -47,6 +48,10 @@ internal sealed unsafe class CiphertextStore : IDisposable
     private long _deferredCapacity;
     private long _payloadBytes;
     private long _liveSlots;
+
+    /// <param name="limitBytes">The most memory the store may map; a chunk beyond it is
+    /// refused like a failed mmap.</param>
+    public CiphertextStore(long limitBytes = long.MaxValue) => _limitBytes = limitBytes;
 
     /// <summary>Bytes of ciphertext held (slot sizes of live slots).</summary>
     public long PayloadBytes => _payloadBytes;
@@ -64,6 +69,8 @@ internal sealed unsafe class CiphertextStore : IDisposable
         : ((sealedLength + CompressedClassStep - 1) / CompressedClassStep) * CompressedClassStep;
 
     /// <summary>Returns a slot that can hold <paramref name="sealedLength"/> bytes.</summary>
+    /// <exception cref="OutOfMemoryException">The store must grow and cannot: mmap failed,
+    /// or the store's limit is reached. The engine treats this as a handler failure.</exception>
     public nint Allocate(int sealedLength)
     {
         int classIndex = ClassOf(sealedLength);
@@ -180,6 +187,8 @@ internal sealed unsafe class CiphertextStore : IDisposable
 
     private ChunkHeader* NewChunk(int classIndex)
     {
+        if ((_chunkCount + 1) * (long)ChunkSize > _limitBytes)
+            throw new OutOfMemoryException($"the ciphertext store reached its limit of {_limitBytes} bytes ({_chunkCount} chunks)");
         var chunk = (ChunkHeader*)KernelMemory.MapAligned(ChunkSize, ChunkSize);
         int slotSize = classIndex == CompressedClassCount ? RawSlotSize : (classIndex + 1) * CompressedClassStep;
         chunk->ClassIndex = classIndex;

@@ -10,7 +10,11 @@ public class MallocFreedomTests
     /// A faulting thread may hold the host allocator's locks (under the interposer,
     /// jemalloc's own metadata can sit in arena memory), so the handler must never call
     /// malloc. An LD_PRELOAD probe counts malloc-family calls by thread name while the
-    /// child drives faults, read-ahead, eviction, compression and madvise.
+    /// child drives faults, read-ahead, eviction, compression and madvise; pages of a plain
+    /// file (FileSource) and of a sealed model (SealedFileSource); forked children served
+    /// from the store and from a file; and tampered pages (of the store and of a sealed
+    /// file, read in the process and in children), whose reports must come from the
+    /// reporter thread, never from the handler.
     /// </summary>
     [Fact]
     public void The_handler_thread_never_calls_malloc()
@@ -30,10 +34,17 @@ public class MallocFreedomTests
             "malloc-probe");
         Assert.True(code == 0, $"child failed ({code}): {stdout}\n{stderr}");
 
-        var counts = Regex.Match(stdout, @"handler-mallocs (\d+) control-mallocs (\d+)");
+        var counts = Regex.Match(stdout, @"handler-mallocs (\d+) control-mallocs (\d+) reporter-mallocs (\d+)");
         Assert.True(counts.Success, stdout);
         var work = Regex.Match(stdout, @"faults (\d+) evictions (\d+) decrypts (\d+) decompressions (\d+) removes (\d+)");
         Assert.True(work.Success, stdout);
+        var sources = Regex.Match(stdout, @"sourced (\d+) authentication-failures (\d+) peak-children (\d+)");
+        Assert.True(sources.Success, stdout);
+        var exercise = Regex.Match(stdout, @"exercise (\S+) children-served (\d+) children-killed (\d+) parent-sigbus (\d+)");
+        Assert.True(exercise.Success, stdout);
+        var reports = Regex.Match(stdout, @"reports (\d+) tamper-callbacks (\d+) report-threads (\S*)");
+        Assert.True(reports.Success, stdout);
+
         // The probe works: the control thread's ten AllocHGlobal/FreeHGlobal pairs counted.
         Assert.True(long.Parse(counts.Groups[2].Value) >= 20, stdout);
         // The handler really did the work…
@@ -41,7 +52,21 @@ public class MallocFreedomTests
         Assert.True(long.Parse(work.Groups[2].Value) > 1000, stdout);
         Assert.True(long.Parse(work.Groups[4].Value) > 100, stdout);
         Assert.True(long.Parse(work.Groups[5].Value) >= 2, stdout);
-        // …without one malloc.
+        // …pages from a plain file and a sealed model (two passes of 257 + 130 pages, and a child's 257)…
+        Assert.True(long.Parse(sources.Groups[1].Value) > 2 * (257 + 128), stdout);
+        // …children served with exact contents, and tampered pages refused in children and here…
+        Assert.Equal("ok", exercise.Groups[1].Value);
+        Assert.Equal("2", exercise.Groups[2].Value);
+        Assert.Equal("2", exercise.Groups[3].Value);
+        Assert.Equal("2", exercise.Groups[4].Value);
+        Assert.True(long.Parse(sources.Groups[3].Value) >= 1, stdout);
+        // (two passes, four tampered pages each: every one reported, sealed-file ones to the source too)
+        Assert.Equal(8, long.Parse(sources.Groups[2].Value));
+        Assert.Equal("8", reports.Groups[1].Value);
+        Assert.Equal("4", reports.Groups[2].Value);
+        // …reported from the reporter thread only…
+        Assert.Equal("tibet-report", reports.Groups[3].Value);
+        // …without one malloc on the handler.
         Assert.Equal("0", counts.Groups[1].Value);
     }
 }
