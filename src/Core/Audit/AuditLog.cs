@@ -23,19 +23,24 @@ public sealed class AuditLog
 {
     private const uint FileMode = 0b110_000_000; // 0600
 
-    /// <summary>Uses <paramref name="path"/>, or the default location (<see cref="AuditLogLocation"/>).</summary>
+    /// <summary>Uses <paramref name="path"/>, or the default location (<see cref="AuditLogLocation"/>),
+    /// waiting at most <paramref name="lockTimeout"/> (default <see cref="DefaultLockTimeout"/>) for its lock.</summary>
     /// <exception cref="AuditLogException">No path given and no default can be worked out.</exception>
-    public AuditLog(string? path = null)
+    public AuditLog(string? path = null, TimeSpan? lockTimeout = null)
     {
         Path = AuditLogLocation.Resolve(path);
+        LockTimeout = lockTimeout ?? DefaultLockTimeout;
     }
+
+    /// <summary>How long an append waits for another process to release the log's lock by
+    /// default. Each append holds it for one read, one write and one fsync: milliseconds.</summary>
+    public static readonly TimeSpan DefaultLockTimeout = TimeSpan.FromSeconds(5);
 
     /// <summary>The log file.</summary>
     public string Path { get; }
 
-    /// <summary>How long an append waits for another process to release the log's lock
-    /// (each append holds it for one read, one write and one fsync: milliseconds).</summary>
-    public static TimeSpan LockTimeout { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>How long an append waits for another process to release the log's lock.</summary>
+    public TimeSpan LockTimeout { get; }
 
     private static readonly TimeSpan LockPollInterval = TimeSpan.FromMilliseconds(10);
 

@@ -30,7 +30,7 @@ public sealed partial class DescriptorHygieneTests(SealedRunWorld world) : IClas
     [Fact]
     public void A_mapped_plain_model_is_read_through_a_high_descriptor()
     {
-        string model = Llama.SmallModel.Path;
+        string model = Support.Llama.SmallModel.Path;
         var (native, encrypted) = RunBoth([model], []);
         AssertSameBelow(HighDescriptors.PreferredFloor, native, encrypted);
         // FileSource keeps its own descriptor of the model, at 1000 or above.
