@@ -12,6 +12,7 @@ namespace Tibet.IntegrationTests.Hardening;
 /// slash in secure-execution mode. The same binary without the set-user-ID bit is the
 /// control: there the same variables are obeyed.
 /// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class SecureExecutionTests : IDisposable
 {
     private readonly string _directory = Directory.CreateTempSubdirectory("tibet-secure-exec-").FullName;
