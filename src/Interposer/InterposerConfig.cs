@@ -11,6 +11,13 @@ namespace Tibet.Interposer;
 /// strictly: a malformed one stops the program before main with a line naming it,
 /// rather than running with a setting nobody asked for.
 /// </summary>
+/// <remarks>
+/// In secure-execution mode (AT_SECURE: a set-user-ID, set-group-ID or file-capability
+/// program) no TIBET_* variable is read at all: the environment belongs to a less
+/// privileged caller, who must not choose where the privileged program writes statistics
+/// or audit records, nor hand it an identity descriptor or make it dumpable. The
+/// interposer then runs with the defaults (see <see cref="Tibet.Core.Interop.SecureExecution"/>).
+/// </remarks>
 internal sealed record InterposerConfig
 {
     public const long DefaultThreshold = 1 << 20;
@@ -38,8 +45,18 @@ internal sealed record InterposerConfig
     /// <summary>The audit log named by TIBET_AUDIT_LOG; null means the default location.</summary>
     public string? AuditLogPath { get; init; }
 
+    /// <summary>Leave the program dumpable (tibet-run --dumpable, TIBET_DUMPABLE=1), for
+    /// debugging: otherwise it is made non-dumpable at start, so that no process of the
+    /// same user can read its memory (keys included) through ptrace or /proc/PID/mem.</summary>
+    public bool Dumpable { get; init; }
+
+    /// <summary>True when the process runs with AT_SECURE, and the environment was ignored.</summary>
+    public bool SecureExecution { get; init; }
+
     public static InterposerConfig FromEnvironment()
     {
+        if (Tibet.Core.Interop.SecureExecution.IsActive)
+            return new InterposerConfig { SecureExecution = true };
         return new InterposerConfig
         {
             BudgetBytes = Environment.GetEnvironmentVariable("TIBET_BUDGET") == ResidentBudget.UnlimitedWord
@@ -64,6 +81,7 @@ internal sealed record InterposerConfig
                 ? (int)Integer(ProcessIdentity.WithheldVariable, 0, 1, int.MaxValue)
                 : null,
             AuditLogPath = Environment.GetEnvironmentVariable(AuditLogLocation.EnvironmentVariable) is { Length: > 0 } log ? log : null,
+            Dumpable = Integer("TIBET_DUMPABLE", 0, 0, 1) == 1,
         };
     }
 

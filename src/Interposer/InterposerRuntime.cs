@@ -22,6 +22,11 @@ internal static class InterposerRuntime
 
     public static bool Start()
     {
+        // Whatever opens a descriptor during start (the runtime's /dev/urandom, libsodium's
+        // loading, the engine's userfaultfds and eventfd) lands at 1000 or above, out of
+        // the program's way (see HighDescriptors).
+        using var lowNumbers = Tibet.Core.Interop.HighDescriptors.ReserveBelowFloor();
+        _ = HashCode.Combine(0); // the runtime opens its random source now, not later at a low number
         try
         {
             _config = InterposerConfig.FromEnvironment();
@@ -33,6 +38,11 @@ internal static class InterposerRuntime
             ProcessCalls._exit(2);
             return false;
         }
+        // Before any key exists in this process: no process of the same user may read its
+        // memory through ptrace or /proc/PID/mem (tibet-run --dumpable keeps it readable).
+        if (!_config.Dumpable && Tibet.Core.Interop.Dumpability.MakeNonDumpable() is int dumpableError and not 0)
+            ProcessCalls.WriteError($"tibet: cannot make pid {Environment.ProcessId} non-dumpable (prctl: errno {dumpableError}); " +
+                                    "processes of the same user may read its memory.");
         ProcessIdentity identity;
         try
         {

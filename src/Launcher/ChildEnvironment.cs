@@ -17,7 +17,7 @@ internal static class ChildEnvironment
     [
         "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE", "TIBET_STATS_JSON",
         "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION", IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY",
-        "TIBET_IDENTITY_WITHHELD",
+        "TIBET_IDENTITY_WITHHELD", "TIBET_DUMPABLE",
     ];
 
     /// <param name="identityDescriptor">The inherited descriptor holding the identity hand-off, if any.</param>
@@ -39,6 +39,7 @@ internal static class ChildEnvironment
         environment["TIBET_STATS_JSON"] = statsPattern;
         environment["TIBET_NO_INHERIT"] = options.NoInherit ? "1" : "0";
         environment["TIBET_REQUIRE_ENCRYPTION"] = options.RequireEncryption ? "1" : "0";
+        environment["TIBET_DUMPABLE"] = options.Dumpable ? "1" : "0";
         if (identityDescriptor is int fd)
         {
             environment[IdentityHandOff.DescriptorVariable] = Invariant(fd);

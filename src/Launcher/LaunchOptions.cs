@@ -26,5 +26,6 @@ internal sealed record LaunchOptions
     public bool InheritIdentity { get; init; }
     public string? PassphraseFile { get; init; }
     public string? AuditLogPath { get; init; }
+    public bool Dumpable { get; init; }
     public required string[] Command { get; init; }
 }

@@ -39,8 +39,9 @@ internal static partial class Launcher
 
         Environment set for COMMAND: LD_PRELOAD (libtibet.so prepended), TIBET_BUDGET,
         TIBET_THRESHOLD, TIBET_COMPRESSION, TIBET_VERBOSE, TIBET_STATS_JSON, TIBET_NO_INHERIT,
-        TIBET_REQUIRE_ENCRYPTION, and with --identity TIBET_IDENTITY_FD and
-        TIBET_INHERIT_IDENTITY; TIBET_AUDIT_LOG with --audit-log. DOTNET_* and COMPlus_* are removed.
+        TIBET_REQUIRE_ENCRYPTION, TIBET_DUMPABLE, and with --identity TIBET_IDENTITY_FD and
+        TIBET_INHERIT_IDENTITY; TIBET_AUDIT_LOG with --audit-log. A set-user-ID or
+        set-group-ID program ignores all TIBET_* variables. DOTNET_* and COMPlus_* are removed.
 
         Exit status: COMMAND's; 128+N if it died of signal N; 2 if tibet refused to run it
         (bad option, missing library, an unusable identity or claim, or
@@ -77,9 +78,10 @@ internal static partial class Launcher
         var inheritIdentity = new Option<bool>("--inherit-identity") { Description = "Programs that COMMAND executes get the identity too." };
         var passphraseFile = new Option<string?>("--passphrase-file") { Description = "Read the identity's passphrase from FILE (default: $TIBET_PASSPHRASE_FILE, else ask on the terminal).", HelpName = "FILE" };
         var auditLog = new Option<string?>("--audit-log") { Description = "Append access decisions to FILE. " + AuditLogLocation.Description, HelpName = "FILE" };
+        var dumpable = new Option<bool>("--dumpable") { Description = "Leave COMMAND dumpable, for debugging (core dumps, gdb -p, /proc/PID/mem by the same user). By default it is made non-dumpable, so that processes of the same user cannot read its memory and keys." };
 
         var root = new RootCommand(Description);
-        foreach (Option option in new Option[] { budget, threshold, compression, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog })
+        foreach (Option option in new Option[] { budget, threshold, compression, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable })
             root.Options.Add(option);
         var commandArgument = new Argument<string[]>("COMMAND") { Description = "The program to run and its arguments, after --.", Arity = ArgumentArity.ZeroOrMore };
         root.Arguments.Add(commandArgument);
@@ -107,6 +109,7 @@ internal static partial class Launcher
                 InheritIdentity = result.GetValue(inheritIdentity),
                 PassphraseFile = result.GetValue(passphraseFile),
                 AuditLogPath = result.GetValue(auditLog) is { } log ? Path.GetFullPath(log) : null,
+                Dumpable = result.GetValue(dumpable),
             };
             exitCode = Launch(options);
         });
@@ -231,6 +234,9 @@ internal static partial class Launcher
             if (!TryPrepareHandOff(options, out handOff))
                 return ExitRefused;
         }
+
+        if (encrypted)
+            MemoryLockLimit.RaiseForChild(options.Verbosity);
 
         DirectoryInfo statsDir = Directory.CreateTempSubdirectory("tibet-run-");
         try

@@ -6,8 +6,8 @@ namespace Tibet.Launcher;
 /// A memfd_secret(2) descriptor holding the identity hand-off for the program. Its pages
 /// are locked, never swapped, and removed from the kernel's direct map, so not even the
 /// kernel reads them by accident; they can only be mapped, by a process holding the
-/// descriptor. It is inherited by the program (no close-on-exec), whose interposer reads
-/// and closes it.
+/// descriptor. It is inherited by the program (no close-on-exec) at a number of 1000 or
+/// above (see HighDescriptors), and the program's interposer reads and closes it.
 /// </summary>
 internal sealed partial class SecretDescriptor : IDisposable
 {
@@ -28,6 +28,8 @@ internal sealed partial class SecretDescriptor : IDisposable
             throw new InvalidOperationException(
                 $"memfd_secret(2) is not available ({Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}), and tibet-run hands identities " +
                 "over only through it. It needs Linux 5.14 or later with CONFIG_SECRETMEM (before Linux 6.5 also the boot parameter secretmem.enable=1).");
+        // Inherited at the same number: put it above the numbers the program expects free.
+        fd = Tibet.Core.Interop.HighDescriptors.MoveAboveInheritable(fd);
         var descriptor = new SecretDescriptor(fd);
         try
         {

@@ -1,3 +1,5 @@
+using Tibet.Core.Interop;
+
 namespace Tibet.Core.Audit;
 
 /// <summary>
@@ -8,24 +10,39 @@ namespace Tibet.Core.Audit;
 /// <remarks>
 /// <para>Safe for any number of threads and processes at once: an append opens the log
 /// with O_APPEND, takes flock(LOCK_EX) (held only for the append: reading the last line,
-/// then one write(2) of the whole new line), and closes it. Readers take LOCK_SH briefly,
+/// then one write(2) of the whole new line and its fsync), and closes it. A lock held
+/// elsewhere for longer than <see cref="LockTimeout"/> fails the append. Readers take LOCK_SH briefly,
 /// so they never see half a line. A write cut short (disk full) is undone with ftruncate
 /// before the lock is released, so the log never keeps a torn line.</para>
-/// <para>The log is created with mode 0600 and missing directories with 0700.</para>
+/// <para>The log is created with mode 0600 and missing directories with 0700. Only a
+/// regular file is accepted (opened with O_NOFOLLOW, then checked with fstat): a symbolic
+/// link, /dev/null or a FIFO fails the append, and so does a record that cannot be made
+/// durable with fsync. Callers that grant access keep it dead when an append fails.</para>
 /// </remarks>
 public sealed class AuditLog
 {
     private const uint FileMode = 0b110_000_000; // 0600
 
-    /// <summary>Uses <paramref name="path"/>, or the default location (<see cref="AuditLogLocation"/>).</summary>
+    /// <summary>Uses <paramref name="path"/>, or the default location (<see cref="AuditLogLocation"/>),
+    /// waiting at most <paramref name="lockTimeout"/> (default <see cref="DefaultLockTimeout"/>) for its lock.</summary>
     /// <exception cref="AuditLogException">No path given and no default can be worked out.</exception>
-    public AuditLog(string? path = null)
+    public AuditLog(string? path = null, TimeSpan? lockTimeout = null)
     {
         Path = AuditLogLocation.Resolve(path);
+        LockTimeout = lockTimeout ?? DefaultLockTimeout;
     }
+
+    /// <summary>How long an append waits for another process to release the log's lock by
+    /// default. Each append holds it for one read, one write and one fsync: milliseconds.</summary>
+    public static readonly TimeSpan DefaultLockTimeout = TimeSpan.FromSeconds(5);
 
     /// <summary>The log file.</summary>
     public string Path { get; }
+
+    /// <summary>How long an append waits for another process to release the log's lock.</summary>
+    public TimeSpan LockTimeout { get; }
+
+    private static readonly TimeSpan LockPollInterval = TimeSpan.FromMilliseconds(10);
 
     /// <summary>
     /// Appends one record and returns its anchor (line number and hash), which the
@@ -36,13 +53,10 @@ public sealed class AuditLog
     public AuditAnchor Append(AuditEntry entry)
     {
         EnsureDirectory();
-        int fd = AuditNative.open(Path, AuditNative.O_RDWR | AuditNative.O_APPEND | AuditNative.O_CREAT | AuditNative.O_CLOEXEC, FileMode);
-        if (fd < 0)
-            throw Failure("open", AuditNative.LastErrno, "Check the path and its permissions, or name another log with " + AuditLogLocation.EnvironmentVariable + ".");
+        int fd = OpenRegularFile();
         try
         {
-            if (AuditNative.Lock(fd, AuditNative.LOCK_EX) < 0)
-                throw Failure("lock", AuditNative.LastErrno, "The file system may not support flock; put the log on a local file system.");
+            LockWithTimeout(fd);
             long size = AuditNative.lseek(fd, 0, AuditNative.SEEK_END);
             if (size < 0)
                 throw Failure("measure", AuditNative.LastErrno, "Check that it is a regular file.");
@@ -53,12 +67,80 @@ public sealed class AuditLog
                 entry.Program ?? Environment.ProcessPath ?? "unknown", entry.Identity?.ToString(), entry.Object,
                 entry.Decision, entry.Reason, previousHash);
             AppendLine(fd, line, size);
+            Persist(fd, size);
             return new AuditAnchor(previousSequence + 1, AuditChain.Hash(line));
         }
         finally
         {
             AuditNative.close(fd); // also releases the lock
         }
+    }
+
+    /// <summary>
+    /// Opens (or creates) the log, refusing anything but a regular file reached without a
+    /// symbolic link in its last component: /dev/null, a FIFO or a link to either would
+    /// take the record and keep nothing, and a link can point the append anywhere the
+    /// program may write.
+    /// </summary>
+    private unsafe int OpenRegularFile()
+    {
+        const string nameAnother = "Name a regular file with --audit-log or " + AuditLogLocation.EnvironmentVariable + ".";
+        int fd = AuditNative.open(Path, AuditNative.O_RDWR | AuditNative.O_APPEND | AuditNative.O_CREAT | AuditNative.O_CLOEXEC
+                                        | AuditNative.O_NOFOLLOW | AuditNative.O_NONBLOCK, FileMode);
+        if (fd < 0)
+        {
+            int errno = AuditNative.LastErrno;
+            if (errno == AuditNative.ELOOP)
+                throw new AuditLogException($"The audit log '{Path}' is a symbolic link, and the log is only written to a regular file. {nameAnother}");
+            throw Failure("open", errno, "Check the path and its permissions, or name another log with " + AuditLogLocation.EnvironmentVariable + ".");
+        }
+        fd = HighDescriptors.MoveAbove(fd);
+        AuditNative.FileStatus status;
+        if (AuditNative.fstat(fd, &status) != 0)
+        {
+            int errno = AuditNative.LastErrno;
+            AuditNative.close(fd);
+            throw Failure("examine", errno, "Check the file system.");
+        }
+        if ((status.Mode & AuditNative.S_IFMT) != AuditNative.S_IFREG)
+        {
+            AuditNative.close(fd);
+            throw new AuditLogException($"The audit log '{Path}' is {AuditNative.DescribeType(status.Mode)}, not a regular file, so nothing written to it " +
+                $"would be kept. {nameAnother}");
+        }
+        return fd;
+    }
+
+    /// <summary>
+    /// Takes the exclusive lock, giving up after <see cref="LockTimeout"/>: a process that
+    /// holds the lock and never lets go (stopped, or hostile) must not hang every program
+    /// that opens a sealed model. flock has no timeout of its own, so the lock is polled
+    /// with LOCK_NB.
+    /// </summary>
+    private void LockWithTimeout(int fd)
+    {
+        long deadline = Environment.TickCount64 + (long)LockTimeout.TotalMilliseconds;
+        while (AuditNative.Lock(fd, AuditNative.LOCK_EX | AuditNative.LOCK_NB) < 0)
+        {
+            int errno = AuditNative.LastErrno;
+            if (errno != AuditNative.EWOULDBLOCK)
+                throw Failure("lock", errno, "The file system may not support flock; put the log on a local file system.");
+            if (Environment.TickCount64 >= deadline)
+                throw new AuditLogException($"Cannot lock the audit log '{Path}': another process has held its lock for more than " +
+                    $"{LockTimeout.TotalSeconds:0.#} s. Find it with 'fuser {Path}' (a stopped or hung tibet?), or name another log with {AuditLogLocation.EnvironmentVariable}.");
+            Thread.Sleep(LockPollInterval);
+        }
+    }
+
+    /// <summary>Makes the new record durable before access is granted on its strength; a
+    /// record that cannot be made durable is removed, and the append fails.</summary>
+    private void Persist(int fd, long sizeBefore)
+    {
+        if (AuditNative.FsyncRetrying(fd) == 0)
+            return;
+        int errno = AuditNative.LastErrno;
+        AuditNative.ftruncate(fd, sizeBefore);
+        throw Failure("flush", errno, "The record could not be written to disk and was removed; check the file system (full, read-only, failing?).");
     }
 
     private void EnsureDirectory()

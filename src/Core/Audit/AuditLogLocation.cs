@@ -5,6 +5,9 @@ namespace Tibet.Core.Audit;
 /// <see cref="EnvironmentVariable"/>; for root, <see cref="SystemPath"/>; otherwise
 /// $XDG_STATE_HOME/tibet/audit.jsonl (when XDG_STATE_HOME is an absolute path), else
 /// ~/.local/state/tibet/audit.jsonl, following the XDG base directory specification.
+/// In secure-execution mode (a set-user-ID or set-group-ID program, AT_SECURE) the
+/// environment is not consulted: the log is <see cref="SystemPath"/> when the effective
+/// user is root, and there is none otherwise.
 /// </summary>
 public static class AuditLogLocation
 {
@@ -24,6 +27,14 @@ public static class AuditLogLocation
     {
         if (!string.IsNullOrEmpty(explicitPath))
             return explicitPath;
+        if (Interop.SecureExecution.IsActive)
+        {
+            // The caller chose the environment; it must not choose where a privileged program writes.
+            if (AuditNative.geteuid() == 0)
+                return SystemPath;
+            throw new AuditLogException("This program runs set-user-ID or set-group-ID (AT_SECURE), so the environment cannot name its audit log, " +
+                $"and only root has a default one ({SystemPath}); it has no audit log, so sealed models stay dead.");
+        }
         string? fromEnvironment = Environment.GetEnvironmentVariable(EnvironmentVariable);
         if (!string.IsNullOrEmpty(fromEnvironment))
             return fromEnvironment;

@@ -16,15 +16,38 @@ internal static unsafe partial class AuditNative
     public const int O_CREAT = 0x40;
     public const int O_APPEND = 0x400;
     public const int O_CLOEXEC = 0x80000;
+    public const int O_NOFOLLOW = 0x20000;
+    public const int O_NONBLOCK = 0x800;
 
     public const int LOCK_SH = 1;
     public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
     public const int LOCK_UN = 8;
 
     public const int SEEK_END = 2;
 
     public const int EINTR = 4;
     public const int ENOENT = 2;
+    public const int EWOULDBLOCK = 11;
+    public const int ELOOP = 40;
+
+    public const uint S_IFMT = 0xF000;
+    public const uint S_IFREG = 0x8000;
+
+    /// <summary>struct stat of x86-64 (asm/stat.h); only st_mode is read here.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 144)]
+    public struct FileStatus
+    {
+        [FieldOffset(24)] public uint Mode;
+    }
+
+    /// <summary>https://man7.org/linux/man-pages/man2/fstat.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "fstat", SetLastError = true)]
+    public static partial int fstat(int fd, FileStatus* status);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/fsync.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "fsync", SetLastError = true)]
+    public static partial int fsync(int fd);
 
     /// <summary>https://man7.org/linux/man-pages/man2/open.2.html (the mode argument is
     /// variadic in C; on x86-64 and arm64 Linux it is passed like a fixed argument).</summary>
@@ -72,6 +95,28 @@ internal static unsafe partial class AuditNative
         }
         return result;
     }
+
+    /// <summary>fsync, retried when a signal interrupts it.</summary>
+    public static int FsyncRetrying(int fd)
+    {
+        int result;
+        while ((result = fsync(fd)) < 0 && LastErrno == EINTR)
+        {
+        }
+        return result;
+    }
+
+    /// <summary>"a character device", "a FIFO"...: what a file that is not regular is.</summary>
+    public static string DescribeType(uint mode) => (mode & S_IFMT) switch
+    {
+        0x2000 => "a character device",
+        0x6000 => "a block device",
+        0x1000 => "a FIFO",
+        0xC000 => "a socket",
+        0x4000 => "a directory",
+        0xA000 => "a symbolic link",
+        _ => $"a file of type 0{Convert.ToString((mode & S_IFMT) >> 12, 8)}",
+    };
 
     /// <summary>Reads exactly <paramref name="destination"/>.Length bytes at
     /// <paramref name="offset"/>, or fewer only at end of file; -1 on error.</summary>

@@ -144,7 +144,7 @@ public sealed unsafe class FileSource : IPageSource
             own = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC); // no O_DIRECT on this file system
         if (own < 0)
             throw new IOException($"cannot reopen descriptor {fd} through {path}: {Libc.Describe(Libc.LastErrno)} (is /proc mounted?)");
-        return own;
+        return HighDescriptors.MoveAbove(own);
     }
 
     /// <summary>Reads the window that starts at <paramref name="pageIndex"/>: Keep, Zero when

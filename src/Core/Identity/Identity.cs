@@ -10,6 +10,11 @@ namespace Tibet.Core.Identity;
 /// that is in libsodium secure memory (mlocked, excluded from core dumps, wiped when
 /// disposed). Dispose it as soon as it is no longer needed.
 /// </summary>
+/// <remarks>
+/// The identity a program receives from tibet-run (<see cref="IdentityHandOff"/>) holds
+/// the X25519 key only, with the Ed25519 public key beside it: a program unwraps data keys
+/// and presents a claim, and never signs, so the signing seed never enters it.
+/// </remarks>
 public sealed class Identity : IDisposable
 {
     /// <summary>Bytes of secret material: the X25519 private key, then the Ed25519 seed.</summary>
@@ -26,6 +31,14 @@ public sealed class Identity : IDisposable
         Public = new PublicIdentity(agreementPublic, signingPublic);
     }
 
+    private Identity(Key agreementKey, ReadOnlySpan<byte> signingPublic)
+    {
+        AgreementKey = agreementKey;
+        Span<byte> agreementPublic = stackalloc byte[PublicIdentity.KeySize];
+        agreementKey.PublicKey.TryExport(KeyBlobFormat.RawPublicKey, agreementPublic, out _);
+        Public = new PublicIdentity(agreementPublic, signingPublic);
+    }
+
     /// <summary>The shareable half.</summary>
     public PublicIdentity Public { get; }
 
@@ -34,11 +47,12 @@ public sealed class Identity : IDisposable
 
     internal Key AgreementKey { get; }
 
-    internal Key SigningKey { get; }
+    /// <summary>Null in an identity that can only unwrap (<see cref="FromAgreementSecret"/>).</summary>
+    internal Key? SigningKey { get; }
 
     /// <summary>Whether the secret keys may be written to a file; true only for identities
     /// made by <see cref="Generate"/>, so that a loaded identity can never be re-exported.</summary>
-    internal bool IsExportable => SigningKey.ExportPolicy.HasFlag(KeyExportPolicies.AllowPlaintextExport);
+    internal bool IsExportable => SigningKey?.ExportPolicy.HasFlag(KeyExportPolicies.AllowPlaintextExport) ?? false;
 
     /// <summary>Makes a new identity from kernel randomness (getrandom).</summary>
     public static Identity Generate()
@@ -77,6 +91,18 @@ public sealed class Identity : IDisposable
         }
     }
 
+    /// <summary>
+    /// An identity that unwraps data keys but cannot sign: the X25519 secret
+    /// <paramref name="agreementSecret"/> (the caller wipes it) and the Ed25519 public key
+    /// <paramref name="signingPublic"/>, which the caller has authenticated.
+    /// </summary>
+    internal static Identity FromAgreementSecret(ReadOnlySpan<byte> agreementSecret, ReadOnlySpan<byte> signingPublic)
+    {
+        var parameters = new KeyCreationParameters { ExportPolicy = KeyExportPolicies.None };
+        Key agreement = Key.Import(IdentityAlgorithms.Agreement, agreementSecret, KeyBlobFormat.RawPrivateKey, in parameters);
+        return new Identity(agreement, signingPublic);
+    }
+
     /// <summary>Writes the 64 secret bytes into a buffer the caller wipes.</summary>
     internal void ExportSecrets(Span<byte> destination)
     {
@@ -84,19 +110,21 @@ public sealed class Identity : IDisposable
             throw new InvalidOperationException(
                 "This identity was loaded from a file, and loaded identities cannot be exported again; copy the file instead.");
         if (!AgreementKey.TryExport(KeyBlobFormat.RawPrivateKey, destination[..PublicIdentity.KeySize], out int agreementSize)
-            || !SigningKey.TryExport(KeyBlobFormat.RawPrivateKey, destination[PublicIdentity.KeySize..], out int signingSize)
+            || !SigningKey!.TryExport(KeyBlobFormat.RawPrivateKey, destination[PublicIdentity.KeySize..], out int signingSize)
             || agreementSize + signingSize != SecretsSize)
             throw new InvalidOperationException("NSec did not export 32-byte raw private keys.");
     }
 
     /// <summary>An Ed25519 signature of <paramref name="message"/>.</summary>
     internal void Sign(ReadOnlySpan<byte> message, Span<byte> signature) =>
-        IdentityAlgorithms.Signing.Sign(SigningKey, message, signature);
+        IdentityAlgorithms.Signing.Sign(SigningKey ?? throw new InvalidOperationException(
+            "This identity was handed to a program without its signing key, so it cannot sign; sign with tibet, which reads the identity file."),
+            message, signature);
 
     /// <summary>Destroys both keys (libsodium wipes their memory).</summary>
     public void Dispose()
     {
         AgreementKey.Dispose();
-        SigningKey.Dispose();
+        SigningKey?.Dispose();
     }
 }

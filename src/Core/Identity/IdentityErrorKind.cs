@@ -29,4 +29,7 @@ public enum IdentityErrorKind
 
     /// <summary>The operating system refused to read or write the file.</summary>
     Io,
+
+    /// <summary>The file was reached through a symbolic link, or belongs to another user.</summary>
+    InsecureFile,
 }

@@ -179,6 +179,9 @@ internal static class SecretIdentityFormat
     /// <summary>The size of an unprotected body.</summary>
     public const int UnprotectedBodySize = UnprotectedSize;
 
+    /// <summary>Where an unprotected body holds the X25519 private key (the Ed25519 seed follows it).</summary>
+    public const int UnprotectedAgreementSecretOffset = HeaderSize;
+
     /// <summary>Opens the 64 secret bytes into <paramref name="secrets"/> (which the caller
     /// wipes) and makes the identity, checking it against the stored public keys.</summary>
     private static Identity OpenSecrets(ReadOnlySpan<byte> body, Func<Passphrase>? passphraseProvider, string path, Span<byte> secrets)

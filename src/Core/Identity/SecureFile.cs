@@ -11,6 +11,15 @@ namespace Tibet.Core.Identity;
 /// with their final mode and renamed into place, so that they are never briefly readable
 /// by others or half-written.
 /// </summary>
+/// <remarks>
+/// Files are read only when reached without a symbolic link in the last component
+/// (O_NOFOLLOW) and owned by the running user (or root, who can replace any file anyway):
+/// otherwise another user who can write a directory on the way, or plant a link, could
+/// hand tibet an identity, claim or passphrase of their choosing, or point it at a file it
+/// should not read. The one exception: a passphrase may come through a descriptor the
+/// process already holds (/dev/stdin, /dev/fd/N, a shell's &lt;(...)), which are links by
+/// nature.
+/// </remarks>
 internal static class SecureFile
 {
     /// <summary>Largest identity, claim or wrapped-key file accepted (they are all a few
@@ -41,7 +50,7 @@ internal static class SecureFile
     {
         if (!IdentityAlgorithms.IsLinux)
             throw new PlatformNotSupportedException(IdentityAlgorithms.LinuxOnlyMessage);
-        using SafeFileHandle handle = Open(path, what);
+        using SafeFileHandle handle = Open(path, what, allowDescriptorAlias: check == PermissionCheck.IfRegularFile);
         try
         {
             using var stream = new FileStream(handle, FileAccess.Read, bufferSize: 0);
@@ -125,23 +134,70 @@ internal static class SecureFile
         }
     }
 
-    private static SafeFileHandle Open(string path, string what)
+    /// <summary>Opens <paramref name="path"/> read-only without following a final symbolic
+    /// link, and checks its owner on the open descriptor.</summary>
+    private static unsafe SafeFileHandle Open(string path, string what, bool allowDescriptorAlias)
+    {
+        bool descriptorAlias = allowDescriptorAlias && IsDescriptorAlias(path);
+        int fd = SecureFileNative.open(path, SecureFileNative.O_RDONLY | SecureFileNative.O_CLOEXEC | (descriptorAlias ? 0 : SecureFileNative.O_NOFOLLOW));
+        if (fd < 0)
+        {
+            int errno = SecureFileNative.LastErrno;
+            throw errno switch
+            {
+                SecureFileNative.ENOENT or SecureFileNative.ENOTDIR =>
+                    new IdentityException(IdentityErrorKind.NotFound, $"'{path}' does not exist; name an existing {what}."),
+                SecureFileNative.ELOOP =>
+                    new IdentityException(IdentityErrorKind.InsecureFile,
+                        $"'{path}' is a symbolic link{LinkTarget(path)}, and a {what} is only read from the file itself, so that nobody can point tibet " +
+                        "at another file. Name the file it points to instead."),
+                _ => new IdentityException(IdentityErrorKind.Io, $"Cannot read '{path}': {SecureFileNative.Describe(errno)}."),
+            };
+        }
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        SecureFileNative.FileStatus status;
+        if (SecureFileNative.fstat(fd, &status) != 0)
+        {
+            int errno = SecureFileNative.LastErrno;
+            handle.Dispose();
+            throw new IdentityException(IdentityErrorKind.Io, $"Cannot examine '{path}': {SecureFileNative.Describe(errno)}.");
+        }
+        uint type = status.Mode & SecureFileNative.S_IFMT;
+        if (type == SecureFileNative.S_IFDIR)
+        {
+            handle.Dispose();
+            throw new IdentityException(IdentityErrorKind.Io, $"'{path}' is a directory, not a {what}.");
+        }
+        uint me = SecureFileNative.geteuid();
+        // A pipe or terminal behind /dev/stdin belongs to whoever made it; its data is ours to read.
+        bool ownerMatters = !descriptorAlias || type == SecureFileNative.S_IFREG;
+        if (ownerMatters && status.Owner != me && status.Owner != 0)
+        {
+            handle.Dispose();
+            throw new IdentityException(IdentityErrorKind.InsecureFile,
+                $"'{path}' belongs to user {status.Owner}, not to you (user {me}), and a {what} is only read from your own files: " +
+                "another user could have written it. Copy it into a file of your own if you trust its contents (cp, then chmod 600).");
+        }
+        return handle;
+    }
+
+    /// <summary>/dev/stdin, /dev/fd/N, /proc/self/fd/N: names of a descriptor this process
+    /// already holds (how a shell passes &lt;(...) or a pipe).</summary>
+    private static bool IsDescriptorAlias(string path) =>
+        path is "/dev/stdin" || IsNumberedUnder(path, "/dev/fd/") || IsNumberedUnder(path, "/proc/self/fd/");
+
+    private static bool IsNumberedUnder(string path, string prefix) =>
+        path.StartsWith(prefix, StringComparison.Ordinal) && path.Length > prefix.Length && path.AsSpan(prefix.Length).IndexOfAnyExceptInRange('0', '9') < 0;
+
+    private static string LinkTarget(string path)
     {
         try
         {
-            return File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            return new FileInfo(path).LinkTarget is { } target ? $" (to '{target}')" : "";
         }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        catch (IOException)
         {
-            throw new IdentityException(IdentityErrorKind.NotFound, $"'{path}' does not exist; name an existing {what}.", e);
-        }
-        catch (UnauthorizedAccessException e) when (Directory.Exists(path))
-        {
-            throw new IdentityException(IdentityErrorKind.Io, $"'{path}' is a directory, not a {what}.", e);
-        }
-        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
-        {
-            throw new IdentityException(IdentityErrorKind.Io, $"Cannot read '{path}': {e.Message}", e);
+            return "";
         }
     }
 

@@ -123,9 +123,9 @@ internal static unsafe partial class Libc
     [LibraryImport(Library, EntryPoint = "madvise", SetLastError = true)]
     public static partial int madvise(nint addr, nuint length, int advice);
 
-    /// <summary>https://man7.org/linux/man-pages/man2/mlock.2.html</summary>
-    [LibraryImport(Library, EntryPoint = "mlock", SetLastError = true)]
-    public static partial int mlock(nint addr, nuint length);
+    /// <summary>mlock(2), checked: a failure is counted and said once on stderr (see
+    /// <see cref="MemoryLocking"/>).</summary>
+    public static int mlock(nint addr, nuint length) => MemoryLocking.Lock(addr, length);
 
     /// <summary>https://man7.org/linux/man-pages/man2/ioctl.2.html</summary>
     [LibraryImport(Library, EntryPoint = "ioctl", SetLastError = true)]

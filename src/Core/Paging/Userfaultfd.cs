@@ -39,7 +39,7 @@ internal sealed unsafe class Userfaultfd : IDisposable
     }
 
     /// <summary>Takes ownership of a descriptor the kernel handed us (a forked child's).</summary>
-    public static Userfaultfd Adopt(int descriptor) => new(descriptor);
+    public static Userfaultfd Adopt(int descriptor) => new(HighDescriptors.MoveAbove(descriptor));
 
     public static Userfaultfd Open(ulong features)
     {
@@ -59,7 +59,7 @@ internal sealed unsafe class Userfaultfd : IDisposable
     {
         long fd = Libc.syscall(Libc.SYS_userfaultfd, Libc.O_CLOEXEC | Libc.O_NONBLOCK, 0, 0);
         if (fd >= 0)
-            return (int)fd;
+            return HighDescriptors.MoveAbove((int)fd);
         int errno = Libc.LastErrno;
         if (errno == Libc.ENOSYS)
             throw new UserfaultfdUnavailableException(
@@ -74,7 +74,7 @@ internal sealed unsafe class Userfaultfd : IDisposable
             int viaDevice = Libc.ioctl(dev, USERFAULTFD_IOC_NEW, (void*)(Libc.O_CLOEXEC | Libc.O_NONBLOCK));
             Libc.close(dev);
             if (viaDevice >= 0)
-                return viaDevice;
+                return HighDescriptors.MoveAbove(viaDevice);
         }
         throw new UserfaultfdUnavailableException(
             $"userfaultfd is not permitted for this process ({Libc.Describe(errno)}). " +

@@ -125,7 +125,7 @@ internal sealed unsafe class SealedFiles
     private SealedFileAccess? Decide(int fd, FileKey key)
     {
         string path = DescribeDescriptor(fd);
-        int own = Libc.open($"/proc/self/fd/{fd}", Libc.O_RDONLY | Libc.O_CLOEXEC);
+        int own = HighDescriptors.MoveAbove(Libc.open($"/proc/self/fd/{fd}", Libc.O_RDONLY | Libc.O_CLOEXEC));
         if (own < 0)
             return Refuse(path, key, null, "Unreadable", $"tibet cannot reopen it ({Libc.Describe(Libc.LastErrno)}), so it is served as zeros");
         var source = new SafeFileHandle(own, ownsHandle: true);
