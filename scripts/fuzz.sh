@@ -4,7 +4,9 @@
 # Installs AFL++ (Debian afl++) and the sharpfuzz instrumenter if they are missing,
 # builds tests/fuzz/Tibet.Fuzz, instruments a private copy of its Tibet.Core.dll,
 # and runs afl-fuzz on the seed corpus (tests/fuzz/corpus/TARGET plus the crash
-# regressions in tests/fuzz/regressions/TARGET). Everything it writes is under
+# regressions in tests/fuzz/regressions/TARGET), with the AFL++ dictionary
+# tests/fuzz/dict/TARGET.dict. FUZZ_CONTINUE=1 also seeds it with the queue the
+# previous run of TARGET left in out/fuzz/TARGET. Everything it writes is under
 # out/fuzz/TARGET; out/fuzz/TARGET/summary.json holds the figures it prints.
 # Exits 1 when AFL++ saved a crash or a hang: replay each file with
 #   dotnet out/fuzz/TARGET/bin/Tibet.Fuzz.dll replay TARGET FILE
@@ -53,9 +55,15 @@ tools=$root/out/fuzz/tools
 # only dilute the map.
 "$tools/sharpfuzz" "$work/bin/Tibet.Core.dll" >/dev/null
 
-# --- seeds: the corpus and every crash regression -------------------------------------
-rm -rf "$work/in" "$work/findings"
+# --- seeds: the corpus, every crash regression, and on request the last queue ----------
+rm -rf "$work/in"
 mkdir -p "$work/in"
+continued=false
+if [ "${FUZZ_CONTINUE:-0}" = 1 ] && [ -d "$work/findings/default/queue" ]; then
+  find "$work/findings/default/queue" -maxdepth 1 -type f -exec cp {} "$work/in/" \;
+  continued=true
+fi
+rm -rf "$work/findings"
 cp tests/fuzz/corpus/"$target"/* "$work/in/"
 if [ -d "tests/fuzz/regressions/$target" ] && [ -n "$(ls -A "tests/fuzz/regressions/$target")" ]; then
   cp tests/fuzz/regressions/"$target"/* "$work/in/"
@@ -73,10 +81,12 @@ fi
 # -t 5000: a parse that takes 5 s is a hang (a normal one takes well under a millisecond;
 #   the margin absorbs the first, JIT-compiling runs and a loaded machine).
 export AFL_SKIP_BIN_CHECK=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_NO_UI=1
-echo "fuzz.sh: fuzzing '$target' for $seconds s (log: $work/afl.log) ..."
+dictionary=()
+if [ -f "tests/fuzz/dict/$target.dict" ]; then dictionary=(-x "tests/fuzz/dict/$target.dict"); fi
+echo "fuzz.sh: fuzzing '$target' for $seconds s, $(ls "$work/in" | wc -l) seeds (log: $work/afl.log) ..."
 status=0
 timeout --signal=INT $((seconds + 120)) \
-  afl-fuzz -V "$seconds" -t 5000 -m none -i "$work/in" -o "$work/findings" -- dotnet "$work/bin/Tibet.Fuzz.dll" "$target" \
+  afl-fuzz -V "$seconds" -t 5000 -m none "${dictionary[@]}" -i "$work/in" -o "$work/findings" -- dotnet "$work/bin/Tibet.Fuzz.dll" "$target" \
   >"$work/afl.log" 2>&1 || status=$?
 stats=$work/findings/default/fuzzer_stats
 if [ ! -f "$stats" ]; then
@@ -93,7 +103,7 @@ crashes=$(stat saved_crashes)
 hangs=$(stat saved_hangs)
 per_second=$(awk -v e="$execs" -v t="$run_time" 'BEGIN { printf "%.1f", (t > 0 ? e / t : 0) }')
 cat >"$work/summary.json" <<EOF
-{"target": "$target", "seconds": $run_time, "executions": $execs, "execs_per_second": $per_second, "corpus_count": $corpus, "unique_crashes": $crashes, "unique_hangs": $hangs}
+{"target": "$target", "seconds": $run_time, "executions": $execs, "execs_per_second": $per_second, "seeds": $(ls "$work/in" | wc -l), "continued_from_last_queue": $continued, "dictionary": $([ ${#dictionary[@]} -gt 0 ] && echo true || echo false), "corpus_count": $corpus, "edges_found": $(stat edges_found), "stability": "$(stat stability)", "unique_crashes": $crashes, "unique_hangs": $hangs, "afl_version": "$(stat afl_version)"}
 EOF
 echo "fuzz.sh: $target: $execs executions in $run_time s ($per_second/s), corpus $corpus, crashes $crashes, hangs $hangs"
 if [ "$crashes" -ne 0 ] || [ "$hangs" -ne 0 ]; then
