@@ -238,7 +238,7 @@ internal static unsafe class PlaintextFallbacks
         text.Append(". Later cases of this kind are counted in the statistics, not announced."u8);
         ReadOnlySpan<byte> finished = text.Finish();
         fixed (byte* p = finished)
-            ProcessCalls.write(2, p, (nuint)finished.Length);
+            Shim.Report(p, (nuint)finished.Length);
     }
 
     /// <summary>Appends to a fixed buffer, cutting what does not fit; the last byte is
