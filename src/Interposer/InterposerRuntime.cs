@@ -14,6 +14,9 @@ internal static class InterposerRuntime
     private static InterposerConfig _config = new();
     private static int _failuresReported;
 
+    /// <summary>Why the engine did not start, when the whole process runs unencrypted.</summary>
+    private static PlaintextReason? _wholeProcessUnencrypted;
+
     /// <summary>Null until the engine runs; the shim forwards everything meanwhile.</summary>
     public static Redirector? Redirector { get; private set; }
 
@@ -77,6 +80,8 @@ internal static class InterposerRuntime
                 ServeForkedChildren = features.EventFork,
                 OnAuthenticationFailure = f => ProcessCalls.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
+                // Through the shim's report descriptor, like every other line of tibet's.
+                OnHandlerFailure = ProcessCalls.WriteError,
             });
             SealedFiles = new SealedFiles(identity, _config);
             Redirector = new Redirector(engine, _config, SealedFiles);
@@ -93,31 +98,32 @@ internal static class InterposerRuntime
                 ProcessCalls.WriteError($"tibet: {e.Message}. Refusing to run: an identity was given, and sealed models need encrypted RAM.");
                 ProcessCalls._exit(2);
             }
-            Refuse(e.Message, "running unencrypted");
+            _wholeProcessUnencrypted = e is UserfaultfdUnavailableException
+                ? PlaintextReason.UserfaultfdMissing : PlaintextReason.ArenaCreationFailed;
+            Refuse(e.Message, "the whole process runs unencrypted");
             return false;
         }
     }
 
-    /// <summary>Writes the statistics at exit. The engine is left running: other exit
+    /// <summary>Writes the statistics at exit, also when the engine never started (they
+    /// then say why the process ran unencrypted). The engine is left running: other exit
     /// handlers of the program may still read its memory.</summary>
     public static void Stop()
     {
-        if (Redirector is not { } redirector)
-            return;
-        var stats = redirector.Engine.GetStats();
+        Tibet.Core.Diagnostics.EngineStats? engineStats = Redirector?.Engine.GetStats();
         if (_config.StatsJsonPattern is { } pattern)
         {
             string path = pattern.Replace("%p", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
             try
             {
-                File.WriteAllText(path, stats.ToJson());
+                File.WriteAllText(path, ExitStatistics.ToJson(engineStats, _wholeProcessUnencrypted));
             }
             catch (Exception e)
             {
                 ProcessCalls.WriteError($"tibet: cannot write statistics to {path}: {e.Message}");
             }
         }
-        if (_config.Verbosity > 0)
+        if (engineStats is { } stats && _config.Verbosity > 0)
             ProcessCalls.WriteError($"tibet: pid {Environment.ProcessId}: {stats.Faults} faults (p50 {stats.FaultP50Nanoseconds / 1000.0:F1} µs, " +
                                     $"p99 {stats.FaultP99Nanoseconds / 1000.0:F1} µs), {stats.Evictions} evictions, " +
                                     $"resident {stats.ResidentBytes >> 10} KiB (peak {stats.PeakResidentBytes >> 10} KiB), sealed {stats.SealedBytes >> 10} KiB");
@@ -143,6 +149,7 @@ internal static class InterposerRuntime
 
     private static void Refuse(string reason, string consequence)
     {
+        reason = reason.TrimEnd('.');
         if (_config.RequireEncryption)
         {
             ProcessCalls.WriteError($"tibet: {reason}. Refusing to run because encryption was required (--require-encryption).");

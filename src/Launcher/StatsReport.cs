@@ -14,11 +14,40 @@ internal static class StatsReport
         long budget = Get("residentBudgetBytes");
 
         Console.Error.WriteLine($"tibet-run: statistics for {command}");
+        if (s.TryGetProperty("encrypted", out var encrypted) && !encrypted.GetBoolean())
+        {
+            string why = s.TryGetProperty("unencrypted", out var u) && u.TryGetProperty("wholeProcess", out var w) && w.ValueKind == JsonValueKind.String
+                ? w.GetString()! : "unknown";
+            Console.Error.WriteLine($"  UNENCRYPTED: the whole process ran in plaintext ({why})");
+            PrintUnencrypted(s, Bytes);
+            return;
+        }
         Console.Error.WriteLine($"  faults             {Get("faults"),12:N0}   wait p50 {Get("faultP50Ns") / 1000.0:F1} µs, p99 {Get("faultP99Ns") / 1000.0:F1} µs");
         Console.Error.WriteLine($"  pages decrypted    {Get("decrypts"),12:N0}   read ahead {Get("readAheadPages"):N0}, zero-filled {Get("zeroFills"):N0}");
         Console.Error.WriteLine($"  pages evicted      {Get("evictions"),12:N0}   of them zero {Get("zeroEvictions"):N0}, refused {Get("evictionsRefused"):N0}");
         Console.Error.WriteLine($"  resident now       {Bytes(Get("residentBytes")),12}   peak {Bytes(Get("peakResidentBytes"))}, budget {(budget == long.MaxValue ? "unlimited" : Bytes(budget))}");
         Console.Error.WriteLine($"  sealed             {Bytes(Get("sealedBytes")),12}   store mapped {Bytes(Get("storeMappedBytes"))}");
         Console.Error.WriteLine($"  auth failures      {Get("authenticationFailures"),12:N0}");
+        PrintUnencrypted(s, Bytes);
+    }
+
+    /// <summary>One line per reason that memory ran unencrypted (or was refused), and the
+    /// plaintext buffers mlock could not lock; nothing when all are zero.</summary>
+    private static void PrintUnencrypted(JsonElement s, Func<long, string> bytes)
+    {
+        if (s.TryGetProperty("unencrypted", out var unencrypted))
+            foreach (var reason in unencrypted.EnumerateObject())
+            {
+                if (reason.Value.ValueKind != JsonValueKind.Object)
+                    continue;
+                long count = reason.Value.GetProperty("count").GetInt64();
+                long refused = reason.Value.GetProperty("refused").GetInt64();
+                if (count > 0)
+                    Console.Error.WriteLine($"  UNENCRYPTED        {count,12:N0}   allocations, {bytes(reason.Value.GetProperty("bytes").GetInt64())}: {reason.Name}");
+                if (refused > 0)
+                    Console.Error.WriteLine($"  refused (ENOMEM)   {refused,12:N0}   allocations that would have run unencrypted: {reason.Name}");
+            }
+        if (s.TryGetProperty("memoryLocking", out var locking) && locking.GetProperty("failures").GetInt64() is long failures and > 0)
+            Console.Error.WriteLine($"  mlock failures     {failures,12:N0}   {bytes(locking.GetProperty("unlockedBytes").GetInt64())} of plaintext buffers may be swapped out");
     }
 }

@@ -62,36 +62,43 @@ public readonly record struct EngineStats
         using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
         {
             w.WriteStartObject();
-            w.WriteNumber("faults", Faults);
-            w.WriteNumber("readAheadPages", ReadAheadPages);
-            w.WriteNumber("decrypts", Decrypts);
-            w.WriteNumber("decompressions", Decompressions);
-            w.WriteNumber("zeroFills", ZeroFills);
-            w.WriteNumber("evictions", Evictions);
-            w.WriteNumber("zeroEvictions", ZeroEvictions);
-            w.WriteNumber("sourcedPages", SourcedPages);
-            w.WriteNumber("compressedSeals", CompressedSeals);
-            w.WriteNumber("evictionsRefused", EvictionsRefused);
-            w.WriteNumber("movesReconciled", MovesReconciled);
-            w.WriteNumber("authenticationFailures", AuthenticationFailures);
-            w.WriteNumber("removeEvents", RemoveEvents);
-            w.WriteNumber("unmapEvents", UnmapEvents);
-            w.WriteNumber("remapEvents", RemapEvents);
-            w.WriteNumber("residentBytes", ResidentBytes);
-            w.WriteNumber("peakResidentBytes", PeakResidentBytes);
-            w.WriteNumber("residentBudgetBytes", ResidentBudgetBytes);
-            w.WriteNumber("sealedBytes", SealedBytes);
-            w.WriteNumber("storeMappedBytes", StoreMappedBytes);
-            w.WriteNumber("sealedPages", SealedPages);
-            w.WriteNumber("faultP50Ns", FaultP50Nanoseconds);
-            w.WriteNumber("faultP99Ns", FaultP99Nanoseconds);
-            w.WriteNumber("faultMaxNs", FaultMaxNanoseconds);
-            w.WriteNumber("handlerAllocatedBytes", HandlerAllocatedBytes);
-            w.WriteBoolean("handlerFailed", HandlerFailed);
-            w.WriteNumber("forkedChildren", ForkedChildren);
-            w.WriteNumber("peakForkedChildren", PeakForkedChildren);
+            WriteProperties(w);
             w.WriteEndObject();
         }
         return Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    /// <summary>Writes the counters as properties of the object <paramref name="w"/> is in,
+    /// for reports that add their own (the interposer's exit statistics).</summary>
+    public void WriteProperties(Utf8JsonWriter w)
+    {
+        w.WriteNumber("faults", Faults);
+        w.WriteNumber("readAheadPages", ReadAheadPages);
+        w.WriteNumber("decrypts", Decrypts);
+        w.WriteNumber("decompressions", Decompressions);
+        w.WriteNumber("zeroFills", ZeroFills);
+        w.WriteNumber("evictions", Evictions);
+        w.WriteNumber("zeroEvictions", ZeroEvictions);
+        w.WriteNumber("sourcedPages", SourcedPages);
+        w.WriteNumber("compressedSeals", CompressedSeals);
+        w.WriteNumber("evictionsRefused", EvictionsRefused);
+        w.WriteNumber("movesReconciled", MovesReconciled);
+        w.WriteNumber("authenticationFailures", AuthenticationFailures);
+        w.WriteNumber("removeEvents", RemoveEvents);
+        w.WriteNumber("unmapEvents", UnmapEvents);
+        w.WriteNumber("remapEvents", RemapEvents);
+        w.WriteNumber("residentBytes", ResidentBytes);
+        w.WriteNumber("peakResidentBytes", PeakResidentBytes);
+        w.WriteNumber("residentBudgetBytes", ResidentBudgetBytes);
+        w.WriteNumber("sealedBytes", SealedBytes);
+        w.WriteNumber("storeMappedBytes", StoreMappedBytes);
+        w.WriteNumber("sealedPages", SealedPages);
+        w.WriteNumber("faultP50Ns", FaultP50Nanoseconds);
+        w.WriteNumber("faultP99Ns", FaultP99Nanoseconds);
+        w.WriteNumber("faultMaxNs", FaultMaxNanoseconds);
+        w.WriteNumber("handlerAllocatedBytes", HandlerAllocatedBytes);
+        w.WriteBoolean("handlerFailed", HandlerFailed);
+        w.WriteNumber("forkedChildren", ForkedChildren);
+        w.WriteNumber("peakForkedChildren", PeakForkedChildren);
     }
 }
