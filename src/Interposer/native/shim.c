@@ -530,8 +530,10 @@ static void *child_large_allocation(size_t size)
     char line[256], *at = line;
     at = append(at, "tibet: pid ");
     at = append_number(at, (uint64_t)self);
+    /* The process tibet runs in, not getppid(): a daemon's parent has usually exited by
+     * now, and the child was re-parented to init. */
     at = append(at, ", a forked child of pid ");
-    at = append_number(at, (uint64_t)getppid());
+    at = append_number(at, (uint64_t)owner_pid);
     if (require_encryption) {
         if (child_counts)
             __atomic_fetch_add(&child_counts->refused_count, 1, __ATOMIC_RELAXED);
