@@ -144,6 +144,13 @@ internal static unsafe class Exports
         catch (Exception e) { InterposerRuntime.Failed("fork", e); }
     }
 
+    [UnmanagedCallersOnly(EntryPoint = "tibet_managed_hand_over")]
+    private static void HandOver()
+    {
+        try { InterposerRuntime.HandOver(); }
+        catch (Exception e) { InterposerRuntime.Failed("_exit", e); }
+    }
+
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_exit")]
     private static void Exit()
     {

@@ -110,6 +110,7 @@ internal static class InterposerRuntime
     /// handlers of the program may still read its memory.</summary>
     public static void Stop()
     {
+        HandOver();
         Tibet.Core.Diagnostics.EngineStats? engineStats = Redirector?.Engine.GetStats();
         if (_config.StatsJsonPattern is { } pattern)
         {
@@ -127,6 +128,19 @@ internal static class InterposerRuntime
             ProcessCalls.WriteError($"tibet: pid {Environment.ProcessId}: {stats.Faults} faults (p50 {stats.FaultP50Nanoseconds / 1000.0:F1} µs, " +
                                     $"p99 {stats.FaultP99Nanoseconds / 1000.0:F1} µs), {stats.Evictions} evictions, " +
                                     $"resident {stats.ResidentBytes >> 10} KiB (peak {stats.PeakResidentBytes >> 10} KiB), sealed {stats.SealedBytes >> 10} KiB");
+    }
+
+    /// <summary>This process ends (exit, or _exit after a fork) while forked children may
+    /// still use memory it serves: see <see cref="PageEngine.HandOverChildren"/>.</summary>
+    public static void HandOver()
+    {
+        if (Redirector is not { } redirector)
+            return;
+        var (children, pages) = redirector.Engine.HandOverChildren();
+        if (children > 0)
+            ProcessCalls.WriteError($"tibet: pid {Environment.ProcessId} exits while {children} forked child(ren) still use memory it served: " +
+                                    $"{pages} sealed page(s) were decrypted into them, since nothing can serve them after this process ends. " +
+                                    "That memory is plaintext in the children now.");
     }
 
     public static void Forked(int pid) => Redirector?.Engine.ChildForked(pid);

@@ -141,6 +141,44 @@ public sealed unsafe partial class PageEngine
         KickHandler();
     }
 
+    /// <summary>
+    /// This process is ending while forked children still use their fork-time arenas (a
+    /// daemon's parent exits right after the fork). Once it is gone nothing serves their
+    /// faults, and the kernel would give them zero pages where sealed pages were: wrong
+    /// bytes. So every page a living child would still need from here is put into it now,
+    /// decrypted (no longer sealed in the child), and the caller says so. Returns the
+    /// children handed over and the pages put into them.
+    /// </summary>
+    public (int Children, long Pages) HandOverChildren()
+    {
+        lock (_gate)
+        {
+            int children = 0;
+            long pages = 0;
+            foreach (ForkedChild child in _children)
+            {
+                if (child.PidFd >= 0 && ChildExited(child.PidFd))
+                    continue;
+                long before = pages;
+                foreach (ChildRegion region in child.Regions)
+                    for (long index = 0; index < region.PageCount; index++)
+                    {
+                        PageState state = region.Entries[index].State;
+                        if (state != PageState.Sealed && !(state == PageState.Untouched && region.Source != null))
+                            continue;
+                        ServeChildFault(child, region.Address + (nint)(index * PageSize), threadId: 0);
+                        pages++;
+                    }
+                // Faults the child made meanwhile: their pages are in it now.
+                while (child.TryDequeueFault(out ChildFault fault))
+                    ServeChildFault(child, fault.Address, fault.ThreadId);
+                if (pages > before)
+                    children++;
+            }
+            return (children, pages);
+        }
+    }
+
     private ChildRegion[] SnapshotArenas()
     {
         var regions = new ChildRegion[_arenasByAddress.Length];

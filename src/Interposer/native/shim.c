@@ -57,6 +57,7 @@ extern int tibet_managed_unmap(void *addr, size_t length); /* 0 or an errno */
 extern void *tibet_managed_mremap(void *old, size_t old_size, size_t new_size, int flags, int *error);
 extern void tibet_managed_forked(int pid);
 extern void tibet_managed_exit(void);
+extern void tibet_managed_hand_over(void);
 
 typedef void *(*malloc_fn)(size_t);
 typedef void *(*calloc_fn)(size_t, size_t);
@@ -100,6 +101,9 @@ static mmap_fn real_mmap;
 static munmap_fn real_munmap;
 static mremap_fn real_mremap;
 static fork_fn real_fork;
+typedef void (*exit_fn)(int);
+static exit_fn real__exit, real__Exit;
+static volatile int has_forked; /* this process forked a child tibet serves */
 static pthread_create_fn real_pthread_create;
 static open_fn real_open, real_open64;
 static openat_fn real_openat, real_openat64;
@@ -412,6 +416,8 @@ static void resolve(void)
     real_munmap = (munmap_fn)dlsym(RTLD_NEXT, "munmap");
     real_mremap = (mremap_fn)dlsym(RTLD_NEXT, "mremap");
     real_fork = (fork_fn)dlsym(RTLD_NEXT, "fork");
+    real__exit = (exit_fn)dlsym(RTLD_NEXT, "_exit");
+    real__Exit = (exit_fn)dlsym(RTLD_NEXT, "_Exit");
     real_pthread_create = (pthread_create_fn)dlsym(RTLD_NEXT, "pthread_create");
     real_open = (open_fn)dlsym(RTLD_NEXT, "open");
     real_open64 = (open_fn)dlsym(RTLD_NEXT, "open64");
@@ -1433,11 +1439,45 @@ EXPORT pid_t fork(void)
         __atomic_sub_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
     }
     if (pid > 0 && shim_ready && !in_child()) {
+        has_forked = 1;
         in_tibet = 1;
         tibet_managed_forked(pid);
         in_tibet = 0;
     }
     return pid;
+}
+
+/* _exit and _Exit skip atexit handlers, and glibc's daemon(3) leaves the parent through
+ * _exit right after its fork. The child's sealed pages are served by this process's
+ * handler, and would read as zeros once it is gone; so before a process that has forked
+ * ends, the children get those pages (InterposerRuntime.HandOver). Only after a fork:
+ * _exit is also called from signal handlers, where managed code is best not entered. A raw
+ * exit_group system call cannot be seen. */
+static void hand_over_before_exit(void)
+{
+    if (has_forked && shim_ready && !in_child() && !in_tibet) {
+        in_tibet = 1;
+        tibet_managed_hand_over();
+        in_tibet = 0;
+    }
+}
+
+EXPORT void _exit(int status)
+{
+    hand_over_before_exit();
+    if (real__exit)
+        real__exit(status);
+    syscall(SYS_exit_group, status);
+    __builtin_unreachable();
+}
+
+EXPORT void _Exit(int status)
+{
+    hand_over_before_exit();
+    if (real__Exit)
+        real__Exit(status);
+    syscall(SYS_exit_group, status);
+    __builtin_unreachable();
 }
 
 /* ---- configuration, start and exit ------------------------------------------------ */
