@@ -57,9 +57,9 @@ public sealed class AuditLog
         try
         {
             LockWithTimeout(fd);
-            long size = AuditNative.lseek(fd, 0, AuditNative.SEEK_END);
+            long size = Libc.lseek(fd, 0, Libc.SEEK_END);
             if (size < 0)
-                throw Failure("measure", AuditNative.LastErrno, "Check that it is a regular file.");
+                throw Failure("measure", Libc.LastErrno, "Check that it is a regular file.");
 
             var (previousHash, previousSequence) = ReadLastLine(fd, size);
             // The time is taken under the lock, so that times follow the order of the lines.
@@ -72,7 +72,7 @@ public sealed class AuditLog
         }
         finally
         {
-            AuditNative.close(fd); // also releases the lock
+            Libc.close(fd); // also releases the lock
         }
     }
 
@@ -85,27 +85,27 @@ public sealed class AuditLog
     private unsafe int OpenRegularFile()
     {
         const string nameAnother = "Name a regular file with --audit-log or " + AuditLogLocation.EnvironmentVariable + ".";
-        int fd = AuditNative.open(Path, AuditNative.O_RDWR | AuditNative.O_APPEND | AuditNative.O_CREAT | AuditNative.O_CLOEXEC
-                                        | AuditNative.O_NOFOLLOW | AuditNative.O_NONBLOCK, FileMode);
+        int fd = Libc.open(Path, Libc.O_RDWR | Libc.O_APPEND | Libc.O_CREAT | Libc.O_CLOEXEC
+                                        | Libc.O_NOFOLLOW | Libc.O_NONBLOCK, FileMode);
         if (fd < 0)
         {
-            int errno = AuditNative.LastErrno;
-            if (errno == AuditNative.ELOOP)
+            int errno = Libc.LastErrno;
+            if (errno == Libc.ELOOP)
                 throw new AuditLogException($"The audit log '{Path}' is a symbolic link, and the log is only written to a regular file. {nameAnother}");
             throw Failure("open", errno, "Check the path and its permissions, or name another log with " + AuditLogLocation.EnvironmentVariable + ".");
         }
         fd = HighDescriptors.MoveAbove(fd);
-        AuditNative.FileStatus status;
-        if (AuditNative.fstat(fd, &status) != 0)
+        Libc.Stat status;
+        if (Libc.fstat(fd, &status) != 0)
         {
-            int errno = AuditNative.LastErrno;
-            AuditNative.close(fd);
+            int errno = Libc.LastErrno;
+            Libc.close(fd);
             throw Failure("examine", errno, "Check the file system.");
         }
-        if ((status.Mode & AuditNative.S_IFMT) != AuditNative.S_IFREG)
+        if ((status.st_mode & Libc.S_IFMT) != Libc.S_IFREG)
         {
-            AuditNative.close(fd);
-            throw new AuditLogException($"The audit log '{Path}' is {AuditNative.DescribeType(status.Mode)}, not a regular file, so nothing written to it " +
+            Libc.close(fd);
+            throw new AuditLogException($"The audit log '{Path}' is {AuditNative.DescribeType(status.st_mode)}, not a regular file, so nothing written to it " +
                 $"would be kept. {nameAnother}");
         }
         return fd;
@@ -120,10 +120,10 @@ public sealed class AuditLog
     private void LockWithTimeout(int fd)
     {
         long deadline = Environment.TickCount64 + (long)LockTimeout.TotalMilliseconds;
-        while (AuditNative.Lock(fd, AuditNative.LOCK_EX | AuditNative.LOCK_NB) < 0)
+        while (AuditNative.Lock(fd, Libc.LOCK_EX | Libc.LOCK_NB) < 0)
         {
-            int errno = AuditNative.LastErrno;
-            if (errno != AuditNative.EWOULDBLOCK)
+            int errno = Libc.LastErrno;
+            if (errno != Libc.EWOULDBLOCK)
                 throw Failure("lock", errno, "The file system may not support flock; put the log on a local file system.");
             if (Environment.TickCount64 >= deadline)
                 throw new AuditLogException($"Cannot lock the audit log '{Path}': another process has held its lock for more than " +
@@ -138,8 +138,8 @@ public sealed class AuditLog
     {
         if (AuditNative.FsyncRetrying(fd) == 0)
             return;
-        int errno = AuditNative.LastErrno;
-        AuditNative.ftruncate(fd, sizeBefore);
+        int errno = Libc.LastErrno;
+        Libc.ftruncate(fd, sizeBefore);
         throw Failure("flush", errno, "The record could not be written to disk and was removed; check the file system (full, read-only, failing?).");
     }
 
@@ -170,7 +170,7 @@ public sealed class AuditLog
         {
             var buffer = new byte[window];
             if (AuditNative.ReadAt(fd, buffer, size - window) != window)
-                throw Failure("read", AuditNative.LastErrno, "Check the file system.");
+                throw Failure("read", Libc.LastErrno, "Check the file system.");
             if (buffer[^1] != (byte)'\n')
                 throw new AuditLogException($"The audit log '{Path}' ends in an incomplete line (a write was cut short, or the file was edited), " +
                     $"so the chain cannot be continued. Inspect it with 'tibet audit verify {Path}' and move it aside to start a new log.");
@@ -199,15 +199,15 @@ public sealed class AuditLog
         fixed (byte* p = record)
         {
             // One write(2) per line: with O_APPEND and the lock held, it lands whole at the end.
-            while ((written = AuditNative.write(fd, p, (nuint)record.Length)) < 0 && AuditNative.LastErrno == AuditNative.EINTR)
+            while ((written = Libc.write(fd, p, (nuint)record.Length)) < 0 && Libc.LastErrno == Libc.EINTR)
             {
             }
         }
         if (written == record.Length)
             return;
-        int errno = AuditNative.LastErrno;
+        int errno = Libc.LastErrno;
         if (written > 0)
-            AuditNative.ftruncate(fd, sizeBefore);
+            Libc.ftruncate(fd, sizeBefore);
         throw written < 0
             ? Failure("append to", errno, "Free space on its file system, or check its permissions.")
             : new AuditLogException($"Cannot append to the audit log '{Path}': only {written} of {record.Length} bytes could be written " +
@@ -215,5 +215,5 @@ public sealed class AuditLog
     }
 
     private AuditLogException Failure(string action, int errno, string advice) =>
-        new($"Cannot {action} the audit log '{Path}': {AuditNative.Describe(errno)}. {advice}");
+        new($"Cannot {action} the audit log '{Path}': {Libc.ErrorMessage(errno)}. {advice}");
 }

@@ -1,3 +1,5 @@
+using Tibet.Core.Interop;
+
 namespace Tibet.Core.Audit;
 
 /// <summary>
@@ -27,10 +29,10 @@ public static class AuditLogLocation
     {
         if (!string.IsNullOrEmpty(explicitPath))
             return explicitPath;
-        if (Interop.SecureExecution.IsActive)
+        if (SecureExecution.IsActive)
         {
             // The caller chose the environment; it must not choose where a privileged program writes.
-            if (AuditNative.geteuid() == 0)
+            if (Libc.geteuid() == 0)
                 return SystemPath;
             throw new AuditLogException("This program runs set-user-ID or set-group-ID (AT_SECURE), so the environment cannot name its audit log, " +
                 $"and only root has a default one ({SystemPath}); it has no audit log, so sealed models stay dead.");
@@ -38,7 +40,7 @@ public static class AuditLogLocation
         string? fromEnvironment = Environment.GetEnvironmentVariable(EnvironmentVariable);
         if (!string.IsNullOrEmpty(fromEnvironment))
             return fromEnvironment;
-        if (AuditNative.geteuid() == 0)
+        if (Libc.geteuid() == 0)
             return SystemPath;
         string? stateHome = Environment.GetEnvironmentVariable("XDG_STATE_HOME");
         if (!string.IsNullOrEmpty(stateHome) && Path.IsPathRooted(stateHome))

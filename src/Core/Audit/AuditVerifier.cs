@@ -1,3 +1,5 @@
+using Tibet.Core.Interop;
+
 namespace Tibet.Core.Audit;
 
 /// <summary>
@@ -29,24 +31,24 @@ public static class AuditVerifier
     /// <exception cref="AuditLogException">The file cannot be opened or read.</exception>
     public static AuditVerification VerifyFile(string path, AuditAnchor? anchor = null)
     {
-        int fd = AuditNative.open(path, AuditNative.O_RDONLY | AuditNative.O_CLOEXEC, 0);
+        int fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC);
         if (fd < 0)
         {
-            int errno = AuditNative.LastErrno;
-            throw new AuditLogException(errno == AuditNative.ENOENT
+            int errno = Libc.LastErrno;
+            throw new AuditLogException(errno == Libc.ENOENT
                 ? $"The audit log '{path}' does not exist. Name an existing log (or set {AuditLogLocation.EnvironmentVariable})."
-                : $"Cannot open the audit log '{path}': {AuditNative.Describe(errno)}.");
+                : $"Cannot open the audit log '{path}': {Libc.ErrorMessage(errno)}.");
         }
         try
         {
             // The size is read under the shared lock, so it never ends inside a line being
             // appended; the lines before it never change afterwards, so no lock is needed
             // while they are read.
-            AuditNative.Lock(fd, AuditNative.LOCK_SH);
-            long size = AuditNative.lseek(fd, 0, AuditNative.SEEK_END);
-            AuditNative.Lock(fd, AuditNative.LOCK_UN);
+            AuditNative.Lock(fd, Libc.LOCK_SH);
+            long size = Libc.lseek(fd, 0, Libc.SEEK_END);
+            AuditNative.Lock(fd, Libc.LOCK_UN);
             if (size < 0)
-                throw new AuditLogException($"Cannot measure the audit log '{path}': {AuditNative.Describe(AuditNative.LastErrno)}. Check that it is a regular file.");
+                throw new AuditLogException($"Cannot measure the audit log '{path}': {Libc.ErrorMessage(Libc.LastErrno)}. Check that it is a regular file.");
 
             var checker = new ChainChecker(anchor);
             byte[] buffer = new byte[AuditRecordFormat.MaxLineLength + ReadChunk];
@@ -78,7 +80,7 @@ public static class AuditVerifier
                 int want = (int)Math.Min(buffer.Length - filled, size - offset);
                 long read = AuditNative.ReadAt(fd, buffer.AsSpan(filled, want), offset);
                 if (read < 0)
-                    throw new AuditLogException($"Cannot read the audit log '{path}': {AuditNative.Describe(AuditNative.LastErrno)}.");
+                    throw new AuditLogException($"Cannot read the audit log '{path}': {Libc.ErrorMessage(Libc.LastErrno)}.");
                 if (read == 0)
                     size = offset; // the file shrank under us; check what there is
                 offset += read;
@@ -88,7 +90,7 @@ public static class AuditVerifier
         }
         finally
         {
-            AuditNative.close(fd);
+            Libc.close(fd);
         }
     }
 

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using Microsoft.Win32.SafeHandles;
 using Tibet.Core.Crypto;
+using Tibet.Core.Interop;
 
 namespace Tibet.Core.Identity;
 
@@ -139,43 +140,43 @@ internal static class SecureFile
     private static unsafe SafeFileHandle Open(string path, string what, bool allowDescriptorAlias)
     {
         bool descriptorAlias = allowDescriptorAlias && IsDescriptorAlias(path);
-        int fd = SecureFileNative.open(path, SecureFileNative.O_RDONLY | SecureFileNative.O_CLOEXEC | (descriptorAlias ? 0 : SecureFileNative.O_NOFOLLOW));
+        int fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | (descriptorAlias ? 0 : Libc.O_NOFOLLOW));
         if (fd < 0)
         {
-            int errno = SecureFileNative.LastErrno;
+            int errno = Libc.LastErrno;
             throw errno switch
             {
-                SecureFileNative.ENOENT or SecureFileNative.ENOTDIR =>
+                Libc.ENOENT or Libc.ENOTDIR =>
                     new IdentityException(IdentityErrorKind.NotFound, $"'{path}' does not exist; name an existing {what}."),
-                SecureFileNative.ELOOP =>
+                Libc.ELOOP =>
                     new IdentityException(IdentityErrorKind.InsecureFile,
                         $"'{path}' is a symbolic link{LinkTarget(path)}, and a {what} is only read from the file itself, so that nobody can point tibet " +
                         "at another file. Name the file it points to instead."),
-                _ => new IdentityException(IdentityErrorKind.Io, $"Cannot read '{path}': {SecureFileNative.Describe(errno)}."),
+                _ => new IdentityException(IdentityErrorKind.Io, $"Cannot read '{path}': {Libc.ErrorMessage(errno)}."),
             };
         }
         var handle = new SafeFileHandle(fd, ownsHandle: true);
-        SecureFileNative.FileStatus status;
-        if (SecureFileNative.fstat(fd, &status) != 0)
+        Libc.Stat status;
+        if (Libc.fstat(fd, &status) != 0)
         {
-            int errno = SecureFileNative.LastErrno;
+            int errno = Libc.LastErrno;
             handle.Dispose();
-            throw new IdentityException(IdentityErrorKind.Io, $"Cannot examine '{path}': {SecureFileNative.Describe(errno)}.");
+            throw new IdentityException(IdentityErrorKind.Io, $"Cannot examine '{path}': {Libc.ErrorMessage(errno)}.");
         }
-        uint type = status.Mode & SecureFileNative.S_IFMT;
-        if (type == SecureFileNative.S_IFDIR)
+        uint type = status.st_mode & Libc.S_IFMT;
+        if (type == Libc.S_IFDIR)
         {
             handle.Dispose();
             throw new IdentityException(IdentityErrorKind.Io, $"'{path}' is a directory, not a {what}.");
         }
-        uint me = SecureFileNative.geteuid();
+        uint me = Libc.geteuid();
         // A pipe or terminal behind /dev/stdin belongs to whoever made it; its data is ours to read.
-        bool ownerMatters = !descriptorAlias || type == SecureFileNative.S_IFREG;
-        if (ownerMatters && status.Owner != me && status.Owner != 0)
+        bool ownerMatters = !descriptorAlias || type == Libc.S_IFREG;
+        if (ownerMatters && status.st_uid != me && status.st_uid != 0)
         {
             handle.Dispose();
             throw new IdentityException(IdentityErrorKind.InsecureFile,
-                $"'{path}' belongs to user {status.Owner}, not to you (user {me}), and a {what} is only read from your own files: " +
+                $"'{path}' belongs to user {status.st_uid}, not to you (user {me}), and a {what} is only read from your own files: " +
                 "another user could have written it. Copy it into a file of your own if you trust its contents (cp, then chmod 600).");
         }
         return handle;

@@ -24,6 +24,7 @@ internal static unsafe partial class Libc
     public const int MAP_FIXED_NOREPLACE = 0x100000;
     public const int SEEK_SET = 0;
     public const int SEEK_CUR = 1;
+    public const int SEEK_END = 2;
     public const int MAP_FIXED = 0x10;
     public const int MAP_ANONYMOUS = 0x20;
     public const int MAP_NORESERVE = 0x4000;
@@ -36,28 +37,40 @@ internal static unsafe partial class Libc
 
     public const int O_RDONLY = 0x0;
     public const int O_RDWR = 0x2;
+    public const int O_CREAT = 0x40;
+    public const int O_APPEND = 0x400;
     public const int O_DIRECT = 0x4000; // x86_64
     public const int O_NONBLOCK = 0x800;
+    public const int O_NOFOLLOW = 0x20000;
     public const int O_CLOEXEC = 0x80000;
+
+    public const int LOCK_SH = 1;
+    public const int LOCK_EX = 2;
+    public const int LOCK_NB = 4;
+    public const int LOCK_UN = 8;
 
     public const int EINTR = 4;
     public const int EIO = 5;
     public const int EACCES = 13;
     public const int EAGAIN = 11;
+    public const int EWOULDBLOCK = EAGAIN;
     public const int ENOMEM = 12;
     public const int EFAULT = 14;
     public const int EBUSY = 16;
     public const int EEXIST = 17;
     public const int ENOENT = 2;
+    public const int ENOTDIR = 20;
     public const int EINVAL = 22;
     public const int EPERM = 1;
     public const int ENOSYS = 38;
     public const int ESRCH = 3;
+    public const int ELOOP = 40;
 
     public const short POLLIN = 0x1;
 
     public const int S_IFMT = 0xF000;
     public const int S_IFREG = 0x8000;
+    public const int S_IFDIR = 0x4000;
     public const int POSIX_FADV_DONTNEED = 4;
     public const long SYS_cachestat = 451; // x86_64, Linux 6.5+
 
@@ -85,6 +98,7 @@ internal static unsafe partial class Libc
         [FieldOffset(0)] public ulong st_dev;
         [FieldOffset(8)] public ulong st_ino;
         [FieldOffset(24)] public uint st_mode;
+        [FieldOffset(28)] public uint st_uid;
         [FieldOffset(48)] public long st_size;
         [FieldOffset(88)] public long st_mtim_sec;
         [FieldOffset(96)] public long st_mtim_nsec;
@@ -143,9 +157,27 @@ internal static unsafe partial class Libc
     [LibraryImport(Library, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int open(string pathname, int flags);
 
+    /// <summary>https://man7.org/linux/man-pages/man2/open.2.html, with the mode a file
+    /// created by O_CREAT gets (the mode argument is variadic in C; on x86-64 and arm64
+    /// Linux it is passed like a fixed argument).</summary>
+    [LibraryImport(Library, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int open(string pathname, int flags, uint mode);
+
     /// <summary>https://man7.org/linux/man-pages/man2/close.2.html</summary>
     [LibraryImport(Library, EntryPoint = "close", SetLastError = true)]
     public static partial int close(int fd);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/fsync.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "fsync", SetLastError = true)]
+    public static partial int fsync(int fd);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/ftruncate.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "ftruncate", SetLastError = true)]
+    public static partial int ftruncate(int fd, long length);
+
+    /// <summary>https://man7.org/linux/man-pages/man2/flock.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "flock", SetLastError = true)]
+    public static partial int flock(int fd, int operation);
 
     /// <summary>https://man7.org/linux/man-pages/man2/poll.2.html</summary>
     [LibraryImport(Library, EntryPoint = "poll", SetLastError = true)]
@@ -169,6 +201,10 @@ internal static unsafe partial class Libc
     [LibraryImport(Library, EntryPoint = "getpid")]
     public static partial int getpid();
 
+    /// <summary>https://man7.org/linux/man-pages/man2/geteuid.2.html</summary>
+    [LibraryImport(Library, EntryPoint = "geteuid")]
+    public static partial uint geteuid();
+
     /// <summary>https://man7.org/linux/man-pages/man3/memcpy.3.html. Used so that
     /// arena memory is touched from native code, where a blocked fault never holds up
     /// the garbage collector (see <see cref="Paging.ArenaMemory"/>).</summary>
@@ -185,5 +221,9 @@ internal static unsafe partial class Libc
 
     public static int LastErrno => Marshal.GetLastPInvokeError();
 
-    public static string Describe(int errno) => Marshal.GetPInvokeErrorMessage(errno) + $" (errno {errno})";
+    /// <summary>What <paramref name="errno"/> means, in strerror(3)'s words.</summary>
+    public static string ErrorMessage(int errno) => Marshal.GetPInvokeErrorMessage(errno);
+
+    /// <summary><see cref="ErrorMessage"/> followed by the number.</summary>
+    public static string Describe(int errno) => ErrorMessage(errno) + $" (errno {errno})";
 }

@@ -256,7 +256,7 @@ public sealed class CliTests : IDisposable
         var environment = new Dictionary<string, string?> { ["HOME"] = home, ["XDG_STATE_HOME"] = _dir.File("state") };
         var result = Tibet(environment, "audit", "verify");
         Assert.Equal(2, result.ExitCode);
-        string expected = global::Tibet.Core.Audit.AuditNative.geteuid() == 0 ? "/var/log/tibet/audit.jsonl" : _dir.File("state/tibet/audit.jsonl");
+        string expected = global::Tibet.Core.Interop.Libc.geteuid() == 0 ? "/var/log/tibet/audit.jsonl" : _dir.File("state/tibet/audit.jsonl");
         Assert.Contains($"'{expected}'", result.Stdout + result.Stderr);
     }
 
