@@ -90,8 +90,9 @@ internal sealed record InterposerConfig
         string? text = Environment.GetEnvironmentVariable(name);
         if (string.IsNullOrEmpty(text))
             return fallback;
-        if (!long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long value) || value < min)
-            throw new InterposerConfigException($"{name}='{Shorten(text)}' must be a whole number of bytes, at least {min}");
+        // The sizes tibet-run accepts (tibet-run itself passes bytes), for those who preload by hand.
+        if (!Tibet.Core.Policy.SizeParser.TryParse(text, out long value) || value < min)
+            throw new InterposerConfigException($"{name}='{Shorten(text)}' must be {Tibet.Core.Policy.SizeParser.Syntax}, at least {min} bytes");
         return value;
     }
 

@@ -28,6 +28,9 @@ public class LauncherTests
     [InlineData("--budget", "12Q", "--budget '12Q'")]
     [InlineData("--threshold", "1K", "--threshold '1K'")]
     [InlineData("--compression", "lz4", "--compression 'lz4'")]
+    // Past decimal's range once multiplied: refused, never an overflow exception.
+    [InlineData("--budget", "70000000000000000000000000000T", "--budget '70000000000000000000000000000T'")]
+    [InlineData("--budget", "9223372036854775807K", "--budget '9223372036854775807K'")]
     public void A_bad_option_exits_2_naming_the_value(string option, string value, string expected)
     {
         var result = TibetRun.Run(TibetRun.Launcher, [option, value, "--", "/bin/true"]);
@@ -61,6 +64,41 @@ public class LauncherTests
         Assert.Equal(2, result.ExitCode);
         Assert.DoesNotContain("ran", result.Stdout);
         Assert.Contains("TIBET_BUDGET='lots'", result.Stderr);
+    }
+
+    /// <summary>A program preloaded by hand takes the sizes tibet-run takes, and a size past
+    /// any range stops it before main with the variable named, not an exception.</summary>
+    [Theory]
+    [InlineData("16M", true)]
+    [InlineData("1.5G", true)]
+    [InlineData("70000000000000000000000000000T", false)]
+    [InlineData("-1", false)]
+    public void The_interposer_alone_takes_sizes_with_suffixes_and_refuses_hostile_ones(string budget, bool accepted)
+    {
+        string stats = Path.Combine(Path.GetTempPath(), $"tibet-size-{Guid.NewGuid():N}.json");
+        try
+        {
+            var result = TibetRun.Run("/usr/bin/env", ["LD_PRELOAD=" + Path.Combine(RepoPaths.Root, "out", "lib", "libtibet.so"),
+                "TIBET_BUDGET=" + budget, "TIBET_STATS_JSON=" + stats, "/bin/echo", "ran"]);
+            if (accepted)
+            {
+                Assert.True(result.ExitCode == 0 && result.Stdout.Trim() == "ran", result.ToString());
+                Assert.True(Tibet.Core.Policy.SizeParser.TryParse(budget, out long bytes));
+                using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(stats));
+                Assert.Equal(bytes, json.RootElement.GetProperty("residentBudgetBytes").GetInt64());
+            }
+            else
+            {
+                Assert.Equal(2, result.ExitCode);
+                Assert.DoesNotContain("ran", result.Stdout);
+                Assert.Contains($"TIBET_BUDGET='{budget}'", result.Stderr);
+                Assert.DoesNotContain("Exception", result.Stderr);
+            }
+        }
+        finally
+        {
+            File.Delete(stats);
+        }
     }
 
     /// <summary>Programs the command executes run on encrypted RAM too, unless

@@ -1,9 +1,9 @@
 using System.Globalization;
 
-namespace Tibet.Launcher;
+namespace Tibet.Core.Policy;
 
 /// <summary>Sizes as people write them: 4096, 64K, 256M, 2G, 1.5G, 64KiB, 512MB (K = 1024).</summary>
-internal static class SizeParser
+public static class SizeParser
 {
     public const string Syntax = "a number of bytes with an optional K, M or G suffix (powers of 1024), e.g. 256M";
 
@@ -28,6 +28,9 @@ internal static class SizeParser
             }
         }
         if (!decimal.TryParse(s, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out decimal value) || value < 0)
+            return false;
+        // Checked before multiplying: decimal overflows (and throws) near 7.9e28.
+        if (value > long.MaxValue / multiplier)
             return false;
         decimal total = value * multiplier;
         if (total > long.MaxValue)
