@@ -71,13 +71,23 @@ public class RedisTests
                 }
             }
 
-            long rssBefore = Rss(ServerPid(redis.Id));
+            int serverPid = ServerPid(redis.Id);
+            long rssBefore = Rss(serverPid);
             Assert.Equal("OK", Cli(cli, port, "FLUSHALL"));
             Cli(cli, port, "MEMORY", "PURGE");
-            Thread.Sleep(500);
-            long rssAfter = Rss(ServerPid(redis.Id));
             Assert.True(Info(cli, port, "used_memory") < 10L << 20, "used_memory did not drop");
-            Assert.True(rssAfter < rssBefore / 2, $"RSS went from {rssBefore >> 20} MiB to {rssAfter >> 20} MiB");
+            // Giving back is what is tested, not how fast: on a loaded machine the purge and
+            // the handler's events take longer, so RSS is watched for up to 20 s.
+            long rssAfter = Rss(serverPid);
+            for (int i = 0; i < 100 && rssAfter >= rssBefore / 2; i++)
+            {
+                Thread.Sleep(200);
+                if (i % 10 == 9)
+                    Cli(cli, port, "MEMORY", "PURGE");
+                rssAfter = Rss(serverPid);
+            }
+            Assert.True(rssAfter < rssBefore / 2,
+                $"RSS went from {rssBefore >> 20} MiB to {rssAfter >> 20} MiB\n{LargestMappings(serverPid)}\n{Cli(cli, port, "INFO", "memory")}");
         }
         finally
         {
@@ -85,6 +95,21 @@ public class RedisTests
             if (redis != null && !redis.WaitForExit(20_000)) redis.Kill(entireProcessTree: true);
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    /// <summary>The server's mappings with the most resident memory, for a failure message.</summary>
+    private static string LargestMappings(int pid)
+    {
+        var rows = new List<(long Rss, string Mapping)>();
+        string mapping = "";
+        foreach (string line in File.ReadLines($"/proc/{pid}/smaps"))
+        {
+            if (line.Length > 0 && char.IsAsciiHexDigit(line[0]) && line.Contains('-'))
+                mapping = line;
+            else if (line.StartsWith("Rss:"))
+                rows.Add((long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]), mapping));
+        }
+        return "largest mappings by Rss (KiB):\n" + string.Join('\n', rows.OrderByDescending(r => r.Rss).Take(8).Select(r => $"{r.Rss,8} {r.Mapping}"));
     }
 
     private static string Cli(string cli, int port, params string[] command)
