@@ -10,6 +10,11 @@ public readonly record struct EngineStats
     public long Faults { get; init; }
     /// <summary>Pages brought in by read-ahead beyond the faulting page.</summary>
     public long ReadAheadPages { get; init; }
+    /// <summary>Pages that became resident again after an eviction (misses a larger
+    /// budget would have avoided).</summary>
+    public long Refaults { get; init; }
+    /// <summary>The eviction policy's name (see EngineOptions.Eviction).</summary>
+    public string? EvictionPolicy { get; init; }
     /// <summary>Pages authenticated and decrypted.</summary>
     public long Decrypts { get; init; }
     /// <summary>Pages that were also decompressed.</summary>
@@ -74,6 +79,8 @@ public readonly record struct EngineStats
     {
         w.WriteNumber("faults", Faults);
         w.WriteNumber("readAheadPages", ReadAheadPages);
+        w.WriteNumber("refaults", Refaults);
+        w.WriteString("evictionPolicy", EvictionPolicy);
         w.WriteNumber("decrypts", Decrypts);
         w.WriteNumber("decompressions", Decompressions);
         w.WriteNumber("zeroFills", ZeroFills);

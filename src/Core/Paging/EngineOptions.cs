@@ -27,6 +27,9 @@ public sealed record EngineOptions
 
     public CompressionMode Compression { get; init; } = CompressionMode.Off;
 
+    /// <summary>Which resident page is sealed next when the budget is reached.</summary>
+    public Eviction.EvictionPolicy Eviction { get; init; } = Paging.Eviction.EvictionPolicy.ScanResistant;
+
     /// <summary>Under <see cref="CompressionMode.Auto"/>, a compressed page is kept only
     /// if its sealed size (compressed bytes + 16-byte tag) is at most this.</summary>
     public int CompressedKeepBytes { get; init; } = 2048;

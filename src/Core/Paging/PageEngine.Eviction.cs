@@ -1,4 +1,5 @@
 using Tibet.Core.Interop;
+using Tibet.Core.Paging.Eviction;
 
 namespace Tibet.Core.Paging;
 
@@ -13,7 +14,7 @@ public sealed unsafe partial class PageEngine
     {
         if (_budgetPages == long.MaxValue)
             return;
-        long attempts = _residentQueue.Count;
+        long attempts = _residentSet.Count;
         while (_residentPages + incoming > _budgetPages && attempts > 0)
         {
             int want = (int)Math.Min(_victims.Length, _residentPages + incoming - _budgetPages);
@@ -59,7 +60,7 @@ public sealed unsafe partial class PageEngine
     private int EvictFromQueue(int want)
     {
         int count = 0;
-        while (count < want && _residentQueue.TryDequeue(out ResidentQueue.Element element))
+        while (count < want && _residentSet.TryTakeNext(out ResidentQueue.Element element))
         {
             Arena? arena = element.ArenaSlot < _arenaSlots.Length ? _arenaSlots[element.ArenaSlot] : null;
             if (arena == null || element.PageIndex >= arena.PageCount)
@@ -104,6 +105,7 @@ public sealed unsafe partial class PageEngine
                     if (stillOurs)
                     {
                         SealPage(arena, victim.PageIndex, ref entry, scratchPage);
+                        StampEviction(ref entry);
                         _residentPages--;
                         evicted++;
                     }
@@ -117,6 +119,7 @@ public sealed unsafe partial class PageEngine
                     if (stillOurs)
                     {
                         entry.State = PageState.Zero;
+                        StampEviction(ref entry);
                         _residentPages--;
                         _zeroEvictions++;
                         evicted++;
@@ -126,9 +129,7 @@ public sealed unsafe partial class PageEngine
                     _evictionsRefused++;
                     if (stillOurs)
                     {
-                        if (_residentQueue.IsFull)
-                            _residentQueue.Compact(this);
-                        _residentQueue.Enqueue(arena.Slot, victim.PageIndex, victim.Ticket);
+                        _residentSet.Return(new ResidentQueue.Element { ArenaSlot = arena.Slot, PageIndex = victim.PageIndex, Ticket = victim.Ticket });
                     }
                     break;
             }
@@ -138,6 +139,13 @@ public sealed unsafe partial class PageEngine
         if (scratchUsed)
             Libc.madvise(_scratch, (nuint)(count * PageSize), Libc.MADV_DONTNEED);
         return evicted;
+    }
+
+    /// <summary>Records when the page left residency, for its refault distance.</summary>
+    private void StampEviction(ref PageEntry entry)
+    {
+        uint stamp = (uint)++_evictionClock;
+        entry.EvictionStamp = stamp == 0 ? 1 : stamp;
     }
 
     private void MoveRun(int first, int length)

@@ -1,4 +1,5 @@
 using Tibet.Core.Interop;
+using Tibet.Core.Paging.Eviction;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
 namespace Tibet.Core.Paging;
@@ -245,6 +246,12 @@ public sealed unsafe partial class PageEngine
             ref PageEntry entry = ref arena.Entries[i];
             if (entry.State == PageState.Resident)
                 continue;
+            uint refaultDistance = entry.EvictionStamp != 0 && entry.State is PageState.Sealed or PageState.Zero
+                ? (uint)Math.Min((uint)_evictionClock - entry.EvictionStamp, ResidentSet.FirstTouch - 1)
+                : ResidentSet.FirstTouch;
+            if (refaultDistance != ResidentSet.FirstTouch)
+                _refaults++;
+            entry.EvictionStamp = 0;
             if (entry.State == PageState.Sealed)
             {
                 _store.Free(entry.Slot);
@@ -253,9 +260,7 @@ public sealed unsafe partial class PageEngine
             }
             entry.State = PageState.Resident;
             entry.ResidentTicket = ++_lastTicket;
-            if (_residentQueue.IsFull)
-                _residentQueue.Compact(this);
-            _residentQueue.Enqueue(arena.Slot, i, entry.ResidentTicket);
+            _residentSet.Admit(new ResidentQueue.Element { ArenaSlot = arena.Slot, PageIndex = i, Ticket = entry.ResidentTicket }, refaultDistance);
             _residentPages++;
         }
         if (_residentPages > _peakResidentPages)

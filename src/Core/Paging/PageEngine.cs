@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Tibet.Core.Compression;
 using Tibet.Core.Diagnostics;
 using Tibet.Core.Interop;
+using Tibet.Core.Paging.Eviction;
 using Tibet.Core.Storage;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
@@ -33,7 +34,7 @@ namespace Tibet.Core.Paging;
 /// then on every fault is answered with SIGBUS in the faulting thread. See HandlerLoop
 /// in PageEngine.Handler.cs.</para>
 /// </remarks>
-public sealed unsafe partial class PageEngine : IDisposable
+public sealed unsafe partial class PageEngine : IDisposable, IResidency
 {
     private const int PageSize = Userfaultfd.PageSize;
     private const int MessageQueueCapacity = 16384;
@@ -50,7 +51,8 @@ public sealed unsafe partial class PageEngine : IDisposable
     private readonly nint _sealBuffer;
     private readonly CiphertextStore _store;
     private readonly PageCompressor? _compressor;
-    private readonly ResidentQueue _residentQueue = new();
+    private readonly ResidentSet _residentSet;
+    private ulong _evictionClock;
     private readonly long _budgetPages;
     private readonly Thread _handler;
     private readonly int _wakeFd;
@@ -70,6 +72,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     private readonly Victim[] _victims;
     private readonly MoveOutcome[] _outcomes;
 
+    private long _refaults;
     private long _faults, _readAheadPages, _decrypts, _decompressions, _zeroFills;
     private long _sourcedPages;
     private long _evictions, _zeroEvictions, _compressedSeals, _evictionsRefused, _movesReconciled;
@@ -104,6 +107,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _budgetPages = options.ResidentBudgetBytes == EngineOptions.Unlimited
             ? long.MaxValue
             : Math.Max(1, options.ResidentBudgetBytes / PageSize);
+        _residentSet = options.Eviction.CreateSet(_budgetPages, this);
 
         ulong wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP
                        | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON
@@ -242,7 +246,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             try
             {
                 long target = Math.Max(0, residentBytes / PageSize);
-                long attempts = _residentQueue.Count;
+                long attempts = _residentSet.Count;
                 while (_residentPages > target && attempts > 0)
                 {
                     int want = (int)Math.Min(_victims.Length, _residentPages - target);
@@ -276,6 +280,8 @@ public sealed unsafe partial class PageEngine : IDisposable
             {
                 Faults = _faults,
                 ReadAheadPages = _readAheadPages,
+                Refaults = _refaults,
+                EvictionPolicy = _options.Eviction.Name,
                 Decrypts = _decrypts,
                 Decompressions = _decompressions,
                 ZeroFills = _zeroFills,
@@ -329,7 +335,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             _disposed = true;
         }
         _store.Dispose();
-        _residentQueue.Dispose();
+        _residentSet.Dispose();
         _compressor?.Dispose();
         _uffd.Dispose();
         _scratchUffd?.Dispose();
@@ -343,11 +349,11 @@ public sealed unsafe partial class PageEngine : IDisposable
 
     internal long ResidentQueueCapacity
     {
-        get { lock (_gate) return _residentQueue.Capacity; }
+        get { lock (_gate) return _residentSet.Capacity; }
     }
 
     /// <summary>Whether a resident-queue element still names a resident page.</summary>
-    internal bool IsLiveResident(in ResidentQueue.Element element)
+    bool IResidency.IsLiveResident(in ResidentQueue.Element element)
     {
         Arena? arena = element.ArenaSlot < _arenaSlots.Length ? _arenaSlots[element.ArenaSlot] : null;
         if (arena == null || element.PageIndex >= arena.PageCount)

@@ -26,7 +26,10 @@ internal struct PageEntry
     /// <summary>Sealing flags, authenticated as associated data.</summary>
     public byte Flags;
 
-    private readonly uint _padding;
+    /// <summary>The low 32 bits of the engine's eviction clock when the page last left
+    /// residency (0: never). When it comes back, the clock's advance since is its refault
+    /// distance, which the eviction policy reads (see <see cref="Eviction.ResidentSet"/>).</summary>
+    public uint EvictionStamp;
 
     public const byte FlagCompressed = 1;
 

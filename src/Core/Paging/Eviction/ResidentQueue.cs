@@ -1,19 +1,16 @@
 using System.Runtime.InteropServices;
 using Tibet.Core.Storage;
 
-namespace Tibet.Core.Paging;
+namespace Tibet.Core.Paging.Eviction;
 
 /// <summary>
-/// The eviction order: resident pages in the order they became resident (FIFO), as a
-/// growable ring in native memory.
+/// Resident pages in the order they were queued (first in, first out), as a growable
+/// ring in native memory: the building block of every <see cref="ResidentSet"/>.
 /// </summary>
 /// <remarks>
-/// userfaultfd reports only the first touch of a page, and Linux gives user space no
-/// cheap per-page accessed bit, so the engine has no recency signal to run CLOCK or LRU
-/// on; first-in first-out is what the information supports. Elements are never removed
-/// from the middle: a page that stops being resident leaves a stale element behind,
-/// recognised by its ticket and skipped when popped. Not thread-safe; allocation-free
-/// except when the ring doubles (mmap, never malloc).
+/// Elements are never removed from the middle: a page that stops being resident leaves a
+/// stale element behind, recognised by its ticket and skipped when popped. Not
+/// thread-safe; allocation-free except when the ring doubles (mmap, never malloc).
 /// </remarks>
 internal sealed unsafe class ResidentQueue : IDisposable
 {
@@ -54,6 +51,8 @@ internal sealed unsafe class ResidentQueue : IDisposable
         _count++;
     }
 
+    public void Enqueue(in Element element) => Enqueue(element.ArenaSlot, element.PageIndex, element.Ticket);
+
     public bool TryDequeue(out Element element)
     {
         if (_count == 0)
@@ -72,13 +71,13 @@ internal sealed unsafe class ResidentQueue : IDisposable
     /// full, so that pages that came and went do not grow it without bound (with no
     /// budget, nothing ever dequeues).
     /// </summary>
-    public void Compact(PageEngine engine)
+    public void Compact(IResidency residency)
     {
         long kept = 0;
         for (long i = 0; i < _count; i++)
         {
             Element e = _ring[(_head + i) % _capacity];
-            if (engine.IsLiveResident(in e))
+            if (residency.IsLiveResident(in e))
                 _ring[(_head + kept++) % _capacity] = e;
         }
         _count = kept;

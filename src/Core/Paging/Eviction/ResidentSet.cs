@@ -1,0 +1,39 @@
+namespace Tibet.Core.Paging.Eviction;
+
+/// <summary>Answers whether a queued element still names a resident page (its ticket
+/// matches the page's). Implemented by the engine, which owns the page tables.</summary>
+internal interface IResidency
+{
+    bool IsLiveResident(in ResidentQueue.Element element);
+}
+
+/// <summary>
+/// The engine's resident pages, in the order a policy wants them evicted. Called on the
+/// fault path under the engine lock: implementations allocate nothing (native rings only)
+/// and never call back into the engine except through <see cref="IResidency"/>.
+/// </summary>
+/// <remarks>Elements may go stale (the page was unmapped, discarded or evicted by another
+/// path); the engine skips a stale element it is handed, and sets compact them away.</remarks>
+internal abstract class ResidentSet : IDisposable
+{
+    /// <summary>The refault distance of a page that was never evicted (a first touch).</summary>
+    public const uint FirstTouch = uint.MaxValue;
+
+    /// <summary>A page became resident. <paramref name="refaultDistance"/> is the number of
+    /// evictions since this page was itself evicted, or <see cref="FirstTouch"/>.</summary>
+    public abstract void Admit(in ResidentQueue.Element element, uint refaultDistance);
+
+    /// <summary>The next candidate for eviction (possibly stale).</summary>
+    public abstract bool TryTakeNext(out ResidentQueue.Element element);
+
+    /// <summary>A candidate the kernel refused to move: it stays resident and is tried again later.</summary>
+    public abstract void Return(in ResidentQueue.Element element);
+
+    /// <summary>Queued elements, stale ones included.</summary>
+    public abstract long Count { get; }
+
+    /// <summary>Elements the rings hold without growing (for tests that bound memory).</summary>
+    public abstract long Capacity { get; }
+
+    public abstract void Dispose();
+}

@@ -1,0 +1,127 @@
+using System.Diagnostics;
+
+namespace Tibet.Core.Paging.Eviction;
+
+/// <summary>
+/// <see cref="EvictionPolicy.ScanResistant"/>: a protected set of pages that proved they
+/// come back, and a probation queue through which everything else cycles.
+/// </summary>
+/// <remarks>
+/// <para>The engine sees only misses, so "hot" has to be read from refaults. A page's
+/// first touch enters probation. A page that faults again after eviction has shown it is
+/// reused, and enters the protected set while the set has room (up to the budget minus
+/// the probation floor). Probation is evicted first, oldest first; protected pages are
+/// evicted only when probation is empty (or by an explicit trim).</para>
+/// <para>Why this resists scans: when a model larger than the budget is read in the same
+/// order every token, FIFO evicts each page just before it is needed again and misses
+/// on all of them. Here the first pages to refault fill the protected set and stay; the
+/// rest cycle through probation. The hit rate is (budget − floor) / working set, against
+/// an optimum of budget / working set.</para>
+/// <para>A full protected set still has to follow a changing working set. A refault with
+/// a short distance (at most the probation floor: the page would have been a hit with a
+/// probation twice as long) may displace the oldest protected page, which goes back to
+/// probation for a second chance. Displacement is paid for with credit earned at one per
+/// <see cref="AdmissionsPerDisplacement"/> probation admissions, so a scan that barely
+/// exceeds the budget, whose refaults are all short, churns the protected set slowly
+/// instead of turning it into FIFO.</para>
+/// </remarks>
+internal sealed class ScanResistantResidentSet : ResidentSet
+{
+    /// <summary>Probation admissions that earn one displacement of a protected page.</summary>
+    internal const int AdmissionsPerDisplacement = 16;
+    private const int CreditCap = 16 * AdmissionsPerDisplacement;
+    private const long MinimumProbationPages = 256;
+
+    private readonly IResidency _residency;
+    private readonly ResidentQueue _probation = new();
+    private readonly ResidentQueue _protected = new();
+    private readonly long _protectedMax;
+    private readonly long _probationFloor;
+    private long _turnedAwaySinceCompaction;
+    private int _credit;
+
+    public ScanResistantResidentSet(long budgetPages, IResidency residency)
+    {
+        Debug.Assert(budgetPages > 0);
+        _residency = residency;
+        // A sixteenth of the budget, and room for read-ahead runs in small budgets.
+        _probationFloor = Math.Max(1, Math.Max(budgetPages / 16, Math.Min(budgetPages / 2, MinimumProbationPages)));
+        _protectedMax = budgetPages - _probationFloor;
+    }
+
+    /// <summary>The most pages the protected set holds.</summary>
+    internal long ProtectedMax => _protectedMax;
+
+    internal long ProbationFloor => _probationFloor;
+
+    public override long Count => _probation.Count + _protected.Count;
+
+    public override long Capacity => _probation.Capacity + _protected.Capacity;
+
+    public override void Admit(in ResidentQueue.Element element, uint refaultDistance)
+    {
+        if (refaultDistance != FirstTouch && _protectedMax > 0)
+        {
+            if (!ProtectedIsFull())
+            {
+                Append(_protected, element);
+                return;
+            }
+            if (refaultDistance <= _probationFloor && _credit >= AdmissionsPerDisplacement)
+            {
+                _credit -= AdmissionsPerDisplacement;
+                DemoteOldestProtected();
+                Append(_protected, element);
+                return;
+            }
+        }
+        Append(_probation, element);
+        if (_credit < CreditCap)
+            _credit++;
+    }
+
+    public override bool TryTakeNext(out ResidentQueue.Element element)
+        => _probation.TryDequeue(out element) || _protected.TryDequeue(out element);
+
+    public override void Return(in ResidentQueue.Element element) => Append(_probation, element);
+
+    /// <summary>Whether the protected set holds its maximum. Stale elements count until a
+    /// compaction sheds them. A compaction walks the whole set, so one runs only after an
+    /// eighth of the set's size in refaults were turned away as "full": its cost per
+    /// admission stays constant.</summary>
+    private bool ProtectedIsFull()
+    {
+        if (_protected.Count < _protectedMax)
+            return false;
+        if (++_turnedAwaySinceCompaction >= Math.Max(1, _protectedMax / 8))
+        {
+            _protected.Compact(_residency);
+            _turnedAwaySinceCompaction = 0;
+        }
+        return _protected.Count >= _protectedMax;
+    }
+
+    private void DemoteOldestProtected()
+    {
+        while (_protected.TryDequeue(out ResidentQueue.Element oldest))
+        {
+            if (!_residency.IsLiveResident(in oldest))
+                continue;
+            Append(_probation, oldest);
+            break;
+        }
+    }
+
+    private void Append(ResidentQueue queue, in ResidentQueue.Element element)
+    {
+        if (queue.IsFull)
+            queue.Compact(_residency);
+        queue.Enqueue(element);
+    }
+
+    public override void Dispose()
+    {
+        _probation.Dispose();
+        _protected.Dispose();
+    }
+}
