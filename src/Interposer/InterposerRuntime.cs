@@ -1,5 +1,6 @@
 using Tibet.Core.Audit;
 using Tibet.Core.Identity;
+using Tibet.Core.Interop;
 using Tibet.Core.Paging;
 using Tibet.Interposer.Native;
 using Tibet.Interposer.Sealed;
@@ -37,14 +38,14 @@ internal static class InterposerRuntime
         }
         catch (InterposerConfigException e)
         {
-            ProcessCalls.WriteError($"tibet: {e.Message}. Set it through tibet-run, or unset it.");
-            ProcessCalls._exit(2);
+            Shim.WriteError($"tibet: {e.Message}. Set it through tibet-run, or unset it.");
+            Libc._exit(2);
             return false;
         }
         // Before any key exists in this process: no process of the same user may read its
         // memory through ptrace or /proc/PID/mem (tibet-run --dumpable keeps it readable).
         if (!_config.Dumpable && Tibet.Core.Interop.Dumpability.MakeNonDumpable() is int dumpableError and not 0)
-            ProcessCalls.WriteError($"tibet: cannot make pid {Environment.ProcessId} non-dumpable (prctl: errno {dumpableError}); " +
+            Shim.WriteError($"tibet: cannot make pid {Environment.ProcessId} non-dumpable (prctl: errno {dumpableError}); " +
                                     "processes of the same user may read its memory.");
         ProcessIdentity identity;
         try
@@ -56,8 +57,8 @@ internal static class InterposerRuntime
         }
         catch (Exception e) when (e is InterposerConfigException or InvalidOperationException)
         {
-            ProcessCalls.WriteError($"tibet: {e.Message}. Refusing to run.");
-            ProcessCalls._exit(2);
+            Shim.WriteError($"tibet: {e.Message}. Refusing to run.");
+            Libc._exit(2);
             return false;
         }
         if (_config.NoInherit)
@@ -78,15 +79,15 @@ internal static class InterposerRuntime
                 ResidentBudgetBytes = budget,
                 Compression = _config.Compression,
                 ServeForkedChildren = features.EventFork,
-                OnAuthenticationFailure = f => ProcessCalls.WriteError(
+                OnAuthenticationFailure = f => Shim.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
                 // Through the shim's report descriptor, like every other line of tibet's.
-                OnHandlerFailure = ProcessCalls.WriteError,
+                OnHandlerFailure = Shim.WriteError,
             });
             SealedFiles = new SealedFiles(identity, _config);
             Redirector = new Redirector(engine, _config, SealedFiles);
             if (_config.Verbosity > 0)
-                ProcessCalls.WriteError($"tibet: encrypted RAM on for pid {Environment.ProcessId}: threshold {_config.ThresholdBytes} B, " +
+                Shim.WriteError($"tibet: encrypted RAM on for pid {Environment.ProcessId}: threshold {_config.ThresholdBytes} B, " +
                                         $"budget {(budget == EngineOptions.Unlimited ? "unlimited" : budget + " B")}, compression {_config.Compression}");
             return true;
         }
@@ -95,8 +96,8 @@ internal static class InterposerRuntime
             if (identity.Identity != null)
             {
                 // Without the engine, sealed models would reach the program as raw ciphertext.
-                ProcessCalls.WriteError($"tibet: {e.Message}. Refusing to run: an identity was given, and sealed models need encrypted RAM.");
-                ProcessCalls._exit(2);
+                Shim.WriteError($"tibet: {e.Message}. Refusing to run: an identity was given, and sealed models need encrypted RAM.");
+                Libc._exit(2);
             }
             _wholeProcessUnencrypted = e is UserfaultfdUnavailableException
                 ? PlaintextReason.UserfaultfdMissing : PlaintextReason.ArenaCreationFailed;
@@ -121,11 +122,11 @@ internal static class InterposerRuntime
             }
             catch (Exception e)
             {
-                ProcessCalls.WriteError($"tibet: cannot write statistics to {path}: {e.Message}");
+                Shim.WriteError($"tibet: cannot write statistics to {path}: {e.Message}");
             }
         }
         if (engineStats is { } stats && _config.Verbosity > 0)
-            ProcessCalls.WriteError($"tibet: pid {Environment.ProcessId}: {stats.Faults} faults (p50 {stats.FaultP50Nanoseconds / 1000.0:F1} µs, " +
+            Shim.WriteError($"tibet: pid {Environment.ProcessId}: {stats.Faults} faults (p50 {stats.FaultP50Nanoseconds / 1000.0:F1} µs, " +
                                     $"p99 {stats.FaultP99Nanoseconds / 1000.0:F1} µs), {stats.Evictions} evictions, " +
                                     $"resident {stats.ResidentBytes >> 10} KiB (peak {stats.PeakResidentBytes >> 10} KiB), sealed {stats.SealedBytes >> 10} KiB");
     }
@@ -138,7 +139,7 @@ internal static class InterposerRuntime
             return;
         var (children, pages) = redirector.Engine.HandOverChildren();
         if (children > 0)
-            ProcessCalls.WriteError($"tibet: pid {Environment.ProcessId} exits while {children} forked child(ren) still use memory it served: " +
+            Shim.WriteError($"tibet: pid {Environment.ProcessId} exits while {children} forked child(ren) still use memory it served: " +
                                     $"{pages} sealed page(s) were decrypted into them, since nothing can serve them after this process ends. " +
                                     "That memory is plaintext in the children now.");
     }
@@ -149,7 +150,7 @@ internal static class InterposerRuntime
     public static void Failed(string call, Exception e)
     {
         if (Interlocked.Increment(ref _failuresReported) <= 8)
-            ProcessCalls.WriteError($"tibet: {call} failed inside tibet ({e.GetType().Name}: {e.Message})");
+            Shim.WriteError($"tibet: {call} failed inside tibet ({e.GetType().Name}: {e.Message})");
     }
 
     /// <summary>Reports an unexpected failure of an allocation or mapping call and answers
@@ -166,20 +167,20 @@ internal static class InterposerRuntime
         reason = reason.TrimEnd('.');
         if (_config.RequireEncryption)
         {
-            ProcessCalls.WriteError($"tibet: {reason}. Refusing to run because encryption was required (--require-encryption).");
-            ProcessCalls._exit(2);
+            Shim.WriteError($"tibet: {reason}. Refusing to run because encryption was required (--require-encryption).");
+            Libc._exit(2);
         }
-        ProcessCalls.WriteError($"tibet: {reason}; {consequence}.");
+        Shim.WriteError($"tibet: {reason}; {consequence}.");
     }
 
     /// <summary>--no-inherit: programs this one executes run without tibet.</summary>
     private static void StripOwnEnvironment()
     {
-        ProcessCalls.unsetenv("LD_PRELOAD");
+        Libc.unsetenv("LD_PRELOAD");
         foreach (string name in new[] { "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE",
                                         "TIBET_STATS_JSON", "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION",
                                         IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY", ProcessIdentity.WithheldVariable,
                                         AuditLogLocation.EnvironmentVariable })
-            ProcessCalls.unsetenv(name);
+            Libc.unsetenv(name);
     }
 }

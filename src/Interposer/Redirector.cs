@@ -125,7 +125,7 @@ internal sealed unsafe class Redirector
             {
                 // Not the start of a block: a program bug (double free or interior
                 // pointer). glibc would abort; we refuse to guess and leave it be.
-                Native.ProcessCalls.WriteError($"tibet: free(0x{pointer:x}) of a pointer tibet never returned; ignored");
+                Native.Shim.WriteError($"tibet: free(0x{pointer:x}) of a pointer tibet never returned; ignored");
                 return;
             }
             _blockSizes[UnitOf(pointer)] = 0;
@@ -149,7 +149,7 @@ internal sealed unsafe class Redirector
             {
                 // Inside our region but not a block's start: a program bug. Neither tibet
                 // nor the host can resize it; glibc would abort.
-                Native.ProcessCalls.WriteError($"tibet: realloc(0x{pointer:x}) of a pointer tibet never returned; refused");
+                Native.Shim.WriteError($"tibet: realloc(0x{pointer:x}) of a pointer tibet never returned; refused");
                 return PlaintextFallbacks.Refused;
             }
             if (size <= (ulong)old.Arena.Length)
@@ -257,7 +257,7 @@ internal sealed unsafe class Redirector
             }
             if ((type != Libc.MAP_PRIVATE && (prot & Libc.PROT_WRITE) != 0) || fixedAddress)
             {
-                Native.ProcessCalls.WriteError($"tibet: refused a {(fixedAddress ? "fixed-address" : "writable shared")} map of sealed model '{sealedFile.Path}': " +
+                Native.Shim.WriteError($"tibet: refused a {(fixedAddress ? "fixed-address" : "writable shared")} map of sealed model '{sealedFile.Path}': " +
                                                "sealed models are mapped read-only or private (MAP_PRIVATE), never written back");
                 error = Libc.EACCES;
                 return 0;
@@ -299,7 +299,7 @@ internal sealed unsafe class Redirector
                 return ForwardModelMap(creationFailure == null ? PlaintextReason.RegionExhausted : PlaintextReason.ArenaCreationFailed,
                     length, creationFailure?.Message, out error);
             // A sealed model is never mapped raw: the map fails.
-            Native.ProcessCalls.WriteError($"tibet: a map of sealed model '{sealedFile.Path}' ({length} bytes) failed: " +
+            Native.Shim.WriteError($"tibet: a map of sealed model '{sealedFile.Path}' ({length} bytes) failed: " +
                                            (creationFailure?.Message ?? "tibet's mapping region has no free stretch large enough"));
             error = Libc.ENOMEM;
             return 0;
@@ -321,7 +321,7 @@ internal sealed unsafe class Redirector
                 var source = FileSource.Open(fd, offset);
                 bypassedPageCache = source.BypassesPageCache;
                 if (source.PagesLeftInPageCache != 0)
-                    Native.ProcessCalls.WriteError(source.PagesLeftInPageCache > 0
+                    Native.Shim.WriteError(source.PagesLeftInPageCache > 0
                         ? $"tibet: {source.PagesLeftInPageCache} pages of the model file open as descriptor {fd} stay in the page cache, in plaintext: " +
                           "the kernel would not drop them (another process maps the file, or it is being written). Stop the other user of the file, or seal the model (tibet seal)."
                         : $"tibet: cannot tell whether the page cache still holds the model file open as descriptor {fd} (neither cachestat nor mincore answered).");
@@ -348,10 +348,10 @@ internal sealed unsafe class Redirector
         lock (_lock)
             _mappings[address] = arena;
         if (_verbosity > 0 && sealedFile != null)
-            Native.ProcessCalls.WriteError($"tibet: {(sealedFile.View.IsLive ? "live" : "dead")} map of sealed model '{sealedFile.Path}' " +
+            Native.Shim.WriteError($"tibet: {(sealedFile.View.IsLive ? "live" : "dead")} map of sealed model '{sealedFile.Path}' " +
                                            $"({rounded >> 10} KiB at offset {offset}) at 0x{address:x}: pages are read from the file on first touch");
         else if (_verbosity > 0)
-            Native.ProcessCalls.WriteError($"tibet: GGUF map of descriptor {fd} ({rounded >> 10} KiB at offset {offset}) served from an encrypted arena at 0x{address:x}: " +
+            Native.Shim.WriteError($"tibet: GGUF map of descriptor {fd} ({rounded >> 10} KiB at offset {offset}) served from an encrypted arena at 0x{address:x}: " +
                                            "pages are read from the file on first touch" +
                                            (bypassedPageCache ? "" : "; the file system refuses O_DIRECT, so each read goes through the page cache and is dropped from it at once"));
         return (nint)address;

@@ -11,7 +11,8 @@ namespace Tibet.Interposer;
 /// The host may link a libsodium of its own (or Debian's 1.0.18, which NSec refuses).
 /// A plain DllImport would search the host's folder, and a global load would mix the
 /// two libraries' symbols. dlopen with RTLD_LOCAL | RTLD_DEEPBIND keeps ours to
-/// ourselves and leaves the host its own.
+/// ourselves and leaves the host its own. The dlopen and dladdr calls are in
+/// <see cref="Dl"/>, not in Core's Libc: only the interposer loads libraries.
 /// </remarks>
 internal static unsafe class SodiumLoader
 {

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Tibet.Core.Audit;
 using Tibet.Core.Identity;
+using Tibet.Core.Interop;
 using Tibet.Core.Paging;
 using Tibet.Core.Policy;
 using Tibet.Launcher;
@@ -349,7 +350,7 @@ internal static partial class Launcher
 /// terminal already reach the program (same process group), so they are only passed on
 /// when there is no terminal; either way tibet-run itself waits for the program.
 /// </summary>
-internal sealed partial class SignalForwarding : IDisposable
+internal sealed class SignalForwarding : IDisposable
 {
     private readonly List<PosixSignalRegistration> _registrations = [];
 
@@ -358,7 +359,7 @@ internal sealed partial class SignalForwarding : IDisposable
     public static SignalForwarding Start(int pid)
     {
         var forwarding = new SignalForwarding();
-        bool interactive = isatty(0) == 1;
+        bool interactive = Libc.isatty(0) == 1;
         foreach (int signal in new[] { 1 /* HUP */, 2 /* INT */, 3 /* QUIT */, 15 /* TERM */, 10 /* USR1 */, 12 /* USR2 */ })
         {
             bool fromTerminal = signal is 2 or 3;
@@ -366,7 +367,7 @@ internal sealed partial class SignalForwarding : IDisposable
             {
                 context.Cancel = true;
                 if (!(fromTerminal && interactive))
-                    kill(pid, signal);
+                    Libc.kill(pid, signal);
             }));
         }
         return forwarding;
@@ -377,12 +378,4 @@ internal sealed partial class SignalForwarding : IDisposable
         foreach (var registration in _registrations)
             registration.Dispose();
     }
-
-    /// <summary>https://man7.org/linux/man-pages/man2/kill.2.html</summary>
-    [LibraryImport("libc", EntryPoint = "kill")]
-    private static partial int kill(int pid, int signal);
-
-    /// <summary>https://man7.org/linux/man-pages/man3/isatty.3.html</summary>
-    [LibraryImport("libc", EntryPoint = "isatty")]
-    private static partial int isatty(int fd);
 }

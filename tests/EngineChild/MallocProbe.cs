@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Tibet.Core.Files;
 using Tibet.Core.Gguf;
 using Tibet.Core.Identity;
+using Tibet.Core.Interop;
 using Tibet.Core.Paging;
 using Tibet.Core.Sealing;
 
@@ -68,7 +69,7 @@ internal static unsafe class MallocProbe
             for (int i = 0; i < 2048; i++) ArenaMemory.Write(arena.Address + i * 4096, i % 3 == 0 ? text : random);
             arena.Evict();
             for (int i = 0; i < 2048; i += 5) ArenaMemory.Read(arena.Address + i * 4096, scratch);
-            madvise(arena.Address, 64 * 4096, 4 /* MADV_DONTNEED */);
+            Libc.madvise(arena.Address, 64 * 4096, Libc.MADV_DONTNEED);
             for (int i = 0; i < 64; i++) ArenaMemory.Read(arena.Address + i * 4096, scratch);
             var warm = Exercise(engine, files);
             if (warm.Failure is { } warmFailure)
@@ -96,7 +97,7 @@ internal static unsafe class MallocProbe
                 for (int i = pages - 1; i >= 0; i -= 3)
                     ArenaMemory.Read(arena.Address + i * 4096, scratch);
                 // A REMOVE event, served by the handler.
-                madvise(arena.Address + 100 * 4096, 64 * 4096, 4 /* MADV_DONTNEED */);
+                Libc.madvise(arena.Address + 100 * 4096, 64 * 4096, Libc.MADV_DONTNEED);
             }
             var armed = Exercise(engine, files);
             // The reports of the last tampered page are delivered before its SIGBUS, so
@@ -209,9 +210,6 @@ internal static unsafe class MallocProbe
         int status = _wait(pid);
         return (status & 0x7f) == SigBus;
     }
-
-    [DllImport("libc")]
-    private static extern int madvise(nint address, nuint length, int advice);
 
     /// <summary>A plain file, a sealed model with a live key, and a copy of the model with one
     /// data page altered.</summary>

@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace Tibet.Core.Interop;
 
 /// <summary>
@@ -19,7 +17,7 @@ namespace Tibet.Core.Interop;
 /// <para>Nothing here allocates, so <see cref="MoveAbove"/> may run on the fault handler
 /// thread (a forked child's userfaultfd arrives there).</para>
 /// </remarks>
-public static unsafe partial class HighDescriptors
+public static unsafe class HighDescriptors
 {
     /// <summary>The lowest number tibet uses when the descriptor limit allows it.</summary>
     public const int PreferredFloor = 1000;
@@ -27,29 +25,14 @@ public static unsafe partial class HighDescriptors
     /// <summary>Numbers kept free for tibet at the top of a low descriptor limit.</summary>
     public const int Headroom = 16;
 
-    private const int F_DUPFD = 0;
-    private const int F_GETFD = 1;
-    private const int F_SETFD = 2;
-    private const int F_DUPFD_CLOEXEC = 1030;
-    private const int FD_CLOEXEC = 1;
-    private const int RLIMIT_NOFILE = 7;
-    private const int O_RDONLY = 0, O_CLOEXEC = 0x80000;
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct RLimit
-    {
-        public ulong Current;
-        public ulong Maximum;
-    }
-
     /// <summary>The lowest number tibet's descriptors take, from the current soft
     /// RLIMIT_NOFILE (see the remarks).</summary>
     public static int Floor
     {
         get
         {
-            RLimit limit;
-            if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.Current >= PreferredFloor + Headroom)
+            Libc.RLimit limit;
+            if (Libc.getrlimit(Libc.RLIMIT_NOFILE, &limit) != 0 || limit.Current >= PreferredFloor + Headroom)
                 return PreferredFloor;
             return (int)Math.Max(3, (long)limit.Current - Headroom);
         }
@@ -60,14 +43,14 @@ public static unsafe partial class HighDescriptors
     /// and closes the original. A negative <paramref name="fd"/> (a failed open) is returned
     /// as it is, with errno untouched, so that callers can check the open as before.
     /// </summary>
-    public static int MoveAbove(int fd) => Move(fd, F_DUPFD_CLOEXEC);
+    public static int MoveAbove(int fd) => Move(fd, Libc.F_DUPFD_CLOEXEC);
 
     /// <summary>Like <see cref="MoveAbove"/>, but the copy is inherited across exec: for the
     /// one descriptor tibet-run deliberately hands to the program.</summary>
-    public static int MoveAboveInheritable(int fd) => Move(fd, F_DUPFD);
+    public static int MoveAboveInheritable(int fd) => Move(fd, Libc.F_DUPFD);
 
     /// <summary>Whether <paramref name="fd"/> is open and close-on-exec.</summary>
-    public static bool IsCloseOnExec(int fd) => fcntl(fd, F_GETFD, 0) is int flags && flags >= 0 && (flags & FD_CLOEXEC) != 0;
+    public static bool IsCloseOnExec(int fd) => Libc.fcntl(fd, Libc.F_GETFD, 0) is int flags && flags >= 0 && (flags & Libc.FD_CLOEXEC) != 0;
 
     private static int Move(int fd, int command)
     {
@@ -76,19 +59,19 @@ public static unsafe partial class HighDescriptors
         int floor = Floor;
         if (fd >= floor)
         {
-            if (command == F_DUPFD_CLOEXEC)
-                fcntl(fd, F_SETFD, FD_CLOEXEC);
+            if (command == Libc.F_DUPFD_CLOEXEC)
+                Libc.fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
             return fd;
         }
-        int high = fcntl(fd, command, floor);
+        int high = Libc.fcntl(fd, command, floor);
         if (high < 0)
         {
             // No free number at or above the floor: keep the low one (see the remarks).
-            if (command == F_DUPFD_CLOEXEC)
-                fcntl(fd, F_SETFD, FD_CLOEXEC);
+            if (command == Libc.F_DUPFD_CLOEXEC)
+                Libc.fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
             return fd;
         }
-        close(fd);
+        Libc.close(fd);
         return high;
     }
 
@@ -103,12 +86,12 @@ public static unsafe partial class HighDescriptors
     {
         var held = new List<int>();
         int floor = Floor;
-        int placeholder = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        int placeholder = Libc.open("/dev/null", Libc.O_RDONLY | Libc.O_CLOEXEC);
         if (placeholder < 0)
             return new LowNumberReservation(held);
         if (placeholder >= floor)
         {
-            close(placeholder);
+            Libc.close(placeholder);
             return new LowNumberReservation(held);
         }
         held.Add(placeholder);
@@ -116,12 +99,12 @@ public static unsafe partial class HighDescriptors
         {
             // F_DUPFD takes the lowest free number at or above its argument, so an open
             // descriptor is never replaced (dup2 would close it).
-            int fd = fcntl(placeholder, F_DUPFD_CLOEXEC, 0);
+            int fd = Libc.fcntl(placeholder, Libc.F_DUPFD_CLOEXEC, 0);
             if (fd < 0)
                 break;
             if (fd >= floor)
             {
-                close(fd);
+                Libc.close(fd);
                 break;
             }
             held.Add(fd);
@@ -143,24 +126,8 @@ public static unsafe partial class HighDescriptors
         public void Dispose()
         {
             foreach (int fd in _held)
-                close(fd);
+                Libc.close(fd);
             _held.Clear();
         }
     }
-
-    /// <summary>https://man7.org/linux/man-pages/man2/fcntl.2.html</summary>
-    [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
-    private static partial int fcntl(int fd, int command, int argument);
-
-    /// <summary>https://man7.org/linux/man-pages/man2/getrlimit.2.html</summary>
-    [LibraryImport("libc", EntryPoint = "getrlimit", SetLastError = true)]
-    private static partial int getrlimit(int resource, RLimit* limit);
-
-    /// <summary>https://man7.org/linux/man-pages/man2/open.2.html</summary>
-    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int open(string path, int flags);
-
-    /// <summary>https://man7.org/linux/man-pages/man2/close.2.html</summary>
-    [LibraryImport("libc", EntryPoint = "close")]
-    private static partial int close(int fd);
 }

@@ -12,9 +12,8 @@ namespace Tibet.Core.Interop;
 /// <remarks>tibet-run raises the soft RLIMIT_MEMLOCK to the hard limit before it starts
 /// the program, so the line appears only when the hard limit itself is too small. Nothing
 /// here allocates: a buffer may be locked on the fault path.</remarks>
-public static unsafe partial class MemoryLocking
+public static unsafe class MemoryLocking
 {
-    private const int RLIMIT_MEMLOCK = 8;
     private static long _failures;
     private static long _unlockedBytes;
     private static int _announced;
@@ -29,9 +28,9 @@ public static unsafe partial class MemoryLocking
     /// counts it, says so once, and returns -1 with errno set, like mlock.</summary>
     public static int Lock(nint address, nuint length)
     {
-        if (mlock(address, length) == 0)
+        if (Libc.mlock_unchecked(address, length) == 0)
             return 0;
-        int errno = Marshal.GetLastPInvokeError();
+        int errno = Libc.LastErrno;
         Interlocked.Increment(ref _failures);
         Interlocked.Add(ref _unlockedBytes, (long)length);
         if (Interlocked.Exchange(ref _announced, 1) == 0)
@@ -42,8 +41,8 @@ public static unsafe partial class MemoryLocking
 
     private static void Announce(nuint length, int errno)
     {
-        RLimit limit;
-        bool known = getrlimit(RLIMIT_MEMLOCK, &limit) == 0;
+        Libc.RLimit limit;
+        bool known = Libc.getrlimit(Libc.RLIMIT_MEMLOCK, &limit) == 0;
         Span<byte> line = stackalloc byte[512];
         int at = 0;
         Append(line, ref at, "tibet: mlock of a "u8);
@@ -53,7 +52,7 @@ public static unsafe partial class MemoryLocking
         if (known)
         {
             Append(line, ref at, ", RLIMIT_MEMLOCK "u8);
-            if (limit.Current == ulong.MaxValue) Append(line, ref at, "unlimited"u8);
+            if (limit.Current == Libc.RLIM_INFINITY) Append(line, ref at, "unlimited"u8);
             else { Append(line, ref at, limit.Current >> 10); Append(line, ref at, " KiB"u8); }
         }
         Append(line, ref at, "): it and any later ones stay unlocked, so plaintext passing through them may be swapped out; "u8);
@@ -74,19 +73,4 @@ public static unsafe partial class MemoryLocking
         if (value.TryFormat(line[at..], out int written, default, System.Globalization.CultureInfo.InvariantCulture))
             at += written;
     }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct RLimit
-    {
-        public ulong Current;
-        public ulong Maximum;
-    }
-
-    /// <summary>https://man7.org/linux/man-pages/man2/mlock.2.html</summary>
-    [LibraryImport("libc", EntryPoint = "mlock", SetLastError = true)]
-    private static partial int mlock(nint address, nuint length);
-
-    /// <summary>https://man7.org/linux/man-pages/man2/getrlimit.2.html</summary>
-    [LibraryImport("libc", EntryPoint = "getrlimit", SetLastError = true)]
-    private static partial int getrlimit(int resource, RLimit* limit);
 }

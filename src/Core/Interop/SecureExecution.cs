@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace Tibet.Core.Interop;
 
 /// <summary>
@@ -8,14 +6,8 @@ namespace Tibet.Core.Interop;
 /// capabilities). The environment then belongs to a less privileged caller, who must not
 /// steer what the privileged program writes, or where.
 /// </summary>
-public static partial class SecureExecution
+public static class SecureExecution
 {
-    private const ulong AT_SECURE = 23;
-
     /// <summary>True when getauxval(AT_SECURE) is not 0.</summary>
-    public static bool IsActive => getauxval(AT_SECURE) != 0;
-
-    /// <summary>https://man7.org/linux/man-pages/man3/getauxval.3.html</summary>
-    [LibraryImport("libc", EntryPoint = "getauxval")]
-    private static partial ulong getauxval(ulong type);
+    public static bool IsActive => Libc.getauxval(Libc.AT_SECURE) != 0;
 }

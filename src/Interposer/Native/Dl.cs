@@ -3,6 +3,9 @@ using System.Runtime.InteropServices;
 namespace Tibet.Interposer.Native;
 
 /// <summary>The dynamic linker, for loading our private libsodium.</summary>
+/// <remarks>Not in Core's <see cref="Tibet.Core.Interop.Libc"/>: the dl* functions are the
+/// dynamic linker's API (libdl, folded into libc by glibc 2.34, hence the "libc" name), they
+/// call malloc, and only the interposer's start (<see cref="SodiumLoader"/>) uses them.</remarks>
 internal static unsafe partial class Dl
 {
     public const int RTLD_NOW = 0x2;

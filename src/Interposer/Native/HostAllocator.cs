@@ -7,6 +7,10 @@ namespace Tibet.Interposer.Native;
 /// serve from an arena. Managed code runs with the shim's in-tibet guard set, so these
 /// calls reach the next definition, never tibet's redirection.
 /// </summary>
+/// <remarks>Not in Core's <see cref="Tibet.Core.Interop.Libc"/>: the allocator is what the
+/// interposer redirects, and Libc is kept to calls the engine may make; the engine must never
+/// call malloc, so calloc and posix_memalign stay here, reachable only from the interposer's
+/// plaintext fallbacks.</remarks>
 internal static unsafe partial class HostAllocator
 {
     /// <summary>https://man7.org/linux/man-pages/man3/calloc.3.html. calloc rather than

@@ -3,6 +3,9 @@ using System.Runtime.InteropServices;
 namespace Tibet.Interposer.Native;
 
 /// <summary>The functions of native/shim.c that managed code calls (linked in, not loaded).</summary>
+/// <remarks>Not in Core's <see cref="Tibet.Core.Interop.Libc"/>: this is the interposer's own C
+/// code, statically linked into libtibet.so (the "tibetshim" name resolves to it), and exists
+/// only there.</remarks>
 internal static unsafe partial class Shim
 {
     private const string Library = "tibetshim";
@@ -36,4 +39,13 @@ internal static unsafe partial class Shim
     /// back to fd 2 if the program closed it.</summary>
     [LibraryImport(Library, EntryPoint = "tibet_shim_report")]
     public static partial void Report(byte* line, nuint length);
+
+    /// <summary>Writes one line where tibet reports (see <see cref="Report"/>), without the
+    /// managed Console, which would set up terminal handling inside the host program.</summary>
+    public static void WriteError(string line)
+    {
+        byte[] bytes = System.Text.Encoding.UTF8.GetBytes(line + "\n");
+        fixed (byte* p = bytes)
+            Report(p, (nuint)bytes.Length);
+    }
 }

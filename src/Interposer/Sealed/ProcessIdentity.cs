@@ -82,8 +82,8 @@ internal sealed unsafe class ProcessIdentity
             if (!config.InheritIdentity)
             {
                 Libc.close(fd);
-                ProcessCalls.unsetenv(IdentityHandOff.DescriptorVariable);
-                ProcessCalls.setenv(WithheldVariable, Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture), 1);
+                Libc.unsetenv(IdentityHandOff.DescriptorVariable);
+                Libc.setenv(WithheldVariable, Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture), 1);
             }
         }
     }

@@ -117,7 +117,7 @@ internal sealed unsafe class SealedFiles
         if (Interlocked.Exchange(ref access.TamperingReported, 1) != 0)
             return;
         string reason = $"DataTampered: {access.View.TamperedPages} data page(s) failed AES-256-GCM authentication";
-        ProcessCalls.WriteError($"tibet: '{access.Path}': {reason}; the file was altered or damaged. A map of such a page raises SIGBUS, " +
+        Shim.WriteError($"tibet: '{access.Path}': {reason}; the file was altered or damaged. A map of such a page raises SIGBUS, " +
                                 "a read of it fails with EIO. Get an intact copy of the sealed model.");
         TryAudit(access.Path, AuditDecision.Denied, reason, out _);
     }
@@ -164,14 +164,14 @@ internal sealed unsafe class SealedFiles
             if (!TryAudit(path, decision.IsLive ? AuditDecision.Granted : AuditDecision.Denied, reason, out string auditProblem))
             {
                 decision.Dispose();
-                ProcessCalls.WriteError($"tibet: '{path}' is served as dead material (zero pages): its access could not be recorded " +
+                Shim.WriteError($"tibet: '{path}' is served as dead material (zero pages): its access could not be recorded " +
                                         $"in the audit log ({auditProblem}). Fix the log or name a writable one with --audit-log.");
                 return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
             }
             if (!decision.IsLive)
-                ProcessCalls.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: {reason}");
+                Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: {reason}");
             else if (_verbosity > 0)
-                ProcessCalls.WriteError($"tibet: '{path}' is live: {decision.Message}");
+                Shim.WriteError($"tibet: '{path}' is live: {decision.Message}");
             // The view holds the live key for the rest of the process; the decision is not kept.
             return new SealedFileAccess(path, key, source, SealedFileView.For(model, decision.IsLive ? decision.Key : null));
         }
@@ -179,7 +179,7 @@ internal sealed unsafe class SealedFiles
 
     private SealedFileAccess Refuse(string path, FileKey key, SafeFileHandle? source, string reason, string message)
     {
-        ProcessCalls.WriteError($"tibet: '{path}' looks like a sealed model but cannot be opened as one ({reason}: {message}); " +
+        Shim.WriteError($"tibet: '{path}' looks like a sealed model but cannot be opened as one ({reason}: {message}); " +
                                 "every page of it reads as zeros and reads of it fail.");
         TryAudit(path, AuditDecision.Denied, $"{reason}: {message}", out _);
         return new SealedFileAccess(path, key, source ?? new SafeFileHandle(-1, ownsHandle: false), SealedFileView.Refused(key.Size));
@@ -234,7 +234,7 @@ internal sealed unsafe class SealedFiles
         byte[] target = new byte[4096];
         nint n;
         fixed (byte* p = target)
-            n = ProcessCalls.readlink($"/proc/self/fd/{fd}", p, (nuint)target.Length);
+            n = Libc.readlink($"/proc/self/fd/{fd}", p, (nuint)target.Length);
         return n > 0 ? Encoding.UTF8.GetString(target, 0, (int)n) : $"descriptor {fd}";
     }
 }

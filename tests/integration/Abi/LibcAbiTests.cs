@@ -6,8 +6,8 @@ using Xunit;
 namespace Tibet.IntegrationTests.Abi;
 
 /// <summary>
-/// The libc struct and constants that Libc re-declares for the GGUF map path, the audit
-/// log and the identity files equal what gcc reads from glibc's headers.
+/// The libc structs and constants that Libc re-declares (src/Core/Interop/Libc/) equal
+/// what gcc reads from glibc's headers.
 /// </summary>
 public class LibcAbiTests
 {
@@ -52,6 +52,42 @@ public class LibcAbiTests
             ["MAP_SHARED"] = Libc.MAP_SHARED,
             ["MAP_TYPE"] = Libc.MAP_TYPE,
             ["MAP_FIXED_NOREPLACE"] = Libc.MAP_FIXED_NOREPLACE,
+            ["MAP_PRIVATE"] = Libc.MAP_PRIVATE,
+            ["MAP_FIXED"] = Libc.MAP_FIXED,
+            ["MAP_ANONYMOUS"] = Libc.MAP_ANONYMOUS,
+            ["MAP_NORESERVE"] = Libc.MAP_NORESERVE,
+            ["PROT_NONE"] = Libc.PROT_NONE,
+            ["PROT_READ"] = Libc.PROT_READ,
+            ["PROT_WRITE"] = Libc.PROT_WRITE,
+            ["MADV_DONTNEED"] = Libc.MADV_DONTNEED,
+            ["MADV_FREE"] = Libc.MADV_FREE,
+            ["MADV_NOHUGEPAGE"] = Libc.MADV_NOHUGEPAGE,
+            ["MADV_DONTDUMP"] = Libc.MADV_DONTDUMP,
+            ["MREMAP_MAYMOVE"] = Libc.MREMAP_MAYMOVE,
+            ["MREMAP_FIXED"] = Libc.MREMAP_FIXED,
+            ["F_DUPFD"] = Libc.F_DUPFD,
+            ["F_GETFD"] = Libc.F_GETFD,
+            ["F_SETFD"] = Libc.F_SETFD,
+            ["F_DUPFD_CLOEXEC"] = Libc.F_DUPFD_CLOEXEC,
+            ["FD_CLOEXEC"] = Libc.FD_CLOEXEC,
+            ["sizeof_rlimit"] = (ulong)Marshal.SizeOf<Libc.RLimit>(),
+            ["offsetof_rlimit.rlim_max"] = (ulong)Marshal.OffsetOf<Libc.RLimit>(nameof(Libc.RLimit.Maximum)),
+            ["RLIMIT_NOFILE"] = Libc.RLIMIT_NOFILE,
+            ["RLIMIT_MEMLOCK"] = Libc.RLIMIT_MEMLOCK,
+            ["RLIM_INFINITY"] = Libc.RLIM_INFINITY,
+            ["PR_GET_DUMPABLE"] = Libc.PR_GET_DUMPABLE,
+            ["PR_SET_DUMPABLE"] = Libc.PR_SET_DUMPABLE,
+            ["AT_SECURE"] = Libc.AT_SECURE,
+            ["EFD_NONBLOCK"] = Libc.EFD_NONBLOCK,
+            ["EFD_CLOEXEC"] = Libc.EFD_CLOEXEC,
+            ["POLLIN"] = (ulong)Libc.POLLIN,
+            ["sizeof_pollfd"] = (ulong)Marshal.SizeOf<Libc.PollFd>(),
+            ["SIGBUS"] = Libc.SIGBUS,
+            ["SYS_tgkill"] = Libc.SYS_tgkill,
+            ["SYS_getrandom"] = Libc.SYS_getrandom,
+            ["SYS_userfaultfd"] = Libc.SYS_userfaultfd,
+            ["SYS_mremap"] = Libc.SYS_mremap,
+            ["SYS_memfd_secret"] = Libc.SYS_memfd_secret,
         };
 
         HeaderValues.AssertSame(fromHeader, ours);

@@ -1,3 +1,4 @@
+using Tibet.Core.Interop;
 using Tibet.Core.Paging;
 using Tibet.IntegrationTests.Support;
 using Xunit;
@@ -14,8 +15,8 @@ public class EventTests
     }
 
     [Theory]
-    [InlineData(NativeCalls.MADV_DONTNEED)]
-    [InlineData(NativeCalls.MADV_FREE)]
+    [InlineData(Libc.MADV_DONTNEED)]
+    [InlineData(Libc.MADV_FREE)]
     public void Discarded_sealed_pages_read_as_zeros_and_free_their_ciphertext(int advice)
     {
         const int pages = 128;
@@ -27,7 +28,7 @@ public class EventTests
         long sealedBefore = engine.GetStats().SealedBytes;
         Assert.True(sealedBefore >= pages * 4096L);
 
-        NativeCalls.Check(NativeCalls.madvise(arena.Address, pages * 4096, advice), "madvise");
+        NativeCalls.Check(Libc.madvise(arena.Address, pages * 4096, advice), "madvise");
 
         var stats = engine.GetStats();
         Assert.Equal(0, stats.SealedBytes);
@@ -49,7 +50,7 @@ public class EventTests
         byte[] data = Pattern(pages * 4096, 2);
         ArenaMemory.Write(arena.Address, data);
 
-        NativeCalls.Check(NativeCalls.madvise(arena.Address + 16 * 4096, 16 * 4096, NativeCalls.MADV_DONTNEED), "madvise");
+        NativeCalls.Check(Libc.madvise(arena.Address + 16 * 4096, 16 * 4096, Libc.MADV_DONTNEED), "madvise");
 
         var back = new byte[pages * 4096];
         ArenaMemory.Read(arena.Address, back);
@@ -76,7 +77,7 @@ public class EventTests
         ArenaMemory.Write(arena.Address, data);
         arena.Evict();
 
-        NativeCalls.Check(NativeCalls.munmap(arena.Address + 32 * 4096, 32 * 4096), "munmap");
+        NativeCalls.Check(Libc.munmap(arena.Address + 32 * 4096, 32 * 4096), "munmap");
 
         var stats = engine.GetStats();
         Assert.Equal(1, stats.UnmapEvents);
@@ -102,10 +103,10 @@ public class EventTests
         nint before = arena.Address;
 
         // Reserve a destination and move the whole arena there.
-        nint target = NativeCalls.mmap(0, pages * 4096, 0, 0x22 /* MAP_PRIVATE|MAP_ANONYMOUS */, -1, 0);
+        nint target = Libc.mmap(0, pages * 4096, Libc.PROT_NONE, Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS, -1, 0);
         Assert.NotEqual(-1, target);
-        nint moved = NativeCalls.mremap(before, pages * 4096, pages * 4096,
-            NativeCalls.MREMAP_MAYMOVE | NativeCalls.MREMAP_FIXED, target);
+        nint moved = Libc.mremap(before, pages * 4096, pages * 4096,
+            Libc.MREMAP_MAYMOVE | Libc.MREMAP_FIXED, target);
         Assert.Equal(target, moved);
         Assert.Equal(moved, arena.Address);
         Assert.Equal(1, engine.GetStats().RemapEvents);

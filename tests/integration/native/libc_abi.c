@@ -1,7 +1,7 @@
 /*
- * Prints the libc declarations tibet re-declares in src/Core/Interop/Libc.cs (struct
- * stat and the file constants of the GGUF map path, the audit log and the identity
- * files), one "name value" per line, for
+ * Prints the libc declarations tibet re-declares in src/Core/Interop/Libc/ (struct
+ * stat, struct rlimit, and the constants of the engine, the GGUF map path, the audit
+ * log, the identity files and the launcher), one "name value" per line, for
  * LibcAbiTests. This must be C: only a C compiler reading glibc's headers can say what
  * the structs really look like.
  */
@@ -10,9 +10,16 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/auxv.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define VALUE(c) printf("%s %llu\n", #c, (unsigned long long)(c))
@@ -53,5 +60,41 @@ int main(void)
     VALUE(MAP_SHARED);
     VALUE(MAP_TYPE);
     VALUE(MAP_FIXED_NOREPLACE);
+    VALUE(MAP_PRIVATE);
+    VALUE(MAP_FIXED);
+    VALUE(MAP_ANONYMOUS);
+    VALUE(MAP_NORESERVE);
+    VALUE(PROT_NONE);
+    VALUE(PROT_READ);
+    VALUE(PROT_WRITE);
+    VALUE(MADV_DONTNEED);
+    VALUE(MADV_FREE);
+    VALUE(MADV_NOHUGEPAGE);
+    VALUE(MADV_DONTDUMP);
+    VALUE(MREMAP_MAYMOVE);
+    VALUE(MREMAP_FIXED);
+    VALUE(F_DUPFD);
+    VALUE(F_GETFD);
+    VALUE(F_SETFD);
+    VALUE(F_DUPFD_CLOEXEC);
+    VALUE(FD_CLOEXEC);
+    printf("sizeof_rlimit %zu\n", sizeof(struct rlimit));
+    printf("offsetof_rlimit.rlim_max %zu\n", offsetof(struct rlimit, rlim_max));
+    VALUE(RLIMIT_NOFILE);
+    VALUE(RLIMIT_MEMLOCK);
+    VALUE(RLIM_INFINITY);
+    VALUE(PR_GET_DUMPABLE);
+    VALUE(PR_SET_DUMPABLE);
+    VALUE(AT_SECURE);
+    VALUE(EFD_NONBLOCK);
+    VALUE(EFD_CLOEXEC);
+    VALUE(POLLIN);
+    printf("sizeof_pollfd %zu\n", sizeof(struct pollfd));
+    VALUE(SIGBUS);
+    VALUE(SYS_tgkill);
+    VALUE(SYS_getrandom);
+    VALUE(SYS_userfaultfd);
+    VALUE(SYS_mremap);
+    VALUE(SYS_memfd_secret);
     return 0;
 }

@@ -1,0 +1,20 @@
+using System.Runtime.InteropServices;
+
+namespace Tibet.Core.Interop;
+
+/// <summary>The calling process: who it is, and leaving (unistd.h). None calls malloc.</summary>
+internal static partial class Libc
+{
+    // https://man7.org/linux/man-pages/man2/getpid.2.html
+    [LibraryImport(Library, EntryPoint = "getpid")]
+    public static partial int getpid();
+
+    // https://man7.org/linux/man-pages/man2/geteuid.2.html
+    [LibraryImport(Library, EntryPoint = "geteuid")]
+    public static partial uint geteuid();
+
+    /// <summary>Ends the process at once: no atexit handlers, no stdio flush.</summary>
+    // https://man7.org/linux/man-pages/man2/_exit.2.html
+    [LibraryImport(Library, EntryPoint = "_exit")]
+    public static partial void _exit(int status);
+}

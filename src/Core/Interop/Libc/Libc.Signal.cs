@@ -1,0 +1,13 @@
+using System.Runtime.InteropServices;
+
+namespace Tibet.Core.Interop;
+
+/// <summary>Sending signals (signal.h); tgkill goes through <see cref="syscall(long, long, long, long)"/>.</summary>
+internal static partial class Libc
+{
+    public const int SIGBUS = 7;
+
+    // https://man7.org/linux/man-pages/man2/kill.2.html
+    [LibraryImport(Library, EntryPoint = "kill", SetLastError = true)]
+    public static partial int kill(int pid, int sig);
+}
