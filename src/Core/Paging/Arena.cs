@@ -22,9 +22,8 @@ public sealed unsafe class Arena : IDisposable
     internal long PageCount;
     internal int Slot;
 
-    // Read-ahead: the next page index a sequential stream would fault on, and the window.
-    internal long ExpectedNextFault = -1;
-    internal int ReadAheadWindow = 1;
+    // Read-ahead: the sequential streams reading this arena, each with its own window.
+    internal readonly ReadAhead.SequentialStreams Streams;
 
     // Compression back-off: consecutive failures, and attempts left to skip.
     internal int IncompressibleStreak;
@@ -48,6 +47,7 @@ public sealed unsafe class Arena : IDisposable
         PageCount = length / Userfaultfd.PageSize;
         Entries = (PageEntry*)KernelMemory.Map((nuint)(PageCount * sizeof(PageEntry)));
         Cipher = new PageCipher(id);
+        Streams = new ReadAhead.SequentialStreams(engine.Options.ReadAheadStreams);
     }
 
     /// <summary>Where the arena starts. Moves if the program mremaps the whole arena.</summary>

@@ -38,6 +38,10 @@ public sealed record EngineOptions
     /// with one UFFDIO_COPY.</summary>
     public int ReadAheadMaxPages { get; init; } = 64;
 
+    /// <summary>Sequential streams tracked per arena, each with its own read-ahead window
+    /// (a program's threads often scan different parts of one arena at once).</summary>
+    public int ReadAheadStreams { get; init; } = 8;
+
     /// <summary>Pages sealed per eviction step. Faults are served between steps, so this
     /// also bounds how long eviction holds the engine lock.</summary>
     public int EvictBatchPages { get; init; } = 64;
@@ -86,6 +90,8 @@ public sealed record EngineOptions
             throw new ArgumentOutOfRangeException(nameof(ResidentBudgetBytes), ResidentBudgetBytes, "The resident budget must be at least one page (4096 bytes).");
         if (ReadAheadMaxPages is < 1 or > 512)
             throw new ArgumentOutOfRangeException(nameof(ReadAheadMaxPages), ReadAheadMaxPages, "Read-ahead must be 1 to 512 pages.");
+        if (ReadAheadStreams is < 1 or > 64)
+            throw new ArgumentOutOfRangeException(nameof(ReadAheadStreams), ReadAheadStreams, "Read-ahead streams must be 1 to 64.");
         if (EvictBatchPages is < 1 or > 512)
             throw new ArgumentOutOfRangeException(nameof(EvictBatchPages), EvictBatchPages, "The eviction batch must be 1 to 512 pages.");
         if (CompressedKeepBytes is < 64 or > Storage.CiphertextStore.CompressedClassCount * Storage.CiphertextStore.CompressedClassStep)

@@ -137,14 +137,12 @@ public sealed unsafe partial class PageEngine
     }
 
     /// <summary>How many pages to serve for a fault at <paramref name="index"/>: the
-    /// window doubles while faults arrive where the last run ended, and covers only
-    /// pages that are not mapped.</summary>
+    /// window of its stream doubles while its faults arrive where its last run ended
+    /// (see <see cref="ReadAhead.SequentialStreams"/>), and covers only pages that are
+    /// not mapped.</summary>
     private int ReadAheadRun(Arena arena, long index)
     {
-        int window = index == arena.ExpectedNextFault
-            ? Math.Min(arena.ReadAheadWindow * 2, _options.ReadAheadMaxPages)
-            : 1;
-        arena.ReadAheadWindow = window;
+        int window = arena.Streams.WindowFor(index, _options.ReadAheadMaxPages, out int stream);
         if (_budgetPages != long.MaxValue)
             window = (int)Math.Max(1, Math.Min(window, _budgetPages / 4));
 
@@ -152,7 +150,7 @@ public sealed unsafe partial class PageEngine
         while (count < window && index + count < arena.PageCount
                && arena.Entries[index + count].State is PageState.Untouched or PageState.Zero or PageState.Sealed)
             count++;
-        arena.ExpectedNextFault = index + count;
+        arena.Streams.Advance(stream, index, count);
         return count;
     }
 
