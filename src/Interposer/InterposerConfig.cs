@@ -27,6 +27,8 @@ internal sealed record InterposerConfig
     public long BudgetBytes { get; init; } = ResidentBudget.DefaultBytes;
     public long ThresholdBytes { get; init; } = DefaultThreshold;
     public CompressionMode Compression { get; init; } = CompressionMode.Off;
+    /// <summary>TIBET_EVICTION: which resident page is sealed first.</summary>
+    public Tibet.Core.Paging.Eviction.EvictionPolicy Eviction { get; init; } = Tibet.Core.Paging.Eviction.EvictionPolicy.ScanResistant;
     public int Verbosity { get; init; }
     public string? StatsJsonPattern { get; init; }
     public bool NoInherit { get; init; }
@@ -69,6 +71,10 @@ internal sealed record InterposerConfig
                 "auto" => CompressionMode.Auto,
                 var other => throw new InterposerConfigException($"TIBET_COMPRESSION='{other}' is not 'off' or 'auto'"),
             },
+            Eviction = Environment.GetEnvironmentVariable("TIBET_EVICTION") is { Length: > 0 } eviction
+                ? Tibet.Core.Paging.Eviction.EvictionPolicy.FromName(eviction)
+                  ?? throw new InterposerConfigException($"TIBET_EVICTION='{eviction}' is not 'scan-resistant' or 'fifo'")
+                : Tibet.Core.Paging.Eviction.EvictionPolicy.ScanResistant,
             Verbosity = (int)Integer("TIBET_VERBOSE", 0, 0, 2),
             StatsJsonPattern = Environment.GetEnvironmentVariable("TIBET_STATS_JSON") is { Length: > 0 } path ? path : null,
             NoInherit = Integer("TIBET_NO_INHERIT", 0, 0, 1) == 1,

@@ -78,6 +78,7 @@ internal static class InterposerRuntime
             {
                 ResidentBudgetBytes = budget,
                 Compression = _config.Compression,
+                Eviction = _config.Eviction,
                 ServeForkedChildren = features.EventFork,
                 OnAuthenticationFailure = f => Shim.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
@@ -88,7 +89,7 @@ internal static class InterposerRuntime
             Redirector = new Redirector(engine, _config, SealedFiles);
             if (_config.Verbosity > 0)
                 Shim.WriteError($"tibet: encrypted RAM on for pid {Environment.ProcessId}: threshold {_config.ThresholdBytes} B, " +
-                                        $"budget {(budget == EngineOptions.Unlimited ? "unlimited" : budget + " B")}, compression {_config.Compression}");
+                                        $"budget {(budget == EngineOptions.Unlimited ? "unlimited" : budget + " B")}, compression {_config.Compression}, eviction {_config.Eviction.Name}");
             return true;
         }
         catch (Exception e)

@@ -35,6 +35,7 @@ internal static class ChildEnvironment
         environment["TIBET_BUDGET"] = options.BudgetBytes == ResidentBudget.Unlimited ? ResidentBudget.UnlimitedWord : Invariant(options.BudgetBytes);
         environment["TIBET_THRESHOLD"] = Invariant(options.ThresholdBytes);
         environment["TIBET_COMPRESSION"] = options.Compression == CompressionMode.Auto ? "auto" : "off";
+        environment["TIBET_EVICTION"] = options.Eviction;
         environment["TIBET_VERBOSE"] = Invariant(options.Verbosity);
         environment["TIBET_STATS_JSON"] = statsPattern;
         environment["TIBET_NO_INHERIT"] = options.NoInherit ? "1" : "0";

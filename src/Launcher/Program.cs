@@ -5,6 +5,7 @@ using Tibet.Core.Audit;
 using Tibet.Core.Identity;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging;
+using Tibet.Core.Paging.Eviction;
 using Tibet.Core.Policy;
 using Tibet.Launcher;
 
@@ -58,7 +59,7 @@ internal static partial class Launcher
         """;
 
     private static readonly string[] OptionsWithValues =
-        ["--budget", "--threshold", "--compression", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file"];
+        ["--budget", "--threshold", "--compression", "--eviction", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file"];
 
     public static int Run(string[] args)
     {
@@ -67,6 +68,7 @@ internal static partial class Launcher
         var budget = new Option<string?>("--budget") { Description = $"Resident plaintext budget per process: at most SIZE of the program's encrypted memory is plaintext at once; the rest is sealed. Default: {ResidentBudget.Describe(ResidentBudget.DefaultBytes)} (chosen by measurement, see bench/results). 'unlimited' seals nothing.", HelpName = "SIZE|unlimited" };
         var threshold = new Option<string?>("--threshold") { Description = "Smallest malloc or mmap that is redirected into encrypted arenas. Default: 1M (chosen by measurement, see bench/results).", HelpName = "SIZE" };
         var compression = new Option<string?>("--compression") { Description = "Compress pages with zstd before sealing: off (default) or auto (keeps a page compressed only if it halves).", HelpName = "off|auto" };
+        var eviction = new Option<string?>("--eviction") { Description = "Which resident page is sealed first when the budget is reached: scan-resistant (default; keeps a stable set of pages that come back, so a model read in the same order every token hits on most of the budget) or fifo (the oldest first).", HelpName = "scan-resistant|fifo" };
         var stats = new Option<bool>("--stats") { Description = "Print a summary of faults, evictions and memory to stderr when COMMAND exits." };
         var statsJson = new Option<string?>("--stats-json") { Description = "Write the same statistics as JSON to FILE.", HelpName = "FILE" };
         var verbose = new Option<int>("--verbose", "-v") { Description = "Report start-up and exit of each interposed process on stderr (-vv: more).", Arity = ArgumentArity.Zero };
@@ -82,7 +84,7 @@ internal static partial class Launcher
         var dumpable = new Option<bool>("--dumpable") { Description = "Leave COMMAND dumpable, for debugging (core dumps, gdb -p, /proc/PID/mem by the same user). By default it is made non-dumpable, so that processes of the same user cannot read its memory and keys." };
 
         var root = new RootCommand(Description);
-        foreach (Option option in new Option[] { budget, threshold, compression, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable })
+        foreach (Option option in new Option[] { budget, threshold, compression, eviction, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable })
             root.Options.Add(option);
         var commandArgument = new Argument<string[]>("COMMAND") { Description = "The program to run and its arguments, after --.", Arity = ArgumentArity.ZeroOrMore };
         root.Arguments.Add(commandArgument);
@@ -100,7 +102,7 @@ internal static partial class Launcher
                 Fail("no COMMAND given. Usage: tibet-run [options] -- COMMAND [ARGS...]");
                 return;
             }
-            if (!TryBuildOptions(result, budget, threshold, compression, stats, statsJson, verbose, requireEncryption, noInherit, library, command, out var options))
+            if (!TryBuildOptions(result, budget, threshold, compression, eviction, stats, statsJson, verbose, requireEncryption, noInherit, library, command, out var options))
                 return;
             options = options with
             {
@@ -146,7 +148,7 @@ internal static partial class Launcher
         return (args, []);
     }
 
-    private static bool TryBuildOptions(ParseResult result, Option<string?> budget, Option<string?> threshold, Option<string?> compression,
+    private static bool TryBuildOptions(ParseResult result, Option<string?> budget, Option<string?> threshold, Option<string?> compression, Option<string?> eviction,
         Option<bool> stats, Option<string?> statsJson, Option<int> verbose, Option<bool> requireEncryption, Option<bool> noInherit,
         Option<string?> library, string[] command, out LaunchOptions options)
     {
@@ -166,6 +168,9 @@ internal static partial class Launcher
             case "auto": mode = CompressionMode.Auto; break;
             case var other: return Fail($"--compression '{other}' is not 'off' or 'auto'");
         }
+        string evictionName = result.GetValue(eviction) ?? EvictionPolicy.ScanResistant.Name;
+        if (EvictionPolicy.FromName(evictionName) == null)
+            return Fail($"--eviction '{evictionName}' is not 'scan-resistant' or 'fifo'");
         int verbosity = result.Tokens.Count(token => token.Value is "-v" or "--verbose")
                         + result.Tokens.Where(token => token.Value.StartsWith("-vv", StringComparison.Ordinal)).Sum(token => token.Value.Length - 2);
         options = new LaunchOptions
@@ -174,6 +179,7 @@ internal static partial class Launcher
             BudgetIsDefault = budgetText == null,
             ThresholdBytes = thresholdBytes,
             Compression = mode,
+            Eviction = evictionName,
             Stats = result.GetValue(stats),
             StatsJsonPath = result.GetValue(statsJson),
             Verbosity = Math.Min(2, verbosity),

@@ -28,6 +28,7 @@ public class LauncherTests
     [InlineData("--budget", "12Q", "--budget '12Q'")]
     [InlineData("--threshold", "1K", "--threshold '1K'")]
     [InlineData("--compression", "lz4", "--compression 'lz4'")]
+    [InlineData("--eviction", "lru", "--eviction 'lru'")]
     // Past decimal's range once multiplied: refused, never an overflow exception.
     [InlineData("--budget", "70000000000000000000000000000T", "--budget '70000000000000000000000000000T'")]
     [InlineData("--budget", "9223372036854775807K", "--budget '9223372036854775807K'")]
@@ -45,6 +46,18 @@ public class LauncherTests
         Assert.Equal(2, result.ExitCode);
         Assert.Contains("/nonexistent/libtibet.so", result.Stderr);
         Assert.Contains("scripts/build.sh", result.Stderr);
+    }
+
+    [Theory]
+    [InlineData(null, "scan-resistant")]
+    [InlineData("fifo", "fifo")]
+    public void The_eviction_policy_reaches_the_engine(string? option, string expected)
+    {
+        string[] options = option == null ? ["--budget", "1M", "--threshold", "64K"] : ["--eviction", option, "--budget", "1M", "--threshold", "64K"];
+        var result = TibetRun.Encrypted(options, ["/usr/bin/python3", "-c", "b = bytearray(8 << 20); b[::4096] = b'x' * 2048; print(sum(b))"]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.True(result.Stats is { } stats && stats.GetProperty("evictionPolicy").GetString() == expected, result.ToString());
+        Assert.True(result.Stat("evictions") > 0, result.ToString());
     }
 
     [Fact]
