@@ -56,10 +56,30 @@ ggufShuttle.Options.Add(modelOption);
 ggufShuttle.Options.Add(shuttleMarkdownOption);
 ggufShuttle.SetAction(parseResult => Guard(() => GgufShuttle.Run(parseResult.GetValue(modelOption)!, parseResult.GetValue(shuttleMarkdownOption))));
 
+var budgetPagesOption = new Option<int>("--budget-pages")
+{
+    Description = "The resident budget, in 4 KiB pages; arenas are 2× and 4× this.",
+    DefaultValueFactory = _ => 4096,
+};
+budgetPagesOption.Validators.Add(result =>
+{
+    if (result.GetValueOrDefault<int>() is < 64 or > 1 << 20) result.AddError("--budget-pages must be 64 to 1048576.");
+});
+var evictionJsonOption = new Option<FileInfo?>("--json") { Description = "Write the results as JSON to this file." };
+var evictionMarkdownOption = new Option<FileInfo?>("--markdown") { Description = "Also write the table as Markdown to this file." };
+var eviction = new Command("eviction",
+    "Benchmark: hit rates of the eviction policies (fifo, scan-resistant) under cyclic, uniform and Zipfian access over 2× and 4× the budget, beside the optimum.");
+eviction.Options.Add(budgetPagesOption);
+eviction.Options.Add(evictionJsonOption);
+eviction.Options.Add(evictionMarkdownOption);
+eviction.SetAction(parseResult => Guard(() => EvictionBench.Run(
+    parseResult.GetValue(budgetPagesOption), parseResult.GetValue(evictionJsonOption), parseResult.GetValue(evictionMarkdownOption))));
+
 var root = new RootCommand("tibet-bench: demos and benchmarks of the tibet encrypted-RAM page engine.");
 root.Subcommands.Add(spaceshuttle);
 root.Subcommands.Add(scaletest);
 root.Subcommands.Add(ggufShuttle);
+root.Subcommands.Add(eviction);
 return root.Parse(args).Invoke();
 
 static int Guard(Func<int> run)

@@ -22,7 +22,8 @@ internal sealed record ModelSpec(
     public int KeyValueLength => HeadDimension * KeyValueHeadCount;
 
     /// <summary>
-    /// small: about 2 MB at the default F32, for quick tests. large: 2048-wide layers
+    /// small: about 2 MB at the default F32, for quick tests. medium: the same layers as
+    /// large, as many as make about 100 MB (benchmarks at small budgets). large: 2048-wide layers
     /// shaped like TinyLlama's (32 query heads, 8 key/value heads, 5632-wide FFN), as
     /// many as make the file about 1 GiB in the chosen type (22 at Q8_0, 12 at F16), so
     /// that a token reads ~1 GiB of weights and 2 vCPUs still generate several per second.
@@ -31,10 +32,13 @@ internal sealed record ModelSpec(
     {
         "small" => new ModelSpec("tibet-random-small", type ?? GgmlType.F32, EmbeddingLength: 128, HeadCount: 4,
             KeyValueHeadCount: 2, FeedForwardLength: 384, LayerCount: 2),
-        "large" => WithLayersFor(1L << 30, new ModelSpec("tibet-random-large", type ?? GgmlType.Q8_0, EmbeddingLength: 2048,
-            HeadCount: 32, KeyValueHeadCount: 8, FeedForwardLength: 5632, LayerCount: 1)),
-        _ => throw new ArgumentException($"unknown preset '{preset}'; expected small or large", nameof(preset)),
+        "medium" => WithLayersFor(100L << 20, TinyLlamaLayer("tibet-random-medium", type)),
+        "large" => WithLayersFor(1L << 30, TinyLlamaLayer("tibet-random-large", type)),
+        _ => throw new ArgumentException($"unknown preset '{preset}'; expected small, medium or large", nameof(preset)),
     };
+
+    private static ModelSpec TinyLlamaLayer(string name, GgmlType? type) => new(name, type ?? GgmlType.Q8_0, EmbeddingLength: 2048,
+        HeadCount: 32, KeyValueHeadCount: 8, FeedForwardLength: 5632, LayerCount: 1);
 
     private static ModelSpec WithLayersFor(long targetFileBytes, ModelSpec oneLayer)
     {

@@ -11,13 +11,14 @@ internal static class GeneratorCommand
     private const int ExitFailed = 1;
 
     private const string Description = """
-        Usage: tibet-gguf-gen --out PATH --preset small|large [--type f32|f16|q8_0] [--seed N] [--canary HEX]
+        Usage: tibet-gguf-gen --out PATH --preset small|medium|large [--type f32|f16|q8_0] [--seed N] [--canary HEX]
 
         Writes a llama-architecture GGUF model with seeded random weights and a byte-level
         SentencePiece vocabulary (<unk>, <s>, </s>, <0x00>..<0xFF>, <reserved>) that llama.cpp
         loads and greedy-decodes deterministically. The same options always give the same file.
 
-        Presets: small is 2 layers of width 128 (about 2 MB at the default f32); large is
+        Presets: small is 2 layers of width 128 (about 2 MB at the default f32); medium has
+        large's layers, as many as make about 100 MB (2 at q8_0); large is
         2048-wide TinyLlama-shaped layers, as many as make about 1 GiB in the chosen type
         (default q8_0: 22 layers; f16: 12).
 
@@ -32,8 +33,8 @@ internal static class GeneratorCommand
     public static int Run(string[] args)
     {
         var output = new Option<string>("--out") { Description = "The GGUF file to write (replaced if it exists).", HelpName = "PATH", Required = true };
-        var preset = new Option<string>("--preset") { Description = "small (~2 MB) or large (~1 GiB).", HelpName = "small|large", Required = true };
-        preset.AcceptOnlyFromAmong("small", "large");
+        var preset = new Option<string>("--preset") { Description = "small (~2 MB), medium (~100 MB) or large (~1 GiB).", HelpName = "small|medium|large", Required = true };
+        preset.AcceptOnlyFromAmong("small", "medium", "large");
         var type = new Option<string?>("--type") { Description = "Weight matrix type. Default: f32 for small, q8_0 for large.", HelpName = "f32|f16|q8_0" };
         type.AcceptOnlyFromAmong("f32", "f16", "q8_0");
         var seed = new Option<ulong>("--seed") { Description = "Seed of the random weights.", DefaultValueFactory = _ => 1 };

@@ -4,6 +4,7 @@
  * tibet-run can be compared token for token:
  *
  *   load_ms: <milliseconds in llama_model_load_from_file>
+ *   first_token_ms: <milliseconds from the start of the load to the first generated token>
  *   prompt_tokens: <ids of the tokenized prompt, BOS included>
  *   tokens: <ids of the generated tokens>
  *   hash: <FNV-1a 64 over the generated ids, each as 4 little-endian bytes, 16 hex digits>
@@ -169,14 +170,18 @@ int main(int argc, char **argv)
     if (llama_decode(context, llama_batch_get_one(prompt_ids, n_prompt)) != 0)
         fail("llama_decode failed on the prompt");
     double generate_start = now_ms();
+    double first_token_ms = generate_start - load_start;
     for (int i = 0; i < n_generate; i++) {
         generated[i] = llama_sampler_sample(sampler, context, -1);
+        if (i == 0)
+            first_token_ms = now_ms() - load_start;
         if (llama_decode(context, llama_batch_get_one(&generated[i], 1)) != 0)
             fail("llama_decode failed at generated token %d", i);
     }
     double generate_ms = now_ms() - generate_start;
 
     printf("load_ms: %.1f\n", load_ms);
+    printf("first_token_ms: %.1f\n", first_token_ms);
     print_ids("prompt_tokens", prompt_ids, n_prompt);
     print_ids("tokens", generated, n_generate);
     printf("hash: %016" PRIx64 "\n", fnv1a64(generated, n_generate));
