@@ -73,6 +73,7 @@ public sealed unsafe class FileSource : IPageSource
             // Whatever the program read itself (the header, and the readahead its read
             // started) leaves the page cache now, including reads still in flight.
             long leftCached = PageCacheDrop.DropAndWait(own, PageCacheDrop.DefaultDeadline);
+            PositionalRead.Prepare(own);
             return new FileSource(own, direct, offset, window) { PagesLeftInPageCache = leftCached };
         }
         catch

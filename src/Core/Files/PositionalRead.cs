@@ -8,6 +8,14 @@ internal static unsafe class PositionalRead
     /// <summary>Reads up to <paramref name="count"/> bytes at <paramref name="offset"/>,
     /// retrying on EINTR and short reads. Returns the bytes read (fewer only at the end of
     /// the file) or a negative errno. Allocation-free: the fault path uses it.</summary>
+    /// <summary>A read of nothing, on the calling thread: the first call of a P/Invoke
+    /// resolves its import, which allocates, and must not happen on a fault handler.</summary>
+    public static void Prepare(int fd)
+    {
+        byte none;
+        Libc.pread(fd, &none, 0, 0);
+    }
+
     public static long Fully(int fd, byte* buffer, int count, long offset)
     {
         int done = 0;

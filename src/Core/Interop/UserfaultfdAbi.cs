@@ -57,6 +57,9 @@ internal static class UserfaultfdAbi
     public const ulong UFFDIO_MOVE_MODE_DONTWAKE = 1UL << 0;
     public const ulong UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES = 1UL << 1;
     public const ulong UFFDIO_POISON_MODE_DONTWAKE = 1UL << 0;
+    public const ulong UFFDIO_WRITEPROTECT_MODE_WP = 1UL << 0;
+    public const ulong UFFDIO_WRITEPROTECT_MODE_DONTWAKE = 1UL << 1;
+    public const int _UFFDIO_WRITEPROTECT = 0x06;
 
     // Bits of uffdio_register.ioctls: which range ioctls the kernel allows on the range.
     public const int _UFFDIO_WAKE = 0x02;

@@ -615,33 +615,6 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
             _ = MovedDespiteError(_scratch, _scratch);
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
-        ForceLockContention();
-    }
-
-    /// <summary>
-    /// System.Threading.Lock creates its wait object (a managed object over a
-    /// malloc'ed pthread condition) the first time a thread has to wait for it. Make
-    /// that happen here, on the constructing thread, rather than on the handler when an
-    /// API call first collides with it.
-    /// </summary>
-    private void ForceLockContention()
-    {
-        using var held = new ManualResetEventSlim();
-        var contender = new Thread(() =>
-        {
-            held.Wait();
-            lock (_gate) { }
-        });
-        lock (_gate)
-        {
-            contender.Start();
-            held.Set();
-            // Wait until the contender is blocked on the lock (or give up after 1 s;
-            // the cost is then only a later allocation, never a fault).
-            for (int i = 0; i < 1000 && contender.ThreadState != System.Threading.ThreadState.WaitSleepJoin; i++)
-                Thread.Sleep(1);
-            Thread.Sleep(1);
-        }
-        contender.Join();
+        Threading.LockWarmUp.ForceContention(_gate);
     }
 }

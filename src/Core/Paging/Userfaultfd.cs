@@ -100,9 +100,13 @@ internal sealed unsafe class Userfaultfd : IDisposable
 
     /// <summary>Copies <paramref name="length"/> bytes into missing pages and wakes the
     /// threads waiting on them.</summary>
-    public int Copy(nint destination, nint source, nuint length, out long done)
+    public int Copy(nint destination, nint source, nuint length, out long done) => Copy(destination, source, length, 0, out done);
+
+    /// <summary>UFFDIO_COPY with <paramref name="mode"/> (UFFDIO_COPY_MODE_WP installs the
+    /// pages write-protected: a write to them is reported as a write-protect fault).</summary>
+    public int Copy(nint destination, nint source, nuint length, ulong mode, out long done)
     {
-        uffdio_copy copy = new() { dst = (ulong)destination, src = (ulong)source, len = length, mode = 0 };
+        uffdio_copy copy = new() { dst = (ulong)destination, src = (ulong)source, len = length, mode = mode };
         int rc = Libc.ioctl(_fd, UFFDIO_COPY, &copy);
         done = copy.copy > 0 ? copy.copy : 0;
         return rc == 0 ? 0 : ErrnoOf(copy.copy);
@@ -135,6 +139,14 @@ internal sealed unsafe class Userfaultfd : IDisposable
         uffdio_poison poison = new() { range = new() { start = (ulong)destination, len = length }, mode = 0 };
         int rc = Libc.ioctl(_fd, UFFDIO_POISON, &poison);
         return rc == 0 ? 0 : ErrnoOf(poison.updated);
+    }
+
+    /// <summary>Sets (<paramref name="protect"/>) or clears write protection on a range
+    /// registered in write-protect mode; clearing wakes the writers waiting on it.</summary>
+    public int WriteProtect(nint start, nuint length, bool protect)
+    {
+        uffdio_writeprotect wp = new() { range = new() { start = (ulong)start, len = length }, mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0 };
+        return Libc.ioctl(_fd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0 : Libc.LastErrno;
     }
 
     public int Wake(nint start, nuint length)

@@ -35,6 +35,7 @@ public sealed unsafe class SealedFileSource : IPageSource
         _fd = fd;
         _fileOffset = fileOffset;
         _onTampered = onTampered;
+        PositionalRead.Prepare(fd);
     }
 
     /// <inheritdoc/>

@@ -16,11 +16,13 @@ internal static unsafe partial class Libc
     public const int MAP_FIXED = 0x10;
     public const int MAP_ANONYMOUS = 0x20;
     public const int MAP_NORESERVE = 0x4000;
+    public const int MAP_HUGETLB = 0x40000;
     public const int MAP_FIXED_NOREPLACE = 0x100000;
     public static readonly nint MAP_FAILED = -1;
 
     public const int MADV_DONTNEED = 4;
     public const int MADV_FREE = 8;
+    public const int MADV_DONTFORK = 10;
     public const int MADV_NOHUGEPAGE = 15;
     public const int MADV_DONTDUMP = 16;
 
@@ -35,6 +37,10 @@ internal static unsafe partial class Libc
     // https://man7.org/linux/man-pages/man2/munmap.2.html
     [LibraryImport(Library, EntryPoint = "munmap", SetLastError = true)]
     public static partial int munmap(nint addr, nuint length);
+
+    // https://man7.org/linux/man-pages/man2/mprotect.2.html
+    [LibraryImport(Library, EntryPoint = "mprotect", SetLastError = true)]
+    public static partial int mprotect(nint addr, nuint length, int prot);
 
     // https://man7.org/linux/man-pages/man2/madvise.2.html
     [LibraryImport(Library, EntryPoint = "madvise", SetLastError = true)]

@@ -1,0 +1,72 @@
+namespace Tibet.Core.Paging.Huge;
+
+/// <summary>Where a 2 MiB page of a <see cref="HugePageArena"/> lives.</summary>
+internal enum HugePageState : byte
+{
+    /// <summary>Not mapped: the next touch reads it from the source (first touch, or
+    /// dropped after eviction: a read-only page's plaintext is never stored).</summary>
+    Absent = 0,
+
+    /// <summary>Mapped, write-protected, identical to its source: eviction drops it.</summary>
+    Resident = 1,
+
+    /// <summary>Mapped and written by the program (it made the map writable): it can no
+    /// longer be re-read from the source, so it stays resident until unmapped.</summary>
+    Written = 2,
+
+    /// <summary>Its source failed authentication or could not be read: every touch
+    /// raises SIGBUS.</summary>
+    Poisoned = 3,
+
+    /// <summary>Unmapped by the program.</summary>
+    Unmapped = 4,
+}
+
+internal struct HugePageEntry
+{
+    public HugePageState State;
+    /// <summary>The low 32 bits of the service's eviction clock when the page was last
+    /// dropped (0: never), for the eviction policy's refault distance.</summary>
+    public uint EvictionStamp;
+    /// <summary>Identifies this residency in the resident set (see ResidentQueue).</summary>
+    public ulong ResidentTicket;
+}
+
+/// <summary>
+/// A read-only file map (a model) served in 2 MiB pages from the hugetlb pool by a
+/// <see cref="HugePageService"/>. Its pages come from an <see cref="IPageSource"/> on
+/// touch and are dropped, not sealed, when evicted: they are read again from the source
+/// (the plain file with O_DIRECT, or the sealed file's ciphertext) on the next touch.
+/// </summary>
+public sealed class HugePageArena : IDisposable
+{
+    internal readonly HugePageService Service;
+    internal readonly HugePageEntry[] Entries;
+    internal readonly IPageSource Source;
+    internal int Slot;
+    internal bool Released;
+
+    internal HugePageArena(HugePageService service, nint address, long length, IPageSource source, string label)
+    {
+        Service = service;
+        Address = address;
+        Length = length;
+        Source = source;
+        Label = label;
+        Entries = new HugePageEntry[length / HugePageService.HugePageSize];
+    }
+
+    /// <summary>Where the arena starts (2 MiB-aligned).</summary>
+    public nint Address { get; }
+
+    /// <summary>The length, a multiple of 2 MiB.</summary>
+    public long Length { get; }
+
+    public string Label { get; }
+
+    internal nint PageAddress(long index) => Address + (nint)(index * HugePageService.HugePageSize);
+
+    /// <summary>Unregisters the arena, turns its range back into an inaccessible
+    /// reservation and releases the source.</summary>
+    public void Dispose() => Service.Release(this);
+}
