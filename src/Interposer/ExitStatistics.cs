@@ -20,7 +20,7 @@ namespace Tibet.Interposer;
 /// </remarks>
 internal static unsafe class ExitStatistics
 {
-    public static string ToJson(EngineStats? engine, PlaintextReason? wholeProcessReason)
+    public static string ToJson(EngineStats? engine, PlaintextReason? wholeProcessReason, Tibet.Core.Paging.Huge.HugePageStats? hugePages = null)
     {
         using var stream = new MemoryStream();
         using (var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true }))
@@ -28,6 +28,12 @@ internal static unsafe class ExitStatistics
             w.WriteStartObject();
             w.WriteBoolean("encrypted", engine != null);
             engine?.WriteProperties(w);
+            if (hugePages is { } huge)
+            {
+                w.WriteStartObject("hugePages");
+                huge.WriteProperties(w);
+                w.WriteEndObject();
+            }
 
             w.WriteStartObject("unencrypted");
             if (wholeProcessReason is { } whole)

@@ -27,6 +27,9 @@ internal sealed record InterposerConfig
     public long BudgetBytes { get; init; } = ResidentBudget.DefaultBytes;
     public long ThresholdBytes { get; init; } = DefaultThreshold;
     public CompressionMode Compression { get; init; } = CompressionMode.Off;
+    /// <summary>TIBET_HUGE_PAGES: the budget of read-only model maps served in 2 MiB pages
+    /// (tibet-run --huge-pages, which also reserves the pool); 0: off.</summary>
+    public long HugePagesBytes { get; init; }
     /// <summary>TIBET_EVICTION: which resident page is sealed first.</summary>
     public Tibet.Core.Paging.Eviction.EvictionPolicy Eviction { get; init; } = Tibet.Core.Paging.Eviction.EvictionPolicy.ScanResistant;
     public int Verbosity { get; init; }
@@ -65,6 +68,7 @@ internal sealed record InterposerConfig
                 ? ResidentBudget.Unlimited
                 : Bytes("TIBET_BUDGET", ResidentBudget.DefaultBytes, min: 4096),
             ThresholdBytes = Bytes("TIBET_THRESHOLD", DefaultThreshold, min: 4096),
+            HugePagesBytes = Bytes("TIBET_HUGE_PAGES", 0, min: 2 << 20),
             Compression = Environment.GetEnvironmentVariable("TIBET_COMPRESSION") switch
             {
                 null or "" or "off" => CompressionMode.Off,

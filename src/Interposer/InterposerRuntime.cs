@@ -2,6 +2,7 @@ using Tibet.Core.Audit;
 using Tibet.Core.Identity;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging;
+using Tibet.Core.Paging.Huge;
 using Tibet.Interposer.Native;
 using Tibet.Interposer.Sealed;
 
@@ -86,7 +87,7 @@ internal static class InterposerRuntime
                 OnHandlerFailure = Shim.WriteError,
             });
             SealedFiles = new SealedFiles(identity, _config);
-            Redirector = new Redirector(engine, _config, SealedFiles);
+            Redirector = new Redirector(engine, _config, SealedFiles, StartHugePages());
             if (_config.Verbosity > 0)
                 Shim.WriteError($"tibet: encrypted RAM on for pid {Environment.ProcessId}: threshold {_config.ThresholdBytes} B, " +
                                         $"budget {(budget == EngineOptions.Unlimited ? "unlimited" : budget + " B")}, compression {_config.Compression}, eviction {_config.Eviction.Name}");
@@ -107,6 +108,31 @@ internal static class InterposerRuntime
         }
     }
 
+    /// <summary>The 2 MiB-page service for read-only model maps, when tibet-run asked for it
+    /// (--huge-pages) and the pool holds its budget; otherwise null, after one line.</summary>
+    private static HugePageService? StartHugePages()
+    {
+        if (_config.HugePagesBytes == 0)
+            return null;
+        long needed = _config.HugePagesBytes / HugePageService.HugePageSize;
+        long free = HugePageService.FreePoolPages();
+        if (free < needed)
+        {
+            Shim.WriteError($"tibet: pid {Environment.ProcessId}: the hugetlb pool has {free} free 2 MiB pages, {needed} are needed for --huge-pages; " +
+                            "model maps are served in 4 KiB pages");
+            return null;
+        }
+        try
+        {
+            return HugePageService.Start(_config.HugePagesBytes, _config.Eviction, Shim.WriteError);
+        }
+        catch (Exception e) when (e is UserfaultfdUnavailableException or InvalidOperationException)
+        {
+            Shim.WriteError($"tibet: 2 MiB pages are unavailable ({e.Message}); model maps are served in 4 KiB pages");
+            return null;
+        }
+    }
+
     /// <summary>Writes the statistics at exit, also when the engine never started (they
     /// then say why the process ran unencrypted). The engine is left running: other exit
     /// handlers of the program may still read its memory.</summary>
@@ -119,7 +145,7 @@ internal static class InterposerRuntime
             string path = pattern.Replace("%p", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
             try
             {
-                File.WriteAllText(path, ExitStatistics.ToJson(engineStats, _wholeProcessUnencrypted));
+                File.WriteAllText(path, ExitStatistics.ToJson(engineStats, _wholeProcessUnencrypted, Redirector?.HugePages?.GetStats()));
             }
             catch (Exception e)
             {

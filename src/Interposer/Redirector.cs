@@ -2,6 +2,7 @@ using System.Numerics;
 using Tibet.Core.Files;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging;
+using Tibet.Core.Paging.Huge;
 using Tibet.Core.Sealing;
 using Tibet.Interposer.Sealed;
 
@@ -39,9 +40,14 @@ internal sealed unsafe class Redirector
     private sealed record Block(Arena Arena, long Reserved);
     private readonly Dictionary<long, Arena> _mappings = [];
 
-    public Redirector(PageEngine engine, InterposerConfig config, SealedFiles sealedFiles)
+    /// <summary>Read-only model maps served in 2 MiB pages, with the length the program asked for.</summary>
+    private readonly Dictionary<long, (HugePageArena Arena, long Requested)> _hugeMappings = [];
+    private readonly HugePageService? _huge;
+
+    public Redirector(PageEngine engine, InterposerConfig config, SealedFiles sealedFiles, HugePageService? huge = null)
     {
         _engine = engine;
+        _huge = huge;
         _verbosity = config.Verbosity;
         _fileMapThreshold = config.ThresholdBytes;
         _sealedFiles = sealedFiles;
@@ -59,6 +65,8 @@ internal sealed unsafe class Redirector
     }
 
     public PageEngine Engine => _engine;
+
+    public HugePageService? HugePages => _huge;
 
     /// <summary>
     /// A malloc-family call of at least the threshold: a block of a new arena, or, when
@@ -273,6 +281,9 @@ internal sealed unsafe class Redirector
             return ForwardModelMap(PlaintextReason.TooLarge, length, null, out error);
         }
 
+        if (_huge != null && prot == Libc.PROT_READ && TryMapHuge(length, fd, offset, sealedFile) is var huge and not 0)
+            return huge;
+
         long rounded = AddressSpace.RoundUp((long)length, PageSize);
         Arena? arena = null;
         long address;
@@ -307,24 +318,8 @@ internal sealed unsafe class Redirector
         bool bypassedPageCache = true;
         try
         {
-            if (sealedFile != null)
+            IPageSource source = OpenModelSource(sealedFile, fd, offset, out bypassedPageCache);
             {
-                // Nothing is read now: each page comes from the file, decrypted or zeroed,
-                // when the program first touches it.
-                var access = sealedFile;
-                arena.AttachSource(new SealedFileSource(access.View, (int)access.Source.DangerousGetHandle(), offset,
-                    onTampered: () => _sealedFiles.ReportTampering(access)));
-            }
-            else
-            {
-                // Likewise read on first touch, with O_DIRECT past the page cache.
-                var source = FileSource.Open(fd, offset);
-                bypassedPageCache = source.BypassesPageCache;
-                if (source.PagesLeftInPageCache != 0)
-                    Native.Shim.WriteError(source.PagesLeftInPageCache > 0
-                        ? $"tibet: {source.PagesLeftInPageCache} pages of the model file open as descriptor {fd} stay in the page cache, in plaintext: " +
-                          "the kernel would not drop them (another process maps the file, or it is being written). Stop the other user of the file, or seal the model (tibet seal)."
-                        : $"tibet: cannot tell whether the page cache still holds the model file open as descriptor {fd} (neither cachestat nor mincore answered).");
                 try
                 {
                     arena.AttachSource(source);
@@ -357,6 +352,65 @@ internal sealed unsafe class Redirector
         return (nint)address;
     }
 
+    /// <summary>
+    /// Where a model map's pages come from: the sealed file (each page decrypted, or
+    /// zeroed for what this process may not see, when first touched), or the plain file
+    /// read with O_DIRECT past the page cache. Nothing is read now.
+    /// </summary>
+    private IPageSource OpenModelSource(SealedFileAccess? sealedFile, int fd, long offset, out bool bypassedPageCache)
+    {
+        bypassedPageCache = true;
+        if (sealedFile != null)
+        {
+            var access = sealedFile;
+            return new SealedFileSource(access.View, (int)access.Source.DangerousGetHandle(), offset,
+                onTampered: () => _sealedFiles.ReportTampering(access));
+        }
+        var source = FileSource.Open(fd, offset);
+        bypassedPageCache = source.BypassesPageCache;
+        if (source.PagesLeftInPageCache != 0)
+            Native.Shim.WriteError(source.PagesLeftInPageCache > 0
+                ? $"tibet: {source.PagesLeftInPageCache} pages of the model file open as descriptor {fd} stay in the page cache, in plaintext: " +
+                  "the kernel would not drop them (another process maps the file, or it is being written). Stop the other user of the file, or seal the model (tibet seal)."
+                : $"tibet: cannot tell whether the page cache still holds the model file open as descriptor {fd} (neither cachestat nor mincore answered).");
+        return source;
+    }
+
+    /// <summary>
+    /// A read-only model map in 2 MiB pages (tibet-run --huge-pages): its address, or 0
+    /// when it cannot be had (no aligned stretch left, the pool refused), and the map is
+    /// then served in 4 KiB pages as usual, after one line saying why.
+    /// </summary>
+    private nint TryMapHuge(ulong length, int fd, long offset, SealedFileAccess? sealedFile)
+    {
+        long rounded = AddressSpace.RoundUp((long)length, HugePageService.HugePageSize);
+        long address;
+        lock (_lock)
+            address = _mmapSpace.Take(rounded, HugePageService.HugePageSize);
+        if (address == 0)
+            return 0;
+        IPageSource? source = null;
+        try
+        {
+            source = OpenModelSource(sealedFile, fd, offset, out _);
+            var arena = _huge!.CreateArena((nint)address, (long)length, source, sealedFile != null ? "sealed gguf (2 MiB pages)" : "gguf (2 MiB pages)");
+            lock (_lock)
+                _hugeMappings[address] = (arena, AddressSpace.RoundUp((long)length, PageSize));
+            if (_verbosity > 0)
+                Native.Shim.WriteError($"tibet: model map of descriptor {fd} ({rounded >> 20} MiB at offset {offset}) served in 2 MiB pages at 0x{address:x}, " +
+                                       $"at most {_huge.BudgetBytes >> 20} MiB resident");
+            return (nint)address;
+        }
+        catch (Exception e)
+        {
+            source?.Release();
+            lock (_lock)
+                _mmapSpace.Give(address, rounded);
+            Native.Shim.WriteError($"tibet: a model map could not have 2 MiB pages ({e.Message}); it is served in 4 KiB pages");
+            return 0;
+        }
+    }
+
     /// <summary>A plain model's map that tibet cannot serve: the kernel maps the file, so its
     /// pages pass through the page cache in plaintext (counted and announced); or, when
     /// encryption is required, the map fails with ENOMEM.</summary>
@@ -386,10 +440,33 @@ internal sealed unsafe class Redirector
 
         lock (_lock)
         {
+            // 2 MiB-page maps first: a hugetlb mapping can only be cut at 2 MiB boundaries.
+            long reserveFrom = inStart;
+            foreach (var (hugeStart, (hugeArena, requested)) in _hugeMappings.Where(m => m.Key < inEnd && m.Key + m.Value.Arena.Length > inStart).OrderBy(m => m.Key).ToList())
+            {
+                Reserve(reserveFrom, Math.Max(0, hugeStart - reserveFrom));
+                long hugeEnd = hugeStart + hugeArena.Length;
+                if (inStart <= hugeStart && inEnd >= hugeStart + requested)
+                {
+                    _hugeMappings.Remove(hugeStart);
+                    hugeArena.Dispose();
+                    _mmapSpace.Give(hugeStart, hugeArena.Length);
+                }
+                else
+                {
+                    // Part of the map: its whole 2 MiB pages inside the range go (their
+                    // UNMAP event tells the service); the rest stays mapped until the
+                    // program unmaps the whole map.
+                    long cutStart = AddressSpace.RoundUp(Math.Max(inStart, hugeStart), HugePageService.HugePageSize);
+                    long cutEnd = Math.Min(inEnd, hugeEnd) & ~(long)(HugePageService.HugePageSize - 1);
+                    Reserve(cutStart, Math.Max(0, cutEnd - cutStart));
+                }
+                reserveFrom = Math.Max(reserveFrom, Math.Min(inEnd, hugeEnd));
+            }
             // Turning the range back into reservation unmaps whatever is there (our arena
             // pages, which the engine learns of through its UNMAP event, or a mapping the
             // program placed there with MAP_FIXED) and keeps the region whole.
-            Reserve(inStart, inEnd - inStart);
+            Reserve(reserveFrom, Math.Max(0, inEnd - reserveFrom));
             foreach (var (mapStart, arena) in Overlapping(inStart, inEnd))
             {
                 if (arena.MappedPageCount > 0)

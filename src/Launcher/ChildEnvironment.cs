@@ -36,6 +36,10 @@ internal static class ChildEnvironment
         environment["TIBET_THRESHOLD"] = Invariant(options.ThresholdBytes);
         environment["TIBET_COMPRESSION"] = options.Compression == CompressionMode.Auto ? "auto" : "off";
         environment["TIBET_EVICTION"] = options.Eviction;
+        if (options.HugePagesBytes > 0)
+            environment["TIBET_HUGE_PAGES"] = Invariant(options.HugePagesBytes);
+        else
+            environment.Remove("TIBET_HUGE_PAGES");
         environment["TIBET_VERBOSE"] = Invariant(options.Verbosity);
         environment["TIBET_STATS_JSON"] = statsPattern;
         environment["TIBET_NO_INHERIT"] = options.NoInherit ? "1" : "0";

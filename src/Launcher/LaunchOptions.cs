@@ -15,6 +15,8 @@ internal sealed record LaunchOptions
     public bool Quiet { get; init; }
     public long ThresholdBytes { get; init; } = 1 << 20;
     public CompressionMode Compression { get; init; } = CompressionMode.Off;
+    /// <summary>--huge-pages: the 2 MiB-page budget of read-only model maps (0: off).</summary>
+    public long HugePagesBytes { get; init; }
     /// <summary>--eviction: the eviction policy's name (see EvictionPolicy.FromName).</summary>
     public string Eviction { get; init; } = "scan-resistant";
     public bool Stats { get; init; }

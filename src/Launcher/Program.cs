@@ -6,6 +6,7 @@ using Tibet.Core.Identity;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging;
 using Tibet.Core.Paging.Eviction;
+using Tibet.Core.Paging.Huge;
 using Tibet.Core.Policy;
 using Tibet.Launcher;
 
@@ -59,7 +60,7 @@ internal static partial class Launcher
         """;
 
     private static readonly string[] OptionsWithValues =
-        ["--budget", "--threshold", "--compression", "--eviction", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file"];
+        ["--budget", "--threshold", "--compression", "--eviction", "--huge-pages", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file"];
 
     public static int Run(string[] args)
     {
@@ -69,6 +70,7 @@ internal static partial class Launcher
         var threshold = new Option<string?>("--threshold") { Description = "Smallest malloc or mmap that is redirected into encrypted arenas. Default: 1M (chosen by measurement, see bench/results).", HelpName = "SIZE" };
         var compression = new Option<string?>("--compression") { Description = "Compress pages with zstd before sealing: off (default) or auto (keeps a page compressed only if it halves).", HelpName = "off|auto" };
         var eviction = new Option<string?>("--eviction") { Description = "Which resident page is sealed first when the budget is reached: scan-resistant (default; keeps a stable set of pages that come back, so a model read in the same order every token hits on most of the budget) or fifo (the oldest first).", HelpName = "scan-resistant|fifo" };
+        var hugePages = new Option<string?>("--huge-pages") { Description = "Serve read-only model maps (GGUF) in 2 MiB pages from the hugetlb pool, at most SIZE of them resident, in addition to --budget. tibet-run reserves the pages (root: vm.nr_hugepages) for the run and gives them back after. A model larger than SIZE is read from its file again when its pages come back (sealed models: decrypted again); nothing of it is ever sealed into RAM.", HelpName = "SIZE" };
         var stats = new Option<bool>("--stats") { Description = "Print a summary of faults, evictions and memory to stderr when COMMAND exits." };
         var statsJson = new Option<string?>("--stats-json") { Description = "Write the same statistics as JSON to FILE.", HelpName = "FILE" };
         var verbose = new Option<int>("--verbose", "-v") { Description = "Report start-up and exit of each interposed process on stderr (-vv: more).", Arity = ArgumentArity.Zero };
@@ -84,7 +86,7 @@ internal static partial class Launcher
         var dumpable = new Option<bool>("--dumpable") { Description = "Leave COMMAND dumpable, for debugging (core dumps, gdb -p, /proc/PID/mem by the same user). By default it is made non-dumpable, so that processes of the same user cannot read its memory and keys." };
 
         var root = new RootCommand(Description);
-        foreach (Option option in new Option[] { budget, threshold, compression, eviction, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable })
+        foreach (Option option in new Option[] { budget, threshold, compression, eviction, hugePages, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable })
             root.Options.Add(option);
         var commandArgument = new Argument<string[]>("COMMAND") { Description = "The program to run and its arguments, after --.", Arity = ArgumentArity.ZeroOrMore };
         root.Arguments.Add(commandArgument);
@@ -114,6 +116,15 @@ internal static partial class Launcher
                 AuditLogPath = result.GetValue(auditLog) is { } log ? Path.GetFullPath(log) : null,
                 Dumpable = result.GetValue(dumpable),
             };
+            if (result.GetValue(hugePages) is { } huge)
+            {
+                if (!SizeParser.TryParse(huge, out long hugeBytes) || hugeBytes < 2 << 20)
+                {
+                    Fail($"--huge-pages '{huge}' is not a size of at least 2M; expected {SizeParser.Syntax}");
+                    return;
+                }
+                options = options with { HugePagesBytes = hugeBytes & ~((2L << 20) - 1) };
+            }
             exitCode = Launch(options);
         });
 
@@ -245,6 +256,8 @@ internal static partial class Launcher
         if (encrypted)
             MemoryLockLimit.RaiseForChild(options.Verbosity);
 
+        using HugePagePool? pool = encrypted && options.HugePagesBytes > 0 ? ReserveHugePages(ref options) : null;
+
         DirectoryInfo statsDir = Directory.CreateTempSubdirectory("tibet-run-");
         try
         {
@@ -281,6 +294,22 @@ internal static partial class Launcher
         finally
         {
             statsDir.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>Grows the hugetlb pool for --huge-pages, or says why not and runs without.</summary>
+    private static HugePagePool? ReserveHugePages(ref LaunchOptions options)
+    {
+        long pages = options.HugePagesBytes / (2L << 20);
+        try
+        {
+            return HugePagePool.Reserve(pages);
+        }
+        catch (InvalidOperationException e)
+        {
+            Console.Error.WriteLine($"tibet-run: --huge-pages: {e.Message}. Model maps are served in 4 KiB pages.");
+            options = options with { HugePagesBytes = 0 };
+            return null;
         }
     }
 

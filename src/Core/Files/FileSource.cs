@@ -108,6 +108,26 @@ public sealed unsafe class FileSource : IPageSource
         return PageVerdict.Keep;
     }
 
+    /// <inheritdoc/>
+    /// <remarks>One read straight into the destination (O_DIRECT where the file system
+    /// allows it: the destination is page-aligned and so is the offset), no window.</remarks>
+    public PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)
+    {
+        if (Volatile.Read(ref _references) <= 0)
+            return PageVerdict.Tampered;
+        int length = pages * PageSize;
+        long at = _fileOffset + firstPage * PageSize;
+        long done;
+        fixed (byte* d = destination)
+            done = PositionalRead.Fully(_fd, d, length, at);
+        if (done < 0)
+            return PageVerdict.Tampered;
+        if (!_direct)
+            Libc.posix_fadvise(_fd, at, length, Libc.POSIX_FADV_DONTNEED);
+        destination[(int)done..length].Clear(); // past the end of the file: zeros
+        return done == 0 ? PageVerdict.Zero : PageVerdict.Keep;
+    }
+
     /// <summary>Wipes the pages read ahead that no one asked for.</summary>
     public void EndOfFault()
     {

@@ -20,6 +20,26 @@ public interface IPageSource
     /// managed memory, call malloc, take locks a faulting thread may hold, or throw.</remarks>
     PageVerdict Fill(long pageIndex, Span<byte> page);
 
+    /// <summary>
+    /// Writes pages <paramref name="firstPage"/> to <paramref name="firstPage"/> +
+    /// <paramref name="pages"/> − 1 into <paramref name="destination"/> (page-aligned,
+    /// pages × 4096 bytes) at once, for 2 MiB service: Keep if any page holds data, Zero
+    /// if none does, Tampered if any page must never be mapped. Sources that can read a
+    /// run in one request override it; the default asks page by page. Same rules as Fill.
+    /// </summary>
+    PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)
+    {
+        bool any = false;
+        for (int i = 0; i < pages; i++)
+        {
+            PageVerdict verdict = Fill(firstPage + i, destination.Slice(i * Userfaultfd.PageSize, Userfaultfd.PageSize));
+            if (verdict == PageVerdict.Tampered)
+                return verdict;
+            any |= verdict == PageVerdict.Keep;
+        }
+        return any ? PageVerdict.Keep : PageVerdict.Zero;
+    }
+
     /// <summary>The handler has served the fault (and its read-ahead run) it asked pages for:
     /// plaintext the source read ahead and no one took must not linger. Same rules as Fill.</summary>
     void EndOfFault() { }

@@ -107,7 +107,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         _budgetPages = options.ResidentBudgetBytes == EngineOptions.Unlimited
             ? long.MaxValue
             : Math.Max(1, options.ResidentBudgetBytes / PageSize);
-        _residentSet = options.Eviction.CreateSet(_budgetPages, this);
+        _residentSet = options.Eviction.CreateSet(_budgetPages, this, options.ReadAheadMaxPages);
 
         ulong wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP
                        | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON

@@ -52,5 +52,28 @@ public sealed unsafe class SealedFileSource : IPageSource
     }
 
     /// <inheritdoc/>
+    /// <remarks>The run's ciphertext in one read, then each page decrypted in place.</remarks>
+    public PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)
+    {
+        int length = pages * PageSize;
+        long at = _fileOffset + firstPage * PageSize;
+        long done;
+        fixed (byte* d = destination)
+            done = PositionalRead.Fully(_fd, d, length, at);
+        if (done < 0)
+            return PageVerdict.Tampered;
+        destination[(int)done..length].Clear();
+        bool any = false;
+        for (int i = 0; i < pages; i++)
+        {
+            PageVerdict verdict = _view.Filter(at + (long)i * PageSize, destination.Slice(i * PageSize, PageSize));
+            if (verdict == PageVerdict.Tampered)
+                return verdict;
+            any |= verdict == PageVerdict.Keep;
+        }
+        return any ? PageVerdict.Keep : PageVerdict.Zero;
+    }
+
+    /// <inheritdoc/>
     public void ReportTampered(long pageIndex) => _onTampered?.Invoke();
 }

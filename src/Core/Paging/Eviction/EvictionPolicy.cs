@@ -43,8 +43,10 @@ public abstract class EvictionPolicy
     };
 
     /// <summary>A fresh, empty resident set for one engine with a budget of
-    /// <paramref name="budgetPages"/> pages (long.MaxValue: unlimited).</summary>
-    internal abstract ResidentSet CreateSet(long budgetPages, IResidency residency);
+    /// <paramref name="budgetPages"/> pages (long.MaxValue: unlimited).
+    /// <paramref name="runPages"/> is the most pages one fault brings in (its read-ahead
+    /// run): a policy keeps room for that many outside what it protects.</summary>
+    internal abstract ResidentSet CreateSet(long budgetPages, IResidency residency, int runPages);
 
     public override string ToString() => Name;
 
@@ -52,13 +54,13 @@ public abstract class EvictionPolicy
     {
         public override string Name => "fifo";
 
-        internal override ResidentSet CreateSet(long budgetPages, IResidency residency) => new FifoResidentSet(residency);
+        internal override ResidentSet CreateSet(long budgetPages, IResidency residency, int runPages) => new FifoResidentSet(residency);
     }
 
     private sealed class ScanResistantPolicy : EvictionPolicy
     {
         public override string Name => "scan-resistant";
 
-        internal override ResidentSet CreateSet(long budgetPages, IResidency residency) => new ScanResistantResidentSet(budgetPages, residency);
+        internal override ResidentSet CreateSet(long budgetPages, IResidency residency, int runPages) => new ScanResistantResidentSet(budgetPages, residency, runPages);
     }
 }

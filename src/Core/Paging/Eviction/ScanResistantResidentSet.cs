@@ -30,7 +30,6 @@ internal sealed class ScanResistantResidentSet : ResidentSet
     /// <summary>Probation admissions that earn one displacement of a protected page.</summary>
     internal const int AdmissionsPerDisplacement = 16;
     private const int CreditCap = 16 * AdmissionsPerDisplacement;
-    private const long MinimumProbationPages = 256;
 
     private readonly IResidency _residency;
     private readonly ResidentQueue _probation = new();
@@ -40,12 +39,14 @@ internal sealed class ScanResistantResidentSet : ResidentSet
     private long _turnedAwaySinceCompaction;
     private int _credit;
 
-    public ScanResistantResidentSet(long budgetPages, IResidency residency)
+    /// <param name="runPages">The most pages one fault brings in: probation keeps room for
+    /// a few such runs, or read-ahead would evict its own pages before they are used.</param>
+    public ScanResistantResidentSet(long budgetPages, IResidency residency, int runPages)
     {
-        Debug.Assert(budgetPages > 0);
+        Debug.Assert(budgetPages > 0 && runPages > 0);
         _residency = residency;
-        // A sixteenth of the budget, and room for read-ahead runs in small budgets.
-        _probationFloor = Math.Max(1, Math.Max(budgetPages / 16, Math.Min(budgetPages / 2, MinimumProbationPages)));
+        // A sixteenth of the budget, and room for four read-ahead runs in small budgets.
+        _probationFloor = Math.Max(1, Math.Max(budgetPages / 16, Math.Min(budgetPages / 2, 4L * runPages)));
         _protectedMax = budgetPages - _probationFloor;
     }
 

@@ -64,7 +64,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
     {
         _report = report;
         _budgetPages = Math.Max(1, budgetBytes / HugePageSize);
-        _residentSet = eviction.CreateSet(_budgetPages, this);
+        _residentSet = eviction.CreateSet(_budgetPages, this, runPages: 1);
         _uffd = Userfaultfd.Open(UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
         _buffer = KernelMemory.Map(HugePageSize);
         // Plaintext passes through it: keep it out of swap and core dumps.
@@ -407,18 +407,10 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
 
     private PageVerdict Fill(HugePageArena arena, long index)
     {
-        long first = index * SmallPagesPerHugePage;
-        bool any = false;
-        for (int i = 0; i < SmallPagesPerHugePage; i++)
-        {
-            var small = new Span<byte>((byte*)_buffer + (long)i * SmallPage, SmallPage);
-            PageVerdict verdict = arena.Source.Fill(first + i, small);
-            if (verdict == PageVerdict.Tampered)
-                return verdict;
-            any |= verdict == PageVerdict.Keep;
-        }
-        _sourcedBytes += HugePageSize;
-        return any ? PageVerdict.Keep : PageVerdict.Zero;
+        PageVerdict verdict = arena.Source.FillRun(index * SmallPagesPerHugePage, SmallPagesPerHugePage, new Span<byte>((void*)_buffer, HugePageSize));
+        if (verdict != PageVerdict.Tampered)
+            _sourcedBytes += HugePageSize;
+        return verdict;
     }
 
     private void MarkResident(HugePageArena arena, long index, ref HugePageEntry entry)
