@@ -10,6 +10,7 @@ namespace Tibet.IntegrationTests.Llama;
 /// every load path (mmap; load_mode NONE, which reads with fopen/fread; DIRECT_IO, which reads an O_DIRECT descriptor with read), with a
 /// resident budget a seventh of the model. Without them the weights are zeros.
 /// </summary>
+[Collection("hugetlb pool")]
 public class LlamaSealedTests(SealedRunWorld world) : IClassFixture<SealedRunWorld>
 {
     private const int Tokens = 16;
@@ -39,6 +40,25 @@ public class LlamaSealedTests(SealedRunWorld world) : IClassFixture<SealedRunWor
             Assert.Equal(0, run.Stat("sourcedPages"));
         var record = Assert.Single(SealedRunWorld.ReadAudit(log));
         Assert.Equal("granted", record.GetProperty("decision").GetString());
+    }
+
+    /// <summary>The sealed model's map in 2 MiB pages (--huge-pages): each is read as
+    /// ciphertext in one request and decrypted page by page before it is mapped.</summary>
+    [Fact]
+    public void Tokens_on_the_sealed_model_in_2_MiB_pages_equal_native_tokens()
+    {
+        var native = Support.Llama.RunNative(Support.Llama.Driver, world.PlainModel, Tokens, "mmap");
+        string log = world.PathOf("audit-llama-huge.jsonl");
+
+        var run = TibetRun.Encrypted(
+            ["--identity", world.Alice, "--claim", world.ClaimPath("valid"), "--audit-log", log, "--huge-pages", "4M"],
+            [Support.Llama.Driver, .. Support.Llama.Arguments(world.SealedModel, Tokens, "mmap")], TimeSpan.FromMinutes(10));
+
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Equal(native.Tokens, LlamaOutput.Parse(run.Stdout).Tokens);
+        Assert.True(run.Stats is { } stats && stats.TryGetProperty("hugePages", out var huge) && huge.GetProperty("faults").GetInt64() > 0
+                    && huge.GetProperty("poisonedPages").GetInt64() == 0, run.ToString());
+        Assert.Equal("granted", Assert.Single(SealedRunWorld.ReadAudit(log)).GetProperty("decision").GetString());
     }
 
     [Fact]

@@ -29,6 +29,7 @@ public class LauncherTests
     [InlineData("--threshold", "1K", "--threshold '1K'")]
     [InlineData("--compression", "lz4", "--compression 'lz4'")]
     [InlineData("--eviction", "lru", "--eviction 'lru'")]
+    [InlineData("--huge-pages", "1M", "--huge-pages '1M'")]
     // Past decimal's range once multiplied: refused, never an overflow exception.
     [InlineData("--budget", "70000000000000000000000000000T", "--budget '70000000000000000000000000000T'")]
     [InlineData("--budget", "9223372036854775807K", "--budget '9223372036854775807K'")]

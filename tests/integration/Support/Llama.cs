@@ -21,6 +21,7 @@ internal static class Llama
     private static readonly Lazy<string[]> GeneratorCommand = new(LocateOrBuildGenerator);
     private static readonly Lazy<GeneratedModel> Small = new(() => Generate("small.gguf", "--preset", "small"));
     private static readonly Lazy<GeneratedModel> Large = new(() => Generate("large.gguf", "--preset", "large"));
+    private static readonly Lazy<GeneratedModel> Medium = new(() => Generate("medium.gguf", "--preset", "medium"));
 
     /// <summary>.tools/llama: lib/ (libllama, libggml*, the CPU backends) and include/.</summary>
     public static string Home
@@ -46,6 +47,9 @@ internal static class Llama
 
     /// <summary>The large preset (~1 GiB, Q8_0), seed 1.</summary>
     public static GeneratedModel LargeModel => Large.Value;
+
+    /// <summary>About 100 MB (Q8_0): larger than a 2 MiB page many times over.</summary>
+    public static GeneratedModel MediumModel => Medium.Value;
 
     /// <summary>Writes a model into the tests' work directory with tibet-gguf-gen.</summary>
     /// <param name="fileName">The file's name; a run regenerates it, never reuses an old one.</param>

@@ -32,6 +32,12 @@ public sealed class HugePagePool : IDisposable
         long added = 0;
         if (free < pages)
         {
+            // Asked for more than there is, the kernel would take all it can find (the
+            // whole machine's free memory, for a moment): refuse up front instead.
+            long availableBytes = MemInfoKiB("MemAvailable:") * 1024;
+            if ((pages - free) > availableBytes / 2 / HugePageService.HugePageSize)
+                throw new InvalidOperationException(
+                    $"{pages} pages of 2 MiB are more than half the memory available ({availableBytes >> 20} MiB); choose a smaller --huge-pages");
             long total = ReadTotal();
             long wanted = total + (pages - free);
             try
@@ -77,6 +83,14 @@ public sealed class HugePagePool : IDisposable
             // Leaving the pool larger wastes memory, loses nothing: say so.
             Console.Error.WriteLine($"tibet: could not shrink the hugetlb pool back by {pages} pages: {e.Message}");
         }
+    }
+
+    private static long MemInfoKiB(string field)
+    {
+        foreach (string line in File.ReadLines("/proc/meminfo"))
+            if (line.StartsWith(field, StringComparison.Ordinal))
+                return long.Parse(line.AsSpan(field.Length).Trim().TrimEnd("kB").Trim(), CultureInfo.InvariantCulture);
+        return 0;
     }
 
     private static long ReadTotal() => long.Parse(File.ReadAllText(NrHugePages).Trim(), CultureInfo.InvariantCulture);
