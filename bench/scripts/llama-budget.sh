@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # llama.cpp (our driver, the real libllama from npm) on a ~100 MB Q8_0 model: tokens/s and
 # time to first token natively and under tibet-run at budgets of 100 %, 50 % and 25 % of
-# the model, for each eviction policy, in one run. The page cache is dropped before every
+# the model, for each eviction policy in 4 KiB pages and with the map in 2 MiB pages
+# (--huge-pages), in one run. The page cache is dropped before every
 # run, so each one starts cold (the time to first token includes reading the model).
 # Writes PREFIX.json, PREFIX.md and PREFIX.png (gnuplot).
 # Usage: bench/scripts/llama-budget.sh bench/results/$(date +%F)-llama-budget
@@ -53,6 +54,12 @@ PY
       for _ in $(seq "$runs"); do
         run_once "$fraction% $eviction" "$budget" "$eviction" out/bin/tibet-run -q --budget "$budget" --eviction "$eviction" --
       done
+    done
+    # The model map in 2 MiB pages (--huge-pages), the same fraction of the model resident.
+    huge=$(( size * fraction / 100 / (2 << 20) * (2 << 20) ))
+    [ $fraction = 100 ] && huge=$(( (size + (2 << 20) - 1) / (2 << 20) * (2 << 20) ))
+    for _ in $(seq "$runs"); do
+      run_once "$fraction% 2MiB" "$huge" scan-resistant out/bin/tibet-run -q --huge-pages "$huge" --
     done
   done
 } > "$work/rows.jsonl"
