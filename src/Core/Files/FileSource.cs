@@ -117,14 +117,11 @@ public sealed unsafe class FileSource : IPageSource
             return PageVerdict.Tampered;
         int length = pages * PageSize;
         long at = _fileOffset + firstPage * PageSize;
-        long done;
-        fixed (byte* d = destination)
-            done = PositionalRead.Fully(_fd, d, length, at);
+        long done = PositionalRead.FillFrom(_fd, destination[..length], at);
         if (done < 0)
             return PageVerdict.Tampered;
         if (!_direct)
             Libc.posix_fadvise(_fd, at, length, Libc.POSIX_FADV_DONTNEED);
-        destination[(int)done..length].Clear(); // past the end of the file: zeros
         return done == 0 ? PageVerdict.Zero : PageVerdict.Keep;
     }
 

@@ -16,6 +16,18 @@ internal static unsafe class PositionalRead
         Libc.pread(fd, &none, 0, 0);
     }
 
+    /// <summary>Fills <paramref name="destination"/> from <paramref name="offset"/>, zeros
+    /// past the end of the file: the bytes read, or a negative errno.</summary>
+    public static long FillFrom(int fd, Span<byte> destination, long offset)
+    {
+        long done;
+        fixed (byte* d = destination)
+            done = Fully(fd, d, destination.Length, offset);
+        if (done >= 0)
+            destination[(int)done..].Clear();
+        return done;
+    }
+
     public static long Fully(int fd, byte* buffer, int count, long offset)
     {
         int done = 0;

@@ -13,7 +13,7 @@ namespace Tibet.Core.Paging;
 /// (see there for why). Page tables and keys are owned by the engine and changed only
 /// under its lock.
 /// </remarks>
-public sealed unsafe class Arena : IDisposable
+public sealed unsafe class Arena : IDisposable, IAddressRange
 {
     internal readonly PageEngine Engine;
     internal readonly PageCipher Cipher;

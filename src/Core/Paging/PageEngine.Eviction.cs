@@ -56,11 +56,17 @@ public sealed unsafe partial class PageEngine
             EvictFromQueue((int)Math.Min(excess, Math.Min(EvictAfterFaultPages, _victims.Length)));
     }
 
-    /// <summary>Takes up to <paramref name="want"/> of the oldest resident pages and seals them.</summary>
+    /// <summary>Takes up to <paramref name="want"/> resident pages in the policy's order and seals them.</summary>
+    /// <remarks>The pages the newest fault brought in are never taken: the thread it woke
+    /// may not have run yet, and taking its page would make it fault again, and again,
+    /// whenever the pages the kernel refuses to move (shared with a forked child) hold the
+    /// whole budget (seen: a program that stopped making progress). Nothing is then
+    /// evicted, and the budget is exceeded until they become movable, as documented.</remarks>
     private int EvictFromQueue(int want)
     {
-        int count = 0;
-        while (count < want && _residentSet.TryTakeNext(out ResidentQueue.Element element))
+        int count = 0, kept = 0;
+        long candidates = _residentSet.Count;
+        while (count < want && kept < _keptBack.Length && candidates-- > 0 && _residentSet.TryTakeNext(out ResidentQueue.Element element))
         {
             Arena? arena = element.ArenaSlot < _arenaSlots.Length ? _arenaSlots[element.ArenaSlot] : null;
             if (arena == null || element.PageIndex >= arena.PageCount)
@@ -68,8 +74,15 @@ public sealed unsafe partial class PageEngine
             ref PageEntry entry = ref arena.Entries[element.PageIndex];
             if (entry.State != PageState.Resident || entry.ResidentTicket != element.Ticket)
                 continue; // stale: the page left residency after this element was queued
+            if (element.Ticket >= _newestFaultFirstTicket)
+            {
+                _keptBack[kept++] = element;
+                continue;
+            }
             _victims[count++] = new Victim { Arena = arena, PageIndex = element.PageIndex, Ticket = element.Ticket };
         }
+        for (int i = 0; i < kept; i++)
+            _residentSet.Keep(in _keptBack[i]);
         return count == 0 ? 0 : EvictVictims(count);
     }
 

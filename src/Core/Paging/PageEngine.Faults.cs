@@ -10,6 +10,8 @@ public sealed unsafe partial class PageEngine
     private void HandleFault(in uffd_msg message)
     {
         _faults++;
+        // Pages this fault brings in stay until the next fault: see EvictFromQueue.
+        _newestFaultFirstTicket = _lastTicket + 1;
         nint address = (nint)(message.pagefault_address & ~(ulong)(PageSize - 1));
         bool write = (message.pagefault_flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
 

@@ -70,6 +70,8 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     private ulong _lastTicket;
 
     private readonly Victim[] _victims;
+    private readonly ResidentQueue.Element[] _keptBack;
+    private ulong _newestFaultFirstTicket = ulong.MaxValue;
     private readonly MoveOutcome[] _outcomes;
 
     private long _refaults;
@@ -148,6 +150,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         _queue = (uffd_msg*)KernelMemory.Map((nuint)(MessageQueueCapacity * sizeof(uffd_msg)));
         _readBuffer = (uffd_msg*)KernelMemory.Map((nuint)(MessagesPerRead * sizeof(uffd_msg)));
         _victims = new Victim[options.EvictBatchPages];
+        _keptBack = new ResidentQueue.Element[options.ReadAheadMaxPages + 1];
         _outcomes = new MoveOutcome[options.EvictBatchPages];
 
         _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
@@ -243,6 +246,8 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         lock (_gate)
         {
             RequireHealthy();
+            // Asked for by the API: the newest fault's pages go too (see EvictFromQueue).
+            _newestFaultFirstTicket = ulong.MaxValue;
             try
             {
                 long target = Math.Max(0, residentBytes / PageSize);
@@ -540,29 +545,9 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         entry.State = PageState.Unmapped;
     }
 
-    private void RebuildAddressIndex()
-    {
-        var list = new List<Arena>();
-        foreach (var a in _arenaSlots)
-            if (a != null) list.Add(a);
-        list.Sort(static (x, y) => x.Address.CompareTo(y.Address));
-        _arenasByAddress = list.ToArray();
-    }
+    private void RebuildAddressIndex() => _arenasByAddress = AddressIndex.Build(_arenaSlots);
 
-    private Arena? FindArena(nint address)
-    {
-        Arena[] arenas = _arenasByAddress;
-        int lo = 0, hi = arenas.Length - 1;
-        while (lo <= hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            Arena a = arenas[mid];
-            if (address < a.Address) hi = mid - 1;
-            else if (address >= a.Address + (nint)a.Length) lo = mid + 1;
-            else return a;
-        }
-        return null;
-    }
+    private Arena? FindArena(nint address) => AddressIndex.Find(_arenasByAddress, address);
 
     private void RequireEviction()
     {

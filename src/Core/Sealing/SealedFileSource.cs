@@ -55,14 +55,9 @@ public sealed unsafe class SealedFileSource : IPageSource
     /// <remarks>The run's ciphertext in one read, then each page decrypted in place.</remarks>
     public PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)
     {
-        int length = pages * PageSize;
         long at = _fileOffset + firstPage * PageSize;
-        long done;
-        fixed (byte* d = destination)
-            done = PositionalRead.Fully(_fd, d, length, at);
-        if (done < 0)
+        if (PositionalRead.FillFrom(_fd, destination[..(pages * PageSize)], at) < 0)
             return PageVerdict.Tampered;
-        destination[(int)done..length].Clear();
         bool any = false;
         for (int i = 0; i < pages; i++)
         {

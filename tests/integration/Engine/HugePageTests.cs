@@ -23,10 +23,8 @@ public class HugePageTests
         // 12 huge pages and a bit: the last one is mostly past the end of the file.
         byte[] contents = new byte[12 * Huge + 5000];
         new Random(2026).NextBytes(contents);
-        using var file = TempFile.With(contents);
-        using var pool = HugePagePool.Reserve(3);
-        using var service = HugePageService.Start(budgetBytes: 2L * Huge);
-        using var arena = MapFile(service, file, contents.Length);
+        using var served = Served.File(contents, budgetPages: 2);
+        var (service, arena) = (served.Service, served.Arena);
 
         var chunk = new byte[1 << 20];
         for (int pass = 0; pass < 3; pass++)
@@ -53,10 +51,8 @@ public class HugePageTests
     {
         byte[] contents = new byte[12 * Huge];
         new Random(3).NextBytes(contents);
-        using var file = TempFile.With(contents);
-        using var pool = HugePagePool.Reserve(2);
-        using var service = HugePageService.Start(budgetBytes: 2L * Huge);
-        using var arena = MapFile(service, file, contents.Length);
+        using var served = Served.File(contents, budgetPages: 2);
+        var (service, arena) = (served.Service, served.Arena);
 
         var one = new byte[1];
         for (int pass = 0; pass < 200; pass++)
@@ -77,10 +73,8 @@ public class HugePageTests
     {
         byte[] contents = new byte[8 * Huge];
         new Random(7).NextBytes(contents);
-        using var file = TempFile.With(contents);
-        using var pool = HugePagePool.Reserve(3);
-        using var service = HugePageService.Start(budgetBytes: 2L * Huge);
-        using var arena = MapFile(service, file, contents.Length);
+        using var served = Served.File(contents, budgetPages: 2);
+        var (service, arena) = (served.Service, served.Arena);
 
         Assert.Equal(0, Libc.mprotect(arena.Address, (nuint)arena.Length, Libc.PROT_READ | Libc.PROT_WRITE));
         byte[] written = Enumerable.Repeat((byte)0xA5, 4096).ToArray();
@@ -100,6 +94,36 @@ public class HugePageTests
         var stats = service.GetStats();
         Assert.Equal((long)Huge, stats.WrittenBytes);
         Assert.True(stats.Evictions > 0, $"evictions {stats.Evictions}");
+    }
+
+    /// <summary>A file of the given contents, the pool grown for it, a service with a
+    /// budget of <c>budgetPages</c> 2 MiB pages, and an arena mapping the file.</summary>
+    private sealed class Served : IDisposable
+    {
+        private readonly TempFile _file;
+        private readonly HugePagePool _pool;
+
+        private Served(byte[] contents, int budgetPages)
+        {
+            _file = TempFile.With(contents);
+            _pool = HugePagePool.Reserve(budgetPages + 1);
+            Service = HugePageService.Start(budgetBytes: (long)budgetPages * Huge);
+            Arena = MapFile(Service, _file, contents.Length);
+        }
+
+        public HugePageService Service { get; }
+
+        public HugePageArena Arena { get; }
+
+        public static Served File(byte[] contents, int budgetPages) => new(contents, budgetPages);
+
+        public void Dispose()
+        {
+            Arena.Dispose();
+            Service.Dispose();
+            _pool.Dispose();
+            _file.Dispose();
+        }
     }
 
     private static HugePageArena MapFile(HugePageService service, TempFile file, long length)

@@ -13,6 +13,8 @@ internal sealed class FifoResidentSet(IResidency residency) : ResidentSet
 
     public override void Return(in ResidentQueue.Element element) => Append(element);
 
+    public override void Keep(in ResidentQueue.Element element) => Append(element);
+
     public override bool TryTakeNext(out ResidentQueue.Element element) => _queue.TryDequeue(out element);
 
     private void Append(in ResidentQueue.Element element)

@@ -26,8 +26,13 @@ internal abstract class ResidentSet : IDisposable
     /// <summary>The next candidate for eviction (possibly stale).</summary>
     public abstract bool TryTakeNext(out ResidentQueue.Element element);
 
-    /// <summary>A candidate the kernel refused to move: it stays resident and is tried again later.</summary>
+    /// <summary>A candidate the kernel refused to move: it stays resident and is tried
+    /// again after the pages that can be moved.</summary>
     public abstract void Return(in ResidentQueue.Element element);
+
+    /// <summary>A candidate the engine may not evict now (the fault being served brought it
+    /// in): back at the most recently admitted end.</summary>
+    public abstract void Keep(in ResidentQueue.Element element);
 
     /// <summary>Queued elements, stale ones included.</summary>
     public abstract long Count { get; }

@@ -34,6 +34,9 @@ internal sealed class ScanResistantResidentSet : ResidentSet
     private readonly IResidency _residency;
     private readonly ResidentQueue _probation = new();
     private readonly ResidentQueue _protected = new();
+    // Pages the kernel refused to move (mprotected read-only, shared with a child): tried
+    // last, so that they never stand in front of movable pages while the budget is exceeded.
+    private readonly ResidentQueue _refused = new();
     private readonly long _protectedMax;
     private readonly long _probationFloor;
     private long _turnedAwaySinceCompaction;
@@ -55,9 +58,9 @@ internal sealed class ScanResistantResidentSet : ResidentSet
 
     internal long ProbationFloor => _probationFloor;
 
-    public override long Count => _probation.Count + _protected.Count;
+    public override long Count => _probation.Count + _protected.Count + _refused.Count;
 
-    public override long Capacity => _probation.Capacity + _protected.Capacity;
+    public override long Capacity => _probation.Capacity + _protected.Capacity + _refused.Capacity;
 
     public override void Admit(in ResidentQueue.Element element, uint refaultDistance)
     {
@@ -82,9 +85,11 @@ internal sealed class ScanResistantResidentSet : ResidentSet
     }
 
     public override bool TryTakeNext(out ResidentQueue.Element element)
-        => _probation.TryDequeue(out element) || _protected.TryDequeue(out element);
+        => _probation.TryDequeue(out element) || _protected.TryDequeue(out element) || _refused.TryDequeue(out element);
 
-    public override void Return(in ResidentQueue.Element element) => Append(_probation, element);
+    public override void Keep(in ResidentQueue.Element element) => Append(_probation, element);
+
+    public override void Return(in ResidentQueue.Element element) => Append(_refused, element);
 
     /// <summary>Whether the protected set holds its maximum. Stale elements count until a
     /// compaction sheds them. A compaction walks the whole set, so one runs only after an
@@ -124,5 +129,6 @@ internal sealed class ScanResistantResidentSet : ResidentSet
     {
         _probation.Dispose();
         _protected.Dispose();
+        _refused.Dispose();
     }
 }

@@ -38,7 +38,7 @@ internal struct HugePageEntry
 /// touch and are dropped, not sealed, when evicted: they are read again from the source
 /// (the plain file with O_DIRECT, or the sealed file's ciphertext) on the next touch.
 /// </summary>
-public sealed class HugePageArena : IDisposable
+public sealed class HugePageArena : IDisposable, IAddressRange
 {
     internal readonly HugePageService Service;
     internal readonly HugePageEntry[] Entries;

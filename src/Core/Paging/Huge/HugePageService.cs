@@ -503,29 +503,9 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         }
     }
 
-    private HugePageArena? Find(nint address)
-    {
-        HugePageArena[] arenas = _arenasByAddress;
-        int lo = 0, hi = arenas.Length - 1;
-        while (lo <= hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            HugePageArena a = arenas[mid];
-            if (address < a.Address) hi = mid - 1;
-            else if (address >= a.Address + (nint)a.Length) lo = mid + 1;
-            else return a;
-        }
-        return null;
-    }
+    private HugePageArena? Find(nint address) => AddressIndex.Find(_arenasByAddress, address);
 
-    private void RebuildIndex()
-    {
-        var list = new List<HugePageArena>();
-        foreach (var a in _arenas)
-            if (a != null) list.Add(a);
-        list.Sort(static (x, y) => x.Address.CompareTo(y.Address));
-        _arenasByAddress = list.ToArray();
-    }
+    private void RebuildIndex() => _arenasByAddress = AddressIndex.Build(_arenas);
 
     /// <summary>Back to an inaccessible reservation, in one step (MAP_FIXED replaces atomically).</summary>
     private static void GiveBack(nint address, nuint length) =>
