@@ -98,7 +98,7 @@ with open(sys.argv[2] + ".md", "w") as f:
         f.write(f'| {s["label"]} | {s["budgetBytes"]} | {s["tokensPerSecond"]:.2f} | {s["tokensPerSecondRatio"]} | {s["firstTokenMs"]:.0f} | {s["firstTokenRatio"]} | {"yes" if s["sameTokensAsNative"] else "NO"} |\n')
 PY
 gnuplot <<GP
-set terminal pngcairo size 1000,500
+set terminal pngcairo size 1000,500 noenhanced
 set output "$prefix.png"
 set title "llama.cpp under tibet-run (~100 MB Q8_0 model): tokens/s against native, by budget and eviction policy"
 set ylabel "tokens/s, ratio to native (same run)"
