@@ -17,13 +17,15 @@ public class HugePageTests
 {
     private const int Huge = HugePageService.HugePageSize;
 
-    [Fact]
-    public void A_file_larger_than_the_budget_reads_back_exactly_through_2_MiB_pages()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_file_larger_than_the_budget_reads_back_exactly_through_2_MiB_pages(bool keepSealedCopies)
     {
         // 12 huge pages and a bit: the last one is mostly past the end of the file.
         byte[] contents = new byte[12 * Huge + 5000];
         new Random(2026).NextBytes(contents);
-        using var served = Served.File(contents, budgetPages: 2);
+        using var served = Served.File(contents, budgetPages: 2, keepSealedCopies);
         var (service, arena) = (served.Service, served.Arena);
 
         var chunk = new byte[1 << 20];
@@ -43,6 +45,19 @@ public class HugePageTests
         var stats = service.GetStats();
         Assert.True(stats.Faults >= 3 * 13 - 2 && stats.Evictions > 0, $"faults {stats.Faults}, evictions {stats.Evictions}");
         Assert.True(stats.PeakResidentBytes <= 2L * Huge, $"peak resident {stats.PeakResidentBytes} over a budget of {2 * Huge}");
+        if (keepSealedCopies)
+        {
+            // Each page was read from the file once and sealed into RAM; every return was a decryption.
+            Assert.Equal(13L * Huge, stats.SourcedBytes);
+            Assert.Equal((stats.Faults - 13) * Huge, stats.DecryptedBytes);
+        }
+        else
+        {
+            // Every fault read its page from the file; nothing was sealed.
+            Assert.Equal(stats.Faults * Huge, stats.SourcedBytes);
+            Assert.Equal(0, stats.SealedBytes);
+        }
+        Assert.Equal(0, stats.AuthenticationFailures);
         Assert.Null(stats.Failure);
     }
 
@@ -103,11 +118,11 @@ public class HugePageTests
         private readonly TempFile _file;
         private readonly HugePagePool _pool;
 
-        private Served(byte[] contents, int budgetPages)
+        private Served(byte[] contents, int budgetPages, bool keepSealedCopies)
         {
             _file = TempFile.With(contents);
             _pool = HugePagePool.Reserve(budgetPages + 1);
-            Service = HugePageService.Start(budgetBytes: (long)budgetPages * Huge);
+            Service = HugePageService.Start(budgetBytes: (long)budgetPages * Huge, keepSealedCopies: keepSealedCopies);
             Arena = MapFile(Service, _file, contents.Length);
         }
 
@@ -115,7 +130,7 @@ public class HugePageTests
 
         public HugePageArena Arena { get; }
 
-        public static Served File(byte[] contents, int budgetPages) => new(contents, budgetPages);
+        public static Served File(byte[] contents, int budgetPages, bool keepSealedCopies = false) => new(contents, budgetPages, keepSealedCopies);
 
         public void Dispose()
         {

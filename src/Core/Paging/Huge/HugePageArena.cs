@@ -25,6 +25,11 @@ internal enum HugePageState : byte
 internal struct HugePageEntry
 {
     public HugePageState State;
+    /// <summary>The page's ciphertext and tag in RAM, sealed the first time it was read
+    /// from its source (0: not yet), and the nonce counter it was sealed under. Its
+    /// contents never change (the map is read-only), so it is sealed at most once.</summary>
+    public nint Sealed;
+    public ulong Nonce;
     /// <summary>The low 32 bits of the service's eviction clock when the page was last
     /// dropped (0: never), for the eviction policy's refault distance.</summary>
     public uint EvictionStamp;
@@ -34,15 +39,18 @@ internal struct HugePageEntry
 
 /// <summary>
 /// A read-only file map (a model) served in 2 MiB pages from the hugetlb pool by a
-/// <see cref="HugePageService"/>. Its pages come from an <see cref="IPageSource"/> on
-/// touch and are dropped, not sealed, when evicted: they are read again from the source
-/// (the plain file with O_DIRECT, or the sealed file's ciphertext) on the next touch.
+/// <see cref="HugePageService"/>. A page comes from an <see cref="IPageSource"/> when
+/// touched; evicting it only drops the plaintext (its contents never change). It comes
+/// back from the source again, or, with sealed copies on, by decryption of the copy
+/// sealed into RAM on its first touch.
 /// </summary>
 public sealed class HugePageArena : IDisposable, IAddressRange
 {
     internal readonly HugePageService Service;
     internal readonly HugePageEntry[] Entries;
     internal readonly IPageSource Source;
+    /// <summary>This arena's own key (random, in libsodium secure memory).</summary>
+    internal readonly Crypto.PageCipher Cipher;
     internal int Slot;
     internal bool Released;
 
@@ -54,6 +62,7 @@ public sealed class HugePageArena : IDisposable, IAddressRange
         Source = source;
         Label = label;
         Entries = new HugePageEntry[length / HugePageService.HugePageSize];
+        Cipher = new Crypto.PageCipher(Crypto.SecureRandom.NextUInt64());
     }
 
     /// <summary>Where the arena starts (2 MiB-aligned).</summary>

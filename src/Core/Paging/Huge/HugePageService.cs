@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Tibet.Core.Crypto;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.Eviction;
 using Tibet.Core.Storage;
@@ -48,6 +49,8 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
     private readonly int _wakeFd;
     private readonly Thread _handler;
     private readonly Action<string> _report;
+    private readonly PageCipher _warmUpCipher;
+    private readonly bool _keepSealedCopies;
     private volatile bool _stopping;
     private HugePageArena?[] _arenas = new HugePageArena?[4];
     private HugePageArena[] _arenasByAddress = [];
@@ -55,14 +58,16 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
     private ulong _evictionClock;
     private long _residentPages, _peakResidentPages, _writtenPages;
     private long _faults, _evictions, _refaults, _sourcedBytes, _poisonedPages, _writeFaults;
+    private long _sealedBytes, _decryptedBytes, _authenticationFailures;
     private long _handlerAllocatedBytes;
     private readonly Diagnostics.LatencyHistogram _faultLatency = new();
     private string? _failure;
     private bool _writtenAnnounced;
 
-    private HugePageService(long budgetBytes, EvictionPolicy eviction, Action<string> report)
+    private HugePageService(long budgetBytes, EvictionPolicy eviction, Action<string> report, bool keepSealedCopies)
     {
         _report = report;
+        _keepSealedCopies = keepSealedCopies;
         _budgetPages = Math.Max(1, budgetBytes / HugePageSize);
         _residentSet = eviction.CreateSet(_budgetPages, this, runPages: 1);
         _uffd = Userfaultfd.Open(UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
@@ -79,16 +84,24 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
+        _warmUpCipher = new PageCipher(0);
         _handler = new Thread(HandlerLoop) { IsBackground = true, Name = "tibet-uffd-2m" };
         _handler.Start();
     }
 
     /// <summary>Starts a service with <paramref name="budgetBytes"/> of 2 MiB pages (at least
     /// one). The hugetlb pool must hold that many free pages; see <see cref="FreePoolPages"/>.</summary>
+    /// <param name="keepSealedCopies">Seal each page into RAM on its first touch and bring
+    /// it back by decryption, instead of reading it from its source again. Off by default:
+    /// measured on this machine kind (llama.cpp, half of a 100 MB model resident, 2
+    /// threads on 2 vCPUs), re-reading the file with O_DIRECT gave 20.8 tokens/s and
+    /// decrypting from RAM 13.8–17.2, because decryption takes the CPU the program's
+    /// threads spin on, while the read waits on the (host-cached) disk. On a slow disk the
+    /// copy wins; it costs RAM the size of the touched model.</param>
     /// <exception cref="UserfaultfdUnavailableException">userfaultfd cannot be used, or
     /// cannot write-protect hugetlb memory on this kernel.</exception>
-    public static HugePageService Start(long budgetBytes, EvictionPolicy? eviction = null, Action<string>? report = null)
-        => new(budgetBytes, eviction ?? EvictionPolicy.ScanResistant, report ?? (line => Console.Error.WriteLine(line)));
+    public static HugePageService Start(long budgetBytes, EvictionPolicy? eviction = null, Action<string>? report = null, bool keepSealedCopies = false)
+        => new(budgetBytes, eviction ?? EvictionPolicy.ScanResistant, report ?? (line => Console.Error.WriteLine(line)), keepSealedCopies);
 
     /// <summary>Free 2 MiB pages in the hugetlb pool (HugePages_Free in /proc/meminfo), or 0.</summary>
     public static long FreePoolPages()
@@ -125,6 +138,13 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         _uffd.Wake(_buffer, SmallPage);
         Files.PositionalRead.Prepare(-1);
         _ = Stopwatch.GetTimestamp();
+        // The cipher's native calls, sealing and opening one small page.
+        var page = new Span<byte>((void*)_buffer, SmallPage);
+        var sealedPage = new Span<byte>((byte*)_buffer + SmallPage, SmallPage + PageCipher.TagSize);
+        ulong nonce = _warmUpCipher.Seal(0, 0, page, sealedPage);
+        _warmUpCipher.Open(0, 0, nonce, sealedPage, page);
+        Libc.memset((void*)_buffer, 0, 3 * SmallPage);
+        KernelMemory.Unmap(KernelMemory.Map(SmallPage), SmallPage);
     }
 
     public long BudgetBytes => _budgetPages * HugePageSize;
@@ -202,6 +222,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         }
         GiveBack(arena.Address, (nuint)arena.Length);
         arena.Source.Release();
+        arena.Cipher.Release();
     }
 
     public HugePageStats GetStats()
@@ -220,6 +241,9 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
                 WrittenBytes = _writtenPages * HugePageSize,
                 WriteFaults = _writeFaults,
                 PoisonedPages = _poisonedPages,
+                SealedBytes = _sealedBytes,
+                DecryptedBytes = _decryptedBytes,
+                AuthenticationFailures = _authenticationFailures,
                 FaultP50Nanoseconds = _faultLatency.Percentile(0.50),
                 FaultP99Nanoseconds = _faultLatency.Percentile(0.99),
                 HandlerAllocatedBytes = _handlerAllocatedBytes,
@@ -239,6 +263,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         foreach (var arena in _arenas)
             arena?.Dispose();
         _residentSet.Dispose();
+        _warmUpCipher.Release();
         _uffd.Dispose();
         Libc.memset((void*)_buffer, 0, HugePageSize);
         KernelMemory.Unmap(_buffer, HugePageSize);
@@ -354,10 +379,11 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
 
         _faults++;
         MakeRoom();
-        PageVerdict verdict = Fill(arena, index);
+        PageVerdict verdict = entry.Sealed != 0 ? Open(arena, index, ref entry) : FillAndSeal(arena, index, ref entry);
         if (verdict == PageVerdict.Tampered)
         {
             Libc.memset((void*)_buffer, 0, HugePageSize);
+            FreeSealed(ref entry);
             entry.State = HugePageState.Poisoned;
             _poisonedPages++;
             arena.Source.EndOfFault();
@@ -405,13 +431,38 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         _uffd.WriteProtect(page, HugePageSize, protect: false);
     }
 
-    private PageVerdict Fill(HugePageArena arena, long index)
+    /// <summary>The page from its source; with sealed copies on, sealed into RAM at once,
+    /// so that it never has to be read from the source again.</summary>
+    private PageVerdict FillAndSeal(HugePageArena arena, long index, ref HugePageEntry entry)
     {
-        PageVerdict verdict = arena.Source.FillRun(index * SmallPagesPerHugePage, SmallPagesPerHugePage, new Span<byte>((void*)_buffer, HugePageSize));
-        if (verdict != PageVerdict.Tampered)
-            _sourcedBytes += HugePageSize;
+        var plaintext = new Span<byte>((void*)_buffer, HugePageSize);
+        PageVerdict verdict = arena.Source.FillRun(index * SmallPagesPerHugePage, SmallPagesPerHugePage, plaintext);
+        if (verdict == PageVerdict.Tampered)
+            return verdict;
+        _sourcedBytes += HugePageSize;
+        if (!_keepSealedCopies)
+            return verdict;
+        nint sealedPage = KernelMemory.Map(SealedSize);
+        entry.Nonce = arena.Cipher.Seal((ulong)index, 0, plaintext, new Span<byte>((void*)sealedPage, HugePageSize + PageCipher.TagSize));
+        entry.Sealed = sealedPage;
+        _sealedBytes += (long)SealedSize;
         return verdict;
     }
+
+    /// <summary>A page that comes back: authenticated and decrypted from RAM.</summary>
+    private PageVerdict Open(HugePageArena arena, long index, ref HugePageEntry entry)
+    {
+        var sealedPage = new ReadOnlySpan<byte>((void*)entry.Sealed, HugePageSize + PageCipher.TagSize);
+        if (arena.Cipher.Open((ulong)index, 0, entry.Nonce, sealedPage, new Span<byte>((void*)_buffer, HugePageSize)))
+        {
+            _decryptedBytes += HugePageSize;
+            return PageVerdict.Keep;
+        }
+        _authenticationFailures++;
+        return PageVerdict.Tampered;
+    }
+
+    private static readonly nuint SealedSize = (nuint)((HugePageSize + PageCipher.TagSize + 4095) & ~4095);
 
     private void MarkResident(HugePageArena arena, long index, ref HugePageEntry entry)
     {
@@ -467,7 +518,17 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
             if (entry.State is HugePageState.Resident or HugePageState.Written)
                 _residentPages--;
             entry.State = HugePageState.Unmapped;
+            FreeSealed(ref entry);
         }
+    }
+
+    private void FreeSealed(ref HugePageEntry entry)
+    {
+        if (entry.Sealed == 0)
+            return;
+        KernelMemory.Unmap(entry.Sealed, SealedSize);
+        entry.Sealed = 0;
+        _sealedBytes -= (long)SealedSize;
     }
 
     /// <summary>SIGBUS for the thread blocked on <paramref name="page"/>: UFFDIO_POISON of

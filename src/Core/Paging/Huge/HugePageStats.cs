@@ -19,6 +19,12 @@ public readonly record struct HugePageStats
     public long WrittenBytes { get; init; }
     public long WriteFaults { get; init; }
     public long PoisonedPages { get; init; }
+    /// <summary>Ciphertext held in RAM for pages read from their source (each sealed once).</summary>
+    public long SealedBytes { get; init; }
+    /// <summary>Bytes of pages that came back by decryption from RAM.</summary>
+    public long DecryptedBytes { get; init; }
+    /// <summary>Pages whose ciphertext in RAM failed authentication; their readers got SIGBUS.</summary>
+    public long AuthenticationFailures { get; init; }
     public long FaultP50Nanoseconds { get; init; }
     public long FaultP99Nanoseconds { get; init; }
     public long HandlerAllocatedBytes { get; init; }
@@ -37,6 +43,9 @@ public readonly record struct HugePageStats
         w.WriteNumber("writtenBytes", WrittenBytes);
         w.WriteNumber("writeFaults", WriteFaults);
         w.WriteNumber("poisonedPages", PoisonedPages);
+        w.WriteNumber("sealedBytes", SealedBytes);
+        w.WriteNumber("decryptedBytes", DecryptedBytes);
+        w.WriteNumber("authenticationFailures", AuthenticationFailures);
         w.WriteNumber("faultP50Ns", FaultP50Nanoseconds);
         w.WriteNumber("faultP99Ns", FaultP99Nanoseconds);
         w.WriteNumber("handlerAllocatedBytes", HandlerAllocatedBytes);
