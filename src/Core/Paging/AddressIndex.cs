@@ -22,6 +22,20 @@ internal static class AddressIndex
         return list.ToArray();
     }
 
+    /// <summary>Puts <paramref name="range"/> in the first free slot (the table doubles when
+    /// full) and returns the slot: resident-set elements name ranges by slot.</summary>
+    public static int TakeSlot<T>(ref T?[] slots, T range) where T : class, IAddressRange
+    {
+        int slot = Array.IndexOf(slots, null);
+        if (slot < 0)
+        {
+            slot = slots.Length;
+            Array.Resize(ref slots, slots.Length * 2);
+        }
+        slots[slot] = range;
+        return slot;
+    }
+
     /// <summary>The range holding <paramref name="address"/>, or null.</summary>
     public static T? Find<T>(T[] sorted, nint address) where T : class, IAddressRange
     {

@@ -225,14 +225,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            int slot = Array.IndexOf(_arenaSlots, null);
-            if (slot < 0)
-            {
-                slot = _arenaSlots.Length;
-                Array.Resize(ref _arenaSlots, _arenaSlots.Length * 2);
-            }
-            arena.Slot = slot;
-            _arenaSlots[slot] = arena;
+            arena.Slot = AddressIndex.TakeSlot(ref _arenaSlots, arena);
             RebuildAddressIndex();
         }
         return arena;

@@ -187,14 +187,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         var arena = new HugePageArena(this, address, rounded, source, label);
         lock (_gate)
         {
-            int slot = Array.IndexOf(_arenas, null);
-            if (slot < 0)
-            {
-                slot = _arenas.Length;
-                Array.Resize(ref _arenas, _arenas.Length * 2);
-            }
-            arena.Slot = slot;
-            _arenas[slot] = arena;
+            arena.Slot = AddressIndex.TakeSlot(ref _arenas, arena);
             RebuildIndex();
         }
         return arena;
