@@ -302,10 +302,18 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
             }
             catch (Exception e) when (_failure == null)
             {
-                _failure = $"tibet: the 2 MiB page handler failed ({e.GetType().Name}: {e.Message}); from now on every touch of a model page that is not resident gets SIGBUS";
-                _report(_failure);
+                Fail(e);
             }
         }
+    }
+
+    /// <summary>The first failure is reported once; from then on every fault gets SIGBUS.</summary>
+    private void Fail(Exception e)
+    {
+        if (_failure != null)
+            return;
+        _failure = $"tibet: the 2 MiB page handler failed ({e.GetType().Name}: {e.Message}); from now on every touch of a model page that is not resident gets SIGBUS";
+        _report(_failure);
     }
 
     private void Dispatch(in uffd_msg message)
@@ -314,7 +322,16 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         {
             case UFFD_EVENT_PAGEFAULT:
                 long received = Stopwatch.GetTimestamp();
-                HandleFault((nint)message.pagefault_address, message.pagefault_flags, message.pagefault_feat_ptid);
+                try
+                {
+                    HandleFault((nint)message.pagefault_address, message.pagefault_flags, message.pagefault_feat_ptid);
+                }
+                catch (Exception e)
+                {
+                    // Its message is consumed: without a signal this thread would wait forever.
+                    Fail(e);
+                    RaiseSigbus((nint)message.pagefault_address & ~(nint)(HugePageSize - 1), message.pagefault_feat_ptid);
+                }
                 _faultLatency.Record((long)((Stopwatch.GetTimestamp() - received) * (1e9 / Stopwatch.Frequency)));
                 break;
             case UFFD_EVENT_UNMAP:
