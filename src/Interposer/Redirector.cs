@@ -319,16 +319,14 @@ internal sealed unsafe class Redirector
         try
         {
             IPageSource source = OpenModelSource(sealedFile, fd, offset, out bypassedPageCache);
+            try
             {
-                try
-                {
-                    arena.AttachSource(source);
-                }
-                catch
-                {
-                    source.Release();
-                    throw;
-                }
+                arena.AttachSource(source);
+            }
+            catch
+            {
+                source.Release();
+                throw;
             }
         }
         catch

@@ -142,7 +142,7 @@ public sealed unsafe partial class PageEngine
                     _evictionsRefused++;
                     if (stillOurs)
                     {
-                        _residentSet.Return(new ResidentQueue.Element { ArenaSlot = arena.Slot, PageIndex = victim.PageIndex, Ticket = victim.Ticket });
+                        _residentSet.Return(new ResidentQueue.Element(arena.Slot, victim.PageIndex, victim.Ticket));
                     }
                     break;
             }
@@ -155,11 +155,7 @@ public sealed unsafe partial class PageEngine
     }
 
     /// <summary>Records when the page left residency, for its refault distance.</summary>
-    private void StampEviction(ref PageEntry entry)
-    {
-        uint stamp = (uint)++_evictionClock;
-        entry.EvictionStamp = stamp == 0 ? 1 : stamp;
-    }
+    private void StampEviction(ref PageEntry entry) => entry.EvictionStamp = _evictionClock.Stamp();
 
     private void MoveRun(int first, int length)
     {

@@ -246,8 +246,8 @@ public sealed unsafe partial class PageEngine
             ref PageEntry entry = ref arena.Entries[i];
             if (entry.State == PageState.Resident)
                 continue;
-            uint refaultDistance = entry.EvictionStamp != 0 && entry.State is PageState.Sealed or PageState.Zero
-                ? (uint)Math.Min((uint)_evictionClock - entry.EvictionStamp, ResidentSet.FirstTouch - 1)
+            uint refaultDistance = entry.State is PageState.Sealed or PageState.Zero
+                ? _evictionClock.DistanceSince(entry.EvictionStamp)
                 : ResidentSet.FirstTouch;
             if (refaultDistance != ResidentSet.FirstTouch)
                 _refaults++;
@@ -260,7 +260,7 @@ public sealed unsafe partial class PageEngine
             }
             entry.State = PageState.Resident;
             entry.ResidentTicket = ++_lastTicket;
-            _residentSet.Admit(new ResidentQueue.Element { ArenaSlot = arena.Slot, PageIndex = i, Ticket = entry.ResidentTicket }, refaultDistance);
+            _residentSet.Admit(new ResidentQueue.Element(arena.Slot, i, entry.ResidentTicket), refaultDistance);
             _residentPages++;
         }
         if (_residentPages > _peakResidentPages)

@@ -52,7 +52,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     private readonly CiphertextStore _store;
     private readonly PageCompressor? _compressor;
     private readonly ResidentSet _residentSet;
-    private ulong _evictionClock;
+    private EvictionClock _evictionClock;
     private readonly long _budgetPages;
     private readonly Thread _handler;
     private readonly int _wakeFd;

@@ -21,6 +21,13 @@ internal sealed unsafe class ResidentQueue : IDisposable
         private readonly int _padding;
         public long PageIndex;
         public ulong Ticket;
+
+        public Element(int arenaSlot, long pageIndex, ulong ticket)
+        {
+            ArenaSlot = arenaSlot;
+            PageIndex = pageIndex;
+            Ticket = ticket;
+        }
     }
 
     private Element* _ring;

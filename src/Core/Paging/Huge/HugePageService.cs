@@ -55,7 +55,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
     private HugePageArena?[] _arenas = new HugePageArena?[4];
     private HugePageArena[] _arenasByAddress = [];
     private ulong _lastTicket;
-    private ulong _evictionClock;
+    private EvictionClock _evictionClock;
     private long _residentPages, _peakResidentPages, _writtenPages;
     private long _faults, _evictions, _refaults, _sourcedBytes, _poisonedPages, _writeFaults;
     private long _sealedBytes, _decryptedBytes, _authenticationFailures;
@@ -376,9 +376,11 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
                 _uffd.Wake(page, HugePageSize);
                 return;
             case HugePageState.Resident:
-                // The books say resident, the page tables say missing: serve it again.
-                ForgetLocked(arena, page, page + HugePageSize);
+                // The books say resident, the page tables say missing: serve it again
+                // (its resident-set element goes stale with the ticket; a sealed copy stays).
+                _residentPages--;
                 entry.State = HugePageState.Absent;
+                entry.ResidentTicket = 0;
                 break;
             default:
                 // Unmapped, or written and gone (only the program's own madvise can do
@@ -389,7 +391,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
 
         _faults++;
         MakeRoom();
-        PageVerdict verdict = entry.Sealed != 0 ? Open(arena, index, ref entry) : FillAndSeal(arena, index, ref entry);
+        PageVerdict verdict = entry.Sealed != 0 ? Open(arena, index, ref entry) : FillFromSource(arena, index, ref entry);
         if (verdict == PageVerdict.Tampered)
         {
             Libc.memset((void*)_buffer, 0, HugePageSize);
@@ -443,7 +445,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
 
     /// <summary>The page from its source; with sealed copies on, sealed into RAM at once,
     /// so that it never has to be read from the source again.</summary>
-    private PageVerdict FillAndSeal(HugePageArena arena, long index, ref HugePageEntry entry)
+    private PageVerdict FillFromSource(HugePageArena arena, long index, ref HugePageEntry entry)
     {
         var plaintext = new Span<byte>((void*)_buffer, HugePageSize);
         PageVerdict verdict = arena.Source.FillRun(index * SmallPagesPerHugePage, SmallPagesPerHugePage, plaintext);
@@ -476,15 +478,13 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
 
     private void MarkResident(HugePageArena arena, long index, ref HugePageEntry entry)
     {
-        uint distance = entry.EvictionStamp != 0
-            ? (uint)Math.Min((uint)_evictionClock - entry.EvictionStamp, ResidentSet.FirstTouch - 1)
-            : ResidentSet.FirstTouch;
+        uint distance = _evictionClock.DistanceSince(entry.EvictionStamp);
         if (distance != ResidentSet.FirstTouch)
             _refaults++;
         entry.State = HugePageState.Resident;
         entry.EvictionStamp = 0;
         entry.ResidentTicket = ++_lastTicket;
-        _residentSet.Admit(new ResidentQueue.Element { ArenaSlot = arena.Slot, PageIndex = index, Ticket = entry.ResidentTicket }, distance);
+        _residentSet.Admit(new ResidentQueue.Element(arena.Slot, index, entry.ResidentTicket), distance);
         _residentPages++;
         if (_residentPages > _peakResidentPages)
             _peakResidentPages = _residentPages;
@@ -509,8 +509,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
             if (Libc.madvise(arena.PageAddress(element.PageIndex), HugePageSize, Libc.MADV_DONTNEED) != 0)
                 throw new InvalidOperationException($"MADV_DONTNEED of a 2 MiB page failed: {Libc.Describe(Libc.LastErrno)}");
             entry.State = HugePageState.Absent;
-            uint stamp = (uint)++_evictionClock;
-            entry.EvictionStamp = stamp == 0 ? 1 : stamp;
+            entry.EvictionStamp = _evictionClock.Stamp();
             _residentPages--;
             _evictions++;
         }
