@@ -44,8 +44,7 @@ public sealed class DumpabilityTests
     [InlineData(true)]
     public void An_unprivileged_user_reads_the_memory_of_its_own_interposed_program_only_with_dumpable(bool dumpable)
     {
-        string library = Path.Combine(RepoPaths.Root, "out", "lib", "libtibet.so");
-        _ = TibetRun.Launcher; // fails with the build instruction when out/ is missing
+        string library = TibetRun.LibraryForOtherUsers; // nobody loads it
         string[] environment = ["env", "LD_PRELOAD=" + library, "TIBET_DUMPABLE=" + (dumpable ? "1" : "0")];
         using var held = HeldProgram.Start([.. Nobody, .. environment, HeldProgram.Path]);
         AssertReadable(held, Nobody, dumpable);

@@ -25,6 +25,34 @@ internal static class TibetRun
         }
     }
 
+    private static readonly Lazy<string> SharedLibrary = new(CopyLibraryForOtherUsers);
+
+    /// <summary>
+    /// libtibet.so (with the libsodium.so beside it) where any user can load it, for runs
+    /// as another user (nobody). The checkout itself may not be reachable for them: CI
+    /// clones into a mktemp directory, which is mode 0700, and ld.so then refuses the
+    /// preload as "cannot open shared object file".
+    /// </summary>
+    public static string LibraryForOtherUsers => SharedLibrary.Value;
+
+    private static string CopyLibraryForOtherUsers()
+    {
+        _ = Launcher; // fails with the build instruction when out/ is missing
+        var directory = Directory.CreateTempSubdirectory("tibet-shared-lib-");
+        File.SetUnixFileMode(directory.FullName, (UnixFileMode)0b111_101_101);
+        foreach (string name in (string[])["libtibet.so", "libsodium.so"])
+        {
+            string copy = Path.Combine(directory.FullName, name);
+            File.Copy(Path.Combine(RepoPaths.Root, "out", "lib", name), copy);
+            File.SetUnixFileMode(copy, (UnixFileMode)0b111_101_101);
+        }
+        // A test that runs as another user must reach the copy: say so if it cannot.
+        for (string? parent = directory.Parent?.FullName; parent != null; parent = Path.GetDirectoryName(parent))
+            if ((File.GetUnixFileMode(parent) & UnixFileMode.OtherExecute) == 0)
+                throw new InvalidOperationException($"{parent} is not searchable by other users, so tests that run as nobody cannot load the interposer; set TMPDIR to a directory others can reach (such as /tmp)");
+        return Path.Combine(directory.FullName, "libtibet.so");
+    }
+
     /// <summary>Runs <paramref name="command"/> under tibet-run with <paramref name="options"/>,
     /// collecting the interposer's statistics.</summary>
     public static Result Encrypted(string[] options, string[] command, TimeSpan? timeout = null, string? stdin = null)
