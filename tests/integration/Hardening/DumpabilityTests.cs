@@ -18,6 +18,7 @@ namespace Tibet.IntegrationTests.Hardening;
 /// is refused, which it is for nobody here): the interposer makes the process
 /// non-dumpable before anything else, engine or not.
 /// </remarks>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class DumpabilityTests
 {
     private const int EACCES = 13;

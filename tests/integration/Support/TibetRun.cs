@@ -25,7 +25,7 @@ internal static class TibetRun
         }
     }
 
-    private static readonly Lazy<string> SharedLibrary = new(CopyLibraryForOtherUsers);
+    private static readonly Lazy<string> SharedLibrary = new(() => OperatingSystem.IsLinux() ? CopyLibraryForOtherUsers() : throw new PlatformNotSupportedException("tibet runs on Linux only"));
 
     /// <summary>
     /// libtibet.so (with the libsodium.so beside it) where any user can load it, for runs
@@ -33,8 +33,10 @@ internal static class TibetRun
     /// clones into a mktemp directory, which is mode 0700, and ld.so then refuses the
     /// preload as "cannot open shared object file".
     /// </summary>
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     public static string LibraryForOtherUsers => SharedLibrary.Value;
 
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     private static string CopyLibraryForOtherUsers()
     {
         _ = Launcher; // fails with the build instruction when out/ is missing
