@@ -32,6 +32,8 @@ internal sealed record InterposerConfig
     public long HugePagesBytes { get; init; }
     /// <summary>TIBET_EVICTION: which resident page is sealed first.</summary>
     public Tibet.Core.Paging.Eviction.EvictionPolicy Eviction { get; init; } = Tibet.Core.Paging.Eviction.EvictionPolicy.ScanResistant;
+    /// <summary>TIBET_CIPHER: the AEAD that seals pages in RAM.</summary>
+    public Tibet.Core.Crypto.PageCipherSuite Cipher { get; init; } = Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm;
     public int Verbosity { get; init; }
     public string? StatsJsonPattern { get; init; }
     public bool NoInherit { get; init; }
@@ -79,6 +81,10 @@ internal sealed record InterposerConfig
                 ? Tibet.Core.Paging.Eviction.EvictionPolicy.FromName(eviction)
                   ?? throw new InterposerConfigException($"TIBET_EVICTION='{eviction}' is not 'scan-resistant' or 'fifo'")
                 : Tibet.Core.Paging.Eviction.EvictionPolicy.ScanResistant,
+            Cipher = Environment.GetEnvironmentVariable("TIBET_CIPHER") is { Length: > 0 } cipher
+                ? Tibet.Core.Crypto.PageCipherSuite.FromName(cipher)
+                  ?? throw new InterposerConfigException($"TIBET_CIPHER='{cipher}' is not {Tibet.Core.Crypto.PageCipherSuite.Names}")
+                : Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm,
             Verbosity = (int)Integer("TIBET_VERBOSE", 0, 0, 2),
             StatsJsonPattern = Environment.GetEnvironmentVariable("TIBET_STATS_JSON") is { Length: > 0 } path ? path : null,
             NoInherit = Integer("TIBET_NO_INHERIT", 0, 0, 1) == 1,

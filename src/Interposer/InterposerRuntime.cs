@@ -80,6 +80,7 @@ internal static class InterposerRuntime
                 ResidentBudgetBytes = budget,
                 Compression = _config.Compression,
                 Eviction = _config.Eviction,
+                Cipher = _config.Cipher,
                 ServeForkedChildren = features.EventFork,
                 OnAuthenticationFailure = f => Shim.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
@@ -90,7 +91,7 @@ internal static class InterposerRuntime
             Redirector = new Redirector(engine, _config, SealedFiles, StartHugePages());
             if (_config.Verbosity > 0)
                 Shim.WriteError($"tibet: encrypted RAM on for pid {Environment.ProcessId}: threshold {_config.ThresholdBytes} B, " +
-                                        $"budget {(budget == EngineOptions.Unlimited ? "unlimited" : budget + " B")}, compression {_config.Compression}, eviction {_config.Eviction.Name}");
+                                        $"budget {(budget == EngineOptions.Unlimited ? "unlimited" : budget + " B")}, compression {_config.Compression}, eviction {_config.Eviction.Name}, cipher {_config.Cipher.Name}");
             return true;
         }
         catch (Exception e)
@@ -124,7 +125,7 @@ internal static class InterposerRuntime
         }
         try
         {
-            return HugePageService.Start(_config.HugePagesBytes, _config.Eviction, Shim.WriteError);
+            return HugePageService.Start(_config.HugePagesBytes, _config.Eviction, Shim.WriteError, cipher: _config.Cipher);
         }
         catch (Exception e) when (e is UserfaultfdUnavailableException or InvalidOperationException)
         {

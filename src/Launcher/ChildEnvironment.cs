@@ -36,6 +36,7 @@ internal static class ChildEnvironment
         environment["TIBET_THRESHOLD"] = Invariant(options.ThresholdBytes);
         environment["TIBET_COMPRESSION"] = options.Compression == CompressionMode.Auto ? "auto" : "off";
         environment["TIBET_EVICTION"] = options.Eviction;
+        environment["TIBET_CIPHER"] = options.Cipher;
         if (options.HugePagesBytes > 0)
             environment["TIBET_HUGE_PAGES"] = Invariant(options.HugePagesBytes);
         else

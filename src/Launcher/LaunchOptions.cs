@@ -19,6 +19,8 @@ internal sealed record LaunchOptions
     public long HugePagesBytes { get; init; }
     /// <summary>--eviction: the eviction policy's name (see EvictionPolicy.FromName).</summary>
     public string Eviction { get; init; } = "scan-resistant";
+    /// <summary>--cipher: the page cipher's name (see PageCipherSuite.FromName).</summary>
+    public string Cipher { get; init; } = "aes-256-gcm";
     public bool Stats { get; init; }
     public string? StatsJsonPath { get; init; }
     public int Verbosity { get; init; }

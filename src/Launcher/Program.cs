@@ -5,6 +5,7 @@ using Tibet.Core.Audit;
 using Tibet.Core.Identity;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging;
+using Tibet.Core.Crypto;
 using Tibet.Core.Paging.Eviction;
 using Tibet.Core.Paging.Huge;
 using Tibet.Core.Policy;
@@ -60,7 +61,7 @@ internal static partial class Launcher
         """;
 
     private static readonly string[] OptionsWithValues =
-        ["--budget", "--threshold", "--compression", "--eviction", "--huge-pages", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file"];
+        ["--budget", "--threshold", "--compression", "--eviction", "--cipher", "--huge-pages", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file"];
 
     public static int Run(string[] args)
     {
@@ -70,6 +71,7 @@ internal static partial class Launcher
         var threshold = new Option<string?>("--threshold") { Description = "Smallest malloc or mmap that is redirected into encrypted arenas. Default: 1M (chosen by measurement, see bench/results).", HelpName = "SIZE" };
         var compression = new Option<string?>("--compression") { Description = "Compress pages with zstd before sealing: off (default) or auto (keeps a page compressed only if it halves).", HelpName = "off|auto" };
         var eviction = new Option<string?>("--eviction") { Description = "Which resident page is sealed first when the budget is reached: scan-resistant (default; keeps a stable set of pages that come back, so a model read in the same order every token hits on most of the budget) or fifo (the oldest first).", HelpName = "scan-resistant|fifo" };
+        var cipher = new Option<string?>("--cipher") { Description = "The cipher that seals pages in RAM: aes-256-gcm (default) or aegis-256 (libsodium; about twice as fast on CPUs with AES instructions, see bench/results). Sealed model files keep AES-256-GCM.", HelpName = "aes-256-gcm|aegis-256" };
         var hugePages = new Option<string?>("--huge-pages") { Description = "Serve read-only model maps (GGUF) in 2 MiB pages from the hugetlb pool, at most SIZE of them resident, in addition to --budget. tibet-run reserves the pages (root: vm.nr_hugepages) for the run and gives them back after. A model larger than SIZE is read from its file again when its pages come back (sealed models: decrypted again); nothing of it is ever sealed into RAM.", HelpName = "SIZE" };
         var stats = new Option<bool>("--stats") { Description = "Print a summary of faults, evictions and memory to stderr when COMMAND exits." };
         var statsJson = new Option<string?>("--stats-json") { Description = "Write the same statistics as JSON to FILE.", HelpName = "FILE" };
@@ -86,7 +88,7 @@ internal static partial class Launcher
         var dumpable = new Option<bool>("--dumpable") { Description = "Leave COMMAND dumpable, for debugging (core dumps, gdb -p, /proc/PID/mem by the same user). By default it is made non-dumpable, so that processes of the same user cannot read its memory and keys." };
 
         var root = new RootCommand(Description);
-        foreach (Option option in new Option[] { budget, threshold, compression, eviction, hugePages, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable })
+        foreach (Option option in new Option[] { budget, threshold, compression, eviction, cipher, hugePages, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable })
             root.Options.Add(option);
         var commandArgument = new Argument<string[]>("COMMAND") { Description = "The program to run and its arguments, after --.", Arity = ArgumentArity.ZeroOrMore };
         root.Arguments.Add(commandArgument);
@@ -104,7 +106,7 @@ internal static partial class Launcher
                 Fail("no COMMAND given. Usage: tibet-run [options] -- COMMAND [ARGS...]");
                 return;
             }
-            if (!TryBuildOptions(result, budget, threshold, compression, eviction, stats, statsJson, verbose, requireEncryption, noInherit, library, command, out var options))
+            if (!TryBuildOptions(result, budget, threshold, compression, eviction, cipher, stats, statsJson, verbose, requireEncryption, noInherit, library, command, out var options))
                 return;
             options = options with
             {
@@ -159,7 +161,7 @@ internal static partial class Launcher
         return (args, []);
     }
 
-    private static bool TryBuildOptions(ParseResult result, Option<string?> budget, Option<string?> threshold, Option<string?> compression, Option<string?> eviction,
+    private static bool TryBuildOptions(ParseResult result, Option<string?> budget, Option<string?> threshold, Option<string?> compression, Option<string?> eviction, Option<string?> cipher,
         Option<bool> stats, Option<string?> statsJson, Option<int> verbose, Option<bool> requireEncryption, Option<bool> noInherit,
         Option<string?> library, string[] command, out LaunchOptions options)
     {
@@ -182,6 +184,9 @@ internal static partial class Launcher
         string evictionName = result.GetValue(eviction) ?? EvictionPolicy.ScanResistant.Name;
         if (EvictionPolicy.FromName(evictionName) == null)
             return Fail($"--eviction '{evictionName}' is not 'scan-resistant' or 'fifo'");
+        string cipherName = result.GetValue(cipher) ?? PageCipherSuite.Aes256Gcm.Name;
+        if (PageCipherSuite.FromName(cipherName) == null)
+            return Fail($"--cipher '{cipherName}' is not {PageCipherSuite.Names}");
         int verbosity = result.Tokens.Count(token => token.Value is "-v" or "--verbose")
                         + result.Tokens.Where(token => token.Value.StartsWith("-vv", StringComparison.Ordinal)).Sum(token => token.Value.Length - 2);
         options = new LaunchOptions
@@ -191,6 +196,7 @@ internal static partial class Launcher
             ThresholdBytes = thresholdBytes,
             Compression = mode,
             Eviction = evictionName,
+            Cipher = cipherName,
             Stats = result.GetValue(stats),
             StatsJsonPath = result.GetValue(statsJson),
             Verbosity = Math.Min(2, verbosity),

@@ -24,15 +24,16 @@ if (args is ["malloc-probe"])
     return Tibet.EngineChild.MallocProbe.Run();
 if (args is ["handler-failure", .. var how])
     return HandlerFailure(routed: how is ["routed"]);
-if (args is not ["tamper", var mode])
+if (args is not ["tamper", var mode, .. var cipherName] || cipherName.Length > 1
+    || Tibet.Core.Crypto.PageCipherSuite.FromName(cipherName is [var named] ? named : "aes-256-gcm") is not { } cipher)
 {
-    Console.Error.WriteLine("usage: Tibet.EngineChild tamper flip|swap|replay | malloc-probe | handler-failure [routed]");
+    Console.Error.WriteLine("usage: Tibet.EngineChild tamper flip|swap|replay [aes-256-gcm|aegis-256] | malloc-probe | handler-failure [routed]");
     return 2;
 }
 
 const int Pages = 8;
 const int Victim = 3;
-using var engine = PageEngine.Create();
+using var engine = PageEngine.Create(new EngineOptions { Cipher = cipher });
 using var arena = engine.CreateArena(Pages * 4096, "tamper");
 var original = new byte[Pages * 4096];
 new Random(1234).NextBytes(original);

@@ -6,14 +6,16 @@ using NSec.Cryptography;
 namespace Tibet.Core.Crypto;
 
 /// <summary>
-/// Seals and opens single pages of one arena with AES-256-GCM.
+/// Seals and opens single pages of one arena with the engine's
+/// <see cref="PageCipherSuite"/> (AES-256-GCM by default, or AEGIS-256).
 /// </summary>
 /// <remarks>
 /// <para><b>Scheme.</b> Every arena has its own 256-bit key drawn from getrandom(2) and
 /// held by NSec in libsodium secure memory (guard pages, mlock, MADV_DONTDUMP, wiped on
-/// free). A page is sealed as <c>AES-256-GCM(key, nonce, aad, plaintext)</c> with</para>
+/// free). A page is sealed as <c>AEAD(key, nonce, aad, plaintext)</c> with</para>
 /// <list type="bullet">
-/// <item><c>nonce = 0x00000000 ‖ counter64_le</c>, where the counter belongs to this key
+/// <item><c>nonce = 0x00000000 ‖ counter64_le ‖ zeros</c> (12 bytes for AES-256-GCM, 32
+/// for AEGIS-256), where the counter belongs to this key
 /// alone, starts at 1 and only ever increases. One key, one counter, one thread that
 /// advances it under the engine lock: a nonce can never repeat under a key.</item>
 /// <item><c>aad = "TIBETPG1" ‖ arenaId64 ‖ pageIndex64 ‖ flags32 ‖ plaintextLength32</c>.
@@ -29,27 +31,28 @@ namespace Tibet.Core.Crypto;
 internal sealed class PageCipher : IDisposable
 {
     public const int KeySize = 32;
-    public const int NonceSize = 12;
-    public const int TagSize = 16;
+    private const int MaxNonceSize = 32;
     private const int AssociatedDataSize = 32;
     private const ulong AadMagic = 0x3147504554454954; // "TIBETPG1" little-endian
 
-    private static readonly AeadAlgorithm Algorithm = ResolveAlgorithm();
-
+    private readonly AeadAlgorithm _algorithm;
     private readonly Key _key;
     private readonly ulong _arenaId;
     private ulong _lastNonce;
     private int _references = 1;
 
-    public PageCipher(ulong arenaId)
+    public PageCipher(ulong arenaId, PageCipherSuite suite)
     {
+        suite.RequireSupported();
+        _algorithm = suite.Algorithm;
+        TagSize = suite.TagSize;
         _arenaId = arenaId;
         Span<byte> keyBytes = stackalloc byte[KeySize];
         try
         {
             SecureRandom.Fill(keyBytes);
             var parameters = new KeyCreationParameters { ExportPolicy = KeyExportPolicies.None };
-            _key = Key.Import(Algorithm, keyBytes, KeyBlobFormat.RawSymmetricKey, in parameters);
+            _key = Key.Import(_algorithm, keyBytes, KeyBlobFormat.RawSymmetricKey, in parameters);
         }
         finally
         {
@@ -57,12 +60,15 @@ internal sealed class PageCipher : IDisposable
         }
     }
 
+    /// <summary>Bytes of tag each sealed page carries after its ciphertext.</summary>
+    public int TagSize { get; }
+
     /// <summary>The number of nonces this key has consumed.</summary>
     public ulong SealCount => _lastNonce;
 
     /// <summary>
     /// Seals <paramref name="plaintext"/> into <paramref name="sealedOutput"/>
-    /// (ciphertext followed by the 16-byte tag) and returns the nonce counter used.
+    /// (ciphertext followed by the tag) and returns the nonce counter used.
     /// </summary>
     public ulong Seal(ulong pageIndex, uint flags, ReadOnlySpan<byte> plaintext, Span<byte> sealedOutput)
     {
@@ -71,11 +77,12 @@ internal sealed class PageCipher : IDisposable
             ThrowNonceSpaceExhausted();
         ulong counter = ++_lastNonce;
 
-        Span<byte> nonce = stackalloc byte[NonceSize];
+        Span<byte> nonce = stackalloc byte[MaxNonceSize];
+        nonce = nonce[.._algorithm.NonceSize];
         WriteNonce(nonce, counter);
         Span<byte> aad = stackalloc byte[AssociatedDataSize];
         WriteAssociatedData(aad, pageIndex, flags, plaintext.Length);
-        Algorithm.Encrypt(_key, nonce, aad, plaintext, sealedOutput);
+        _algorithm.Encrypt(_key, nonce, aad, plaintext, sealedOutput);
         return counter;
     }
 
@@ -87,11 +94,12 @@ internal sealed class PageCipher : IDisposable
     public bool Open(ulong pageIndex, uint flags, ulong nonceCounter, ReadOnlySpan<byte> sealedInput, Span<byte> plaintext)
     {
         Debug.Assert(sealedInput.Length == plaintext.Length + TagSize);
-        Span<byte> nonce = stackalloc byte[NonceSize];
+        Span<byte> nonce = stackalloc byte[MaxNonceSize];
+        nonce = nonce[.._algorithm.NonceSize];
         WriteNonce(nonce, nonceCounter);
         Span<byte> aad = stackalloc byte[AssociatedDataSize];
         WriteAssociatedData(aad, pageIndex, flags, plaintext.Length);
-        if (Algorithm.Decrypt(_key, nonce, aad, sealedInput, plaintext))
+        if (_algorithm.Decrypt(_key, nonce, aad, sealedInput, plaintext))
             return true;
         plaintext.Clear();
         return false;
@@ -109,11 +117,11 @@ internal sealed class PageCipher : IDisposable
 
     public void Dispose() => Release();
 
-    /// <summary>Exposes the 12-byte nonce for a counter so tests can check uniqueness
-    /// on the bytes the cipher really uses.</summary>
+    /// <summary>Exposes the nonce for a counter so tests can check uniqueness on the
+    /// bytes the cipher really uses.</summary>
     internal static void WriteNonce(Span<byte> nonce, ulong counter)
     {
-        BinaryPrimitives.WriteUInt32LittleEndian(nonce, 0);
+        nonce.Clear();
         BinaryPrimitives.WriteUInt64LittleEndian(nonce[4..], counter);
     }
 
@@ -124,15 +132,6 @@ internal sealed class PageCipher : IDisposable
         BinaryPrimitives.WriteUInt64LittleEndian(aad[16..], pageIndex);
         BinaryPrimitives.WriteUInt32LittleEndian(aad[24..], flags);
         BinaryPrimitives.WriteUInt32LittleEndian(aad[28..], (uint)length);
-    }
-
-    private static AeadAlgorithm ResolveAlgorithm()
-    {
-        if (!Aes256Gcm.IsSupported)
-            throw new PlatformNotSupportedException(
-                "AES-256-GCM needs a CPU with AES-NI and CLMUL; libsodium reports that this CPU has neither. " +
-                "tibet refuses to fall back to a software cipher for page encryption.");
-        return AeadAlgorithm.Aes256Gcm;
     }
 
     private static void ThrowNonceSpaceExhausted() =>

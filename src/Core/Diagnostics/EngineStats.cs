@@ -15,6 +15,8 @@ public readonly record struct EngineStats
     public long Refaults { get; init; }
     /// <summary>The eviction policy's name (see EngineOptions.Eviction).</summary>
     public string? EvictionPolicy { get; init; }
+    /// <summary>The page cipher's name (see EngineOptions.Cipher).</summary>
+    public string? Cipher { get; init; }
     /// <summary>Pages authenticated and decrypted.</summary>
     public long Decrypts { get; init; }
     /// <summary>Pages that were also decompressed.</summary>
@@ -81,6 +83,7 @@ public readonly record struct EngineStats
         w.WriteNumber("readAheadPages", ReadAheadPages);
         w.WriteNumber("refaults", Refaults);
         w.WriteString("evictionPolicy", EvictionPolicy);
+        w.WriteString("cipher", Cipher);
         w.WriteNumber("decrypts", Decrypts);
         w.WriteNumber("decompressions", Decompressions);
         w.WriteNumber("zeroFills", ZeroFills);

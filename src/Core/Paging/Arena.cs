@@ -46,7 +46,7 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
         Label = label;
         PageCount = length / Userfaultfd.PageSize;
         Entries = (PageEntry*)KernelMemory.Map((nuint)(PageCount * sizeof(PageEntry)));
-        Cipher = new PageCipher(id);
+        Cipher = new PageCipher(id, engine.Options.Cipher);
         Streams = new ReadAhead.SequentialStreams(engine.Options.ReadAheadStreams);
     }
 

@@ -27,11 +27,14 @@ public sealed record EngineOptions
 
     public CompressionMode Compression { get; init; } = CompressionMode.Off;
 
+    /// <summary>The AEAD that seals pages: AES-256-GCM (the default) or AEGIS-256.</summary>
+    public Crypto.PageCipherSuite Cipher { get; init; } = Crypto.PageCipherSuite.Aes256Gcm;
+
     /// <summary>Which resident page is sealed next when the budget is reached.</summary>
     public Eviction.EvictionPolicy Eviction { get; init; } = Paging.Eviction.EvictionPolicy.ScanResistant;
 
     /// <summary>Under <see cref="CompressionMode.Auto"/>, a compressed page is kept only
-    /// if its sealed size (compressed bytes + 16-byte tag) is at most this.</summary>
+    /// if its sealed size (compressed bytes + the cipher's tag) is at most this.</summary>
     public int CompressedKeepBytes { get; init; } = 2048;
 
     /// <summary>Sequential faults grow a read-ahead window up to this many pages, served

@@ -248,7 +248,7 @@ public sealed unsafe partial class PageEngine
             _compressedSeals++;
         }
 
-        int sealedLength = payload.Length + Crypto.PageCipher.TagSize;
+        int sealedLength = payload.Length + arena.Cipher.TagSize;
         nint slot = _store.Allocate(sealedLength);
         entry.Nonce = arena.Cipher.Seal((ulong)index, flags, payload, new Span<byte>((void*)slot, sealedLength));
         entry.Slot = slot;
@@ -276,7 +276,7 @@ public sealed unsafe partial class PageEngine
             arena.CompressionSkips--;
             return false;
         }
-        var destination = new Span<byte>((void*)_sealBuffer, _options.CompressedKeepBytes - Crypto.PageCipher.TagSize);
+        var destination = new Span<byte>((void*)_sealBuffer, _options.CompressedKeepBytes - arena.Cipher.TagSize);
         if (_compressor.TryCompress(page, destination, out length))
         {
             arena.IncompressibleStreak = 0;

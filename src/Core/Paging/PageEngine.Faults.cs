@@ -164,7 +164,7 @@ public sealed unsafe partial class PageEngine
         if (!entry.IsCompressed)
             return cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, page);
 
-        int compressedLength = entry.SealedLength - Crypto.PageCipher.TagSize;
+        int compressedLength = entry.SealedLength - cipher.TagSize;
         var compressed = new Span<byte>((void*)_sealBuffer, compressedLength);
         bool ok = cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, compressed)
                   && _compressor != null && _compressor.TryDecompress(compressed, page);

@@ -104,7 +104,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     {
         options.Validate();
         _options = options;
-        _store = new CiphertextStore(options.StoreLimitBytes);
+        _store = new CiphertextStore(options.StoreLimitBytes, PageSize + options.Cipher.TagSize);
         Features = Userfaultfd.Probe();
         _budgetPages = options.ResidentBudgetBytes == EngineOptions.Unlimited
             ? long.MaxValue
@@ -280,6 +280,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
                 ReadAheadPages = _readAheadPages,
                 Refaults = _refaults,
                 EvictionPolicy = _options.Eviction.Name,
+                Cipher = _options.Cipher.Name,
                 Decrypts = _decrypts,
                 Decompressions = _decompressions,
                 ZeroFills = _zeroFills,
@@ -569,9 +570,9 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     /// </summary>
     private void WarmUp()
     {
-        using var cipher = new Crypto.PageCipher(0);
+        using var cipher = new Crypto.PageCipher(0, _options.Cipher);
         var page = new Span<byte>((void*)_injectBuffer, PageSize);
-        var sealedPage = new Span<byte>((void*)_sealBuffer, PageSize + Crypto.PageCipher.TagSize);
+        var sealedPage = new Span<byte>((void*)_sealBuffer, PageSize + cipher.TagSize);
         ulong nonce = cipher.Seal(0, 0, page, sealedPage);
         if (!cipher.Open(0, 0, nonce, sealedPage, page))
             throw new InvalidOperationException("AES-256-GCM self-test failed: a page sealed here did not open.");

@@ -8,7 +8,7 @@ namespace Tibet.Core.Storage;
 /// A slab allocator for sealed pages, in native memory.
 /// </summary>
 /// <remarks>
-/// Sealed pages come in few sizes: a raw page (4096 + 16-byte tag) or a compressed
+/// Sealed pages come in few sizes: a raw page (4096 + the cipher's tag) or a compressed
 /// page rounded up to a 512-byte class. Each class carves 1 MiB chunks into slots. A
 /// chunk is aligned to its size, so the chunk header of any slot is found by masking
 /// the slot's address, and a chunk that empties is unmapped at once: freed arenas and
@@ -17,7 +17,6 @@ namespace Tibet.Core.Storage;
 /// </remarks>
 internal sealed unsafe class CiphertextStore : IDisposable
 {
-    public const int RawSlotSize = 4096 + 16;
     public const int CompressedClassStep = 512;
     public const int CompressedClassCount = 7; // 512 .. 3584
     private const int ClassCount = CompressedClassCount + 1;
@@ -49,9 +48,22 @@ internal sealed unsafe class CiphertextStore : IDisposable
     private long _payloadBytes;
     private long _liveSlots;
 
+    private readonly int _rawSlotSize;
+
     /// <param name="limitBytes">The most memory the store may map; a chunk beyond it is
     /// refused like a failed mmap.</param>
-    public CiphertextStore(long limitBytes = long.MaxValue) => _limitBytes = limitBytes;
+    /// <param name="rawSealedLength">The sealed size of an uncompressed page: 4096 plus the
+    /// cipher's tag.</param>
+    public CiphertextStore(long limitBytes, int rawSealedLength)
+    {
+        if (rawSealedLength <= LargestCompressedSealedSize || rawSealedLength > 4096 + Crypto.PageCipherSuite.MaxTagSize)
+            throw new ArgumentOutOfRangeException(nameof(rawSealedLength), rawSealedLength, "not the sealed size of a 4 KiB page");
+        _limitBytes = limitBytes;
+        _rawSlotSize = rawSealedLength;
+    }
+
+    /// <summary>The slot size of an uncompressed sealed page.</summary>
+    public int RawSlotSize => _rawSlotSize;
 
     /// <summary>Bytes of ciphertext held (slot sizes of live slots).</summary>
     public long PayloadBytes => _payloadBytes;
@@ -63,10 +75,6 @@ internal sealed unsafe class CiphertextStore : IDisposable
 
     /// <summary>The largest sealed size that fits a compressed class.</summary>
     public static int LargestCompressedSealedSize => CompressedClassCount * CompressedClassStep;
-
-    public static int SlotSizeFor(int sealedLength) => sealedLength == RawSlotSize
-        ? RawSlotSize
-        : ((sealedLength + CompressedClassStep - 1) / CompressedClassStep) * CompressedClassStep;
 
     /// <summary>Returns a slot that can hold <paramref name="sealedLength"/> bytes.</summary>
     /// <exception cref="OutOfMemoryException">The store must grow and cannot: mmap failed,
@@ -177,7 +185,7 @@ internal sealed unsafe class CiphertextStore : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int ClassOf(int sealedLength)
+    private int ClassOf(int sealedLength)
     {
         if (sealedLength == RawSlotSize)
             return CompressedClassCount;

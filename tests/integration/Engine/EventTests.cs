@@ -62,7 +62,7 @@ public class EventTests
         if (engine.Features.CanEvict)
         {
             arena.Evict();
-            Assert.Equal((pages - 16) * (long)Tibet.Core.Storage.CiphertextStore.RawSlotSize, engine.GetStats().SealedBytes);
+            Assert.Equal((pages - 16) * (long)(4096 + Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm.TagSize), engine.GetStats().SealedBytes);
         }
     }
 

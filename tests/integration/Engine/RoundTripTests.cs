@@ -7,12 +7,18 @@ namespace Tibet.IntegrationTests.Engine;
 
 public class RoundTripTests
 {
-    [Fact]
-    public void Quarter_gigabyte_of_random_data_survives_eviction_under_an_eighth_budget()
+    [Theory]
+    [InlineData("aes-256-gcm")]
+    [InlineData("aegis-256")]
+    public void Quarter_gigabyte_of_random_data_survives_eviction_under_an_eighth_budget(string cipher)
     {
         const long size = 256L << 20;
         const long budget = size / 8;
-        using var engine = Engines.Create(new EngineOptions { ResidentBudgetBytes = budget });
+        using var engine = Engines.Create(new EngineOptions
+        {
+            ResidentBudgetBytes = budget,
+            Cipher = Tibet.Core.Crypto.PageCipherSuite.FromName(cipher)!,
+        });
         Engines.RequireEviction(engine);
         using var arena = engine.CreateArena(size, "256MiB");
 
@@ -41,6 +47,9 @@ public class RoundTripTests
         Assert.True(stats.Decrypts >= (size - budget) / 4096, stats.ToJson());
         Assert.True(stats.PeakResidentBytes <= budget, stats.ToJson());
         Assert.Equal(0, stats.AuthenticationFailures);
+        Assert.Equal(cipher, stats.Cipher);
+        // Every page is sealed raw (random data does not compress), with the suite's tag.
+        Assert.Equal(stats.SealedPages * (4096L + Tibet.Core.Crypto.PageCipherSuite.FromName(cipher)!.TagSize), stats.SealedBytes);
         // No allocation per fault: 60,000+ faults allocating even 24 bytes each would be
         // over a megabyte. A one-off of a few dozen bytes (the runtime's first contended
         // wait on the engine lock, when the machine is busy) is tolerated.

@@ -13,12 +13,15 @@ public class TamperTests
     private const int SigBus = 7;
 
     [Theory]
-    [InlineData("flip")]    // one ciphertext byte flipped
-    [InlineData("swap")]    // another page's ciphertext put in this page's slot
-    [InlineData("replay")]  // an older, authentic sealing of this same page put back
-    public void Reader_of_a_tampered_page_gets_SIGBUS_and_never_the_bytes(string mode)
+    [InlineData("flip", "aes-256-gcm")]    // one ciphertext byte flipped
+    [InlineData("swap", "aes-256-gcm")]    // another page's ciphertext put in this page's slot
+    [InlineData("replay", "aes-256-gcm")]  // an older, authentic sealing of this same page put back
+    [InlineData("flip", "aegis-256")]
+    [InlineData("swap", "aegis-256")]
+    [InlineData("replay", "aegis-256")]
+    public void Reader_of_a_tampered_page_gets_SIGBUS_and_never_the_bytes(string mode, string cipher)
     {
-        var (exitCode, stdout, stderr) = RunChild("tamper", mode);
+        var (exitCode, stdout, stderr) = RunChild("tamper", mode, cipher);
 
         Assert.Contains("reading", stdout);
         Assert.DoesNotContain("READ-RETURNED", stdout);

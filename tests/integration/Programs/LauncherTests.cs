@@ -29,6 +29,7 @@ public class LauncherTests
     [InlineData("--threshold", "1K", "--threshold '1K'")]
     [InlineData("--compression", "lz4", "--compression 'lz4'")]
     [InlineData("--eviction", "lru", "--eviction 'lru'")]
+    [InlineData("--cipher", "chacha20", "--cipher 'chacha20'")]
     [InlineData("--huge-pages", "1M", "--huge-pages '1M'")]
     // Past decimal's range once multiplied: refused, never an overflow exception.
     [InlineData("--budget", "70000000000000000000000000000T", "--budget '70000000000000000000000000000T'")]
@@ -59,6 +60,33 @@ public class LauncherTests
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.True(result.Stats is { } stats && stats.GetProperty("evictionPolicy").GetString() == expected, result.ToString());
         Assert.True(result.Stat("evictions") > 0, result.ToString());
+    }
+
+    /// <summary>--cipher reaches the engine: the statistics name it, and the sealed bytes
+    /// carry its tag (16 bytes for AES-256-GCM, 32 for AEGIS-256) on every page.</summary>
+    [Theory]
+    [InlineData(null, "aes-256-gcm", 16)]
+    [InlineData("aegis-256", "aegis-256", 32)]
+    public void The_cipher_reaches_the_engine(string? option, string expected, int tagSize)
+    {
+        string[] options = option == null ? ["--budget", "1M", "--threshold", "64K"] : ["--cipher", option, "--budget", "1M", "--threshold", "64K"];
+        // Random bytes: nothing is a zero page, so every sealed page holds 4096 + tag bytes.
+        var result = TibetRun.Encrypted(options, ["/usr/bin/python3", "-c",
+            "import os, hashlib; b = bytearray(os.urandom(8 << 20)); h = hashlib.sha256(b).hexdigest(); print(hashlib.sha256(b).hexdigest() == h)"]);
+        Assert.True(result.ExitCode == 0 && result.Stdout.Trim() == "True", result.ToString());
+        Assert.True(result.Stats is { } stats && stats.GetProperty("cipher").GetString() == expected, result.ToString());
+        Assert.True(result.Stat("evictions") > 0 && result.Stat("decrypts") > 0, result.ToString());
+        Assert.True(result.Stat("sealedPages") > 0, result.ToString());
+        Assert.Equal(result.Stat("sealedPages") * (4096 + tagSize), result.Stat("sealedBytes"));
+    }
+
+    [Fact]
+    public void A_malformed_cipher_variable_stops_the_program_before_main()
+    {
+        var result = TibetRun.Run("/usr/bin/env", ["LD_PRELOAD=" + Path.Combine(RepoPaths.Root, "out", "lib", "libtibet.so"), "TIBET_CIPHER=rot13", "/bin/echo", "ran"]);
+        Assert.Equal(2, result.ExitCode);
+        Assert.DoesNotContain("ran", result.Stdout);
+        Assert.Contains("TIBET_CIPHER='rot13'", result.Stderr);
     }
 
     [Fact]

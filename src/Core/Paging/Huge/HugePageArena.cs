@@ -62,7 +62,7 @@ public sealed class HugePageArena : IDisposable, IAddressRange
         Source = source;
         Label = label;
         Entries = new HugePageEntry[length / HugePageService.HugePageSize];
-        Cipher = new Crypto.PageCipher(Crypto.SecureRandom.NextUInt64());
+        Cipher = new Crypto.PageCipher(Crypto.SecureRandom.NextUInt64(), service.Cipher);
     }
 
     /// <summary>Where the arena starts (2 MiB-aligned).</summary>

@@ -64,7 +64,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
     private string? _failure;
     private bool _writtenAnnounced;
 
-    private HugePageService(long budgetBytes, EvictionPolicy eviction, Action<string> report, bool keepSealedCopies)
+    private HugePageService(long budgetBytes, EvictionPolicy eviction, PageCipherSuite cipher, Action<string> report, bool keepSealedCopies)
     {
         _report = report;
         _keepSealedCopies = keepSealedCopies;
@@ -84,7 +84,9 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
-        _warmUpCipher = new PageCipher(0);
+        Cipher = cipher;
+        _sealedSize = (nuint)((HugePageSize + cipher.TagSize + 4095) & ~4095);
+        _warmUpCipher = new PageCipher(0, cipher);
         _handler = new Thread(HandlerLoop) { IsBackground = true, Name = "tibet-uffd-2m" };
         _handler.Start();
     }
@@ -100,8 +102,10 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
     /// copy wins; it costs RAM the size of the touched model.</param>
     /// <exception cref="UserfaultfdUnavailableException">userfaultfd cannot be used, or
     /// cannot write-protect hugetlb memory on this kernel.</exception>
-    public static HugePageService Start(long budgetBytes, EvictionPolicy? eviction = null, Action<string>? report = null, bool keepSealedCopies = false)
-        => new(budgetBytes, eviction ?? EvictionPolicy.ScanResistant, report ?? (line => Console.Error.WriteLine(line)), keepSealedCopies);
+    public static HugePageService Start(long budgetBytes, EvictionPolicy? eviction = null, Action<string>? report = null, bool keepSealedCopies = false,
+        PageCipherSuite? cipher = null)
+        => new(budgetBytes, eviction ?? EvictionPolicy.ScanResistant, cipher ?? PageCipherSuite.Aes256Gcm,
+            report ?? (line => Console.Error.WriteLine(line)), keepSealedCopies);
 
     /// <summary>Free 2 MiB pages in the hugetlb pool (HugePages_Free in /proc/meminfo), or 0.</summary>
     public static long FreePoolPages()
@@ -140,7 +144,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         _ = Stopwatch.GetTimestamp();
         // The cipher's native calls, sealing and opening one small page.
         var page = new Span<byte>((void*)_buffer, SmallPage);
-        var sealedPage = new Span<byte>((byte*)_buffer + SmallPage, SmallPage + PageCipher.TagSize);
+        var sealedPage = new Span<byte>((byte*)_buffer + SmallPage, SmallPage + _warmUpCipher.TagSize);
         ulong nonce = _warmUpCipher.Seal(0, 0, page, sealedPage);
         _warmUpCipher.Open(0, 0, nonce, sealedPage, page);
         Libc.memset((void*)_buffer, 0, 3 * SmallPage);
@@ -454,17 +458,17 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         _sourcedBytes += HugePageSize;
         if (!_keepSealedCopies)
             return verdict;
-        nint sealedPage = KernelMemory.Map(SealedSize);
-        entry.Nonce = arena.Cipher.Seal((ulong)index, 0, plaintext, new Span<byte>((void*)sealedPage, HugePageSize + PageCipher.TagSize));
+        nint sealedPage = KernelMemory.Map(_sealedSize);
+        entry.Nonce = arena.Cipher.Seal((ulong)index, 0, plaintext, new Span<byte>((void*)sealedPage, HugePageSize + arena.Cipher.TagSize));
         entry.Sealed = sealedPage;
-        _sealedBytes += (long)SealedSize;
+        _sealedBytes += (long)_sealedSize;
         return verdict;
     }
 
     /// <summary>A page that comes back: authenticated and decrypted from RAM.</summary>
     private PageVerdict Open(HugePageArena arena, long index, ref HugePageEntry entry)
     {
-        var sealedPage = new ReadOnlySpan<byte>((void*)entry.Sealed, HugePageSize + PageCipher.TagSize);
+        var sealedPage = new ReadOnlySpan<byte>((void*)entry.Sealed, HugePageSize + arena.Cipher.TagSize);
         if (arena.Cipher.Open((ulong)index, 0, entry.Nonce, sealedPage, new Span<byte>((void*)_buffer, HugePageSize)))
         {
             _decryptedBytes += HugePageSize;
@@ -474,7 +478,11 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
         return PageVerdict.Tampered;
     }
 
-    private static readonly nuint SealedSize = (nuint)((HugePageSize + PageCipher.TagSize + 4095) & ~4095);
+    /// <summary>A sealed 2 MiB page with its tag, rounded to 4 KiB.</summary>
+    private readonly nuint _sealedSize;
+
+    /// <summary>The AEAD of sealed copies (see keepSealedCopies).</summary>
+    internal PageCipherSuite Cipher { get; }
 
     private void MarkResident(HugePageArena arena, long index, ref HugePageEntry entry)
     {
@@ -535,9 +543,9 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
     {
         if (entry.Sealed == 0)
             return;
-        KernelMemory.Unmap(entry.Sealed, SealedSize);
+        KernelMemory.Unmap(entry.Sealed, _sealedSize);
         entry.Sealed = 0;
-        _sealedBytes -= (long)SealedSize;
+        _sealedBytes -= (long)_sealedSize;
     }
 
     /// <summary>SIGBUS for the thread blocked on <paramref name="page"/>: UFFDIO_POISON of
