@@ -6,9 +6,6 @@ namespace Tibet.Core.Paging;
 // Eviction: sealing resident pages and dropping their plaintext, a batch at a time.
 public sealed unsafe partial class PageEngine
 {
-    private const int IncompressibleStreakLimit = 8;
-    private const int CompressionBackoffPages = 64;
-
     /// <summary>Evicts until <paramref name="incoming"/> more pages fit the budget.</summary>
     private void MakeRoom(int incoming)
     {
@@ -110,7 +107,7 @@ public sealed unsafe partial class PageEngine
             Arena arena = victim.Arena!;
             ref PageEntry entry = ref arena.Entries[victim.PageIndex];
             bool stillOurs = entry.State == PageState.Resident && entry.ResidentTicket == victim.Ticket;
-            nint scratchPage = _scratch + k * PageSize;
+            nint scratchPage = _space.TakenPage(k);
             switch (_outcomes[k])
             {
                 case MoveOutcome.Moved:
@@ -150,7 +147,7 @@ public sealed unsafe partial class PageEngine
         }
 
         if (scratchUsed)
-            Libc.madvise(_scratch, (nuint)(count * PageSize), Libc.MADV_DONTNEED);
+            _space.ReleaseTaken(count);
         return evicted;
     }
 
@@ -165,11 +162,8 @@ public sealed unsafe partial class PageEngine
         int retries = 0;
         while (done < length)
         {
-            int rc = _scratchUffd!.Move(
-                _scratch + (first + done) * PageSize,
-                arena.PageAddress(pageIndex + done),
-                (nuint)((length - done) * PageSize),
-                out long moved);
+            int rc = _space.TakeOut(first + done, arena.PageAddress(pageIndex + done),
+                (nuint)((length - done) * PageSize), out long moved);
             int pages = rc == 0 ? length - done : (int)(moved / PageSize);
             for (int i = 0; i < pages; i++)
                 _outcomes[first + done + i] = MoveOutcome.Moved;
@@ -182,7 +176,7 @@ public sealed unsafe partial class PageEngine
                 DrainEvents();
                 continue;
             }
-            if (MovedDespiteError(_scratch + (first + done) * PageSize, arena.PageAddress(pageIndex + done)))
+            if (_space.TookOutDespiteError(first + done, arena.PageAddress(pageIndex + done)))
             {
                 _outcomes[first + done] = MoveOutcome.Moved;
                 _movesReconciled++;
@@ -196,29 +190,11 @@ public sealed unsafe partial class PageEngine
         }
     }
 
-    /// <summary>
-    /// Whether a UFFDIO_MOVE that reported an error moved the page all the same: the
-    /// scratch slot holds a page and the arena no longer does.
-    /// </summary>
-    /// <remarks>Linux 6.18 was caught answering EEXIST to a single-page move that had put
-    /// the page into the (empty) scratch slot. Taken at its word, the page stayed on the
-    /// books as resident, its only copy sat in scratch until the next batch dropped it,
-    /// and a later move found the arena slot empty: the page's contents were lost (a
-    /// stress test of 3 million faults lost one page in about three runs). The page
-    /// tables are the truth, so every failed move is checked against them. This costs
-    /// two mincore calls on a failure and nothing on success.</remarks>
-    private static bool MovedDespiteError(nint scratchSlot, nint source)
-    {
-        byte slot = 0, arenaPage = 0;
-        return Libc.mincore(scratchSlot, PageSize, &slot) == 0 && (slot & 1) != 0
-            && Libc.mincore(source, PageSize, &arenaPage) == 0 && (arenaPage & 1) == 0;
-    }
-
     /// <summary>Seals a moved-out page into the store and wipes the scratch copy.</summary>
     private void SealPage(Arena arena, long index, ref PageEntry entry, nint scratchPage)
     {
         var page = new ReadOnlySpan<byte>((void*)scratchPage, PageSize);
-        if (SealInto(arena, index, ref entry, page))
+        if (_sealer.Seal(arena, index, ref entry, page))
         {
             _evictions++;
             Libc.memset((void*)scratchPage, 0, PageSize);
@@ -227,67 +203,5 @@ public sealed unsafe partial class PageEngine
         {
             _zeroEvictions++;
         }
-    }
-
-    /// <summary>Makes <paramref name="entry"/> a sealed page holding <paramref name="page"/>,
-    /// or a zero page (nothing stored, returns false) when the page is all zeros.</summary>
-    private bool SealInto(Arena arena, long index, ref PageEntry entry, ReadOnlySpan<byte> page)
-    {
-        if (!page.ContainsAnyExcept((byte)0))
-        {
-            entry.State = PageState.Zero;
-            return false;
-        }
-
-        ReadOnlySpan<byte> payload = page;
-        byte flags = 0;
-        if (TryCompress(arena, page, out int compressedLength))
-        {
-            payload = new ReadOnlySpan<byte>((void*)_sealBuffer, compressedLength);
-            flags = PageEntry.FlagCompressed;
-            _compressedSeals++;
-        }
-
-        int sealedLength = payload.Length + arena.Cipher.TagSize;
-        nint slot = _store.Allocate(sealedLength);
-        entry.Nonce = arena.Cipher.Seal((ulong)index, flags, payload, new Span<byte>((void*)slot, sealedLength));
-        entry.Slot = slot;
-        entry.SealedLength = (ushort)sealedLength;
-        entry.Flags = flags;
-        entry.State = PageState.Sealed;
-        _sealedPages++;
-        if (flags != 0)
-            Libc.memset((void*)_sealBuffer, 0, (nuint)compressedLength);
-        return true;
-    }
-
-    /// <summary>
-    /// zstd where it pays: a page is kept compressed only when the result is at most
-    /// <see cref="EngineOptions.CompressedKeepBytes"/>, and an arena whose pages keep
-    /// failing stops trying for a while.
-    /// </summary>
-    private bool TryCompress(Arena arena, ReadOnlySpan<byte> page, out int length)
-    {
-        length = 0;
-        if (_compressor == null)
-            return false;
-        if (arena.CompressionSkips > 0)
-        {
-            arena.CompressionSkips--;
-            return false;
-        }
-        var destination = new Span<byte>((void*)_sealBuffer, _options.CompressedKeepBytes - arena.Cipher.TagSize);
-        if (_compressor.TryCompress(page, destination, out length))
-        {
-            arena.IncompressibleStreak = 0;
-            return true;
-        }
-        destination.Clear();
-        if (++arena.IncompressibleStreak >= IncompressibleStreakLimit)
-        {
-            arena.IncompressibleStreak = 0;
-            arena.CompressionSkips = CompressionBackoffPages;
-        }
-        return false;
     }
 }

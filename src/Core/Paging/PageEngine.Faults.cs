@@ -23,7 +23,7 @@ public sealed unsafe partial class PageEngine
             if (arena == null)
             {
                 // A range released meanwhile; unregistering already woke the thread.
-                _uffd.Wake(address, PageSize);
+                _space.Wake(address, PageSize);
                 return;
             }
             long index = (address - arena.Address) / PageSize;
@@ -73,7 +73,7 @@ public sealed unsafe partial class PageEngine
             : PageVerdict.Zero;
         if (first.State == PageState.Sealed)
         {
-            if (!TryOpen(arena.Cipher, index, ref first, buffer))
+            if (!_sealer.TryOpen(arena.Cipher, index, in first, buffer))
             {
                 PoisonPage(arena, index, ref first, threadId, TamperKind.SealedPage);
                 return true;
@@ -128,7 +128,7 @@ public sealed unsafe partial class PageEngine
                 _zeroFills++;
                 continue; // the buffer is all zeros between uses
             }
-            if (!TryOpen(arena.Cipher, page, ref entry, slot))
+            if (!_sealer.TryOpen(arena.Cipher, page, in entry, slot))
                 break; // a bad page ahead is poisoned when someone touches it
         }
         _readAheadPages += filled;
@@ -156,33 +156,15 @@ public sealed unsafe partial class PageEngine
         return count;
     }
 
-    private bool TryOpen(Crypto.PageCipher cipher, long index, ref PageEntry entry, byte* destination)
-    {
-        var sealedBytes = new ReadOnlySpan<byte>((void*)entry.Slot, entry.SealedLength);
-        var page = new Span<byte>(destination, PageSize);
-        _decrypts++;
-        if (!entry.IsCompressed)
-            return cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, page);
-
-        int compressedLength = entry.SealedLength - cipher.TagSize;
-        var compressed = new Span<byte>((void*)_sealBuffer, compressedLength);
-        bool ok = cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, compressed)
-                  && _compressor != null && _compressor.TryDecompress(compressed, page);
-        compressed.Clear();
-        if (ok) _decompressions++;
-        else page.Clear();
-        return ok;
-    }
-
     private bool TryInjectZeroPage(Arena arena, long index)
     {
         nint address = arena.PageAddress(index);
         while (true)
         {
-            int rc = _uffd.ZeroPage(address, PageSize);
+            int rc = _space.ZeroPage(address, PageSize);
             if (rc == 0 || rc == Libc.EEXIST)
             {
-                if (rc == Libc.EEXIST) _uffd.Wake(address, PageSize);
+                if (rc == Libc.EEXIST) _space.Wake(address, PageSize);
                 MarkResident(arena, index, 1);
                 return true;
             }
@@ -201,7 +183,7 @@ public sealed unsafe partial class PageEngine
         while (done < count)
         {
             nint destination = arena.PageAddress(index + done);
-            int rc = _uffd.Copy(destination, (nint)(source + (long)done * PageSize), (nuint)((count - done) * PageSize), out long copied);
+            int rc = _space.Copy(destination, (nint)(source + (long)done * PageSize), (nuint)((count - done) * PageSize), out long copied);
             int pages = (int)(copied / PageSize);
             if (pages > 0)
                 MarkResident(arena, index + done, pages);
@@ -219,7 +201,7 @@ public sealed unsafe partial class PageEngine
                     break;
                 case Libc.EEXIST:
                     // Already mapped, which only a page we had written off can be: count it back in.
-                    _uffd.Wake(destination, PageSize);
+                    _space.Wake(destination, PageSize);
                     MarkResident(arena, index + done, 1);
                     done++;
                     break;
@@ -235,7 +217,7 @@ public sealed unsafe partial class PageEngine
         // ENOENT/EFAULT: the range went away under us; its UNMAP event wakes the thread.
         if (errno is not (Libc.ENOENT or Libc.EFAULT or Libc.ESRCH))
             Console.Error.WriteLine($"tibet: cannot map page 0x{address:x}: {Libc.Describe(errno)}");
-        _uffd.Wake(address, PageSize);
+        _space.Wake(address, PageSize);
         return true;
     }
 
@@ -252,12 +234,7 @@ public sealed unsafe partial class PageEngine
             if (refaultDistance != ResidentSet.FirstTouch)
                 _refaults++;
             entry.EvictionStamp = 0;
-            if (entry.State == PageState.Sealed)
-            {
-                _store.Free(entry.Slot);
-                entry.Slot = 0;
-                _sealedPages--;
-            }
+            _sealer.Forget(ref entry);
             entry.State = PageState.Resident;
             entry.ResidentTicket = ++_lastTicket;
             _residentSet.Admit(new ResidentQueue.Element(arena.Slot, i, entry.ResidentTicket), refaultDistance);
@@ -277,18 +254,18 @@ public sealed unsafe partial class PageEngine
         nint address = arena.PageAddress(index);
         if (state == PageState.Resident)
         {
-            int rc = _uffd.ZeroPage(address, PageSize);
+            int rc = _space.ZeroPage(address, PageSize);
             if (rc == 0) _zeroFills++;
-            else _uffd.Wake(address, PageSize);
+            else _space.Wake(address, PageSize);
         }
         else if (state == PageState.Poisoned)
         {
             // Another thread on a page just found tampered: its SIGBUS waits for the report too.
-            SignalFault(_uffd, address, threadId, Libc.getpid());
+            SignalFault(_space, address, threadId, Libc.getpid());
         }
         else
         {
-            _uffd.Wake(address, PageSize);
+            _space.Wake(address, PageSize);
         }
     }
 
@@ -300,15 +277,10 @@ public sealed unsafe partial class PageEngine
     private void PoisonPage(Arena arena, long index, ref PageEntry entry, uint threadId, TamperKind kind)
     {
         _authenticationFailures++;
-        if (entry.State == PageState.Sealed)
-        {
-            _store.Free(entry.Slot);
-            entry.Slot = 0;
-            _sealedPages--;
-        }
+        _sealer.Forget(ref entry);
         entry.State = PageState.Poisoned;
         nint address = arena.PageAddress(index);
         PostTamperReport(kind, arena.Id, arena.Label, index, address, kind == TamperKind.SourcePage ? arena.Source : null, 0);
-        SignalFault(_uffd, address, threadId, Libc.getpid());
+        SignalFault(_space, address, threadId, Libc.getpid());
     }
 }

@@ -1,5 +1,6 @@
 using Tibet.Core.Crypto;
 using Tibet.Core.Interop;
+using Tibet.Core.Paging.AddressSpace;
 using Tibet.Core.Storage;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
@@ -53,6 +54,7 @@ public sealed unsafe partial class PageEngine
     private sealed class ForkedChild(Userfaultfd uffd, ChildRegion[] regions)
     {
         public readonly Userfaultfd Uffd = uffd;
+        public readonly AddressSpaceOps Space = new UffdAddressSpace(uffd);
         public readonly ChildRegion[] Regions = regions; // sorted by address
         public int Pid;
         public int PidFd = -1;
@@ -105,7 +107,7 @@ public sealed unsafe partial class PageEngine
             return null;
         }
 
-        public void Dispose(CiphertextStore store)
+        public void Dispose(SealedPageStore store)
         {
             foreach (var region in Regions) region.Release();
             Uffd.Dispose();
@@ -132,7 +134,7 @@ public sealed unsafe partial class PageEngine
                 if (child.PidFd < 0)
                 {
                     // Already gone (and reaped): nothing left to serve.
-                    child.Dispose(_store);
+                    child.Dispose(_sealer.Store);
                     _children.RemoveAt(i);
                 }
                 break;
@@ -192,7 +194,7 @@ public sealed unsafe partial class PageEngine
 
     private void AdoptChild(int descriptor, ChildRegion[] regions)
     {
-        _store.Pin();
+        _sealer.Store.Pin();
         AddChild(new ForkedChild(Userfaultfd.Adopt(descriptor), regions));
     }
 
@@ -234,13 +236,13 @@ public sealed unsafe partial class PageEngine
             while (child.TryDequeueFault(out ChildFault fault))
             {
                 worked = true;
-                _inFlight = new StrandedFault(child.Uffd, (ulong)fault.Address, fault.ThreadId, child.Pid);
+                _inFlight = new StrandedFault(child.Space, (ulong)fault.Address, fault.ThreadId, child.Pid);
                 ServeChildFault(child, fault.Address, fault.ThreadId);
                 _inFlight = default;
             }
             if (child.PidFd >= 0 && ChildExited(child.PidFd))
             {
-                child.Dispose(_store);
+                child.Dispose(_sealer.Store);
                 _children.RemoveAt(i);
                 worked = true;
             }
@@ -296,7 +298,7 @@ public sealed unsafe partial class PageEngine
                         entry.State = state;
                 }
                 if (message.@event == UFFD_EVENT_UNMAP)
-                    child.Uffd.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
+                    child.Space.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
                 break;
             case UFFD_EVENT_FORK:
                 // A grandchild sees what the child saw.
@@ -321,7 +323,7 @@ public sealed unsafe partial class PageEngine
         ChildRegion? region = child.Find(address);
         if (region == null)
         {
-            child.Uffd.Wake(address, PageSize);
+            child.Space.Wake(address, PageSize);
             return;
         }
         long index = (address - region.Address) / PageSize;
@@ -330,7 +332,7 @@ public sealed unsafe partial class PageEngine
         switch (entry.State)
         {
             case PageState.Sealed:
-                if (!TryOpen(region.Cipher, index, ref entry, buffer))
+                if (!_sealer.TryOpen(region.Cipher, index, in entry, buffer))
                 {
                     PoisonChildPage(child, region, index, ref entry, threadId, TamperKind.SealedPage);
                     return;
@@ -340,10 +342,10 @@ public sealed unsafe partial class PageEngine
                 entry.State = PageState.Resident;
                 break;
             case PageState.Poisoned:
-                SignalFault(child.Uffd, address, threadId, child.Pid);
+                SignalFault(child.Space, address, threadId, child.Pid);
                 break;
             case PageState.Unmapped:
-                child.Uffd.Wake(address, PageSize);
+                child.Space.Wake(address, PageSize);
                 break;
             case PageState.Untouched when region.Source != null:
                 // Never touched in the parent: the child reads the source's page, as the parent would.
@@ -360,8 +362,8 @@ public sealed unsafe partial class PageEngine
                 break;
             default:
                 // Never touched, known zero, or resident at fork and discarded since.
-                if (child.Uffd.ZeroPage(address, PageSize) != 0)
-                    child.Uffd.Wake(address, PageSize);
+                if (child.Space.ZeroPage(address, PageSize) != 0)
+                    child.Space.Wake(address, PageSize);
                 entry.State = PageState.Resident;
                 break;
         }
@@ -377,17 +379,17 @@ public sealed unsafe partial class PageEngine
         nint address = region.Address + (nint)(index * PageSize);
         PostTamperReport(kind, region.ArenaId, region.Label, index, address,
             kind == TamperKind.SourcePage ? region.Source : null, child.Pid != 0 ? child.Pid : -1);
-        SignalFault(child.Uffd, address, threadId, child.Pid);
+        SignalFault(child.Space, address, threadId, child.Pid);
     }
 
     private void InjectIntoChild(ForkedChild child, nint address, byte* page)
     {
         for (int attempt = 0; attempt < 100_000; attempt++)
         {
-            int rc = child.Uffd.Copy(address, (nint)page, PageSize, out _);
+            int rc = child.Space.Copy(address, (nint)page, PageSize, out _);
             if (rc == 0) return;
-            if (rc == Libc.EEXIST) { child.Uffd.Wake(address, PageSize); return; }
-            if (rc != Libc.EAGAIN) { child.Uffd.Wake(address, PageSize); return; }
+            if (rc == Libc.EEXIST) { child.Space.Wake(address, PageSize); return; }
+            if (rc != Libc.EAGAIN) { child.Space.Wake(address, PageSize); return; }
             // The child's own event (madvise, munmap, fork) waits to be read first; the
             // faults read with it are queued behind the one being served.
             ReadChildMessages(child);

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Tibet.Core.Interop;
+using Tibet.Core.Paging.AddressSpace;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
 namespace Tibet.Core.Paging;
@@ -131,14 +132,14 @@ public sealed unsafe partial class PageEngine
             {
                 lock (_gate)
                 {
-                    AnswerWithSigbus(_uffd, Libc.getpid());
+                    AnswerWithSigbus(_uffd, _space, Libc.getpid());
                     for (int i = _children.Count - 1; i >= 0; i--)
                     {
                         ForkedChild child = _children[i];
-                        AnswerWithSigbus(child.Uffd, child.Pid);
+                        AnswerWithSigbus(child.Uffd, child.Space, child.Pid);
                         if (child.PidFd >= 0 && ChildExited(child.PidFd))
                         {
-                            child.Dispose(_store);
+                            child.Dispose(_sealer.Store);
                             _children.RemoveAt(i);
                         }
                     }
@@ -154,26 +155,26 @@ public sealed unsafe partial class PageEngine
 
     /// <summary>A fault read but not answered when the failure struck: the one being
     /// served, and those queued behind it (this process's and each child's).</summary>
-    private readonly record struct StrandedFault(Userfaultfd? Uffd, ulong Address, uint ThreadId, int Pid);
+    private readonly record struct StrandedFault(AddressSpaceOps? Space, ulong Address, uint ThreadId, int Pid);
 
     private StrandedFault _inFlight;
 
     private void AnswerStrandedFaults()
     {
         int pid = Libc.getpid();
-        if (_inFlight.Uffd is { } uffd)
-            RaiseSigbus(uffd, (nint)(_inFlight.Address & ~(ulong)(PageSize - 1)), _inFlight.ThreadId, _inFlight.Pid == 0 ? pid : _inFlight.Pid);
+        if (_inFlight.Space is { } space)
+            RaiseSigbus(space, (nint)(_inFlight.Address & ~(ulong)(PageSize - 1)), _inFlight.ThreadId, _inFlight.Pid == 0 ? pid : _inFlight.Pid);
         _inFlight = default;
         while (_queueCount > 0)
         {
             uffd_msg message = _queue[_queueHead];
             _queueHead = (_queueHead + 1) % MessageQueueCapacity;
             _queueCount--;
-            RaiseSigbus(_uffd, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)), message.pagefault_feat_ptid, pid);
+            RaiseSigbus(_space, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)), message.pagefault_feat_ptid, pid);
         }
         foreach (ForkedChild child in _children)
             while (child.TryDequeueFault(out ChildFault fault))
-                RaiseSigbus(child.Uffd, fault.Address, fault.ThreadId, child.Pid);
+                RaiseSigbus(child.Space, fault.Address, fault.ThreadId, child.Pid);
     }
 
     private void WaitForFailureReport()
@@ -197,18 +198,14 @@ public sealed unsafe partial class PageEngine
     private void WipePlaintextBuffers()
     {
         Libc.memset((void*)_injectBuffer, 0, _injectBufferLength);
-        Libc.memset((void*)_sealBuffer, 0, PageSize * 2);
-        if (_scratch != 0)
-        {
-            Libc.memset((void*)_scratch, 0, _scratchLength);
-            Libc.madvise(_scratch, _scratchLength, Libc.MADV_DONTNEED);
-        }
+        _sealer.Wipe();
+        _takeOut?.Wipe();
     }
 
     /// <summary>Reads every message of <paramref name="uffd"/>: faults get SIGBUS, events
     /// are acknowledged (reading them is what the kernel waits for), a fork's new
     /// userfaultfd is kept and served the same way.</summary>
-    private void AnswerWithSigbus(Userfaultfd uffd, int pid)
+    private void AnswerWithSigbus(Userfaultfd uffd, AddressSpaceOps space, int pid)
     {
         int n;
         while ((n = uffd.ReadMessages(_readBuffer, MessagesPerRead)) > 0)
@@ -219,14 +216,14 @@ public sealed unsafe partial class PageEngine
                 switch (message.@event)
                 {
                     case UFFD_EVENT_PAGEFAULT:
-                        RaiseSigbus(uffd, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)),
+                        RaiseSigbus(space, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)),
                             message.pagefault_feat_ptid, pid);
                         break;
                     case UFFD_EVENT_UNMAP:
-                        uffd.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
+                        space.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
                         break;
                     case UFFD_EVENT_FORK:
-                        _store.Pin();
+                        _sealer.Store.Pin();
                         AddChild(new ForkedChild(Userfaultfd.Adopt((int)message.fork_ufd), []));
                         break;
                 }
@@ -252,7 +249,7 @@ public sealed unsafe partial class PageEngine
             {
                 _faultReceived = received;
                 _faultRecorded = false;
-                _inFlight = new StrandedFault(_uffd, message.pagefault_address, message.pagefault_feat_ptid, 0);
+                _inFlight = new StrandedFault(_space, message.pagefault_address, message.pagefault_feat_ptid, 0);
                 HandleFault(in message);
                 _inFlight = default;
                 RecordFaultServed();
@@ -344,7 +341,7 @@ public sealed unsafe partial class PageEngine
                 _unmapEvents++;
                 ForEachPage((nint)message.remove_start, (nint)message.remove_end, unmap: true);
                 // A thread blocked on a page that no longer exists retries and gets SIGSEGV.
-                _uffd.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
+                _space.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
                 break;
             case UFFD_EVENT_REMAP:
                 _remapEvents++;
@@ -368,9 +365,7 @@ public sealed unsafe partial class PageEngine
         switch (entry.State)
         {
             case PageState.Sealed:
-                _store.Free(entry.Slot);
-                entry.Slot = 0;
-                _sealedPages--;
+                _sealer.Forget(ref entry);
                 entry.State = PageState.Zero;
                 break;
             case PageState.Untouched:

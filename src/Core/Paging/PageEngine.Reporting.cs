@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Tibet.Core.Interop;
+using Tibet.Core.Paging.AddressSpace;
 
 namespace Tibet.Core.Paging;
 
@@ -53,7 +54,7 @@ public sealed unsafe partial class PageEngine
 
     private struct HeldSignal
     {
-        public Userfaultfd? Uffd;
+        public AddressSpaceOps? Space;
         public nint Address;
         public uint ThreadId;
         public int Pid;
@@ -131,7 +132,7 @@ public sealed unsafe partial class PageEngine
     /// page's, usually), the signal is held until they are out, so that the line is
     /// written before the SIGBUS ends the process; the thread stays blocked meanwhile.
     /// </summary>
-    private void SignalFault(Userfaultfd uffd, nint address, uint threadId, int pid)
+    private void SignalFault(AddressSpaceOps space, nint address, uint threadId, int pid)
     {
         long posted = _reportsPosted;
         bool reportPending = posted > Volatile.Read(ref _reportsDone) || (_failure != null && !_failureReported);
@@ -139,7 +140,7 @@ public sealed unsafe partial class PageEngine
         {
             _heldSignals[_heldSignalCount++] = new HeldSignal
             {
-                Uffd = uffd,
+                Space = space,
                 Address = address,
                 ThreadId = threadId,
                 Pid = pid,
@@ -148,7 +149,7 @@ public sealed unsafe partial class PageEngine
             };
             return;
         }
-        RaiseSigbus(uffd, address, threadId, pid);
+        RaiseSigbus(space, address, threadId, pid);
     }
 
     /// <summary>Sends the held signals whose reports are out (or that waited long enough;
@@ -165,7 +166,7 @@ public sealed unsafe partial class PageEngine
         {
             HeldSignal held = _heldSignals[i];
             if (all || now >= held.Deadline || (done >= held.AfterReport && !failurePending))
-                RaiseSigbus(held.Uffd!, held.Address, held.ThreadId, held.Pid);
+                RaiseSigbus(held.Space!, held.Address, held.ThreadId, held.Pid);
             else
                 _heldSignals[kept++] = held;
         }
@@ -183,24 +184,24 @@ public sealed unsafe partial class PageEngine
     /// zeros: without either, the thread is woken, faults again and is answered again.
     /// A child whose pid is not known yet (0) can only be poisoned.
     /// </summary>
-    private void RaiseSigbus(Userfaultfd uffd, nint address, uint threadId, int pid)
+    private void RaiseSigbus(AddressSpaceOps space, nint address, uint threadId, int pid)
     {
         if (Features.Poison)
         {
-            int rc = uffd.Poison(address, PageSize);
+            int rc = space.Poison(address, PageSize);
             if (rc == 0)
                 return;
             if (rc == Libc.EEXIST)
             {
                 // Mapped already (a fault served just before a failure) or poisoned
                 // already: the woken thread's retry finds out which.
-                uffd.Wake(address, PageSize);
+                space.Wake(address, PageSize);
                 return;
             }
         }
         if (threadId != 0 && pid > 0)
             Libc.syscall(Libc.SYS_tgkill, pid, threadId, Libc.SIGBUS);
-        uffd.Wake(address, PageSize);
+        space.Wake(address, PageSize);
     }
 
     private void ReporterLoop()

@@ -2,7 +2,9 @@ using System.Diagnostics;
 using Tibet.Core.Compression;
 using Tibet.Core.Diagnostics;
 using Tibet.Core.Interop;
+using Tibet.Core.Paging.AddressSpace;
 using Tibet.Core.Paging.Eviction;
+using Tibet.Core.Paging.Sealing;
 using Tibet.Core.Storage;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
@@ -43,14 +45,12 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     private readonly EngineOptions _options;
     private readonly Lock _gate = new();
     private readonly Userfaultfd _uffd;
-    private readonly Userfaultfd? _scratchUffd;
-    private readonly nint _scratch;
-    private readonly nuint _scratchLength;
+    // Every change to the program's page tables goes through here (see AddressSpaceOps).
+    private readonly AddressSpaceOps _space;
+    private readonly LocalAddressSpace? _takeOut;
     private readonly nint _injectBuffer;
     private readonly nuint _injectBufferLength;
-    private readonly nint _sealBuffer;
-    private readonly CiphertextStore _store;
-    private readonly PageCompressor? _compressor;
+    private readonly PageSealer _sealer;
     private readonly ResidentSet _residentSet;
     private EvictionClock _evictionClock;
     private readonly long _budgetPages;
@@ -75,11 +75,11 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     private readonly MoveOutcome[] _outcomes;
 
     private long _refaults;
-    private long _faults, _readAheadPages, _decrypts, _decompressions, _zeroFills;
+    private long _faults, _readAheadPages, _zeroFills;
     private long _sourcedPages;
-    private long _evictions, _zeroEvictions, _compressedSeals, _evictionsRefused, _movesReconciled;
+    private long _evictions, _zeroEvictions, _evictionsRefused, _movesReconciled;
     private long _authenticationFailures, _removeEvents, _unmapEvents, _remapEvents;
-    private long _residentPages, _peakResidentPages, _sealedPages;
+    private long _residentPages, _peakResidentPages;
     private long _handlerAllocatedBytes;
     private readonly LatencyHistogram _faultLatency = new();
     private long _faultReceived;
@@ -104,7 +104,8 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     {
         options.Validate();
         _options = options;
-        _store = new CiphertextStore(options.StoreLimitBytes, PageSize + options.Cipher.TagSize);
+        _sealer = new PageSealer(new CiphertextStore(options.StoreLimitBytes, PageSize + options.Cipher.TagSize),
+            options.Compression, options.CompressedKeepBytes);
         Features = Userfaultfd.Probe();
         _budgetPages = options.ResidentBudgetBytes == EngineOptions.Unlimited
             ? long.MaxValue
@@ -118,18 +119,14 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
 
         if (Features.CanEvict)
         {
-            _scratchUffd = Userfaultfd.Open(UFFD_FEATURE_MOVE | UFFD_FEATURE_PAGEFAULT_FLAG_WP);
-            _scratchLength = (nuint)(options.EvictBatchPages * PageSize);
-            _scratch = KernelMemory.Map(_scratchLength);
-            Libc.madvise(_scratch, _scratchLength, Libc.MADV_NOHUGEPAGE);
-            Libc.madvise(_scratch, _scratchLength, Libc.MADV_DONTDUMP);
-            // Write-protect mode only: a read of an empty scratch page is then an ordinary
-            // zero-fill by the kernel, never a message this handler would have to answer.
-            ulong ioctls = _scratchUffd.Register(_scratch, _scratchLength, UFFDIO_REGISTER_MODE_WP);
-            if ((ioctls & (1UL << _UFFDIO_MOVE)) == 0)
-                throw new UserfaultfdUnavailableException("The kernel registered the scratch area without UFFDIO_MOVE; eviction cannot work.");
+            _takeOut = new LocalAddressSpace(_uffd, options.EvictBatchPages);
+            _space = _takeOut;
         }
-        else if (options.ResidentBudgetBytes != EngineOptions.Unlimited)
+        else
+        {
+            _space = new UffdAddressSpace(_uffd);
+        }
+        if (!Features.CanEvict && options.ResidentBudgetBytes != EngineOptions.Unlimited)
         {
             throw new UserfaultfdUnavailableException(
                 "A resident budget was requested, but " + string.Join("; ", Features.Shortcomings()) + ".");
@@ -137,15 +134,9 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
 
         _injectBufferLength = (nuint)(options.ReadAheadMaxPages * PageSize);
         _injectBuffer = KernelMemory.Map(_injectBufferLength);
-        _sealBuffer = KernelMemory.Map(PageSize * 2);
-        // Plaintext passes through these buffers: keep them out of swap and core dumps.
+        // Plaintext passes through this buffer: keep it out of swap and core dumps.
         Libc.mlock(_injectBuffer, _injectBufferLength);
-        Libc.mlock(_sealBuffer, PageSize * 2);
         Libc.madvise(_injectBuffer, _injectBufferLength, Libc.MADV_DONTDUMP);
-        Libc.madvise(_sealBuffer, PageSize * 2, Libc.MADV_DONTDUMP);
-
-        if (options.Compression == CompressionMode.Auto)
-            _compressor = new PageCompressor();
 
         _queue = (uffd_msg*)KernelMemory.Map((nuint)(MessageQueueCapacity * sizeof(uffd_msg)));
         _readBuffer = (uffd_msg*)KernelMemory.Map((nuint)(MessagesPerRead * sizeof(uffd_msg)));
@@ -281,13 +272,13 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
                 Refaults = _refaults,
                 EvictionPolicy = _options.Eviction.Name,
                 Cipher = _options.Cipher.Name,
-                Decrypts = _decrypts,
-                Decompressions = _decompressions,
+                Decrypts = _sealer.Opens,
+                Decompressions = _sealer.Decompressions,
                 ZeroFills = _zeroFills,
                 Evictions = _evictions,
                 ZeroEvictions = _zeroEvictions,
                 SourcedPages = _sourcedPages,
-                CompressedSeals = _compressedSeals,
+                CompressedSeals = _sealer.CompressedSeals,
                 EvictionsRefused = _evictionsRefused,
                 MovesReconciled = _movesReconciled,
                 AuthenticationFailures = _authenticationFailures,
@@ -297,9 +288,9 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
                 ResidentBytes = _residentPages * PageSize,
                 PeakResidentBytes = _peakResidentPages * PageSize,
                 ResidentBudgetBytes = _options.ResidentBudgetBytes,
-                SealedBytes = _store.PayloadBytes,
-                StoreMappedBytes = _store.MappedBytes,
-                SealedPages = _sealedPages,
+                SealedBytes = _sealer.Store.PayloadBytes,
+                StoreMappedBytes = _sealer.Store.MappedBytes,
+                SealedPages = _sealer.SealedPages,
                 FaultP50Nanoseconds = _faultLatency.Percentile(0.50),
                 FaultP99Nanoseconds = _faultLatency.Percentile(0.99),
                 FaultMaxNanoseconds = _faultLatency.MaxNanoseconds,
@@ -327,20 +318,17 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         lock (_gate)
         {
             foreach (var child in _children)
-                child.Dispose(_store);
+                child.Dispose(_sealer.Store);
             _children.Clear();
             foreach (var arena in _arenaSlots)
                 if (arena != null) ReleaseArenaLocked(arena);
             _disposed = true;
         }
-        _store.Dispose();
+        _sealer.Dispose();
         _residentSet.Dispose();
-        _compressor?.Dispose();
         _uffd.Dispose();
-        _scratchUffd?.Dispose();
-        if (_scratch != 0) KernelMemory.Unmap(_scratch, _scratchLength);
+        _takeOut?.Dispose();
         WipeAndUnmap(_injectBuffer, _injectBufferLength);
-        WipeAndUnmap(_sealBuffer, PageSize * 2);
         KernelMemory.Unmap((nint)_queue, (nuint)(MessageQueueCapacity * sizeof(uffd_msg)));
         KernelMemory.Unmap((nint)_readBuffer, (nuint)(MessagesPerRead * sizeof(uffd_msg)));
         Libc.close(_wakeFd);
@@ -385,7 +373,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         lock (_gate)
         {
             ref PageEntry entry = ref arena.Entries[pageIndex];
-            address = entry.State == PageState.Sealed ? entry.Slot : 0;
+            address = entry.State == PageState.Sealed ? CiphertextStore.AddressOf(entry.Slot) : 0;
             length = entry.State == PageState.Sealed ? entry.SealedLength : 0;
             return address != 0;
         }
@@ -526,16 +514,9 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     /// <summary>Forgets a page: frees its ciphertext and takes it off the resident count.</summary>
     private void DropPage(ref PageEntry entry)
     {
-        if (entry.State == PageState.Sealed)
-        {
-            _store.Free(entry.Slot);
-            entry.Slot = 0;
-            _sealedPages--;
-        }
-        else if (entry.State == PageState.Resident)
-        {
+        _sealer.Forget(ref entry);
+        if (entry.State == PageState.Resident)
             _residentPages--;
-        }
         entry.State = PageState.Unmapped;
     }
 
@@ -545,7 +526,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
 
     private void RequireEviction()
     {
-        if (_scratchUffd == null)
+        if (!_space.CanTakeOut)
             throw new NotSupportedException("Eviction is unavailable on this kernel: " + string.Join("; ", Features.Shortcomings()));
     }
 
@@ -570,30 +551,15 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     /// </summary>
     private void WarmUp()
     {
-        using var cipher = new Crypto.PageCipher(0, _options.Cipher);
-        var page = new Span<byte>((void*)_injectBuffer, PageSize);
-        var sealedPage = new Span<byte>((void*)_sealBuffer, PageSize + cipher.TagSize);
-        ulong nonce = cipher.Seal(0, 0, page, sealedPage);
-        if (!cipher.Open(0, 0, nonce, sealedPage, page))
-            throw new InvalidOperationException("AES-256-GCM self-test failed: a page sealed here did not open.");
-        if (_compressor != null)
-        {
-            var compressed = new Span<byte>((void*)_sealBuffer, PageSize);
-            if (_compressor.TryCompress(page, compressed, out int written))
-                _compressor.TryDecompress(compressed[..written], page);
-        }
-        page.Clear();
-        sealedPage.Clear();
+        _sealer.WarmUp(_options.Cipher, (byte*)_injectBuffer);
         // The store maps and unmaps chunks from the handler thread.
         KernelMemory.Unmap(KernelMemory.Map(PageSize), PageSize);
         _faultLatency.Record(0);
         _faultLatency.Clear();
-        // A rare eviction path (a move the kernel refused, as for pages shared with a
-        // child): compiled now under a JIT, not on the handler's first refused move.
-        if (_scratch != 0)
-            _ = MovedDespiteError(_scratch, _scratch);
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
+        Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
+            typeof(CiphertextStore), _residentSet.GetType(), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

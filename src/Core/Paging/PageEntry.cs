@@ -11,8 +11,9 @@ internal struct PageEntry
     /// <summary>The nonce counter the page was last sealed under (valid when Sealed).</summary>
     public ulong Nonce;
 
-    /// <summary>The store slot holding ciphertext and tag (valid when Sealed).</summary>
-    public nint Slot;
+    /// <summary>The store's handle of the slot holding ciphertext and tag (valid when
+    /// Sealed; see <see cref="Storage.SealedPageStore"/>).</summary>
+    public ulong Slot;
 
     /// <summary>The resident-queue ticket issued when the page became resident; a queue
     /// element whose ticket differs is stale.</summary>

@@ -5,7 +5,8 @@ using System.Runtime.InteropServices;
 namespace Tibet.Core.Storage;
 
 /// <summary>
-/// A slab allocator for sealed pages, in native memory.
+/// The sealed-page store of this process: a slab allocator in native memory, whose
+/// handles are the slots' addresses.
 /// </summary>
 /// <remarks>
 /// Sealed pages come in few sizes: a raw page (4096 + the cipher's tag) or a compressed
@@ -15,7 +16,7 @@ namespace Tibet.Core.Storage;
 /// freed pages give their memory back to the kernel.
 /// <para>Not thread-safe: the engine calls it under its lock. Allocation-free.</para>
 /// </remarks>
-internal sealed unsafe class CiphertextStore : IDisposable
+internal sealed unsafe class CiphertextStore : SealedPageStore
 {
     public const int CompressedClassStep = 512;
     public const int CompressedClassCount = 7; // 512 .. 3584
@@ -66,20 +67,38 @@ internal sealed unsafe class CiphertextStore : IDisposable
     public int RawSlotSize => _rawSlotSize;
 
     /// <summary>Bytes of ciphertext held (slot sizes of live slots).</summary>
-    public long PayloadBytes => _payloadBytes;
+    public override long PayloadBytes => _payloadBytes;
 
     /// <summary>Bytes mapped for the store, including free slots.</summary>
-    public long MappedBytes => _chunkCount * (long)ChunkSize;
+    public override long MappedBytes => _chunkCount * (long)ChunkSize;
 
     public long LiveSlots => _liveSlots;
 
     /// <summary>The largest sealed size that fits a compressed class.</summary>
     public static int LargestCompressedSealedSize => CompressedClassCount * CompressedClassStep;
 
+    public override Span<byte> Reserve(int sealedLength, out ulong handle)
+    {
+        nint slot = Allocate(sealedLength);
+        handle = (ulong)slot;
+        return new Span<byte>((void*)slot, sealedLength);
+    }
+
+    // Bytes are written into the slot itself: nothing to do.
+    public override void Commit(ulong handle) => Debug.Assert(handle != 0);
+
+    public override ReadOnlySpan<byte> Read(ulong handle, int sealedLength, Span<byte> staging) =>
+        new((void*)(nint)handle, sealedLength);
+
+    public override void Free(ulong handle) => Free((nint)handle);
+
+    /// <summary>Where a slot's bytes are, for tests that tamper with ciphertext.</summary>
+    public static nint AddressOf(ulong handle) => (nint)handle;
+
     /// <summary>Returns a slot that can hold <paramref name="sealedLength"/> bytes.</summary>
     /// <exception cref="OutOfMemoryException">The store must grow and cannot: mmap failed,
     /// or the store's limit is reached. The engine treats this as a handler failure.</exception>
-    public nint Allocate(int sealedLength)
+    private nint Allocate(int sealedLength)
     {
         int classIndex = ClassOf(sealedLength);
         var chunk = (ChunkHeader*)_partialHeads[classIndex];
@@ -107,13 +126,9 @@ internal sealed unsafe class CiphertextStore : IDisposable
         return slot;
     }
 
-    /// <summary>
-    /// While pinned (a forked child may still read ciphertext as it was at fork time),
-    /// freed slots are only set aside; the last Unpin frees them.
-    /// </summary>
-    public void Pin() => _pins++;
+    public override void Pin() => _pins++;
 
-    public void Unpin()
+    public override void Unpin()
     {
         Debug.Assert(_pins > 0);
         if (--_pins > 0)
@@ -123,7 +138,7 @@ internal sealed unsafe class CiphertextStore : IDisposable
         _deferredCount = 0;
     }
 
-    public void Free(nint slot)
+    private void Free(nint slot)
     {
         if (_pins == 0)
         {
@@ -165,7 +180,7 @@ internal sealed unsafe class CiphertextStore : IDisposable
         }
     }
 
-    public void Dispose()
+    public override void Dispose()
     {
         if (_deferred != null)
             KernelMemory.Unmap((nint)_deferred, (nuint)(_deferredCapacity * sizeof(nint)));

@@ -1,0 +1,61 @@
+namespace Tibet.Core.Paging.AddressSpace;
+
+/// <summary>
+/// The page-table operations the engine performs on one served address space: put pages
+/// in (and wake who waits for them), answer a fault with SIGBUS, and take pages out.
+/// </summary>
+/// <remarks>
+/// <para>Everything the engine does to the program's memory goes through here; the rest
+/// of the engine only keeps books. Two implementations today: <see cref="UffdAddressSpace"/>
+/// (a userfaultfd: this process's, or a forked child's) and <see cref="LocalAddressSpace"/>
+/// (this process, with take-out by UFFDIO_MOVE).</para>
+/// <para>Why a seam: serving a process from outside (the custodian of a later issue)
+/// changes only how these are done. UFFDIO_COPY, ZEROPAGE, WAKE and POISON work on a
+/// userfaultfd received from another process; UFFDIO_MOVE does not (EINVAL on Linux 6.18,
+/// the two mms differ), so there take-out needs an agent inside the served process.</para>
+/// <para>Every method returns 0 or a positive errno and never throws, allocates or calls
+/// malloc: the fault path decides what an error means. Partial progress is reported as
+/// the kernel reports it.</para>
+/// <para>An abstract class, not an interface: the runtime resolves interface calls
+/// lazily at each call site, and that resolution called malloc on the handler thread's
+/// first faults (26 calls, caught by the malloc probe test); virtual calls go through
+/// the method table and need nothing at run time.</para>
+/// </remarks>
+internal abstract class AddressSpaceOps
+{
+    /// <summary>Installs <paramref name="length"/> bytes from <paramref name="source"/> (engine
+    /// memory) into missing pages at <paramref name="address"/> and wakes their waiters.</summary>
+    public abstract int Copy(nint address, nint source, nuint length, out long done);
+
+    /// <summary>Installs zero pages and wakes their waiters.</summary>
+    public abstract int ZeroPage(nint address, nuint length);
+
+    /// <summary>Wakes threads waiting on the range without installing anything: they
+    /// retry, and fault again if the page is still missing.</summary>
+    public abstract int Wake(nint address, nuint length);
+
+    /// <summary>Marks missing pages poisoned (UFFDIO_POISON): their readers get SIGBUS.</summary>
+    public abstract int Poison(nint address, nuint length);
+
+    /// <summary>Whether <see cref="TakeOut"/> works on this address space.</summary>
+    public abstract bool CanTakeOut { get; }
+
+    /// <summary>
+    /// Takes present pages out of the address space, atomically against its writers (a
+    /// write lands before and is taken along, or faults after), into the engine's take-out
+    /// area at page slot <paramref name="slot"/> and on. <paramref name="done"/>: bytes taken.
+    /// ENOENT: nothing mapped there. EBUSY: shared (copy-on-write with a child) or pinned.
+    /// </summary>
+    public abstract int TakeOut(int slot, nint address, nuint length, out long done);
+
+    /// <summary>After a take-out reported an error: whether the page was taken all the same
+    /// (the page tables are the truth; see <see cref="LocalAddressSpace"/>).</summary>
+    public abstract bool TookOutDespiteError(int slot, nint address);
+
+    /// <summary>Where the page taken out into <paramref name="slot"/> is, in engine memory.</summary>
+    public abstract nint TakenPage(int slot);
+
+    /// <summary>Gives the take-out area's first <paramref name="slots"/> pages back (the
+    /// engine has wiped each page it sealed).</summary>
+    public abstract void ReleaseTaken(int slots);
+}

@@ -1,0 +1,193 @@
+using Tibet.Core.Compression;
+using Tibet.Core.Crypto;
+using Tibet.Core.Interop;
+using Tibet.Core.Storage;
+
+namespace Tibet.Core.Paging.Sealing;
+
+/// <summary>
+/// The engine's sealing part: turns a plaintext page into a sealed one in the store
+/// (zstd where it pays, then the arena's AEAD) and back, and owns what that needs: the
+/// store, the compressor, a locked staging buffer and the counts.
+/// </summary>
+/// <remarks>
+/// Called under the engine lock, on the fault path: allocation-free and malloc-free.
+/// A page's nonce counter, flags and sealed length live in its <see cref="PageEntry"/>,
+/// never beside the ciphertext, so a store that replays an older sealing is caught by
+/// authentication (see <see cref="PageCipher"/>).
+/// </remarks>
+internal sealed unsafe class PageSealer : IDisposable
+{
+    private const int PageSize = Userfaultfd.PageSize;
+    private const int IncompressibleStreakLimit = 8;
+    private const int CompressionBackoffPages = 64;
+    // [0, 1 page): compressed plaintext; [1 page, 3 pages): a store's read staging.
+    private const int StagingLength = PageSize * 3;
+
+    private readonly SealedPageStore _store;
+    private readonly PageCompressor? _compressor;
+    private readonly int _compressedKeepBytes;
+    // Compressed bytes on their way in or out of the cipher, and a store's read staging.
+    private readonly nint _staging;
+
+    private long _sealedPages, _seals, _compressedSeals, _opens, _decompressions;
+
+    public PageSealer(SealedPageStore store, CompressionMode compression, int compressedKeepBytes)
+    {
+        _store = store;
+        _compressedKeepBytes = compressedKeepBytes;
+        if (compression == CompressionMode.Auto)
+            _compressor = new PageCompressor();
+        _staging = KernelMemory.Map(StagingLength);
+        // Compressed plaintext passes through here: out of swap and core dumps.
+        Libc.mlock(_staging, StagingLength);
+        Libc.madvise(_staging, StagingLength, Libc.MADV_DONTDUMP);
+    }
+
+    public SealedPageStore Store => _store;
+
+    /// <summary>Pages held sealed in the store now.</summary>
+    public long SealedPages => _sealedPages;
+
+    /// <summary>Pages sealed into the store (all-zero pages are not: they become Zero).</summary>
+    public long Seals => _seals;
+
+    public long CompressedSeals => _compressedSeals;
+
+    /// <summary>Pages authenticated and decrypted.</summary>
+    public long Opens => _opens;
+
+    public long Decompressions => _decompressions;
+
+    /// <summary>
+    /// Makes <paramref name="entry"/> a sealed page holding <paramref name="page"/>, or a
+    /// zero page (nothing stored, returns false) when the page is all zeros.
+    /// </summary>
+    public bool Seal(Arena arena, long index, ref PageEntry entry, ReadOnlySpan<byte> page)
+    {
+        if (!page.ContainsAnyExcept((byte)0))
+        {
+            entry.State = PageState.Zero;
+            return false;
+        }
+
+        ReadOnlySpan<byte> payload = page;
+        byte flags = 0;
+        if (TryCompress(arena, page, out int compressedLength))
+        {
+            payload = new ReadOnlySpan<byte>((void*)_staging, compressedLength);
+            flags = PageEntry.FlagCompressed;
+            _compressedSeals++;
+        }
+
+        int sealedLength = payload.Length + arena.Cipher.TagSize;
+        Span<byte> slot = _store.Reserve(sealedLength, out ulong handle);
+        entry.Nonce = arena.Cipher.Seal((ulong)index, flags, payload, slot);
+        _store.Commit(handle);
+        entry.Slot = handle;
+        entry.SealedLength = (ushort)sealedLength;
+        entry.Flags = flags;
+        entry.State = PageState.Sealed;
+        _sealedPages++;
+        _seals++;
+        if (flags != 0)
+            Libc.memset((void*)_staging, 0, (nuint)compressedLength);
+        return true;
+    }
+
+    /// <summary>Authenticates and decrypts a sealed page into <paramref name="destination"/>.
+    /// False (and <paramref name="destination"/> cleared) when it fails authentication.
+    /// The page stays sealed: the caller decides when its slot is freed.</summary>
+    public bool TryOpen(PageCipher cipher, long index, in PageEntry entry, byte* destination)
+    {
+        var page = new Span<byte>(destination, PageSize);
+        // A store that copies (not this process's) fills the staging area.
+        var staging = new Span<byte>((void*)(_staging + PageSize), entry.SealedLength);
+        ReadOnlySpan<byte> sealedBytes = _store.Read(entry.Slot, entry.SealedLength, staging);
+        _opens++;
+        if (!entry.IsCompressed)
+            return cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, page);
+
+        int compressedLength = entry.SealedLength - cipher.TagSize;
+        var compressed = new Span<byte>((void*)_staging, compressedLength);
+        bool ok = cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, compressed)
+                  && _compressor != null && _compressor.TryDecompress(compressed, page);
+        compressed.Clear();
+        if (ok) _decompressions++;
+        else page.Clear();
+        return ok;
+    }
+
+    /// <summary>Frees a sealed page's slot (if it is sealed): it became resident again,
+    /// was discarded, unmapped or found tampered.</summary>
+    public void Forget(ref PageEntry entry)
+    {
+        if (entry.State != PageState.Sealed)
+            return;
+        _store.Free(entry.Slot);
+        entry.Slot = 0;
+        _sealedPages--;
+    }
+
+    /// <summary>Seals and opens once on the calling thread, so that the handler's first
+    /// fault meets no static constructor or first-call allocation (cipher, compressor).</summary>
+    public void WarmUp(PageCipherSuite suite, byte* pageBuffer)
+    {
+        using var cipher = new PageCipher(0, suite);
+        var page = new Span<byte>(pageBuffer, PageSize);
+        Span<byte> sealedPage = stackalloc byte[PageSize + PageCipherSuite.MaxTagSize];
+        sealedPage = sealedPage[..(PageSize + cipher.TagSize)];
+        ulong nonce = cipher.Seal(0, 0, page, sealedPage);
+        if (!cipher.Open(0, 0, nonce, sealedPage, page))
+            throw new InvalidOperationException($"{suite.Name} self-test failed: a page sealed here did not open.");
+        if (_compressor != null)
+        {
+            var compressed = new Span<byte>((void*)_staging, PageSize);
+            if (_compressor.TryCompress(page, compressed, out int written))
+                _compressor.TryDecompress(compressed[..written], page);
+        }
+        page.Clear();
+        Wipe();
+    }
+
+    /// <summary>Clears the staging buffer (after a failure, or at the end).</summary>
+    public void Wipe() => Libc.memset((void*)_staging, 0, StagingLength);
+
+    public void Dispose()
+    {
+        Wipe();
+        KernelMemory.Unmap(_staging, StagingLength);
+        _compressor?.Dispose();
+        _store.Dispose();
+    }
+
+    /// <summary>
+    /// zstd where it pays: a page is kept compressed only when the result is at most
+    /// <see cref="EngineOptions.CompressedKeepBytes"/>, and an arena whose pages keep
+    /// failing stops trying for a while.
+    /// </summary>
+    private bool TryCompress(Arena arena, ReadOnlySpan<byte> page, out int length)
+    {
+        length = 0;
+        if (_compressor == null)
+            return false;
+        if (arena.CompressionSkips > 0)
+        {
+            arena.CompressionSkips--;
+            return false;
+        }
+        var destination = new Span<byte>((void*)_staging, _compressedKeepBytes - arena.Cipher.TagSize);
+        if (_compressor.TryCompress(page, destination, out length))
+        {
+            arena.IncompressibleStreak = 0;
+            return true;
+        }
+        destination.Clear();
+        if (++arena.IncompressibleStreak >= IncompressibleStreakLimit)
+        {
+            arena.IncompressibleStreak = 0;
+            arena.CompressionSkips = CompressionBackoffPages;
+        }
+        return false;
+    }
+}
