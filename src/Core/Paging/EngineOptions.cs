@@ -33,6 +33,9 @@ public sealed record EngineOptions
     /// <summary>Which resident page is sealed next when the budget is reached.</summary>
     public Eviction.EvictionPolicy Eviction { get; init; } = Paging.Eviction.EvictionPolicy.ScanResistant;
 
+    /// <summary>When pages are sealed ahead of need (see <see cref="Eviction.ResidentWatermarks"/>).</summary>
+    public Eviction.ResidentWatermarks Watermarks { get; init; } = new();
+
     /// <summary>Under <see cref="CompressionMode.Auto"/>, a compressed page is kept only
     /// if its sealed size (compressed bytes + the cipher's tag) is at most this.</summary>
     public int CompressedKeepBytes { get; init; } = 2048;
@@ -101,6 +104,8 @@ public sealed record EngineOptions
             throw new ArgumentOutOfRangeException(nameof(CompressedKeepBytes), CompressedKeepBytes, "CompressedKeepBytes must be 64 to 3584.");
         if (StoreLimitBytes < 1 << 20)
             throw new ArgumentOutOfRangeException(nameof(StoreLimitBytes), StoreLimitBytes, "The store limit must be at least one chunk (1 MiB).");
+        ArgumentNullException.ThrowIfNull(Watermarks);
+        Watermarks.Validate();
         if (SpinMicroseconds is < 0 or > 1_000_000)
             throw new ArgumentOutOfRangeException(nameof(SpinMicroseconds), SpinMicroseconds, "Spin must be 0 to 1000000 µs.");
     }

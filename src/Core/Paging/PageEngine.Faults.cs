@@ -10,8 +10,8 @@ public sealed unsafe partial class PageEngine
     private void HandleFault(in uffd_msg message)
     {
         _faults++;
-        // Pages this fault brings in stay until the next fault: see EvictFromQueue.
-        _newestFaultFirstTicket = _lastTicket + 1;
+        // Pages this fault brings in stay until the next fault (see Evictor).
+        _evictor.BeginFault();
         nint address = (nint)(message.pagefault_address & ~(ulong)(PageSize - 1));
         bool write = (message.pagefault_flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
 
@@ -19,7 +19,7 @@ public sealed unsafe partial class PageEngine
         // then the decrypted buffer is stale and the fault is served afresh.
         while (true)
         {
-            Arena? arena = FindArena(address);
+            Arena? arena = _arenas.Find(address);
             if (arena == null)
             {
                 // A range released meanwhile; unregistering already woke the thread.
@@ -37,7 +37,7 @@ public sealed unsafe partial class PageEngine
             {
                 // The thread runs again; restore some headroom under the budget now, so
                 // that the next faults find room without evicting one page at a time.
-                EvictAfterFault();
+                _evictor.EvictAfterFault();
                 return;
             }
         }
@@ -62,7 +62,7 @@ public sealed unsafe partial class PageEngine
         long epoch = _eventEpoch;
         // Room for the faulting page only: the thread waits for this part. The read-ahead
         // run makes its own room after the thread is running again.
-        MakeRoom(1);
+        _evictor.MakeRoom(1);
         if (_eventEpoch != epoch)
             return false;
 
@@ -102,7 +102,7 @@ public sealed unsafe partial class PageEngine
             return false;
         if (count == 1)
             return true;
-        MakeRoom(count - 1);
+        _evictor.MakeRoom(count - 1);
         if (_eventEpoch != epoch)
             return true;
 
@@ -145,8 +145,7 @@ public sealed unsafe partial class PageEngine
     private int ReadAheadRun(Arena arena, long index)
     {
         int window = arena.Streams.WindowFor(index, _options.ReadAheadMaxPages, out int stream);
-        if (_budgetPages != long.MaxValue)
-            window = (int)Math.Max(1, Math.Min(window, _budgetPages / 4));
+        window = Math.Min(window, _evictor.ReadAheadLimit);
 
         int count = 1;
         while (count < window && index + count < arena.PageCount
@@ -165,7 +164,7 @@ public sealed unsafe partial class PageEngine
             if (rc == 0 || rc == Libc.EEXIST)
             {
                 if (rc == Libc.EEXIST) _space.Wake(address, PageSize);
-                MarkResident(arena, index, 1);
+                _evictor.Admit(arena, index, 1);
                 return true;
             }
             if (rc != Libc.EAGAIN)
@@ -186,7 +185,7 @@ public sealed unsafe partial class PageEngine
             int rc = _space.Copy(destination, (nint)(source + (long)done * PageSize), (nuint)((count - done) * PageSize), out long copied);
             int pages = (int)(copied / PageSize);
             if (pages > 0)
-                MarkResident(arena, index + done, pages);
+                _evictor.Admit(arena, index + done, pages);
             done += pages;
             if (rc == 0 || pages > 0)
                 continue;
@@ -202,7 +201,7 @@ public sealed unsafe partial class PageEngine
                 case Libc.EEXIST:
                     // Already mapped, which only a page we had written off can be: count it back in.
                     _space.Wake(destination, PageSize);
-                    MarkResident(arena, index + done, 1);
+                    _evictor.Admit(arena, index + done, 1);
                     done++;
                     break;
                 default:
@@ -219,29 +218,6 @@ public sealed unsafe partial class PageEngine
             Console.Error.WriteLine($"tibet: cannot map page 0x{address:x}: {Libc.Describe(errno)}");
         _space.Wake(address, PageSize);
         return true;
-    }
-
-    private void MarkResident(Arena arena, long index, int count)
-    {
-        for (long i = index; i < index + count; i++)
-        {
-            ref PageEntry entry = ref arena.Entries[i];
-            if (entry.State == PageState.Resident)
-                continue;
-            uint refaultDistance = entry.State is PageState.Sealed or PageState.Zero
-                ? _evictionClock.DistanceSince(entry.EvictionStamp)
-                : ResidentSet.FirstTouch;
-            if (refaultDistance != ResidentSet.FirstTouch)
-                _refaults++;
-            entry.EvictionStamp = 0;
-            _sealer.Forget(ref entry);
-            entry.State = PageState.Resident;
-            entry.ResidentTicket = ++_lastTicket;
-            _residentSet.Admit(new ResidentQueue.Element(arena.Slot, i, entry.ResidentTicket), refaultDistance);
-            _residentPages++;
-        }
-        if (_residentPages > _peakResidentPages)
-            _peakResidentPages = _residentPages;
     }
 
     /// <summary>

@@ -183,10 +183,10 @@ public sealed unsafe partial class PageEngine
 
     private ChildRegion[] SnapshotArenas()
     {
-        var regions = new ChildRegion[_arenasByAddress.Length];
+        var regions = new ChildRegion[_arenas.ByAddress.Length];
         for (int i = 0; i < regions.Length; i++)
         {
-            Arena arena = _arenasByAddress[i];
+            Arena arena = _arenas.ByAddress[i];
             regions[i] = new ChildRegion(arena.Address, arena.PageCount, arena.Entries, arena.Cipher, arena.Source, arena.Id, arena.Label).Copy();
         }
         return regions;

@@ -74,7 +74,7 @@ public sealed unsafe partial class PageEngine
                 worked = ReleaseHeldSignals(all: false);
                 worked |= PumpLocked();
                 if (!worked)
-                    worked = EvictInBackgroundLocked();
+                    worked = _evictor.EvictInBackground();
                 _handlerAllocatedBytes = GC.GetAllocatedBytesForCurrentThread() - allocationBaseline;
             }
 
@@ -380,10 +380,10 @@ public sealed unsafe partial class PageEngine
         nint cursor = start & ~(nint)(PageSize - 1);
         while (cursor < end)
         {
-            Arena? arena = FindArena(cursor);
+            Arena? arena = _arenas.Find(cursor);
             if (arena == null)
             {
-                cursor = NextArenaStart(cursor, end);
+                cursor = _arenas.NextStart(cursor, end);
                 continue;
             }
             long first = (cursor - arena.Address) / PageSize;
@@ -397,13 +397,6 @@ public sealed unsafe partial class PageEngine
         }
     }
 
-    private nint NextArenaStart(nint after, nint end)
-    {
-        foreach (Arena a in _arenasByAddress)
-            if (a.Address > after) return a.Address;
-        return end;
-    }
-
     /// <summary>
     /// mremap of a whole arena moves its page table along; the kernel moved the pages
     /// and the registration. Moving part of an arena is the interposer's job (it sees
@@ -411,12 +404,12 @@ public sealed unsafe partial class PageEngine
     /// </summary>
     private void HandleRemap(nint from, nint to, long length)
     {
-        Arena? arena = FindArena(from);
+        Arena? arena = _arenas.Find(from);
         if (arena == null) return;
         if (arena.Address == from && arena.Length == length)
         {
             arena.Address = to;
-            RebuildAddressIndex();
+            _arenas.Reindex();
             return;
         }
         Console.Error.WriteLine(

@@ -36,7 +36,7 @@ namespace Tibet.Core.Paging;
 /// then on every fault is answered with SIGBUS in the faulting thread. See HandlerLoop
 /// in PageEngine.Handler.cs.</para>
 /// </remarks>
-public sealed unsafe partial class PageEngine : IDisposable, IResidency
+public sealed unsafe partial class PageEngine : IDisposable
 {
     private const int PageSize = Userfaultfd.PageSize;
     private const int MessageQueueCapacity = 16384;
@@ -51,54 +51,29 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     private readonly nint _injectBuffer;
     private readonly nuint _injectBufferLength;
     private readonly PageSealer _sealer;
-    private readonly ResidentSet _residentSet;
-    private EvictionClock _evictionClock;
-    private readonly long _budgetPages;
+    private readonly ArenaTable _arenas = new();
+    private readonly Evictor _evictor;
     private readonly Thread _handler;
     private readonly int _wakeFd;
     private volatile bool _stopping;
     private bool _disposed;
 
-    private Arena?[] _arenaSlots = new Arena?[8];
-    private Arena[] _arenasByAddress = [];
 
     private readonly uffd_msg* _queue;
     private int _queueHead;
     private int _queueCount;
     private readonly uffd_msg* _readBuffer;
     private long _eventEpoch;
-    private ulong _lastTicket;
 
-    private readonly Victim[] _victims;
-    private readonly ResidentQueue.Element[] _keptBack;
-    private ulong _newestFaultFirstTicket = ulong.MaxValue;
-    private readonly MoveOutcome[] _outcomes;
 
-    private long _refaults;
     private long _faults, _readAheadPages, _zeroFills;
     private long _sourcedPages;
-    private long _evictions, _zeroEvictions, _evictionsRefused, _movesReconciled;
     private long _authenticationFailures, _removeEvents, _unmapEvents, _remapEvents;
-    private long _residentPages, _peakResidentPages;
     private long _handlerAllocatedBytes;
     private readonly LatencyHistogram _faultLatency = new();
     private long _faultReceived;
     private bool _faultRecorded;
     private static readonly double NanosecondsPerTick = 1e9 / Stopwatch.Frequency;
-
-    private struct Victim
-    {
-        public Arena? Arena;
-        public long PageIndex;
-        public ulong Ticket;
-    }
-
-    private enum MoveOutcome : byte
-    {
-        Moved,
-        Gone,
-        Refused,
-    }
 
     private PageEngine(EngineOptions options)
     {
@@ -107,11 +82,6 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         _sealer = new PageSealer(new CiphertextStore(options.StoreLimitBytes, PageSize + options.Cipher.TagSize),
             options.Compression, options.CompressedKeepBytes);
         Features = Userfaultfd.Probe();
-        _budgetPages = options.ResidentBudgetBytes == EngineOptions.Unlimited
-            ? long.MaxValue
-            : Math.Max(1, options.ResidentBudgetBytes / PageSize);
-        _residentSet = options.Eviction.CreateSet(_budgetPages, this, options.ReadAheadMaxPages);
-
         ulong wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP
                        | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON
                        | (options.ServeForkedChildren ? UFFD_FEATURE_EVENT_FORK : 0);
@@ -140,9 +110,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
 
         _queue = (uffd_msg*)KernelMemory.Map((nuint)(MessageQueueCapacity * sizeof(uffd_msg)));
         _readBuffer = (uffd_msg*)KernelMemory.Map((nuint)(MessagesPerRead * sizeof(uffd_msg)));
-        _victims = new Victim[options.EvictBatchPages];
-        _keptBack = new ResidentQueue.Element[options.ReadAheadMaxPages + 1];
-        _outcomes = new MoveOutcome[options.EvictBatchPages];
+        _evictor = new Evictor(options, _arenas, _sealer, _space, DrainEvents);
 
         _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
         if (_wakeFd < 0)
@@ -216,8 +184,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            arena.Slot = AddressIndex.TakeSlot(ref _arenaSlots, arena);
-            RebuildAddressIndex();
+            arena.Slot = _arenas.Add(arena);
         }
         return arena;
     }
@@ -230,18 +197,10 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         lock (_gate)
         {
             RequireHealthy();
-            // Asked for by the API: the newest fault's pages go too (see EvictFromQueue).
-            _newestFaultFirstTicket = ulong.MaxValue;
             try
             {
-                long target = Math.Max(0, residentBytes / PageSize);
-                long attempts = _residentSet.Count;
-                while (_residentPages > target && attempts > 0)
-                {
-                    int want = (int)Math.Min(_victims.Length, _residentPages - target);
-                    attempts -= want;
-                    EvictFromQueue(want);
-                }
+                // Asked for by the API: the newest fault's pages go too.
+                _evictor.TrimTo(Math.Max(0, residentBytes / PageSize));
             }
             catch (Exception e)
             {
@@ -269,24 +228,24 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
             {
                 Faults = _faults,
                 ReadAheadPages = _readAheadPages,
-                Refaults = _refaults,
+                Refaults = _evictor.Refaults,
                 EvictionPolicy = _options.Eviction.Name,
                 Cipher = _options.Cipher.Name,
                 Decrypts = _sealer.Opens,
                 Decompressions = _sealer.Decompressions,
                 ZeroFills = _zeroFills,
-                Evictions = _evictions,
-                ZeroEvictions = _zeroEvictions,
+                Evictions = _evictor.Evictions,
+                ZeroEvictions = _evictor.ZeroEvictions,
                 SourcedPages = _sourcedPages,
                 CompressedSeals = _sealer.CompressedSeals,
-                EvictionsRefused = _evictionsRefused,
-                MovesReconciled = _movesReconciled,
+                EvictionsRefused = _evictor.Refused,
+                MovesReconciled = _evictor.Reconciled,
                 AuthenticationFailures = _authenticationFailures,
                 RemoveEvents = _removeEvents,
                 UnmapEvents = _unmapEvents,
                 RemapEvents = _remapEvents,
-                ResidentBytes = _residentPages * PageSize,
-                PeakResidentBytes = _peakResidentPages * PageSize,
+                ResidentBytes = _evictor.ResidentPages * PageSize,
+                PeakResidentBytes = _evictor.PeakResidentPages * PageSize,
                 ResidentBudgetBytes = _options.ResidentBudgetBytes,
                 SealedBytes = _sealer.Store.PayloadBytes,
                 StoreMappedBytes = _sealer.Store.MappedBytes,
@@ -320,12 +279,12 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
             foreach (var child in _children)
                 child.Dispose(_sealer.Store);
             _children.Clear();
-            foreach (var arena in _arenaSlots)
+            foreach (var arena in _arenas.Slots)
                 if (arena != null) ReleaseArenaLocked(arena);
             _disposed = true;
         }
         _sealer.Dispose();
-        _residentSet.Dispose();
+        _evictor.Dispose();
         _uffd.Dispose();
         _takeOut?.Dispose();
         WipeAndUnmap(_injectBuffer, _injectBufferLength);
@@ -336,17 +295,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
 
     internal long ResidentQueueCapacity
     {
-        get { lock (_gate) return _residentSet.Capacity; }
-    }
-
-    /// <summary>Whether a resident-queue element still names a resident page.</summary>
-    bool IResidency.IsLiveResident(in ResidentQueue.Element element)
-    {
-        Arena? arena = element.ArenaSlot < _arenaSlots.Length ? _arenaSlots[element.ArenaSlot] : null;
-        if (arena == null || element.PageIndex >= arena.PageCount)
-            return false;
-        ref PageEntry entry = ref arena.Entries[element.PageIndex];
-        return entry.State == PageState.Resident && entry.ResidentTicket == element.Ticket;
+        get { lock (_gate) return _evictor.Capacity; }
     }
 
     internal PageState ReadPageState(Arena arena, long pageIndex)
@@ -401,19 +350,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
             RequireHealthy();
             try
             {
-                int count = 0;
-                for (long i = 0; i < arena.PageCount; i++)
-                {
-                    ref PageEntry entry = ref arena.Entries[i];
-                    if (entry.State != PageState.Resident) continue;
-                    _victims[count++] = new Victim { Arena = arena, PageIndex = i, Ticket = entry.ResidentTicket };
-                    if (count == _victims.Length)
-                    {
-                        EvictVictims(count);
-                        count = 0;
-                    }
-                }
-                if (count > 0) EvictVictims(count);
+                _evictor.EvictArena(arena);
             }
             catch (Exception e)
             {
@@ -451,8 +388,7 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
                 runStart = -1;
             }
         }
-        _arenaSlots[arena.Slot] = null;
-        RebuildAddressIndex();
+        _arenas.Remove(arena);
         arena.Source?.Release();
         arena.Source = null;
         arena.FreeTables();
@@ -515,14 +451,9 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
     private void DropPage(ref PageEntry entry)
     {
         _sealer.Forget(ref entry);
-        if (entry.State == PageState.Resident)
-            _residentPages--;
+        _evictor.Forget(ref entry);
         entry.State = PageState.Unmapped;
     }
-
-    private void RebuildAddressIndex() => _arenasByAddress = AddressIndex.Build(_arenaSlots);
-
-    private Arena? FindArena(nint address) => AddressIndex.Find(_arenasByAddress, address);
 
     private void RequireEviction()
     {
@@ -560,6 +491,6 @@ public sealed unsafe partial class PageEngine : IDisposable, IResidency
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
         Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
-            typeof(CiphertextStore), _residentSet.GetType(), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
+            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), _evictor.ResidentSet.GetType(), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

@@ -1,7 +1,7 @@
 namespace Tibet.Core.Paging.Eviction;
 
 /// <summary>Answers whether a queued element still names a resident page (its ticket
-/// matches the page's). Implemented by the engine, which owns the page tables.</summary>
+/// matches the page's). Implemented by the engine's <see cref="Evictor"/>.</summary>
 internal interface IResidency
 {
     bool IsLiveResident(in ResidentQueue.Element element);

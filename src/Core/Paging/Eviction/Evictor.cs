@@ -1,0 +1,355 @@
+using Tibet.Core.Paging.AddressSpace;
+using Tibet.Core.Paging.Sealing;
+
+namespace Tibet.Core.Paging.Eviction;
+
+/// <summary>
+/// The engine's eviction part: keeps the books of resident pages (count, order, refault
+/// distances) and, when the budget needs room, takes pages out of the address space and
+/// has them sealed, a batch at a time.
+/// </summary>
+/// <remarks>
+/// <para>Policy comes in as objects (<see cref="EngineOptions.Eviction"/> orders the
+/// candidates, <see cref="EngineOptions.Watermarks"/> says when to evict ahead of need);
+/// this class is the mechanism. Called under the engine lock, on the fault path:
+/// allocation-free and malloc-free.</para>
+/// <para>The pages the newest fault brought in are never taken: the thread it woke may
+/// not have run yet, and taking its page would make it fault again, and again, whenever
+/// the pages the kernel refuses to move (shared with a forked child) hold the whole
+/// budget (seen: a program that stopped making progress). Nothing is then evicted, and
+/// the budget is exceeded until they become movable, as the README states.</para>
+/// </remarks>
+internal sealed unsafe class Evictor : IResidency, IDisposable
+{
+    private const int EvictAfterFaultPages = 16;
+
+    private readonly ArenaTable _arenas;
+    private readonly PageSealer _sealer;
+    private readonly AddressSpaceOps _space;
+    private readonly Action _drainEvents;
+    private readonly ResidentSet _residentSet;
+    private readonly long _budgetPages;
+    private readonly long _highPages, _lowPages;
+    private EvictionClock _clock;
+
+    private readonly Victim[] _victims;
+    private readonly TakeOutcome[] _outcomes;
+    private readonly ResidentQueue.Element[] _keptBack;
+    private ulong _lastTicket;
+    private ulong _newestFaultFirstTicket = ulong.MaxValue;
+
+    private long _residentPages, _peakResidentPages;
+    private long _evictions, _zeroEvictions, _refused, _reconciled, _refaults;
+
+    private struct Victim
+    {
+        public Arena? Arena;
+        public long PageIndex;
+        public ulong Ticket;
+    }
+
+    private enum TakeOutcome : byte
+    {
+        Taken,
+        Gone,
+        Refused,
+    }
+
+    /// <param name="drainEvents">Reads and handles the events the kernel holds: a take-out
+    /// answers EAGAIN until they are read.</param>
+    public Evictor(EngineOptions options, ArenaTable arenas, PageSealer sealer, AddressSpaceOps space, Action drainEvents)
+    {
+        _arenas = arenas;
+        _sealer = sealer;
+        _space = space;
+        _drainEvents = drainEvents;
+        _budgetPages = options.ResidentBudgetBytes == EngineOptions.Unlimited
+            ? long.MaxValue
+            : Math.Max(1, options.ResidentBudgetBytes / Userfaultfd.PageSize);
+        _highPages = options.Watermarks.HighPages(_budgetPages);
+        _lowPages = options.Watermarks.LowPages(_budgetPages);
+        ReadAheadLimit = _budgetPages == long.MaxValue ? int.MaxValue : options.Watermarks.ReadAheadLimit(_budgetPages);
+        _residentSet = options.Eviction.CreateSet(_budgetPages, this, options.ReadAheadMaxPages);
+        _victims = new Victim[options.EvictBatchPages];
+        _outcomes = new TakeOutcome[options.EvictBatchPages];
+        _keptBack = new ResidentQueue.Element[options.ReadAheadMaxPages + 1];
+    }
+
+    public bool Unlimited => _budgetPages == long.MaxValue;
+
+    /// <summary>The most pages one fault's read-ahead run may bring in.</summary>
+    public int ReadAheadLimit { get; }
+
+    public long ResidentPages => _residentPages;
+    public long PeakResidentPages => _peakResidentPages;
+    public long Evictions => _evictions;
+    public long ZeroEvictions => _zeroEvictions;
+    public long Refused => _refused;
+    public long Reconciled => _reconciled;
+    public long Refaults => _refaults;
+
+    /// <summary>Elements the resident set holds without growing (for tests).</summary>
+    public long Capacity => _residentSet.Capacity;
+
+    public ResidentSet ResidentSet => _residentSet;
+
+    /// <summary>A fault is being served: what it brings in stays until the next one.</summary>
+    public void BeginFault() => _newestFaultFirstTicket = _lastTicket + 1;
+
+    /// <summary>
+    /// Pages became resident (UFFDIO_COPY or ZEROPAGE). A page that was sealed gives its
+    /// slot back; its refault distance goes to the policy.
+    /// </summary>
+    public void Admit(Arena arena, long index, int count)
+    {
+        for (long i = index; i < index + count; i++)
+        {
+            ref PageEntry entry = ref arena.Entries[i];
+            if (entry.State == PageState.Resident)
+                continue;
+            uint refaultDistance = entry.State is PageState.Sealed or PageState.Zero
+                ? _clock.DistanceSince(entry.EvictionStamp)
+                : ResidentSet.FirstTouch;
+            if (refaultDistance != ResidentSet.FirstTouch)
+                _refaults++;
+            entry.EvictionStamp = 0;
+            _sealer.Forget(ref entry);
+            entry.State = PageState.Resident;
+            entry.ResidentTicket = ++_lastTicket;
+            _residentSet.Admit(new ResidentQueue.Element(arena.Slot, i, entry.ResidentTicket), refaultDistance);
+            _residentPages++;
+        }
+        if (_residentPages > _peakResidentPages)
+            _peakResidentPages = _residentPages;
+    }
+
+    /// <summary>A resident page left the books without eviction (unmapped, released).
+    /// Its queue element goes stale and is skipped.</summary>
+    public void Forget(ref PageEntry entry)
+    {
+        if (entry.State == PageState.Resident)
+            _residentPages--;
+    }
+
+    /// <summary>Evicts until <paramref name="incoming"/> more pages fit the budget.</summary>
+    public void MakeRoom(int incoming)
+    {
+        if (Unlimited)
+            return;
+        long attempts = _residentSet.Count;
+        while (_residentPages + incoming > _budgetPages && attempts > 0)
+        {
+            int want = (int)Math.Min(_victims.Length, _residentPages + incoming - _budgetPages);
+            attempts -= want;
+            // A step that evicts nothing met only pages the kernel refuses to move (shared
+            // with a forked child, or reprotected); trying the rest of the queue on every
+            // fault would cost a failed take-out per page. The budget is exceeded until
+            // they become movable, as the README states.
+            if (EvictFromQueue(want) == 0)
+                break;
+        }
+    }
+
+    /// <summary>When idle: seals a batch if resident pages are above the high watermark.</summary>
+    public bool EvictInBackground()
+    {
+        if (Unlimited || _residentPages <= _highPages)
+            return false;
+        return EvictFromQueue((int)Math.Min(_residentPages - _lowPages, _victims.Length)) > 0;
+    }
+
+    /// <summary>A small slice of background eviction after each served fault: a busy
+    /// program never leaves the handler idle, and without this every fault at the budget
+    /// would evict a single page with three system calls of its own.</summary>
+    public void EvictAfterFault()
+    {
+        if (Unlimited || _residentPages <= _highPages)
+            return;
+        EvictFromQueue((int)Math.Min(_residentPages - _lowPages, Math.Min(EvictAfterFaultPages, _victims.Length)));
+    }
+
+    /// <summary>Seals resident pages in the policy's order, the newest fault's included,
+    /// until at most <paramref name="targetPages"/> remain (or none can be moved).</summary>
+    public void TrimTo(long targetPages)
+    {
+        _newestFaultFirstTicket = ulong.MaxValue;
+        long attempts = _residentSet.Count;
+        while (_residentPages > targetPages && attempts > 0)
+        {
+            int want = (int)Math.Min(_victims.Length, _residentPages - targetPages);
+            attempts -= want;
+            EvictFromQueue(want);
+        }
+    }
+
+    /// <summary>Seals every resident page of <paramref name="arena"/>.</summary>
+    public void EvictArena(Arena arena)
+    {
+        int count = 0;
+        for (long i = 0; i < arena.PageCount; i++)
+        {
+            ref PageEntry entry = ref arena.Entries[i];
+            if (entry.State != PageState.Resident) continue;
+            _victims[count++] = new Victim { Arena = arena, PageIndex = i, Ticket = entry.ResidentTicket };
+            if (count == _victims.Length)
+            {
+                EvictVictims(count);
+                count = 0;
+            }
+        }
+        if (count > 0) EvictVictims(count);
+    }
+
+    /// <summary>Whether a resident-queue element still names a resident page.</summary>
+    bool IResidency.IsLiveResident(in ResidentQueue.Element element)
+    {
+        Arena? arena = _arenas.InSlot(element.ArenaSlot);
+        if (arena == null || element.PageIndex >= arena.PageCount)
+            return false;
+        ref PageEntry entry = ref arena.Entries[element.PageIndex];
+        return entry.State == PageState.Resident && entry.ResidentTicket == element.Ticket;
+    }
+
+    public void Dispose() => _residentSet.Dispose();
+
+    /// <summary>Takes up to <paramref name="want"/> resident pages in the policy's order and seals them.</summary>
+    private int EvictFromQueue(int want)
+    {
+        int count = 0, kept = 0;
+        long candidates = _residentSet.Count;
+        while (count < want && kept < _keptBack.Length && candidates-- > 0 && _residentSet.TryTakeNext(out ResidentQueue.Element element))
+        {
+            Arena? arena = _arenas.InSlot(element.ArenaSlot);
+            if (arena == null || element.PageIndex >= arena.PageCount)
+                continue;
+            ref PageEntry entry = ref arena.Entries[element.PageIndex];
+            if (entry.State != PageState.Resident || entry.ResidentTicket != element.Ticket)
+                continue; // stale: the page left residency after this element was queued
+            if (element.Ticket >= _newestFaultFirstTicket)
+            {
+                _keptBack[kept++] = element;
+                continue;
+            }
+            _victims[count++] = new Victim { Arena = arena, PageIndex = element.PageIndex, Ticket = element.Ticket };
+        }
+        for (int i = 0; i < kept; i++)
+            _residentSet.Keep(in _keptBack[i]);
+        return count == 0 ? 0 : EvictVictims(count);
+    }
+
+    /// <summary>
+    /// Takes the victims out of their arenas (runs of neighbours in one take-out), seals
+    /// what was taken, and gives the take-out area back.
+    /// </summary>
+    private int EvictVictims(int count)
+    {
+        for (int start = 0; start < count;)
+        {
+            int end = start + 1;
+            while (end < count && _victims[end].Arena == _victims[start].Arena
+                   && _victims[end].PageIndex == _victims[end - 1].PageIndex + 1)
+                end++;
+            TakeOutRun(start, end - start);
+            start = end;
+        }
+
+        int evicted = 0;
+        bool taken = false;
+        for (int k = 0; k < count; k++)
+        {
+            ref Victim victim = ref _victims[k];
+            Arena arena = victim.Arena!;
+            ref PageEntry entry = ref arena.Entries[victim.PageIndex];
+            bool stillOurs = entry.State == PageState.Resident && entry.ResidentTicket == victim.Ticket;
+            switch (_outcomes[k])
+            {
+                case TakeOutcome.Taken:
+                    taken = true;
+                    if (stillOurs)
+                    {
+                        SealTakenPage(arena, victim.PageIndex, ref entry, k);
+                        entry.EvictionStamp = _clock.Stamp();
+                        _residentPages--;
+                        evicted++;
+                    }
+                    else
+                    {
+                        Interop.Libc.memset((void*)_space.TakenPage(k), 0, Userfaultfd.PageSize);
+                    }
+                    break;
+                case TakeOutcome.Gone:
+                    // Not mapped any more: the program discarded it (MADV_DONTNEED/FREE).
+                    if (stillOurs)
+                    {
+                        entry.State = PageState.Zero;
+                        entry.EvictionStamp = _clock.Stamp();
+                        _residentPages--;
+                        _zeroEvictions++;
+                        evicted++;
+                    }
+                    break;
+                case TakeOutcome.Refused:
+                    _refused++;
+                    if (stillOurs)
+                        _residentSet.Return(new ResidentQueue.Element(arena.Slot, victim.PageIndex, victim.Ticket));
+                    break;
+            }
+            victim.Arena = null;
+        }
+
+        if (taken)
+            _space.ReleaseTaken(count);
+        return evicted;
+    }
+
+    private void TakeOutRun(int first, int length)
+    {
+        Arena arena = _victims[first].Arena!;
+        long pageIndex = _victims[first].PageIndex;
+        int done = 0;
+        int retries = 0;
+        while (done < length)
+        {
+            int rc = _space.TakeOut(first + done, arena.PageAddress(pageIndex + done),
+                (nuint)((length - done) * Userfaultfd.PageSize), out long moved);
+            int pages = rc == 0 ? length - done : (int)(moved / Userfaultfd.PageSize);
+            for (int i = 0; i < pages; i++)
+                _outcomes[first + done + i] = TakeOutcome.Taken;
+            done += pages;
+            if (rc == 0 || pages > 0)
+                continue;
+
+            if (rc == Interop.Libc.EAGAIN && ++retries < 1000)
+            {
+                _drainEvents();
+                continue;
+            }
+            if (_space.TookOutDespiteError(first + done, arena.PageAddress(pageIndex + done)))
+            {
+                _outcomes[first + done] = TakeOutcome.Taken;
+                _reconciled++;
+                done++;
+                continue;
+            }
+            // ENOENT: nothing mapped there. EBUSY: shared with a child or pinned.
+            // Anything else (EINVAL after mprotect, a vanished range): leave it be.
+            _outcomes[first + done] = rc == Interop.Libc.ENOENT ? TakeOutcome.Gone : TakeOutcome.Refused;
+            done++;
+        }
+    }
+
+    /// <summary>Seals a taken-out page into the store and wipes the plaintext.</summary>
+    private void SealTakenPage(Arena arena, long index, ref PageEntry entry, int slot)
+    {
+        nint page = _space.TakenPage(slot);
+        if (_sealer.Seal(arena, index, ref entry, new ReadOnlySpan<byte>((void*)page, Userfaultfd.PageSize)))
+        {
+            _evictions++;
+            Interop.Libc.memset((void*)page, 0, Userfaultfd.PageSize);
+        }
+        else
+        {
+            _zeroEvictions++;
+        }
+    }
+}
