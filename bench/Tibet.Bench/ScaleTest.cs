@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using Tibet.Core.Crypto;
 using Tibet.Core.Diagnostics;
 using Tibet.Core.Paging;
 
@@ -20,7 +19,6 @@ internal static class ScaleTest
 {
     private const int PageSize = TestData.PageSize;
     private static readonly int[] AllSizes = [64, 256, 1024, 4096, 16384];
-    private static readonly PageCipherSuite[] AllSuites = [PageCipherSuite.Aes256Gcm, PageCipherSuite.Aegis256];
 
     // Targets (docs/background.md), as the program sees them.
     private const double TargetMegabytesPerSecond = 2000;
@@ -81,7 +79,7 @@ internal static class ScaleTest
         try
         {
             // Path-major, so that the ciphers of one path sit next to each other in the table.
-            var suites = SupportedSuites();
+            var suites = PageCiphers.Supported();
             foreach (var compression in (CompressionMode[])[CompressionMode.Off, CompressionMode.Auto])
                 foreach (var suite in suites)
                     engines.Add(new(PageEngine.Create(new EngineOptions { Compression = compression, Cipher = suite }),
@@ -108,24 +106,6 @@ internal static class ScaleTest
         public string[] Ciphers { get; init; } = [];
         public EngineOptions Defaults { get; init; } = new();
         public int CompressedKeepBytes { get; init; }
-    }
-
-    private static List<PageCipherSuite> SupportedSuites()
-    {
-        var suites = new List<PageCipherSuite>();
-        foreach (var suite in AllSuites)
-        {
-            try
-            {
-                suite.RequireSupported();
-                suites.Add(suite);
-            }
-            catch (PlatformNotSupportedException e)
-            {
-                Console.WriteLine($"cipher {suite.Name} left out: {e.Message}");
-            }
-        }
-        return suites;
     }
 
     private static int MeasureAndReport(Setup setup, int[] sizes, DataKind[] kinds, Dictionary<DataKind, byte[]> data,
