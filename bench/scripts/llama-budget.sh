@@ -132,7 +132,7 @@ set output "$prefix.png"
 set title "llama.cpp under tibet-run (~100 MB Q8_0 model): tokens/s against native, by budget, paging and cipher"
 set ylabel "tokens/s, ratio to native (same run)"
 set logscale y
-set yrange [0.001:*]
+set yrange [0.001:2]
 set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.6
