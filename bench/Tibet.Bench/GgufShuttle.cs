@@ -16,14 +16,16 @@ namespace Tibet.Bench;
 /// touch reads the file with O_DIRECT. Then every page is evicted (sealed) and read again,
 /// each touch now decrypting from the store, as under a budget smaller than the model.
 /// Beside them, the same reads from a plain map of the file (page cache warm), measured
-/// in the same run.
+/// in the same run. Each page cipher (AES-256-GCM, AEGIS-256) has its own engine and arena.
 /// </summary>
 internal static unsafe class GgufShuttle
 {
     private const int PageSize = TestData.PageSize;
     private static readonly long[] StepBytes = [64L << 20, 256L << 20, 1L << 30, 4L << 30];
 
-    private sealed record Row(long Bytes, string Path, double EvictMegabytesPerSecond, double MegabytesPerSecond,
+    private const string NoCipher = "-";
+
+    private sealed record Row(long Bytes, string Cipher, string Path, double EvictMegabytesPerSecond, double MegabytesPerSecond,
         double P50, double P99, double HandlerP50, double HandlerP99, double PagesPerFault, bool Verified);
 
     public static int Run(FileInfo model, FileInfo? markdown)
@@ -49,7 +51,8 @@ internal static unsafe class GgufShuttle
         Console.WriteLine($"tibet gguf-shuttle — {model.Name}, {fileLength / 1048576.0:F0} MiB; prefixes of {string.Join(", ", steps.Select(Megabytes))}");
         Console.WriteLine($"machine: {machine}");
 
-        using var engine = PageEngine.Create(new EngineOptions { Compression = CompressionMode.Off });
+        var engines = PageCiphers.Supported().Select(suite =>
+            (Cipher: suite.Name, Engine: PageEngine.Create(new EngineOptions { Compression = CompressionMode.Off, Cipher = suite }))).ToList();
         using var handle = new FileStream(model.FullName, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.None);
         int fd = (int)handle.SafeFileHandle.DangerousGetHandle();
         using var plain = MemoryMappedFile.CreateFromFile(handle, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
@@ -69,15 +72,18 @@ internal static unsafe class GgufShuttle
                 ReadPages((nint)plainBase, pages, ticks, timed: false);
                 var (nativeRate, nativeHash) = ReadPages((nint)plainBase + 0, pages, ticks, timed: true);
                 var (np50, np99) = Percentiles.Of(ticks, (int)pages);
-                rows.Add(new Row(bytes, "native map (page cache)", double.NaN, nativeRate, np50, np99, double.NaN, double.NaN, double.NaN, true));
+                rows.Add(new Row(bytes, NoCipher, "native map (page cache)", double.NaN, nativeRate, np50, np99, double.NaN, double.NaN, double.NaN, true));
 
-                using Arena arena = engine.CreateArena(bytes, "gguf-shuttle");
-                arena.AttachSource(FileSource.Open(fd, 0));
-                rows.Add(Measure(engine, arena, bytes, "tibet, first touch (file)", double.NaN, ticks, nativeHash));
-                long evictStart = Stopwatch.GetTimestamp();
-                arena.Evict();
-                double evictSeconds = Stopwatch.GetElapsedTime(evictStart).TotalSeconds;
-                rows.Add(Measure(engine, arena, bytes, "tibet, after eviction (store)", bytes / evictSeconds / 1e6, ticks, nativeHash));
+                foreach (var (cipher, engine) in engines)
+                {
+                    using Arena arena = engine.CreateArena(bytes, "gguf-shuttle");
+                    arena.AttachSource(FileSource.Open(fd, 0));
+                    rows.Add(Measure(engine, arena, bytes, cipher, "tibet, first touch (file)", double.NaN, ticks, nativeHash));
+                    long evictStart = Stopwatch.GetTimestamp();
+                    arena.Evict();
+                    double evictSeconds = Stopwatch.GetElapsedTime(evictStart).TotalSeconds;
+                    rows.Add(Measure(engine, arena, bytes, cipher, "tibet, after eviction (store)", bytes / evictSeconds / 1e6, ticks, nativeHash));
+                }
                 Console.Error.WriteLine($"  measured {Megabytes(bytes)}");
             }
 
@@ -87,17 +93,18 @@ internal static unsafe class GgufShuttle
             bool verified = rows.All(r => r.Verified);
             Console.WriteLine(verified ? "verify: PASS (the arena read back the file's bytes at every size)" : "verify: FAIL (the arena's bytes differ from the file's)");
             if (markdown != null)
-                WriteMarkdown(markdown, model, machine, rows, verified);
+                WriteMarkdown(markdown, model, machine, engines.Select(e => e.Cipher), rows, verified);
             return verified ? 0 : 1;
         }
         finally
         {
             view.SafeMemoryMappedViewHandle.ReleasePointer();
+            foreach (var (_, engine) in engines) engine.Dispose();
         }
     }
 
     /// <summary>Reads every page of the arena once, timing each touch, with the handler's view of the faults.</summary>
-    private static Row Measure(PageEngine engine, Arena arena, long bytes, string path, double evictRate, long[] ticks, ulong nativeHash)
+    private static Row Measure(PageEngine engine, Arena arena, long bytes, string cipher, string path, double evictRate, long[] ticks, ulong nativeHash)
     {
         long pages = bytes / PageSize;
         EngineStats before = engine.GetStats();
@@ -106,7 +113,7 @@ internal static unsafe class GgufShuttle
         EngineStats after = engine.GetStats();
         var (p50, p99) = Percentiles.Of(ticks, (int)pages);
         long faults = after.Faults - before.Faults;
-        return new Row(bytes, path, evictRate, rate, p50, p99, after.FaultP50Nanoseconds / 1000.0, after.FaultP99Nanoseconds / 1000.0,
+        return new Row(bytes, cipher, path, evictRate, rate, p50, p99, after.FaultP50Nanoseconds / 1000.0, after.FaultP99Nanoseconds / 1000.0,
             faults == 0 ? 0 : (double)pages / faults, hash == nativeHash);
     }
 
@@ -146,13 +153,13 @@ internal static unsafe class GgufShuttle
 
     private static string FormatTable(List<Row> rows, bool markdown)
     {
-        string[] header = ["size", "path", "evict MB/s", "read MB/s", "×native", "touch p50 µs", "touch p99 µs", "handler p50 µs", "handler p99 µs", "pages/fault", "bytes"];
+        string[] header = ["size", "cipher", "path", "evict MB/s", "read MB/s", "×native", "touch p50 µs", "touch p99 µs", "handler p50 µs", "handler p99 µs", "pages/fault", "bytes"];
         var lines = new List<string[]>();
         foreach (var row in rows)
         {
             var native = rows.First(r => r.Bytes == row.Bytes && r.Path.StartsWith("native", StringComparison.Ordinal));
             lines.Add([
-                Megabytes(row.Bytes), row.Path, Format(row.EvictMegabytesPerSecond, "F0"), Format(row.MegabytesPerSecond, "F0"),
+                Megabytes(row.Bytes), row.Cipher, row.Path, Format(row.EvictMegabytesPerSecond, "F0"), Format(row.MegabytesPerSecond, "F0"),
                 Format(row.MegabytesPerSecond / native.MegabytesPerSecond, "F2"), Format(row.P50, "F1"), Format(row.P99, "F1"),
                 Format(row.HandlerP50, "F1"), Format(row.HandlerP99, "F1"), Format(row.PagesPerFault, "F1"), row.Verified ? "equal" : "DIFFER",
             ]);
@@ -163,7 +170,7 @@ internal static unsafe class GgufShuttle
     private static string Format(double value, string format) =>
         double.IsNaN(value) ? "—" : value.ToString(format, CultureInfo.InvariantCulture);
 
-    private static void WriteMarkdown(FileInfo markdown, FileInfo model, string machine, List<Row> rows, bool verified)
+    private static void WriteMarkdown(FileInfo markdown, FileInfo model, string machine, IEnumerable<string> ciphers, List<Row> rows, bool verified)
     {
         var md = new StringBuilder();
         md.AppendLine($"# tibet gguf-shuttle, {DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture)} UTC");
@@ -173,6 +180,7 @@ internal static unsafe class GgufShuttle
         md.AppendLine("Each size is a fresh arena over the first N bytes of the model, backed by the file as the interposer backs llama.cpp's map. " +
                       "*first touch*: every page copied out in file order, one 4 KiB touch each, each fault reading the file with O_DIRECT (with read-ahead). " +
                       "*after eviction*: every page sealed (*evict MB/s*), then read again, each fault decrypting from the store, as under a budget below the model. " +
+                      $"Each page cipher ({string.Join(", ", ciphers)}) has its own engine and arena; it only matters after eviction. " +
                       "The native row reads the same pages from a plain map of the file with a warm page cache.");
         md.AppendLine();
         md.AppendLine(FormatTable(rows, markdown: true));

@@ -33,13 +33,19 @@ var markdownOption = new Option<FileInfo?>("--markdown")
 {
     Description = "Also write the result table as Markdown (with date, kernel, CPU) to this file, e.g. bench/results/DATE-scaletest.md.",
 };
+var scaletestJsonOption = new Option<FileInfo?>("--json")
+{
+    Description = "Also write every measurement and the summary against the targets as JSON (with date and machine) to this file.",
+};
 var scaletest = new Command("scaletest",
-    "Benchmark: page-by-page reads of sealed arenas (64 to 16384 pages), encrypt-only and zstd+encrypt, random and text-like data, beside native memory.");
+    "Benchmark: page-by-page reads of sealed arenas (64 to 16384 pages), encrypt-only and zstd+encrypt, with AES-256-GCM and AEGIS-256, random and text-like data, beside native memory.");
 scaletest.Options.Add(maxPagesOption);
 scaletest.Options.Add(repeatOption);
+scaletest.Options.Add(scaletestJsonOption);
 scaletest.Options.Add(markdownOption);
 scaletest.SetAction(parseResult => Guard(() => ScaleTest.Run(
-    parseResult.GetValue(maxPagesOption), parseResult.GetValue(repeatOption), parseResult.GetValue(markdownOption))));
+    parseResult.GetValue(maxPagesOption), parseResult.GetValue(repeatOption),
+    parseResult.GetValue(scaletestJsonOption), parseResult.GetValue(markdownOption))));
 
 var modelOption = new Option<FileInfo>("--model")
 {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using System.Text.Json;
 using Tibet.Core.Diagnostics;
 using Tibet.Core.Paging;
 
@@ -8,16 +9,28 @@ namespace Tibet.Bench;
 
 /// <summary>
 /// Reads arenas of 64 to 16,384 sealed pages page by page, sequentially and in random
-/// order, encrypt-only and zstd+encrypt, for incompressible and text-like data, beside
-/// plain anonymous memory measured in the same run.
+/// order, encrypt-only and zstd+encrypt, with each page cipher (AES-256-GCM, AEGIS-256),
+/// for incompressible and text-like data, beside plain anonymous memory measured in the
+/// same run. For the largest size it sets the default path (encrypt-only) of each cipher
+/// against the targets: sequential MB/s and the latency of a random touch of a sealed
+/// page, both as the program sees them.
 /// </summary>
 internal static class ScaleTest
 {
     private const int PageSize = TestData.PageSize;
     private static readonly int[] AllSizes = [64, 256, 1024, 4096, 16384];
 
+    // Targets (docs/background.md), as the program sees them.
+    private const double TargetMegabytesPerSecond = 2000;
+    private const double TargetP50 = 10;
+    private const double TargetP99 = 40;
+
+    private const string NativeFirstTouch = "native first touch";
+    private const string NativeResident = "native resident";
+    private const string NoCipher = "-";
+
     private sealed record Row(
-        int Pages, string Data, string Path, string Order,
+        int Pages, string Data, string Cipher, string Path, string Order,
         double MegabytesPerSecond, double P50, double P99,
         double HandlerP50, double HandlerP99, double PagesPerFault, double SealedBytesPerPage,
         int Mismatches)
@@ -25,14 +38,26 @@ internal static class ScaleTest
         public double Ratio { get; set; } = double.NaN;
     }
 
+    /// <summary>One engine measured in every run: its cipher, and whether it compresses.</summary>
+    private sealed record EngineUnderTest(PageEngine Engine, string Cipher, string Path);
+
+    /// <summary>The largest size, one line per kind of memory: sequential throughput and
+    /// the random-touch latency of the same memory (NaN where not measured).</summary>
+    private sealed record SummaryRow(string Memory, string Cipher, double MegabytesPerSecond, double Ratio,
+        double RandomP50, double RandomP99, double RandomPagesPerFault)
+    {
+        public bool IsEngine => Cipher != NoCipher;
+    }
+
     /// <summary>One timed pass: throughput and per-touch percentiles.</summary>
     private readonly record struct Pass(double MegabytesPerSecond, double P50, double P99);
 
-    public static int Run(int maxPages, int repeat, FileInfo? markdown)
+    public static int Run(int maxPages, int repeat, FileInfo? json, FileInfo? markdown)
     {
         int[] sizes = AllSizes.Where(s => s <= maxPages).ToArray();
         if (sizes.Length == 0) sizes = [Math.Max(1, maxPages)];
         int largest = sizes.Max();
+        string command = $"{MachineInfo.TasksetPrefix()}tibet-bench scaletest --max-pages {maxPages} --repeat {repeat}";
 
         var machine = MachineInfo.Read();
         Console.WriteLine($"tibet scaletest — {string.Join(", ", sizes)} pages of 4 KiB, median of {repeat} run(s)");
@@ -46,24 +71,55 @@ internal static class ScaleTest
             data[kind] = new byte[largest * PageSize];
             TestData.Fill(kind, data[kind], seed: 4242 + (int)kind);
         }
-        double textRatio = TestData.ZstdPageRatio(data[DataKind.TextLike]);
-        double randomRatio = TestData.ZstdPageRatio(data[DataKind.Random]);
-        Console.WriteLine($"data: random (zstd-3 page ratio {randomRatio:F2}x), text-like (zstd-3 page ratio {textRatio:F2}x)");
+        var setup = new Setup(command, machine, maxPages, repeat, largest,
+            RandomRatio: TestData.ZstdPageRatio(data[DataKind.Random]), TextRatio: TestData.ZstdPageRatio(data[DataKind.TextLike]));
+        Console.WriteLine($"data: random (zstd-3 page ratio {setup.RandomRatio:F2}x), text-like (zstd-3 page ratio {setup.TextRatio:F2}x)");
 
+        var engines = new List<EngineUnderTest>();
+        try
+        {
+            // Path-major, so that the ciphers of one path sit next to each other in the table.
+            var suites = PageCiphers.Supported();
+            foreach (var compression in (CompressionMode[])[CompressionMode.Off, CompressionMode.Auto])
+                foreach (var suite in suites)
+                    engines.Add(new(PageEngine.Create(new EngineOptions { Compression = compression, Cipher = suite }),
+                        suite.Name, compression == CompressionMode.Off ? "encrypt" : "zstd+encrypt"));
+            setup = setup with
+            {
+                Ciphers = suites.Select(s => s.Name).ToArray(),
+                Defaults = engines[0].Engine.Options,
+                CompressedKeepBytes = engines[^1].Engine.Options.CompressedKeepBytes,
+            };
+            Console.WriteLine($"ciphers: {string.Join(", ", setup.Ciphers)}; engine: read-ahead up to {setup.Defaults.ReadAheadMaxPages} pages, " +
+                              $"handler spin {setup.Defaults.SpinMicroseconds} µs, compressed pages kept when sealed <= {setup.CompressedKeepBytes} B");
+            return MeasureAndReport(setup, sizes, kinds, data, engines, json, markdown);
+        }
+        finally
+        {
+            foreach (var e in engines) e.Engine.Dispose();
+        }
+    }
+
+    /// <summary>What every report states about the run besides its figures.</summary>
+    private sealed record Setup(string Command, string Machine, int MaxPages, int Repeat, int Largest, double RandomRatio, double TextRatio)
+    {
+        public string[] Ciphers { get; init; } = [];
+        public EngineOptions Defaults { get; init; } = new();
+        public int CompressedKeepBytes { get; init; }
+    }
+
+    private static int MeasureAndReport(Setup setup, int[] sizes, DataKind[] kinds, Dictionary<DataKind, byte[]> data,
+        List<EngineUnderTest> engines, FileInfo? json, FileInfo? markdown)
+    {
+        int largest = setup.Largest;
         byte[] readBack = new byte[largest * PageSize];
         long[] ticks = new long[largest];
-
-        using var encryptEngine = PageEngine.Create(new EngineOptions { Compression = CompressionMode.Off });
-        using var compressEngine = PageEngine.Create(new EngineOptions { Compression = CompressionMode.Auto });
-        var defaults = encryptEngine.Options;
-        Console.WriteLine($"engine: read-ahead up to {defaults.ReadAheadMaxPages} pages, handler spin {defaults.SpinMicroseconds} µs, " +
-                          $"compressed pages kept when sealed <= {compressEngine.Options.CompressedKeepBytes} B");
 
         // Warm-up, results discarded: run every path once before measuring (and, should
         // tiered compilation be switched back on, give it time to replace tier-0 code).
         for (int round = 0; round < 2; round++)
         {
-            Measure(Math.Min(1024, largest), 1, kinds, data, readBack, ticks, encryptEngine, compressEngine);
+            Measure(Math.Min(1024, largest), 1, kinds, data, readBack, ticks, engines);
             Thread.Sleep(300);
         }
 
@@ -71,50 +127,39 @@ internal static class ScaleTest
         var rows = new List<Row>();
         foreach (int pages in sizes)
         {
-            var sizeRows = Measure(pages, repeat, kinds, data, readBack, ticks, encryptEngine, compressEngine);
-            rows.AddRange(sizeRows);
+            rows.AddRange(Measure(pages, setup.Repeat, kinds, data, readBack, ticks, engines));
             Console.Error.WriteLine($"  measured {pages,5} pages ({stopwatch.Elapsed.TotalSeconds:F1} s)");
         }
-
-        string table = FormatTable(rows, markdown: false);
-        Console.WriteLine();
-        Console.WriteLine(table);
-        Console.WriteLine(Legend(markdown: false));
+        var summary = Summarize(rows, largest, setup.Ciphers);
         int mismatches = rows.Sum(r => r.Mismatches);
+
+        Console.WriteLine();
+        Console.WriteLine(FormatTable(rows, markdown: false));
+        Console.WriteLine(Legend(markdown: false));
+        Console.WriteLine();
+        Console.WriteLine(SummaryTitle(largest));
+        Console.WriteLine(FormatSummary(summary, markdown: false));
         Console.WriteLine(mismatches == 0
             ? "verify: PASS (every page of every engine run read back byte for byte equal)"
             : $"verify: FAIL ({mismatches} pages differ)");
         Console.WriteLine($"total measuring time {stopwatch.Elapsed.TotalSeconds:F1} s");
 
+        string date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture) + " UTC";
         if (markdown != null)
         {
-            var md = new StringBuilder();
-            md.AppendLine($"# tibet scaletest, {DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture)} UTC");
-            md.AppendLine();
-            md.AppendLine($"Machine: {machine}. Command: `{MachineInfo.TasksetPrefix()}tibet-bench scaletest --max-pages {maxPages} --repeat {repeat}`. " +
-                          $"Each figure is the median of {repeat} run(s); all rows of one page count come from the same process run.");
-            md.AppendLine();
-            md.AppendLine($"Data: `random` is seeded random bytes (zstd-3 page ratio {randomRatio:F2}x); `text-like` is English-ish prose with numbers " +
-                          $"(zstd-3 page ratio {textRatio:F2}x). Engine defaults: read-ahead up to {defaults.ReadAheadMaxPages} pages, handler spin {defaults.SpinMicroseconds} µs, " +
-                          $"a compressed page is kept when sealed <= {compressEngine.Options.CompressedKeepBytes} B.");
-            md.AppendLine();
-            md.AppendLine(FormatTable(rows, markdown: true));
-            md.AppendLine();
-            md.AppendLine(Legend(markdown: true));
-            md.AppendLine();
-            md.AppendLine("Reference points (docs/background.md): the Rust proof of concept's scaletest, 16,384 pages: 152 MB/s, p50 53 µs, p99 122 µs. " +
-                          "Targets: 4 KiB fault p50 <= 10 µs, p99 <= 40 µs; sequential 4 KiB throughput >= 2 GB/s.");
-            md.AppendLine();
-            md.AppendLine(mismatches == 0 ? "Verification: every page of every engine run read back byte for byte equal." : $"Verification FAILED: {mismatches} pages differ.");
-            Directory.CreateDirectory(markdown.DirectoryName ?? ".");
-            File.WriteAllText(markdown.FullName, md.ToString());
+            WriteMarkdown(markdown, setup, date, rows, summary, mismatches);
             Console.WriteLine($"markdown written to {markdown.FullName}");
+        }
+        if (json != null)
+        {
+            WriteJson(json, setup, date, sizes, rows, summary, mismatches);
+            Console.WriteLine($"json written to {json.FullName}");
         }
         return mismatches == 0 ? 0 : 1;
     }
 
     private static List<Row> Measure(int pages, int repeat, DataKind[] kinds, Dictionary<DataKind, byte[]> data,
-        byte[] readBack, long[] ticks, PageEngine encryptEngine, PageEngine compressEngine)
+        byte[] readBack, long[] ticks, List<EngineUnderTest> engines)
     {
         int[] sequential = Enumerable.Range(0, pages).ToArray();
         int[] shuffled = Enumerable.Range(0, pages).ToArray();
@@ -132,7 +177,7 @@ internal static class ScaleTest
                 using var buffer = new NativeBuffer(bytes);
                 passes.Add(TimeRead(buffer.Address, order, pages, readBack, ticks));
             }
-            rows.Add(MedianRow(pages, "zeros", "native first touch", name, passes, [], 1, 0, 0));
+            rows.Add(MedianRow(pages, "zeros", NoCipher, NativeFirstTouch, name, passes, [], 1, 0, 0));
         }
         {
             var passes = new List<Pass>();
@@ -142,13 +187,14 @@ internal static class ScaleTest
                 ArenaMemory.Write(buffer.Address, data[DataKind.Random].AsSpan(0, (int)bytes));
                 passes.Add(TimeRead(buffer.Address, sequential, pages, readBack, ticks));
             }
-            rows.Add(MedianRow(pages, "random", "native resident", "seq", passes, [], 1, 0, 0));
+            rows.Add(MedianRow(pages, "random", NoCipher, NativeResident, "seq", passes, [], 1, 0, 0));
         }
 
-        // b./c. encrypt-only and zstd+encrypt, for both data kinds, sequential and random.
+        // b./c. every engine (encrypt-only and zstd+encrypt, each cipher), for both data
+        //       kinds, sequential and random.
         foreach (var kind in kinds)
         {
-            foreach (var (engine, path) in new[] { (encryptEngine, "encrypt"), (compressEngine, "zstd+encrypt") })
+            foreach (var (engine, cipher, path) in engines)
             {
                 var seq = new List<Pass>();
                 var rnd = new List<Pass>();
@@ -180,15 +226,15 @@ internal static class ScaleTest
                     if (!readBack.AsSpan(0, (int)bytes).SequenceEqual(expected)) rndBad += CountBadPages(readBack, expected, pages);
                 }
                 double perPage = Percentiles.Median(sealedPerPage);
-                rows.Add(MedianRow(pages, TestData.Name(kind), path, "seq", seq, seqHandler, 0, perPage, seqBad));
-                rows.Add(MedianRow(pages, TestData.Name(kind), path, "random", rnd, rndHandler, 0, perPage, rndBad));
+                rows.Add(MedianRow(pages, TestData.Name(kind), cipher, path, "seq", seq, seqHandler, 0, perPage, seqBad));
+                rows.Add(MedianRow(pages, TestData.Name(kind), cipher, path, "random", rnd, rndHandler, 0, perPage, rndBad));
             }
         }
 
         // ×native: against native first touch in the same order.
         foreach (var row in rows)
         {
-            var native = rows.First(n => n.Path == "native first touch" && n.Order == row.Order);
+            var native = rows.First(n => n.Path == NativeFirstTouch && n.Order == row.Order);
             row.Ratio = row.MegabytesPerSecond / native.MegabytesPerSecond;
         }
         return rows;
@@ -212,7 +258,7 @@ internal static class ScaleTest
     }
 
     /// <summary>Reads the pages in <paramref name="order"/>, one 4 KiB ArenaMemory.Read
-    /// each, timing every touch.</summary>
+    /// each, timing every touch in this (the program's) thread.</summary>
     private static Pass TimeRead(nint address, int[] order, int pages, byte[] destination, long[] ticks)
     {
         // Touch the destination first, so its own first-touch faults stay out of the timing.
@@ -230,9 +276,9 @@ internal static class ScaleTest
         return new Pass((double)pages * PageSize / seconds / 1e6, p50, p99);
     }
 
-    private static Row MedianRow(int pages, string data, string path, string order, List<Pass> passes,
+    private static Row MedianRow(int pages, string data, string cipher, string path, string order, List<Pass> passes,
         List<(double P50, double P99, double PagesPerFault)> handler, double pagesPerFault, double sealedPerPage, int mismatches) =>
-        new(pages, data, path, order,
+        new(pages, data, cipher, path, order,
             Percentiles.Median(passes.Select(p => p.MegabytesPerSecond)),
             Percentiles.Median(passes.Select(p => p.P50)),
             Percentiles.Median(passes.Select(p => p.P99)),
@@ -242,8 +288,31 @@ internal static class ScaleTest
             sealedPerPage,
             mismatches);
 
+    /// <summary>The largest size against the targets: native first touch (sequential and
+    /// random), native resident (sequential), and each cipher's encrypt-only path (the
+    /// engine default) on random data, sequential and random.</summary>
+    private static List<SummaryRow> Summarize(List<Row> rows, int largest, string[] ciphers)
+    {
+        Row Find(string data, string cipher, string path, string order) =>
+            rows.First(r => r.Pages == largest && r.Data == data && r.Cipher == cipher && r.Path == path && r.Order == order);
+
+        var summary = new List<SummaryRow>();
+        Row nativeSeq = Find("zeros", NoCipher, NativeFirstTouch, "seq");
+        Row nativeRandom = Find("zeros", NoCipher, NativeFirstTouch, "random");
+        summary.Add(new(NativeFirstTouch, NoCipher, nativeSeq.MegabytesPerSecond, 1, nativeRandom.P50, nativeRandom.P99, 1));
+        Row resident = Find("random", NoCipher, NativeResident, "seq");
+        summary.Add(new(NativeResident, NoCipher, resident.MegabytesPerSecond, resident.Ratio, double.NaN, double.NaN, double.NaN));
+        foreach (string cipher in ciphers)
+        {
+            Row seq = Find("random", cipher, "encrypt", "seq");
+            Row random = Find("random", cipher, "encrypt", "random");
+            summary.Add(new("tibet, encrypt", cipher, seq.MegabytesPerSecond, seq.Ratio, random.P50, random.P99, random.PagesPerFault));
+        }
+        return summary;
+    }
+
     private static readonly string[] Headers =
-        ["pages", "data", "path", "order", "MB/s", "x native", "p50 µs", "p99 µs", "handler p50 µs", "handler p99 µs", "pages/fault", "sealed B/page"];
+        ["pages", "data", "cipher", "path", "order", "MB/s", "x native", "p50 µs", "p99 µs", "handler p50 µs", "handler p99 µs", "pages/fault", "sealed B/page"];
 
     private static string FormatTable(List<Row> rows, bool markdown)
     {
@@ -251,6 +320,7 @@ internal static class ScaleTest
         {
             r.Pages.ToString(CultureInfo.InvariantCulture),
             r.Data,
+            r.Cipher,
             r.Path,
             r.Order,
             Fixed(r.MegabytesPerSecond, 0),
@@ -265,17 +335,167 @@ internal static class ScaleTest
         return TextTable.Format(Headers, cells, markdown, breakBefore: i => rows[i].Pages != rows[i - 1].Pages);
     }
 
+    private static string SummaryTitle(int largest) =>
+        $"Against the targets, {largest} pages ({largest * (long)PageSize / 1048576.0:F0} MiB), random data, encrypt-only (the engine default), program side:";
+
+    private static string FormatSummary(List<SummaryRow> summary, bool markdown)
+    {
+        string[] header = ["memory", "cipher", "seq MB/s", "x native", "random p50 µs", "random p99 µs", "pages/fault",
+            $"seq >= {TargetMegabytesPerSecond:F0}", $"p50 <= {TargetP50:F0}", $"p99 <= {TargetP99:F0}"];
+        var cells = summary.Select(s => new[]
+        {
+            s.Memory, s.Cipher, Fixed(s.MegabytesPerSecond, 0), Fixed(s.Ratio, 2) + "x",
+            Fixed(s.RandomP50, 2), Fixed(s.RandomP99, 2), Fixed(s.RandomPagesPerFault, 1),
+            Verdict(s.IsEngine, s.MegabytesPerSecond >= TargetMegabytesPerSecond),
+            Verdict(s.IsEngine, s.RandomP50 <= TargetP50),
+            Verdict(s.IsEngine, s.RandomP99 <= TargetP99),
+        }).ToList();
+        return TextTable.Format(header, cells, markdown);
+    }
+
+    private static string Verdict(bool applies, bool met) => !applies ? "" : met ? "yes" : "NO";
+
     private static string Legend(bool markdown)
     {
         string[] lines =
         [
+            "cipher: the AEAD that seals the engine's pages (EngineOptions.Cipher); native rows have none.",
             "MB/s: 10^6 bytes per second of page-by-page reads (one 4 KiB ArenaMemory.Read per page), app side, wall time of the whole pass.",
             "x native: MB/s over native first touch of fresh anonymous memory (MADV_NOHUGEPAGE) in the same order; native resident is memcpy from populated memory.",
-            "p50/p99 µs: per page touch, app side (Stopwatch around each read); with read-ahead most sequential touches find the page already mapped.",
+            "p50/p99 µs: per page touch, app side (Stopwatch around each read, in the reading thread); with read-ahead most sequential touches find the page already mapped, " +
+            "in random order nearly every touch faults on a sealed page.",
             "handler p50/p99 µs: the engine's own fault service time (message read to wake), per fault message; one message may serve a read-ahead run.",
-            "pages/fault: pages read per fault message the handler served (read-ahead). sealed B/page: store slot bytes (ciphertext + 16 B tag) per sealed page, native = 4096.",
+            "pages/fault: pages read per fault message the handler served (read-ahead). sealed B/page: store slot bytes (ciphertext + tag: 16 B AES-256-GCM, 32 B AEGIS-256) per sealed page, native = 4096.",
         ];
         return markdown ? string.Join("\n", lines.Select(l => "- " + l)) : string.Join("\n", lines);
+    }
+
+    private static void WriteMarkdown(FileInfo markdown, Setup setup, string date, List<Row> rows, List<SummaryRow> summary, int mismatches)
+    {
+        var md = new StringBuilder();
+        md.AppendLine($"# tibet scaletest, {date}");
+        md.AppendLine();
+        md.AppendLine($"Machine: {setup.Machine}. Command: `{setup.Command}`. " +
+                      $"Each figure is the median of {setup.Repeat} run(s); all rows of one page count come from the same process run.");
+        md.AppendLine();
+        md.AppendLine($"Data: `random` is seeded random bytes (zstd-3 page ratio {setup.RandomRatio:F2}x); `text-like` is English-ish prose with numbers " +
+                      $"(zstd-3 page ratio {setup.TextRatio:F2}x). Ciphers: {string.Join(", ", setup.Ciphers)}. Engine defaults: read-ahead up to " +
+                      $"{setup.Defaults.ReadAheadMaxPages} pages, handler spin {setup.Defaults.SpinMicroseconds} µs, a compressed page is kept when sealed <= {setup.CompressedKeepBytes} B.");
+        md.AppendLine();
+        md.AppendLine("## " + SummaryTitle(setup.Largest).TrimEnd(':'));
+        md.AppendLine();
+        md.AppendLine(FormatSummary(summary, markdown: true));
+        md.AppendLine();
+        md.AppendLine($"Targets (docs/background.md): sequential >= {TargetMegabytesPerSecond:F0} MB/s (2 GB/s); a random 4 KiB fault p50 <= {TargetP50:F0} µs, p99 <= {TargetP99:F0} µs, " +
+                      "timed around the touch in the program's thread (not the handler's histogram). Native first touch: the kernel's own fault on fresh anonymous memory.");
+        md.AppendLine();
+        md.AppendLine("## Every measurement");
+        md.AppendLine();
+        md.AppendLine(FormatTable(rows, markdown: true));
+        md.AppendLine();
+        md.AppendLine(Legend(markdown: true));
+        md.AppendLine();
+        md.AppendLine("Reference point (docs/background.md): the Rust proof of concept's scaletest, 16,384 pages: 152 MB/s, p50 53 µs, p99 122 µs.");
+        md.AppendLine();
+        md.AppendLine(mismatches == 0 ? "Verification: every page of every engine run read back byte for byte equal." : $"Verification FAILED: {mismatches} pages differ.");
+        Directory.CreateDirectory(markdown.DirectoryName ?? ".");
+        File.WriteAllText(markdown.FullName, md.ToString());
+    }
+
+    private static void WriteJson(FileInfo json, Setup setup, string date, int[] sizes, List<Row> rows, List<SummaryRow> summary, int mismatches)
+    {
+        Directory.CreateDirectory(json.DirectoryName ?? ".");
+        using var stream = File.Create(json.FullName);
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        w.WriteStartObject();
+        w.WriteString("benchmark", "scaletest");
+        w.WriteString("date", date);
+        w.WriteString("machine", setup.Machine);
+        w.WriteString("command", setup.Command);
+        w.WriteNumber("repeat", setup.Repeat);
+        w.WriteNumber("pageSize", PageSize);
+        w.WriteStartArray("sizes");
+        foreach (int size in sizes) w.WriteNumberValue(size);
+        w.WriteEndArray();
+        w.WriteStartArray("ciphers");
+        foreach (string cipher in setup.Ciphers) w.WriteStringValue(cipher);
+        w.WriteEndArray();
+        w.WriteStartObject("engine");
+        w.WriteNumber("readAheadMaxPages", setup.Defaults.ReadAheadMaxPages);
+        w.WriteNumber("spinMicroseconds", setup.Defaults.SpinMicroseconds);
+        w.WriteNumber("compressedKeepBytes", setup.CompressedKeepBytes);
+        w.WriteEndObject();
+        w.WriteStartObject("zstdPageRatio");
+        WriteFigure(w, "random", setup.RandomRatio, 3);
+        WriteFigure(w, "textLike", setup.TextRatio, 3);
+        w.WriteEndObject();
+        w.WriteStartObject("targets");
+        w.WriteNumber("sequentialMegabytesPerSecond", TargetMegabytesPerSecond);
+        w.WriteNumber("randomP50Microseconds", TargetP50);
+        w.WriteNumber("randomP99Microseconds", TargetP99);
+        w.WriteEndObject();
+
+        w.WriteStartObject("summary");
+        w.WriteNumber("pages", setup.Largest);
+        w.WriteString("data", "random");
+        w.WriteStartArray("rows");
+        foreach (var s in summary)
+        {
+            w.WriteStartObject();
+            w.WriteString("memory", s.Memory);
+            WriteCipher(w, s.Cipher);
+            WriteFigure(w, "sequentialMegabytesPerSecond", s.MegabytesPerSecond, 1);
+            WriteFigure(w, "sequentialRatioToNative", s.Ratio, 4);
+            WriteFigure(w, "randomP50Microseconds", s.RandomP50, 2);
+            WriteFigure(w, "randomP99Microseconds", s.RandomP99, 2);
+            WriteFigure(w, "randomPagesPerFault", s.RandomPagesPerFault, 2);
+            if (s.IsEngine)
+            {
+                w.WriteBoolean("meetsSequential", s.MegabytesPerSecond >= TargetMegabytesPerSecond);
+                w.WriteBoolean("meetsP50", s.RandomP50 <= TargetP50);
+                w.WriteBoolean("meetsP99", s.RandomP99 <= TargetP99);
+            }
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteEndObject();
+
+        w.WriteStartArray("rows");
+        foreach (var r in rows)
+        {
+            w.WriteStartObject();
+            w.WriteNumber("pages", r.Pages);
+            w.WriteString("data", r.Data);
+            WriteCipher(w, r.Cipher);
+            w.WriteString("path", r.Path);
+            w.WriteString("order", r.Order);
+            WriteFigure(w, "megabytesPerSecond", r.MegabytesPerSecond, 1);
+            WriteFigure(w, "ratioToNative", r.Ratio, 4);
+            WriteFigure(w, "p50Microseconds", r.P50, 2);
+            WriteFigure(w, "p99Microseconds", r.P99, 2);
+            WriteFigure(w, "handlerP50Microseconds", r.HandlerP50, 2);
+            WriteFigure(w, "handlerP99Microseconds", r.HandlerP99, 2);
+            WriteFigure(w, "pagesPerFault", r.PagesPerFault, 2);
+            WriteFigure(w, "sealedBytesPerPage", r.SealedBytesPerPage == 0 ? double.NaN : r.SealedBytesPerPage, 0);
+            w.WriteNumber("mismatchedPages", r.Mismatches);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteBoolean("verified", mismatches == 0);
+        w.WriteEndObject();
+    }
+
+    private static void WriteCipher(Utf8JsonWriter w, string cipher)
+    {
+        if (cipher == NoCipher) w.WriteNull("cipher");
+        else w.WriteString("cipher", cipher);
+    }
+
+    /// <summary>A figure rounded to <paramref name="decimals"/>, or null where not measured.</summary>
+    private static void WriteFigure(Utf8JsonWriter w, string name, double value, int decimals)
+    {
+        if (double.IsNaN(value) || double.IsInfinity(value)) w.WriteNull(name);
+        else w.WriteNumber(name, Math.Round(value, decimals, MidpointRounding.AwayFromZero));
     }
 
     private static string Fixed(double value, int decimals) =>
