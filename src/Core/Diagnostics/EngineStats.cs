@@ -34,7 +34,7 @@ public readonly record struct EngineStats
     /// <summary>Pages the kernel refused to move out (shared, pinned or reprotected).</summary>
     public long EvictionsRefused { get; init; }
     /// <summary>Moves the kernel reported as failed although the page had moved (see
-    /// PageEngine.MovedDespiteError); each was sealed like any other eviction.</summary>
+    /// LocalAddressSpace.TookOutDespiteError); each was sealed like any other eviction.</summary>
     public long MovesReconciled { get; init; }
     /// <summary>Pages that failed authentication; their readers got SIGBUS.</summary>
     public long AuthenticationFailures { get; init; }

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using Tibet.Core.Interop;
+using Tibet.Core.Paging.Reporting;
 using Tibet.Core.Paging.AddressSpace;
+using Tibet.Core.Paging.Events;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
 namespace Tibet.Core.Paging;
@@ -45,7 +47,7 @@ public sealed unsafe partial class PageEngine
         {
             Fail(e);
         }
-        if (_failure != null && !_stopping)
+        if (_reporter.Failure != null && !_stopping)
             ServeAfterFailure();
     }
 
@@ -53,8 +55,7 @@ public sealed unsafe partial class PageEngine
     /// the reporter writes the line, the handler switches to SIGBUS-only service.</summary>
     private void Fail(Exception failure)
     {
-        Interlocked.CompareExchange(ref _failure, failure, null);
-        WakeReporter();
+        _reporter.Fail(failure);
         KickHandler();
     }
 
@@ -64,14 +65,14 @@ public sealed unsafe partial class PageEngine
         long spinTicks = _options.SpinMicroseconds * Stopwatch.Frequency / 1_000_000;
         long lastWork = Stopwatch.GetTimestamp();
 
-        while (!_stopping && _failure == null)
+        while (!_stopping && _reporter.Failure == null)
         {
             bool worked;
             lock (_gate)
             {
-                if (_failure != null)
+                if (_reporter.Failure != null)
                     break; // an API call failed under the lock
-                worked = ReleaseHeldSignals(all: false);
+                worked = _reporter.ReleaseHeldSignals(all: false);
                 worked |= PumpLocked();
                 if (!worked)
                     worked = _evictor.EvictInBackground();
@@ -102,8 +103,9 @@ public sealed unsafe partial class PageEngine
         lock (_gate)
         {
             count = FillPollSet();
-            timeout = _heldSignalCount > 0 ? 10 : -1;
+            timeout = _reporter.HeldSignals > 0 ? 10 : -1;
         }
+        // _pollSet is replaced only under the lock, by FillPollSet on this thread.
         fixed (Libc.PollFd* fds = _pollSet)
         {
             Libc.poll(fds, (nuint)count, timeout);
@@ -125,7 +127,7 @@ public sealed unsafe partial class PageEngine
             WaitForFailureReport();
             lock (_gate)
             {
-                ReleaseHeldSignals(all: true);
+                _reporter.ReleaseHeldSignals(all: true);
                 AnswerStrandedFaults();
             }
             while (!_stopping)
@@ -133,55 +135,39 @@ public sealed unsafe partial class PageEngine
                 lock (_gate)
                 {
                     AnswerWithSigbus(_uffd, _space, Libc.getpid());
-                    for (int i = _children.Count - 1; i >= 0; i--)
-                    {
-                        ForkedChild child = _children[i];
-                        AnswerWithSigbus(child.Uffd, child.Space, child.Pid);
-                        if (child.PidFd >= 0 && ChildExited(child.PidFd))
-                        {
-                            child.Dispose(_sealer.Store);
-                            _children.RemoveAt(i);
-                        }
-                    }
+                    _children.AnswerWithSigbus(_answerWithSigbus ??= AnswerWithSigbus);
                 }
                 Sleep();
             }
         }
         catch (Exception)
         {
-            EndProcessWithSigbus();
+            FailureReporter.EndProcessWithSigbus();
         }
     }
 
-    /// <summary>A fault read but not answered when the failure struck: the one being
-    /// served, and those queued behind it (this process's and each child's).</summary>
-    private readonly record struct StrandedFault(AddressSpaceOps? Space, ulong Address, uint ThreadId, int Pid);
-
+    /// <summary>The fault being served (this process's or a child's), answered with
+    /// SIGBUS if the failure strikes meanwhile.</summary>
     private StrandedFault _inFlight;
+    private Action<Userfaultfd, AddressSpaceOps, int>? _answerWithSigbus;
 
     private void AnswerStrandedFaults()
     {
         int pid = Libc.getpid();
         if (_inFlight.Space is { } space)
-            RaiseSigbus(space, (nint)(_inFlight.Address & ~(ulong)(PageSize - 1)), _inFlight.ThreadId, _inFlight.Pid == 0 ? pid : _inFlight.Pid);
+            _reporter.RaiseSigbus(space, (nint)(_inFlight.Address & ~(ulong)(PageSize - 1)), _inFlight.ThreadId, _inFlight.Pid == 0 ? pid : _inFlight.Pid);
         _inFlight = default;
-        while (_queueCount > 0)
-        {
-            uffd_msg message = _queue[_queueHead];
-            _queueHead = (_queueHead + 1) % MessageQueueCapacity;
-            _queueCount--;
-            RaiseSigbus(_space, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)), message.pagefault_feat_ptid, pid);
-        }
-        foreach (ForkedChild child in _children)
-            while (child.TryDequeueFault(out ChildFault fault))
-                RaiseSigbus(child.Space, fault.Address, fault.ThreadId, child.Pid);
+        while (_events.TryDequeue(out uffd_msg message))
+            if (message.@event == UFFD_EVENT_PAGEFAULT)
+                _reporter.RaiseSigbus(_space, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)), message.pagefault_feat_ptid, pid);
+        _children.RaiseStranded();
     }
 
     private void WaitForFailureReport()
     {
         long deadline = Stopwatch.GetTimestamp() + ReportWaitMilliseconds * Stopwatch.Frequency / 1000;
         Libc.PollFd wake = new() { Fd = _wakeFd, Events = Libc.POLLIN };
-        while (!_failureReported && Stopwatch.GetTimestamp() < deadline)
+        while (!_reporter.FailureReported && Stopwatch.GetTimestamp() < deadline)
         {
             if (Libc.poll(&wake, 1, 10) > 0)
             {
@@ -189,15 +175,15 @@ public sealed unsafe partial class PageEngine
                 Libc.read(_wakeFd, &drained, sizeof(ulong));
             }
         }
-        if (!_failureReported)
-            WriteFixedFailureLine();
+        if (!_reporter.FailureReported)
+            FailureReporter.WriteFixedFailureLine();
     }
 
     /// <summary>Plaintext that a failed operation may have left behind: the pages being
     /// injected or sealed, and pages moved out for eviction but never sealed.</summary>
     private void WipePlaintextBuffers()
     {
-        Libc.memset((void*)_injectBuffer, 0, _injectBufferLength);
+        _faults.Wipe();
         _sealer.Wipe();
         _takeOut?.Wipe();
     }
@@ -208,23 +194,23 @@ public sealed unsafe partial class PageEngine
     private void AnswerWithSigbus(Userfaultfd uffd, AddressSpaceOps space, int pid)
     {
         int n;
-        while ((n = uffd.ReadMessages(_readBuffer, MessagesPerRead)) > 0)
+        uffd_msg* buffer = _events.ReadBuffer;
+        while ((n = uffd.ReadMessages(buffer, ProgramEvents.MessagesPerRead)) > 0)
         {
             for (int i = 0; i < n; i++)
             {
-                uffd_msg message = _readBuffer[i];
+                uffd_msg message = buffer[i];
                 switch (message.@event)
                 {
                     case UFFD_EVENT_PAGEFAULT:
-                        RaiseSigbus(space, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)),
+                        _reporter.RaiseSigbus(space, (nint)(message.pagefault_address & ~(ulong)(PageSize - 1)),
                             message.pagefault_feat_ptid, pid);
                         break;
                     case UFFD_EVENT_UNMAP:
                         space.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
                         break;
                     case UFFD_EVENT_FORK:
-                        _sealer.Store.Pin();
-                        AddChild(new ForkedChild(Userfaultfd.Adopt((int)message.fork_ufd), []));
+                        _children.AdoptUnserved((int)message.fork_ufd);
                         break;
                 }
             }
@@ -234,186 +220,37 @@ public sealed unsafe partial class PageEngine
     /// <summary>Reads what the kernel has and serves everything queued. True if there was anything.</summary>
     private bool PumpLocked()
     {
-        bool childWork = _children.Count > 0 && PumpChildrenLocked();
-        int read = ReadIntoQueue() + (childWork ? 1 : 0);
-        if (_queueCount == 0)
+        bool childWork = _children.Count > 0 && _children.Pump(ref _inFlight);
+        int read = _events.ReadIntoQueue() + (childWork ? 1 : 0);
+        if (_events.QueuedFaults == 0)
             return read > 0;
 
         long received = Stopwatch.GetTimestamp();
-        while (_queueCount > 0)
+        while (_events.TryDequeue(out uffd_msg message))
         {
-            uffd_msg message = _queue[_queueHead];
-            _queueHead = (_queueHead + 1) % MessageQueueCapacity;
-            _queueCount--;
             if (message.@event == UFFD_EVENT_PAGEFAULT)
             {
-                _faultReceived = received;
-                _faultRecorded = false;
                 _inFlight = new StrandedFault(_space, message.pagefault_address, message.pagefault_feat_ptid, 0);
-                HandleFault(in message);
+                _faults.Serve(in message, received);
                 _inFlight = default;
-                RecordFaultServed();
             }
             else
             {
-                HandleEvent(in message);
+                _events.Handle(in message);
             }
         }
         return true;
     }
 
-    /// <summary>
-    /// Records how long the faulting thread waited: from reading its message to the wake
-    /// (the first page's UFFDIO_COPY). Read-ahead done after the wake is not its wait.
-    /// </summary>
-    private void RecordFaultServed()
+    /// <summary>Fills <see cref="_pollSet"/>: the userfaultfd, the wake eventfd, and each
+    /// child's userfaultfd and pidfd. Returns how many entries are used.</summary>
+    private int FillPollSet()
     {
-        if (_faultRecorded)
-            return;
-        _faultRecorded = true;
-        _faultLatency.Record((long)((Stopwatch.GetTimestamp() - _faultReceived) * NanosecondsPerTick));
-    }
-
-    /// <summary>
-    /// Reads what the kernel has: faults are queued, events are handled at once, as
-    /// <see cref="DrainEvents"/> does. A fork event must be: reading it lets the kernel
-    /// change page tables again, so a fault read in the same batch and served before the
-    /// snapshot would put a page into the parent that the child never got, and the
-    /// snapshot would then call it resident, which the child would read as zeros.
-    /// </summary>
-    private int ReadIntoQueue()
-    {
-        int total = 0;
-        while (_queueCount + MessagesPerRead <= MessageQueueCapacity)
-        {
-            int n = _uffd.ReadMessages(_readBuffer, MessagesPerRead);
-            for (int i = 0; i < n; i++)
-            {
-                if (_readBuffer[i].@event == UFFD_EVENT_PAGEFAULT)
-                    _queue[(_queueHead + _queueCount++) % MessageQueueCapacity] = _readBuffer[i];
-                else
-                    HandleEvent(in _readBuffer[i]);
-            }
-            total += n;
-            if (n < MessagesPerRead) break;
-        }
-        return total;
-    }
-
-    /// <summary>
-    /// Reads pending messages, handling events at once and queueing faults. Called when
-    /// an ioctl reports EAGAIN: the kernel refuses to change page tables while an event
-    /// (munmap, madvise, mremap) waits to be read, and the faults it delivers first must
-    /// not be lost meanwhile.
-    /// </summary>
-    private void DrainEvents()
-    {
-        while (true)
-        {
-            int n = _uffd.ReadMessages(_readBuffer, MessagesPerRead);
-            for (int i = 0; i < n; i++)
-            {
-                if (_readBuffer[i].@event == UFFD_EVENT_PAGEFAULT)
-                {
-                    if (_queueCount == MessageQueueCapacity)
-                        throw new InvalidOperationException("userfaultfd message queue overflow");
-                    _queue[(_queueHead + _queueCount++) % MessageQueueCapacity] = _readBuffer[i];
-                }
-                else
-                {
-                    HandleEvent(in _readBuffer[i]);
-                }
-            }
-            if (n < MessagesPerRead) return;
-        }
-    }
-
-    private void HandleEvent(in uffd_msg message)
-    {
-        _eventEpoch++;
-        switch (message.@event)
-        {
-            case UFFD_EVENT_REMOVE:
-                _removeEvents++;
-                ForEachPage((nint)message.remove_start, (nint)message.remove_end, unmap: false);
-                break;
-            case UFFD_EVENT_UNMAP:
-                _unmapEvents++;
-                ForEachPage((nint)message.remove_start, (nint)message.remove_end, unmap: true);
-                // A thread blocked on a page that no longer exists retries and gets SIGSEGV.
-                _space.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
-                break;
-            case UFFD_EVENT_REMAP:
-                _remapEvents++;
-                HandleRemap((nint)message.remap_from, (nint)message.remap_to, (long)message.remap_len);
-                break;
-            case UFFD_EVENT_FORK:
-                AdoptChild((int)message.fork_ufd, SnapshotArenas());
-                break;
-        }
-    }
-
-    /// <summary>
-    /// madvise(MADV_DONTNEED or MADV_FREE): the program gives the contents up. Sealed
-    /// pages become zero pages and their ciphertext is freed. Resident pages stay on the
-    /// books as resident: the kernel zaps them only after this event is read (and
-    /// MADV_FREE may not zap them at all), and a later fault or eviction finds out which.
-    /// </summary>
-    private void DiscardPage(Arena arena, long index)
-    {
-        ref PageEntry entry = ref arena.Entries[index];
-        switch (entry.State)
-        {
-            case PageState.Sealed:
-                _sealer.Forget(ref entry);
-                entry.State = PageState.Zero;
-                break;
-            case PageState.Untouched:
-            case PageState.Poisoned:
-                entry.State = PageState.Zero;
-                break;
-        }
-    }
-
-    private void ForEachPage(nint start, nint end, bool unmap)
-    {
-        nint cursor = start & ~(nint)(PageSize - 1);
-        while (cursor < end)
-        {
-            Arena? arena = _arenas.Find(cursor);
-            if (arena == null)
-            {
-                cursor = _arenas.NextStart(cursor, end);
-                continue;
-            }
-            long first = (cursor - arena.Address) / PageSize;
-            long last = Math.Min(arena.PageCount, (end - arena.Address + PageSize - 1) / PageSize);
-            for (long i = first; i < last; i++)
-            {
-                if (unmap) DropPage(ref arena.Entries[i]);
-                else DiscardPage(arena, i);
-            }
-            cursor = arena.Address + (nint)arena.Length;
-        }
-    }
-
-    /// <summary>
-    /// mremap of a whole arena moves its page table along; the kernel moved the pages
-    /// and the registration. Moving part of an arena is the interposer's job (it sees
-    /// the call before the kernel does); here it is reported, not guessed at.
-    /// </summary>
-    private void HandleRemap(nint from, nint to, long length)
-    {
-        Arena? arena = _arenas.Find(from);
-        if (arena == null) return;
-        if (arena.Address == from && arena.Length == length)
-        {
-            arena.Address = to;
-            _arenas.Reindex();
-            return;
-        }
-        Console.Error.WriteLine(
-            $"tibet: mremap moved {length} bytes from 0x{from:x} to 0x{to:x}, part of arena '{arena.Label}'; " +
-            "moving part of an arena is not supported by the engine, and the moved pages are no longer served.");
+        int needed = 2 + _children.PollEntries;
+        if (_pollSet.Length < needed)
+            _pollSet = new Libc.PollFd[needed * 2];
+        _pollSet[0] = new Libc.PollFd { Fd = _uffd.Descriptor, Events = Libc.POLLIN };
+        _pollSet[1] = new Libc.PollFd { Fd = _wakeFd, Events = Libc.POLLIN };
+        return _children.AppendPollSet(_pollSet, 2);
     }
 }

@@ -17,26 +17,4 @@ public sealed unsafe partial class PageEngine
             arena.Source = source;
         }
     }
-
-    /// <summary>Fills <paramref name="destination"/> with page <paramref name="index"/> from
-    /// <paramref name="source"/> (an arena's, or a forked child's copy of it); anything but
-    /// data leaves it cleared. Fault path: no allocation; a throwing source counts as tampered.</summary>
-    private PageVerdict FillFromSource(IPageSource source, long index, byte* destination)
-    {
-        var page = new Span<byte>(destination, PageSize);
-        PageVerdict verdict;
-        try
-        {
-            verdict = source.Fill(index, page);
-        }
-        catch
-        {
-            verdict = PageVerdict.Tampered;
-        }
-        if (verdict == PageVerdict.Keep)
-            _sourcedPages++;
-        else
-            page.Clear();
-        return verdict;
-    }
 }

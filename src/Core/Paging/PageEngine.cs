@@ -2,7 +2,11 @@ using System.Diagnostics;
 using Tibet.Core.Compression;
 using Tibet.Core.Diagnostics;
 using Tibet.Core.Interop;
+using Tibet.Core.Paging.Reporting;
 using Tibet.Core.Paging.AddressSpace;
+using Tibet.Core.Paging.Children;
+using Tibet.Core.Paging.Events;
+using Tibet.Core.Paging.Faults;
 using Tibet.Core.Paging.Eviction;
 using Tibet.Core.Paging.Sealing;
 using Tibet.Core.Storage;
@@ -39,8 +43,6 @@ namespace Tibet.Core.Paging;
 public sealed unsafe partial class PageEngine : IDisposable
 {
     private const int PageSize = Userfaultfd.PageSize;
-    private const int MessageQueueCapacity = 16384;
-    private const int MessagesPerRead = 64;
 
     private readonly EngineOptions _options;
     private readonly Lock _gate = new();
@@ -48,32 +50,20 @@ public sealed unsafe partial class PageEngine : IDisposable
     // Every change to the program's page tables goes through here (see AddressSpaceOps).
     private readonly AddressSpaceOps _space;
     private readonly LocalAddressSpace? _takeOut;
-    private readonly nint _injectBuffer;
-    private readonly nuint _injectBufferLength;
-    private readonly PageSealer _sealer;
+    // The parts, each with its own state (see README, "Follow one fault").
     private readonly ArenaTable _arenas = new();
+    private readonly PageSealer _sealer;
+    private readonly FailureReporter _reporter;
     private readonly Evictor _evictor;
+    private readonly ProgramEvents _events;
+    private readonly FaultService _faults;
+    private readonly ChildService _children;
+    private Libc.PollFd[] _pollSet = new Libc.PollFd[2 + 2 * 16];
     private readonly Thread _handler;
     private readonly int _wakeFd;
     private volatile bool _stopping;
     private bool _disposed;
-
-
-    private readonly uffd_msg* _queue;
-    private int _queueHead;
-    private int _queueCount;
-    private readonly uffd_msg* _readBuffer;
-    private long _eventEpoch;
-
-
-    private long _faults, _readAheadPages, _zeroFills;
-    private long _sourcedPages;
-    private long _authenticationFailures, _removeEvents, _unmapEvents, _remapEvents;
     private long _handlerAllocatedBytes;
-    private readonly LatencyHistogram _faultLatency = new();
-    private long _faultReceived;
-    private bool _faultRecorded;
-    private static readonly double NanosecondsPerTick = 1e9 / Stopwatch.Frequency;
 
     private PageEngine(EngineOptions options)
     {
@@ -102,22 +92,19 @@ public sealed unsafe partial class PageEngine : IDisposable
                 "A resident budget was requested, but " + string.Join("; ", Features.Shortcomings()) + ".");
         }
 
-        _injectBufferLength = (nuint)(options.ReadAheadMaxPages * PageSize);
-        _injectBuffer = KernelMemory.Map(_injectBufferLength);
-        // Plaintext passes through this buffer: keep it out of swap and core dumps.
-        Libc.mlock(_injectBuffer, _injectBufferLength);
-        Libc.madvise(_injectBuffer, _injectBufferLength, Libc.MADV_DONTDUMP);
-
-        _queue = (uffd_msg*)KernelMemory.Map((nuint)(MessageQueueCapacity * sizeof(uffd_msg)));
-        _readBuffer = (uffd_msg*)KernelMemory.Map((nuint)(MessagesPerRead * sizeof(uffd_msg)));
-        _evictor = new Evictor(options, _arenas, _sealer, _space, DrainEvents);
-
         _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
         if (_wakeFd < 0)
             throw new InvalidOperationException($"eventfd failed: {Libc.Describe(Libc.LastErrno)}");
 
+        _reporter = new FailureReporter(options, KickHandler, Features.Poison);
+        // The evictor drains events when a take-out meets EAGAIN; the events part
+        // forgets pages on the evictor's books: each is handed the other through the engine.
+        _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain());
+        _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, descriptor => _children!.AdoptFromParent(descriptor));
+        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter);
+        _children = new ChildService(_arenas, _sealer, _faults, _reporter, _events);
         WarmUp();
-        StartReporter();
+        _reporter.Start();
         _handler = new Thread(HandlerLoop) { IsBackground = true, Name = "tibet-uffd" };
         _handler.Start();
     }
@@ -133,6 +120,13 @@ public sealed unsafe partial class PageEngine : IDisposable
     public static PageEngine Create(EngineOptions? options = null) => new(options ?? new EngineOptions());
 
     public KernelFeatures Features { get; }
+
+    /// <summary>How long a SIGBUS for a tampered page (or for any fault after a handler
+    /// failure) waits for its report; see <see cref="FailureReporter"/>.</summary>
+    public const int ReportWaitMilliseconds = FailureReporter.ReportWaitMilliseconds;
+
+    /// <summary>The failure that stopped normal service, or null. See "Failure policy".</summary>
+    public Exception? HandlerFailure => _reporter.Failure;
 
     public EngineOptions Options => _options;
 
@@ -216,7 +210,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// never be served back.</summary>
     private void RequireHealthy()
     {
-        if (_failure is { } failure)
+        if (_reporter.Failure is { } failure)
             throw new InvalidOperationException($"the page engine failed earlier ({failure.Message}) and serves faults with SIGBUS only; nothing more is evicted", failure);
     }
 
@@ -226,37 +220,37 @@ public sealed unsafe partial class PageEngine : IDisposable
         {
             return new EngineStats
             {
-                Faults = _faults,
-                ReadAheadPages = _readAheadPages,
+                Faults = _faults.Faults,
+                ReadAheadPages = _faults.ReadAheadPages,
                 Refaults = _evictor.Refaults,
                 EvictionPolicy = _options.Eviction.Name,
                 Cipher = _options.Cipher.Name,
                 Decrypts = _sealer.Opens,
                 Decompressions = _sealer.Decompressions,
-                ZeroFills = _zeroFills,
+                ZeroFills = _faults.ZeroFills,
                 Evictions = _evictor.Evictions,
                 ZeroEvictions = _evictor.ZeroEvictions,
-                SourcedPages = _sourcedPages,
+                SourcedPages = _faults.SourcedPages,
                 CompressedSeals = _sealer.CompressedSeals,
                 EvictionsRefused = _evictor.Refused,
                 MovesReconciled = _evictor.Reconciled,
-                AuthenticationFailures = _authenticationFailures,
-                RemoveEvents = _removeEvents,
-                UnmapEvents = _unmapEvents,
-                RemapEvents = _remapEvents,
+                AuthenticationFailures = _reporter.Tampered,
+                RemoveEvents = _events.Removes,
+                UnmapEvents = _events.Unmaps,
+                RemapEvents = _events.Remaps,
                 ResidentBytes = _evictor.ResidentPages * PageSize,
                 PeakResidentBytes = _evictor.PeakResidentPages * PageSize,
                 ResidentBudgetBytes = _options.ResidentBudgetBytes,
                 SealedBytes = _sealer.Store.PayloadBytes,
                 StoreMappedBytes = _sealer.Store.MappedBytes,
                 SealedPages = _sealer.SealedPages,
-                FaultP50Nanoseconds = _faultLatency.Percentile(0.50),
-                FaultP99Nanoseconds = _faultLatency.Percentile(0.99),
-                FaultMaxNanoseconds = _faultLatency.MaxNanoseconds,
+                FaultP50Nanoseconds = _faults.Latency.Percentile(0.50),
+                FaultP99Nanoseconds = _faults.Latency.Percentile(0.99),
+                FaultMaxNanoseconds = _faults.Latency.MaxNanoseconds,
                 HandlerAllocatedBytes = _handlerAllocatedBytes,
-                HandlerFailed = _failure != null,
+                HandlerFailed = _reporter.Failure != null,
                 ForkedChildren = _children.Count,
-                PeakForkedChildren = _peakChildren,
+                PeakForkedChildren = _children.Peak,
             };
         }
     }
@@ -264,7 +258,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// <summary>Forgets the fault latencies recorded so far (for benchmarks that measure phases).</summary>
     public void ResetLatency()
     {
-        lock (_gate) _faultLatency.Clear();
+        lock (_gate) _faults.Latency.Clear();
     }
 
     public void Dispose()
@@ -273,12 +267,10 @@ public sealed unsafe partial class PageEngine : IDisposable
         _stopping = true;
         KickHandler();
         _handler.Join();
-        StopReporter();
+        _reporter.Stop();
         lock (_gate)
         {
-            foreach (var child in _children)
-                child.Dispose(_sealer.Store);
-            _children.Clear();
+            _children.Dispose();
             foreach (var arena in _arenas.Slots)
                 if (arena != null) ReleaseArenaLocked(arena);
             _disposed = true;
@@ -287,10 +279,35 @@ public sealed unsafe partial class PageEngine : IDisposable
         _evictor.Dispose();
         _uffd.Dispose();
         _takeOut?.Dispose();
-        WipeAndUnmap(_injectBuffer, _injectBufferLength);
-        KernelMemory.Unmap((nint)_queue, (nuint)(MessageQueueCapacity * sizeof(uffd_msg)));
-        KernelMemory.Unmap((nint)_readBuffer, (nuint)(MessagesPerRead * sizeof(uffd_msg)));
+        _faults.Dispose();
+        _events.Dispose();
         Libc.close(_wakeFd);
+    }
+
+    /// <summary>
+    /// Tells the engine the pid of the child the last fork created (the interposer's
+    /// fork wrapper calls this), so that the child's snapshot is released when it exits.
+    /// Children made by a raw fork syscall keep theirs until this process ends.
+    /// </summary>
+    public void ChildForked(int pid)
+    {
+        lock (_gate)
+            _children.ChildForked(pid);
+        KickHandler();
+    }
+
+    /// <summary>
+    /// This process is ending while forked children still use their fork-time arenas (a
+    /// daemon's parent exits right after the fork). Once it is gone nothing serves their
+    /// faults, and the kernel would give them zero pages where sealed pages were: wrong
+    /// bytes. So every page a living child would still need from here is put into it now,
+    /// decrypted (no longer sealed in the child), and the caller says so. Returns the
+    /// children handed over and the pages put into them.
+    /// </summary>
+    public (int Children, long Pages) HandOverChildren()
+    {
+        lock (_gate)
+            return _children.HandOver();
     }
 
     internal long ResidentQueueCapacity
@@ -379,7 +396,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         {
             bool mapped = i < arena.PageCount && arena.Entries[i].State != PageState.Unmapped;
             if (i < arena.PageCount)
-                DropPage(ref arena.Entries[i]);
+                _events.Unmap(ref arena.Entries[i]);
             if (mapped && runStart < 0) runStart = i;
             if (!mapped && runStart >= 0)
             {
@@ -447,14 +464,6 @@ public sealed unsafe partial class PageEngine : IDisposable
         }
     }
 
-    /// <summary>Forgets a page: frees its ciphertext and takes it off the resident count.</summary>
-    private void DropPage(ref PageEntry entry)
-    {
-        _sealer.Forget(ref entry);
-        _evictor.Forget(ref entry);
-        entry.State = PageState.Unmapped;
-    }
-
     private void RequireEviction()
     {
         if (!_space.CanTakeOut)
@@ -469,12 +478,6 @@ public sealed unsafe partial class PageEngine : IDisposable
         Libc.write(_wakeFd, &one, sizeof(ulong));
     }
 
-    private static void WipeAndUnmap(nint address, nuint length)
-    {
-        Libc.memset((void*)address, 0, length);
-        KernelMemory.Unmap(address, length);
-    }
-
     /// <summary>
     /// Runs every lazily initialised path once (cipher, compressor, histogram) on the
     /// constructing thread, so the handler's first fault meets no static constructor
@@ -482,15 +485,13 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// </summary>
     private void WarmUp()
     {
-        _sealer.WarmUp(_options.Cipher, (byte*)_injectBuffer);
+        _sealer.WarmUp(_options.Cipher, _faults.Buffer);
         // The store maps and unmaps chunks from the handler thread.
         KernelMemory.Unmap(KernelMemory.Map(PageSize), PageSize);
-        _faultLatency.Record(0);
-        _faultLatency.Clear();
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
         Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
-            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), _evictor.ResidentSet.GetType(), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
+            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(ChildService), typeof(FailureReporter), _evictor.ResidentSet.GetType(), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

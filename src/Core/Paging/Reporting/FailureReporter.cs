@@ -2,17 +2,28 @@ using System.Diagnostics;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.AddressSpace;
 
-namespace Tibet.Core.Paging;
+namespace Tibet.Core.Paging.Reporting;
 
-// Reporting off the fault path. The handler must not format strings, write to stderr,
+/// <summary>What failed authentication: a sealed page, or a page its source refused.</summary>
+internal enum TamperKind : byte
+{
+    /// <summary>A sealed page's ciphertext failed authentication.</summary>
+    SealedPage,
+
+    /// <summary>The arena's page source said Tampered (or could not read the page).</summary>
+    SourcePage,
+}
+
+// The engine's reporting part: reporting off the fault path. The handler must not format strings, write to stderr,
 // call the program's callbacks or take an audit lock: any of these may allocate, call
 // malloc (whose locks a faulting thread may hold) or wait. So the handler only fills a
 // fixed-size slot of a preallocated ring and pokes an eventfd; the reporter thread does
 // the rest. The faulting thread's SIGBUS stays on the handler, and is held back until
 // the report is out (bounded by ReportWaitMilliseconds), because the SIGBUS usually ends
 // the process and the line must be written first.
-public sealed unsafe partial class PageEngine
+internal sealed unsafe class FailureReporter
 {
+    private const int PageSize = Userfaultfd.PageSize;
     /// <summary>Reports the handler has handed over but the reporter has not delivered yet
     /// (beyond it, reports are counted, not queued).</summary>
     private const int ReportRingCapacity = 256;
@@ -29,15 +40,6 @@ public sealed unsafe partial class PageEngine
     public const int ReportWaitMilliseconds = 2000;
 
     private const long SYS_kill = 62;
-
-    private enum TamperKind : byte
-    {
-        /// <summary>A sealed page's ciphertext failed AES-256-GCM authentication.</summary>
-        SealedPage,
-
-        /// <summary>The arena's page source said Tampered (or could not read the page).</summary>
-        SourcePage,
-    }
 
     /// <summary>One tampered page, as the handler hands it over: fixed size, references
     /// copied (never allocated), formatted by the reporter.</summary>
@@ -73,13 +75,42 @@ public sealed unsafe partial class PageEngine
     private Thread? _reporter;
     private volatile bool _reporterStopping;
 
+    private readonly EngineOptions _options;
+    private readonly Action _kickHandler;
+    private readonly bool _canPoison;
+    private long _tampered; // written by the handler under the lock
     private Exception? _failure;
     private volatile bool _failureReported;
 
-    /// <summary>The failure that stopped normal service, or null. See "Failure policy".</summary>
-    public Exception? HandlerFailure => Volatile.Read(ref _failure);
+    /// <param name="kickHandler">Wakes the handler: a held signal may go out now.</param>
+    /// <param name="canPoison">The kernel has UFFDIO_POISON.</param>
+    public FailureReporter(EngineOptions options, Action kickHandler, bool canPoison)
+    {
+        _options = options;
+        _kickHandler = kickHandler;
+        _canPoison = canPoison;
+    }
 
-    private void StartReporter()
+    /// <summary>The failure that stopped normal service, or null. See PageEngine, "Failure policy".</summary>
+    public Exception? Failure => Volatile.Read(ref _failure);
+
+    /// <summary>The failure's line is out.</summary>
+    public bool FailureReported => _failureReported;
+
+    /// <summary>Pages found tampered (posted, whether or not the report fitted the ring).</summary>
+    public long Tampered => _tampered;
+
+    /// <summary>SIGBUSes waiting for their reports.</summary>
+    public int HeldSignals => _heldSignalCount;
+
+    /// <summary>Records the failure (the first one wins) and has the reporter write its line.</summary>
+    public void Fail(Exception failure)
+    {
+        Interlocked.CompareExchange(ref _failure, failure, null);
+        WakeReporter();
+    }
+
+    public void Start()
     {
         _reporterFd = Libc.eventfd(0, Libc.EFD_CLOEXEC);
         if (_reporterFd < 0)
@@ -88,7 +119,7 @@ public sealed unsafe partial class PageEngine
         _reporter.Start();
     }
 
-    private void StopReporter()
+    public void Stop()
     {
         _reporterStopping = true;
         WakeReporter();
@@ -105,9 +136,10 @@ public sealed unsafe partial class PageEngine
     }
 
     /// <summary>Hands a tampered page to the reporter. Fault path: no allocation.</summary>
-    private void PostTamperReport(TamperKind kind, ulong arenaId, string? label, long pageIndex, nint address,
+    public void Post(TamperKind kind, ulong arenaId, string? label, long pageIndex, nint address,
         IPageSource? source, int childPid)
     {
+        _tampered++;
         long posted = _reportsPosted;
         if (posted - Volatile.Read(ref _reportsDone) >= ReportRingCapacity)
         {
@@ -132,7 +164,7 @@ public sealed unsafe partial class PageEngine
     /// page's, usually), the signal is held until they are out, so that the line is
     /// written before the SIGBUS ends the process; the thread stays blocked meanwhile.
     /// </summary>
-    private void SignalFault(AddressSpaceOps space, nint address, uint threadId, int pid)
+    public void SignalFault(AddressSpaceOps space, nint address, uint threadId, int pid)
     {
         long posted = _reportsPosted;
         bool reportPending = posted > Volatile.Read(ref _reportsDone) || (_failure != null && !_failureReported);
@@ -154,7 +186,7 @@ public sealed unsafe partial class PageEngine
 
     /// <summary>Sends the held signals whose reports are out (or that waited long enough;
     /// all of them when <paramref name="all"/>). True if any was sent.</summary>
-    private bool ReleaseHeldSignals(bool all)
+    public bool ReleaseHeldSignals(bool all)
     {
         if (_heldSignalCount == 0)
             return false;
@@ -184,9 +216,9 @@ public sealed unsafe partial class PageEngine
     /// zeros: without either, the thread is woken, faults again and is answered again.
     /// A child whose pid is not known yet (0) can only be poisoned.
     /// </summary>
-    private void RaiseSigbus(AddressSpaceOps space, nint address, uint threadId, int pid)
+    public void RaiseSigbus(AddressSpaceOps space, nint address, uint threadId, int pid)
     {
-        if (Features.Poison)
+        if (_canPoison)
         {
             int rc = space.Poison(address, PageSize);
             if (rc == 0)
@@ -215,7 +247,7 @@ public sealed unsafe partial class PageEngine
             {
                 Deliver(() => ReportHandlerFailure(failure));
                 _failureReported = true;
-                KickHandler();
+                _kickHandler();
             }
             long done = _reportsDone;
             while (done < Volatile.Read(ref _reportsPosted))
@@ -224,7 +256,7 @@ public sealed unsafe partial class PageEngine
                 _reports[done % ReportRingCapacity] = default;
                 Deliver(() => ReportTampering(report));
                 Volatile.Write(ref _reportsDone, ++done);
-                KickHandler();
+                _kickHandler();
             }
             long dropped = Volatile.Read(ref _reportsDropped);
             if (dropped != _reportsDroppedTold)
@@ -256,7 +288,7 @@ public sealed unsafe partial class PageEngine
     {
         string where = report.ChildPid == 0 ? "" : report.ChildPid > 0 ? $" in forked child {report.ChildPid}" : " in a forked child";
         string detail = report.Kind == TamperKind.SealedPage
-            ? "AES-256-GCM authentication failed: the ciphertext, tag or nonce of this page was altered" + where
+            ? _options.Cipher.Name.ToUpperInvariant() + " authentication failed: the ciphertext, tag or nonce of this page was altered" + where
             : "the page's source refused it: its file was altered or could not be read" + where;
         if (_options.OnAuthenticationFailure is { } callback)
             callback(new AuthenticationFailure(report.ArenaId, report.PageIndex, report.Address, detail));
@@ -288,7 +320,7 @@ public sealed unsafe partial class PageEngine
 
     /// <summary>The last resort when the failure report could not be written in time: a
     /// fixed line, written without formatting or allocation.</summary>
-    private static void WriteFixedFailureLine()
+    public static void WriteFixedFailureLine()
     {
         ReadOnlySpan<byte> line = "tibet: the page handler failed, and its report could not be written in time; every access to a page that is not resident now raises SIGBUS.\n"u8;
         fixed (byte* p = line)
@@ -297,7 +329,7 @@ public sealed unsafe partial class PageEngine
 
     /// <summary>The handler cannot even read its userfaultfd: blocked threads would wait
     /// forever, so the process ends with SIGBUS now.</summary>
-    private static void EndProcessWithSigbus()
+    public static void EndProcessWithSigbus()
     {
         ReadOnlySpan<byte> line = "tibet: the page handler cannot serve its userfaultfd any more; ending the process with SIGBUS rather than leave its threads blocked.\n"u8;
         fixed (byte* p = line)

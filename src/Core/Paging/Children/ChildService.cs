@@ -1,22 +1,51 @@
 using Tibet.Core.Crypto;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.AddressSpace;
+using Tibet.Core.Paging.Events;
+using Tibet.Core.Paging.Faults;
+using Tibet.Core.Paging.Reporting;
+using Tibet.Core.Paging.Sealing;
 using Tibet.Core.Storage;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
-namespace Tibet.Core.Paging;
+namespace Tibet.Core.Paging.Children;
 
-// Forked children: each gets the arenas as they were at fork time, served from here.
-public sealed unsafe partial class PageEngine
+/// <summary>
+/// The engine's child service: forked children get the arenas as they were at fork time,
+/// served from here through the userfaultfd each fork event brings.
+/// </summary>
+/// <remarks>Called under the engine lock. Serving a child's fault is allocation-free; the
+/// fork event itself allocates (a snapshot of the page tables is needed there anyway).</remarks>
+internal sealed unsafe class ChildService : IDisposable
 {
     private const long SYS_pidfd_open = 434;
+    private const int PageSize = Userfaultfd.PageSize;
 
     // No limit on children served at once: a child above any limit would read zeros (or
     // have to die). The table grows on the fork event, the one place in the handler that
     // allocates (a snapshot of the page tables is needed there anyway).
     private readonly List<ForkedChild> _children = [];
     private int _peakChildren;
-    private Libc.PollFd[] _pollSet = new Libc.PollFd[2 + 2 * 16];
+    private readonly ArenaTable _arenas;
+    private readonly PageSealer _sealer;
+    private readonly FaultService _faults;
+    private readonly FailureReporter _reporter;
+    private readonly ProgramEvents _events;
+
+    public ChildService(ArenaTable arenas, PageSealer sealer, FaultService faults, FailureReporter reporter, ProgramEvents events)
+    {
+        _arenas = arenas;
+        _sealer = sealer;
+        _faults = faults;
+        _reporter = reporter;
+        _events = events;
+    }
+
+    /// <summary>Children served now.</summary>
+    public int Count => _children.Count;
+
+    /// <summary>The most children served at once.</summary>
+    public int Peak => _peakChildren;
 
     /// <summary>
     /// One arena as a forked child sees it: a copy of the page table taken when the fork
@@ -123,7 +152,6 @@ public sealed unsafe partial class PageEngine
     /// </summary>
     public void ChildForked(int pid)
     {
-        lock (_gate)
         {
             for (int i = _children.Count - 1; i >= 0; i--)
             {
@@ -140,7 +168,6 @@ public sealed unsafe partial class PageEngine
                 break;
             }
         }
-        KickHandler();
     }
 
     /// <summary>
@@ -151,9 +178,8 @@ public sealed unsafe partial class PageEngine
     /// decrypted (no longer sealed in the child), and the caller says so. Returns the
     /// children handed over and the pages put into them.
     /// </summary>
-    public (int Children, long Pages) HandOverChildren()
+    public (int Children, long Pages) HandOver()
     {
-        lock (_gate)
         {
             int children = 0;
             long pages = 0;
@@ -181,6 +207,12 @@ public sealed unsafe partial class PageEngine
         }
     }
 
+    /// <summary>The parent forked: the child's arenas are served as they are now.</summary>
+    public void AdoptFromParent(int descriptor) => AdoptChild(descriptor, SnapshotArenas());
+
+    /// <summary>A fork after a handler failure: the child is only answered with SIGBUS.</summary>
+    public void AdoptUnserved(int descriptor) => AdoptChild(descriptor, []);
+
     private ChildRegion[] SnapshotArenas()
     {
         var regions = new ChildRegion[_arenas.ByAddress.Length];
@@ -202,19 +234,15 @@ public sealed unsafe partial class PageEngine
     {
         _children.Add(child);
         _peakChildren = Math.Max(_peakChildren, _children.Count);
-        int needed = 2 + 2 * _children.Count;
-        if (_pollSet.Length < needed)
-            _pollSet = new Libc.PollFd[needed * 2];
     }
 
-    /// <summary>Fills <see cref="_pollSet"/>: the userfaultfd, the wake eventfd, and each
-    /// child's userfaultfd and pidfd. Returns how many entries are used.</summary>
-    private int FillPollSet()
+    /// <summary>Poll entries the children need: a userfaultfd and a pidfd each.</summary>
+    public int PollEntries => 2 * _children.Count;
+
+    /// <summary>Appends each child's userfaultfd and pidfd to <paramref name="fds"/> from
+    /// <paramref name="n"/> on (room for <see cref="PollEntries"/>); returns the new count.</summary>
+    public int AppendPollSet(Libc.PollFd[] fds, int n)
     {
-        Libc.PollFd[] fds = _pollSet;
-        int n = 0;
-        fds[n++] = new Libc.PollFd { Fd = _uffd.Descriptor, Events = Libc.POLLIN };
-        fds[n++] = new Libc.PollFd { Fd = _wakeFd, Events = Libc.POLLIN };
         foreach (var child in _children)
         {
             fds[n++] = new Libc.PollFd { Fd = child.Uffd.Descriptor, Events = Libc.POLLIN };
@@ -225,7 +253,7 @@ public sealed unsafe partial class PageEngine
     }
 
     /// <summary>Serves every child's pending messages and retires children that exited.</summary>
-    private bool PumpChildrenLocked()
+    public bool Pump(ref StrandedFault inFlight)
     {
         bool worked = false;
         for (int i = _children.Count - 1; i >= 0; i--)
@@ -236,9 +264,9 @@ public sealed unsafe partial class PageEngine
             while (child.TryDequeueFault(out ChildFault fault))
             {
                 worked = true;
-                _inFlight = new StrandedFault(child.Space, (ulong)fault.Address, fault.ThreadId, child.Pid);
+                inFlight = new StrandedFault(child.Space, (ulong)fault.Address, fault.ThreadId, child.Pid);
                 ServeChildFault(child, fault.Address, fault.ThreadId);
-                _inFlight = default;
+                inFlight = default;
             }
             if (child.PidFd >= 0 && ChildExited(child.PidFd))
             {
@@ -258,24 +286,24 @@ public sealed unsafe partial class PageEngine
 
     /// <summary>
     /// Reads everything the child's userfaultfd has: faults are queued on the child, events
-    /// handled at once (a fork event must be: see <see cref="ReadIntoQueue"/>). Nothing
+    /// handled at once (a fork event must be: see ProgramEvents.ReadIntoQueue). Nothing
     /// here reads again, so the shared read buffer is never refilled while it is iterated.
     /// </summary>
     private int ReadChildMessages(ForkedChild child)
     {
         int total = 0;
         int n;
-        while ((n = child.Uffd.ReadMessages(_readBuffer, MessagesPerRead)) > 0)
+        while ((n = child.Uffd.ReadMessages(_events.ReadBuffer, ProgramEvents.MessagesPerRead)) > 0)
         {
             total += n;
             for (int m = 0; m < n; m++)
             {
-                if (_readBuffer[m].@event == UFFD_EVENT_PAGEFAULT)
-                    child.EnqueueFault((nint)(_readBuffer[m].pagefault_address & ~(ulong)(PageSize - 1)), _readBuffer[m].pagefault_feat_ptid);
+                if (_events.ReadBuffer[m].@event == UFFD_EVENT_PAGEFAULT)
+                    child.EnqueueFault((nint)(_events.ReadBuffer[m].pagefault_address & ~(ulong)(PageSize - 1)), _events.ReadBuffer[m].pagefault_feat_ptid);
                 else
-                    HandleChildEvent(child, in _readBuffer[m]);
+                    HandleChildEvent(child, in _events.ReadBuffer[m]);
             }
-            if (n < MessagesPerRead)
+            if (n < ProgramEvents.MessagesPerRead)
                 break;
         }
         return total;
@@ -328,7 +356,7 @@ public sealed unsafe partial class PageEngine
         }
         long index = (address - region.Address) / PageSize;
         ref PageEntry entry = ref region.Entries[index];
-        byte* buffer = (byte*)_injectBuffer;
+        byte* buffer = _faults.Buffer;
         switch (entry.State)
         {
             case PageState.Sealed:
@@ -342,14 +370,14 @@ public sealed unsafe partial class PageEngine
                 entry.State = PageState.Resident;
                 break;
             case PageState.Poisoned:
-                SignalFault(child.Space, address, threadId, child.Pid);
+                _reporter.SignalFault(child.Space, address, threadId, child.Pid);
                 break;
             case PageState.Unmapped:
                 child.Space.Wake(address, PageSize);
                 break;
             case PageState.Untouched when region.Source != null:
                 // Never touched in the parent: the child reads the source's page, as the parent would.
-                PageVerdict verdict = FillFromSource(region.Source, index, buffer);
+                PageVerdict verdict = _faults.FillFromSource(region.Source, index, buffer);
                 region.Source.EndOfFault();
                 if (verdict == PageVerdict.Tampered)
                 {
@@ -374,12 +402,11 @@ public sealed unsafe partial class PageEngine
     /// reporter has said so.</summary>
     private void PoisonChildPage(ForkedChild child, ChildRegion region, long index, ref PageEntry entry, uint threadId, TamperKind kind)
     {
-        _authenticationFailures++;
         entry.State = PageState.Poisoned;
         nint address = region.Address + (nint)(index * PageSize);
-        PostTamperReport(kind, region.ArenaId, region.Label, index, address,
+        _reporter.Post(kind, region.ArenaId, region.Label, index, address,
             kind == TamperKind.SourcePage ? region.Source : null, child.Pid != 0 ? child.Pid : -1);
-        SignalFault(child.Space, address, threadId, child.Pid);
+        _reporter.SignalFault(child.Space, address, threadId, child.Pid);
     }
 
     private void InjectIntoChild(ForkedChild child, nint address, byte* page)
@@ -394,5 +421,36 @@ public sealed unsafe partial class PageEngine
             // faults read with it are queued behind the one being served.
             ReadChildMessages(child);
         }
+    }
+
+    /// <summary>Every child's queued faults get SIGBUS (the handler failed).</summary>
+    public void RaiseStranded()
+    {
+        foreach (ForkedChild child in _children)
+            while (child.TryDequeueFault(out ChildFault fault))
+                _reporter.RaiseSigbus(child.Space, fault.Address, fault.ThreadId, child.Pid);
+    }
+
+    /// <summary>Failure mode: <paramref name="answer"/> reads each child's messages and
+    /// answers its faults with SIGBUS; children that exited are let go.</summary>
+    public void AnswerWithSigbus(Action<Userfaultfd, AddressSpaceOps, int> answer)
+    {
+        for (int i = _children.Count - 1; i >= 0; i--)
+        {
+            ForkedChild child = _children[i];
+            answer(child.Uffd, child.Space, child.Pid);
+            if (child.PidFd >= 0 && ChildExited(child.PidFd))
+            {
+                child.Dispose(_sealer.Store);
+                _children.RemoveAt(i);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var child in _children)
+            child.Dispose(_sealer.Store);
+        _children.Clear();
     }
 }

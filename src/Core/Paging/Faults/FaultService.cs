@@ -1,13 +1,107 @@
+using System.Diagnostics;
+using Tibet.Core.Diagnostics;
 using Tibet.Core.Interop;
+using Tibet.Core.Paging.AddressSpace;
+using Tibet.Core.Paging.Events;
 using Tibet.Core.Paging.Eviction;
+using Tibet.Core.Paging.Reporting;
+using Tibet.Core.Paging.Sealing;
+using Tibet.Core.Storage;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
-namespace Tibet.Core.Paging;
+namespace Tibet.Core.Paging.Faults;
 
-// The fault path: allocation-free, malloc-free, under the engine lock.
-public sealed unsafe partial class PageEngine
+/// <summary>
+/// The engine's fault service: for one fault, finds the page, decides the read-ahead
+/// run, fills the pages (opened from the store, read from the arena's source, or zeros),
+/// makes room under the budget, and installs them, waking the faulting thread with the
+/// first page.
+/// </summary>
+/// <remarks>
+/// Runs under the engine lock on the handler thread: allocation-free and malloc-free.
+/// Plaintext exists only in the locked inject buffer, wiped after every use.
+/// </remarks>
+internal sealed unsafe class FaultService : IDisposable
 {
-    private void HandleFault(in uffd_msg message)
+    private const int PageSize = Userfaultfd.PageSize;
+    private static readonly double NanosecondsPerTick = 1e9 / Stopwatch.Frequency;
+
+    private readonly ArenaTable _arenas;
+    private readonly Evictor _evictor;
+    private readonly PageSealer _sealer;
+    private readonly AddressSpaceOps _space;
+    private readonly ProgramEvents _events;
+    private readonly FailureReporter _reporter;
+    private readonly int _readAheadMaxPages;
+    private readonly byte* _buffer;
+    private readonly nuint _bufferLength;
+    private readonly LatencyHistogram _latency = new();
+    private long _received;
+    private bool _recorded;
+    private long _faults, _readAheadPages, _zeroFills, _sourcedPages;
+
+    public FaultService(EngineOptions options, ArenaTable arenas, Evictor evictor, PageSealer sealer, AddressSpaceOps space,
+        ProgramEvents events, FailureReporter reporter)
+    {
+        _arenas = arenas;
+        _evictor = evictor;
+        _sealer = sealer;
+        _space = space;
+        _events = events;
+        _reporter = reporter;
+        _readAheadMaxPages = options.ReadAheadMaxPages;
+        _bufferLength = (nuint)(options.ReadAheadMaxPages * PageSize);
+        _buffer = (byte*)KernelMemory.Map(_bufferLength);
+        // Plaintext passes through this buffer: keep it out of swap and core dumps.
+        Libc.mlock((nint)_buffer, _bufferLength);
+        Libc.madvise((nint)_buffer, _bufferLength, Libc.MADV_DONTDUMP);
+        _latency.Record(0);
+        _latency.Clear();
+    }
+
+    /// <summary>The locked plaintext buffer pages are prepared in (a read-ahead run's
+    /// worth); the child service uses it too, under the same lock.</summary>
+    public byte* Buffer => _buffer;
+
+    public long Faults => _faults;
+    public long ReadAheadPages => _readAheadPages;
+    public long ZeroFills => _zeroFills;
+    public long SourcedPages => _sourcedPages;
+    public LatencyHistogram Latency => _latency;
+
+    /// <summary>Clears the inject buffer (after a failure, or at the end).</summary>
+    public void Wipe() => Libc.memset(_buffer, 0, _bufferLength);
+
+    public void Dispose()
+    {
+        Wipe();
+        KernelMemory.Unmap((nint)_buffer, _bufferLength);
+    }
+
+    /// <summary>
+    /// Records how long the faulting thread waited: from reading its message to the wake
+    /// (the first page's UFFDIO_COPY). Read-ahead done after the wake is not its wait.
+    /// </summary>
+    private void RecordServed()
+    {
+        if (_recorded)
+            return;
+        _recorded = true;
+        _latency.Record((long)((Stopwatch.GetTimestamp() - _received) * NanosecondsPerTick));
+    }
+
+    /// <summary>Serves one fault message: the faulting thread runs again when this returns
+    /// (or has its SIGBUS coming). <paramref name="received"/>: when the message was read
+    /// (Stopwatch ticks), for the latency the thread saw.</summary>
+    public void Serve(in uffd_msg message, long received)
+    {
+        _received = received;
+        _recorded = false;
+        ServeCore(in message);
+        RecordServed();
+    }
+
+    private void ServeCore(in uffd_msg message)
     {
         _faults++;
         // Pages this fault brings in stay until the next fault (see Evictor).
@@ -15,7 +109,7 @@ public sealed unsafe partial class PageEngine
         nint address = (nint)(message.pagefault_address & ~(ulong)(PageSize - 1));
         bool write = (message.pagefault_flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
 
-        // Events handled while serving (see DrainEvents) can change the pages under us;
+        // Events handled while serving (see ProgramEvents.Drain) can change the pages under us;
         // then the decrypted buffer is stale and the fault is served afresh.
         while (true)
         {
@@ -59,14 +153,14 @@ public sealed unsafe partial class PageEngine
     private bool TryServeMissingPageCore(Arena arena, long index, bool write, uint threadId)
     {
         int count = ReadAheadRun(arena, index);
-        long epoch = _eventEpoch;
+        long epoch = _events.Epoch;
         // Room for the faulting page only: the thread waits for this part. The read-ahead
         // run makes its own room after the thread is running again.
         _evictor.MakeRoom(1);
-        if (_eventEpoch != epoch)
+        if (_events.Epoch != epoch)
             return false;
 
-        byte* buffer = (byte*)_injectBuffer;
+        byte* buffer = _buffer;
         ref PageEntry first = ref arena.Entries[index];
         PageVerdict fromSource = first.State == PageState.Untouched && arena.Source != null
             ? FillFromSource(arena.Source, index, buffer)
@@ -97,13 +191,13 @@ public sealed unsafe partial class PageEngine
         bool injected = TryInject(arena, index, 1, buffer);
         Libc.memset(buffer, 0, PageSize);
         if (injected)
-            RecordFaultServed();
+            RecordServed();
         if (!injected)
             return false;
         if (count == 1)
             return true;
         _evictor.MakeRoom(count - 1);
-        if (_eventEpoch != epoch)
+        if (_events.Epoch != epoch)
             return true;
 
         int filled = 0;
@@ -132,7 +226,7 @@ public sealed unsafe partial class PageEngine
                 break; // a bad page ahead is poisoned when someone touches it
         }
         _readAheadPages += filled;
-        if (filled > 0 && _eventEpoch == epoch)
+        if (filled > 0 && _events.Epoch == epoch)
             TryInject(arena, index + 1, filled, buffer);
         Libc.memset(buffer, 0, (nuint)((long)filled * PageSize));
         return true;
@@ -144,7 +238,7 @@ public sealed unsafe partial class PageEngine
     /// not mapped.</summary>
     private int ReadAheadRun(Arena arena, long index)
     {
-        int window = arena.Streams.WindowFor(index, _options.ReadAheadMaxPages, out int stream);
+        int window = arena.Streams.WindowFor(index, _readAheadMaxPages, out int stream);
         window = Math.Min(window, _evictor.ReadAheadLimit);
 
         int count = 1;
@@ -169,9 +263,9 @@ public sealed unsafe partial class PageEngine
             }
             if (rc != Libc.EAGAIN)
                 return AbandonInjection(address, rc);
-            long epoch = _eventEpoch;
-            DrainEvents();
-            if (_eventEpoch != epoch) return false;
+            long epoch = _events.Epoch;
+            _events.Drain();
+            if (_events.Epoch != epoch) return false;
         }
     }
 
@@ -193,9 +287,9 @@ public sealed unsafe partial class PageEngine
             switch (rc)
             {
                 case Libc.EAGAIN:
-                    long epoch = _eventEpoch;
-                    DrainEvents();
-                    if (_eventEpoch != epoch)
+                    long epoch = _events.Epoch;
+                    _events.Drain();
+                    if (_events.Epoch != epoch)
                         return done > 0; // the faulting page is in; the rest waits for a fault of its own
                     break;
                 case Libc.EEXIST:
@@ -237,7 +331,7 @@ public sealed unsafe partial class PageEngine
         else if (state == PageState.Poisoned)
         {
             // Another thread on a page just found tampered: its SIGBUS waits for the report too.
-            SignalFault(_space, address, threadId, Libc.getpid());
+            _reporter.SignalFault(_space, address, threadId, Libc.getpid());
         }
         else
         {
@@ -247,16 +341,37 @@ public sealed unsafe partial class PageEngine
 
     /// <summary>
     /// The page failed authentication: it is never mapped as data. The failure goes to
-    /// the reporter thread (see PageEngine.Reporting.cs), and the reader gets SIGBUS
+    /// the reporter thread (see FailureReporter), and the reader gets SIGBUS
     /// (UFFDIO_POISON, or tgkill on kernels without it) once the report is out.
     /// </summary>
     private void PoisonPage(Arena arena, long index, ref PageEntry entry, uint threadId, TamperKind kind)
     {
-        _authenticationFailures++;
         _sealer.Forget(ref entry);
         entry.State = PageState.Poisoned;
         nint address = arena.PageAddress(index);
-        PostTamperReport(kind, arena.Id, arena.Label, index, address, kind == TamperKind.SourcePage ? arena.Source : null, 0);
-        SignalFault(_space, address, threadId, Libc.getpid());
+        _reporter.Post(kind, arena.Id, arena.Label, index, address, kind == TamperKind.SourcePage ? arena.Source : null, 0);
+        _reporter.SignalFault(_space, address, threadId, Libc.getpid());
+    }
+
+    /// <summary>Fills <paramref name="destination"/> with page <paramref name="index"/> from
+    /// <paramref name="source"/> (an arena's, or a forked child's copy of it); anything but
+    /// data leaves it cleared. Fault path: no allocation; a throwing source counts as tampered.</summary>
+    public PageVerdict FillFromSource(IPageSource source, long index, byte* destination)
+    {
+        var page = new Span<byte>(destination, PageSize);
+        PageVerdict verdict;
+        try
+        {
+            verdict = source.Fill(index, page);
+        }
+        catch
+        {
+            verdict = PageVerdict.Tampered;
+        }
+        if (verdict == PageVerdict.Keep)
+            _sourcedPages++;
+        else
+            page.Clear();
+        return verdict;
     }
 }
