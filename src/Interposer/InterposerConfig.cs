@@ -32,6 +32,9 @@ internal sealed record InterposerConfig
     public long HugePagesBytes { get; init; }
     /// <summary>TIBET_EVICTION: which resident page is sealed first.</summary>
     public Tibet.Core.Paging.Eviction.EvictionPolicy Eviction { get; init; } = Tibet.Core.Paging.Eviction.EvictionPolicy.ScanResistant;
+    /// <summary>TIBET_COLLAPSE: 1 (default) collapses fully resident 2 MiB ranges into
+    /// transparent huge pages; 0 keeps arenas in 4 KiB pages.</summary>
+    public bool CollapseResidentRanges { get; init; } = true;
     /// <summary>TIBET_CIPHER: the AEAD that seals pages in RAM.</summary>
     public Tibet.Core.Crypto.PageCipherSuite Cipher { get; init; } = Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm;
     public int Verbosity { get; init; }
@@ -85,6 +88,7 @@ internal sealed record InterposerConfig
                 ? Tibet.Core.Crypto.PageCipherSuite.FromName(cipher)
                   ?? throw new InterposerConfigException($"TIBET_CIPHER='{cipher}' is not {Tibet.Core.Crypto.PageCipherSuite.Names}")
                 : Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm,
+            CollapseResidentRanges = Integer("TIBET_COLLAPSE", 1, 0, 1) == 1,
             Verbosity = (int)Integer("TIBET_VERBOSE", 0, 0, 2),
             StatsJsonPattern = Environment.GetEnvironmentVariable("TIBET_STATS_JSON") is { Length: > 0 } path ? path : null,
             NoInherit = Integer("TIBET_NO_INHERIT", 0, 0, 1) == 1,

@@ -81,6 +81,7 @@ internal static class InterposerRuntime
                 Compression = _config.Compression,
                 Eviction = _config.Eviction,
                 Cipher = _config.Cipher,
+                CollapseResidentRanges = _config.CollapseResidentRanges,
                 ServeForkedChildren = features.EventFork,
                 OnAuthenticationFailure = f => Shim.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),

@@ -15,6 +15,10 @@ public readonly record struct EngineStats
     public long Refaults { get; init; }
     /// <summary>The eviction policy's name (see EngineOptions.Eviction).</summary>
     public string? EvictionPolicy { get; init; }
+    /// <summary>2 MiB ranges of resident pages collapsed into transparent huge pages.</summary>
+    public long CollapsedRanges { get; init; }
+    /// <summary>Fully resident ranges the kernel would not collapse.</summary>
+    public long CollapseFailures { get; init; }
     /// <summary>The page cipher's name (see EngineOptions.Cipher).</summary>
     public string? Cipher { get; init; }
     /// <summary>Pages authenticated and decrypted.</summary>
@@ -84,6 +88,8 @@ public readonly record struct EngineStats
         w.WriteNumber("refaults", Refaults);
         w.WriteString("evictionPolicy", EvictionPolicy);
         w.WriteString("cipher", Cipher);
+        w.WriteNumber("collapsedRanges", CollapsedRanges);
+        w.WriteNumber("collapseFailures", CollapseFailures);
         w.WriteNumber("decrypts", Decrypts);
         w.WriteNumber("decompressions", Decompressions);
         w.WriteNumber("zeroFills", ZeroFills);

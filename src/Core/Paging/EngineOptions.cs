@@ -56,6 +56,12 @@ public sealed record EngineOptions
     /// sleeps. Spinning saves the wake-up of an idle vCPU (~40 µs) at the price of CPU.</summary>
     public int SpinMicroseconds { get; init; } = 50;
 
+    /// <summary>Collapse 2 MiB ranges whose pages are all resident into transparent huge
+    /// pages when the handler is idle (see <see cref="Collapse.RangeCollapser"/>): a
+    /// resident model is then read at native speed. Off: arenas stay in 4 KiB pages
+    /// (MADV_NOHUGEPAGE).</summary>
+    public bool CollapseResidentRanges { get; init; } = true;
+
     /// <summary>Exclude arenas from core dumps (MADV_DONTDUMP), so a crash never writes
     /// the resident plaintext to disk.</summary>
     public bool ExcludeFromCoreDumps { get; init; } = true;

@@ -76,6 +76,8 @@ public sealed unsafe partial class PageEngine
                 worked |= PumpLocked();
                 if (!worked)
                     worked = _evictor.EvictInBackground();
+                if (!worked)
+                    worked = _collapser.CollapseOne();
                 _handlerAllocatedBytes = GC.GetAllocatedBytesForCurrentThread() - allocationBaseline;
             }
 

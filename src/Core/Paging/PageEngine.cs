@@ -5,6 +5,7 @@ using Tibet.Core.Interop;
 using Tibet.Core.Paging.Reporting;
 using Tibet.Core.Paging.AddressSpace;
 using Tibet.Core.Paging.Children;
+using Tibet.Core.Paging.Collapse;
 using Tibet.Core.Paging.Events;
 using Tibet.Core.Paging.Faults;
 using Tibet.Core.Paging.Eviction;
@@ -58,6 +59,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     private readonly ProgramEvents _events;
     private readonly FaultService _faults;
     private readonly ChildService _children;
+    private readonly RangeCollapser _collapser;
     private Libc.PollFd[] _pollSet = new Libc.PollFd[2 + 2 * 16];
     private readonly Thread _handler;
     private readonly int _wakeFd;
@@ -101,7 +103,8 @@ public sealed unsafe partial class PageEngine : IDisposable
         // forgets pages on the evictor's books: each is handed the other through the engine.
         _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain());
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, descriptor => _children!.AdoptFromParent(descriptor));
-        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter);
+        _collapser = new RangeCollapser(_arenas, _space, options.CollapseResidentRanges && _takeOut != null);
+        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser);
         _children = new ChildService(_arenas, _sealer, _faults, _reporter, _events);
         WarmUp();
         _reporter.Start();
@@ -155,9 +158,10 @@ public sealed unsafe partial class PageEngine : IDisposable
         nint address = Libc.mmap(fixedAddress, (nuint)rounded, Libc.PROT_READ | Libc.PROT_WRITE, flags, -1, 0);
         if (address == Libc.MAP_FAILED)
             throw new OutOfMemoryException($"mmap of a {rounded}-byte arena failed: {Libc.Describe(Libc.LastErrno)}");
-        // Transparent huge pages would hand out 2 MiB at a time behind our back and
-        // cannot be moved page by page.
-        Libc.madvise(address, (nuint)rounded, Libc.MADV_NOHUGEPAGE);
+        // Huge pages only where the collapser makes them (a userfaultfd-armed area never
+        // gets one at fault time); without it, none at all.
+        if (!_collapser.Enabled)
+            Libc.madvise(address, (nuint)rounded, Libc.MADV_NOHUGEPAGE);
         if (_options.ExcludeFromCoreDumps)
             Libc.madvise(address, (nuint)rounded, Libc.MADV_DONTDUMP);
 
@@ -251,6 +255,8 @@ public sealed unsafe partial class PageEngine : IDisposable
                 HandlerFailed = _reporter.Failure != null,
                 ForkedChildren = _children.Count,
                 PeakForkedChildren = _children.Peak,
+                CollapsedRanges = _collapser.Collapsed,
+                CollapseFailures = _collapser.Failed,
             };
         }
     }
@@ -435,7 +441,8 @@ public sealed unsafe partial class PageEngine : IDisposable
             Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE | Libc.MAP_FIXED, -1, 0);
         if (mapped != tail)
             throw new OutOfMemoryException($"cannot grow arena '{arena.Label}' in place: {Libc.Describe(Libc.LastErrno)}");
-        Libc.madvise(tail, extra, Libc.MADV_NOHUGEPAGE);
+        if (!_collapser.Enabled)
+            Libc.madvise(tail, extra, Libc.MADV_NOHUGEPAGE);
         if (_options.ExcludeFromCoreDumps)
             Libc.madvise(tail, extra, Libc.MADV_DONTDUMP);
         _uffd.Register(tail, extra, UFFDIO_REGISTER_MODE_MISSING);
@@ -492,6 +499,6 @@ public sealed unsafe partial class PageEngine : IDisposable
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
         Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
-            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(ChildService), typeof(FailureReporter), _evictor.ResidentSet.GetType(), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
+            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(ChildService), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

@@ -25,6 +25,7 @@ internal static unsafe partial class Libc
     public const int MADV_DONTFORK = 10;
     public const int MADV_NOHUGEPAGE = 15;
     public const int MADV_DONTDUMP = 16;
+    public const int MADV_COLLAPSE = 25;
 
     public const int MREMAP_MAYMOVE = 1;
     public const int MREMAP_FIXED = 2;

@@ -37,6 +37,14 @@ internal abstract class AddressSpaceOps
     /// <summary>Marks missing pages poisoned (UFFDIO_POISON): their readers get SIGBUS.</summary>
     public abstract int Poison(nint address, nuint length);
 
+    /// <summary>
+    /// Replaces the 4 KiB pages of a fully present, 2 MiB-aligned range by one transparent
+    /// huge page (MADV_COLLAPSE), so the program reads it with one TLB entry instead of
+    /// 512. Contents are unchanged. Taking one page out later splits it again. ENOSYS
+    /// where not possible (from another process it would be process_madvise).
+    /// </summary>
+    public abstract int Collapse(nint address, nuint length);
+
     /// <summary>Whether <see cref="TakeOut"/> works on this address space.</summary>
     public abstract bool CanTakeOut { get; }
 

@@ -49,6 +49,9 @@ internal sealed unsafe class LocalAddressSpace : UffdAddressSpace, IDisposable
 
     public override bool CanTakeOut => true;
 
+    public override int Collapse(nint address, nuint length) =>
+        Libc.madvise(address, length, Libc.MADV_COLLAPSE) == 0 ? 0 : Libc.LastErrno;
+
     public override int TakeOut(int slot, nint address, nuint length, out long done) =>
         _scratchUffd.Move(_scratch + slot * PageSize, address, length, out done);
 

@@ -18,6 +18,10 @@ internal class UffdAddressSpace(Userfaultfd uffd) : AddressSpaceOps
 
     public sealed override int Poison(nint address, nuint length) => Uffd.Poison(address, length);
 
+    /// <remarks>A userfaultfd alone cannot; this process's address space can (see
+    /// <see cref="LocalAddressSpace"/>).</remarks>
+    public override int Collapse(nint address, nuint length) => Interop.Libc.ENOSYS;
+
     public override bool CanTakeOut => false;
 
     public override int TakeOut(int slot, nint address, nuint length, out long done)

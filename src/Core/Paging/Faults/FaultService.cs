@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Tibet.Core.Diagnostics;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.AddressSpace;
+using Tibet.Core.Paging.Collapse;
 using Tibet.Core.Paging.Events;
 using Tibet.Core.Paging.Eviction;
 using Tibet.Core.Paging.Reporting;
@@ -32,6 +33,7 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly AddressSpaceOps _space;
     private readonly ProgramEvents _events;
     private readonly FailureReporter _reporter;
+    private readonly RangeCollapser _collapser;
     private readonly int _readAheadMaxPages;
     private readonly byte* _buffer;
     private readonly nuint _bufferLength;
@@ -41,8 +43,9 @@ internal sealed unsafe class FaultService : IDisposable
     private long _faults, _readAheadPages, _zeroFills, _sourcedPages;
 
     public FaultService(EngineOptions options, ArenaTable arenas, Evictor evictor, PageSealer sealer, AddressSpaceOps space,
-        ProgramEvents events, FailureReporter reporter)
+        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser)
     {
+        _collapser = collapser;
         _arenas = arenas;
         _evictor = evictor;
         _sealer = sealer;
@@ -279,7 +282,10 @@ internal sealed unsafe class FaultService : IDisposable
             int rc = _space.Copy(destination, (nint)(source + (long)done * PageSize), (nuint)((count - done) * PageSize), out long copied);
             int pages = (int)(copied / PageSize);
             if (pages > 0)
+            {
                 _evictor.Admit(arena, index + done, pages);
+                _collapser.Consider(arena, index + done, pages);
+            }
             done += pages;
             if (rc == 0 || pages > 0)
                 continue;
