@@ -50,6 +50,40 @@ public class CollapseTests
         Assert.Equal(0, engine.GetStats().AuthenticationFailures);
     }
 
+    /// <summary>A model map (an arena with a source) is collapsed by the fault that
+    /// completes a range, not later: when the reads return, the huge pages are there.</summary>
+    [Fact]
+    public void Ranges_of_a_file_are_collapsed_as_soon_as_they_are_read()
+    {
+        string path = Path.Combine(RepoPaths.DiskTemp, $"collapse-source-{Guid.NewGuid():N}.bin");
+        var contents = new byte[10 << 20];
+        new Random(1206).NextBytes(contents);
+        File.WriteAllBytes(path, contents);
+        try
+        {
+            using var engine = Engines.Create(new EngineOptions());
+            Engines.RequireEviction(engine);
+            using var arena = engine.CreateArena(contents.Length, "model");
+            using (var file = File.OpenHandle(path))
+                arena.AttachSource(Tibet.Core.Files.FileSource.Open((int)file.DangerousGetHandle(), 0));
+            var read = new byte[contents.Length];
+            ArenaMemory.Read(arena.Address, read);
+            Assert.True(read.AsSpan().SequenceEqual(contents), "the file's bytes");
+
+            long alignedRanges = (AlignDown(arena.Address + (nint)arena.Length) - AlignUp(arena.Address)) / Range;
+            var stats = engine.GetStats();
+            Assert.True(stats.CollapsedRanges + stats.CollapseFailures == alignedRanges,
+                $"{alignedRanges} ranges were read whole, {stats.CollapsedRanges} collapsed and {stats.CollapseFailures} refused by the time the reads returned: " + stats.ToJson());
+            Assert.True(stats.CollapsedRanges >= 1,
+                "the kernel collapsed no range: MADV_COLLAPSE needs Linux 6.1 or later and a free 2 MiB page. " + stats.ToJson());
+            Assert.True(AnonHugePagesKb(arena.Address) * 1024 >= stats.CollapsedRanges * Range);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     [Fact]
     public void With_collapsing_off_arenas_stay_in_4_KiB_pages()
     {
