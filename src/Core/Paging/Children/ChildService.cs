@@ -360,9 +360,25 @@ internal sealed unsafe class ChildService : IDisposable
         switch (entry.State)
         {
             case PageState.Sealed:
-                if (!_sealer.TryOpen(region.Cipher, index, in entry, buffer))
+            case PageState.Untouched when region.Source != null:
+                // Sealed in the parent, or never touched there: the child reads the source's
+                // page, as the parent would.
+                bool filled;
+                TamperKind kind;
+                if (entry.State == PageState.Sealed)
                 {
-                    PoisonChildPage(child, region, index, ref entry, threadId, TamperKind.SealedPage);
+                    filled = _sealer.TryOpen(region.Cipher, index, in entry, buffer);
+                    kind = TamperKind.SealedPage;
+                }
+                else
+                {
+                    filled = _faults.FillFromSource(region.Source!, index, buffer) != PageVerdict.Tampered;
+                    region.Source!.EndOfFault();
+                    kind = TamperKind.SourcePage;
+                }
+                if (!filled)
+                {
+                    PoisonChildPage(child, region, index, ref entry, threadId, kind);
                     return;
                 }
                 InjectIntoChild(child, address, buffer);
@@ -374,19 +390,6 @@ internal sealed unsafe class ChildService : IDisposable
                 break;
             case PageState.Unmapped:
                 child.Space.Wake(address, PageSize);
-                break;
-            case PageState.Untouched when region.Source != null:
-                // Never touched in the parent: the child reads the source's page, as the parent would.
-                PageVerdict verdict = _faults.FillFromSource(region.Source, index, buffer);
-                region.Source.EndOfFault();
-                if (verdict == PageVerdict.Tampered)
-                {
-                    PoisonChildPage(child, region, index, ref entry, threadId, TamperKind.SourcePage);
-                    return;
-                }
-                InjectIntoChild(child, address, buffer);
-                Libc.memset(buffer, 0, PageSize);
-                entry.State = PageState.Resident;
                 break;
             default:
                 // Never touched, known zero, or resident at fork and discarded since.
