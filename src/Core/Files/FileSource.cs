@@ -11,19 +11,24 @@ namespace Tibet.Core.Files;
 /// not pass through the page cache.
 /// </summary>
 /// <remarks>
-/// <para>Reads go in windows of <see cref="WindowPages"/> pages, because the fault handler
-/// asks for a read-ahead run page by page and O_DIRECT reads of single pages are slow. The
-/// window is locked and excluded from core dumps; each page is wiped from it as soon as
-/// it is handed out, and the rest when the fault has been served, so no plaintext stays
-/// here between faults.</para>
+/// <para>Reads go in windows, because the fault handler asks for a read-ahead run page by
+/// page and O_DIRECT reads of single pages are slow: the run the handler announced
+/// (<see cref="BeginRun"/>, up to <see cref="WindowPages"/> pages, so a model streamed in
+/// at load is read 2 MiB at a time), and at least <see cref="DefaultWindowPages"/>. The window is
+/// locked and excluded from core dumps; each page is wiped from it as soon as it is handed
+/// out, and the rest when the fault has been served, so no plaintext stays here between
+/// faults.</para>
 /// <para>Where the file system refuses O_DIRECT the file is read normally and each window
 /// dropped from the page cache (POSIX_FADV_DONTNEED) right after.</para>
 /// <para>Fill runs on the fault path under the engine lock: no allocation, no throwing.</para>
 /// </remarks>
 public sealed unsafe class FileSource : IPageSource
 {
-    /// <summary>Pages read from the file at once.</summary>
-    public const int WindowPages = 32; // at most 32: _handedOut has a bit per page
+    /// <summary>The most pages read from the file at once (2 MiB).</summary>
+    public const int WindowPages = 512;
+
+    /// <summary>Pages read at once when no run was announced.</summary>
+    public const int DefaultWindowPages = 32;
 
     private const int PageSize = Userfaultfd.PageSize;
     private const int WindowBytes = WindowPages * PageSize;
@@ -34,7 +39,9 @@ public sealed unsafe class FileSource : IPageSource
     private readonly nint _window;
     private long _windowFirst = -1;
     private int _windowPages;
-    private uint _handedOut; // bit i: window page i was copied out and wiped
+    private readonly ulong[] _handedOut = new ulong[WindowPages / 64]; // bit i: window page i was copied out and wiped
+    private long _runFirst = -1;
+    private int _runPages;
     private int _references = 1;
 
     private FileSource(int fd, bool direct, long fileOffset, nint window)
@@ -92,7 +99,7 @@ public sealed unsafe class FileSource : IPageSource
             return PageVerdict.Tampered; // released: nothing can be served
         // A page asked for again (its first injection was abandoned) is read afresh.
         if (pageIndex < _windowFirst || pageIndex >= _windowFirst + _windowPages
-            || (_handedOut & (1u << (int)(pageIndex - _windowFirst))) != 0)
+            || IsHandedOut((int)(pageIndex - _windowFirst)))
         {
             PageVerdict refilled = Refill(pageIndex);
             if (refilled != PageVerdict.Keep)
@@ -104,9 +111,19 @@ public sealed unsafe class FileSource : IPageSource
         var source = new Span<byte>((byte*)_window + (pageIndex - _windowFirst) * PageSize, PageSize);
         source.CopyTo(page);
         source.Clear(); // handed out: it must not linger here
-        _handedOut |= 1u << (int)(pageIndex - _windowFirst);
+        int slot = (int)(pageIndex - _windowFirst);
+        _handedOut[slot >> 6] |= 1UL << (slot & 63);
         return PageVerdict.Keep;
     }
+
+    /// <inheritdoc/>
+    public void BeginRun(long firstPage, int pages)
+    {
+        _runFirst = firstPage;
+        _runPages = pages;
+    }
+
+    private bool IsHandedOut(int slot) => (_handedOut[slot >> 6] & (1UL << (slot & 63))) != 0;
 
     /// <inheritdoc/>
     /// <remarks>One read straight into the destination (O_DIRECT where the file system
@@ -129,11 +146,13 @@ public sealed unsafe class FileSource : IPageSource
     public void EndOfFault()
     {
         for (int i = 0; i < _windowPages; i++)
-            if ((_handedOut & (1u << i)) == 0)
+            if (!IsHandedOut(i))
                 Libc.memset((byte*)_window + (long)i * PageSize, 0, PageSize);
         _windowFirst = -1;
         _windowPages = 0;
-        _handedOut = 0;
+        Array.Clear(_handedOut);
+        _runFirst = -1;
+        _runPages = 0;
     }
 
     public void Retain() => Interlocked.Increment(ref _references);
@@ -170,19 +189,39 @@ public sealed unsafe class FileSource : IPageSource
     /// raises SIGBUS for those too).</summary>
     private PageVerdict Refill(long pageIndex)
     {
-        Libc.memset((void*)_window, 0, WindowBytes);
+        // Whatever the last window held that was not handed out is wiped with it.
+        Libc.memset((void*)_window, 0, (nuint)((long)Math.Max(_windowPages, 0) * PageSize));
         _windowFirst = -1;
         _windowPages = 0;
-        _handedOut = 0;
-        long at = _fileOffset + pageIndex * PageSize;
-        long done = PositionalRead.Fully(_fd, (byte*)_window, WindowBytes, at);
-        if (done < 0)
-            return PageVerdict.Tampered;
+        Array.Clear(_handedOut);
+        // Within the announced run the window is the run (its pages may be asked for in
+        // any order); never less than the default window: single-page O_DIRECT reads are
+        // slow, and a short run is often followed by its neighbours.
+        long first = pageIndex;
+        int pages = DefaultWindowPages;
+        if (pageIndex >= _runFirst && pageIndex < _runFirst + _runPages)
+        {
+            first = _runFirst;
+            pages = Math.Clamp(_runPages, DefaultWindowPages, WindowPages);
+            if (pageIndex >= first + pages)
+            {
+                first = pageIndex;
+                pages = (int)Math.Clamp(_runFirst + _runPages - pageIndex, DefaultWindowPages, WindowPages);
+            }
+        }
+        int bytes = pages * PageSize;
+        long at = _fileOffset + first * PageSize;
+        long done = PositionalRead.Fully(_fd, (byte*)_window, bytes, at);
         if (!_direct)
-            Libc.posix_fadvise(_fd, at, WindowBytes, Libc.POSIX_FADV_DONTNEED);
-        if (done == 0)
-            return PageVerdict.Zero;
-        _windowFirst = pageIndex;
+            Libc.posix_fadvise(_fd, at, bytes, Libc.POSIX_FADV_DONTNEED);
+        if (done <= (pageIndex - first) * PageSize)
+        {
+            // An error (a partial read may have landed) or the page lies wholly past the
+            // end of the file: nothing of this read stays here.
+            Libc.memset((void*)_window, 0, (nuint)bytes);
+            return done < 0 ? PageVerdict.Tampered : PageVerdict.Zero;
+        }
+        _windowFirst = first;
         _windowPages = (int)((done + PageSize - 1) / PageSize); // the last one zero-padded past the end
         return PageVerdict.Keep;
     }

@@ -20,6 +20,13 @@ public interface IPageSource
     /// managed memory, call malloc, take locks a faulting thread may hold, or throw.</remarks>
     PageVerdict Fill(long pageIndex, Span<byte> page);
 
+    /// <summary>The fault being served will ask for pages <paramref name="firstPage"/> to
+    /// <paramref name="firstPage"/> + <paramref name="pages"/> − 1, in order: a source that
+    /// reads ahead can read exactly that run in one request. A hint only; same rules as Fill.</summary>
+    void BeginRun(long firstPage, int pages)
+    {
+    }
+
     /// <summary>
     /// Writes pages <paramref name="firstPage"/> to <paramref name="firstPage"/> +
     /// <paramref name="pages"/> − 1 into <paramref name="destination"/> (page-aligned,

@@ -103,7 +103,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         // forgets pages on the evictor's books: each is handed the other through the engine.
         _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain());
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, descriptor => _children!.AdoptFromParent(descriptor));
-        _collapser = new RangeCollapser(_arenas, _space, options.CollapseResidentRanges && _takeOut != null);
+        _collapser = new RangeCollapser(_arenas, _space, _evictor, options.CollapseResidentRanges && _takeOut != null);
         _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser);
         _children = new ChildService(_arenas, _sealer, _faults, _reporter, _events);
         WarmUp();
@@ -499,6 +499,6 @@ public sealed unsafe partial class PageEngine : IDisposable
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
         Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
-            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(ChildService), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
+            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(ChildService), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

@@ -1,4 +1,5 @@
 using Tibet.Core.Paging.AddressSpace;
+using Tibet.Core.Paging.Eviction;
 
 namespace Tibet.Core.Paging.Collapse;
 
@@ -32,16 +33,18 @@ internal sealed class RangeCollapser
 
     private readonly ArenaTable _arenas;
     private readonly AddressSpaceOps _space;
+    private readonly Evictor _evictor;
     private readonly int[] _slots = new int[QueueCapacity];
     private readonly long[] _firstPages = new long[QueueCapacity];
     private int _head, _count;
     private long _collapsed, _failed;
 
     /// <param name="enabled">False: nothing is ever queued (EngineOptions.CollapseResidentRanges).</param>
-    public RangeCollapser(ArenaTable arenas, AddressSpaceOps space, bool enabled)
+    public RangeCollapser(ArenaTable arenas, AddressSpaceOps space, Evictor evictor, bool enabled)
     {
         _arenas = arenas;
         _space = space;
+        _evictor = evictor;
         Enabled = enabled;
     }
 
@@ -57,7 +60,10 @@ internal sealed class RangeCollapser
     /// after it became resident: queues each aligned range they complete.</summary>
     public void Consider(Arena arena, long firstPage, int count)
     {
-        if (!Enabled || count <= 0)
+        // Near the budget, pages are about to be taken out again, and taking one out splits
+        // the huge page: a collapse would be wasted (at half a model's size in budget,
+        // collapsing every range a refault completed cost a fifth of the tokens/s).
+        if (!Enabled || count <= 0 || !_evictor.HasRoomFor(RangePages))
             return;
         long first = RangeStart(arena, firstPage);
         long last = RangeStart(arena, firstPage + count - 1);
@@ -92,7 +98,7 @@ internal sealed class RangeCollapser
             _count--;
             // The arena may be gone, or its slot reused: the range is checked again.
             Arena? arena = _arenas.InSlot(slot);
-            if (arena == null || !IsFullyResident(arena, start))
+            if (arena == null || !IsFullyResident(arena, start) || !_evictor.HasRoomFor(RangePages))
                 continue;
             CollapseNow(arena, start);
             return true;

@@ -69,10 +69,13 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         _highPages = options.Watermarks.HighPages(_budgetPages);
         _lowPages = options.Watermarks.LowPages(_budgetPages);
         ReadAheadLimit = _budgetPages == long.MaxValue ? int.MaxValue : options.Watermarks.ReadAheadLimit(_budgetPages);
+        // The policy sizes its probation for the read-ahead runs of anonymous arenas; a
+        // model map's first touch brings whole 2 MiB ranges only while the budget has room
+        // for them (see FaultService.SourceRangeBefore), which is when eviction is rare.
         _residentSet = options.Eviction.CreateSet(_budgetPages, this, options.ReadAheadMaxPages);
         _victims = new Victim[options.EvictBatchPages];
         _outcomes = new TakeOutcome[options.EvictBatchPages];
-        _keptBack = new ResidentQueue.Element[options.ReadAheadMaxPages + 1];
+        _keptBack = new ResidentQueue.Element[options.MaxRunPages + 1];
     }
 
     public bool Unlimited => _budgetPages == long.MaxValue;
@@ -92,6 +95,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     public long Capacity => _residentSet.Capacity;
 
     public ResidentSet ResidentSet => _residentSet;
+
+    /// <summary>Whether <paramref name="pages"/> more fit below the high watermark: no
+    /// eviction is near.</summary>
+    public bool HasRoomFor(long pages) => Unlimited || _residentPages + pages <= _highPages;
 
     /// <summary>A fault is being served: what it brings in stays until the next one.</summary>
     public void BeginFault() => _newestFaultFirstTicket = _lastTicket + 1;

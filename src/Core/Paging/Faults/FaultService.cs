@@ -35,6 +35,7 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly FailureReporter _reporter;
     private readonly RangeCollapser _collapser;
     private readonly int _readAheadMaxPages;
+    private readonly int _sourceReadAheadMaxPages;
     private readonly byte* _buffer;
     private readonly nuint _bufferLength;
     private readonly LatencyHistogram _latency = new();
@@ -53,7 +54,8 @@ internal sealed unsafe class FaultService : IDisposable
         _events = events;
         _reporter = reporter;
         _readAheadMaxPages = options.ReadAheadMaxPages;
-        _bufferLength = (nuint)(options.ReadAheadMaxPages * PageSize);
+        _sourceReadAheadMaxPages = options.SourceReadAheadMaxPages;
+        _bufferLength = (nuint)(options.MaxRunPages * PageSize);
         _buffer = (byte*)KernelMemory.Map(_bufferLength);
         // Plaintext passes through this buffer: keep it out of swap and core dumps.
         Libc.mlock((nint)_buffer, _bufferLength);
@@ -156,6 +158,7 @@ internal sealed unsafe class FaultService : IDisposable
     private bool TryServeMissingPageCore(Arena arena, long index, bool write, uint threadId)
     {
         int count = ReadAheadRun(arena, index);
+        int before = SourceRangeBefore(arena, index, ref count);
         long epoch = _events.Epoch;
         // Room for the faulting page only: the thread waits for this part. The read-ahead
         // run makes its own room after the thread is running again.
@@ -165,6 +168,8 @@ internal sealed unsafe class FaultService : IDisposable
 
         byte* buffer = _buffer;
         ref PageEntry first = ref arena.Entries[index];
+        if (first.State == PageState.Untouched)
+            arena.Source?.BeginRun(index - before, before + count);
         PageVerdict fromSource = first.State == PageState.Untouched && arena.Source != null
             ? FillFromSource(arena.Source, index, buffer)
             : PageVerdict.Zero;
@@ -197,16 +202,27 @@ internal sealed unsafe class FaultService : IDisposable
             RecordServed();
         if (!injected)
             return false;
-        if (count == 1)
+        if (count == 1 && before == 0)
             return true;
-        _evictor.MakeRoom(count - 1);
+        _evictor.MakeRoom(count - 1 + before);
         if (_events.Epoch != epoch)
             return true;
 
+        FillAndInject(arena, index + 1, count - 1, epoch);
+        FillAndInject(arena, index - before, before, epoch);
+        return true;
+    }
+
+    /// <summary>The read-ahead part of a fault: fills <paramref name="count"/> pages from
+    /// <paramref name="first"/> on (stopping at the first that changed meanwhile or fails),
+    /// installs them, and wipes the buffer.</summary>
+    private void FillAndInject(Arena arena, long first, int count, long epoch)
+    {
+        byte* buffer = _buffer;
         int filled = 0;
-        for (; filled < count - 1; filled++)
+        for (; filled < count; filled++)
         {
-            long page = index + 1 + filled;
+            long page = first + filled;
             ref PageEntry entry = ref arena.Entries[page];
             if (entry.State is not (PageState.Sealed or PageState.Untouched or PageState.Zero))
                 break; // an event (or the thread itself) changed it meanwhile
@@ -230,9 +246,33 @@ internal sealed unsafe class FaultService : IDisposable
         }
         _readAheadPages += filled;
         if (filled > 0 && _events.Epoch == epoch)
-            TryInject(arena, index + 1, filled, buffer);
+            TryInject(arena, first, filled, buffer);
         Libc.memset(buffer, 0, (nuint)((long)filled * PageSize));
-        return true;
+    }
+
+    /// <summary>
+    /// A model map's first touch is served a whole 2 MiB-aligned range at a time: the
+    /// untouched pages after the faulting one (<paramref name="count"/> grows to the range's
+    /// end) and before it (returned), read from the source in one request. llama.cpp's
+    /// threads take the rows of a matrix in chunks, so its faults are not sequential enough
+    /// for the stream windows to grow, and 4-page reads left the disk mostly idle. Not
+    /// when the budget limits read-ahead below a range.
+    /// </summary>
+    private int SourceRangeBefore(Arena arena, long index, ref int count)
+    {
+        const int RangePages = Collapse.RangeCollapser.RangePages;
+        if (arena.Source == null || arena.Entries[index].State != PageState.Untouched
+            || _evictor.ReadAheadLimit < RangePages || _sourceReadAheadMaxPages < RangePages)
+            return 0;
+        long address = arena.PageAddress(index);
+        long rangeStart = Math.Max(0, index - ((address & (RangePages * (long)PageSize - 1)) / PageSize));
+        long rangeEnd = Math.Min(arena.PageCount, rangeStart + RangePages);
+        while (index + count < rangeEnd && arena.Entries[index + count].State == PageState.Untouched)
+            count++;
+        int before = 0;
+        while (index - before - 1 >= rangeStart && arena.Entries[index - before - 1].State == PageState.Untouched)
+            before++;
+        return before;
     }
 
     /// <summary>How many pages to serve for a fault at <paramref name="index"/>: the
@@ -241,7 +281,7 @@ internal sealed unsafe class FaultService : IDisposable
     /// not mapped.</summary>
     private int ReadAheadRun(Arena arena, long index)
     {
-        int window = arena.Streams.WindowFor(index, _readAheadMaxPages, out int stream);
+        int window = arena.Streams.WindowFor(index, arena.Source != null ? _sourceReadAheadMaxPages : _readAheadMaxPages, out int stream);
         window = Math.Min(window, _evictor.ReadAheadLimit);
 
         int count = 1;
