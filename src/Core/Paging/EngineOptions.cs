@@ -64,10 +64,10 @@ public sealed record EngineOptions
     /// sleeps. Spinning saves the wake-up of an idle vCPU (~40 µs) at the price of CPU.</summary>
     public int SpinMicroseconds { get; init; } = 50;
 
-    /// <summary>Collapse 2 MiB ranges whose pages are all resident into transparent huge
-    /// pages when the handler is idle (see <see cref="Collapse.RangeCollapser"/>): a
-    /// resident model is then read at native speed. Off: arenas stay in 4 KiB pages
-    /// (MADV_NOHUGEPAGE).</summary>
+    /// <summary>Collapse each 2 MiB range of a model map (an arena with a source) into a
+    /// transparent huge page once all its pages are resident (see
+    /// <see cref="Collapse.RangeCollapser"/>): a resident model is then read at about
+    /// native speed. Off: arenas stay in 4 KiB pages (MADV_NOHUGEPAGE).</summary>
     public bool CollapseResidentRanges { get; init; } = true;
 
     /// <summary>Exclude arenas from core dumps (MADV_DONTDUMP), so a crash never writes

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.Reporting;
 using Tibet.Core.Paging.AddressSpace;
-using Tibet.Core.Paging.Collapse;
 using Tibet.Core.Paging.Events;
 using static Tibet.Core.Interop.UserfaultfdAbi;
 
@@ -77,8 +76,6 @@ public sealed unsafe partial class PageEngine
                 worked |= PumpLocked();
                 if (!worked)
                     worked = _evictor.EvictInBackground();
-                if (!worked && _collapser.HasQueued && Stopwatch.GetTimestamp() - lastWork > RangeCollapser.IdleTicks)
-                    _collapser.CollapseOne();
                 _handlerAllocatedBytes = GC.GetAllocatedBytesForCurrentThread() - allocationBaseline;
             }
 
@@ -106,9 +103,7 @@ public sealed unsafe partial class PageEngine
         lock (_gate)
         {
             count = FillPollSet();
-            // Held signals wait for reports; queued ranges wait for the handler to be idle
-            // (one collapse per wake-up, so collapsing never takes a whole CPU).
-            timeout = _reporter.HeldSignals > 0 || _collapser.HasQueued ? 10 : -1;
+            timeout = _reporter.HeldSignals > 0 ? 10 : -1;
         }
         // _pollSet is replaced only under the lock, by FillPollSet on this thread.
         fixed (Libc.PollFd* fds = _pollSet)

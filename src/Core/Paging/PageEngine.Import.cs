@@ -1,3 +1,4 @@
+using Tibet.Core.Interop;
 
 namespace Tibet.Core.Paging;
 
@@ -15,6 +16,9 @@ public sealed unsafe partial class PageEngine
                 if (arena.Entries[i].State != PageState.Untouched)
                     throw new InvalidOperationException($"arena '{arena.Label}' has touched pages; a source can only back a fresh arena");
             arena.Source = source;
+            // MADV_COLLAPSE refuses areas marked MADV_NOHUGEPAGE (see RangeCollapser).
+            if (_collapser.Enabled)
+                Libc.madvise(arena.Address, (nuint)arena.Length, Libc.MADV_HUGEPAGE);
         }
     }
 }

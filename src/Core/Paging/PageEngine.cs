@@ -103,7 +103,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         // forgets pages on the evictor's books: each is handed the other through the engine.
         _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain());
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, descriptor => _children!.AdoptFromParent(descriptor));
-        _collapser = new RangeCollapser(_arenas, _space, _evictor, options.CollapseResidentRanges && _takeOut != null);
+        _collapser = new RangeCollapser(_space, _evictor, options.CollapseResidentRanges && _takeOut != null);
         _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser);
         _children = new ChildService(_arenas, _sealer, _faults, _reporter, _events);
         WarmUp();
@@ -158,10 +158,10 @@ public sealed unsafe partial class PageEngine : IDisposable
         nint address = Libc.mmap(fixedAddress, (nuint)rounded, Libc.PROT_READ | Libc.PROT_WRITE, flags, -1, 0);
         if (address == Libc.MAP_FAILED)
             throw new OutOfMemoryException($"mmap of a {rounded}-byte arena failed: {Libc.Describe(Libc.LastErrno)}");
-        // Huge pages only where the collapser makes them (a userfaultfd-armed area never
-        // gets one at fault time); without it, none at all.
-        if (!_collapser.Enabled)
-            Libc.madvise(address, (nuint)rounded, Libc.MADV_NOHUGEPAGE);
+        // No transparent huge pages behind the engine's back (khugepaged, with THP
+        // "always"): a model map allows them when its source is attached, for the
+        // collapser (see AttachSource).
+        Libc.madvise(address, (nuint)rounded, Libc.MADV_NOHUGEPAGE);
         if (_options.ExcludeFromCoreDumps)
             Libc.madvise(address, (nuint)rounded, Libc.MADV_DONTDUMP);
 
@@ -441,8 +441,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE | Libc.MAP_FIXED, -1, 0);
         if (mapped != tail)
             throw new OutOfMemoryException($"cannot grow arena '{arena.Label}' in place: {Libc.Describe(Libc.LastErrno)}");
-        if (!_collapser.Enabled)
-            Libc.madvise(tail, extra, Libc.MADV_NOHUGEPAGE);
+        Libc.madvise(tail, extra, arena.Source != null && _collapser.Enabled ? Libc.MADV_HUGEPAGE : Libc.MADV_NOHUGEPAGE);
         if (_options.ExcludeFromCoreDumps)
             Libc.madvise(tail, extra, Libc.MADV_DONTDUMP);
         _uffd.Register(tail, extra, UFFDIO_REGISTER_MODE_MISSING);

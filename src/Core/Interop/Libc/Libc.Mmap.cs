@@ -23,6 +23,7 @@ internal static unsafe partial class Libc
     public const int MADV_DONTNEED = 4;
     public const int MADV_FREE = 8;
     public const int MADV_DONTFORK = 10;
+    public const int MADV_HUGEPAGE = 14;
     public const int MADV_NOHUGEPAGE = 15;
     public const int MADV_DONTDUMP = 16;
     public const int MADV_COLLAPSE = 25;

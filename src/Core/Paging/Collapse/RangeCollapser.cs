@@ -4,45 +4,41 @@ using Tibet.Core.Paging.Eviction;
 namespace Tibet.Core.Paging.Collapse;
 
 /// <summary>
-/// Turns 2 MiB ranges of an arena whose pages are all resident into transparent huge
-/// pages (MADV_COLLAPSE), when the handler has nothing else to do.
+/// Turns each 2 MiB range of a model map (an arena backed by a source) into a transparent
+/// huge page (MADV_COLLAPSE) as soon as the fault that makes all its pages resident has
+/// been served.
 /// </summary>
 /// <remarks>
-/// <para>Why: pages come in through UFFDIO_COPY, 4 KiB at a time, so a resident model is
-/// read through 4 KiB page-table entries. Measured on llama.cpp with the whole model
-/// resident (97 MB, 2 threads): 62 tokens/s in 4 KiB pages, 176 after collapsing, 188
-/// natively (bench/results/2026-12-06-collapse).</para>
+/// <para>Why: pages come in through UFFDIO_COPY, 4 KiB at a time, so a resident model
+/// would be read through 4 KiB page-table entries. llama.cpp with the whole model resident
+/// (97 MB, 2 threads, 600 tokens): 0.91–0.96× native with collapse, 0.82–0.94× without
+/// (bench/results/2026-12-06-llama-resident-600).</para>
 /// <para>Why it is safe: collapsing copies present pages into a huge page and changes no
 /// contents; the kernel refuses a range with any missing (or zero-page) entry in a
 /// userfaultfd-armed area, so it never fills a page the engine has not served. Taking a
 /// page out for eviction later splits the huge page again (UFFDIO_MOVE splits it).</para>
-/// <para>When: a collapse costs 0.9–2.7 ms here (a huge page, a 2 MiB copy). A range of
-/// a model map (an arena with a source) is collapsed as soon as a fault completes it:
-/// models are streamed in once at load, and a collapse then costs the first token a little
-/// instead of costing every later token (done while the program computed, collapses took
-/// a CPU from its threads and delayed its next faults: 32 tokens ran at 0.27–0.63× native
-/// instead of about 0.9×). Other ranges are queued and collapsed one per turn once the
-/// handler has had nothing to do for <see cref="IdleTicks"/>. Always under the engine
-/// lock, after checking the range is still fully resident. Allocation-free.</para>
+/// <para>Why only model maps, and only at their first touch: a collapse costs 0.9–2.7 ms
+/// here (a huge page, a 2 MiB copy) under the mmap lock. A model is streamed in once, at
+/// load, so there it costs the first token a little. Done while a program runs (an idle
+/// handler collapsing anonymous arenas one range per 10 ms), it took a CPU from the
+/// program and slowed Redis GETs from 0.985× to 0.674× native with the data resident;
+/// llama.cpp's short decodes suffered the same way. Near the budget (above the high
+/// watermark) nothing is collapsed: the next eviction would split it again (at half a
+/// model's size in budget, collapsing each range a refault completed cost a fifth of the
+/// tokens/s). Under the engine lock; allocation-free.</para>
 /// </remarks>
 internal sealed class RangeCollapser
 {
     public const int RangePages = 512;
     private const long RangeBytes = RangePages * (long)Userfaultfd.PageSize;
-    private const int QueueCapacity = 1024;
 
-    private readonly ArenaTable _arenas;
     private readonly AddressSpaceOps _space;
     private readonly Evictor _evictor;
-    private readonly int[] _slots = new int[QueueCapacity];
-    private readonly long[] _firstPages = new long[QueueCapacity];
-    private int _head, _count;
     private long _collapsed, _failed;
 
-    /// <param name="enabled">False: nothing is ever queued (EngineOptions.CollapseResidentRanges).</param>
-    public RangeCollapser(ArenaTable arenas, AddressSpaceOps space, Evictor evictor, bool enabled)
+    /// <param name="enabled">False: nothing is collapsed (EngineOptions.CollapseResidentRanges).</param>
+    public RangeCollapser(AddressSpaceOps space, Evictor evictor, bool enabled)
     {
-        _arenas = arenas;
         _space = space;
         _evictor = evictor;
         Enabled = enabled;
@@ -53,71 +49,27 @@ internal sealed class RangeCollapser
     /// <summary>Ranges turned into huge pages.</summary>
     public long Collapsed => _collapsed;
 
-    /// <summary>Ranges the kernel would not collapse (a zero page in it, no huge page free).</summary>
+    /// <summary>Fully resident ranges the kernel would not collapse (a zero page in them,
+    /// no huge page free).</summary>
     public long Failed => _failed;
 
     /// <summary>Pages <paramref name="firstPage"/> and the <paramref name="count"/> − 1
-    /// after it became resident: queues each aligned range they complete.</summary>
+    /// after it became resident: collapses each aligned range of a model map they complete.</summary>
     public void Consider(Arena arena, long firstPage, int count)
     {
-        // Near the budget, pages are about to be taken out again, and taking one out splits
-        // the huge page: a collapse would be wasted (at half a model's size in budget,
-        // collapsing every range a refault completed cost a fifth of the tokens/s).
-        if (!Enabled || count <= 0 || !_evictor.HasRoomFor(RangePages))
+        if (!Enabled || count <= 0 || arena.Source == null || !_evictor.HasRoomFor(RangePages))
             return;
         long first = RangeStart(arena, firstPage);
         long last = RangeStart(arena, firstPage + count - 1);
         for (long start = first; start <= last; start += RangePages)
         {
-            if (arena.Source != null)
-            {
-                if (IsFullyResident(arena, start))
-                    CollapseNow(arena, start);
+            if (!IsFullyResident(arena, start))
                 continue;
-            }
-            if (_count == QueueCapacity)
-                return; // a busy burst: the rest stay in 4 KiB pages
-            if (IsFullyResident(arena, start))
-            {
-                int tail = (_head + _count++) % QueueCapacity;
-                _slots[tail] = arena.Slot;
-                _firstPages[tail] = start;
-            }
+            if (_space.Collapse(arena.PageAddress(start), (nuint)RangeBytes) == 0)
+                _collapsed++;
+            else
+                _failed++;
         }
-    }
-
-    /// <summary>Collapses the next queued range if it is still fully resident. True if
-    /// there was one (the handler counts that as work).</summary>
-    public bool CollapseOne()
-    {
-        while (_count > 0)
-        {
-            int slot = _slots[_head];
-            long start = _firstPages[_head];
-            _head = (_head + 1) % QueueCapacity;
-            _count--;
-            // The arena may be gone, or its slot reused: the range is checked again.
-            Arena? arena = _arenas.InSlot(slot);
-            if (arena == null || !IsFullyResident(arena, start) || !_evictor.HasRoomFor(RangePages))
-                continue;
-            CollapseNow(arena, start);
-            return true;
-        }
-        return false;
-    }
-
-    /// <summary>How long the handler must have been idle before a queued range is collapsed.</summary>
-    public static readonly long IdleTicks = System.Diagnostics.Stopwatch.Frequency / 100;
-
-    /// <summary>Ranges waiting for an idle handler.</summary>
-    public bool HasQueued => _count > 0;
-
-    private void CollapseNow(Arena arena, long start)
-    {
-        if (_space.Collapse(arena.PageAddress(start), (nuint)RangeBytes) == 0)
-            _collapsed++;
-        else
-            _failed++;
     }
 
     /// <summary>The page index where the 2 MiB-aligned range holding <paramref name="page"/>
