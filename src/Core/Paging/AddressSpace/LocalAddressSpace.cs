@@ -42,8 +42,9 @@ internal sealed unsafe class LocalAddressSpace : UffdAddressSpace, IDisposable
             Dispose();
             throw new UserfaultfdUnavailableException("The kernel registered the scratch area without UFFDIO_MOVE; eviction cannot work.");
         }
-        // A rare path (a move the kernel refused, as for pages shared with a child):
-        // compiled now under a JIT, not on the handler's first refused move.
+        // A rare path (a move the kernel refused, as for pages shared with a child): its
+        // mincore binding is resolved now (dlsym calls malloc), not on the handler's first
+        // refused move. Compiling it (JitWarmUp) does not bind the native call.
         _ = TookOutDespiteError(0, _scratch);
     }
 

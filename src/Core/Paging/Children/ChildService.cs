@@ -145,66 +145,51 @@ internal sealed unsafe class ChildService : IDisposable
         }
     }
 
-    /// <summary>
-    /// Tells the engine the pid of the child the last fork created (the interposer's
-    /// fork wrapper calls this), so that the child's snapshot is released when it exits.
-    /// Children made by a raw fork syscall keep theirs until this process ends.
-    /// </summary>
+    /// <summary>See <see cref="PageEngine.ChildForked"/>.</summary>
     public void ChildForked(int pid)
     {
+        for (int i = _children.Count - 1; i >= 0; i--)
         {
-            for (int i = _children.Count - 1; i >= 0; i--)
+            ForkedChild child = _children[i];
+            if (child.Pid != 0) continue;
+            child.Pid = pid;
+            child.PidFd = (int)Libc.syscall(SYS_pidfd_open, pid, 0, 0);
+            if (child.PidFd < 0)
             {
-                ForkedChild child = _children[i];
-                if (child.Pid != 0) continue;
-                child.Pid = pid;
-                child.PidFd = (int)Libc.syscall(SYS_pidfd_open, pid, 0, 0);
-                if (child.PidFd < 0)
-                {
-                    // Already gone (and reaped): nothing left to serve.
-                    child.Dispose(_sealer.Store);
-                    _children.RemoveAt(i);
-                }
-                break;
+                // Already gone (and reaped): nothing left to serve.
+                child.Dispose(_sealer.Store);
+                _children.RemoveAt(i);
             }
+            break;
         }
     }
 
-    /// <summary>
-    /// This process is ending while forked children still use their fork-time arenas (a
-    /// daemon's parent exits right after the fork). Once it is gone nothing serves their
-    /// faults, and the kernel would give them zero pages where sealed pages were: wrong
-    /// bytes. So every page a living child would still need from here is put into it now,
-    /// decrypted (no longer sealed in the child), and the caller says so. Returns the
-    /// children handed over and the pages put into them.
-    /// </summary>
+    /// <summary>See <see cref="PageEngine.HandOverChildren"/>.</summary>
     public (int Children, long Pages) HandOver()
     {
+        int children = 0;
+        long pages = 0;
+        foreach (ForkedChild child in _children)
         {
-            int children = 0;
-            long pages = 0;
-            foreach (ForkedChild child in _children)
-            {
-                if (child.PidFd >= 0 && ChildExited(child.PidFd))
-                    continue;
-                long before = pages;
-                foreach (ChildRegion region in child.Regions)
-                    for (long index = 0; index < region.PageCount; index++)
-                    {
-                        PageState state = region.Entries[index].State;
-                        if (state != PageState.Sealed && !(state == PageState.Untouched && region.Source != null))
-                            continue;
-                        ServeChildFault(child, region.Address + (nint)(index * PageSize), threadId: 0);
-                        pages++;
-                    }
-                // Faults the child made meanwhile: their pages are in it now.
-                while (child.TryDequeueFault(out ChildFault fault))
-                    ServeChildFault(child, fault.Address, fault.ThreadId);
-                if (pages > before)
-                    children++;
-            }
-            return (children, pages);
+            if (child.PidFd >= 0 && ChildExited(child.PidFd))
+                continue;
+            long before = pages;
+            foreach (ChildRegion region in child.Regions)
+                for (long index = 0; index < region.PageCount; index++)
+                {
+                    PageState state = region.Entries[index].State;
+                    if (state != PageState.Sealed && !(state == PageState.Untouched && region.Source != null))
+                        continue;
+                    ServeChildFault(child, region.Address + (nint)(index * PageSize), threadId: 0);
+                    pages++;
+                }
+            // Faults the child made meanwhile: their pages are in it now.
+            while (child.TryDequeueFault(out ChildFault fault))
+                ServeChildFault(child, fault.Address, fault.ThreadId);
+            if (pages > before)
+                children++;
         }
+        return (children, pages);
     }
 
     /// <summary>The parent forked: the child's arenas are served as they are now.</summary>
