@@ -35,6 +35,9 @@ internal sealed record InterposerConfig
     /// <summary>TIBET_COLLAPSE: 1 (default) collapses fully resident 2 MiB ranges into
     /// transparent huge pages; 0 keeps arenas in 4 KiB pages.</summary>
     public bool CollapseResidentRanges { get; init; } = true;
+    /// <summary>TIBET_TRACK_WRITES: 1 (default) evicts pages not written since their sealed
+    /// copy was opened by keeping that copy; 0 seals every evicted page anew.</summary>
+    public bool TrackWrites { get; init; } = true;
     /// <summary>TIBET_CIPHER: the AEAD that seals pages in RAM.</summary>
     public Tibet.Core.Crypto.PageCipherSuite Cipher { get; init; } = Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm;
     public int Verbosity { get; init; }
@@ -89,6 +92,7 @@ internal sealed record InterposerConfig
                   ?? throw new InterposerConfigException($"TIBET_CIPHER='{cipher}' is not {Tibet.Core.Crypto.PageCipherSuite.Names}")
                 : Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm,
             CollapseResidentRanges = Integer("TIBET_COLLAPSE", 1, 0, 1) == 1,
+            TrackWrites = Integer("TIBET_TRACK_WRITES", 1, 0, 1) == 1,
             Verbosity = (int)Integer("TIBET_VERBOSE", 0, 0, 2),
             StatsJsonPattern = Environment.GetEnvironmentVariable("TIBET_STATS_JSON") is { Length: > 0 } path ? path : null,
             NoInherit = Integer("TIBET_NO_INHERIT", 0, 0, 1) == 1,

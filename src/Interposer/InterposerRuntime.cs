@@ -82,6 +82,7 @@ internal static class InterposerRuntime
                 Eviction = _config.Eviction,
                 Cipher = _config.Cipher,
                 CollapseResidentRanges = _config.CollapseResidentRanges,
+                TrackWrites = _config.TrackWrites,
                 ServeForkedChildren = features.EventFork,
                 OnAuthenticationFailure = f => Shim.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),

@@ -24,7 +24,7 @@ internal static class StatsReport
         }
         Console.Error.WriteLine($"  faults             {Get("faults"),12:N0}   wait p50 {Get("faultP50Ns") / 1000.0:F1} µs, p99 {Get("faultP99Ns") / 1000.0:F1} µs");
         Console.Error.WriteLine($"  pages decrypted    {Get("decrypts"),12:N0}   read ahead {Get("readAheadPages"):N0}, zero-filled {Get("zeroFills"):N0}");
-        Console.Error.WriteLine($"  pages evicted      {Get("evictions"),12:N0}   of them zero {Get("zeroEvictions"):N0}, refused {Get("evictionsRefused"):N0}");
+        Console.Error.WriteLine($"  pages evicted      {Get("evictions"),12:N0}   of them clean (copy kept) {Get("cleanEvictions"):N0}, zero {Get("zeroEvictions"):N0}, refused {Get("evictionsRefused"):N0}");
         Console.Error.WriteLine($"  resident now       {Bytes(Get("residentBytes")),12}   peak {Bytes(Get("peakResidentBytes"))}, budget {(budget == long.MaxValue ? "unlimited" : Bytes(budget))}");
         Console.Error.WriteLine($"  sealed             {Bytes(Get("sealedBytes")),12}   store mapped {Bytes(Get("storeMappedBytes"))}");
         Console.Error.WriteLine($"  auth failures      {Get("authenticationFailures"),12:N0}");

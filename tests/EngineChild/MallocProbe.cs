@@ -99,6 +99,9 @@ internal static unsafe class MallocProbe
                 // A REMOVE event, served by the handler.
                 Libc.madvise(arena.Address + 100 * 4096, 64 * 4096, Libc.MADV_DONTNEED);
             }
+            // The pages read back last were not written since: evicted by their kept copies
+            // (the second round's writes to read-back pages were write-protect faults).
+            arena.Evict();
             var armed = Exercise(engine, files);
             // The reports of the last tampered page are delivered before its SIGBUS, so
             // by now every callback has run; give the reporter's bookkeeping a moment.
@@ -112,6 +115,7 @@ internal static unsafe class MallocProbe
             Console.WriteLine($"handler-mallocs {handlerMallocs} control-mallocs {controlMallocs} reporter-mallocs {reporterMallocs}");
             Console.WriteLine($"faults {stats.Faults} evictions {stats.Evictions} decrypts {stats.Decrypts} " +
                               $"decompressions {stats.Decompressions} removes {stats.RemoveEvents}");
+            Console.WriteLine($"clean-evictions {stats.CleanEvictions} write-faults {stats.WriteFaults}");
             Console.WriteLine($"sourced {stats.SourcedPages} authentication-failures {stats.AuthenticationFailures} " +
                               $"peak-children {stats.PeakForkedChildren}");
             Console.WriteLine($"exercise {(armed.Failure ?? "ok")} children-served {armed.ChildrenServed} " +

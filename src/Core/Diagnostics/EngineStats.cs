@@ -27,8 +27,15 @@ public readonly record struct EngineStats
     public long Decompressions { get; init; }
     /// <summary>Pages mapped as zeros (untouched or known zero), with no cryptography.</summary>
     public long ZeroFills { get; init; }
-    /// <summary>Pages sealed into the store.</summary>
+    /// <summary>Pages evicted into the store: sealed anew, or clean (see CleanEvictions).</summary>
     public long Evictions { get; init; }
+    /// <summary>Evictions of pages not written since their sealed copy was opened: the copy
+    /// was kept, and nothing was encrypted (EngineOptions.TrackWrites).</summary>
+    public long CleanEvictions { get; init; }
+    /// <summary>First writes to pages that kept their sealed copy (write-protect faults).</summary>
+    public long WriteFaults { get; init; }
+    /// <summary>Resident pages whose sealed copy is kept now.</summary>
+    public long CleanCopies { get; init; }
     /// <summary>Evicted pages that were all zeros: recorded, never encrypted.</summary>
     public long ZeroEvictions { get; init; }
     /// <summary>Pages read from an arena's source (a mapped model file) on first touch.</summary>
@@ -95,6 +102,9 @@ public readonly record struct EngineStats
         w.WriteNumber("zeroFills", ZeroFills);
         w.WriteNumber("evictions", Evictions);
         w.WriteNumber("zeroEvictions", ZeroEvictions);
+        w.WriteNumber("cleanEvictions", CleanEvictions);
+        w.WriteNumber("writeFaults", WriteFaults);
+        w.WriteNumber("cleanCopies", CleanCopies);
         w.WriteNumber("sourcedPages", SourcedPages);
         w.WriteNumber("compressedSeals", CompressedSeals);
         w.WriteNumber("evictionsRefused", EvictionsRefused);

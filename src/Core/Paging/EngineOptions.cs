@@ -70,6 +70,12 @@ public sealed record EngineOptions
     /// native speed. Off: arenas stay in 4 KiB pages (MADV_NOHUGEPAGE).</summary>
     public bool CollapseResidentRanges { get; init; } = true;
 
+    /// <summary>Track writes with userfaultfd write protection, so that a page brought back
+    /// from its sealed copy and not written since is evicted by keeping that copy: no
+    /// encryption, and a read-only model is sealed once. Its cost is one write-protect
+    /// fault on the first write to such a page. Off: every eviction seals anew.</summary>
+    public bool TrackWrites { get; init; } = true;
+
     /// <summary>Exclude arenas from core dumps (MADV_DONTDUMP), so a crash never writes
     /// the resident plaintext to disk.</summary>
     public bool ExcludeFromCoreDumps { get; init; } = true;

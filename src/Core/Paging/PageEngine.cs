@@ -65,6 +65,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     private readonly int _wakeFd;
     private volatile bool _stopping;
     private bool _disposed;
+    private readonly bool _tracksWrites;
     private long _handlerAllocatedBytes;
 
     private PageEngine(EngineOptions options)
@@ -75,10 +76,12 @@ public sealed unsafe partial class PageEngine : IDisposable
             options.Compression, options.CompressedKeepBytes);
         Features = Userfaultfd.Probe();
         ulong wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP
-                       | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON
+                       | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON | UFFD_FEATURE_PAGEFAULT_FLAG_WP
                        | (options.ServeForkedChildren ? UFFD_FEATURE_EVENT_FORK : 0);
         _uffd = Userfaultfd.Open(Features.Bits & wanted);
 
+        // Write tracking serves eviction: without take-out there is nothing to save.
+        _tracksWrites = options.TrackWrites && Features.CanEvict;
         if (Features.CanEvict)
         {
             _takeOut = new LocalAddressSpace(_uffd, options.EvictBatchPages);
@@ -104,7 +107,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain());
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, descriptor => _children!.AdoptFromParent(descriptor));
         _collapser = new RangeCollapser(_space, _evictor, options.CollapseResidentRanges && _takeOut != null);
-        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser);
+        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites);
         _children = new ChildService(_arenas, _sealer, _faults, _reporter, _events);
         WarmUp();
         _reporter.Start();
@@ -150,6 +153,10 @@ public sealed unsafe partial class PageEngine : IDisposable
         return CreateArena(fixedAddress, length, label);
     }
 
+    /// <summary>Arenas are registered for missing pages, and for write protection when
+    /// writes are tracked (see <see cref="EngineOptions.TrackWrites"/>).</summary>
+    private ulong RegistrationMode => UFFDIO_REGISTER_MODE_MISSING | (_tracksWrites ? UFFDIO_REGISTER_MODE_WP : 0);
+
     private Arena CreateArena(nint fixedAddress, long length, string label)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
@@ -167,10 +174,12 @@ public sealed unsafe partial class PageEngine : IDisposable
 
         try
         {
-            ulong ioctls = _uffd.Register(address, (nuint)rounded, UFFDIO_REGISTER_MODE_MISSING);
+            ulong ioctls = _uffd.Register(address, (nuint)rounded, RegistrationMode);
             const ulong needed = (1UL << _UFFDIO_COPY) | (1UL << _UFFDIO_ZEROPAGE) | (1UL << _UFFDIO_WAKE);
             if ((ioctls & needed) != needed)
                 throw new UserfaultfdUnavailableException($"The kernel registered the arena without UFFDIO_COPY/ZEROPAGE/WAKE (ioctls 0x{ioctls:x}).");
+            if (_tracksWrites && (ioctls & (1UL << _UFFDIO_WRITEPROTECT)) == 0)
+                throw new UserfaultfdUnavailableException($"The kernel registered the arena in write-protect mode without UFFDIO_WRITEPROTECT (ioctls 0x{ioctls:x}); run with TIBET_TRACK_WRITES=0.");
         }
         catch
         {
@@ -234,6 +243,9 @@ public sealed unsafe partial class PageEngine : IDisposable
                 ZeroFills = _faults.ZeroFills,
                 Evictions = _evictor.Evictions,
                 ZeroEvictions = _evictor.ZeroEvictions,
+                CleanEvictions = _sealer.CleanReseals,
+                WriteFaults = _faults.WriteFaults,
+                CleanCopies = _sealer.RetainedPages,
                 SourcedPages = _faults.SourcedPages,
                 CompressedSeals = _sealer.CompressedSeals,
                 EvictionsRefused = _evictor.Refused,
@@ -444,7 +456,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         Libc.madvise(tail, extra, arena.Source != null && _collapser.Enabled ? Libc.MADV_HUGEPAGE : Libc.MADV_NOHUGEPAGE);
         if (_options.ExcludeFromCoreDumps)
             Libc.madvise(tail, extra, Libc.MADV_DONTDUMP);
-        _uffd.Register(tail, extra, UFFDIO_REGISTER_MODE_MISSING);
+        _uffd.Register(tail, extra, RegistrationMode);
 
         lock (_gate)
         {
@@ -497,7 +509,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
-        Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
+        Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(Userfaultfd), typeof(PageEntry), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
             typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(ChildService), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

@@ -19,7 +19,8 @@ internal struct PageEntry
     /// element whose ticket differs is stale.</summary>
     public ulong ResidentTicket;
 
-    /// <summary>Length of ciphertext plus tag in <see cref="Slot"/>.</summary>
+    /// <summary>Length of ciphertext plus tag in <see cref="Slot"/>. Not 0 on a Resident
+    /// page: its sealed copy is kept (see <see cref="HoldsCleanCopy"/>).</summary>
     public ushort SealedLength;
 
     public PageState State;
@@ -35,4 +36,11 @@ internal struct PageEntry
     public const byte FlagCompressed = 1;
 
     public readonly bool IsCompressed => (Flags & FlagCompressed) != 0;
+
+    /// <summary>A resident page installed write-protected from its sealed copy, and not
+    /// written since: <see cref="Slot"/>, <see cref="Nonce"/>, <see cref="SealedLength"/>
+    /// and <see cref="Flags"/> still describe its contents exactly, so eviction needs no
+    /// encryption. A write reaches the engine as a write-protect fault first, which frees
+    /// the copy (see Sealing.PageSealer.Retain).</summary>
+    public readonly bool HoldsCleanCopy => State == PageState.Resident && SealedLength != 0;
 }

@@ -24,8 +24,14 @@ namespace Tibet.Core.Paging.AddressSpace;
 internal abstract class AddressSpaceOps
 {
     /// <summary>Installs <paramref name="length"/> bytes from <paramref name="source"/> (engine
-    /// memory) into missing pages at <paramref name="address"/> and wakes their waiters.</summary>
-    public abstract int Copy(nint address, nint source, nuint length, out long done);
+    /// memory) into missing pages at <paramref name="address"/> and wakes their waiters.
+    /// <paramref name="writeProtect"/>: installed write-protected (UFFDIO_COPY_MODE_WP), so
+    /// that the first write to each page reaches the engine as a write-protect fault.</summary>
+    public abstract int Copy(nint address, nint source, nuint length, bool writeProtect, out long done);
+
+    /// <summary>Lifts write protection from present pages (UFFDIO_WRITEPROTECT) and wakes
+    /// the writers waiting on them; on missing pages it only wakes.</summary>
+    public abstract int Unprotect(nint address, nuint length);
 
     /// <summary>Installs zero pages and wakes their waiters.</summary>
     public abstract int ZeroPage(nint address, nuint length);

@@ -1,3 +1,5 @@
+using Tibet.Core.Interop;
+
 namespace Tibet.Core.Paging.AddressSpace;
 
 /// <summary>
@@ -10,7 +12,10 @@ internal class UffdAddressSpace(Userfaultfd uffd) : AddressSpaceOps
 {
     protected Userfaultfd Uffd { get; } = uffd;
 
-    public sealed override int Copy(nint address, nint source, nuint length, out long done) => Uffd.Copy(address, source, length, out done);
+    public sealed override int Copy(nint address, nint source, nuint length, bool writeProtect, out long done) =>
+        Uffd.Copy(address, source, length, writeProtect ? UserfaultfdAbi.UFFDIO_COPY_MODE_WP : 0, out done);
+
+    public sealed override int Unprotect(nint address, nuint length) => Uffd.WriteProtect(address, length, protect: false);
 
     public sealed override int ZeroPage(nint address, nuint length) => Uffd.ZeroPage(address, length);
 

@@ -95,7 +95,7 @@ internal sealed unsafe class ChildService : IDisposable
         private int _faultHead;
         private int _faultCount;
 
-        public void EnqueueFault(nint address, uint threadId)
+        public void EnqueueFault(nint address, uint threadId, bool writeProtect)
         {
             if (_faultCount == _faults.Length)
             {
@@ -106,7 +106,7 @@ internal sealed unsafe class ChildService : IDisposable
                 _faults = grown;
                 _faultHead = 0;
             }
-            _faults[(_faultHead + _faultCount++) % _faults.Length] = new ChildFault(address, threadId);
+            _faults[(_faultHead + _faultCount++) % _faults.Length] = new ChildFault(address, threadId, writeProtect);
         }
 
         public bool TryDequeueFault(out ChildFault fault)
@@ -180,12 +180,12 @@ internal sealed unsafe class ChildService : IDisposable
                     PageState state = region.Entries[index].State;
                     if (state != PageState.Sealed && !(state == PageState.Untouched && region.Source != null))
                         continue;
-                    ServeChildFault(child, region.Address + (nint)(index * PageSize), threadId: 0);
+                    ServeChildFault(child, new ChildFault(region.Address + (nint)(index * PageSize), ThreadId: 0, WriteProtect: false));
                     pages++;
                 }
             // Faults the child made meanwhile: their pages are in it now.
             while (child.TryDequeueFault(out ChildFault fault))
-                ServeChildFault(child, fault.Address, fault.ThreadId);
+                ServeChildFault(child, in fault);
             if (pages > before)
                 children++;
         }
@@ -250,7 +250,7 @@ internal sealed unsafe class ChildService : IDisposable
             {
                 worked = true;
                 inFlight = new StrandedFault(child.Space, (ulong)fault.Address, fault.ThreadId, child.Pid);
-                ServeChildFault(child, fault.Address, fault.ThreadId);
+                ServeChildFault(child, in fault);
                 inFlight = default;
             }
             if (child.PidFd >= 0 && ChildExited(child.PidFd))
@@ -284,7 +284,8 @@ internal sealed unsafe class ChildService : IDisposable
             for (int m = 0; m < n; m++)
             {
                 if (_events.ReadBuffer[m].@event == UFFD_EVENT_PAGEFAULT)
-                    child.EnqueueFault((nint)(_events.ReadBuffer[m].pagefault_address & ~(ulong)(PageSize - 1)), _events.ReadBuffer[m].pagefault_feat_ptid);
+                    child.EnqueueFault((nint)(_events.ReadBuffer[m].pagefault_address & ~(ulong)(PageSize - 1)), _events.ReadBuffer[m].pagefault_feat_ptid,
+                        (_events.ReadBuffer[m].pagefault_flags & UFFD_PAGEFAULT_FLAG_WP) != 0);
                 else
                     HandleChildEvent(child, in _events.ReadBuffer[m]);
             }
@@ -328,11 +329,19 @@ internal sealed unsafe class ChildService : IDisposable
         return copies;
     }
 
-    private readonly record struct ChildFault(nint Address, uint ThreadId);
+    private readonly record struct ChildFault(nint Address, uint ThreadId, bool WriteProtect);
 
-    /// <summary>A child touched a page it does not have: give it the fork-time contents.</summary>
-    private void ServeChildFault(ForkedChild child, nint address, uint threadId)
+    /// <summary>A child touched a page it does not have: give it the fork-time contents.
+    /// Or it wrote to one it inherited write-protected: make that writable.</summary>
+    private void ServeChildFault(ForkedChild child, in ChildFault fault)
     {
+        nint address = fault.Address;
+        uint threadId = fault.ThreadId;
+        if (fault.WriteProtect)
+        {
+            UnprotectInChild(child, address);
+            return;
+        }
         ChildRegion? region = child.Find(address);
         if (region == null)
         {
@@ -397,11 +406,28 @@ internal sealed unsafe class ChildService : IDisposable
         _reporter.SignalFault(child.Space, address, threadId, child.Pid);
     }
 
+    /// <summary>
+    /// A child wrote to a page it inherited write-protected (the parent kept that page's
+    /// sealed copy, see PageSealer.Retain; the protection is copied at fork). The child's
+    /// pages are not evicted, so it only needs the page made writable, which wakes it.
+    /// </summary>
+    private void UnprotectInChild(ForkedChild child, nint address)
+    {
+        for (int attempt = 0; attempt < 100_000; attempt++)
+        {
+            int rc = child.Space.Unprotect(address, PageSize);
+            if (rc == 0) return;
+            if (rc != Libc.EAGAIN) break;
+            ReadChildMessages(child); // the child's own event waits to be read first
+        }
+        child.Space.Wake(address, PageSize);
+    }
+
     private void InjectIntoChild(ForkedChild child, nint address, byte* page)
     {
         for (int attempt = 0; attempt < 100_000; attempt++)
         {
-            int rc = child.Space.Copy(address, (nint)page, PageSize, out _);
+            int rc = child.Space.Copy(address, (nint)page, PageSize, writeProtect: false, out _);
             if (rc == 0) return;
             if (rc == Libc.EEXIST) { child.Space.Wake(address, PageSize); return; }
             if (rc != Libc.EAGAIN) { child.Space.Wake(address, PageSize); return; }

@@ -192,6 +192,10 @@ internal sealed unsafe class ProgramEvents : IDisposable
             case PageState.Poisoned:
                 entry.State = PageState.Zero;
                 break;
+            case PageState.Resident:
+                // Its kept copy (if any) is not what it will read once the kernel zaps it.
+                _sealer.Forget(ref entry);
+                break;
         }
     }
 

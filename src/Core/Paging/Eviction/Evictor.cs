@@ -105,9 +105,11 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
 
     /// <summary>
     /// Pages became resident (UFFDIO_COPY or ZEROPAGE). A page that was sealed gives its
-    /// slot back; its refault distance goes to the policy.
+    /// slot back, or keeps it when it was installed write-protected
+    /// (<paramref name="keepCopies"/>, see PageSealer.Retain); its refault distance goes
+    /// to the policy.
     /// </summary>
-    public void Admit(Arena arena, long index, int count)
+    public void Admit(Arena arena, long index, int count, bool keepCopies = false)
     {
         for (long i = index; i < index + count; i++)
         {
@@ -120,8 +122,15 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             if (refaultDistance != ResidentSet.FirstTouch)
                 _refaults++;
             entry.EvictionStamp = 0;
-            _sealer.Forget(ref entry);
-            entry.State = PageState.Resident;
+            if (keepCopies && entry.State == PageState.Sealed)
+            {
+                _sealer.Retain(ref entry);
+            }
+            else
+            {
+                _sealer.Forget(ref entry);
+                entry.State = PageState.Resident;
+            }
             entry.ResidentTicket = ++_lastTicket;
             _residentSet.Admit(new ResidentQueue.Element(arena.Slot, i, entry.ResidentTicket), refaultDistance);
             _residentPages++;
@@ -272,7 +281,17 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             {
                 case TakeOutcome.Taken:
                     taken = true;
-                    if (stillOurs)
+                    if (stillOurs && entry.HoldsCleanCopy)
+                    {
+                        // Not written since its copy was opened: the copy is its contents.
+                        Interop.Libc.memset((void*)_space.TakenPage(k), 0, Userfaultfd.PageSize);
+                        _sealer.ResealClean(ref entry);
+                        _evictions++;
+                        entry.EvictionStamp = _clock.Stamp();
+                        _residentPages--;
+                        evicted++;
+                    }
+                    else if (stillOurs)
                     {
                         SealTakenPage(arena, victim.PageIndex, ref entry, k);
                         entry.EvictionStamp = _clock.Stamp();
@@ -288,6 +307,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
                     // Not mapped any more: the program discarded it (MADV_DONTNEED/FREE).
                     if (stillOurs)
                     {
+                        _sealer.Forget(ref entry); // a kept copy no longer holds its contents
                         entry.State = PageState.Zero;
                         entry.EvictionStamp = _clock.Stamp();
                         _residentPages--;

@@ -36,16 +36,20 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly RangeCollapser _collapser;
     private readonly int _readAheadMaxPages;
     private readonly int _sourceReadAheadMaxPages;
+    private readonly bool _tracksWrites;
     private readonly byte* _buffer;
     private readonly nuint _bufferLength;
     private readonly LatencyHistogram _latency = new();
     private long _received;
     private bool _recorded;
-    private long _faults, _readAheadPages, _zeroFills, _sourcedPages;
+    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _writeFaults;
 
+    /// <param name="tracksWrites">The arenas are registered for write protection: pages
+    /// opened from the store are installed write-protected and keep their sealed copy.</param>
     public FaultService(EngineOptions options, ArenaTable arenas, Evictor evictor, PageSealer sealer, AddressSpaceOps space,
-        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser)
+        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites)
     {
+        _tracksWrites = tracksWrites;
         _collapser = collapser;
         _arenas = arenas;
         _evictor = evictor;
@@ -72,6 +76,9 @@ internal sealed unsafe class FaultService : IDisposable
     public long ReadAheadPages => _readAheadPages;
     public long ZeroFills => _zeroFills;
     public long SourcedPages => _sourcedPages;
+
+    /// <summary>First writes to pages that kept their sealed copy (write-protect faults).</summary>
+    public long WriteFaults => _writeFaults;
     public LatencyHistogram Latency => _latency;
 
     /// <summary>Clears the inject buffer (after a failure, or at the end).</summary>
@@ -113,6 +120,11 @@ internal sealed unsafe class FaultService : IDisposable
         _evictor.BeginFault();
         nint address = (nint)(message.pagefault_address & ~(ulong)(PageSize - 1));
         bool write = (message.pagefault_flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
+        if ((message.pagefault_flags & UFFD_PAGEFAULT_FLAG_WP) != 0)
+        {
+            ServeWriteProtectFault(address);
+            return;
+        }
 
         // Events handled while serving (see ProgramEvents.Drain) can change the pages under us;
         // then the decrypted buffer is stale and the fault is served afresh.
@@ -195,8 +207,9 @@ internal sealed unsafe class FaultService : IDisposable
 
         // The faulting thread is woken by the first page alone; the read-ahead run is
         // decrypted while it works on that page, and wakes it again if it has already
-        // moved on and faulted into the run.
-        bool injected = TryInject(arena, index, 1, buffer);
+        // moved on and faulted into the run. A page opened from the store keeps its copy
+        // unless the thread is about to write it.
+        bool injected = TryInject(arena, index, 1, buffer, KeepsCopy(in first) && !write);
         Libc.memset(buffer, 0, PageSize);
         if (injected)
             RecordServed();
@@ -245,9 +258,51 @@ internal sealed unsafe class FaultService : IDisposable
                 break; // a bad page ahead is poisoned when someone touches it
         }
         _readAheadPages += filled;
-        if (filled > 0 && _events.Epoch == epoch)
-            TryInject(arena, first, filled, buffer);
+        // Installed in runs of one kind: pages opened from the store write-protected
+        // (they keep their copy), the others (zeros, the source's) writable.
+        for (int start = 0; start < filled && _events.Epoch == epoch;)
+        {
+            bool keep = KeepsCopy(in arena.Entries[first + start]);
+            int end = start + 1;
+            while (end < filled && KeepsCopy(in arena.Entries[first + end]) == keep)
+                end++;
+            if (!TryInject(arena, first + start, end - start, buffer + (long)start * PageSize, keep))
+                break;
+            start = end;
+        }
         Libc.memset(buffer, 0, (nuint)((long)filled * PageSize));
+    }
+
+    /// <summary>Whether a page about to be installed keeps its sealed copy: it has one, and
+    /// writes are tracked (see <see cref="Sealing.PageSealer.Retain"/>).</summary>
+    private bool KeepsCopy(in PageEntry entry) => _tracksWrites && entry.State == PageState.Sealed;
+
+    /// <summary>
+    /// The first write to a page installed write-protected: its sealed copy no longer
+    /// holds its contents, so it is freed, and the page is made writable (which wakes the
+    /// writer). The write lands after this; the page is sealed anew when evicted. A page
+    /// evicted while its writer waited is only woken: the writer faults it back in.
+    /// </summary>
+    private void ServeWriteProtectFault(nint address)
+    {
+        _writeFaults++;
+        Arena? arena = _arenas.Find(address);
+        if (arena != null)
+        {
+            ref PageEntry entry = ref arena.Entries[(address - arena.Address) / PageSize];
+            if (entry.State == PageState.Resident)
+                _sealer.Forget(ref entry);
+        }
+        for (int attempt = 0; attempt < 1000; attempt++)
+        {
+            int rc = _space.Unprotect(address, PageSize);
+            if (rc == 0)
+                return;
+            if (rc != Libc.EAGAIN)
+                break; // gone meanwhile (unmapped): the wake lets the writer find out
+            _events.Drain(); // the program's own event (fork, madvise, mremap) is read first
+        }
+        _space.Wake(address, PageSize);
     }
 
     /// <summary>
@@ -312,18 +367,20 @@ internal sealed unsafe class FaultService : IDisposable
         }
     }
 
-    /// <summary>UFFDIO_COPY of <paramref name="count"/> prepared pages; wakes the faulting thread.</summary>
-    private bool TryInject(Arena arena, long index, int count, byte* source)
+    /// <summary>UFFDIO_COPY of <paramref name="count"/> prepared pages; wakes the faulting
+    /// thread. <paramref name="keepCopies"/>: the pages were opened from the store; they
+    /// are installed write-protected and keep their sealed copies.</summary>
+    private bool TryInject(Arena arena, long index, int count, byte* source, bool keepCopies = false)
     {
         int done = 0;
         while (done < count)
         {
             nint destination = arena.PageAddress(index + done);
-            int rc = _space.Copy(destination, (nint)(source + (long)done * PageSize), (nuint)((count - done) * PageSize), out long copied);
+            int rc = _space.Copy(destination, (nint)(source + (long)done * PageSize), (nuint)((count - done) * PageSize), keepCopies, out long copied);
             int pages = (int)(copied / PageSize);
             if (pages > 0)
             {
-                _evictor.Admit(arena, index + done, pages);
+                _evictor.Admit(arena, index + done, pages, keepCopies);
                 _collapser.Consider(arena, index + done, pages);
             }
             done += pages;
@@ -371,8 +428,15 @@ internal sealed unsafe class FaultService : IDisposable
         if (state == PageState.Resident)
         {
             int rc = _space.ZeroPage(address, PageSize);
-            if (rc == 0) _zeroFills++;
-            else _space.Wake(address, PageSize);
+            if (rc == 0)
+            {
+                _zeroFills++;
+                _sealer.Forget(ref arena.Entries[index]); // a kept copy no longer holds its contents
+            }
+            else
+            {
+                _space.Wake(address, PageSize);
+            }
         }
         else if (state == PageState.Poisoned)
         {

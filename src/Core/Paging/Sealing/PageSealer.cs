@@ -30,7 +30,7 @@ internal sealed unsafe class PageSealer : IDisposable
     // Compressed bytes on their way in or out of the cipher, and a store's read staging.
     private readonly nint _staging;
 
-    private long _sealedPages, _seals, _compressedSeals, _opens, _decompressions;
+    private long _sealedPages, _retainedPages, _seals, _compressedSeals, _opens, _decompressions, _cleanReseals;
 
     public PageSealer(SealedPageStore store, CompressionMode compression, int compressedKeepBytes)
     {
@@ -49,6 +49,13 @@ internal sealed unsafe class PageSealer : IDisposable
     /// <summary>Pages held sealed in the store now.</summary>
     public long SealedPages => _sealedPages;
 
+    /// <summary>Resident pages whose sealed copy is kept in the store because they have not
+    /// been written since it was opened (see <see cref="Retain"/>).</summary>
+    public long RetainedPages => _retainedPages;
+
+    /// <summary>Evictions that gave a clean page its kept copy back instead of encrypting.</summary>
+    public long CleanReseals => _cleanReseals;
+
     /// <summary>Pages sealed into the store (all-zero pages are not: they become Zero).</summary>
     public long Seals => _seals;
 
@@ -65,6 +72,8 @@ internal sealed unsafe class PageSealer : IDisposable
     /// </summary>
     public bool Seal(Arena arena, long index, ref PageEntry entry, ReadOnlySpan<byte> page)
     {
+        // A page with a kept copy is evicted by ResealClean; one sealed anew drops the copy.
+        Forget(ref entry);
         if (!page.ContainsAnyExcept((byte)0))
         {
             entry.State = PageState.Zero;
@@ -118,15 +127,46 @@ internal sealed unsafe class PageSealer : IDisposable
         return ok;
     }
 
-    /// <summary>Frees a sealed page's slot (if it is sealed): it became resident again,
-    /// was discarded, unmapped or found tampered.</summary>
+    /// <summary>Frees the slot a page holds, if any: a sealed page's (it became resident
+    /// again without its copy being kept, was discarded, unmapped or found tampered), or a
+    /// resident page's kept copy (it was written, or discarded).</summary>
     public void Forget(ref PageEntry entry)
     {
-        if (entry.State != PageState.Sealed)
+        if (entry.State == PageState.Sealed)
+            _sealedPages--;
+        else if (entry.HoldsCleanCopy)
+            _retainedPages--;
+        else
             return;
         _store.Free(entry.Slot);
         entry.Slot = 0;
+        entry.SealedLength = 0;
+    }
+
+    /// <summary>
+    /// A sealed page became resident write-protected: its slot, nonce and length stay in
+    /// <paramref name="entry"/>, so that evicting it before any write costs no encryption
+    /// (<see cref="ResealClean"/>). The first write frees the copy (<see cref="Forget"/>).
+    /// </summary>
+    /// <remarks>No nonce is reused: the kept ciphertext is the one sealed under the page's
+    /// current nonce, and nothing is encrypted again under it.</remarks>
+    public void Retain(ref PageEntry entry)
+    {
+        System.Diagnostics.Debug.Assert(entry.State == PageState.Sealed && entry.SealedLength != 0);
         _sealedPages--;
+        _retainedPages++;
+        entry.State = PageState.Resident;
+    }
+
+    /// <summary>A clean page was taken out: it is sealed again by its kept copy, which holds
+    /// exactly its contents. The caller wipes the plaintext it took out.</summary>
+    public void ResealClean(ref PageEntry entry)
+    {
+        System.Diagnostics.Debug.Assert(entry.HoldsCleanCopy);
+        _retainedPages--;
+        _sealedPages++;
+        _cleanReseals++;
+        entry.State = PageState.Sealed;
     }
 
     /// <summary>Seals and opens once on the calling thread, so that the handler's first
