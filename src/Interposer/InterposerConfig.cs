@@ -38,6 +38,9 @@ internal sealed record InterposerConfig
     /// <summary>TIBET_TRACK_WRITES: 1 (default) evicts pages not written since their sealed
     /// copy was opened by keeping that copy; 0 seals every evicted page anew.</summary>
     public bool TrackWrites { get; init; } = true;
+    /// <summary>TIBET_DECRYPT_AHEAD: 2 MiB ranges of a model map brought in ahead of the
+    /// program (0-8, default 1; see EngineOptions.DecryptAheadRanges).</summary>
+    public int DecryptAheadRanges { get; init; } = 1;
     /// <summary>TIBET_CIPHER: the AEAD that seals pages in RAM.</summary>
     public Tibet.Core.Crypto.PageCipherSuite Cipher { get; init; } = Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm;
     public int Verbosity { get; init; }
@@ -93,6 +96,7 @@ internal sealed record InterposerConfig
                 : Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm,
             CollapseResidentRanges = Integer("TIBET_COLLAPSE", 1, 0, 1) == 1,
             TrackWrites = Integer("TIBET_TRACK_WRITES", 1, 0, 1) == 1,
+            DecryptAheadRanges = (int)Integer("TIBET_DECRYPT_AHEAD", 1, 0, 8),
             Verbosity = (int)Integer("TIBET_VERBOSE", 0, 0, 2),
             StatsJsonPattern = Environment.GetEnvironmentVariable("TIBET_STATS_JSON") is { Length: > 0 } path ? path : null,
             NoInherit = Integer("TIBET_NO_INHERIT", 0, 0, 1) == 1,

@@ -83,6 +83,7 @@ internal static class InterposerRuntime
                 Cipher = _config.Cipher,
                 CollapseResidentRanges = _config.CollapseResidentRanges,
                 TrackWrites = _config.TrackWrites,
+                DecryptAheadRanges = _config.DecryptAheadRanges,
                 ServeForkedChildren = features.EventFork,
                 OnAuthenticationFailure = f => Shim.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),

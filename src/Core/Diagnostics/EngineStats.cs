@@ -36,6 +36,9 @@ public readonly record struct EngineStats
     public long WriteFaults { get; init; }
     /// <summary>Resident pages whose sealed copy is kept now.</summary>
     public long CleanCopies { get; init; }
+    /// <summary>Pages of model maps brought in ahead of the program by an idle handler
+    /// (EngineOptions.DecryptAheadRanges).</summary>
+    public long PagesAhead { get; init; }
     /// <summary>Evicted pages that were all zeros: recorded, never encrypted.</summary>
     public long ZeroEvictions { get; init; }
     /// <summary>Pages read from an arena's source (a mapped model file) on first touch.</summary>
@@ -105,6 +108,7 @@ public readonly record struct EngineStats
         w.WriteNumber("cleanEvictions", CleanEvictions);
         w.WriteNumber("writeFaults", WriteFaults);
         w.WriteNumber("cleanCopies", CleanCopies);
+        w.WriteNumber("pagesAhead", PagesAhead);
         w.WriteNumber("sourcedPages", SourcedPages);
         w.WriteNumber("compressedSeals", CompressedSeals);
         w.WriteNumber("evictionsRefused", EvictionsRefused);

@@ -31,6 +31,11 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
 
     internal bool Released;
 
+    // Decryption ahead (see EngineOptions.DecryptAheadRanges): the next page to bring in,
+    // and where to stop (page indices); set by the faults that bring in whole ranges.
+    internal long AheadCursor;
+    internal long AheadLimit;
+
     /// <summary>Where untouched pages come from; null: they read as zeros.</summary>
     internal IPageSource? Source;
 

@@ -49,6 +49,14 @@ public sealed record EngineOptions
     /// (512 pages: 2 MiB reads).</summary>
     public int SourceReadAheadMaxPages { get; init; } = 512;
 
+    /// <summary>Decryption ahead of the program, in 2 MiB ranges. A model is read in the
+    /// same order on every pass (its weights, every token): once a fault brings in a range
+    /// of a model map, the handler, whenever it has nothing else to do, brings in the
+    /// ranges after it, up to this many ahead of the newest fault, 64 pages at a time, so
+    /// that decrypting overlaps the program's compute. Within the budget only: pages are
+    /// evicted for it as for a fault. 0: off.</summary>
+    public int DecryptAheadRanges { get; init; } = 1;
+
     /// <summary>The most pages one fault may bring in, whatever the arena.</summary>
     internal int MaxRunPages => Math.Max(ReadAheadMaxPages, SourceReadAheadMaxPages);
 
@@ -118,6 +126,8 @@ public sealed record EngineOptions
             throw new ArgumentOutOfRangeException(nameof(ReadAheadMaxPages), ReadAheadMaxPages, "Read-ahead must be 1 to 512 pages.");
         if (SourceReadAheadMaxPages is < 1 or > Files.FileSource.WindowPages)
             throw new ArgumentOutOfRangeException(nameof(SourceReadAheadMaxPages), SourceReadAheadMaxPages, "Read-ahead of a source must be 1 to 512 pages.");
+        if (DecryptAheadRanges is < 0 or > 64)
+            throw new ArgumentOutOfRangeException(nameof(DecryptAheadRanges), DecryptAheadRanges, "Decryption ahead must be 0 to 64 ranges.");
         if (ReadAheadStreams is < 1 or > 64)
             throw new ArgumentOutOfRangeException(nameof(ReadAheadStreams), ReadAheadStreams, "Read-ahead streams must be 1 to 64.");
         if (EvictBatchPages is < 1 or > 512)

@@ -76,6 +76,8 @@ public sealed unsafe partial class PageEngine
                 worked |= PumpLocked();
                 if (!worked)
                     worked = _evictor.EvictInBackground();
+                if (!worked)
+                    worked = _faults.DecryptAhead();
                 _handlerAllocatedBytes = GC.GetAllocatedBytesForCurrentThread() - allocationBaseline;
             }
 
@@ -87,7 +89,7 @@ public sealed unsafe partial class PageEngine
             }
             if (now - lastWork < spinTicks)
             {
-                Thread.SpinWait(8);
+                Thread.Yield();
                 continue;
             }
             Sleep();

@@ -246,6 +246,7 @@ public sealed unsafe partial class PageEngine : IDisposable
                 CleanEvictions = _sealer.CleanReseals,
                 WriteFaults = _faults.WriteFaults,
                 CleanCopies = _sealer.RetainedPages,
+                PagesAhead = _faults.PagesAhead,
                 SourcedPages = _faults.SourcedPages,
                 CompressedSeals = _sealer.CompressedSeals,
                 EvictionsRefused = _evictor.Refused,

@@ -108,6 +108,75 @@ public class PageSourceTests
         }
     }
 
+    /// <summary>
+    /// Sealed pages of a model map come back a whole 2 MiB range per fault too, and, once
+    /// a fault has brought one range in, the idle handler decrypts the next one ahead of
+    /// the program (EngineOptions.DecryptAheadRanges): reading it then faults no more.
+    /// With decryption ahead off, nothing is brought in unasked.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(0)]
+    public void Evicted_ranges_of_a_model_map_come_back_whole_and_the_next_is_decrypted_ahead(int aheadRanges)
+    {
+        const int pages = 2048; // 8 MiB
+        using var engine = Engines.Create(new EngineOptions { ResidentBudgetBytes = 4096L * PageSize, DecryptAheadRanges = aheadRanges });
+        Engines.RequireEviction(engine);
+        using var arena = engine.CreateArena(pages * (long)PageSize, "model");
+        var source = new PatternSource { Fills = new int[pages] };
+        arena.AttachSource(source);
+        var page = new byte[PageSize];
+        for (int p = 0; p < pages; p++)
+            ArenaMemory.Read(arena.Address + p * PageSize, page);
+        arena.Evict();
+        // Wait for anything the touches above left to do ahead (the first touch records ranges too).
+        WaitForQuietHandler(engine);
+        var evicted = engine.GetStats();
+
+        // The first whole range of the arena: backwards, one page at a time.
+        long firstRange = ((512 - (arena.Address / PageSize % 512)) % 512);
+        for (long p = firstRange + 511; p >= firstRange; p--)
+        {
+            ArenaMemory.Read(arena.Address + (nint)(p * PageSize), page);
+            Assert.True(PatternSource.Expected(p).AsSpan().SequenceEqual(page), $"page {p}");
+        }
+        var inRange = engine.GetStats();
+        Assert.True(inRange.Faults - evicted.Faults <= 1, $"{inRange.Faults - evicted.Faults} faults for one range: " + inRange.ToJson());
+
+        WaitForQuietHandler(engine);
+        var idle = engine.GetStats();
+        for (long p = firstRange + 512; p < firstRange + 1024; p++)
+        {
+            ArenaMemory.Read(arena.Address + (nint)(p * PageSize), page);
+            Assert.True(PatternSource.Expected(p).AsSpan().SequenceEqual(page), $"page {p}");
+        }
+        var next = engine.GetStats();
+        if (aheadRanges > 0)
+        {
+            Assert.True(idle.PagesAhead - evicted.PagesAhead >= 512, "the next range was not decrypted ahead: " + idle.ToJson());
+            Assert.Equal(idle.Faults, next.Faults);
+        }
+        else
+        {
+            Assert.Equal(0, next.PagesAhead);
+            Assert.True(next.Faults > idle.Faults, next.ToJson());
+        }
+        Assert.All(source.Fills, fills => Assert.Equal(1, fills));
+    }
+
+    /// <summary>Waits until the handler stops bringing pages in by itself (at most 5 s).</summary>
+    private static void WaitForQuietHandler(PageEngine engine)
+    {
+        long last = -1;
+        for (int i = 0; i < 100; i++)
+        {
+            Thread.Sleep(50);
+            long now = engine.GetStats().PagesAhead;
+            if (now == last) return;
+            last = now;
+        }
+    }
+
     [Fact]
     public void A_file_source_serves_a_file_exactly_without_filling_the_page_cache()
     {

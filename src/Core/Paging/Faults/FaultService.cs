@@ -37,12 +37,15 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly int _readAheadMaxPages;
     private readonly int _sourceReadAheadMaxPages;
     private readonly bool _tracksWrites;
+    private readonly int _decryptAheadPages;
+    // The model map whose ranges are decrypted ahead: the one the newest range fault was in.
+    private Arena? _aheadArena;
     private readonly byte* _buffer;
     private readonly nuint _bufferLength;
     private readonly LatencyHistogram _latency = new();
     private long _received;
     private bool _recorded;
-    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _writeFaults;
+    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _writeFaults, _pagesAhead;
 
     /// <param name="tracksWrites">The arenas are registered for write protection: pages
     /// opened from the store are installed write-protected and keep their sealed copy.</param>
@@ -50,6 +53,7 @@ internal sealed unsafe class FaultService : IDisposable
         ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites)
     {
         _tracksWrites = tracksWrites;
+        _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         _collapser = collapser;
         _arenas = arenas;
         _evictor = evictor;
@@ -79,6 +83,9 @@ internal sealed unsafe class FaultService : IDisposable
 
     /// <summary>First writes to pages that kept their sealed copy (write-protect faults).</summary>
     public long WriteFaults => _writeFaults;
+
+    /// <summary>Pages brought in ahead of the program (see <see cref="DecryptAhead"/>).</summary>
+    public long PagesAhead => _pagesAhead;
     public LatencyHistogram Latency => _latency;
 
     /// <summary>Clears the inject buffer (after a failure, or at the end).</summary>
@@ -226,10 +233,22 @@ internal sealed unsafe class FaultService : IDisposable
         return true;
     }
 
+    /// <summary>Pages filled and installed at a time by a read-ahead run: a thread that has
+    /// moved on into the run waits for the next slice only, not for the whole run.</summary>
+    private const int InjectSlicePages = 32;
+
     /// <summary>The read-ahead part of a fault: fills <paramref name="count"/> pages from
-    /// <paramref name="first"/> on (stopping at the first that changed meanwhile or fails),
-    /// installs them, and wipes the buffer.</summary>
+    /// <paramref name="first"/> on and installs them, a slice at a time (stopping at the
+    /// first page that changed meanwhile or fails), and wipes the buffer.</summary>
     private void FillAndInject(Arena arena, long first, int count, long epoch)
+    {
+        for (int done = 0; done < count && _events.Epoch == epoch; done += InjectSlicePages)
+            if (!FillAndInjectSlice(arena, first + done, Math.Min(InjectSlicePages, count - done), epoch))
+                return;
+    }
+
+    /// <returns>Whether every page of the slice was installed.</returns>
+    private bool FillAndInjectSlice(Arena arena, long first, int count, long epoch)
     {
         byte* buffer = _buffer;
         int filled = 0;
@@ -260,17 +279,18 @@ internal sealed unsafe class FaultService : IDisposable
         _readAheadPages += filled;
         // Installed in runs of one kind: pages opened from the store write-protected
         // (they keep their copy), the others (zeros, the source's) writable.
-        for (int start = 0; start < filled && _events.Epoch == epoch;)
+        bool installed = filled == count;
+        for (int start = 0; start < filled && installed;)
         {
             bool keep = KeepsCopy(in arena.Entries[first + start]);
             int end = start + 1;
             while (end < filled && KeepsCopy(in arena.Entries[first + end]) == keep)
                 end++;
-            if (!TryInject(arena, first + start, end - start, buffer + (long)start * PageSize, keep))
-                break;
+            installed = _events.Epoch == epoch && TryInject(arena, first + start, end - start, buffer + (long)start * PageSize, keep);
             start = end;
         }
         Libc.memset(buffer, 0, (nuint)((long)filled * PageSize));
+        return installed;
     }
 
     /// <summary>Whether a page about to be installed keeps its sealed copy: it has one, and
@@ -316,18 +336,72 @@ internal sealed unsafe class FaultService : IDisposable
     private int SourceRangeBefore(Arena arena, long index, ref int count)
     {
         const int RangePages = Collapse.RangeCollapser.RangePages;
-        if (arena.Source == null || arena.Entries[index].State != PageState.Untouched
+        if (arena.Source == null || !IsAbsentModelPage(arena.Entries[index].State)
             || _evictor.ReadAheadLimit < RangePages || _sourceReadAheadMaxPages < RangePages)
             return 0;
         long address = arena.PageAddress(index);
         long rangeStart = Math.Max(0, index - ((address & (RangePages * (long)PageSize - 1)) / PageSize));
         long rangeEnd = Math.Min(arena.PageCount, rangeStart + RangePages);
-        while (index + count < rangeEnd && arena.Entries[index + count].State == PageState.Untouched)
+        while (index + count < rangeEnd && IsAbsentModelPage(arena.Entries[index + count].State))
             count++;
         int before = 0;
-        while (index - before - 1 >= rangeStart && arena.Entries[index - before - 1].State == PageState.Untouched)
+        while (index - before - 1 >= rangeStart && IsAbsentModelPage(arena.Entries[index - before - 1].State))
             before++;
+        if (_decryptAheadPages > 0)
+        {
+            // The ranges after this one are next: decrypt them while the program works.
+            if (_aheadArena != arena || arena.AheadCursor < rangeEnd || arena.AheadCursor > rangeEnd + _decryptAheadPages)
+                arena.AheadCursor = rangeEnd;
+            arena.AheadLimit = Math.Min(arena.PageCount, rangeEnd + _decryptAheadPages);
+            _aheadArena = arena;
+        }
         return before;
+    }
+
+    private static bool IsAbsentModelPage(PageState state) => state is PageState.Untouched or PageState.Sealed or PageState.Zero;
+
+    private const int AheadSlicePages = 64;
+
+    /// <summary>
+    /// When the handler has nothing else to do: brings in the next slice (at most 64 pages)
+    /// of the ranges after the newest range fault of a model map, as that fault would have,
+    /// evicting for them within the budget. No thread waits for these pages; one that
+    /// faulted on them meanwhile is woken by their UFFDIO_COPY. True if it did anything.
+    /// </summary>
+    public bool DecryptAhead()
+    {
+        Arena? arena = _aheadArena;
+        if (arena == null || arena.Released || arena.AheadCursor >= arena.AheadLimit)
+            return false;
+        long first = arena.AheadCursor, limit = Math.Min(arena.AheadLimit, arena.PageCount);
+        while (first < limit && !IsAbsentModelPage(arena.Entries[first].State))
+            first++;
+        int count = 0;
+        while (count < AheadSlicePages && first + count < limit && IsAbsentModelPage(arena.Entries[first + count].State))
+            count++;
+        arena.AheadCursor = first + count;
+        if (count == 0)
+            return false;
+
+        long epoch = _events.Epoch;
+        _evictor.MakeRoom(count);
+        if (_events.Epoch != epoch || !_evictor.FitsBudget(count))
+        {
+            arena.AheadCursor = first; // again when the handler is next idle
+            return _events.Epoch != epoch;
+        }
+        try
+        {
+            if (arena.Entries[first].State == PageState.Untouched)
+                arena.Source?.BeginRun(first, count);
+            FillAndInject(arena, first, count, epoch);
+        }
+        finally
+        {
+            arena.Source?.EndOfFault();
+        }
+        _pagesAhead += count;
+        return true;
     }
 
     /// <summary>How many pages to serve for a fault at <paramref name="index"/>: the
