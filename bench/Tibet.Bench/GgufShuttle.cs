@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.IO.MemoryMappedFiles;
 using System.Text;
+using System.Text.Json;
 using Tibet.Core.Diagnostics;
 using Tibet.Core.Files;
 using Tibet.Core.Gguf;
@@ -24,11 +25,12 @@ internal static unsafe class GgufShuttle
     private static readonly long[] StepBytes = [64L << 20, 256L << 20, 1L << 30, 4L << 30];
 
     private const string NoCipher = "-";
+    private const double TargetMegabytesPerSecond = 1500, TargetP50 = 10, TargetP99 = 40; // docs/background.md
 
     private sealed record Row(long Bytes, string Cipher, string Path, double EvictMegabytesPerSecond, double MegabytesPerSecond,
         double P50, double P99, double HandlerP50, double HandlerP99, double PagesPerFault, bool Verified);
 
-    public static int Run(FileInfo model, FileInfo? markdown)
+    public static int Run(FileInfo model, FileInfo? markdown, FileInfo? json)
     {
         if (!model.Exists)
         {
@@ -92,8 +94,15 @@ internal static unsafe class GgufShuttle
             Console.WriteLine(table);
             bool verified = rows.All(r => r.Verified);
             Console.WriteLine(verified ? "verify: PASS (the arena read back the file's bytes at every size)" : "verify: FAIL (the arena's bytes differ from the file's)");
+            string date = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture) + " UTC";
+            string[] ciphers = engines.Select(e => e.Cipher).ToArray();
             if (markdown != null)
-                WriteMarkdown(markdown, model, machine, engines.Select(e => e.Cipher), rows, verified);
+                WriteMarkdown(markdown, model, machine, date, ciphers, rows, verified);
+            if (json != null)
+            {
+                WriteJson(json, model, machine, date, steps, ciphers, rows, verified);
+                Console.WriteLine($"json written to {json.FullName}");
+            }
             return verified ? 0 : 1;
         }
         finally
@@ -170,10 +179,10 @@ internal static unsafe class GgufShuttle
     private static string Format(double value, string format) =>
         double.IsNaN(value) ? "—" : value.ToString(format, CultureInfo.InvariantCulture);
 
-    private static void WriteMarkdown(FileInfo markdown, FileInfo model, string machine, IEnumerable<string> ciphers, List<Row> rows, bool verified)
+    private static void WriteMarkdown(FileInfo markdown, FileInfo model, string machine, string date, IEnumerable<string> ciphers, List<Row> rows, bool verified)
     {
         var md = new StringBuilder();
-        md.AppendLine($"# tibet gguf-shuttle, {DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture)} UTC");
+        md.AppendLine($"# tibet gguf-shuttle, {date}");
         md.AppendLine();
         md.AppendLine($"Machine: {machine}. Model: `{model.Name}`, {model.Length} bytes. Command: `{MachineInfo.TasksetPrefix()}tibet-bench gguf-shuttle --model {model.Name}`.");
         md.AppendLine();
@@ -192,5 +201,63 @@ internal static unsafe class GgufShuttle
         Directory.CreateDirectory(markdown.DirectoryName ?? ".");
         File.WriteAllText(markdown.FullName, md.ToString());
         Console.WriteLine($"markdown written to {markdown.FullName}");
+    }
+
+    /// <summary>The same figures as the table, one object per row (null where not measured), with date and machine.</summary>
+    private static void WriteJson(FileInfo json, FileInfo model, string machine, string date, long[] steps, string[] ciphers, List<Row> rows, bool verified)
+    {
+        Directory.CreateDirectory(json.DirectoryName ?? ".");
+        using var stream = File.Create(json.FullName);
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        w.WriteStartObject();
+        w.WriteString("benchmark", "gguf-shuttle");
+        w.WriteString("date", date);
+        w.WriteString("machine", machine);
+        w.WriteString("command", $"{MachineInfo.TasksetPrefix()}tibet-bench gguf-shuttle --model {model.Name}");
+        w.WriteString("model", model.Name);
+        w.WriteNumber("modelBytes", model.Length);
+        w.WriteNumber("pageSize", PageSize);
+        w.WriteStartArray("sizes");
+        foreach (long bytes in steps) w.WriteNumberValue(bytes);
+        w.WriteEndArray();
+        w.WriteStartArray("ciphers");
+        foreach (string cipher in ciphers) w.WriteStringValue(cipher);
+        w.WriteEndArray();
+        w.WriteStartObject("targets");
+        w.WriteNumber("megabytesPerSecond", TargetMegabytesPerSecond);
+        w.WriteNumber("faultP50Microseconds", TargetP50);
+        w.WriteNumber("faultP99Microseconds", TargetP99);
+        w.WriteEndObject();
+        w.WriteStartArray("rows");
+        foreach (var row in rows)
+        {
+            var native = rows.First(r => r.Bytes == row.Bytes && r.Cipher == NoCipher);
+            w.WriteStartObject();
+            w.WriteNumber("bytes", row.Bytes);
+            w.WriteString("size", Megabytes(row.Bytes));
+            if (row.Cipher == NoCipher) w.WriteNull("cipher");
+            else w.WriteString("cipher", row.Cipher);
+            w.WriteString("path", row.Path);
+            WriteFigure(w, "evictMegabytesPerSecond", row.EvictMegabytesPerSecond, 1);
+            WriteFigure(w, "megabytesPerSecond", row.MegabytesPerSecond, 1);
+            WriteFigure(w, "ratioToNative", row.MegabytesPerSecond / native.MegabytesPerSecond, 4);
+            WriteFigure(w, "touchP50Microseconds", row.P50, 2);
+            WriteFigure(w, "touchP99Microseconds", row.P99, 2);
+            WriteFigure(w, "handlerP50Microseconds", row.HandlerP50, 2);
+            WriteFigure(w, "handlerP99Microseconds", row.HandlerP99, 2);
+            WriteFigure(w, "pagesPerFault", row.PagesPerFault, 2);
+            w.WriteBoolean("bytesEqual", row.Verified);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+        w.WriteBoolean("verified", verified);
+        w.WriteEndObject();
+    }
+
+    /// <summary>A figure rounded to <paramref name="decimals"/>, or null where not measured.</summary>
+    private static void WriteFigure(Utf8JsonWriter w, string name, double value, int decimals)
+    {
+        if (double.IsNaN(value) || double.IsInfinity(value)) w.WriteNull(name);
+        else w.WriteNumber(name, Math.Round(value, decimals, MidpointRounding.AwayFromZero));
     }
 }

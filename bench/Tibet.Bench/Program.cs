@@ -56,11 +56,17 @@ var shuttleMarkdownOption = new Option<FileInfo?>("--markdown")
 {
     Description = "Also write the result table as Markdown (with date, kernel, CPU) to this file, e.g. bench/results/DATE-gguf-shuttle.md.",
 };
+var shuttleJsonOption = new Option<FileInfo?>("--json")
+{
+    Description = "Also write every row of the table (null where not measured) as JSON (with date and machine) to this file.",
+};
 var ggufShuttle = new Command("gguf-shuttle",
     "Benchmark: a GGUF model's weights imported into an encrypted arena and read back page by page, 64 MiB up to the whole model, beside a plain map of the file.");
 ggufShuttle.Options.Add(modelOption);
 ggufShuttle.Options.Add(shuttleMarkdownOption);
-ggufShuttle.SetAction(parseResult => Guard(() => GgufShuttle.Run(parseResult.GetValue(modelOption)!, parseResult.GetValue(shuttleMarkdownOption))));
+ggufShuttle.Options.Add(shuttleJsonOption);
+ggufShuttle.SetAction(parseResult => Guard(() => GgufShuttle.Run(
+    parseResult.GetValue(modelOption)!, parseResult.GetValue(shuttleMarkdownOption), parseResult.GetValue(shuttleJsonOption))));
 
 var budgetPagesOption = new Option<int>("--budget-pages")
 {

@@ -41,6 +41,9 @@ internal sealed record InterposerConfig
     /// <summary>TIBET_DECRYPT_AHEAD: 2 MiB ranges of a model map brought in ahead of the
     /// program (0-8, default 1; see EngineOptions.DecryptAheadRanges).</summary>
     public int DecryptAheadRanges { get; init; } = 1;
+    /// <summary>TIBET_FILL_THREADS: 0 or 1 threads sharing long runs with the handler
+    /// (default: 1 with more than one CPU; see EngineOptions.FillThreads).</summary>
+    public int? FillThreads { get; init; }
     /// <summary>TIBET_CIPHER: the AEAD that seals pages in RAM.</summary>
     public Tibet.Core.Crypto.PageCipherSuite Cipher { get; init; } = Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm;
     public int Verbosity { get; init; }
@@ -97,6 +100,7 @@ internal sealed record InterposerConfig
             CollapseResidentRanges = Integer("TIBET_COLLAPSE", 1, 0, 1) == 1,
             TrackWrites = Integer("TIBET_TRACK_WRITES", 1, 0, 1) == 1,
             DecryptAheadRanges = (int)Integer("TIBET_DECRYPT_AHEAD", 1, 0, 8),
+            FillThreads = Environment.GetEnvironmentVariable("TIBET_FILL_THREADS") is { Length: > 0 } ? (int)Integer("TIBET_FILL_THREADS", 0, 0, 1) : null,
             Verbosity = (int)Integer("TIBET_VERBOSE", 0, 0, 2),
             StatsJsonPattern = Environment.GetEnvironmentVariable("TIBET_STATS_JSON") is { Length: > 0 } path ? path : null,
             NoInherit = Integer("TIBET_NO_INHERIT", 0, 0, 1) == 1,

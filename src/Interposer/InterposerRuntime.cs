@@ -84,6 +84,7 @@ internal static class InterposerRuntime
                 CollapseResidentRanges = _config.CollapseResidentRanges,
                 TrackWrites = _config.TrackWrites,
                 DecryptAheadRanges = _config.DecryptAheadRanges,
+                FillThreads = _config.FillThreads ?? (Environment.ProcessorCount > 1 ? 1 : 0),
                 ServeForkedChildren = features.EventFork,
                 OnAuthenticationFailure = f => Shim.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),

@@ -71,6 +71,9 @@ internal static unsafe class MallocProbe
             for (int i = 0; i < 2048; i += 5) ArenaMemory.Read(arena.Address + i * 4096, scratch);
             Libc.madvise(arena.Address, 64 * 4096, Libc.MADV_DONTNEED);
             for (int i = 0; i < 64; i++) ArenaMemory.Read(arena.Address + i * 4096, scratch);
+            for (int i = 4096; i < 5120; i++) ArenaMemory.Write(arena.Address + i * 4096, random);
+            arena.Evict();
+            for (int i = 4096; i < 5120; i++) ArenaMemory.Read(arena.Address + i * 4096, scratch);
             var warm = Exercise(engine, files);
             if (warm.Failure is { } warmFailure)
             {
@@ -96,6 +99,13 @@ internal static unsafe class MallocProbe
                 arena.Evict();
                 for (int i = pages - 1; i >= 0; i -= 3)
                     ArenaMemory.Read(arena.Address + i * 4096, scratch);
+                // Incompressible pages read forwards, page by page: read-ahead runs long
+                // enough to share with the fill worker.
+                for (int i = 4096; i < 5120; i++)
+                    ArenaMemory.Write(arena.Address + i * 4096, random);
+                arena.Evict();
+                for (int i = 4096; i < 5120; i++)
+                    ArenaMemory.Read(arena.Address + i * 4096, scratch);
                 // A REMOVE event, served by the handler.
                 Libc.madvise(arena.Address + 100 * 4096, 64 * 4096, Libc.MADV_DONTNEED);
             }
@@ -115,7 +125,7 @@ internal static unsafe class MallocProbe
             Console.WriteLine($"handler-mallocs {handlerMallocs} control-mallocs {controlMallocs} reporter-mallocs {reporterMallocs}");
             Console.WriteLine($"faults {stats.Faults} evictions {stats.Evictions} decrypts {stats.Decrypts} " +
                               $"decompressions {stats.Decompressions} removes {stats.RemoveEvents}");
-            Console.WriteLine($"clean-evictions {stats.CleanEvictions} write-faults {stats.WriteFaults}");
+            Console.WriteLine($"clean-evictions {stats.CleanEvictions} write-faults {stats.WriteFaults} worker-decrypts {stats.WorkerDecrypts}");
             Console.WriteLine($"sourced {stats.SourcedPages} authentication-failures {stats.AuthenticationFailures} " +
                               $"peak-children {stats.PeakForkedChildren}");
             Console.WriteLine($"exercise {(armed.Failure ?? "ok")} children-served {armed.ChildrenServed} " +

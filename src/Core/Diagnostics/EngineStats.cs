@@ -23,6 +23,8 @@ public readonly record struct EngineStats
     public string? Cipher { get; init; }
     /// <summary>Pages authenticated and decrypted.</summary>
     public long Decrypts { get; init; }
+    /// <summary>Of those, pages the fill worker decrypted (a second thread sharing long runs).</summary>
+    public long WorkerDecrypts { get; init; }
     /// <summary>Pages that were also decompressed.</summary>
     public long Decompressions { get; init; }
     /// <summary>Pages mapped as zeros (untouched or known zero), with no cryptography.</summary>
@@ -109,6 +111,7 @@ public readonly record struct EngineStats
         w.WriteNumber("writeFaults", WriteFaults);
         w.WriteNumber("cleanCopies", CleanCopies);
         w.WriteNumber("pagesAhead", PagesAhead);
+        w.WriteNumber("workerDecrypts", WorkerDecrypts);
         w.WriteNumber("sourcedPages", SourcedPages);
         w.WriteNumber("compressedSeals", CompressedSeals);
         w.WriteNumber("evictionsRefused", EvictionsRefused);

@@ -57,6 +57,11 @@ public sealed record EngineOptions
     /// evicted for it as for a fault. 0: off.</summary>
     public int DecryptAheadRanges { get; init; } = 1;
 
+    /// <summary>Threads besides the handler that decrypt and install long runs of sealed
+    /// pages (0 or 1; see <see cref="Faults.FillWorker"/>). Default: 1 where there is more
+    /// than one CPU.</summary>
+    public int FillThreads { get; init; } = Environment.ProcessorCount > 1 ? 1 : 0;
+
     /// <summary>The most pages one fault may bring in, whatever the arena.</summary>
     internal int MaxRunPages => Math.Max(ReadAheadMaxPages, SourceReadAheadMaxPages);
 
@@ -126,6 +131,8 @@ public sealed record EngineOptions
             throw new ArgumentOutOfRangeException(nameof(ReadAheadMaxPages), ReadAheadMaxPages, "Read-ahead must be 1 to 512 pages.");
         if (SourceReadAheadMaxPages is < 1 or > Files.FileSource.WindowPages)
             throw new ArgumentOutOfRangeException(nameof(SourceReadAheadMaxPages), SourceReadAheadMaxPages, "Read-ahead of a source must be 1 to 512 pages.");
+        if (FillThreads is < 0 or > 1)
+            throw new ArgumentOutOfRangeException(nameof(FillThreads), FillThreads, "Fill threads must be 0 or 1.");
         if (DecryptAheadRanges is < 0 or > 64)
             throw new ArgumentOutOfRangeException(nameof(DecryptAheadRanges), DecryptAheadRanges, "Decryption ahead must be 0 to 64 ranges.");
         if (ReadAheadStreams is < 1 or > 64)

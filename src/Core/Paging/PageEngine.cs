@@ -238,7 +238,8 @@ public sealed unsafe partial class PageEngine : IDisposable
                 Refaults = _evictor.Refaults,
                 EvictionPolicy = _options.Eviction.Name,
                 Cipher = _options.Cipher.Name,
-                Decrypts = _sealer.Opens,
+                Decrypts = _sealer.Opens + _faults.WorkerOpens,
+                WorkerDecrypts = _faults.WorkerOpens,
                 Decompressions = _sealer.Decompressions,
                 ZeroFills = _faults.ZeroFills,
                 Evictions = _evictor.Evictions,
@@ -511,6 +512,6 @@ public sealed unsafe partial class PageEngine : IDisposable
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
         Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(Userfaultfd), typeof(PageEntry), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
-            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(ChildService), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
+            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(FillWorker), typeof(ChildService), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

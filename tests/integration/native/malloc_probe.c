@@ -4,7 +4,8 @@
  * while it serves faults and evicts. This must be C: it replaces libc's allocator
  * symbols in a process, below anything managed code can see.
  *   tibet_probe_arm()            resets the counters and starts counting
- *   tibet_probe_count(which)     0: calls on "tibet-uffd"; 1: calls on "probe-control";
+ *   tibet_probe_count(which)     0: calls on "tibet-uffd" or "tibet-fill" (the fault path's
+ *                                threads); 1: calls on "probe-control";
  *                                2: calls on "tibet-report" (the reporter may malloc)
  * And the parts of the probe that must not run managed code:
  *   tibet_probe_read_sigbus(p)   reads one byte; returns 1 if that raised SIGBUS (a
@@ -54,7 +55,7 @@ static void note_site(void *caller, size_t size)
 static int on_handler(void)
 {
     char name[16] = {0};
-    return armed && prctl(PR_GET_NAME, name, 0, 0, 0) == 0 && strcmp(name, "tibet-uffd") == 0;
+    return armed && prctl(PR_GET_NAME, name, 0, 0, 0) == 0 && (strcmp(name, "tibet-uffd") == 0 || strcmp(name, "tibet-fill") == 0);
 }
 
 static void note(void)
@@ -64,7 +65,7 @@ static void note(void)
     char name[16] = {0};
     if (prctl(PR_GET_NAME, name, 0, 0, 0) != 0)
         return;
-    if (strcmp(name, "tibet-uffd") == 0)
+    if (strcmp(name, "tibet-uffd") == 0 || strcmp(name, "tibet-fill") == 0) /* the fault path's two threads */
         __atomic_add_fetch(&counts[0], 1, __ATOMIC_RELAXED);
     else if (strcmp(name, "probe-control") == 0)
         __atomic_add_fetch(&counts[1], 1, __ATOMIC_RELAXED);

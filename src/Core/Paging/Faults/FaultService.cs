@@ -38,6 +38,11 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly int _sourceReadAheadMaxPages;
     private readonly bool _tracksWrites;
     private readonly int _decryptAheadPages;
+    // Shares long runs of sealed pages (null: one CPU, or EngineOptions.FillThreads 0).
+    private readonly FillWorker? _worker;
+    // While the worker runs, no event may be read (see FillWorker): an install that meets
+    // one ends the handler's part instead.
+    private bool _workerRunning;
     // The model map whose ranges are decrypted ahead: the one the newest range fault was in.
     private Arena? _aheadArena;
     private readonly byte* _buffer;
@@ -54,6 +59,8 @@ internal sealed unsafe class FaultService : IDisposable
     {
         _tracksWrites = tracksWrites;
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
+        if (options.FillThreads > 0)
+            _worker = new FillWorker(sealer, space, options.SpinMicroseconds);
         _collapser = collapser;
         _arenas = arenas;
         _evictor = evictor;
@@ -88,12 +95,20 @@ internal sealed unsafe class FaultService : IDisposable
     public long PagesAhead => _pagesAhead;
     public LatencyHistogram Latency => _latency;
 
-    /// <summary>Clears the inject buffer (after a failure, or at the end).</summary>
-    public void Wipe() => Libc.memset(_buffer, 0, _bufferLength);
+    /// <summary>Pages the fill worker decrypted (the sealer counts the handler's).</summary>
+    public long WorkerOpens => _worker?.Opened ?? 0;
+
+    /// <summary>Clears the inject buffers (after a failure, or at the end).</summary>
+    public void Wipe()
+    {
+        Libc.memset(_buffer, 0, _bufferLength);
+        _worker?.Wipe();
+    }
 
     public void Dispose()
     {
-        Wipe();
+        _worker?.Dispose(); // wipes and unmaps its own buffer
+        Libc.memset(_buffer, 0, _bufferLength);
         KernelMemory.Unmap((nint)_buffer, _bufferLength);
     }
 
@@ -237,10 +252,67 @@ internal sealed unsafe class FaultService : IDisposable
     /// moved on into the run waits for the next slice only, not for the whole run.</summary>
     private const int InjectSlicePages = 32;
 
+    /// <summary>Runs at least this long are shared with the fill worker, which takes the
+    /// second half: a slice or more (a 64-page read-ahead run leaves 63 after the faulting page).</summary>
+    private const int SharedRunPages = 2 * FillWorker.SlicePages - 1;
+
     /// <summary>The read-ahead part of a fault: fills <paramref name="count"/> pages from
     /// <paramref name="first"/> on and installs them, a slice at a time (stopping at the
-    /// first page that changed meanwhile or fails), and wipes the buffer.</summary>
+    /// first page that changed meanwhile or fails), and wipes the buffer. A long run's
+    /// second half, if all sealed, goes to the fill worker, and this thread does the first
+    /// (the one the program needs first).</summary>
     private void FillAndInject(Arena arena, long first, int count, long epoch)
+    {
+        int shared = count >= SharedRunPages ? SharedPart(arena, first + count / 2, count - count / 2) : 0;
+        if (shared == 0)
+        {
+            FillAndInjectSerially(arena, first, count, epoch);
+            return;
+        }
+
+        long sharedFirst = first + count - shared;
+        int installed;
+        _worker!.Start(arena, sharedFirst, shared, _tracksWrites);
+        _workerRunning = true;
+        try
+        {
+            FillAndInjectSerially(arena, first, count - shared, epoch);
+        }
+        finally
+        {
+            installed = _worker.Finish();
+            _workerRunning = false;
+        }
+        if (installed > 0)
+        {
+            _evictor.Admit(arena, sharedFirst, installed, _tracksWrites);
+            _collapser.Consider(arena, sharedFirst, installed);
+            _readAheadPages += installed;
+        }
+        // What the worker left (a page that failed to open, an install the kernel refused
+        // until an event is read): served here, the usual way.
+        if (installed < shared && _events.Epoch == epoch)
+            FillAndInjectSerially(arena, sharedFirst + installed, shared - installed, epoch);
+    }
+
+    /// <summary>How many pages at the end of <paramref name="first"/>..+<paramref name="count"/>
+    /// the worker can take: sealed and uncompressed, through the end.</summary>
+    private int SharedPart(Arena arena, long first, int count)
+    {
+        if (_worker == null)
+            return 0;
+        int shared = 0;
+        for (long page = first + count - 1; page >= first; page--)
+        {
+            ref PageEntry entry = ref arena.Entries[page];
+            if (entry.State != PageState.Sealed || entry.IsCompressed)
+                break;
+            shared++;
+        }
+        return shared >= FillWorker.SlicePages ? shared : 0;
+    }
+
+    private void FillAndInjectSerially(Arena arena, long first, int count, long epoch)
     {
         for (int done = 0; done < count && _events.Epoch == epoch; done += InjectSlicePages)
             if (!FillAndInjectSlice(arena, first + done, Math.Min(InjectSlicePages, count - done), epoch))
@@ -463,6 +535,8 @@ internal sealed unsafe class FaultService : IDisposable
 
             switch (rc)
             {
+                case Libc.EAGAIN when _workerRunning:
+                    return false; // no event is read while the fill worker runs; the rest waits
                 case Libc.EAGAIN:
                     long epoch = _events.Epoch;
                     _events.Drain();

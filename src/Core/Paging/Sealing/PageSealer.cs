@@ -127,6 +127,21 @@ internal sealed unsafe class PageSealer : IDisposable
         return ok;
     }
 
+    /// <summary>
+    /// Authenticates and decrypts a sealed, uncompressed page into
+    /// <paramref name="destination"/>, touching nothing of this sealer's: no counter, no
+    /// staging buffer (a store that copies fills <paramref name="staging"/>), no
+    /// decompressor. So a second thread may call it while the handler, holding the engine
+    /// lock, keeps the entry and its slot unchanged (see Faults.FillWorker).
+    /// </summary>
+    public bool TryOpenUncompressed(PageCipher cipher, long index, in PageEntry entry, byte* destination, Span<byte> staging)
+    {
+        if (entry.State != PageState.Sealed || entry.IsCompressed)
+            return false;
+        ReadOnlySpan<byte> sealedBytes = _store.Read(entry.Slot, entry.SealedLength, staging[..entry.SealedLength]);
+        return cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, new Span<byte>(destination, PageSize));
+    }
+
     /// <summary>Frees the slot a page holds, if any: a sealed page's (it became resident
     /// again without its copy being kept, was discarded, unmapped or found tampered), or a
     /// resident page's kept copy (it was written, or discarded).</summary>

@@ -1,0 +1,204 @@
+using System.Diagnostics;
+using Tibet.Core.Interop;
+using Tibet.Core.Paging.AddressSpace;
+using Tibet.Core.Paging.Sealing;
+using Tibet.Core.Storage;
+
+namespace Tibet.Core.Paging.Faults;
+
+/// <summary>
+/// A second thread for the fault service's long runs of sealed pages (a model map's
+/// 2 MiB range, a long read-ahead): while the handler decrypts and installs the first
+/// half of a run, this thread decrypts and installs the second half, so that two CPUs
+/// share the cryptography and the copies. The engine's books are not touched here: the
+/// handler admits what was installed once both halves are done.
+/// </summary>
+/// <remarks>
+/// <para>Why this is safe without the engine lock: the handler holds it for the whole
+/// run and reads no userfaultfd event until this thread has finished (see
+/// FaultService.FillAndInject), so nothing changes the pages, their entries or their
+/// ciphertext meanwhile. An install the kernel refuses (EAGAIN while the program's own
+/// event waits to be read, EEXIST) ends this thread's part; the handler serves the rest
+/// of the run itself, the usual way, after reading the event.</para>
+/// <para>Only uncompressed pages are handed over: the decompressor keeps state and
+/// belongs to the handler. Plaintext exists only in this thread's locked slice buffer,
+/// wiped after every slice. Allocation-free and malloc-free, like the handler; between
+/// runs it spins for a while (waking an idle vCPU costs ~100 µs on the VMs we measured),
+/// then sleeps on an eventfd.</para>
+/// </remarks>
+internal sealed unsafe class FillWorker : IDisposable
+{
+    private const int PageSize = Userfaultfd.PageSize;
+
+    /// <summary>Pages decrypted and installed at a time.</summary>
+    public const int SlicePages = 32;
+
+    private readonly PageSealer _sealer;
+    private readonly AddressSpaceOps _space;
+    private readonly byte* _buffer;
+    private readonly nuint _bufferLength;
+    private readonly byte* _staging;
+    private readonly int _wakeFd;
+    private readonly long _spinTicks;
+    private readonly Thread _thread;
+
+    // The job, written by the handler before it publishes _posted, read here after.
+    private Arena? _arena;
+    private long _first;
+    private int _count;
+    private bool _writeProtect;
+    // Written here before _finished is published, read by the handler after.
+    private int _installed;
+    private long _opened;
+    private Exception? _failure;
+
+    private int _posted, _finished, _sleeping;
+    private volatile bool _stopping;
+
+    public FillWorker(PageSealer sealer, AddressSpaceOps space, int spinMicroseconds)
+    {
+        _sealer = sealer;
+        _space = space;
+        _bufferLength = (nuint)(SlicePages * PageSize + 2 * PageSize);
+        _buffer = (byte*)KernelMemory.Map(_bufferLength);
+        // Plaintext passes through here: out of swap and core dumps.
+        Libc.mlock((nint)_buffer, _bufferLength);
+        Libc.madvise((nint)_buffer, _bufferLength, Libc.MADV_DONTDUMP);
+        _staging = _buffer + SlicePages * PageSize; // a store that copies fills this
+        _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC);
+        if (_wakeFd < 0)
+            throw new InvalidOperationException($"eventfd failed: {Libc.Describe(Libc.LastErrno)}");
+        _spinTicks = spinMicroseconds * Stopwatch.Frequency / 1_000_000;
+        // Bind the native calls the thread makes (dlsym calls malloc) here, not on its first run.
+        ulong one = 1, drained;
+        Libc.write(_wakeFd, &one, sizeof(ulong));
+        Libc.read(_wakeFd, &drained, sizeof(ulong));
+        Thread.Yield();
+        _ = Stopwatch.GetTimestamp();
+        _thread = new Thread(Loop) { IsBackground = true, Name = "tibet-fill" };
+        _thread.Start();
+    }
+
+    /// <summary>Pages this thread opened (for the engine's count of decryptions).</summary>
+    public long Opened => Volatile.Read(ref _opened);
+
+    /// <summary>
+    /// Starts decrypting and installing <paramref name="count"/> sealed, uncompressed pages
+    /// of <paramref name="arena"/> from <paramref name="first"/> on. The caller holds the
+    /// engine lock until <see cref="Finish"/>, and reads no event meanwhile.
+    /// </summary>
+    public void Start(Arena arena, long first, int count, bool writeProtect)
+    {
+        Debug.Assert(Volatile.Read(ref _finished) == _posted, "a run is already in progress");
+        _arena = arena;
+        _first = first;
+        _count = count;
+        _writeProtect = writeProtect;
+        _installed = 0;
+        _failure = null;
+        Interlocked.Increment(ref _posted);
+        if (Interlocked.CompareExchange(ref _sleeping, 0, 0) == 1)
+        {
+            ulong one = 1;
+            Libc.write(_wakeFd, &one, sizeof(ulong));
+        }
+    }
+
+    /// <summary>Waits for the run started last; returns how many of its pages, from the
+    /// first on, are installed. Throws what the thread met, for the handler's failure policy.</summary>
+    public int Finish()
+    {
+        while (Volatile.Read(ref _finished) != _posted)
+            Thread.Yield();
+        _arena = null;
+        if (_failure is { } failure)
+            throw new InvalidOperationException("the fill thread failed: " + failure.Message, failure);
+        return _installed;
+    }
+
+    /// <summary>Clears the slice buffer (the thread is idle: after a failure, or at the end).</summary>
+    public void Wipe() => Libc.memset(_buffer, 0, _bufferLength);
+
+    public void Dispose()
+    {
+        _stopping = true;
+        ulong one = 1;
+        Libc.write(_wakeFd, &one, sizeof(ulong));
+        _thread.Join();
+        Wipe();
+        Libc.close(_wakeFd);
+        KernelMemory.Unmap((nint)_buffer, _bufferLength);
+    }
+
+    private void Loop()
+    {
+        long lastWork = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            int posted = Volatile.Read(ref _posted);
+            if (posted != _finished)
+            {
+                try
+                {
+                    Run();
+                }
+                catch (Exception e)
+                {
+                    _failure = e;
+                }
+                Volatile.Write(ref _finished, posted);
+                lastWork = Stopwatch.GetTimestamp();
+                continue;
+            }
+            if (_stopping)
+                return;
+            if (Stopwatch.GetTimestamp() - lastWork < _spinTicks)
+            {
+                Thread.Yield();
+                continue;
+            }
+            // Announce the sleep, then look once more: Start either sees the flag and
+            // writes the eventfd, or published its run before this second look.
+            Interlocked.Exchange(ref _sleeping, 1);
+            if (Volatile.Read(ref _posted) == _finished && !_stopping)
+            {
+                ulong drained;
+                Libc.read(_wakeFd, &drained, sizeof(ulong));
+            }
+            Interlocked.Exchange(ref _sleeping, 0);
+        }
+    }
+
+    private void Run()
+    {
+        Arena arena = _arena!;
+        var staging = new Span<byte>(_staging, 2 * PageSize);
+        for (int done = 0; done < _count;)
+        {
+            int slice = Math.Min(SlicePages, _count - done);
+            int opened = 0;
+            bool failed = false;
+            for (; opened < slice; opened++)
+            {
+                long page = _first + done + opened;
+                if (!_sealer.TryOpenUncompressed(arena.Cipher, page, in arena.Entries[page], _buffer + (long)opened * PageSize, staging))
+                {
+                    failed = true; // the handler finds out, serving that page itself
+                    break;
+                }
+            }
+            _opened += opened;
+            int installed = 0;
+            if (opened > 0)
+            {
+                _space.Copy(arena.PageAddress(_first + done), (nint)_buffer, (nuint)(opened * PageSize), _writeProtect, out long copied);
+                installed = (int)(copied / PageSize);
+            }
+            Libc.memset(_buffer, 0, (nuint)((opened + (failed ? 1 : 0)) * PageSize));
+            done += installed;
+            _installed = done;
+            if (installed < slice)
+                return;
+        }
+    }
+}
