@@ -11,7 +11,8 @@
 # Environment: TIBET_BENCH_TOKENS (default 32), TIBET_BENCH_RUNS (default 3; the median is kept),
 #              TIBET_BENCH_THREADS (default: all CPUs),
 #              TIBET_BENCH_CIPHERS (default "aes-256-gcm aegis-256"),
-#              TIBET_BENCH_FRACTIONS (budgets in % of the model, default "100 50 25").
+#              TIBET_BENCH_FRACTIONS (budgets in % of the model, default "100 50 25"),
+#              TIBET_BENCH_ABLATIONS (1: also each engine feature off in turn, below 100 %).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 prefix=${1:?usage: llama-budget.sh OUTPUT-PREFIX}
@@ -74,6 +75,17 @@ PY
         done
       done
     done
+    # Ablations (TIBET_BENCH_ABLATIONS=1): the default eviction with one engine feature
+    # off at a time (TIBET_FILL_THREADS, TIBET_TRACK_WRITES, TIBET_DECRYPT_AHEAD), first cipher only.
+    if [ "${TIBET_BENCH_ABLATIONS:-0}" = 1 ] && [ $fraction != 100 ]; then
+      cipher=${ciphers%% *}
+      for off in TIBET_FILL_THREADS TIBET_TRACK_WRITES TIBET_DECRYPT_AHEAD; do
+        for _ in $(seq "$runs"); do
+          run_once "$fraction% scan-resistant $off=0" "$budget" scan-resistant "$cipher" \
+            env $off=0 out/bin/tibet-run -q --budget "$budget" --cipher "$cipher" --stats-json "$work/stats.json" --
+        done
+      done
+    fi
     # The model map in 2 MiB pages (--huge-pages), the same fraction of the model resident.
     huge=$(( size * fraction / 100 / (2 << 20) * (2 << 20) ))
     [ $fraction = 100 ] && huge=$(( (size + (2 << 20) - 1) / (2 << 20) * (2 << 20) ))

@@ -53,8 +53,8 @@ public sealed record EngineOptions
     /// same order on every pass (its weights, every token): once a fault brings in a range
     /// of a model map, the handler, whenever it has nothing else to do, brings in the
     /// ranges after it, up to this many ahead of the newest fault, 64 pages at a time, so
-    /// that decrypting overlaps the program's compute. Within the budget only: pages are
-    /// evicted for it as for a fault. 0: off.</summary>
+    /// that decrypting (or reading the file) overlaps the program's compute. Only into room
+    /// the budget has to spare: nothing is evicted for it. 0: off.</summary>
     public int DecryptAheadRanges { get; init; } = 1;
 
     /// <summary>Threads besides the handler that decrypt and install long runs of sealed

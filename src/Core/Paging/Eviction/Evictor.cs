@@ -100,9 +100,6 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// eviction is near.</summary>
     public bool HasRoomFor(long pages) => Unlimited || _residentPages + pages <= _highPages;
 
-    /// <summary>Whether <paramref name="pages"/> more fit the budget itself.</summary>
-    public bool FitsBudget(long pages) => Unlimited || _residentPages + pages <= _budgetPages;
-
     /// <summary>A fault is being served: what it brings in stays until the next one.</summary>
     public void BeginFault() => _newestFaultFirstTicket = _lastTicket + 1;
 
