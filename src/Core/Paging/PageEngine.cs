@@ -105,7 +105,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         // The evictor drains events when a take-out meets EAGAIN; the events part
         // forgets pages on the evictor's books: each is handed the other through the engine.
         _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain());
-        _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, descriptor => _children!.AdoptFromParent(descriptor));
+        _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor));
         _collapser = new RangeCollapser(_space, _evictor, options.CollapseResidentRanges && _takeOut != null);
         _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites);
         _children = new ChildService(_arenas, _sealer, _faults, _reporter, _events);

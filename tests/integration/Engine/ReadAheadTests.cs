@@ -53,7 +53,7 @@ public class ReadAheadTests
     [Fact]
     public unsafe void Discarded_pages_read_zeros_while_long_runs_are_shared_with_the_fill_worker()
     {
-        const int pages = 4096, block = 16, rounds = 300;
+        const int pages = 4096, block = 16, rounds = 1500;
         using var engine = Engines.Create(new EngineOptions { ResidentBudgetBytes = 1024 * 4096L, FillThreads = 1 });
         Engines.RequireEviction(engine);
         using var arena = engine.CreateArena(pages * 4096L, "discards");

@@ -29,6 +29,10 @@ internal abstract class AddressSpaceOps
     /// that the first write to each page reaches the engine as a write-protect fault.</summary>
     public abstract int Copy(nint address, nint source, nuint length, bool writeProtect, out long done);
 
+    /// <summary>Write-protects present pages (UFFDIO_WRITEPROTECT): their next write
+    /// reaches the engine as a write-protect fault first. Missing pages are left as they are.</summary>
+    public abstract int Protect(nint address, nuint length);
+
     /// <summary>Lifts write protection from present pages (UFFDIO_WRITEPROTECT) and wakes
     /// the writers waiting on them; on missing pages it only wakes.</summary>
     public abstract int Unprotect(nint address, nuint length);

@@ -17,6 +17,8 @@ internal class UffdAddressSpace(Userfaultfd uffd) : AddressSpaceOps
 
     public sealed override int Unprotect(nint address, nuint length) => Uffd.WriteProtect(address, length, protect: false);
 
+    public sealed override int Protect(nint address, nuint length) => Uffd.WriteProtect(address, length, protect: true);
+
     public sealed override int ZeroPage(nint address, nuint length) => Uffd.ZeroPage(address, length);
 
     public sealed override int Wake(nint address, nuint length) => Uffd.Wake(address, length);

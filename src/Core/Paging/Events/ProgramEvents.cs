@@ -31,6 +31,7 @@ internal sealed unsafe class ProgramEvents : IDisposable
     private readonly Evictor _evictor;
     private readonly AddressSpaceOps _space;
     private readonly Action<int> _onFork;
+    private readonly bool _tracksWrites;
     private readonly uffd_msg* _queue;
     private readonly uffd_msg* _readBuffer;
     private int _head;
@@ -39,8 +40,12 @@ internal sealed unsafe class ProgramEvents : IDisposable
     private long _removes, _unmaps, _remaps;
 
     /// <param name="onFork">Takes a forked child's new userfaultfd (see ChildService).</param>
-    public ProgramEvents(Userfaultfd uffd, ArenaTable arenas, PageSealer sealer, Evictor evictor, AddressSpaceOps space, Action<int> onFork)
+    /// <param name="tracksWrites">The arenas are registered for write protection (see
+    /// <see cref="DiscardPage"/> for what that changes here).</param>
+    public ProgramEvents(Userfaultfd uffd, ArenaTable arenas, PageSealer sealer, Evictor evictor, AddressSpaceOps space,
+        bool tracksWrites, Action<int> onFork)
     {
+        _tracksWrites = tracksWrites;
         _uffd = uffd;
         _arenas = arenas;
         _sealer = sealer;
@@ -175,11 +180,23 @@ internal sealed unsafe class ProgramEvents : IDisposable
 
     /// <summary>
     /// madvise(MADV_DONTNEED or MADV_FREE): the program gives the contents up. Sealed
-    /// pages become zero pages and their ciphertext is freed. Resident pages stay on the
-    /// books as resident: the kernel zaps them only after this event is read (and
-    /// MADV_FREE may not zap them at all), and a later fault or eviction finds out which.
+    /// pages become zero pages and their ciphertext is freed. Returns whether the page
+    /// was resident and leaves the books (the caller then write-protects it).
     /// </summary>
-    private void DiscardPage(Arena arena, long index)
+    /// <remarks>
+    /// <para>A resident page is still mapped when this runs: the kernel zaps it only after
+    /// the event is read (MADV_DONTNEED), or not at all (MADV_FREE, until reclaim). Kept on
+    /// the books as resident, an eviction in that window took the given-up contents out
+    /// and sealed them, and the program then read them back instead of zeros (caught by
+    /// ReadAheadTests: a discarded block read old bytes).</para>
+    /// <para>So, where writes are tracked, it leaves the books as a zero page at once, and
+    /// its mapping is write-protected: after MADV_DONTNEED the next touch faults on a
+    /// missing page and gets zeros; after MADV_FREE a read may still see the old bytes
+    /// (which MADV_FREE allows), and a write, which must survive, is a write-protect
+    /// fault that puts the page back on the books (FaultService.ServeWriteProtectFault).
+    /// Without write tracking it stays on the books as resident, and the window remains.</para>
+    /// </remarks>
+    private bool DiscardPage(Arena arena, long index)
     {
         ref PageEntry entry = ref arena.Entries[index];
         switch (entry.State)
@@ -195,8 +212,13 @@ internal sealed unsafe class ProgramEvents : IDisposable
             case PageState.Resident:
                 // Its kept copy (if any) is not what it will read once the kernel zaps it.
                 _sealer.Forget(ref entry);
-                break;
+                if (!_tracksWrites)
+                    break;
+                _evictor.Forget(ref entry);
+                entry.State = PageState.Zero;
+                return true;
         }
+        return false;
     }
 
     private void ForEachPage(nint start, nint end, bool unmap)
@@ -212,11 +234,17 @@ internal sealed unsafe class ProgramEvents : IDisposable
             }
             long first = (cursor - arena.Address) / PageSize;
             long last = Math.Min(arena.PageCount, (end - arena.Address + PageSize - 1) / PageSize);
+            bool leftResident = false;
             for (long i = first; i < last; i++)
             {
                 if (unmap) Unmap(ref arena.Entries[i]);
-                else DiscardPage(arena, i);
+                else leftResident |= DiscardPage(arena, i);
             }
+            // Pages the kernel has not zapped yet (or, after MADV_FREE, may never zap):
+            // a write to them must reach the engine (see DiscardPage). Missing pages are
+            // not touched by this.
+            if (leftResident)
+                _space.Protect(arena.PageAddress(first), (nuint)((last - first) * PageSize));
             cursor = arena.Address + (nint)arena.Length;
         }
     }

@@ -69,9 +69,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         _highPages = options.Watermarks.HighPages(_budgetPages);
         _lowPages = options.Watermarks.LowPages(_budgetPages);
         ReadAheadLimit = _budgetPages == long.MaxValue ? int.MaxValue : options.Watermarks.ReadAheadLimit(_budgetPages);
-        // The policy sizes its probation for the read-ahead runs of anonymous arenas; a
-        // model map's first touch brings whole 2 MiB ranges only while the budget has room
-        // for them (see FaultService.SourceRangeBefore), which is when eviction is rare.
+        // The policy sizes its probation for the read-ahead runs of anonymous arenas, and
+        // grows it when a model map's whole 2 MiB ranges start arriving (ExpectRuns).
         _residentSet = options.Eviction.CreateSet(_budgetPages, this, options.ReadAheadMaxPages);
         _victims = new Victim[options.EvictBatchPages];
         _outcomes = new TakeOutcome[options.EvictBatchPages];
@@ -99,6 +98,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// <summary>Whether <paramref name="pages"/> more fit below the high watermark: no
     /// eviction is near.</summary>
     public bool HasRoomFor(long pages) => Unlimited || _residentPages + pages <= _highPages;
+
+    /// <summary>Runs of <paramref name="pages"/> pages arrive (a model map's 2 MiB ranges):
+    /// the policy keeps room for them (see ResidentSet.ExpectRuns).</summary>
+    public void ExpectRuns(int pages) => _residentSet.ExpectRuns(pages);
 
     /// <summary>A fault is being served: what it brings in stays until the next one.</summary>
     public void BeginFault() => _newestFaultFirstTicket = _lastTicket + 1;

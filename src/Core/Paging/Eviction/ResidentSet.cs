@@ -34,6 +34,13 @@ internal abstract class ResidentSet : IDisposable
     /// in): back at the most recently admitted end.</summary>
     public abstract void Keep(in ResidentQueue.Element element);
 
+    /// <summary>Faults now bring in runs of up to <paramref name="pages"/> pages at once (a
+    /// model map's 2 MiB ranges), more than the set was sized for: a policy that keeps
+    /// room for whole runs grows it, or a run evicts its own pages before they are used.</summary>
+    public virtual void ExpectRuns(int pages)
+    {
+    }
+
     /// <summary>Queued elements, stale ones included.</summary>
     public abstract long Count { get; }
 

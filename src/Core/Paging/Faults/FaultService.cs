@@ -373,7 +373,8 @@ internal sealed unsafe class FaultService : IDisposable
     /// The first write to a page installed write-protected: its sealed copy no longer
     /// holds its contents, so it is freed, and the page is made writable (which wakes the
     /// writer). The write lands after this; the page is sealed anew when evicted. A page
-    /// evicted while its writer waited is only woken: the writer faults it back in.
+    /// evicted while its writer waited is only woken: the writer faults it back in. A page
+    /// the program gave up with madvise but that is still mapped comes back on the books.
     /// </summary>
     private void ServeWriteProtectFault(nint address)
     {
@@ -381,9 +382,14 @@ internal sealed unsafe class FaultService : IDisposable
         Arena? arena = _arenas.Find(address);
         if (arena != null)
         {
-            ref PageEntry entry = ref arena.Entries[(address - arena.Address) / PageSize];
+            long index = (address - arena.Address) / PageSize;
+            ref PageEntry entry = ref arena.Entries[index];
             if (entry.State == PageState.Resident)
                 _sealer.Forget(ref entry);
+            else if (entry.State == PageState.Zero)
+                // Given up with madvise and left mapped (MADV_FREE), now written: the write
+                // makes it the program's data again (see ProgramEvents.DiscardPage).
+                _evictor.Admit(arena, index, 1);
         }
         for (int attempt = 0; attempt < 1000; attempt++)
         {
@@ -419,6 +425,7 @@ internal sealed unsafe class FaultService : IDisposable
         int before = 0;
         while (index - before - 1 >= rangeStart && IsAbsentModelPage(arena.Entries[index - before - 1].State))
             before++;
+        _evictor.ExpectRuns(RangePages);
         if (_decryptAheadPages > 0)
         {
             // The ranges after this one are next: decrypt them while the program works.
@@ -502,10 +509,17 @@ internal sealed unsafe class FaultService : IDisposable
         while (true)
         {
             int rc = _space.ZeroPage(address, PageSize);
-            if (rc == 0 || rc == Libc.EEXIST)
+            if (rc == 0)
             {
-                if (rc == Libc.EEXIST) _space.Wake(address, PageSize);
                 _evictor.Admit(arena, index, 1);
+                return true;
+            }
+            if (rc == Libc.EEXIST)
+            {
+                // Mapped already: as in TryInject, a page given up but not zapped yet stays off the books.
+                _space.Wake(address, PageSize);
+                if (arena.Entries[index].State != PageState.Zero || !_tracksWrites)
+                    _evictor.Admit(arena, index, 1);
                 return true;
             }
             if (rc != Libc.EAGAIN)
@@ -547,9 +561,13 @@ internal sealed unsafe class FaultService : IDisposable
                         return done > 0; // the faulting page is in; the rest waits for a fault of its own
                     break;
                 case Libc.EEXIST:
-                    // Already mapped, which only a page we had written off can be: count it back in.
+                    // Already mapped, which only a page we had written off can be: count it
+                    // back in. Except one the program gave up (madvise) that the kernel has
+                    // not zapped yet: on the books it would be evicted, and sealed, with the
+                    // contents given up (see ProgramEvents.DiscardPage).
                     _space.Wake(destination, PageSize);
-                    _evictor.Admit(arena, index + done, 1);
+                    if (arena.Entries[index + done].State != PageState.Zero || !_tracksWrites)
+                        _evictor.Admit(arena, index + done, 1);
                     done++;
                     break;
                 default:
