@@ -206,23 +206,11 @@ internal static unsafe class GgufShuttle
     /// <summary>The same figures as the table, one object per row (null where not measured), with date and machine.</summary>
     private static void WriteJson(FileInfo json, FileInfo model, string machine, string date, long[] steps, string[] ciphers, List<Row> rows, bool verified)
     {
-        Directory.CreateDirectory(json.DirectoryName ?? ".");
-        using var stream = File.Create(json.FullName);
-        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-        w.WriteStartObject();
-        w.WriteString("benchmark", "gguf-shuttle");
-        w.WriteString("date", date);
-        w.WriteString("machine", machine);
-        w.WriteString("command", $"{MachineInfo.TasksetPrefix()}tibet-bench gguf-shuttle --model {model.Name}");
+        using var stream = BenchJson.Create(json);
+        using var w = BenchJson.Begin(stream, "gguf-shuttle", date, machine,
+            $"{MachineInfo.TasksetPrefix()}tibet-bench gguf-shuttle --model {model.Name}", PageSize, steps, ciphers);
         w.WriteString("model", model.Name);
         w.WriteNumber("modelBytes", model.Length);
-        w.WriteNumber("pageSize", PageSize);
-        w.WriteStartArray("sizes");
-        foreach (long bytes in steps) w.WriteNumberValue(bytes);
-        w.WriteEndArray();
-        w.WriteStartArray("ciphers");
-        foreach (string cipher in ciphers) w.WriteStringValue(cipher);
-        w.WriteEndArray();
         w.WriteStartObject("targets");
         w.WriteNumber("megabytesPerSecond", TargetMegabytesPerSecond);
         w.WriteNumber("faultP50Microseconds", TargetP50);

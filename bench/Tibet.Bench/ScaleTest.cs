@@ -404,22 +404,10 @@ internal static class ScaleTest
 
     private static void WriteJson(FileInfo json, Setup setup, string date, int[] sizes, List<Row> rows, List<SummaryRow> summary, int mismatches)
     {
-        Directory.CreateDirectory(json.DirectoryName ?? ".");
-        using var stream = File.Create(json.FullName);
-        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-        w.WriteStartObject();
-        w.WriteString("benchmark", "scaletest");
-        w.WriteString("date", date);
-        w.WriteString("machine", setup.Machine);
-        w.WriteString("command", setup.Command);
+        using var stream = BenchJson.Create(json);
+        using var w = BenchJson.Begin(stream, "scaletest", date, setup.Machine, setup.Command, PageSize,
+            sizes.Select(size => (long)size), setup.Ciphers);
         w.WriteNumber("repeat", setup.Repeat);
-        w.WriteNumber("pageSize", PageSize);
-        w.WriteStartArray("sizes");
-        foreach (int size in sizes) w.WriteNumberValue(size);
-        w.WriteEndArray();
-        w.WriteStartArray("ciphers");
-        foreach (string cipher in setup.Ciphers) w.WriteStringValue(cipher);
-        w.WriteEndArray();
         w.WriteStartObject("engine");
         w.WriteNumber("readAheadMaxPages", setup.Defaults.ReadAheadMaxPages);
         w.WriteNumber("spinMicroseconds", setup.Defaults.SpinMicroseconds);

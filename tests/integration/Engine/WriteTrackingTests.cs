@@ -22,17 +22,24 @@ public unsafe class WriteTrackingTests
         return new ReadOnlySpan<byte>((void*)slot, length).ToArray();
     }
 
+    /// <summary>An arena of <paramref name="pages"/> random pages, written and then all sealed.</summary>
+    private static Arena SealedRandomArena(PageEngine engine, int pages, int seed, out byte[] data)
+    {
+        Engines.RequireEviction(engine);
+        var arena = engine.CreateArena(pages * (long)PageSize, "tracked");
+        data = new byte[pages * PageSize];
+        new Random(seed).NextBytes(data);
+        ArenaMemory.Write(arena.Address, data);
+        arena.Evict();
+        return arena;
+    }
+
     [Fact]
     public void A_page_read_back_and_evicted_unwritten_keeps_its_ciphertext_and_a_written_one_is_sealed_anew()
     {
         const int pages = 256;
         using var engine = Engines.Create(new EngineOptions { ResidentBudgetBytes = 512 * PageSize });
-        Engines.RequireEviction(engine);
-        using var arena = engine.CreateArena(pages * (long)PageSize, "clean");
-        var data = new byte[pages * PageSize];
-        new Random(20261206).NextBytes(data);
-        ArenaMemory.Write(arena.Address, data);
-        arena.Evict();
+        using var arena = SealedRandomArena(engine, pages, 20261206, out byte[] data);
         var first = new byte[pages][];
         for (int p = 0; p < pages; p++)
             first[p] = Sealed(engine, arena, p);
@@ -73,12 +80,7 @@ public unsafe class WriteTrackingTests
     {
         const int pages = 64;
         using var engine = Engines.Create(new EngineOptions { ResidentBudgetBytes = 512 * PageSize, TrackWrites = false });
-        Engines.RequireEviction(engine);
-        using var arena = engine.CreateArena(pages * (long)PageSize, "untracked");
-        var data = new byte[pages * PageSize];
-        new Random(7).NextBytes(data);
-        ArenaMemory.Write(arena.Address, data);
-        arena.Evict();
+        using var arena = SealedRandomArena(engine, pages, 7, out _);
         byte[] first = Sealed(engine, arena, 3);
         ArenaMemory.Read(arena.Address, new byte[pages * PageSize]);
         arena.Evict();
