@@ -181,7 +181,8 @@ internal sealed unsafe class ProgramEvents : IDisposable
     /// <summary>
     /// madvise(MADV_DONTNEED or MADV_FREE): the program gives the contents up. Sealed
     /// pages become zero pages and their ciphertext is freed. Returns whether the page
-    /// was resident and leaves the books (the caller then write-protects it).
+    /// was resident and left the books (<paramref name="offTheBooks"/>: its range is
+    /// write-protected, see ForEachPage).
     /// </summary>
     /// <remarks>
     /// <para>A resident page is still mapped when this runs: the kernel zaps it only after
@@ -194,9 +195,10 @@ internal sealed unsafe class ProgramEvents : IDisposable
     /// missing page and gets zeros; after MADV_FREE a read may still see the old bytes
     /// (which MADV_FREE allows), and a write, which must survive, is a write-protect
     /// fault that puts the page back on the books (FaultService.ServeWriteProtectFault).
-    /// Without write tracking it stays on the books as resident, and the window remains.</para>
+    /// Without write tracking, or when the protection cannot be set in time, it stays on
+    /// the books as resident, and the window remains.</para>
     /// </remarks>
-    private bool DiscardPage(Arena arena, long index)
+    private bool DiscardPage(Arena arena, long index, bool offTheBooks)
     {
         ref PageEntry entry = ref arena.Entries[index];
         switch (entry.State)
@@ -212,13 +214,34 @@ internal sealed unsafe class ProgramEvents : IDisposable
             case PageState.Resident:
                 // Its kept copy (if any) is not what it will read once the kernel zaps it.
                 _sealer.Forget(ref entry);
-                if (!_tracksWrites)
+                if (!offTheBooks)
                     break;
                 _evictor.Forget(ref entry);
                 entry.State = PageState.Zero;
                 return true;
         }
         return false;
+    }
+
+    /// <summary>
+    /// Write-protects the present pages of a range the program just gave up (missing ones
+    /// are left as they are). The kernel answers EAGAIN until the thread that called
+    /// madvise, woken by our reading of the event, has run again; that takes a scheduler
+    /// round on this VM, so the handler yields its CPU meanwhile, for at most 2 ms. False
+    /// if it could not: the pages then stay on the books as resident (see DiscardPage).
+    /// </summary>
+    private bool TryProtect(nint address, nuint length)
+    {
+        long deadline = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 500;
+        while (true)
+        {
+            int rc = _space.Protect(address, length);
+            if (rc == 0)
+                return true;
+            if (rc != Interop.Libc.EAGAIN || System.Diagnostics.Stopwatch.GetTimestamp() > deadline)
+                return false;
+            Thread.Yield();
+        }
     }
 
     private void ForEachPage(nint start, nint end, bool unmap)
@@ -234,17 +257,14 @@ internal sealed unsafe class ProgramEvents : IDisposable
             }
             long first = (cursor - arena.Address) / PageSize;
             long last = Math.Min(arena.PageCount, (end - arena.Address + PageSize - 1) / PageSize);
-            bool leftResident = false;
+            // Pages the kernel has not zapped yet (or, after MADV_FREE, may never zap) may
+            // leave the books only once a write to them reaches the engine (see DiscardPage).
+            bool offTheBooks = !unmap && _tracksWrites && TryProtect(arena.PageAddress(first), (nuint)((last - first) * PageSize));
             for (long i = first; i < last; i++)
             {
                 if (unmap) Unmap(ref arena.Entries[i]);
-                else leftResident |= DiscardPage(arena, i);
+                else DiscardPage(arena, i, offTheBooks);
             }
-            // Pages the kernel has not zapped yet (or, after MADV_FREE, may never zap):
-            // a write to them must reach the engine (see DiscardPage). Missing pages are
-            // not touched by this.
-            if (leftResident)
-                _space.Protect(arena.PageAddress(first), (nuint)((last - first) * PageSize));
             cursor = arena.Address + (nint)arena.Length;
         }
     }

@@ -379,6 +379,7 @@ internal sealed unsafe class FaultService : IDisposable
     private void ServeWriteProtectFault(nint address)
     {
         _writeFaults++;
+        bool readmitted = false;
         Arena? arena = _arenas.Find(address);
         if (arena != null)
         {
@@ -387,15 +388,23 @@ internal sealed unsafe class FaultService : IDisposable
             if (entry.State == PageState.Resident)
                 _sealer.Forget(ref entry);
             else if (entry.State == PageState.Zero)
+            {
                 // Given up with madvise and left mapped (MADV_FREE), now written: the write
                 // makes it the program's data again (see ProgramEvents.DiscardPage).
                 _evictor.Admit(arena, index, 1);
+                readmitted = true;
+            }
         }
         for (int attempt = 0; attempt < 1000; attempt++)
         {
             int rc = _space.Unprotect(address, PageSize);
             if (rc == 0)
+            {
+                // A page back on the books may have taken the budget's last room.
+                if (readmitted)
+                    _evictor.EvictAfterFault();
                 return;
+            }
             if (rc != Libc.EAGAIN)
                 break; // gone meanwhile (unmapped): the wake lets the writer find out
             _events.Drain(); // the program's own event (fork, madvise, mremap) is read first
