@@ -46,8 +46,8 @@ public class EventTests
     /// writes must survive. The engine takes freed resident pages off its books at once
     /// (so that no eviction seals contents the program gave up) and write-protects them:
     /// the new write must survive an eviction and read back exact, whether it reached the
-    /// engine as a write-protect fault or landed before the protection was set. Pages freed and not written read as zeros or their old
-    /// bytes, both of which MADV_FREE allows.
+    /// engine as a write-protect fault or landed before the protection was set. Pages
+    /// freed and not written read as zeros or their old bytes, both of which MADV_FREE allows.
     /// </summary>
     [Fact]
     public void Pages_written_after_madv_free_survive_eviction()

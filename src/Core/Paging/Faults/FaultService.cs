@@ -525,10 +525,7 @@ internal sealed unsafe class FaultService : IDisposable
             }
             if (rc == Libc.EEXIST)
             {
-                // Mapped already: as in TryInject, a page given up but not zapped yet stays off the books.
-                _space.Wake(address, PageSize);
-                if (arena.Entries[index].State != PageState.Zero || !_tracksWrites)
-                    _evictor.Admit(arena, index, 1);
+                AdmitFoundMapped(arena, index, address);
                 return true;
             }
             if (rc != Libc.EAGAIN)
@@ -570,13 +567,7 @@ internal sealed unsafe class FaultService : IDisposable
                         return done > 0; // the faulting page is in; the rest waits for a fault of its own
                     break;
                 case Libc.EEXIST:
-                    // Already mapped, which only a page we had written off can be: count it
-                    // back in. Except one the program gave up (madvise) that the kernel has
-                    // not zapped yet: on the books it would be evicted, and sealed, with the
-                    // contents given up (see ProgramEvents.DiscardPage).
-                    _space.Wake(destination, PageSize);
-                    if (arena.Entries[index + done].State != PageState.Zero || !_tracksWrites)
-                        _evictor.Admit(arena, index + done, 1);
+                    AdmitFoundMapped(arena, index + done, destination);
                     done++;
                     break;
                 default:
@@ -584,6 +575,19 @@ internal sealed unsafe class FaultService : IDisposable
             }
         }
         return true;
+    }
+
+    /// <summary>
+    /// An install found the page mapped already, which only a page we had written off can
+    /// be: its waiters are woken and it is counted back in. Except one the program gave up
+    /// (madvise) that the kernel has not zapped yet: on the books it would be evicted, and
+    /// sealed, with the contents given up (see ProgramEvents.DiscardPage).
+    /// </summary>
+    private void AdmitFoundMapped(Arena arena, long index, nint address)
+    {
+        _space.Wake(address, PageSize);
+        if (arena.Entries[index].State != PageState.Zero || !_tracksWrites)
+            _evictor.Admit(arena, index, 1);
     }
 
     private bool AbandonInjection(nint address, int errno)
