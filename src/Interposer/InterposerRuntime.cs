@@ -11,7 +11,7 @@ namespace Tibet.Interposer;
 /// <summary>
 /// Start-up, shutdown and error reporting of the interposer inside a host program.
 /// </summary>
-internal static class InterposerRuntime
+internal static unsafe class InterposerRuntime
 {
     private static InterposerConfig _config = new();
     private static int _failuresReported;
@@ -91,6 +91,11 @@ internal static class InterposerRuntime
                 // Through the shim's report descriptor, like every other line of tibet's.
                 OnHandlerFailure = Shim.WriteError,
             });
+            // Forked children start an agent (native/agent.c) that connects to the engine,
+            // which then evicts what they read of their inherited arenas.
+            if (engine.ChildAgentAddress is { } agentAddress)
+                fixed (byte* name = agentAddress)
+                    Shim.EnableChildAgents(name, agentAddress.Length);
             SealedFiles = new SealedFiles(identity, _config);
             Redirector = new Redirector(engine, _config, SealedFiles, StartHugePages());
             if (_config.Verbosity > 0)

@@ -79,6 +79,10 @@ public readonly record struct EngineStats
     /// <summary>Most forked children served at once.</summary>
     public int PeakForkedChildren { get; init; }
 
+    /// <summary>Pages forked children's agents took out of the children's memory (see
+    /// Paging.Children.ChildService): they were clean, so nothing was encrypted.</summary>
+    public long ChildEvictions { get; init; }
+
     public string ToJson()
     {
         using var stream = new MemoryStream();
@@ -133,5 +137,6 @@ public readonly record struct EngineStats
         w.WriteBoolean("handlerFailed", HandlerFailed);
         w.WriteNumber("forkedChildren", ForkedChildren);
         w.WriteNumber("peakForkedChildren", PeakForkedChildren);
+        w.WriteNumber("childEvictions", ChildEvictions);
     }
 }

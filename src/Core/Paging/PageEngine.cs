@@ -66,6 +66,12 @@ public sealed unsafe partial class PageEngine : IDisposable
     private volatile bool _stopping;
     private bool _disposed;
     private readonly bool _tracksWrites;
+    private readonly ChildAgents? _childAgents;
+
+    /// <summary>The abstract socket name (with its leading zero byte) forked children's
+    /// agents connect to, for the interposer's agent (native/agent.c); null when children's
+    /// pages are not evicted.</summary>
+    public byte[]? ChildAgentAddress => _childAgents?.Address.ToArray();
     private long _handlerAllocatedBytes;
 
     private PageEngine(EngineOptions options)
@@ -108,7 +114,12 @@ public sealed unsafe partial class PageEngine : IDisposable
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor));
         _collapser = new RangeCollapser(_space, _evictor, options.CollapseResidentRanges && _takeOut != null);
         _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites);
-        _children = new ChildService(_arenas, _sealer, _faults, _reporter, _events);
+        // Forked children's agents connect here (see ChildAgents); without a budget or
+        // write tracking a child's pages are never evicted, so none is needed.
+        if (options.ServeForkedChildren && _tracksWrites && options.ResidentBudgetBytes != EngineOptions.Unlimited)
+            _childAgents = ChildAgents.TryListen(out _);
+        _children = new ChildService(_arenas, _sealer, _faults, _reporter, _events, _childAgents,
+            options.ResidentBudgetBytes == EngineOptions.Unlimited ? long.MaxValue : Math.Max(1, options.ResidentBudgetBytes / Userfaultfd.PageSize), _tracksWrites);
         WarmUp();
         _reporter.Start();
         _handler = new Thread(HandlerLoop) { IsBackground = true, Name = "tibet-uffd" };
@@ -269,6 +280,7 @@ public sealed unsafe partial class PageEngine : IDisposable
                 HandlerFailed = _reporter.Failure != null,
                 ForkedChildren = _children.Count,
                 PeakForkedChildren = _children.Peak,
+                ChildEvictions = _children.Evictions,
                 CollapsedRanges = _collapser.Collapsed,
                 CollapseFailures = _collapser.Failed,
             };
@@ -291,6 +303,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         lock (_gate)
         {
             _children.Dispose();
+            _childAgents?.Dispose();
             foreach (var arena in _arenas.Slots)
                 if (arena != null) ReleaseArenaLocked(arena);
             _disposed = true;
@@ -512,6 +525,6 @@ public sealed unsafe partial class PageEngine : IDisposable
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
         Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(Userfaultfd), typeof(PageEntry), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
-            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(FillWorker), typeof(ChildService), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
+            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(FillWorker), typeof(ChildService), typeof(ChildAgents), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

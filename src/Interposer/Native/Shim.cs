@@ -33,6 +33,13 @@ internal static unsafe partial class Shim
     [LibraryImport(Library, EntryPoint = "tibet_shim_child_plaintext")]
     public static partial void ChildPlaintext(ulong* count, ulong* bytes, ulong* refused);
 
+    /// <summary>Forked children of this process start an agent after fork (native/agent.c)
+    /// that connects to the engine's abstract socket <paramref name="name"/> (its
+    /// <paramref name="length"/> bytes, the leading zero included) and takes the child's
+    /// pages out when the engine asks.</summary>
+    [LibraryImport(Library, EntryPoint = "tibet_agent_enable")]
+    public static partial void EnableChildAgents(byte* name, int length);
+
     /// <summary>Writes <paramref name="length"/> bytes (whole lines) where tibet reports: a
     /// close-on-exec duplicate, above the descriptors programs use, of the stderr the program
     /// started with, so that lines still arrive after a daemon points fd 2 at /dev/null. Falls

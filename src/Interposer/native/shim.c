@@ -56,6 +56,7 @@ extern ssize_t tibet_managed_read(int fd, void *buffer, size_t count, off_t offs
 extern int tibet_managed_unmap(void *addr, size_t length); /* 0 or an errno */
 extern void *tibet_managed_mremap(void *old, size_t old_size, size_t new_size, int flags, int *error);
 extern void tibet_managed_forked(int pid);
+extern void tibet_agent_start_in_child(void);
 extern void tibet_managed_exit(void);
 extern void tibet_managed_hand_over(void);
 
@@ -1435,6 +1436,8 @@ EXPORT pid_t fork(void)
     if (pid == 0) {
         forks_under_way = 0; /* the child's own counts: no fork of its own is under way */
         tibet_streams_busy = 0;
+        if (shim_ready)
+            tibet_agent_start_in_child(); /* native/agent.c: takes pages out when the engine asks */
     } else {
         __atomic_sub_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
     }

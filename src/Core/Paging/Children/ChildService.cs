@@ -14,8 +14,18 @@ namespace Tibet.Core.Paging.Children;
 /// The engine's child service: forked children get the arenas as they were at fork time,
 /// served from here through the userfaultfd each fork event brings.
 /// </summary>
-/// <remarks>Called under the engine lock. Serving a child's fault is allocation-free; the
-/// fork event itself allocates (a snapshot of the page tables is needed there anyway).</remarks>
+/// <remarks>
+/// <para>Called under the engine lock. Serving a child's fault is allocation-free; the
+/// fork event itself allocates (a snapshot of the page tables is needed there anyway).</para>
+/// <para>Eviction in children: a page a child reads from a sealed copy is installed
+/// write-protected, and stays clean until the child writes it. When a child holds more
+/// clean pages than the budget, the oldest are taken out by the child's agent (a thread
+/// the child starts after fork, see <see cref="ChildAgents"/>), and go back to sealed: the
+/// copy in the store (the parent's, pinned while children live) is still their contents,
+/// so nothing is encrypted. Pages the child wrote stay resident; so do pages it shares
+/// with its parent copy-on-write, and every page of a child without an agent (a grandchild,
+/// or when the agent could not start).</para>
+/// </remarks>
 internal sealed unsafe class ChildService : IDisposable
 {
     private const long SYS_pidfd_open = 434;
@@ -31,15 +41,32 @@ internal sealed unsafe class ChildService : IDisposable
     private readonly FaultService _faults;
     private readonly FailureReporter _reporter;
     private readonly ProgramEvents _events;
+    private readonly ChildAgents? _agents;
+    private readonly long _budgetPages;
+    private readonly bool _tracksWrites;
+    private long _evictions;
 
-    public ChildService(ArenaTable arenas, PageSealer sealer, FaultService faults, FailureReporter reporter, ProgramEvents events)
+    /// <param name="agents">Where children's agents connect; null: children's pages are
+    /// never evicted.</param>
+    /// <param name="budgetPages">Clean pages a child may hold before its agent takes the
+    /// oldest out (the engine's budget: each child gets its own).</param>
+    /// <param name="tracksWrites">The arenas are registered for write protection, so a
+    /// child's clean pages can be told from written ones.</param>
+    public ChildService(ArenaTable arenas, PageSealer sealer, FaultService faults, FailureReporter reporter, ProgramEvents events,
+        ChildAgents? agents, long budgetPages, bool tracksWrites)
     {
         _arenas = arenas;
         _sealer = sealer;
         _faults = faults;
         _reporter = reporter;
         _events = events;
+        _tracksWrites = tracksWrites;
+        _agents = tracksWrites ? agents : null;
+        _budgetPages = budgetPages;
     }
+
+    /// <summary>Pages children's agents took out (children's evictions).</summary>
+    public long Evictions => _evictions;
 
     /// <summary>Children served now.</summary>
     public int Count => _children.Count;
@@ -80,13 +107,72 @@ internal sealed unsafe class ChildService : IDisposable
         }
     }
 
-    private sealed class ForkedChild(Userfaultfd uffd, ChildRegion[] regions)
+    private sealed class ForkedChild(Userfaultfd uffd, ChildRegion[] regions, int cleanRingLength)
     {
         public readonly Userfaultfd Uffd = uffd;
         public readonly AddressSpaceOps Space = new UffdAddressSpace(uffd);
         public readonly ChildRegion[] Regions = regions; // sorted by address
         public int Pid;
         public int PidFd = -1;
+
+        // The agent's connection (-1: none), and the eviction books. Clean: addresses of
+        // pages installed clean, oldest first (a ring; an address may be stale or twice).
+        // CleanResident counts the pages marked InstalledClean.
+        public int AgentFd = -1;
+        // Native memory, not the GC heap: the fork event that creates it runs on the handler,
+        // whose allocations are bounded (a budget's worth of addresses would not fit that bound).
+        public readonly nint* Clean = cleanRingLength > 0 ? (nint*)KernelMemory.Map((nuint)(cleanRingLength * sizeof(nint))) : null;
+        private readonly int _cleanLength = cleanRingLength;
+        public int CleanHead, CleanCount;
+        // The parent handed this child every page before it ended (see HandOver): nothing
+        // may be taken out of it any more, since nothing could serve it back.
+        public bool HandedOver;
+        public long CleanResident;
+        // The take-out in flight: its first page and length (0: none), and the pages served
+        // again meanwhile, whose answer is ignored (bit i: page i).
+        public nint TakeOutStart;
+        public int TakeOutPages;
+        public ulong TakeOutIgnored;
+        // Write-protect faults on pages of the take-out in flight, held until it is answered.
+        public ChildFault[] Held = new ChildFault[16];
+        public int HeldCount;
+
+        public void Hold(in ChildFault fault)
+        {
+            if (HeldCount == Held.Length)
+                Array.Resize(ref Held, Held.Length * 2); // rare: more writers than slots; never dropped
+            Held[HeldCount++] = fault;
+        }
+
+        public bool InTakeOut(nint address) =>
+            TakeOutPages > 0 && address >= TakeOutStart && address < TakeOutStart + (nint)TakeOutPages * PageSize;
+
+        /// <summary>Whether the child's pages can be taken out: it has an agent's books and
+        /// was not handed its pages for good.</summary>
+        public bool Evictable => Clean != null && !HandedOver;
+
+        public void PushClean(nint address)
+        {
+            if (CleanCount == _cleanLength)
+            {
+                // Full: the oldest stays resident, unevicted (the ring is sized to the budget).
+                CleanHead = (CleanHead + 1) % _cleanLength;
+                CleanCount--;
+            }
+            Clean[(CleanHead + CleanCount++) % _cleanLength] = address;
+        }
+
+        public bool TryPeekClean(out nint address)
+        {
+            address = CleanCount > 0 ? Clean[CleanHead] : 0;
+            return CleanCount > 0;
+        }
+
+        public void PopClean()
+        {
+            CleanHead = (CleanHead + 1) % _cleanLength;
+            CleanCount--;
+        }
 
         // Faults read but not served yet, in order. Serving a fault can read more
         // messages (UFFDIO_COPY answers EAGAIN until the child's pending event is read),
@@ -141,7 +227,16 @@ internal sealed unsafe class ChildService : IDisposable
             foreach (var region in Regions) region.Release();
             Uffd.Dispose();
             if (PidFd >= 0) Libc.close(PidFd);
+            CloseAgent();
+            if (Clean != null) KernelMemory.Unmap((nint)Clean, (nuint)(_cleanLength * sizeof(nint)));
             store.Unpin();
+        }
+
+        public void CloseAgent()
+        {
+            if (AgentFd >= 0) Libc.close(AgentFd);
+            AgentFd = -1;
+            TakeOutPages = 0;
         }
     }
 
@@ -154,6 +249,8 @@ internal sealed unsafe class ChildService : IDisposable
             if (child.Pid != 0) continue;
             child.Pid = pid;
             child.PidFd = (int)Libc.syscall(SYS_pidfd_open, pid, 0, 0);
+            if (_agents != null && child.Evictable)
+                child.AgentFd = _agents.TakeFor(pid);
             if (child.PidFd < 0)
             {
                 // Already gone (and reaped): nothing left to serve.
@@ -173,12 +270,23 @@ internal sealed unsafe class ChildService : IDisposable
         {
             if (child.PidFd >= 0 && ChildExited(child.PidFd))
                 continue;
+            // No take-out may move a page after this: the one in flight is answered (or
+            // given 2 s), and the agent is let go. A clean page that may have been moved
+            // out is installed again below (EEXIST where it is still there).
+            if (child.AgentFd >= 0 && child.TakeOutPages > 0)
+                TryCollectTakeOut(child, ref _evictions, waitMilliseconds: 2000);
+            child.CloseAgent();
+            child.HandedOver = true;
+            if (child.Pid != 0 && _agents?.TakeFor(child.Pid) is int pending and >= 0)
+                Libc.close(pending); // an agent that had not been matched yet
             long before = pages;
             foreach (ChildRegion region in child.Regions)
                 for (long index = 0; index < region.PageCount; index++)
                 {
-                    PageState state = region.Entries[index].State;
-                    if (state != PageState.Sealed && !(state == PageState.Untouched && region.Source != null))
+                    ref PageEntry entry = ref region.Entries[index];
+                    PageState state = entry.State;
+                    bool takenOut = state == PageState.Resident && entry.ResidentTicket == InstalledClean && entry.SealedLength != 0;
+                    if (state != PageState.Sealed && !(state == PageState.Untouched && region.Source != null) && !takenOut)
                         continue;
                     ServeChildFault(child, new ChildFault(region.Address + (nint)(index * PageSize), ThreadId: 0, WriteProtect: false));
                     pages++;
@@ -192,11 +300,17 @@ internal sealed unsafe class ChildService : IDisposable
         return (children, pages);
     }
 
-    /// <summary>The parent forked: the child's arenas are served as they are now.</summary>
-    public void AdoptFromParent(int descriptor) => AdoptChild(descriptor, SnapshotArenas());
+    /// <summary>The parent forked: the child's arenas are served as they are now. Its agent
+    /// (if it starts) takes its oldest clean pages out above the budget.</summary>
+    public void AdoptFromParent(int descriptor) => AdoptChild(descriptor, SnapshotArenas(), CleanRingLength);
 
     /// <summary>A fork after a handler failure: the child is only answered with SIGBUS.</summary>
-    public void AdoptUnserved(int descriptor) => AdoptChild(descriptor, []);
+    public void AdoptUnserved(int descriptor) => AdoptChild(descriptor, [], 0);
+
+    /// <summary>Room for the eviction candidates of a child with an agent: the budget, up to
+    /// 64Ki pages (a child installing more clean pages than that between two take-outs
+    /// keeps the oldest resident).</summary>
+    private int CleanRingLength => _agents == null || _budgetPages == long.MaxValue ? 0 : (int)Math.Min(_budgetPages, 65536) + 1024;
 
     private ChildRegion[] SnapshotArenas()
     {
@@ -209,10 +323,10 @@ internal sealed unsafe class ChildService : IDisposable
         return regions;
     }
 
-    private void AdoptChild(int descriptor, ChildRegion[] regions)
+    private void AdoptChild(int descriptor, ChildRegion[] regions, int cleanRingLength)
     {
         _sealer.Store.Pin();
-        AddChild(new ForkedChild(Userfaultfd.Adopt(descriptor), regions));
+        AddChild(new ForkedChild(Userfaultfd.Adopt(descriptor), regions, cleanRingLength));
     }
 
     private void AddChild(ForkedChild child)
@@ -221,8 +335,9 @@ internal sealed unsafe class ChildService : IDisposable
         _peakChildren = Math.Max(_peakChildren, _children.Count);
     }
 
-    /// <summary>Poll entries the children need: a userfaultfd and a pidfd each.</summary>
-    public int PollEntries => 2 * _children.Count;
+    /// <summary>Poll entries the children need: a userfaultfd, a pidfd and an agent each,
+    /// and the agents' listening socket.</summary>
+    public int PollEntries => 3 * _children.Count + 1;
 
     /// <summary>Appends each child's userfaultfd and pidfd to <paramref name="fds"/> from
     /// <paramref name="n"/> on (room for <see cref="PollEntries"/>); returns the new count.</summary>
@@ -233,7 +348,11 @@ internal sealed unsafe class ChildService : IDisposable
             fds[n++] = new Libc.PollFd { Fd = child.Uffd.Descriptor, Events = Libc.POLLIN };
             if (child.PidFd >= 0)
                 fds[n++] = new Libc.PollFd { Fd = child.PidFd, Events = Libc.POLLIN };
+            if (child.AgentFd >= 0 && child.TakeOutPages > 0)
+                fds[n++] = new Libc.PollFd { Fd = child.AgentFd, Events = Libc.POLLIN };
         }
+        if (_agents != null && _children.Count > 0)
+            fds[n++] = new Libc.PollFd { Fd = _agents.Listener, Events = Libc.POLLIN };
         return n;
     }
 
@@ -241,6 +360,8 @@ internal sealed unsafe class ChildService : IDisposable
     public bool Pump(ref StrandedFault inFlight)
     {
         bool worked = false;
+        if (_agents != null)
+            MatchAgents();
         for (int i = _children.Count - 1; i >= 0; i--)
         {
             ForkedChild child = _children[i];
@@ -253,6 +374,8 @@ internal sealed unsafe class ChildService : IDisposable
                 ServeChildFault(child, in fault);
                 inFlight = default;
             }
+            if (child.AgentFd >= 0)
+                worked |= ServeAgent(child, ref inFlight);
             if (child.PidFd >= 0 && ChildExited(child.PidFd))
             {
                 child.Dispose(_sealer.Store);
@@ -261,6 +384,158 @@ internal sealed unsafe class ChildService : IDisposable
             }
         }
         return worked;
+    }
+
+    /// <summary>Accepts agents' connections and gives each to its child. Only while some
+    /// child has none yet: otherwise the listener is not even asked.</summary>
+    private void MatchAgents()
+    {
+        bool waiting = false;
+        foreach (ForkedChild child in _children)
+            waiting |= child.AgentFd < 0 && child.Evictable;
+        if (!waiting)
+            return;
+        _agents!.Accept();
+        if (!_agents.HasPending)
+            return;
+        foreach (ForkedChild child in _children)
+            if (child.Pid != 0 && child.AgentFd < 0 && child.Evictable)
+                child.AgentFd = _agents.TakeFor(child.Pid);
+    }
+
+    /// <summary>The child's agent: collects the answer to the take-out in flight (then
+    /// serves the write faults held for it), and starts the next take-out while the child
+    /// holds more clean pages than the budget.</summary>
+    private bool ServeAgent(ForkedChild child, ref StrandedFault inFlight)
+    {
+        bool worked = false;
+        if (child.TakeOutPages > 0)
+        {
+            if (!TryCollectTakeOut(child, ref _evictions))
+                return false;
+            worked = true;
+            for (int h = 0; h < child.HeldCount; h++)
+            {
+                inFlight = new StrandedFault(child.Space, (ulong)child.Held[h].Address, child.Held[h].ThreadId, child.Pid);
+                ServeChildFault(child, in child.Held[h]);
+                inFlight = default;
+            }
+            child.HeldCount = 0;
+        }
+        if (child.AgentFd >= 0 && child.Evictable && child.CleanResident > _budgetPages)
+            worked |= StartTakeOut(child);
+        return worked;
+    }
+
+    /// <summary>Asks the agent to take out the oldest run of clean pages (up to 64).</summary>
+    private bool StartTakeOut(ForkedChild child)
+    {
+        nint start = 0;
+        int pages = 0;
+        while (pages < AgentMaxPages && child.TryPeekClean(out nint address))
+        {
+            bool candidate = IsInstalledClean(child, address);
+            if (pages > 0 && (address != start + (nint)pages * PageSize || !candidate))
+                break; // the run ends; this one waits for the next take-out
+            child.PopClean();
+            if (!candidate)
+                continue; // stale: written, discarded or already taken out
+            if (pages == 0)
+                start = address;
+            pages++;
+        }
+        if (pages == 0)
+            return false;
+        AgentRequest request = new() { Start = (ulong)start, Pages = (uint)pages };
+        if (Libc.send(child.AgentFd, &request, (nuint)sizeof(AgentRequest), Libc.MSG_NOSIGNAL) != sizeof(AgentRequest))
+        {
+            child.CloseAgent(); // gone: the child's pages stay resident, as without an agent
+            return false;
+        }
+        child.TakeOutStart = start;
+        child.TakeOutPages = pages;
+        child.TakeOutIgnored = 0;
+        return true;
+    }
+
+    /// <summary>
+    /// Reads the agent's answer to the take-out in flight, waiting up to
+    /// <paramref name="waitMilliseconds"/> for it: the pages it moved out go back to sealed.
+    /// False while the answer has not come. An agent gone before it answered leaves the
+    /// pages as they are: one it took out is served again from its copy when the child
+    /// touches it.
+    /// </summary>
+    private static bool TryCollectTakeOut(ForkedChild child, ref long evictions, int waitMilliseconds = 0)
+    {
+        if (waitMilliseconds > 0)
+        {
+            Libc.PollFd fd = new() { Fd = child.AgentFd, Events = Libc.POLLIN };
+            Libc.poll(&fd, 1, waitMilliseconds);
+        }
+        ulong moved;
+        nint n = Libc.recv(child.AgentFd, &moved, sizeof(ulong), Libc.MSG_DONTWAIT);
+        if (n < 0 && Libc.LastErrno is Libc.EAGAIN or Libc.EINTR)
+            return false;
+        if (n != sizeof(ulong))
+        {
+            child.CloseAgent();
+            return true;
+        }
+        moved &= ~child.TakeOutIgnored;
+        for (int i = 0; i < child.TakeOutPages; i++)
+        {
+            if ((moved & (1UL << i)) == 0)
+                continue;
+            nint address = child.TakeOutStart + (nint)i * PageSize;
+            ChildRegion? region = child.Find(address);
+            if (region == null)
+                continue;
+            ref PageEntry entry = ref region.Entries[(address - region.Address) / PageSize];
+            if (entry.State != PageState.Resident || entry.ResidentTicket != InstalledClean || entry.SealedLength == 0)
+                continue;
+            entry.State = PageState.Sealed; // its copy still holds its contents
+            entry.ResidentTicket = 0;
+            child.CleanResident--;
+            evictions++;
+        }
+        child.TakeOutPages = 0;
+        return true;
+    }
+
+    /// <summary>The most pages one take-out moves (a 64-bit answer).</summary>
+    private const int AgentMaxPages = 64;
+
+    /// <summary>
+    /// In a child's copy of an entry, <see cref="PageEntry.ResidentTicket"/> (unused there
+    /// otherwise) marks a page this service installed write-protected from its sealed copy
+    /// and the child has not written: an eviction candidate, counted in CleanResident.
+    /// </summary>
+    private const ulong InstalledClean = 1;
+
+    private static bool IsInstalledClean(ForkedChild child, nint address)
+    {
+        ChildRegion? region = child.Find(address);
+        if (region == null)
+            return false;
+        ref PageEntry entry = ref region.Entries[(address - region.Address) / PageSize];
+        return entry.State == PageState.Resident && entry.ResidentTicket == InstalledClean && entry.SealedLength != 0;
+    }
+
+    /// <summary>A page stops being an eviction candidate (written, discarded, unmapped).</summary>
+    private static void ForgetClean(ForkedChild child, ref PageEntry entry)
+    {
+        if (entry.ResidentTicket != InstalledClean)
+            return;
+        entry.ResidentTicket = 0;
+        child.CleanResident--;
+    }
+
+    /// <summary>What the engine sends an agent (struct agent_request in native/agent.c).</summary>
+    private struct AgentRequest
+    {
+        public ulong Start;
+        public uint Pages;
+        public uint Reserved;
     }
 
     private static bool ChildExited(int pidFd)
@@ -307,16 +582,19 @@ internal sealed unsafe class ChildService : IDisposable
                     ChildRegion? region = child.Find(a);
                     if (region == null) continue;
                     ref PageEntry entry = ref region.Entries[(a - region.Address) / PageSize];
+                    ForgetClean(child, ref entry);
                     // Ciphertext belongs to the parent's store: never freed from here.
                     if (state == PageState.Unmapped || entry.State != PageState.Resident)
                         entry.State = state;
+                    else
+                        entry.SealedLength = 0; // discarded: its copy no longer is its contents, it reads zeros
                 }
                 if (message.@event == UFFD_EVENT_UNMAP)
                     child.Space.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
                 break;
             case UFFD_EVENT_FORK:
                 // A grandchild sees what the child saw.
-                AdoptChild((int)message.fork_ufd, CopyRegions(child.Regions));
+                AdoptChild((int)message.fork_ufd, CopyRegions(child.Regions), 0); // no agent: it connects only to its parent
                 break;
         }
     }
@@ -339,7 +617,7 @@ internal sealed unsafe class ChildService : IDisposable
         uint threadId = fault.ThreadId;
         if (fault.WriteProtect)
         {
-            UnprotectInChild(child, address);
+            ServeChildWrite(child, in fault);
             return;
         }
         ChildRegion? region = child.Find(address);
@@ -353,6 +631,22 @@ internal sealed unsafe class ChildService : IDisposable
         byte* buffer = _faults.Buffer;
         switch (entry.State)
         {
+            case PageState.Resident when entry.ResidentTicket == InstalledClean && entry.SealedLength != 0:
+                // Taken out by the agent (perhaps by the take-out still in flight, whose
+                // answer then must not count it): served again from its copy.
+                if (child.InTakeOut(address))
+                    child.TakeOutIgnored |= 1UL << (int)((address - child.TakeOutStart) / PageSize);
+                if (!_sealer.TryOpen(region.Cipher, index, in entry, buffer))
+                {
+                    ForgetClean(child, ref entry);
+                    PoisonChildPage(child, region, index, ref entry, threadId, TamperKind.SealedPage);
+                    return;
+                }
+                InjectIntoChild(child, address, buffer, writeProtect: true);
+                Libc.memset(buffer, 0, PageSize);
+                if (child.Evictable)
+                    child.PushClean(address);
+                break;
             case PageState.Sealed:
             case PageState.Untouched when region.Source != null:
                 // Sealed in the parent, or never touched there: the child reads the source's
@@ -375,9 +669,19 @@ internal sealed unsafe class ChildService : IDisposable
                     PoisonChildPage(child, region, index, ref entry, threadId, kind);
                     return;
                 }
-                InjectIntoChild(child, address, buffer);
+                // A page opened from its copy goes in write-protected where writes are
+                // tracked: until the child writes it, the copy is its contents, and the
+                // child's agent can take it out again.
+                bool clean = _tracksWrites && entry.State == PageState.Sealed;
+                InjectIntoChild(child, address, buffer, writeProtect: clean);
                 Libc.memset(buffer, 0, PageSize);
                 entry.State = PageState.Resident;
+                if (clean && child.Evictable)
+                {
+                    entry.ResidentTicket = InstalledClean;
+                    child.CleanResident++;
+                    child.PushClean(address);
+                }
                 break;
             case PageState.Poisoned:
                 _reporter.SignalFault(child.Space, address, threadId, child.Pid);
@@ -407,10 +711,34 @@ internal sealed unsafe class ChildService : IDisposable
     }
 
     /// <summary>
-    /// A child wrote to a page it inherited write-protected (the parent kept that page's
-    /// sealed copy, see PageSealer.Retain; the protection is copied at fork). The child's
-    /// pages are not evicted, so it only needs the page made writable, which wakes it.
+    /// A child wrote to a page installed write-protected: inherited so (the parent kept
+    /// that page's sealed copy, see PageSealer.Retain; the protection is copied at fork),
+    /// or installed so here. The page stops being an eviction candidate and is made
+    /// writable, which wakes the writer. A write to a page the agent may be moving out
+    /// right now waits for the agent's answer: made writable first, the write could land
+    /// and then be moved out and wiped with the page.
     /// </summary>
+    private void ServeChildWrite(ForkedChild child, in ChildFault fault)
+    {
+        nint address = fault.Address;
+        if (child.InTakeOut(address))
+        {
+            child.Hold(in fault);
+            return;
+        }
+        ChildRegion? region = child.Find(address);
+        if (region != null)
+        {
+            ref PageEntry entry = ref region.Entries[(address - region.Address) / PageSize];
+            if (entry.State == PageState.Resident)
+            {
+                ForgetClean(child, ref entry);
+                entry.SealedLength = 0; // written: the copy no longer holds its contents
+            }
+        }
+        UnprotectInChild(child, address);
+    }
+
     private void UnprotectInChild(ForkedChild child, nint address)
     {
         for (int attempt = 0; attempt < 100_000; attempt++)
@@ -423,11 +751,11 @@ internal sealed unsafe class ChildService : IDisposable
         child.Space.Wake(address, PageSize);
     }
 
-    private void InjectIntoChild(ForkedChild child, nint address, byte* page)
+    private void InjectIntoChild(ForkedChild child, nint address, byte* page, bool writeProtect = false)
     {
         for (int attempt = 0; attempt < 100_000; attempt++)
         {
-            int rc = child.Space.Copy(address, (nint)page, PageSize, writeProtect: false, out _);
+            int rc = child.Space.Copy(address, (nint)page, PageSize, writeProtect, out _);
             if (rc == 0) return;
             if (rc == Libc.EEXIST) { child.Space.Wake(address, PageSize); return; }
             if (rc != Libc.EAGAIN) { child.Space.Wake(address, PageSize); return; }
