@@ -9,7 +9,7 @@ namespace Tibet.IntegrationTests.Abi;
 /// The libc structs and constants that Libc re-declares (src/Core/Interop/Libc/) equal
 /// what gcc reads from glibc's headers.
 /// </summary>
-public class LibcAbiTests
+public unsafe class LibcAbiTests
 {
     [Fact]
     public void Declarations_match_the_glibc_headers()
@@ -88,6 +88,18 @@ public class LibcAbiTests
             ["SYS_userfaultfd"] = Libc.SYS_userfaultfd,
             ["SYS_mremap"] = Libc.SYS_mremap,
             ["SYS_memfd_secret"] = Libc.SYS_memfd_secret,
+            ["AF_UNIX"] = Libc.AF_UNIX,
+            ["SOCK_SEQPACKET"] = Libc.SOCK_SEQPACKET,
+            ["SOCK_NONBLOCK"] = Libc.SOCK_NONBLOCK,
+            ["SOCK_CLOEXEC"] = Libc.SOCK_CLOEXEC,
+            ["SOL_SOCKET"] = Libc.SOL_SOCKET,
+            ["SO_PEERCRED"] = Libc.SO_PEERCRED,
+            ["MSG_DONTWAIT"] = Libc.MSG_DONTWAIT,
+            ["MSG_NOSIGNAL"] = Libc.MSG_NOSIGNAL,
+            ["sizeof_sockaddr_un"] = (ulong)sizeof(Libc.SockAddrUnix),
+            ["offsetof_sockaddr_un.sun_path"] = (ulong)Marshal.OffsetOf<Libc.SockAddrUnix>(nameof(Libc.SockAddrUnix.Path)),
+            ["sizeof_ucred"] = (ulong)Marshal.SizeOf<Libc.UCred>(),
+            ["offsetof_ucred.uid"] = (ulong)Marshal.OffsetOf<Libc.UCred>(nameof(Libc.UCred.Uid)),
         };
 
         HeaderValues.AssertSame(fromHeader, ours);

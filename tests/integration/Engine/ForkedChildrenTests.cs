@@ -1,3 +1,6 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
 using Tibet.IntegrationTests.Support;
 using Xunit;
 
@@ -52,5 +55,75 @@ public class ForkedChildrenTests
         Assert.Contains("fork-stress: OK 6 8 6", encrypted.Stdout);
         Assert.True(encrypted.Stat("decrypts") > 6 * 8 * 500, encrypted.ToString());
         Assert.Equal(0, encrypted.Stat("authenticationFailures"));
+    }
+
+    /// <summary>
+    /// A child that reads all it inherited holds only about a budget of it in plaintext:
+    /// its agent (native/agent.c) takes the oldest clean pages out again, and they go back
+    /// to sealed. Measured from outside while the child waits: a scan of its present pages
+    /// finds the page marker of tests/integration/native/prog_child_reads_all.c on every
+    /// one of the 16384 pages without tibet, and under a 4 MiB budget (1024 pages) on at
+    /// most the budget, plus the 1024 pages it wrote (those stay), plus what was resident
+    /// in the parent at fork (shared with it, at most the budget), plus one take-out in
+    /// flight and slack. Every word the child and the parent read is right.
+    /// </summary>
+    [Fact]
+    public void A_child_that_reads_all_it_inherited_holds_about_a_budget_of_it_in_plaintext()
+    {
+        string program = NativeBuild.Compile("prog_child_reads_all.c");
+        const int Pages = 64 * 256;
+
+        var control = RunAndScanChild([program, "64"]);
+        Assert.True(control.Found >= Pages, $"control: the marker must be on every page of the child without tibet ({control.Found} found)\n{control.Output}");
+
+        string stats = Path.Combine(Path.GetTempPath(), $"tibet-child-evict-{Guid.NewGuid():N}.json");
+        try
+        {
+            var encrypted = RunAndScanChild([TibetRun.Launcher, "-q", "--threshold", "64K", "--budget", "4M", "--stats-json", stats, "--", program, "64"]);
+            using var json = JsonDocument.Parse(File.ReadAllText(stats));
+            long childEvictions = json.RootElement.GetProperty("childEvictions").GetInt64();
+            string context = $"{encrypted.Found} marked pages present in the child, {childEvictions} child evictions\n{encrypted.Output}";
+            Assert.Contains("child: OK", encrypted.Output);
+            Assert.Contains("parent: OK", encrypted.Output);
+            Assert.True(childEvictions > Pages, context); // two rounds over 16384 pages
+            Assert.True(encrypted.Found <= 1024 + 1024 + 1024 + 64 + 512, context);
+            Assert.Equal(0, json.RootElement.GetProperty("authenticationFailures").GetInt64());
+        }
+        finally
+        {
+            File.Delete(stats);
+        }
+    }
+
+    private static readonly byte[] ChildPageMarker = Encoding.ASCII.GetBytes("tibet-child-page-7c31:");
+
+    /// <summary>Runs the command, waits for the child's READY line, counts the page marker
+    /// in the child's present pages, then lets it finish.</summary>
+    private static (int Found, string Output) RunAndScanChild(string[] command)
+    {
+        var start = new ProcessStartInfo(command[0]) { RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false };
+        foreach (string a in command[1..]) start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        var output = new StringBuilder();
+        try
+        {
+            string? line;
+            while ((line = process.StandardOutput.ReadLine()) != null && !line.StartsWith("CHILD ", StringComparison.Ordinal))
+                output.AppendLine(line);
+            Assert.True(line != null && line.EndsWith(" READY", StringComparison.Ordinal), $"the child never said READY\n{output}");
+            output.AppendLine(line);
+            int pid = int.Parse(line!.Split(' ')[1]);
+            int found = MemoryScanner.CountInPresentPages(pid, ChildPageMarker);
+            process.StandardInput.WriteLine("go");
+            process.StandardInput.Close();
+            output.Append(process.StandardOutput.ReadToEnd());
+            Assert.True(process.WaitForExit(120_000), $"the program did not end\n{output}");
+            Assert.True(process.ExitCode == 0, $"exit {process.ExitCode}\n{output}");
+            return (found, output.ToString());
+        }
+        finally
+        {
+            if (!process.HasExited) process.Kill(entireProcessTree: true);
+        }
     }
 }

@@ -18,7 +18,9 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -96,5 +98,17 @@ int main(void)
     VALUE(SYS_userfaultfd);
     VALUE(SYS_mremap);
     VALUE(SYS_memfd_secret);
+    VALUE(AF_UNIX);
+    VALUE(SOCK_SEQPACKET);
+    VALUE(SOCK_NONBLOCK);
+    VALUE(SOCK_CLOEXEC);
+    VALUE(SOL_SOCKET);
+    VALUE(SO_PEERCRED);
+    VALUE(MSG_DONTWAIT);
+    VALUE(MSG_NOSIGNAL);
+    printf("sizeof_sockaddr_un %zu\n", sizeof(struct sockaddr_un));
+    printf("offsetof_sockaddr_un.sun_path %zu\n", offsetof(struct sockaddr_un, sun_path));
+    printf("sizeof_ucred %zu\n", sizeof(struct ucred));
+    printf("offsetof_ucred.uid %zu\n", offsetof(struct ucred, uid));
     return 0;
 }
