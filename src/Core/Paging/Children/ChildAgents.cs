@@ -18,7 +18,9 @@ namespace Tibet.Core.Paging.Children;
 /// </remarks>
 internal sealed unsafe class ChildAgents : IDisposable
 {
-    private const int MaxPending = 64;
+    // Connections waiting for their child to be reported, and the listen backlog: a
+    // prefork server starts many children at once (the tests fork 80).
+    private const int MaxPending = 1024;
 
     private readonly int _listener;
     private readonly byte[] _address;
