@@ -38,6 +38,9 @@ internal sealed record InterposerConfig
     /// <summary>TIBET_TRACK_WRITES: 1 (default) evicts pages not written since their sealed
     /// copy was opened by keeping that copy; 0 seals every evicted page anew.</summary>
     public bool TrackWrites { get; init; } = true;
+    /// <summary>TIBET_CHILD_EVICTION: 1 (default) has forked children's agents take their
+    /// clean pages out above the budget; 0 leaves what a child reads resident in it.</summary>
+    public bool EvictInChildren { get; init; } = true;
     /// <summary>TIBET_DECRYPT_AHEAD: 2 MiB ranges of a model map brought in ahead of the
     /// program (0-8, default 1; see EngineOptions.DecryptAheadRanges).</summary>
     public int DecryptAheadRanges { get; init; } = 1;
@@ -99,6 +102,7 @@ internal sealed record InterposerConfig
                 : Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm,
             CollapseResidentRanges = Integer("TIBET_COLLAPSE", 1, 0, 1) == 1,
             TrackWrites = Integer("TIBET_TRACK_WRITES", 1, 0, 1) == 1,
+            EvictInChildren = Integer("TIBET_CHILD_EVICTION", 1, 0, 1) == 1,
             DecryptAheadRanges = (int)Integer("TIBET_DECRYPT_AHEAD", 1, 0, 8),
             FillThreads = Environment.GetEnvironmentVariable("TIBET_FILL_THREADS") is { Length: > 0 } ? (int)Integer("TIBET_FILL_THREADS", 0, 0, 1) : null,
             Verbosity = (int)Integer("TIBET_VERBOSE", 0, 0, 2),

@@ -83,6 +83,7 @@ internal static unsafe class InterposerRuntime
                 Cipher = _config.Cipher,
                 CollapseResidentRanges = _config.CollapseResidentRanges,
                 TrackWrites = _config.TrackWrites,
+                EvictInChildren = _config.EvictInChildren,
                 DecryptAheadRanges = _config.DecryptAheadRanges,
                 FillThreads = _config.FillThreads ?? (Environment.ProcessorCount > 1 ? 1 : 0),
                 ServeForkedChildren = features.EventFork,

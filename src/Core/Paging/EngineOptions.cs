@@ -89,6 +89,12 @@ public sealed record EngineOptions
     /// fault on the first write to such a page. Off: every eviction seals anew.</summary>
     public bool TrackWrites { get; init; } = true;
 
+    /// <summary>Forked children's agents (see Children.ChildAgents) take the clean pages a
+    /// child read from sealed copies out again once it holds more than the budget of them.
+    /// Needs <see cref="TrackWrites"/>, a budget and <see cref="ServeForkedChildren"/>.
+    /// Off: what a child reads stays resident in it until it ends.</summary>
+    public bool EvictInChildren { get; init; } = true;
+
     /// <summary>Exclude arenas from core dumps (MADV_DONTDUMP), so a crash never writes
     /// the resident plaintext to disk.</summary>
     public bool ExcludeFromCoreDumps { get; init; } = true;

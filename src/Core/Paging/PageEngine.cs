@@ -116,7 +116,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites);
         // Forked children's agents connect here (see ChildAgents); without a budget or
         // write tracking a child's pages are never evicted, so none is needed.
-        if (options.ServeForkedChildren && _tracksWrites && options.ResidentBudgetBytes != EngineOptions.Unlimited)
+        if (options.ServeForkedChildren && options.EvictInChildren && _tracksWrites && options.ResidentBudgetBytes != EngineOptions.Unlimited)
             _childAgents = ChildAgents.TryListen(out _);
         _children = new ChildService(_arenas, _sealer, _faults, _reporter, _events, _childAgents,
             options.ResidentBudgetBytes == EngineOptions.Unlimited ? long.MaxValue : Math.Max(1, options.ResidentBudgetBytes / Userfaultfd.PageSize), _tracksWrites);

@@ -96,6 +96,7 @@ public class LauncherTests
     [InlineData("TIBET_CIPHER", "rot13")]
     [InlineData("TIBET_COLLAPSE", "2")]
     [InlineData("TIBET_TRACK_WRITES", "yes")]
+    [InlineData("TIBET_CHILD_EVICTION", "on")]
     public void A_malformed_variable_stops_the_program_before_main(string name, string value)
     {
         var result = TibetRun.Run("/usr/bin/env", ["LD_PRELOAD=" + Path.Combine(RepoPaths.Root, "out", "lib", "libtibet.so"), $"{name}={value}", "/bin/echo", "ran"]);
