@@ -102,6 +102,7 @@ internal static unsafe class InterposerRuntime
             if (_config.Verbosity > 0)
                 Shim.WriteError($"tibet: encrypted RAM on for pid {Environment.ProcessId}: threshold {_config.ThresholdBytes} B, " +
                                         $"budget {(budget == EngineOptions.Unlimited ? "unlimited" : budget + " B")}, compression {_config.Compression}, eviction {_config.Eviction.Name}, cipher {_config.Cipher.Name}");
+            LiveStatistics.Start(Snapshot);
             return true;
         }
         catch (Exception e)
@@ -115,6 +116,7 @@ internal static unsafe class InterposerRuntime
             _wholeProcessUnencrypted = e is UserfaultfdUnavailableException
                 ? PlaintextReason.UserfaultfdMissing : PlaintextReason.ArenaCreationFailed;
             Refuse(e.Message, "the whole process runs unencrypted");
+            LiveStatistics.Start(Snapshot); // they say why
             return false;
         }
     }
@@ -143,6 +145,11 @@ internal static unsafe class InterposerRuntime
             return null;
         }
     }
+
+    /// <summary>The statistics now: what tibet stats and tibet-run --metrics read while the
+    /// program runs, and the same JSON it writes at exit.</summary>
+    private static string Snapshot() =>
+        ExitStatistics.ToJson(Redirector?.Engine.GetStats(), _wholeProcessUnencrypted, Redirector?.HugePages?.GetStats());
 
     /// <summary>Writes the statistics at exit, also when the engine never started (they
     /// then say why the process ran unencrypted). The engine is left running: other exit

@@ -61,7 +61,7 @@ internal static partial class Launcher
         """;
 
     private static readonly string[] OptionsWithValues =
-        ["--budget", "--threshold", "--compression", "--eviction", "--cipher", "--huge-pages", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file"];
+        ["--budget", "--threshold", "--compression", "--eviction", "--cipher", "--huge-pages", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file", "--metrics"];
 
     public static int Run(string[] args)
     {
@@ -85,10 +85,11 @@ internal static partial class Launcher
         var inheritIdentity = new Option<bool>("--inherit-identity") { Description = "Programs that COMMAND executes get the identity too." };
         var passphraseFile = new Option<string?>("--passphrase-file") { Description = "Read the identity's passphrase from FILE (default: $TIBET_PASSPHRASE_FILE, else ask on the terminal).", HelpName = "FILE" };
         var auditLog = new Option<string?>("--audit-log") { Description = "Append access decisions to FILE. " + AuditLogLocation.Description, HelpName = "FILE" };
+        var metrics = new Option<string?>("--metrics") { Description = "Serve the live statistics of COMMAND, of the processes it starts under tibet and of their forked children in the Prometheus text format over HTTP on HOST:PORT (use 127.0.0.1 unless the network is trusted). 'tibet stats' shows the same on the terminal.", HelpName = "HOST:PORT" };
         var dumpable = new Option<bool>("--dumpable") { Description = "Leave COMMAND dumpable, for debugging (core dumps, gdb -p, /proc/PID/mem by the same user). By default it is made non-dumpable, so that processes of the same user cannot read its memory and keys." };
 
         var root = new RootCommand(Description);
-        foreach (Option option in new Option[] { budget, threshold, compression, eviction, cipher, hugePages, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable })
+        foreach (Option option in new Option[] { budget, threshold, compression, eviction, cipher, hugePages, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable, metrics })
             root.Options.Add(option);
         var commandArgument = new Argument<string[]>("COMMAND") { Description = "The program to run and its arguments, after --.", Arity = ArgumentArity.ZeroOrMore };
         root.Arguments.Add(commandArgument);
@@ -118,6 +119,15 @@ internal static partial class Launcher
                 AuditLogPath = result.GetValue(auditLog) is { } log ? Path.GetFullPath(log) : null,
                 Dumpable = result.GetValue(dumpable),
             };
+            if (result.GetValue(metrics) is { } metricsText)
+            {
+                if (!MetricsServer.TryParse(metricsText, out var endPoint, out string? problem))
+                {
+                    Fail(problem!);
+                    return;
+                }
+                options = options with { Metrics = endPoint };
+            }
             if (result.GetValue(hugePages) is { } huge)
             {
                 if (!SizeParser.TryParse(huge, out long hugeBytes) || hugeBytes < 2 << 20)
@@ -264,6 +274,18 @@ internal static partial class Launcher
 
         using HugePagePool? pool = encrypted && options.HugePagesBytes > 0 ? ReserveHugePages(ref options) : null;
 
+        MetricsServer? metrics = null;
+        if (options.Metrics is { } endPoint)
+        {
+            metrics = MetricsServer.TryListen(endPoint, out string? problem);
+            if (metrics == null)
+            {
+                Fail($"{problem}. Choose another port; nothing was started.");
+                return ExitRefused;
+            }
+        }
+        using MetricsServer? metricsToStop = metrics;
+
         DirectoryInfo statsDir = Directory.CreateTempSubdirectory("tibet-run-");
         try
         {
@@ -289,6 +311,7 @@ internal static partial class Launcher
                 handOff?.Dispose();
             }
 
+            metrics?.Serve(child.Id);
             using (child)
             using (SignalForwarding.Start(child.Id))
             {

@@ -83,6 +83,9 @@ public readonly record struct EngineStats
     /// Paging.Children.ChildService): they were clean, so nothing was encrypted.</summary>
     public long ChildEvictions { get; init; }
 
+    /// <summary>Each forked child served now (see <see cref="ChildStats"/>); null: none.</summary>
+    public ChildStats[]? Children { get; init; }
+
     public string ToJson()
     {
         using var stream = new MemoryStream();
@@ -138,5 +141,22 @@ public readonly record struct EngineStats
         w.WriteNumber("forkedChildren", ForkedChildren);
         w.WriteNumber("peakForkedChildren", PeakForkedChildren);
         w.WriteNumber("childEvictions", ChildEvictions);
+        w.WriteStartArray("children");
+        foreach (ChildStats child in Children ?? [])
+        {
+            w.WriteStartObject();
+            w.WriteNumber("pid", child.Pid);
+            w.WriteNumber("faults", child.Faults);
+            w.WriteNumber("cleanResidentBytes", child.CleanResidentBytes);
+            w.WriteNumber("evictions", child.Evictions);
+            w.WriteBoolean("agent", child.Agent);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
     }
 }
+
+/// <summary>One forked child the engine serves: its faults, the pages it holds that its
+/// agent may take out (read from sealed copies, not written), the pages taken out, and
+/// whether it has an agent at all. Pid 0: its fork is not reported yet (or a grandchild).</summary>
+public readonly record struct ChildStats(int Pid, long Faults, long CleanResidentBytes, long Evictions, bool Agent);

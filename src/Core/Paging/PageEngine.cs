@@ -281,6 +281,7 @@ public sealed unsafe partial class PageEngine : IDisposable
                 ForkedChildren = _children.Count,
                 PeakForkedChildren = _children.Peak,
                 ChildEvictions = _children.Evictions,
+                Children = _children.Snapshot(),
                 CollapsedRanges = _collapser.Collapsed,
                 CollapseFailures = _collapser.Failed,
             };

@@ -31,6 +31,7 @@ internal static class TibetCommand
           tibet seal MODEL.gguf --to RECIPIENT.pub... --clearance LEVEL --issuer ISSUER.pub... --out SEALED.gguf
           tibet inspect SEALED.gguf                 print what a sealed model requires, without decrypting it
           tibet unseal SEALED.gguf --identity NAME.id --claim NAME.claim --out PLAIN.gguf
+          tibet stats [PID...] [--json]           live statistics of processes under tibet-run, their forked children, and the total
 
         LEVEL: {ClearanceLevelNames.Syntax}
         WHEN:  {WhenParser.Syntax}
@@ -55,6 +56,7 @@ internal static class TibetCommand
         root.Subcommands.Add(Sealing.SealCommand.Create());
         root.Subcommands.Add(Sealing.InspectCommand.Create());
         root.Subcommands.Add(Sealing.UnsealCommand.Create());
+        root.Subcommands.Add(StatsCommand.Create());
 
         ParseResult parsed = root.Parse(args);
         bool wantsHelp = args.Any(arg => arg is "--help" or "-h" or "-?");

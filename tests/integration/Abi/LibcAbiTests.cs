@@ -88,6 +88,8 @@ public unsafe class LibcAbiTests
             ["SYS_userfaultfd"] = Libc.SYS_userfaultfd,
             ["SYS_mremap"] = Libc.SYS_mremap,
             ["SYS_memfd_secret"] = Libc.SYS_memfd_secret,
+            ["ECONNABORTED"] = Libc.ECONNABORTED,
+            ["SOCK_STREAM"] = Libc.SOCK_STREAM,
             ["AF_UNIX"] = Libc.AF_UNIX,
             ["SOCK_SEQPACKET"] = Libc.SOCK_SEQPACKET,
             ["SOCK_NONBLOCK"] = Libc.SOCK_NONBLOCK,

@@ -98,6 +98,8 @@ int main(void)
     VALUE(SYS_userfaultfd);
     VALUE(SYS_mremap);
     VALUE(SYS_memfd_secret);
+    VALUE(ECONNABORTED);
+    VALUE(SOCK_STREAM);
     VALUE(AF_UNIX);
     VALUE(SOCK_SEQPACKET);
     VALUE(SOCK_NONBLOCK);

@@ -22,6 +22,7 @@ internal static partial class Libc
     public const int EINVAL = 22;
     public const int ENOSYS = 38;
     public const int ELOOP = 40;
+    public const int ECONNABORTED = 103;
 
     /// <summary>The errno the last import declared with <c>SetLastError = true</c> left on
     /// this thread. Reads a thread-local; allocates nothing.</summary>

@@ -7,6 +7,7 @@ namespace Tibet.Core.Interop;
 internal static unsafe partial class Libc
 {
     public const int AF_UNIX = 1;
+    public const int SOCK_STREAM = 1;
     public const int SOCK_SEQPACKET = 5;
     public const int SOCK_NONBLOCK = 0x800;
     public const int SOCK_CLOEXEC = 0x80000;
@@ -52,6 +53,10 @@ internal static unsafe partial class Libc
     // https://man7.org/linux/man-pages/man2/getsockopt.2.html
     [LibraryImport(Library, EntryPoint = "getsockopt", SetLastError = true)]
     public static partial int getsockopt(int sockfd, int level, int optname, void* optval, uint* optlen);
+
+    // https://man7.org/linux/man-pages/man2/connect.2.html
+    [LibraryImport(Library, EntryPoint = "connect", SetLastError = true)]
+    public static partial int connect(int sockfd, SockAddrUnix* addr, uint addrlen);
 
     // https://man7.org/linux/man-pages/man2/send.2.html
     [LibraryImport(Library, EntryPoint = "send", SetLastError = true)]

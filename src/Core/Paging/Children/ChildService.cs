@@ -1,3 +1,4 @@
+using Tibet.Core.Diagnostics;
 using Tibet.Core.Crypto;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.AddressSpace;
@@ -68,6 +69,18 @@ internal sealed unsafe class ChildService : IDisposable
     /// <summary>Pages children's agents took out (children's evictions).</summary>
     public long Evictions => _evictions;
 
+    /// <summary>Each child served now, for the statistics (allocates: not for the fault path).</summary>
+    public ChildStats[] Snapshot()
+    {
+        var children = new ChildStats[_children.Count];
+        for (int i = 0; i < children.Length; i++)
+        {
+            ForkedChild child = _children[i];
+            children[i] = new ChildStats(child.Pid, child.Faults, child.CleanResident * PageSize, child.Evictions, child.AgentFd >= 0);
+        }
+        return children;
+    }
+
     /// <summary>Children served now.</summary>
     public int Count => _children.Count;
 
@@ -119,6 +132,7 @@ internal sealed unsafe class ChildService : IDisposable
         // pages installed clean, oldest first (a ring; an address may be stale or twice).
         // CleanResident counts the pages marked InstalledClean.
         public int AgentFd = -1;
+        public long Faults, Evictions; // for the statistics
         // Native memory, not the GC heap: the fork event that creates it runs on the handler,
         // whose allocations are bounded (a budget's worth of addresses would not fit that bound).
         public readonly nint* Clean = cleanRingLength > 0 ? (nint*)KernelMemory.Map((nuint)(cleanRingLength * sizeof(nint))) : null;
@@ -496,6 +510,7 @@ internal sealed unsafe class ChildService : IDisposable
             entry.State = PageState.Sealed; // its copy still holds its contents
             entry.ResidentTicket = 0;
             child.CleanResident--;
+            child.Evictions++;
             evictions++;
         }
         child.TakeOutPages = 0;
@@ -613,6 +628,7 @@ internal sealed unsafe class ChildService : IDisposable
     /// Or it wrote to one it inherited write-protected: make that writable.</summary>
     private void ServeChildFault(ForkedChild child, in ChildFault fault)
     {
+        child.Faults++;
         nint address = fault.Address;
         uint threadId = fault.ThreadId;
         if (fault.WriteProtect)

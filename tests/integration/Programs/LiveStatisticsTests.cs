@@ -1,0 +1,158 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Text.Json;
+using Tibet.IntegrationTests.Identities;
+using Tibet.IntegrationTests.Support;
+using Xunit;
+
+namespace Tibet.IntegrationTests.Programs;
+
+/// <summary>
+/// Live statistics of a running tree: <c>tibet stats</c> on the terminal and
+/// <c>tibet-run --metrics HOST:PORT</c> in the Prometheus text format, both read from
+/// the socket each process under tibet answers on (tibet-stats-PID). The program here
+/// (native/prog_child_reads_all.c) forks a child that reads 64 MiB it inherited under a
+/// 4 MiB budget and then waits, so the figures include a forked child with evictions.
+/// </summary>
+public class LiveStatisticsTests
+{
+    [Fact]
+    public void Tibet_stats_shows_a_running_program_and_its_forked_child()
+    {
+        using var run = WaitingTree.Start([]);
+        var table = TibetCli.Run(Path.GetTempPath(), "stats", $"{run.ProgramPid}", "--interval", "0.2");
+        Assert.True(table.ExitCode == 0, table.ToString());
+        Assert.Contains($"{run.ProgramPid}", table.Stdout);
+        Assert.Contains($"child {run.ChildPid}", table.Stdout);
+        Assert.Contains("TOTAL", table.Stdout);
+
+        var json = TibetCli.Run(Path.GetTempPath(), "stats", $"{run.ProgramPid}", "--json", "--interval", "0.2");
+        Assert.True(json.ExitCode == 0, json.ToString());
+        using var document = JsonDocument.Parse(json.Stdout);
+        JsonElement process = Assert.Single(document.RootElement.GetProperty("processes").EnumerateArray());
+        JsonElement stats = process.GetProperty("stats");
+        Assert.True(stats.GetProperty("encrypted").GetBoolean(), json.Stdout);
+        Assert.True(stats.GetProperty("evictions").GetInt64() > 1000, json.Stdout); // the parent filled 64 MiB under 4 MiB
+        JsonElement child = Assert.Single(stats.GetProperty("children").EnumerateArray());
+        Assert.Equal(run.ChildPid, child.GetProperty("pid").GetInt32());
+        Assert.True(child.GetProperty("agent").GetBoolean(), json.Stdout);
+        Assert.True(child.GetProperty("evictions").GetInt64() > 16384, json.Stdout); // it read 64 MiB twice
+        Assert.True(child.GetProperty("cleanResidentBytes").GetInt64() <= (4 << 20) + (64 << 12), json.Stdout);
+    }
+
+    [Fact]
+    public void Tibet_stats_of_a_process_not_under_tibet_says_so()
+    {
+        var result = TibetCli.Run(Path.GetTempPath(), "stats", "1", "--interval", "0.1");
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("pid 1 does not answer", result.Stderr);
+        Assert.Contains("not running under tibet-run", result.Stderr);
+    }
+
+    [Fact]
+    public async Task Metrics_are_served_in_the_Prometheus_text_format()
+    {
+        int port = FreePort();
+        using var run = WaitingTree.Start(["--metrics", $"127.0.0.1:{port}"]);
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+        string text = await http.GetStringAsync($"http://127.0.0.1:{port}/metrics");
+        Assert.Contains($"tibet_up{{pid=\"{run.ProgramPid}\"}} 1", text);
+        Assert.Contains($"tibet_encrypted{{pid=\"{run.ProgramPid}\"}} 1", text);
+        Assert.Contains("# TYPE tibet_faults_total counter", text);
+        Assert.True(Value(text, $"tibet_child_evictions_total{{pid=\"{run.ProgramPid}\"}}") > 16384, text);
+        Assert.True(Value(text, $"tibet_child_faults_total{{pid=\"{run.ProgramPid}\",child=\"{run.ChildPid}\"}}") > 16384, text);
+        Assert.Equal(0, Value(text, $"tibet_unencrypted_bytes{{pid=\"{run.ProgramPid}\",reason=\"forkedChild\"}}"));
+    }
+
+    [Fact]
+    public void A_port_in_use_stops_tibet_run_before_the_program_starts()
+    {
+        using var taken = new TcpListener(System.Net.IPAddress.Loopback, 0);
+        taken.Start();
+        int port = ((System.Net.IPEndPoint)taken.LocalEndpoint).Port;
+        string marker = Path.Combine(Path.GetTempPath(), $"tibet-metrics-{Guid.NewGuid():N}");
+        var run = TibetRun.Run(TibetRun.Launcher, ["-q", "--metrics", $"127.0.0.1:{port}", "--", "touch", marker]);
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains($"--metrics 127.0.0.1:{port}: cannot listen there", run.Stderr);
+        Assert.False(File.Exists(marker), "the program ran although tibet-run could not serve its metrics");
+
+        var malformed = TibetRun.Run(TibetRun.Launcher, ["-q", "--metrics", "127.0.0.1", "--", "true"]);
+        Assert.Equal(2, malformed.ExitCode);
+        Assert.Contains("is not HOST:PORT", malformed.Stderr);
+    }
+
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public void Statistics_are_not_answered_to_another_user()
+    {
+        string peek = NativeBuild.Compile("stats_peek.c");
+        File.SetUnixFileMode(peek, (UnixFileMode)0b111_101_101);
+        string setpriv = TibetRun.Require("setpriv", "util-linux");
+        using var run = WaitingTree.Start([]);
+        var asRoot = TibetRun.Run(peek, [$"{run.ProgramPid}"]);
+        Assert.True(asRoot.ExitCode == 0 && !asRoot.Stdout.Contains("answered 0 bytes"), asRoot.ToString());
+        var asNobody = TibetRun.Run(setpriv, ["--reuid=65534", "--regid=65534", "--clear-groups", peek, $"{run.ProgramPid}"]);
+        Assert.True(asNobody.ExitCode == 0, asNobody.ToString());
+        Assert.Contains("answered 0 bytes", asNobody.Stdout);
+    }
+
+    private static long Value(string text, string series)
+    {
+        string? line = text.Split('\n').FirstOrDefault(l => l.StartsWith(series + " ", StringComparison.Ordinal));
+        Assert.True(line != null, $"no series {series} in:\n{text}");
+        return long.Parse(line![(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private static int FreePort()
+    {
+        using var probe = new TcpListener(System.Net.IPAddress.Loopback, 0);
+        probe.Start();
+        return ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+    }
+
+    /// <summary>tibet-run running prog_child_reads_all, its child done reading and waiting
+    /// for a line on stdin; disposing lets it finish and checks that both sides read right.</summary>
+    private sealed class WaitingTree : IDisposable
+    {
+        private readonly Process _process;
+        public int ProgramPid { get; }
+        public int ChildPid { get; }
+
+        private WaitingTree(Process process, int programPid, int childPid)
+        {
+            _process = process;
+            ProgramPid = programPid;
+            ChildPid = childPid;
+        }
+
+        public static WaitingTree Start(string[] options)
+        {
+            string program = NativeBuild.Compile("prog_child_reads_all.c");
+            var start = new ProcessStartInfo(TibetRun.Launcher) { RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false };
+            foreach (string a in (string[])["-q", "--threshold", "64K", "--budget", "4M", .. options, "--", program, "64"])
+                start.ArgumentList.Add(a);
+            var process = Process.Start(start)!;
+            string? line = process.StandardOutput.ReadLine();
+            if (line == null || !line.StartsWith("CHILD ", StringComparison.Ordinal))
+            {
+                process.Kill(entireProcessTree: true);
+                throw new InvalidOperationException($"the program did not get to its waiting child: '{line}'");
+            }
+            int child = int.Parse(line.Split(' ')[1]);
+            int parent = int.Parse(File.ReadAllLines($"/proc/{child}/status").First(l => l.StartsWith("PPid:")).Split('\t', ' ').Last(s => s.Length > 0));
+            return new WaitingTree(process, parent, child);
+        }
+
+        public void Dispose()
+        {
+            _process.StandardInput.WriteLine("go");
+            _process.StandardInput.Close();
+            string rest = _process.StandardOutput.ReadToEnd();
+            if (!_process.WaitForExit(60_000))
+                _process.Kill(entireProcessTree: true);
+            Assert.Contains("child: OK", rest);
+            Assert.Contains("parent: OK", rest);
+            _process.Dispose();
+        }
+    }
+}
