@@ -27,11 +27,8 @@ internal static unsafe class LiveStatistics
         int fd = Libc.socket(Libc.AF_UNIX, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
         if (fd < 0)
             return;
-        byte[] name = Encoding.ASCII.GetBytes("\0" + NamePrefix + Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        Libc.SockAddrUnix address = new() { Family = Libc.AF_UNIX };
-        for (int i = 0; i < name.Length; i++)
-            address.Path[i] = name[i];
-        if (Libc.bind(fd, &address, (uint)(sizeof(ushort) + name.Length)) != 0 || Libc.listen(fd, 16) != 0)
+        Libc.SockAddrUnix address = Libc.SockAddrUnix.Abstract(NamePrefix + Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture), out uint length);
+        if (Libc.bind(fd, &address, length) != 0 || Libc.listen(fd, 16) != 0)
         {
             // Taken (another process of this pid's namespace twin) or refused: no live
             // statistics, said once; the exit statistics are unaffected.

@@ -42,11 +42,8 @@ public static unsafe class LiveStatsClient
         }
         try
         {
-            byte[] name = Encoding.ASCII.GetBytes("\0" + NamePrefix + pid.ToString(CultureInfo.InvariantCulture));
-            Libc.SockAddrUnix address = new() { Family = Libc.AF_UNIX };
-            for (int i = 0; i < name.Length; i++)
-                address.Path[i] = name[i];
-            if (Libc.connect(fd, &address, (uint)(sizeof(ushort) + name.Length)) != 0)
+            Libc.SockAddrUnix address = Libc.SockAddrUnix.Abstract(NamePrefix + pid.ToString(CultureInfo.InvariantCulture), out uint length);
+            if (Libc.connect(fd, &address, length) != 0)
             {
                 problem = $"pid {pid} does not answer ({Libc.Describe(Libc.LastErrno)}): it is not running under tibet-run, or has ended";
                 return null;

@@ -23,6 +23,20 @@ internal static unsafe partial class Libc
     {
         public ushort Family;
         public fixed byte Path[108];
+
+        /// <summary>The abstract address <paramref name="name"/> (ASCII, without the leading
+        /// zero byte, which this adds), and in <paramref name="length"/> the address length
+        /// to pass with it.</summary>
+        public static SockAddrUnix Abstract(string name, out uint length)
+        {
+            if (name.Length + 1 > 108)
+                throw new ArgumentException("An abstract unix socket name holds at most 107 bytes.", nameof(name));
+            SockAddrUnix address = new() { Family = AF_UNIX };
+            for (int i = 0; i < name.Length; i++)
+                address.Path[i + 1] = (byte)name[i];
+            length = (uint)(sizeof(ushort) + 1 + name.Length);
+            return address;
+        }
     }
 
     /// <summary>struct ucred: who is at the other end of a unix socket (SO_PEERCRED).</summary>

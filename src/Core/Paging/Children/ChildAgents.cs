@@ -46,18 +46,14 @@ internal sealed unsafe class ChildAgents : IDisposable
     {
         problem = null;
         string name = $"tibet-agent-{Libc.getpid()}-{Convert.ToHexString(RandomNumberGenerator.GetBytes(8))}";
-        byte[] address = new byte[1 + name.Length];
-        System.Text.Encoding.ASCII.GetBytes(name, 0, name.Length, address, 1);
+        byte[] address = [0, .. System.Text.Encoding.ASCII.GetBytes(name)];
         int fd = Libc.socket(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_NONBLOCK | Libc.SOCK_CLOEXEC, 0);
         if (fd < 0)
         {
             problem = $"socket: {Libc.Describe(Libc.LastErrno)}";
             return null;
         }
-        Libc.SockAddrUnix unix = new() { Family = Libc.AF_UNIX };
-        for (int i = 0; i < address.Length; i++)
-            unix.Path[i] = address[i];
-        uint length = (uint)(sizeof(ushort) + address.Length);
+        Libc.SockAddrUnix unix = Libc.SockAddrUnix.Abstract(name, out uint length);
         if (Libc.bind(fd, &unix, length) != 0 || Libc.listen(fd, MaxPending) != 0)
         {
             problem = $"bind/listen: {Libc.Describe(Libc.LastErrno)}";
