@@ -138,9 +138,9 @@ internal static unsafe class Exports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_forked")]
-    private static void Forked(int pid)
+    private static void Forked(int pid, int agentFd)
     {
-        try { InterposerRuntime.Forked(pid); }
+        try { InterposerRuntime.Forked(pid, agentFd); }
         catch (Exception e) { InterposerRuntime.Failed("fork", e); }
     }
 

@@ -94,9 +94,8 @@ internal static unsafe class InterposerRuntime
             });
             // Forked children start an agent (native/agent.c) that connects to the engine,
             // which then evicts what they read of their inherited arenas.
-            if (engine.ChildAgentAddress is { } agentAddress)
-                fixed (byte* name = agentAddress)
-                    Shim.EnableChildAgents(name, agentAddress.Length);
+            if (engine.ServesChildAgents)
+                Shim.EnableChildAgents();
             SealedFiles = new SealedFiles(identity, _config);
             Redirector = new Redirector(engine, _config, SealedFiles, StartHugePages());
             if (_config.Verbosity > 0)
@@ -189,7 +188,14 @@ internal static unsafe class InterposerRuntime
                                     "That memory is plaintext in the children now.");
     }
 
-    public static void Forked(int pid) => Redirector?.Engine.ChildForked(pid);
+    /// <param name="agentFd">The engine's end of the child's agent connection (native/agent.c), or -1.</param>
+    public static void Forked(int pid, int agentFd)
+    {
+        if (Redirector is { } redirector)
+            redirector.Engine.ChildForked(pid, agentFd);
+        else if (agentFd >= 0)
+            Libc.close(agentFd);
+    }
 
     /// <summary>Reports an unexpected failure (the first few in full).</summary>
     public static void Failed(string call, Exception e)

@@ -55,6 +55,7 @@ internal static unsafe class LiveStatistics
             }
             try
             {
+                Libc.SetSocketTimeouts(client, 2); // a reader that never reads cannot hold this thread
                 Libc.UCred peer;
                 uint length = (uint)sizeof(Libc.UCred);
                 if (Libc.getsockopt(client, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &peer, &length) == 0 && (peer.Uid == self || peer.Uid == 0))

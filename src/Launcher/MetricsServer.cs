@@ -96,6 +96,12 @@ internal sealed class MetricsServer : IDisposable
                 {
                     // The scraper went away.
                 }
+                catch (Exception e)
+                {
+                    // Whatever else goes wrong answering one scrape must not end tibet-run,
+                    // which waits for the program.
+                    Console.Error.WriteLine($"tibet-run: --metrics: a scrape failed: {e.Message}");
+                }
             }
         }
     }

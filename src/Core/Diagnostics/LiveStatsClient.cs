@@ -48,6 +48,18 @@ public static unsafe class LiveStatsClient
                 problem = $"pid {pid} does not answer ({Libc.Describe(Libc.LastErrno)}): it is not running under tibet-run, or has ended";
                 return null;
             }
+            // The name is global: whoever listens must be the process asked about (a forked
+            // child keeps its parent's listener, and any user can bind a free name).
+            Libc.UCred peer;
+            uint credLength = (uint)sizeof(Libc.UCred);
+            if (Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &peer, &credLength) != 0 || peer.Pid != pid)
+            {
+                problem = $"the statistics socket of pid {pid} is held by pid {peer.Pid}: ignored";
+                return null;
+            }
+            // A process that holds the name but never answers (a forked child that kept the
+            // listener) must not hang the reader.
+            Libc.SetSocketTimeouts(fd, 2);
             var received = new MemoryStream();
             byte[] buffer = new byte[16384];
             fixed (byte* p = buffer)
@@ -62,7 +74,7 @@ public static unsafe class LiveStatsClient
                 }
             if (received.Length == 0)
             {
-                problem = $"pid {pid} answered nothing: it runs as another user (statistics go to the same user and root only)";
+                problem = $"pid {pid} answered nothing: it runs as another user (statistics go to the same user and root only), or is busy";
                 return null;
             }
             return JsonDocument.Parse(received.ToArray());
@@ -96,13 +108,13 @@ public static unsafe class LiveStatsClient
                     text.Append(name).Append("{pid=\"").Append(pid).Append("\"} ").Append(v.ToString(CultureInfo.InvariantCulture)).Append('\n');
         }
         static double? Number(JsonElement root, string name) =>
-            root.TryGetProperty(name, out JsonElement e) && e.ValueKind == JsonValueKind.Number ? e.GetDouble() : null;
+            root.ValueKind == JsonValueKind.Object && root.TryGetProperty(name, out JsonElement e) && e.ValueKind == JsonValueKind.Number ? e.GetDouble() : null;
 
         text.Append("# HELP tibet_up Whether the process answered (1) or not (0).\n# TYPE tibet_up gauge\n");
         foreach (var (pid, stats) in list)
             text.Append("tibet_up{pid=\"").Append(pid).Append("\"} ").Append(stats != null ? 1 : 0).Append('\n');
         Family("tibet_encrypted", "gauge", "Whether the process runs on encrypted RAM (1) or entirely unencrypted (0).",
-            r => r.TryGetProperty("encrypted", out JsonElement e) ? (e.GetBoolean() ? 1 : 0) : null);
+            r => r.TryGetProperty("encrypted", out JsonElement e) && e.ValueKind is JsonValueKind.True or JsonValueKind.False ? (e.GetBoolean() ? 1 : 0) : null);
         Family("tibet_faults_total", "counter", "Page faults served for the process.", r => Number(r, "faults"));
         Family("tibet_decrypts_total", "counter", "Pages decrypted.", r => Number(r, "decrypts"));
         Family("tibet_evictions_total", "counter", "Pages sealed or dropped to keep the budget.", r => Number(r, "evictions"));
@@ -118,26 +130,42 @@ public static unsafe class LiveStatsClient
         {
             if (stats == null || !stats.RootElement.TryGetProperty("unencrypted", out JsonElement unencrypted))
                 continue;
+            if (unencrypted.ValueKind != JsonValueKind.Object)
+                continue;
             foreach (JsonProperty reason in unencrypted.EnumerateObject())
-                if (reason.Value.ValueKind == JsonValueKind.Object && reason.Value.TryGetProperty("bytes", out JsonElement bytes))
-                    text.Append("tibet_unencrypted_bytes{pid=\"").Append(pid).Append("\",reason=\"").Append(reason.Name).Append("\"} ")
-                        .Append(bytes.GetInt64()).Append('\n');
+                if (reason.Value.ValueKind == JsonValueKind.Object && Number(reason.Value, "bytes") is double bytes)
+                    text.Append("tibet_unencrypted_bytes{pid=\"").Append(pid).Append("\",reason=\"").Append(LabelValue(reason.Name)).Append("\"} ")
+                        .Append(bytes.ToString(CultureInfo.InvariantCulture)).Append('\n');
         }
 
         text.Append("# HELP tibet_child_faults_total Page faults served for a forked child.\n# TYPE tibet_child_faults_total counter\n");
         var clean = new StringBuilder("# HELP tibet_child_clean_resident_bytes Bytes a forked child read from sealed copies and holds, not written.\n# TYPE tibet_child_clean_resident_bytes gauge\n");
         foreach (var (pid, stats) in list)
         {
-            if (stats == null || !stats.RootElement.TryGetProperty("children", out JsonElement children))
+            if (stats == null || !stats.RootElement.TryGetProperty("children", out JsonElement children) || children.ValueKind != JsonValueKind.Array)
                 continue;
             foreach (JsonElement child in children.EnumerateArray())
             {
-                string labels = $"{{pid=\"{pid}\",child=\"{child.GetProperty("pid").GetInt32()}\"}}";
-                text.Append("tibet_child_faults_total").Append(labels).Append(' ').Append(child.GetProperty("faults").GetInt64()).Append('\n');
-                clean.Append("tibet_child_clean_resident_bytes").Append(labels).Append(' ').Append(child.GetProperty("cleanResidentBytes").GetInt64()).Append('\n');
+                if (child.ValueKind != JsonValueKind.Object || Number(child, "pid") is not double childPid)
+                    continue;
+                string labels = $"{{pid=\"{pid}\",child=\"{childPid.ToString(CultureInfo.InvariantCulture)}\"}}";
+                if (Number(child, "faults") is double faults)
+                    text.Append("tibet_child_faults_total").Append(labels).Append(' ').Append(faults.ToString(CultureInfo.InvariantCulture)).Append('\n');
+                if (Number(child, "cleanResidentBytes") is double cleanBytes)
+                    clean.Append("tibet_child_clean_resident_bytes").Append(labels).Append(' ').Append(cleanBytes.ToString(CultureInfo.InvariantCulture)).Append('\n');
             }
         }
         text.Append(clean);
         return text.ToString();
+    }
+
+    /// <summary>A label value as the text format allows it: only letters, digits and
+    /// underscores pass (the reasons are such names; anything else would break the line).</summary>
+    private static string LabelValue(string value)
+    {
+        var clean = new StringBuilder(value.Length);
+        foreach (char c in value)
+            clean.Append(char.IsAsciiLetterOrDigit(c) || c == '_' ? c : '_');
+        return clean.ToString();
     }
 }

@@ -68,10 +68,9 @@ public sealed unsafe partial class PageEngine : IDisposable
     private readonly bool _tracksWrites;
     private readonly ChildAgents? _childAgents;
 
-    /// <summary>The abstract socket name (with its leading zero byte) forked children's
-    /// agents connect to, for the interposer's agent (native/agent.c); null when children's
-    /// pages are not evicted.</summary>
-    public byte[]? ChildAgentAddress => _childAgents?.Address.ToArray();
+    /// <summary>Whether forked children's pages are evicted through their agents
+    /// (native/agent.c): the interposer then has each fork make the agent's connection.</summary>
+    public bool ServesChildAgents => _childAgents != null;
     private long _handlerAllocatedBytes;
 
     private PageEngine(EngineOptions options)
@@ -117,7 +116,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         // Forked children's agents connect here (see ChildAgents); without a budget or
         // write tracking a child's pages are never evicted, so none is needed.
         if (options.ServeForkedChildren && options.EvictInChildren && _tracksWrites && options.ResidentBudgetBytes != EngineOptions.Unlimited)
-            _childAgents = ChildAgents.TryListen(out _);
+            _childAgents = new ChildAgents();
         _children = new ChildService(_arenas, _sealer, _faults, _reporter, _events, _childAgents,
             options.ResidentBudgetBytes == EngineOptions.Unlimited ? long.MaxValue : Math.Max(1, options.ResidentBudgetBytes / Userfaultfd.PageSize), _tracksWrites);
         WarmUp();
@@ -323,10 +322,12 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// fork wrapper calls this), so that the child's snapshot is released when it exits.
     /// Children made by a raw fork syscall keep theirs until this process ends.
     /// </summary>
-    public void ChildForked(int pid)
+    /// <param name="agentFd">The engine's end of the child's agent connection (see
+    /// Children.ChildAgents), or -1; the engine owns it from now on.</param>
+    public void ChildForked(int pid, int agentFd = -1)
     {
         lock (_gate)
-            _children.ChildForked(pid);
+            _children.ChildForked(pid, agentFd);
         KickHandler();
     }
 

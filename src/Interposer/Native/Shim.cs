@@ -33,12 +33,11 @@ internal static unsafe partial class Shim
     [LibraryImport(Library, EntryPoint = "tibet_shim_child_plaintext")]
     public static partial void ChildPlaintext(ulong* count, ulong* bytes, ulong* refused);
 
-    /// <summary>Forked children of this process start an agent after fork (native/agent.c)
-    /// that connects to the engine's abstract socket <paramref name="name"/> (its
-    /// <paramref name="length"/> bytes, the leading zero included) and takes the child's
-    /// pages out when the engine asks.</summary>
+    /// <summary>From now on, each fork of this process makes a socketpair for the child's
+    /// agent (native/agent.c), which takes the child's pages out when the engine asks; the
+    /// engine gets its end through tibet_managed_forked.</summary>
     [LibraryImport(Library, EntryPoint = "tibet_agent_enable")]
-    public static partial void EnableChildAgents(byte* name, int length);
+    public static partial void EnableChildAgents();
 
     /// <summary>Writes <paramref name="length"/> bytes (whole lines) where tibet reports: a
     /// close-on-exec duplicate, above the descriptors programs use, of the stderr the program

@@ -10,20 +10,26 @@
  * UFFDIO_MOVE issued on another process's userfaultfd fails with EINVAL (Linux 6.18;
  * bench/scripts/custodian-probe.sh checks it). In the child's own address space it works.
  *
- * Protocol, on a SOCK_SEQPACKET connection to the engine's abstract socket, opened by the
- * child right after fork and checked to lead to the parent (SO_PEERCRED):
+ * The connection: the shim's fork() makes a socketpair (SOCK_SEQPACKET) just before the
+ * fork; the parent hands its end to the engine, the child keeps the other. Nothing else
+ * can reach either end, so no name, no lookup and no impersonation. The child first
+ * sends its pid (the engine matches it to the child it serves), then answers requests:
  *   engine -> agent: struct agent_request { start, pages } (at most 64 pages)
- *   agent -> engine: a 64-bit mask of the pages moved out (bit i: page i of the request)
- * Each page moved out lands in the agent's scratch area, is wiped there and dropped. The
- * move is atomic against the child's writers: a write lands before it and is wiped with
- * the page (the engine only asks for pages whose sealed copy is still their contents:
- * such a page is write-protected, so a write would have reached the engine first), or it
- * faults after it and the engine serves the page again. A page the child shares with its
- * parent copy-on-write cannot be moved (EBUSY) and stays.
+ *   agent -> engine: struct agent_answer { moved, absent } (bit i: page i of the request)
+ * A page is moved only if it is present and write-protected by userfaultfd (pagemap bit
+ * 57): the engine asks only for pages it installed write-protected and the child has not
+ * written, and a page that is not so any more (discarded and written again, or a new
+ * mapping at a reused address) must never be taken. The move is atomic against writers:
+ * a write either faults (the page is write-protected) or comes after the move and faults
+ * on the missing page, which the engine serves again from the page's sealed copy. A page
+ * moved out lands in the agent's scratch area, is wiped there and dropped. A page the
+ * child shares with a child of its own copy-on-write cannot be moved (EBUSY) and stays.
  *
- * Everything here is async-signal-safe until the thread is created (socket, connect,
- * mmap, ioctl as raw system calls), and the thread allocates nothing. If anything fails,
- * the child simply has no agent: its pages stay resident, as without this file.
+ * Everything here until the thread runs is a raw system call or async-signal-safe, except
+ * pthread_create, which is libc's own (passed in by the shim: the shim's interposed one
+ * takes its heap lock, which a forked child must never take). The thread allocates
+ * nothing. If anything fails, the child has no agent: its pages stay resident, as
+ * without this file.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,8 +43,8 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #ifndef UFFD_FEATURE_MOVE
@@ -55,10 +61,16 @@ struct uffdio_move {
 };
 #define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
 #endif
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
 
 #define AGENT_PAGE 4096UL
 #define AGENT_MAX_PAGES 64
 #define AGENT_STACK (64 * 1024) /* below any redirection threshold */
+#define AGENT_FD_FLOOR 1000     /* out of the way of the program's descriptors */
+#define PAGEMAP_PRESENT (1ULL << 63)
+#define PAGEMAP_UFFD_WP (1ULL << 57)
 
 struct agent_request {
     uint64_t start;
@@ -66,119 +78,155 @@ struct agent_request {
     uint32_t reserved;
 };
 
+struct agent_answer {
+    uint64_t moved;  /* taken out */
+    uint64_t absent; /* not there to take (absent, not write-protected, or refused) */
+};
+
 _Static_assert(sizeof(struct agent_request) == 16, "the engine's AgentRequest mirrors this");
+_Static_assert(sizeof(struct agent_answer) == 16, "the engine's AgentAnswer mirrors this");
 
-static char agent_address[sizeof(((struct sockaddr_un *)0)->sun_path)];
-static int agent_address_length; /* 0: no engine listens, nothing to do */
-static pid_t agent_engine_pid;
+typedef int (*agent_pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 
-/* Called by the engine's process once its socket listens. The name is abstract (it
- * starts with a zero byte) and `length` counts every byte of it. */
-void tibet_agent_enable(const char *name, int length);
+static volatile int agent_enabled; /* set once the engine can serve children's agents */
 
-void tibet_agent_enable(const char *name, int length)
-{
-    if (length <= 0 || length > (int)sizeof agent_address)
-        return;
-    memcpy(agent_address, name, (size_t)length);
-    agent_engine_pid = (pid_t)syscall(SYS_getpid);
-    __atomic_store_n(&agent_address_length, length, __ATOMIC_RELEASE);
-}
+void tibet_agent_enable(void);
+int tibet_agent_wanted(void);
+void tibet_agent_start_in_child(int connection, agent_pthread_create_fn create_thread);
+
+void tibet_agent_enable(void) { __atomic_store_n(&agent_enabled, 1, __ATOMIC_RELEASE); }
+
+int tibet_agent_wanted(void) { return __atomic_load_n(&agent_enabled, __ATOMIC_ACQUIRE); }
 
 struct agent {
     int connection;
     int scratch_uffd;
+    int pagemap;
     unsigned char *scratch;
+    /* The descriptors' identities: a child that closes every descriptor and opens others
+     * under the same numbers must not have this thread read, write or close them. */
+    dev_t connection_dev, pagemap_dev;
+    ino_t connection_ino, pagemap_ino;
 };
 
 static struct agent the_agent; /* one per process: this child's */
 
-static void agent_close(struct agent *a)
+static int still_ours(int fd, dev_t dev, ino_t ino)
 {
-    if (a->scratch)
-        syscall(SYS_munmap, a->scratch, AGENT_MAX_PAGES * AGENT_PAGE);
-    if (a->scratch_uffd >= 0)
-        close(a->scratch_uffd);
-    if (a->connection >= 0)
-        close(a->connection);
-    a->scratch = NULL;
-    a->scratch_uffd = a->connection = -1;
+    struct stat now;
+    return fstat(fd, &now) == 0 && now.st_dev == dev && now.st_ino == ino;
 }
 
-static uint64_t move_out(struct agent *a, const struct agent_request *request)
+static int move_high(int fd)
 {
-    uint64_t moved = 0;
+    if (fd < 0 || fd >= AGENT_FD_FLOOR)
+        return fd;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, AGENT_FD_FLOOR);
+    close(fd);
+    return high;
+}
+
+static void agent_release(struct agent *a, int close_descriptors)
+{
+    if (a->scratch)
+        syscall(SYS_munmap, a->scratch, AGENT_MAX_PAGES * AGENT_PAGE); /* every page moved in was wiped already */
+    if (close_descriptors) {
+        if (a->scratch_uffd >= 0)
+            close(a->scratch_uffd);
+        if (a->pagemap >= 0)
+            close(a->pagemap);
+        if (a->connection >= 0)
+            close(a->connection);
+    }
+    a->scratch = NULL;
+    a->scratch_uffd = a->pagemap = a->connection = -1;
+}
+
+static void move_out(struct agent *a, const struct agent_request *request, struct agent_answer *answer)
+{
     uint32_t pages = request->pages > AGENT_MAX_PAGES ? AGENT_MAX_PAGES : request->pages;
+    uint64_t entries[AGENT_MAX_PAGES];
+    answer->moved = 0;
+    answer->absent = pages == AGENT_MAX_PAGES ? ~0ULL : (1ULL << pages) - 1;
+    off_t at = (off_t)(request->start / AGENT_PAGE * sizeof(uint64_t));
+    if (pread(a->pagemap, entries, pages * sizeof(uint64_t), at) != (ssize_t)(pages * sizeof(uint64_t)))
+        return; /* nothing is taken that cannot be checked */
     for (uint32_t i = 0; i < pages; i++) {
+        if ((entries[i] & (PAGEMAP_PRESENT | PAGEMAP_UFFD_WP)) != (PAGEMAP_PRESENT | PAGEMAP_UFFD_WP))
+            continue;
         struct uffdio_move move = {
             .dst = (uint64_t)(uintptr_t)(a->scratch + i * AGENT_PAGE),
             .src = request->start + i * AGENT_PAGE,
             .len = AGENT_PAGE,
         };
-        if (ioctl(a->scratch_uffd, UFFDIO_MOVE, &move) == 0)
-            moved |= 1ULL << i;
+        if (ioctl(a->scratch_uffd, UFFDIO_MOVE, &move) == 0) {
+            answer->moved |= 1ULL << i;
+            answer->absent &= ~(1ULL << i);
+        }
     }
     for (uint32_t i = 0; i < pages; i++)
-        if (moved & (1ULL << i))
+        if (answer->moved & (1ULL << i))
             memset(a->scratch + i * AGENT_PAGE, 0, AGENT_PAGE); /* plaintext: wiped, then dropped */
-    if (moved)
+    if (answer->moved)
         madvise(a->scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_DONTNEED);
-    return moved;
 }
 
 static void *agent_loop(void *arg)
 {
     struct agent *a = arg;
+    int ours = 1;
     for (;;) {
         struct agent_request request;
         ssize_t n = recv(a->connection, &request, sizeof request, 0);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n != (ssize_t)sizeof request)
-            break; /* the engine is gone (0), or spoke nonsense */
-        uint64_t moved = move_out(a, &request);
-        if (send(a->connection, &moved, sizeof moved, MSG_NOSIGNAL) != (ssize_t)sizeof moved)
+        ours = still_ours(a->connection, a->connection_dev, a->connection_ino)
+               && still_ours(a->pagemap, a->pagemap_dev, a->pagemap_ino);
+        if (!ours || n != (ssize_t)sizeof request)
+            break; /* the engine is gone (0), spoke nonsense, or the numbers are not ours any more */
+        struct agent_answer answer;
+        move_out(a, &request, &answer);
+        if (send(a->connection, &answer, sizeof answer, MSG_NOSIGNAL) != (ssize_t)sizeof answer)
             break;
     }
-    agent_close(a);
+    agent_release(a, ours);
     return NULL;
 }
 
-void tibet_agent_start_in_child(void);
-
-/* In a forked child, right after fork() returned 0 (from the shim's fork). */
-void tibet_agent_start_in_child(void)
+/* In a forked child, right after fork() returned 0 (from the shim's fork), with the
+ * child's end of the socketpair the shim made before the fork. */
+void tibet_agent_start_in_child(int connection, agent_pthread_create_fn create_thread)
 {
     struct agent *a = &the_agent;
-    a->connection = a->scratch_uffd = -1;
+    struct stat st;
+    a->scratch_uffd = a->pagemap = -1;
     a->scratch = NULL;
-    int length = __atomic_load_n(&agent_address_length, __ATOMIC_ACQUIRE);
-    /* Only a child of the engine's own process: a grandchild's parent serves nothing. */
-    if (length == 0 || getppid() != agent_engine_pid)
-        return;
+    a->connection = move_high(connection);
+    if (a->connection < 0 || fstat(a->connection, &st) != 0)
+        goto fail;
+    a->connection_dev = st.st_dev;
+    a->connection_ino = st.st_ino;
+    pid_t self = (pid_t)syscall(SYS_getpid);
+    if (send(a->connection, &self, sizeof self, MSG_NOSIGNAL) != (ssize_t)sizeof self)
+        goto fail;
 
-    a->connection = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (a->connection < 0)
+    a->pagemap = move_high((int)syscall(SYS_openat, AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+    if (a->pagemap < 0 || fstat(a->pagemap, &st) != 0)
         goto fail;
-    struct sockaddr_un address = { .sun_family = AF_UNIX };
-    memcpy(address.sun_path, agent_address, (size_t)length);
-    if (connect(a->connection, (struct sockaddr *)&address, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + length)) != 0)
-        goto fail;
-    /* Whoever answers must be the parent: an abstract name can be bound by anyone. */
-    struct ucred peer;
-    socklen_t peer_length = sizeof peer;
-    if (getsockopt(a->connection, SOL_SOCKET, SO_PEERCRED, &peer, &peer_length) != 0 || peer.pid != agent_engine_pid)
-        goto fail;
+    a->pagemap_dev = st.st_dev;
+    a->pagemap_ino = st.st_ino;
 
     /* The scratch area the pages are moved into: registered on a userfaultfd of its own,
-     * write-protect mode only, so that nothing here ever waits on an event or a fault. */
+     * write-protect mode only, so that nothing here ever waits on an event or a fault;
+     * wiped in any child of this child, which must not inherit plaintext in flight. */
     void *scratch = (void *)syscall(SYS_mmap, NULL, AGENT_MAX_PAGES * AGENT_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (scratch == MAP_FAILED)
         goto fail;
     a->scratch = scratch;
     madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_NOHUGEPAGE);
     madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_DONTDUMP);
-    a->scratch_uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+    madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_WIPEONFORK);
+    a->scratch_uffd = move_high((int)syscall(SYS_userfaultfd, O_CLOEXEC));
     if (a->scratch_uffd < 0)
         goto fail;
     struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
@@ -198,13 +246,13 @@ void tibet_agent_start_in_child(void)
     pthread_attr_setstacksize(&attributes, AGENT_STACK);
     pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
     pthread_t thread;
-    int created = pthread_create(&thread, &attributes, agent_loop, a);
+    int created = create_thread(&thread, &attributes, agent_loop, a);
     pthread_attr_destroy(&attributes);
-    if (created == 0)
-        pthread_setname_np(thread, "tibet-agent");
     pthread_sigmask(SIG_SETMASK, &before, NULL);
-    if (created == 0)
+    if (created == 0) {
+        pthread_setname_np(thread, "tibet-agent");
         return;
+    }
 fail:
-    agent_close(a);
+    agent_release(a, 1);
 }

@@ -36,6 +36,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -55,8 +56,9 @@ extern void tibet_managed_file_closed(int fd);
 extern ssize_t tibet_managed_read(int fd, void *buffer, size_t count, off_t offset, int at_position); /* or -errno */
 extern int tibet_managed_unmap(void *addr, size_t length); /* 0 or an errno */
 extern void *tibet_managed_mremap(void *old, size_t old_size, size_t new_size, int flags, int *error);
-extern void tibet_managed_forked(int pid);
-extern void tibet_agent_start_in_child(void);
+extern void tibet_managed_forked(int pid, int agent);
+extern int tibet_agent_wanted(void);
+extern void tibet_agent_start_in_child(int connection, int (*create_thread)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *));
 extern void tibet_managed_exit(void);
 extern void tibet_managed_hand_over(void);
 
@@ -1432,20 +1434,32 @@ EXPORT pid_t fork(void)
     __atomic_add_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&tibet_streams_busy, __ATOMIC_SEQ_CST) != 0)
         sched_yield();
+    /* The child's agent (native/agent.c) and the engine talk over this pair: made here, so
+     * that nothing but the two of them can reach it. Only in the process the engine runs in. */
+    int agent[2] = { -1, -1 };
+    if (shim_ready && !in_child() && tibet_agent_wanted()
+        && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, agent) != 0)
+        agent[0] = agent[1] = -1;
     pid_t pid = real_fork();
     if (pid == 0) {
         forks_under_way = 0; /* the child's own counts: no fork of its own is under way */
         tibet_streams_busy = 0;
-        if (shim_ready)
-            tibet_agent_start_in_child(); /* native/agent.c: takes pages out when the engine asks */
+        if (agent[0] >= 0) {
+            close(agent[0]);
+            tibet_agent_start_in_child(agent[1], real_pthread_create); /* libc's: see agent.c */
+        }
     } else {
         __atomic_sub_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
+        if (agent[1] >= 0)
+            close(agent[1]);
     }
     if (pid > 0 && shim_ready && !in_child()) {
         has_forked = 1;
         in_tibet = 1;
-        tibet_managed_forked(pid);
+        tibet_managed_forked(pid, agent[0]); /* the engine owns that end now */
         in_tibet = 0;
+    } else if (pid < 0 && agent[0] >= 0) {
+        close(agent[0]);
     }
     return pid;
 }

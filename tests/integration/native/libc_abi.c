@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -106,6 +107,9 @@ int main(void)
     VALUE(SOCK_CLOEXEC);
     VALUE(SOL_SOCKET);
     VALUE(SO_PEERCRED);
+    VALUE(SO_RCVTIMEO);
+    VALUE(SO_SNDTIMEO);
+    printf("sizeof_timeval %zu\n", sizeof(struct timeval));
     VALUE(MSG_DONTWAIT);
     VALUE(MSG_NOSIGNAL);
     printf("sizeof_sockaddr_un %zu\n", sizeof(struct sockaddr_un));

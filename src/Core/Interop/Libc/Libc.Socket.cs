@@ -13,6 +13,8 @@ internal static unsafe partial class Libc
     public const int SOCK_CLOEXEC = 0x80000;
     public const int SOL_SOCKET = 1;
     public const int SO_PEERCRED = 17;
+    public const int SO_RCVTIMEO = 20;
+    public const int SO_SNDTIMEO = 21;
     public const int MSG_DONTWAIT = 0x40;
     public const int MSG_NOSIGNAL = 0x4000;
 
@@ -48,6 +50,24 @@ internal static unsafe partial class Libc
         public uint Gid;
     }
 
+    /// <summary>struct timeval, for SO_RCVTIMEO and SO_SNDTIMEO.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct TimeVal
+    {
+        public long Seconds;
+        public long Microseconds;
+    }
+
+    /// <summary>Makes blocking sends and receives on <paramref name="fd"/> give up after
+    /// <paramref name="seconds"/> (EAGAIN), so that a peer that never reads or never
+    /// answers cannot hold the caller.</summary>
+    public static void SetSocketTimeouts(int fd, int seconds)
+    {
+        TimeVal limit = new() { Seconds = seconds };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, (uint)sizeof(TimeVal));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, (uint)sizeof(TimeVal));
+    }
+
     // https://man7.org/linux/man-pages/man2/socket.2.html
     [LibraryImport(Library, EntryPoint = "socket", SetLastError = true)]
     public static partial int socket(int domain, int type, int protocol);
@@ -71,6 +91,10 @@ internal static unsafe partial class Libc
     // https://man7.org/linux/man-pages/man2/connect.2.html
     [LibraryImport(Library, EntryPoint = "connect", SetLastError = true)]
     public static partial int connect(int sockfd, SockAddrUnix* addr, uint addrlen);
+
+    // https://man7.org/linux/man-pages/man2/setsockopt.2.html
+    [LibraryImport(Library, EntryPoint = "setsockopt", SetLastError = true)]
+    public static partial int setsockopt(int sockfd, int level, int optname, void* optval, uint optlen);
 
     // https://man7.org/linux/man-pages/man2/send.2.html
     [LibraryImport(Library, EntryPoint = "send", SetLastError = true)]

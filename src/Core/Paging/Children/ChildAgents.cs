@@ -1,101 +1,73 @@
-using System.Security.Cryptography;
 using Tibet.Core.Interop;
 
 namespace Tibet.Core.Paging.Children;
 
 /// <summary>
-/// Where forked children's agents connect: an abstract unix socket the engine listens on,
-/// and the connections that arrived before their child's fork was reported.
+/// The engine's ends of forked children's agent connections, until each is matched to
+/// the child it belongs to.
 /// </summary>
 /// <remarks>
 /// <para>The agent (src/Interposer/native/agent.c) is a thread a forked child starts right
-/// after fork. It connects here, and moves pages out of the child's memory when asked
-/// (see ChildService). A take-out must be done inside the child: UFFDIO_MOVE issued on
-/// another process's userfaultfd fails with EINVAL.</para>
-/// <para>The name is random, and a connection is accepted only from a process the kernel
-/// says is one of this engine's forked children (SO_PEERCRED, matched against the pid
-/// the fork reported). The agent checks the other way round that it reached its parent.</para>
+/// after fork. It moves pages out of the child's memory when asked (see ChildService): a
+/// take-out must be done inside the child, since UFFDIO_MOVE issued on another process's
+/// userfaultfd fails with EINVAL.</para>
+/// <para>The connection is a socketpair the shim's fork() makes just before forking: the
+/// child keeps one end, the parent's end comes here (<see cref="Add"/>). Nothing else can
+/// reach either end. The agent's first message is its pid, which names the child it
+/// serves; an end whose pid is no child of this engine is closed.</para>
+/// <para>Called under the engine lock; <see cref="ReadHellos"/> and <see cref="TakeFor"/>
+/// run on the handler and allocate nothing.</para>
 /// </remarks>
 internal sealed unsafe class ChildAgents : IDisposable
 {
-    // Connections waiting for their child to be reported, and the listen backlog: a
-    // prefork server starts many children at once (the tests fork 80).
+    /// <summary>Ends waiting for their child's pid or their child: a prefork server forks
+    /// many children at once (the tests fork 80). Beyond this, a child has no agent.</summary>
     private const int MaxPending = 1024;
 
-    private readonly int _listener;
-    private readonly byte[] _address;
-    // Connections whose child is not known yet: (descriptor, pid).
     private readonly (int Fd, int Pid)[] _pending = new (int, int)[MaxPending];
     private int _pendingCount;
 
-    private ChildAgents(int listener, byte[] address)
+    public ChildAgents()
     {
-        _listener = listener;
-        _address = address;
-    }
-
-    /// <summary>The socket's abstract name, with its leading zero byte, for the agent.</summary>
-    public ReadOnlySpan<byte> Address => _address;
-
-    /// <summary>The listening descriptor, for the handler's poll set.</summary>
-    public int Listener => _listener;
-
-    /// <summary>Listens on a new random abstract name; null (with the reason) if the
-    /// system refuses, and children are then served without eviction, as before.</summary>
-    public static ChildAgents? TryListen(out string? problem)
-    {
-        problem = null;
-        string name = $"tibet-agent-{Libc.getpid()}-{Convert.ToHexString(RandomNumberGenerator.GetBytes(8))}";
-        byte[] address = [0, .. System.Text.Encoding.ASCII.GetBytes(name)];
-        int fd = Libc.socket(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_NONBLOCK | Libc.SOCK_CLOEXEC, 0);
-        if (fd < 0)
-        {
-            problem = $"socket: {Libc.Describe(Libc.LastErrno)}";
-            return null;
-        }
-        Libc.SockAddrUnix unix = Libc.SockAddrUnix.Abstract(name, out uint length);
-        if (Libc.bind(fd, &unix, length) != 0 || Libc.listen(fd, MaxPending) != 0)
-        {
-            problem = $"bind/listen: {Libc.Describe(Libc.LastErrno)}";
-            Libc.close(fd);
-            return null;
-        }
-        fd = HighDescriptors.MoveAbove(fd);
-        var agents = new ChildAgents(fd, address);
-        agents.Bind();
-        return agents;
-    }
-
-    /// <summary>The handler's first calls of these imports, made here: binding an import
-    /// allocates, and the handler must not.</summary>
-    private void Bind()
-    {
-        Accept();
-        ulong none;
+        // The handler's first calls of these imports, made here: binding an import allocates.
+        int none;
         Libc.recv(-1, &none, 0, Libc.MSG_DONTWAIT);
         Libc.send(-1, &none, 0, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
     }
 
-    /// <summary>Takes every waiting connection, with the pid of the process that opened it.</summary>
-    public void Accept()
+    /// <summary>The engine's end of a new child's connection (from the fork).</summary>
+    public void Add(int fd)
     {
-        while (true)
+        if (fd < 0)
+            return;
+        if (_pendingCount == MaxPending)
         {
-            int fd = Libc.accept4(_listener, null, null, Libc.SOCK_NONBLOCK | Libc.SOCK_CLOEXEC);
-            if (fd < 0)
-                return;
-            Libc.UCred peer;
-            uint length = (uint)sizeof(Libc.UCred);
-            if (Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &peer, &length) != 0 || _pendingCount == MaxPending)
-            {
-                Libc.close(fd);
+            Libc.close(fd);
+            return;
+        }
+        _pending[_pendingCount++] = (HighDescriptors.MoveAbove(fd), 0);
+    }
+
+    /// <summary>Whether ends are waiting.</summary>
+    public bool HasPending => _pendingCount > 0;
+
+    /// <summary>Reads the pid each new agent sends first; an end whose agent is gone is closed.</summary>
+    public void ReadHellos()
+    {
+        for (int i = _pendingCount - 1; i >= 0; i--)
+        {
+            if (_pending[i].Pid != 0)
                 continue;
-            }
-            _pending[_pendingCount++] = (fd, peer.Pid);
+            int pid;
+            nint n = Libc.recv(_pending[i].Fd, &pid, sizeof(int), Libc.MSG_DONTWAIT);
+            if (n == sizeof(int) && pid > 0)
+                _pending[i].Pid = pid;
+            else if (!(n < 0 && Libc.LastErrno is Libc.EAGAIN or Libc.EINTR))
+                Drop(i); // gone before it said who it is, or nonsense
         }
     }
 
-    /// <summary>The connection the child <paramref name="pid"/> opened, or -1.</summary>
+    /// <summary>The connection of the child <paramref name="pid"/>, or -1.</summary>
     public int TakeFor(int pid)
     {
         for (int i = 0; i < _pendingCount; i++)
@@ -109,14 +81,26 @@ internal sealed unsafe class ChildAgents : IDisposable
         return -1;
     }
 
-    /// <summary>Whether connections are waiting for their child.</summary>
-    public bool HasPending => _pendingCount > 0;
+    /// <summary>Ends waiting (some with their agent's pid known, see <see cref="PidAt"/>).</summary>
+    public int PendingCount => _pendingCount;
+
+    /// <summary>The pid the agent of pending end <paramref name="i"/> named, or 0 if not yet.</summary>
+    public int PidAt(int i) => _pending[i].Pid;
+
+    /// <summary>Takes pending end <paramref name="i"/> (the last one moves into its place).</summary>
+    public int TakeAt(int i)
+    {
+        int fd = _pending[i].Fd;
+        _pending[i] = _pending[--_pendingCount];
+        return fd;
+    }
+
+    private void Drop(int i) => Libc.close(TakeAt(i));
 
     public void Dispose()
     {
         for (int i = 0; i < _pendingCount; i++)
             Libc.close(_pending[i].Fd);
         _pendingCount = 0;
-        Libc.close(_listener);
     }
 }

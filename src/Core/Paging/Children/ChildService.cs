@@ -107,6 +107,10 @@ internal sealed unsafe class ChildService : IDisposable
         {
             var entries = (PageEntry*)KernelMemory.Map((nuint)(PageCount * sizeof(PageEntry)));
             Buffer.MemoryCopy(Entries, entries, PageCount * sizeof(PageEntry), PageCount * sizeof(PageEntry));
+            // In a child's copy the ticket marks pages this service installed clean (see
+            // InstalledClean); the parent's tickets, or a child's marks, mean nothing in it.
+            for (long i = 0; i < PageCount; i++)
+                entries[i].ResidentTicket = 0;
             Cipher.Retain();
             Source?.Retain();
             return new ChildRegion(Address, PageCount, entries, Cipher, Source, ArenaId, Label);
@@ -120,7 +124,7 @@ internal sealed unsafe class ChildService : IDisposable
         }
     }
 
-    private sealed class ForkedChild(Userfaultfd uffd, ChildRegion[] regions, int cleanRingLength)
+    private sealed class ForkedChild(Userfaultfd uffd, ChildRegion[] regions, int cleanRingLength, bool fromParent)
     {
         public readonly Userfaultfd Uffd = uffd;
         public readonly AddressSpaceOps Space = new UffdAddressSpace(uffd);
@@ -142,12 +146,13 @@ internal sealed unsafe class ChildService : IDisposable
         // may be taken out of it any more, since nothing could serve it back.
         public bool HandedOver;
         public long CleanResident;
-        // The take-out in flight: its first page and length (0: none), and the pages served
-        // again meanwhile, whose answer is ignored (bit i: page i).
+        // The take-out in flight: its first page and length (0: none).
         public nint TakeOutStart;
         public int TakeOutPages;
-        public ulong TakeOutIgnored;
-        // Write-protect faults on pages of the take-out in flight, held until it is answered.
+        // A child of the program (its fork reported), not a grandchild.
+        public readonly bool FromParent = fromParent;
+        // Faults on pages of the take-out in flight, held until it is answered: a page must
+        // not come back, nor become writable, while the agent may still move it.
         public ChildFault[] Held = new ChildFault[16];
         public int HeldCount;
 
@@ -254,17 +259,20 @@ internal sealed unsafe class ChildService : IDisposable
         }
     }
 
-    /// <summary>See <see cref="PageEngine.ChildForked"/>.</summary>
-    public void ChildForked(int pid)
+    /// <summary>See <see cref="PageEngine.ChildForked"/>. <paramref name="agentFd"/>: the
+    /// engine's end of the child's agent connection (-1: none); owned here from now on.</summary>
+    public void ChildForked(int pid, int agentFd)
     {
+        if (_agents != null)
+            _agents.Add(agentFd);
+        else if (agentFd >= 0)
+            Libc.close(agentFd);
         for (int i = _children.Count - 1; i >= 0; i--)
         {
             ForkedChild child = _children[i];
-            if (child.Pid != 0) continue;
+            if (child.Pid != 0 || !child.FromParent) continue; // a grandchild's fork is never reported here
             child.Pid = pid;
             child.PidFd = (int)Libc.syscall(SYS_pidfd_open, pid, 0, 0);
-            if (_agents != null && child.Evictable)
-                child.AgentFd = _agents.TakeFor(pid);
             if (child.PidFd < 0)
             {
                 // Already gone (and reaped): nothing left to serve.
@@ -287,12 +295,18 @@ internal sealed unsafe class ChildService : IDisposable
             // No take-out may move a page after this: the one in flight is answered (or
             // given 2 s), and the agent is let go. A clean page that may have been moved
             // out is installed again below (EEXIST where it is still there).
-            if (child.AgentFd >= 0 && child.TakeOutPages > 0)
-                TryCollectTakeOut(child, ref _evictions, waitMilliseconds: 2000);
+            // Until it is answered, or the child ends: a page the agent moved after this
+            // would be lost, since nothing serves the child once this process is gone.
+            while (child.AgentFd >= 0 && child.TakeOutPages > 0 && !TryCollectTakeOut(child, ref _evictions, waitForChild: child.PidFd))
+            {
+            }
             child.CloseAgent();
             child.HandedOver = true;
             if (child.Pid != 0 && _agents?.TakeFor(child.Pid) is int pending and >= 0)
                 Libc.close(pending); // an agent that had not been matched yet
+            for (int h = 0; h < child.HeldCount; h++)
+                ServeChildFault(child, in child.Held[h]);
+            child.HeldCount = 0;
             long before = pages;
             foreach (ChildRegion region in child.Regions)
                 for (long index = 0; index < region.PageCount; index++)
@@ -316,10 +330,10 @@ internal sealed unsafe class ChildService : IDisposable
 
     /// <summary>The parent forked: the child's arenas are served as they are now. Its agent
     /// (if it starts) takes its oldest clean pages out above the budget.</summary>
-    public void AdoptFromParent(int descriptor) => AdoptChild(descriptor, SnapshotArenas(), CleanRingLength);
+    public void AdoptFromParent(int descriptor) => AdoptChild(descriptor, SnapshotArenas(), CleanRingLength, fromParent: true);
 
     /// <summary>A fork after a handler failure: the child is only answered with SIGBUS.</summary>
-    public void AdoptUnserved(int descriptor) => AdoptChild(descriptor, [], 0);
+    public void AdoptUnserved(int descriptor) => AdoptChild(descriptor, [], 0, fromParent: true);
 
     /// <summary>Room for the eviction candidates of a child with an agent: the budget, up to
     /// 64Ki pages (a child installing more clean pages than that between two take-outs
@@ -337,10 +351,10 @@ internal sealed unsafe class ChildService : IDisposable
         return regions;
     }
 
-    private void AdoptChild(int descriptor, ChildRegion[] regions, int cleanRingLength)
+    private void AdoptChild(int descriptor, ChildRegion[] regions, int cleanRingLength, bool fromParent)
     {
         _sealer.Store.Pin();
-        AddChild(new ForkedChild(Userfaultfd.Adopt(descriptor), regions, cleanRingLength));
+        AddChild(new ForkedChild(Userfaultfd.Adopt(descriptor), regions, cleanRingLength, fromParent));
     }
 
     private void AddChild(ForkedChild child)
@@ -349,9 +363,8 @@ internal sealed unsafe class ChildService : IDisposable
         _peakChildren = Math.Max(_peakChildren, _children.Count);
     }
 
-    /// <summary>Poll entries the children need: a userfaultfd, a pidfd and an agent each,
-    /// and the agents' listening socket.</summary>
-    public int PollEntries => 3 * _children.Count + 1;
+    /// <summary>Poll entries the children need: a userfaultfd, a pidfd and an agent each.</summary>
+    public int PollEntries => 3 * _children.Count;
 
     /// <summary>Appends each child's userfaultfd and pidfd to <paramref name="fds"/> from
     /// <paramref name="n"/> on (room for <see cref="PollEntries"/>); returns the new count.</summary>
@@ -365,8 +378,6 @@ internal sealed unsafe class ChildService : IDisposable
             if (child.AgentFd >= 0 && child.TakeOutPages > 0)
                 fds[n++] = new Libc.PollFd { Fd = child.AgentFd, Events = Libc.POLLIN };
         }
-        if (_agents != null && _children.Count > 0)
-            fds[n++] = new Libc.PollFd { Fd = _agents.Listener, Events = Libc.POLLIN };
         return n;
     }
 
@@ -389,7 +400,19 @@ internal sealed unsafe class ChildService : IDisposable
                 inFlight = default;
             }
             if (child.AgentFd >= 0)
-                worked |= ServeAgent(child, ref inFlight);
+                worked |= ServeAgent(child);
+            if (child.HeldCount > 0 && child.TakeOutPages == 0)
+            {
+                // Answered (or the agent went away): the held faults are served now.
+                worked = true;
+                for (int h = 0; h < child.HeldCount; h++)
+                {
+                    inFlight = new StrandedFault(child.Space, (ulong)child.Held[h].Address, child.Held[h].ThreadId, child.Pid);
+                    ServeChildFault(child, in child.Held[h]);
+                    inFlight = default;
+                }
+                child.HeldCount = 0;
+            }
             if (child.PidFd >= 0 && ChildExited(child.PidFd))
             {
                 child.Dispose(_sealer.Store);
@@ -400,27 +423,50 @@ internal sealed unsafe class ChildService : IDisposable
         return worked;
     }
 
-    /// <summary>Accepts agents' connections and gives each to its child. Only while some
-    /// child has none yet: otherwise the listener is not even asked.</summary>
+    /// <summary>Gives each new agent connection to the child whose pid its agent named;
+    /// one that names no child of this engine is closed.</summary>
     private void MatchAgents()
     {
-        bool waiting = false;
-        foreach (ForkedChild child in _children)
-            waiting |= child.AgentFd < 0 && child.Evictable;
-        if (!waiting)
+        if (!_agents!.HasPending)
             return;
-        _agents!.Accept();
-        if (!_agents.HasPending)
-            return;
-        foreach (ForkedChild child in _children)
-            if (child.Pid != 0 && child.AgentFd < 0 && child.Evictable)
-                child.AgentFd = _agents.TakeFor(child.Pid);
+        _agents.ReadHellos();
+        for (int i = _agents.PendingCount - 1; i >= 0; i--)
+        {
+            int pid = _agents.PidAt(i);
+            if (pid == 0)
+                continue;
+            ForkedChild? owner = null;
+            foreach (ForkedChild child in _children)
+                if (child.Pid == pid && child.FromParent)
+                    owner = child;
+            if (owner == null)
+            {
+                if (!ForkNotYetReported())
+                    Libc.close(_agents.TakeAt(i)); // no such child (any more)
+                continue;
+            }
+            int fd = _agents.TakeAt(i);
+            if (owner.AgentFd < 0 && owner.Evictable)
+                owner.AgentFd = fd;
+            else
+                Libc.close(fd);
+        }
     }
 
-    /// <summary>The child's agent: collects the answer to the take-out in flight (then
-    /// serves the write faults held for it), and starts the next take-out while the child
-    /// holds more clean pages than the budget.</summary>
-    private bool ServeAgent(ForkedChild child, ref StrandedFault inFlight)
+    /// <summary>Whether a child adopted from the parent still waits for its pid (its agent's
+    /// hello can arrive before the fork is reported).</summary>
+    private bool ForkNotYetReported()
+    {
+        foreach (ForkedChild child in _children)
+            if (child.Pid == 0 && child.FromParent)
+                return true;
+        return false;
+    }
+
+    /// <summary>The child's agent: collects the answer to the take-out in flight (Pump then
+    /// serves the faults held for it), and starts the next take-out while the child holds
+    /// more clean pages than the budget.</summary>
+    private bool ServeAgent(ForkedChild child)
     {
         bool worked = false;
         if (child.TakeOutPages > 0)
@@ -428,13 +474,6 @@ internal sealed unsafe class ChildService : IDisposable
             if (!TryCollectTakeOut(child, ref _evictions))
                 return false;
             worked = true;
-            for (int h = 0; h < child.HeldCount; h++)
-            {
-                inFlight = new StrandedFault(child.Space, (ulong)child.Held[h].Address, child.Held[h].ThreadId, child.Pid);
-                ServeChildFault(child, in child.Held[h]);
-                inFlight = default;
-            }
-            child.HeldCount = 0;
         }
         if (child.AgentFd >= 0 && child.Evictable && child.CleanResident > _budgetPages)
             worked |= StartTakeOut(child);
@@ -468,38 +507,42 @@ internal sealed unsafe class ChildService : IDisposable
         }
         child.TakeOutStart = start;
         child.TakeOutPages = pages;
-        child.TakeOutIgnored = 0;
         return true;
     }
 
     /// <summary>
-    /// Reads the agent's answer to the take-out in flight, waiting up to
-    /// <paramref name="waitMilliseconds"/> for it: the pages it moved out go back to sealed.
+    /// Reads the agent's answer to the take-out in flight (with <paramref name="waitForChild"/>,
+    /// a child's pidfd, waiting for it while the child lives): the pages it moved out go back to sealed.
     /// False while the answer has not come. An agent gone before it answered leaves the
     /// pages as they are: one it took out is served again from its copy when the child
     /// touches it.
     /// </summary>
-    private static bool TryCollectTakeOut(ForkedChild child, ref long evictions, int waitMilliseconds = 0)
+    private static bool TryCollectTakeOut(ForkedChild child, ref long evictions, int waitForChild = -1)
     {
-        if (waitMilliseconds > 0)
+        if (waitForChild >= 0)
         {
-            Libc.PollFd fd = new() { Fd = child.AgentFd, Events = Libc.POLLIN };
-            Libc.poll(&fd, 1, waitMilliseconds);
+            // Blocks until the answer comes or the child ends (its pidfd): never on a guess.
+            Libc.PollFd* fds = stackalloc Libc.PollFd[2];
+            fds[0] = new Libc.PollFd { Fd = child.AgentFd, Events = Libc.POLLIN };
+            fds[1] = new Libc.PollFd { Fd = waitForChild, Events = Libc.POLLIN };
+            Libc.poll(fds, 2, -1);
+            if ((fds[0].Revents & Libc.POLLIN) == 0 && (fds[1].Revents & Libc.POLLIN) != 0)
+            {
+                child.CloseAgent(); // ended: nothing of it needs serving
+                return true;
+            }
         }
-        ulong moved;
-        nint n = Libc.recv(child.AgentFd, &moved, sizeof(ulong), Libc.MSG_DONTWAIT);
+        AgentAnswer answer;
+        nint n = Libc.recv(child.AgentFd, &answer, (nuint)sizeof(AgentAnswer), Libc.MSG_DONTWAIT);
         if (n < 0 && Libc.LastErrno is Libc.EAGAIN or Libc.EINTR)
             return false;
-        if (n != sizeof(ulong))
+        if (n != sizeof(AgentAnswer))
         {
             child.CloseAgent();
             return true;
         }
-        moved &= ~child.TakeOutIgnored;
         for (int i = 0; i < child.TakeOutPages; i++)
         {
-            if ((moved & (1UL << i)) == 0)
-                continue;
             nint address = child.TakeOutStart + (nint)i * PageSize;
             ChildRegion? region = child.Find(address);
             if (region == null)
@@ -507,11 +550,16 @@ internal sealed unsafe class ChildService : IDisposable
             ref PageEntry entry = ref region.Entries[(address - region.Address) / PageSize];
             if (entry.State != PageState.Resident || entry.ResidentTicket != InstalledClean || entry.SealedLength == 0)
                 continue;
-            entry.State = PageState.Sealed; // its copy still holds its contents
+            if ((answer.Moved & (1UL << i)) != 0)
+            {
+                entry.State = PageState.Sealed; // its copy still holds its contents
+                child.Evictions++;
+                evictions++;
+            }
+            // Moved, or not movable (shared with a child of the child, or not there): no
+            // longer a candidate, else it would be asked for again and again.
             entry.ResidentTicket = 0;
             child.CleanResident--;
-            child.Evictions++;
-            evictions++;
         }
         child.TakeOutPages = 0;
         return true;
@@ -551,6 +599,14 @@ internal sealed unsafe class ChildService : IDisposable
         public ulong Start;
         public uint Pages;
         public uint Reserved;
+    }
+
+    /// <summary>What an agent answers (struct agent_answer in native/agent.c): bit i of
+    /// each mask is page i of the request.</summary>
+    private struct AgentAnswer
+    {
+        public ulong Moved;
+        public ulong Absent;
     }
 
     private static bool ChildExited(int pidFd)
@@ -609,7 +665,7 @@ internal sealed unsafe class ChildService : IDisposable
                 break;
             case UFFD_EVENT_FORK:
                 // A grandchild sees what the child saw.
-                AdoptChild((int)message.fork_ufd, CopyRegions(child.Regions), 0); // no agent: it connects only to its parent
+                AdoptChild((int)message.fork_ufd, CopyRegions(child.Regions), 0, fromParent: false); // no agent: only the program's own children get one
                 break;
         }
     }
@@ -628,6 +684,11 @@ internal sealed unsafe class ChildService : IDisposable
     /// Or it wrote to one it inherited write-protected: make that writable.</summary>
     private void ServeChildFault(ForkedChild child, in ChildFault fault)
     {
+        if (child.InTakeOut(fault.Address))
+        {
+            child.Hold(in fault); // served once the agent has answered (see ServeAgent)
+            return;
+        }
         child.Faults++;
         nint address = fault.Address;
         uint threadId = fault.ThreadId;
@@ -648,10 +709,8 @@ internal sealed unsafe class ChildService : IDisposable
         switch (entry.State)
         {
             case PageState.Resident when entry.ResidentTicket == InstalledClean && entry.SealedLength != 0:
-                // Taken out by the agent (perhaps by the take-out still in flight, whose
-                // answer then must not count it): served again from its copy.
-                if (child.InTakeOut(address))
-                    child.TakeOutIgnored |= 1UL << (int)((address - child.TakeOutStart) / PageSize);
+                // Taken out by an agent that went away before it answered: served again
+                // from its copy.
                 if (!_sealer.TryOpen(region.Cipher, index, in entry, buffer))
                 {
                     ForgetClean(child, ref entry);
@@ -737,11 +796,6 @@ internal sealed unsafe class ChildService : IDisposable
     private void ServeChildWrite(ForkedChild child, in ChildFault fault)
     {
         nint address = fault.Address;
-        if (child.InTakeOut(address))
-        {
-            child.Hold(in fault);
-            return;
-        }
         ChildRegion? region = child.Find(address);
         if (region != null)
         {
@@ -785,8 +839,14 @@ internal sealed unsafe class ChildService : IDisposable
     public void RaiseStranded()
     {
         foreach (ForkedChild child in _children)
+        {
             while (child.TryDequeueFault(out ChildFault fault))
                 _reporter.RaiseSigbus(child.Space, fault.Address, fault.ThreadId, child.Pid);
+            for (int h = 0; h < child.HeldCount; h++)
+                _reporter.RaiseSigbus(child.Space, child.Held[h].Address, child.Held[h].ThreadId, child.Pid);
+            child.HeldCount = 0;
+            child.CloseAgent(); // failure mode: nothing is taken out any more, nor polled
+        }
     }
 
     /// <summary>Failure mode: <paramref name="answer"/> reads each child's messages and
