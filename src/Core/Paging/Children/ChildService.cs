@@ -335,10 +335,12 @@ internal sealed unsafe class ChildService : IDisposable
     /// <summary>A fork after a handler failure: the child is only answered with SIGBUS.</summary>
     public void AdoptUnserved(int descriptor) => AdoptChild(descriptor, [], 0, fromParent: true);
 
-    /// <summary>Room for the eviction candidates of a child with an agent: the budget, up to
-    /// 64Ki pages (a child installing more clean pages than that between two take-outs
-    /// keeps the oldest resident).</summary>
-    private int CleanRingLength => _agents == null || _budgetPages == long.MaxValue ? 0 : (int)Math.Min(_budgetPages, 65536) + 1024;
+    /// <summary>Room for the eviction candidates of a child with an agent: the budget and a
+    /// take-out's slack, so that none is dropped before the budget is reached. The ring is
+    /// mapped, not touched: a 1 GiB budget reserves 2 MiB of address space per child, and
+    /// uses what the child's clean pages need. Budgets above 64 GiB are capped there (a
+    /// child holding more clean pages than that keeps the oldest resident).</summary>
+    private int CleanRingLength => _agents == null || _budgetPages == long.MaxValue ? 0 : (int)Math.Min(_budgetPages, 1L << 24) + 1024;
 
     private ChildRegion[] SnapshotArenas()
     {
