@@ -95,6 +95,31 @@ public class ForkedChildrenTests
         }
     }
 
+    /// <summary>
+    /// Writes and discards racing take-outs: a child's threads read, write and
+    /// madvise(DONTNEED) the pages it inherited while the engine has its agent take the
+    /// clean ones out (a 512 KiB budget against 24 MiB). The first word of each page says
+    /// what it must hold (tests/integration/native/prog_child_churn.c); a lost write, a
+    /// wrong byte or a discarded page that came back fails the run. The take-outs must
+    /// have happened, or the test proves nothing.
+    /// </summary>
+    [Theory]
+    [InlineData(4, 4)]
+    [InlineData(8, 6)]
+    public void A_child_whose_threads_write_and_discard_while_its_pages_are_taken_out_loses_nothing(int threads, int rounds)
+    {
+        string program = NativeBuild.Compile("prog_child_churn.c", "-pthread");
+        string[] command = [program, "24", $"{threads}", $"{rounds}"];
+        var native = TibetRun.Native(command);
+        Assert.True(native.ExitCode == 0 && native.Stdout.Contains("churn: OK"), "native control run failed: " + native);
+
+        var encrypted = TibetRun.Encrypted(["--threshold", "64K", "--budget", "512K"], command, TimeSpan.FromMinutes(4));
+        Assert.True(encrypted.ExitCode == 0, encrypted.ToString());
+        Assert.Contains("churn: OK", encrypted.Stdout);
+        Assert.True(encrypted.Stat("childEvictions") > 1000, encrypted.ToString());
+        Assert.Equal(0, encrypted.Stat("authenticationFailures"));
+    }
+
     private static readonly byte[] ChildPageMarker = Encoding.ASCII.GetBytes("tibet-child-page-7c31:");
 
     /// <summary>Runs the command, waits for the child's READY line, counts the page marker
