@@ -99,14 +99,15 @@ void tibet_agent_enable(void) { __atomic_store_n(&agent_enabled, 1, __ATOMIC_REL
 int tibet_agent_wanted(void) { return __atomic_load_n(&agent_enabled, __ATOMIC_ACQUIRE); }
 
 struct agent {
+    int started; /* this process's parent (or this process) started an agent: the fields below mean something */
     int connection;
     int scratch_uffd;
     int pagemap;
     unsigned char *scratch;
     /* The descriptors' identities: a child that closes every descriptor and opens others
      * under the same numbers must not have this thread read, write or close them. */
-    dev_t connection_dev, pagemap_dev;
-    ino_t connection_ino, pagemap_ino;
+    dev_t connection_dev, pagemap_dev, scratch_dev;
+    ino_t connection_ino, pagemap_ino, scratch_ino;
 };
 
 static struct agent the_agent; /* one per process: this child's */
@@ -154,6 +155,12 @@ static void move_out(struct agent *a, const struct agent_request *request, struc
     for (uint32_t i = 0; i < pages; i++) {
         if ((entries[i] & (PAGEMAP_PRESENT | PAGEMAP_UFFD_WP)) != (PAGEMAP_PRESENT | PAGEMAP_UFFD_WP))
             continue;
+        /* Again, right before the move: the batch read above may be a few microseconds old
+         * (another of the child's threads may have unmapped and reused the address). */
+        uint64_t now;
+        if (pread(a->pagemap, &now, sizeof now, at + (off_t)(i * sizeof(uint64_t))) != (ssize_t)sizeof now
+            || (now & (PAGEMAP_PRESENT | PAGEMAP_UFFD_WP)) != (PAGEMAP_PRESENT | PAGEMAP_UFFD_WP))
+            continue;
         struct uffdio_move move = {
             .dst = (uint64_t)(uintptr_t)(a->scratch + i * AGENT_PAGE),
             .src = request->start + i * AGENT_PAGE,
@@ -180,10 +187,17 @@ static void *agent_loop(void *arg)
         ssize_t n = recv(a->connection, &request, sizeof request, 0);
         if (n < 0 && errno == EINTR)
             continue;
-        ours = still_ours(a->connection, a->connection_dev, a->connection_ino)
-               && still_ours(a->pagemap, a->pagemap_dev, a->pagemap_ino);
+        ours = still_ours(a->connection, a->connection_dev, a->connection_ino);
         if (!ours || n != (ssize_t)sizeof request)
-            break; /* the engine is gone (0), spoke nonsense, or the numbers are not ours any more */
+            break; /* the engine is gone (0), spoke nonsense, or the number is not ours any more */
+        if (!still_ours(a->pagemap, a->pagemap_dev, a->pagemap_ino)) {
+            /* The child reused the pagemap's number: nothing can be checked, so nothing is
+             * taken; the engine gets an answer (all absent) and the end of the connection. */
+            struct agent_answer none = { 0, request.pages >= AGENT_MAX_PAGES ? ~0ULL : (1ULL << request.pages) - 1 };
+            send(a->connection, &none, sizeof none, MSG_NOSIGNAL);
+            a->pagemap = -1;
+            break;
+        }
         struct agent_answer answer;
         move_out(a, &request, &answer);
         if (send(a->connection, &answer, sizeof answer, MSG_NOSIGNAL) != (ssize_t)sizeof answer)
@@ -191,6 +205,28 @@ static void *agent_loop(void *arg)
     }
     agent_release(a, ours);
     return NULL;
+}
+
+/* In a child of a child (the shim's fork, in a process that is itself a forked child):
+ * the agent's descriptors came along, but its thread did not. Closed here, so that the
+ * engine sees the end of the connection when the child's agent goes, not only when every
+ * grandchild has gone too. */
+void tibet_agent_forget_in_grandchild(void);
+
+void tibet_agent_forget_in_grandchild(void)
+{
+    struct agent *a = &the_agent;
+    if (!a->started)
+        return; /* never an agent here: its descriptor fields are not ours to close */
+    a->started = 0;
+    if (a->connection >= 0 && still_ours(a->connection, a->connection_dev, a->connection_ino))
+        close(a->connection);
+    if (a->pagemap >= 0 && still_ours(a->pagemap, a->pagemap_dev, a->pagemap_ino))
+        close(a->pagemap);
+    if (a->scratch_uffd >= 0 && still_ours(a->scratch_uffd, a->scratch_dev, a->scratch_ino))
+        close(a->scratch_uffd);
+    a->connection = a->pagemap = a->scratch_uffd = -1;
+    a->scratch = NULL; /* MADV_WIPEONFORK: the copy here is zeros; the mapping stays */
 }
 
 /* In a forked child, right after fork() returned 0 (from the shim's fork), with the
@@ -227,8 +263,10 @@ void tibet_agent_start_in_child(int connection, agent_pthread_create_fn create_t
     madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_DONTDUMP);
     madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_WIPEONFORK);
     a->scratch_uffd = move_high((int)syscall(SYS_userfaultfd, O_CLOEXEC));
-    if (a->scratch_uffd < 0)
+    if (a->scratch_uffd < 0 || fstat(a->scratch_uffd, &st) != 0)
         goto fail;
+    a->scratch_dev = st.st_dev;
+    a->scratch_ino = st.st_ino;
     struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
     struct uffdio_register reg = {
         .range = { (uint64_t)(uintptr_t)scratch, AGENT_MAX_PAGES * AGENT_PAGE },
@@ -251,6 +289,7 @@ void tibet_agent_start_in_child(int connection, agent_pthread_create_fn create_t
     pthread_sigmask(SIG_SETMASK, &before, NULL);
     if (created == 0) {
         pthread_setname_np(thread, "tibet-agent");
+        a->started = 1;
         return;
     }
 fail:

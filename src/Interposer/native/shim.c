@@ -58,6 +58,7 @@ extern int tibet_managed_unmap(void *addr, size_t length); /* 0 or an errno */
 extern void *tibet_managed_mremap(void *old, size_t old_size, size_t new_size, int flags, int *error);
 extern void tibet_managed_forked(int pid, int agent);
 extern int tibet_agent_wanted(void);
+extern void tibet_agent_forget_in_grandchild(void);
 extern void tibet_agent_start_in_child(int connection, int (*create_thread)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *));
 extern void tibet_managed_exit(void);
 extern void tibet_managed_hand_over(void);
@@ -1447,6 +1448,8 @@ EXPORT pid_t fork(void)
         if (agent[0] >= 0) {
             close(agent[0]);
             tibet_agent_start_in_child(agent[1], real_pthread_create); /* libc's: see agent.c */
+        } else {
+            tibet_agent_forget_in_grandchild(); /* a child's child: its parent's agent stays its parent's */
         }
     } else {
         __atomic_sub_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);

@@ -120,6 +120,22 @@ public class ForkedChildrenTests
         Assert.Equal(0, encrypted.Stat("authenticationFailures"));
     }
 
+    /// <summary>A child that moves and grows an inherited allocation with mremap reads its
+    /// fork-time bytes at the new address, zeros in the grown part and after a discard
+    /// (tests/integration/native/prog_child_mremap.c). Before the child service followed
+    /// mremap, the first read at the new address faulted for ever (the run timed out).</summary>
+    [Fact]
+    public void A_child_that_moves_its_pages_with_mremap_reads_them_at_the_new_address()
+    {
+        string program = NativeBuild.Compile("prog_child_mremap.c");
+        var native = TibetRun.Native([program, "8"]);
+        Assert.True(native.ExitCode == 0 && native.Stdout.Contains("mremap: OK"), "native control run failed: " + native);
+        var encrypted = TibetRun.Encrypted(["--threshold", "64K", "--budget", "1M"], [program, "8"], TimeSpan.FromMinutes(2));
+        Assert.True(encrypted.ExitCode == 0, encrypted.ToString());
+        Assert.Contains("mremap: OK", encrypted.Stdout);
+        Assert.True(encrypted.Stat("decrypts") > 1000, encrypted.ToString()); // the child read sealed pages
+    }
+
     private static readonly byte[] ChildPageMarker = Encoding.ASCII.GetBytes("tibet-child-page-7c31:");
 
     /// <summary>Runs the command, waits for the child's READY line, counts the page marker

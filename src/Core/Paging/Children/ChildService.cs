@@ -103,14 +103,19 @@ internal sealed unsafe class ChildService : IDisposable
         public readonly PageCipher Cipher = cipher;
         public readonly IPageSource? Source = source;
 
-        public ChildRegion Copy()
+        /// <param name="keepCleanMarks">A grandchild's copy of a child's table keeps the
+        /// child's marks: a page the child's agent had moved out before the fork is missing
+        /// in the grandchild too, and must be served from its copy, not as zeros. The
+        /// parent's tickets mean nothing in a child and are cleared.</param>
+        public ChildRegion Copy(bool keepCleanMarks = false)
         {
             var entries = (PageEntry*)KernelMemory.Map((nuint)(PageCount * sizeof(PageEntry)));
             Buffer.MemoryCopy(Entries, entries, PageCount * sizeof(PageEntry), PageCount * sizeof(PageEntry));
             // In a child's copy the ticket marks pages this service installed clean (see
             // InstalledClean); the parent's tickets, or a child's marks, mean nothing in it.
-            for (long i = 0; i < PageCount; i++)
-                entries[i].ResidentTicket = 0;
+            if (!keepCleanMarks)
+                for (long i = 0; i < PageCount; i++)
+                    entries[i].ResidentTicket = 0;
             Cipher.Retain();
             Source?.Retain();
             return new ChildRegion(Address, PageCount, entries, Cipher, Source, ArenaId, Label);
@@ -227,6 +232,39 @@ internal sealed unsafe class ChildService : IDisposable
             return true;
         }
 
+        // Ranges the child moved with mremap: faults at To+k are served as From+k (a few
+        // per child; a list, grown on the event, never on a fault).
+        public readonly List<(nint From, nint To, long Length)> Remaps = [];
+
+        /// <summary>The region and the address in it that serve a fault at
+        /// <paramref name="address"/>: the address itself, or where a remap moved it from.</summary>
+        public ChildRegion? FindServing(nint address, out nint origin)
+        {
+            origin = address;
+            ChildRegion? region = Find(address);
+            if (region != null)
+                return region;
+            for (int i = Remaps.Count - 1; i >= 0; i--)
+            {
+                var (from, to, length) = Remaps[i];
+                if (address >= to && address < to + (nint)length)
+                {
+                    origin = from + (address - to);
+                    return FindServing(origin, out origin);
+                }
+            }
+            return null;
+        }
+
+        /// <summary>Whether <paramref name="address"/> is in a range the child moved away from.</summary>
+        public bool IsRemapSource(nint address)
+        {
+            foreach (var (from, _, length) in Remaps)
+                if (address >= from && address < from + (nint)length)
+                    return true;
+            return false;
+        }
+
         public ChildRegion? Find(nint address)
         {
             int lo = 0, hi = Regions.Length - 1;
@@ -273,7 +311,7 @@ internal sealed unsafe class ChildService : IDisposable
             if (child.Pid != 0 || !child.FromParent) continue; // a grandchild's fork is never reported here
             child.Pid = pid;
             child.PidFd = (int)Libc.syscall(SYS_pidfd_open, pid, 0, 0);
-            if (child.PidFd < 0)
+            if (child.PidFd < 0 && Libc.LastErrno == Libc.ESRCH)
             {
                 // Already gone (and reaped): nothing left to serve.
                 child.Dispose(_sealer.Store);
@@ -401,8 +439,8 @@ internal sealed unsafe class ChildService : IDisposable
                 ServeChildFault(child, in fault);
                 inFlight = default;
             }
-            if (child.AgentFd >= 0)
-                worked |= ServeAgent(child);
+            if (child.AgentFd >= 0 && child.TakeOutPages > 0 && TryCollectTakeOut(child, ref _evictions))
+                worked = true;
             if (child.HeldCount > 0 && child.TakeOutPages == 0)
             {
                 // Answered (or the agent went away): the held faults are served now.
@@ -415,6 +453,10 @@ internal sealed unsafe class ChildService : IDisposable
                 }
                 child.HeldCount = 0;
             }
+            // The next take-out only once the held faults are served: they must not wait
+            // behind one take-out after another.
+            if (child.AgentFd >= 0 && child.TakeOutPages == 0 && child.Evictable && child.CleanResident > _budgetPages)
+                worked |= StartTakeOut(child);
             if (child.PidFd >= 0 && ChildExited(child.PidFd))
             {
                 child.Dispose(_sealer.Store);
@@ -463,23 +505,6 @@ internal sealed unsafe class ChildService : IDisposable
             if (child.Pid == 0 && child.FromParent)
                 return true;
         return false;
-    }
-
-    /// <summary>The child's agent: collects the answer to the take-out in flight (Pump then
-    /// serves the faults held for it), and starts the next take-out while the child holds
-    /// more clean pages than the budget.</summary>
-    private bool ServeAgent(ForkedChild child)
-    {
-        bool worked = false;
-        if (child.TakeOutPages > 0)
-        {
-            if (!TryCollectTakeOut(child, ref _evictions))
-                return false;
-            worked = true;
-        }
-        if (child.AgentFd >= 0 && child.Evictable && child.CleanResident > _budgetPages)
-            worked |= StartTakeOut(child);
-        return worked;
     }
 
     /// <summary>Asks the agent to take out the oldest run of clean pages (up to 64).</summary>
@@ -592,7 +617,8 @@ internal sealed unsafe class ChildService : IDisposable
         if (entry.ResidentTicket != InstalledClean)
             return;
         entry.ResidentTicket = 0;
-        child.CleanResident--;
+        if (child.Clean != null)
+            child.CleanResident--; // a grandchild inherits marks but keeps no count
     }
 
     /// <summary>What the engine sends an agent (struct agent_request in native/agent.c).</summary>
@@ -653,8 +679,12 @@ internal sealed unsafe class ChildService : IDisposable
                 for (nint a = (nint)message.remove_start; a < (nint)message.remove_end; a += PageSize)
                 {
                     ChildRegion? region = child.Find(a);
+                    nint origin = a;
+                    // mremap unmaps the range it moved from: those pages live on at the new address.
+                    if (region != null && state == PageState.Unmapped && child.IsRemapSource(a)) continue;
+                    region ??= child.FindServing(a, out origin);
                     if (region == null) continue;
-                    ref PageEntry entry = ref region.Entries[(a - region.Address) / PageSize];
+                    ref PageEntry entry = ref region.Entries[(origin - region.Address) / PageSize];
                     ForgetClean(child, ref entry);
                     // Ciphertext belongs to the parent's store: never freed from here.
                     if (state == PageState.Unmapped || entry.State != PageState.Resident)
@@ -664,6 +694,15 @@ internal sealed unsafe class ChildService : IDisposable
                 }
                 if (message.@event == UFFD_EVENT_UNMAP)
                     child.Space.Wake((nint)message.remove_start, (nuint)(message.remove_end - message.remove_start));
+                break;
+            case UFFD_EVENT_REMAP:
+                // The child moved a range (mremap): its pages there are served from where
+                // they were. Clean marks in the old range stop being candidates (the agent
+                // would find nothing there anyway).
+                child.Remaps.Add(((nint)message.remap_from, (nint)message.remap_to, (long)message.remap_len));
+                for (nint a = (nint)message.remap_from; a < (nint)(message.remap_from + message.remap_len); a += PageSize)
+                    if (child.Find(a) is { } moved)
+                        ForgetClean(child, ref moved.Entries[(a - moved.Address) / PageSize]);
                 break;
             case UFFD_EVENT_FORK:
                 // A grandchild sees what the child saw.
@@ -676,7 +715,7 @@ internal sealed unsafe class ChildService : IDisposable
     {
         var copies = new ChildRegion[regions.Length];
         for (int i = 0; i < regions.Length; i++)
-            copies[i] = regions[i].Copy();
+            copies[i] = regions[i].Copy(keepCleanMarks: true);
         return copies;
     }
 
@@ -699,13 +738,16 @@ internal sealed unsafe class ChildService : IDisposable
             ServeChildWrite(child, in fault);
             return;
         }
-        ChildRegion? region = child.Find(address);
+        ChildRegion? region = child.FindServing(address, out nint origin);
         if (region == null)
         {
-            child.Space.Wake(address, PageSize);
+            // Registered memory the child has that no arena had at the fork: a range mremap
+            // grew. New anonymous memory reads zeros.
+            if (child.Space.ZeroPage(address, PageSize) != 0)
+                child.Space.Wake(address, PageSize);
             return;
         }
-        long index = (address - region.Address) / PageSize;
+        long index = (origin - region.Address) / PageSize;
         ref PageEntry entry = ref region.Entries[index];
         byte* buffer = _faults.Buffer;
         switch (entry.State)
@@ -721,7 +763,7 @@ internal sealed unsafe class ChildService : IDisposable
                 }
                 InjectIntoChild(child, address, buffer, writeProtect: true);
                 Libc.memset(buffer, 0, PageSize);
-                if (child.Evictable)
+                if (child.Evictable && origin == address)
                     child.PushClean(address);
                 break;
             case PageState.Sealed:
@@ -753,7 +795,7 @@ internal sealed unsafe class ChildService : IDisposable
                 InjectIntoChild(child, address, buffer, writeProtect: clean);
                 Libc.memset(buffer, 0, PageSize);
                 entry.State = PageState.Resident;
-                if (clean && child.Evictable)
+                if (clean && child.Evictable && origin == address) // a remapped page is not a candidate
                 {
                     entry.ResidentTicket = InstalledClean;
                     child.CleanResident++;
@@ -798,10 +840,10 @@ internal sealed unsafe class ChildService : IDisposable
     private void ServeChildWrite(ForkedChild child, in ChildFault fault)
     {
         nint address = fault.Address;
-        ChildRegion? region = child.Find(address);
+        ChildRegion? region = child.FindServing(address, out nint origin);
         if (region != null)
         {
-            ref PageEntry entry = ref region.Entries[(address - region.Address) / PageSize];
+            ref PageEntry entry = ref region.Entries[(origin - region.Address) / PageSize];
             if (entry.State == PageState.Resident)
             {
                 ForgetClean(child, ref entry);
