@@ -147,6 +147,11 @@ internal sealed unsafe class ChildService : IDisposable
         public readonly nint* Clean = cleanRingLength > 0 ? (nint*)KernelMemory.Map((nuint)(cleanRingLength * sizeof(nint))) : null;
         private readonly int _cleanLength = cleanRingLength;
         public int CleanHead, CleanCount;
+        // Pushes so far, and the count when the newest fault began: what that fault put in
+        // is never taken out before the next fault (the thread it woke may not have run
+        // yet; taking its page would make it fault again, and again: seen as a livelock of
+        // a writer whose page was installed, taken out and installed again).
+        public long Pushes, NewestFaultFirstPush;
         // The parent handed this child every page before it ended (see HandOver): nothing
         // may be taken out of it any more, since nothing could serve it back.
         public bool HandedOver;
@@ -184,7 +189,11 @@ internal sealed unsafe class ChildService : IDisposable
                 CleanCount--;
             }
             Clean[(CleanHead + CleanCount++) % _cleanLength] = address;
+            Pushes++;
         }
+
+        /// <summary>Whether the oldest candidate was pushed before the newest fault began.</summary>
+        public bool OldestPredatesNewestFault => Pushes - CleanCount < NewestFaultFirstPush;
 
         public bool TryPeekClean(out nint address)
         {
@@ -512,7 +521,7 @@ internal sealed unsafe class ChildService : IDisposable
     {
         nint start = 0;
         int pages = 0;
-        while (pages < AgentMaxPages && child.TryPeekClean(out nint address))
+        while (pages < AgentMaxPages && child.OldestPredatesNewestFault && child.TryPeekClean(out nint address))
         {
             bool candidate = IsInstalledClean(child, address);
             if (pages > 0 && (address != start + (nint)pages * PageSize || !candidate))
@@ -727,10 +736,11 @@ internal sealed unsafe class ChildService : IDisposable
     {
         if (child.InTakeOut(fault.Address))
         {
-            child.Hold(in fault); // served once the agent has answered (see ServeAgent)
+            child.Hold(in fault); // served once the agent has answered (see Pump)
             return;
         }
         child.Faults++;
+        child.NewestFaultFirstPush = child.Pushes;
         nint address = fault.Address;
         uint threadId = fault.ThreadId;
         if (fault.WriteProtect)
