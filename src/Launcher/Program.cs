@@ -12,7 +12,8 @@ using Tibet.Core.Policy;
 using Tibet.Launcher;
 
 // tibet-run [options] -- CMD ARGS...: runs an unmodified program on encrypted RAM.
-return Launcher.Run(args);
+// (tibet-run --custodian ...: the custodian tibet-run starts beside the program.)
+return args.Length > 0 && args[0] == CustodianProcess.Argument ? CustodianProcess.Run(args) : Launcher.Run(args);
 
 internal static partial class Launcher
 {
@@ -256,6 +257,11 @@ internal static partial class Launcher
         }
         if (encrypted && !options.Quiet)
             AnnounceBudget(options);
+        if (!CustodianProcess.TryReadSwitch(out bool custodianWanted, out string? custodianProblem))
+        {
+            Fail(custodianProblem!);
+            return ExitRefused;
+        }
 
         SecretDescriptor? handOff = null;
         if (options.IdentityPath != null)
@@ -294,6 +300,10 @@ internal static partial class Launcher
                 start.ArgumentList.Add(argument);
             if (encrypted)
                 ChildEnvironment.Apply(start.Environment, options, library, Path.Combine(statsDir.FullName, "stats-%p.json"), handOff?.Descriptor);
+            // Forked children's large allocations are served by the custodian.
+            int registry = encrypted && custodianWanted ? CustodianProcess.Start(options) : -1;
+            if (registry >= 0)
+                start.Environment[CustodianProcess.DescriptorVariable] = registry.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
             Process child;
             try
@@ -307,8 +317,10 @@ internal static partial class Launcher
             }
             finally
             {
-                // The program holds its own copy of the descriptor now.
+                // The program holds its own copies of the descriptors now.
                 handOff?.Dispose();
+                if (registry >= 0)
+                    Libc.close(registry);
             }
 
             metrics?.Serve(child.Id);

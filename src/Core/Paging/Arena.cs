@@ -39,6 +39,10 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     /// <summary>Where untouched pages come from; null: they read as zeros.</summary>
     internal IPageSource? Source;
 
+    /// <summary>Another process's range, served by the custodian (PageEngine.AdoptArena):
+    /// the process maps, registers and unmaps it; the engine keeps only the books.</summary>
+    internal bool Adopted { get; init; }
+
     /// <summary>Released pages go back to a PROT_NONE reservation rather than being unmapped.</summary>
     internal bool KeepsReservation { get; init; }
 

@@ -73,7 +73,9 @@ public sealed unsafe partial class PageEngine : IDisposable
     public bool ServesChildAgents => _childAgents != null;
     private long _handlerAllocatedBytes;
 
-    private PageEngine(EngineOptions options)
+    /// <param name="served">Another process's userfaultfd and address space (the
+    /// custodian serves it; see <see cref="ServeProcess"/>); null: this process.</param>
+    private PageEngine(EngineOptions options, (Userfaultfd Uffd, AgentAddressSpace Space)? served = null)
     {
         options.Validate();
         _options = options;
@@ -83,11 +85,16 @@ public sealed unsafe partial class PageEngine : IDisposable
         ulong wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP
                        | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON | UFFD_FEATURE_PAGEFAULT_FLAG_WP
                        | (options.ServeForkedChildren ? UFFD_FEATURE_EVENT_FORK : 0);
-        _uffd = Userfaultfd.Open(Features.Bits & wanted);
+        _uffd = served?.Uffd ?? Userfaultfd.Open(Features.Bits & wanted);
 
         // Write tracking serves eviction: without take-out there is nothing to save.
         _tracksWrites = options.TrackWrites && Features.CanEvict;
-        if (Features.CanEvict)
+        if (served is { } process)
+        {
+            _space = process.Space;
+            ServesAnotherProcess = true;
+        }
+        else if (Features.CanEvict)
         {
             _takeOut = new LocalAddressSpace(_uffd, options.EvictBatchPages);
             _space = _takeOut;
@@ -110,7 +117,8 @@ public sealed unsafe partial class PageEngine : IDisposable
         // The evictor drains events when a take-out meets EAGAIN; the events part
         // forgets pages on the evictor's books: each is handed the other through the engine.
         _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain());
-        _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor));
+        _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor),
+            arena => ReleaseArenaLocked(arena));
         _collapser = new RangeCollapser(_space, _evictor, options.CollapseResidentRanges && _takeOut != null);
         _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites);
         // Forked children's agents connect here (see ChildAgents); without a budget or
@@ -134,6 +142,48 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// <exception cref="UserfaultfdUnavailableException">userfaultfd cannot be used here;
     /// the message names the fix.</exception>
     public static PageEngine Create(EngineOptions? options = null) => new(options ?? new EngineOptions());
+
+    /// <summary>
+    /// Creates an engine that serves another process (the custodian's, see
+    /// Custodian.ServedProcess): <paramref name="uffd"/> is that process's userfaultfd, its
+    /// arenas are the ranges it registered itself (<see cref="AdoptArena"/>), and pages
+    /// leave it through <paramref name="space"/>, its own thread. The engine owns both.
+    /// </summary>
+    internal static PageEngine ServeProcess(EngineOptions options, Userfaultfd uffd, AgentAddressSpace space) =>
+        new(options, (uffd, space));
+
+    /// <summary>Whether the arenas are another process's (see <see cref="ServeProcess"/>).</summary>
+    internal bool ServesAnotherProcess { get; }
+
+    /// <summary>Whether arenas are registered for write protection too (a served process
+    /// registers its own, and must be told).</summary>
+    internal bool TracksWrites => _tracksWrites;
+
+    /// <summary>
+    /// Takes on a range the served process mapped and registered on its userfaultfd itself
+    /// (see <see cref="ServeProcess"/>): its pages read as zeros until written, and are
+    /// sealed beyond the budget like any arena's. Books of earlier arenas the range
+    /// overlaps are dropped: the process unmapped them before the kernel could give it the
+    /// range again.
+    /// </summary>
+    internal Arena AdoptArena(nint address, long length, string label)
+    {
+        if (!ServesAnotherProcess)
+            throw new InvalidOperationException("Only an engine serving another process adopts its ranges.");
+        if (address == 0 || (address & (PageSize - 1)) != 0 || length <= 0 || (length & (PageSize - 1)) != 0)
+            throw new ArgumentException($"a served range must be page-aligned and not empty (0x{address:x}, {length} bytes)");
+        var arena = new Arena(this, address, length, NewArenaId(), label) { Adopted = true };
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            foreach (Arena old in _arenas.ByAddress)
+                if (old.Address < address + (nint)length && address < old.Address + (nint)old.Length)
+                    ReleaseArenaLocked(old);
+            arena.Slot = _arenas.Add(arena);
+        }
+        KickHandler();
+        return arena;
+    }
 
     public KernelFeatures Features { get; }
 
@@ -312,6 +362,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _evictor.Dispose();
         _uffd.Dispose();
         _takeOut?.Dispose();
+        (_space as AgentAddressSpace)?.Dispose();
         _faults.Dispose();
         _events.Dispose();
         Libc.close(_wakeFd);
@@ -424,6 +475,16 @@ public sealed unsafe partial class PageEngine : IDisposable
 
     private void ReleaseArenaLocked(Arena arena)
     {
+        if (arena.Adopted)
+        {
+            // The served process's range: the process unmaps it, here only the books go.
+            for (long i = 0; i < arena.PageCount; i++)
+                _events.Unmap(ref arena.Entries[i]);
+            _arenas.Remove(arena);
+            arena.FreeTables();
+            arena.Released = true;
+            return;
+        }
         // Unregistering first wakes any thread still blocked on the range.
         _uffd.Unregister(arena.Address, (nuint)arena.Length);
         long runStart = -1;
@@ -527,6 +588,6 @@ public sealed unsafe partial class PageEngine : IDisposable
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
         Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(Userfaultfd), typeof(PageEntry), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
-            typeof(CiphertextStore), typeof(Evictor), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(FillWorker), typeof(ChildService), typeof(ChildAgents), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
+            typeof(CiphertextStore), typeof(Evictor), typeof(AgentAddressSpace), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(FillWorker), typeof(ChildService), typeof(ChildAgents), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

@@ -33,12 +33,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "served.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define LIKELY(x) __builtin_expect(!!(x), 1)
@@ -530,14 +533,14 @@ static char *append_number(char *at, uint64_t n)
     return at;
 }
 
-/* A forked child's allocation of `size` bytes at or above the threshold. Tibet cannot
- * serve it (no managed code runs in a child), so it is plaintext: counted and said once
- * per child, or under --require-encryption refused (TIBET_REFUSED) with its own line.
- * Returns NULL (forward to libc) or TIBET_REFUSED. */
+/* A forked child's allocation of `size` bytes at or above the threshold that the
+ * custodian did not take on (native/served.c; tibet_served_why_not says why), so it is
+ * plaintext: counted and said once per child, or under --require-encryption refused
+ * (TIBET_REFUSED) with its own line. Returns NULL (forward to libc) or TIBET_REFUSED. */
 static void *child_large_allocation(size_t size)
 {
     pid_t self = (pid_t)syscall(SYS_getpid);
-    char line[256], *at = line;
+    char line[512], *at = line;
     at = append(at, "tibet: pid ");
     at = append_number(at, (uint64_t)self);
     /* The process tibet runs in, not getppid(): a daemon's parent has usually exited by
@@ -551,7 +554,9 @@ static void *child_large_allocation(size_t size)
             return TIBET_REFUSED;
         at = append(at, ", was refused ");
         at = append_number(at, size);
-        at = append(at, " bytes (ENOMEM): forked children are not served yet, and --require-encryption refuses memory that would not be encrypted\n");
+        at = append(at, " bytes (ENOMEM): ");
+        at = append(at, tibet_served_why_not());
+        at = append(at, ", and --require-encryption refuses memory that would not be encrypted\n");
         tibet_shim_report(line, (size_t)(at - line));
         return TIBET_REFUSED;
     }
@@ -563,7 +568,9 @@ static void *child_large_allocation(size_t size)
         return NULL;
     at = append(at, ", allocated ");
     at = append_number(at, size);
-    at = append(at, " bytes that are not encrypted (forked children are not served yet; this child's further large allocations are counted, not reported); --require-encryption refuses such allocations\n");
+    at = append(at, " bytes that are not encrypted (");
+    at = append(at, tibet_served_why_not());
+    at = append(at, "; this child's further such allocations are counted, not reported); --require-encryption refuses them\n");
     tibet_shim_report(line, (size_t)(at - line));
     return NULL;
 }
@@ -601,8 +608,10 @@ static void *program_large_alloc(size_t size, size_t alignment)
         return TIBET_REFUSED;
     if (!shim_ready)
         return NULL;
-    if (in_child())
-        return child_large_allocation(size);
+    if (in_child()) {
+        void *served = tibet_served_alloc(size, alignment);
+        return served ? served : child_large_allocation(size);
+    }
     in_tibet = 1;
     void *p = tibet_managed_alloc(size, alignment);
     in_tibet = 0;
@@ -675,6 +684,10 @@ EXPORT void free(void *p)
         free_arena_block(p);
         return;
     }
+    if (UNLIKELY(tibet_served_owns(p))) {
+        tibet_served_free(p); /* a forked child's block, served by the custodian */
+        return;
+    }
     real_free(p);
 }
 
@@ -686,6 +699,8 @@ EXPORT size_t malloc_usable_size(void *p)
         return block_size(p);
     if (is_private(p))
         return heap_usable_size(p);
+    if (tibet_served_owns(p))
+        return tibet_served_usable_size(p);
     if (UNLIKELY(!real_usable_size))
         resolve();
     return real_usable_size(p);
@@ -754,6 +769,31 @@ static void *realloc_arena(void *p, size_t size, const void *ret)
     return q;
 }
 
+/* realloc of a forked child's block served by the custodian (native/served.c): moved to
+ * a new block, served again at or above the threshold. */
+static void *realloc_served(void *p, size_t size)
+{
+    if (size == 0) {
+        tibet_served_free(p);
+        return NULL;
+    }
+    size_t old = tibet_served_usable_size(p);
+    if (size <= old && size >= malloc_threshold)
+        return p;
+    void *q = size < malloc_threshold ? real_malloc(size) : program_large_alloc(size, 16);
+    if (q == TIBET_REFUSED) {
+        errno = ENOMEM;
+        return NULL; /* the old block stays as it was */
+    }
+    if (q == NULL && size >= malloc_threshold)
+        q = real_malloc(size);
+    if (!q)
+        return NULL;
+    memcpy(q, p, old < size ? old : size);
+    tibet_served_free(p);
+    return q;
+}
+
 __attribute__((noinline)) static void *realloc_slow(void *p, size_t size, const void *ret)
 {
     if (p == NULL)
@@ -770,6 +810,8 @@ __attribute__((noinline)) static void *realloc_slow(void *p, size_t size, const 
     }
     if (ours_malloc(p))
         return realloc_arena(p, size, ret);
+    if (tibet_served_owns(p))
+        return realloc_served(p, size);
     if (tibet_caller(ret))
         return real_realloc(p, size); /* a block of the program's that tibet resizes (rare) */
     /* A program's block growing across the threshold: move it into an arena. */
@@ -789,7 +831,7 @@ __attribute__((noinline)) static void *realloc_slow(void *p, size_t size, const 
 EXPORT void *realloc(void *p, size_t size)
 {
     const void *ret = __builtin_return_address(0);
-    if (LIKELY(size < malloc_threshold) && LIKELY(!tibet_caller(ret)) && LIKELY(!is_private(p) && !ours_malloc(p)))
+    if (LIKELY(size < malloc_threshold) && LIKELY(!tibet_caller(ret)) && LIKELY(!is_private(p) && !ours_malloc(p) && !tibet_served_owns(p)))
         return real_realloc(p, size);
     return realloc_slow(p, size, ret);
 }
@@ -957,7 +999,9 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
             p = tibet_managed_mmap(length);
             in_tibet = 0;
         } else if (shim_ready && in_child()) {
-            p = child_large_allocation(length);
+            p = tibet_served_map(length);
+            if (!p)
+                p = child_large_allocation(length);
         }
         if (p == TIBET_REFUSED) {
             errno = ENOMEM;
@@ -1451,6 +1495,9 @@ EXPORT pid_t fork(void)
         } else {
             tibet_agent_forget_in_grandchild(); /* a child's child: its parent's agent stays its parent's */
         }
+        /* This child's own large allocations, served by the custodian (native/served.c). */
+        if (shim_ready && tibet_served_active())
+            tibet_served_start_in_child(real_pthread_create);
     } else {
         __atomic_sub_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
         if (agent[1] >= 0)
@@ -1539,6 +1586,25 @@ EXPORT void tibet_shim_child_plaintext(uint64_t *count, uint64_t *bytes, uint64_
     if (refused) *refused = c ? __atomic_load_n(&c->refused_count, __ATOMIC_RELAXED) : 0;
 }
 
+/* TIBET_CUSTODIAN_FD: the registry descriptor tibet-run's custodian listens on, inherited
+ * by every process of the tree (native/served.c). Not in secure-execution mode, where the
+ * environment belongs to a less privileged caller. A malformed value is said and ignored:
+ * forked children then run their large allocations in plaintext, each saying so. */
+static void configure_custodian(void)
+{
+    const char *text = getauxval(AT_SECURE) ? NULL : getenv("TIBET_CUSTODIAN_FD");
+    if (!text || !*text)
+        return;
+    long fd = 0;
+    const char *c = text;
+    for (; *c >= '0' && *c <= '9' && fd < INT_MAX; c++)
+        fd = fd * 10 + (*c - '0');
+    if (*c != '\0' || fd > INT_MAX || tibet_served_configure((int)fd) != 0) {
+        static const char line[] = "tibet: TIBET_CUSTODIAN_FD does not name the custodian's socket; forked children's large allocations will not be encrypted\n";
+        tibet_shim_report(line, sizeof line - 1);
+    }
+}
+
 /* Also when the engine did not start (the process runs unencrypted): the statistics then
  * say why. The runtime is up either way; a failed start that must not run has _exit()ed. */
 static void at_exit(void)
@@ -1557,6 +1623,7 @@ __attribute__((constructor(65535))) static void tibet_start(void)
     resolve();
     owner_pid = (pid_t)syscall(SYS_getpid);
     open_report_descriptor();
+    configure_custodian();
     /* The runtime sets SIGPIPE to ignored; the program must keep the disposition it was
      * started with (a pipeline's writer dies on a closed pipe). */
     struct sigaction sigpipe;

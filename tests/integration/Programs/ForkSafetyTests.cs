@@ -39,11 +39,36 @@ public class ForkSafetyTests
     public void Forking_in_a_loop_while_new_threads_allocate_never_hangs_under_glibc_malloc() =>
         RunStress(new Dictionary<string, string?> { ["LD_PRELOAD"] = null });
 
-    [Fact]
-    public void A_forked_child_that_allocates_is_announced_once_on_the_original_stderr()
+    /// <summary>Without the custodian (TIBET_CUSTODIAN=0), nothing serves a forked child's
+    /// own large allocations.</summary>
+    private static readonly Dictionary<string, string?> NoCustodian = new() { ["TIBET_CUSTODIAN"] = "0" };
+
+    /// <summary>With the custodian, a forked child's large allocations are served: no
+    /// line, and no ENOMEM even under --require-encryption.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_forked_childs_large_allocations_are_served_by_the_custodian(bool requireEncryption)
     {
         string program = NativeBuild.Compile("prog_child_alloc.c");
-        var run = TibetRun.Encrypted(Options, [program]);
+        var run = TibetRun.Encrypted(requireEncryption ? ["--require-encryption", "-v", .. Options] : ["-v", .. Options], [program]);
+        Assert.True(run.ExitCode == 0 && run.Stdout.Contains("child_alloc: OK"), run.ToString());
+        for (int child = 1; child <= 2; child++)
+        {
+            Assert.Equal(2, Count(run.Stdout, $"child {child}: malloc served"));
+            Assert.Contains($"child {child}: mmap served", run.Stdout);
+        }
+        Assert.DoesNotContain("a forked child of pid", run.Stderr);
+        // Each child's three ranges were the custodian's.
+        string[] served = run.Stderr.Split('\n').Where(l => l.StartsWith("tibet custodian: pid ", StringComparison.Ordinal)).ToArray();
+        Assert.True(served.Length == 2 && served.All(l => l.Contains(" ended: 3 ranges")), run.ToString());
+    }
+
+    [Fact]
+    public void Without_the_custodian_a_forked_child_that_allocates_is_announced_once_on_the_original_stderr()
+    {
+        string program = NativeBuild.Compile("prog_child_alloc.c");
+        var run = TibetRun.Encrypted(Options, [program], environment: NoCustodian);
         Assert.True(run.ExitCode == 0 && run.Stdout.Contains("child_alloc: OK"), run.ToString());
         for (int child = 1; child <= 2; child++)
         {
@@ -54,15 +79,15 @@ public class ForkSafetyTests
         // own duplicate of the original stderr. One line per child, not per allocation.
         string[] lines = run.Stderr.Split('\n').Where(l => l.Contains("a forked child of pid")).ToArray();
         Assert.True(lines.Length == 2, run.ToString());
-        Assert.All(lines, l => Assert.Contains("bytes that are not encrypted", l));
+        Assert.All(lines, l => Assert.Contains("bytes that are not encrypted (this tree has no custodian", l));
         Assert.NotEqual(lines[0].Split(',')[0], lines[1].Split(',')[0]); // two different pids
     }
 
     [Fact]
-    public void Under_require_encryption_a_forked_childs_large_allocation_fails_with_ENOMEM()
+    public void Without_the_custodian_under_require_encryption_a_forked_childs_large_allocation_fails_with_ENOMEM()
     {
         string program = NativeBuild.Compile("prog_child_alloc.c");
-        var run = TibetRun.Encrypted(["--require-encryption", .. Options], [program]);
+        var run = TibetRun.Encrypted(["--require-encryption", .. Options], [program], environment: NoCustodian);
         Assert.True(run.ExitCode == 0 && run.Stdout.Contains("child_alloc: OK"), run.ToString());
         for (int child = 1; child <= 2; child++)
         {

@@ -105,6 +105,25 @@ public class LauncherTests
         Assert.Contains($"{name}='{value}'", result.Stderr);
     }
 
+    /// <summary>TIBET_CUSTODIAN is tibet-run's: anything but 0 or 1 stops it before
+    /// anything runs. A program preloaded by hand with a TIBET_CUSTODIAN_FD that names no
+    /// custodian runs, says so, and its forked children say theirs are not encrypted.</summary>
+    [Fact]
+    public void A_malformed_custodian_setting_stops_tibet_run_and_a_false_descriptor_is_said()
+    {
+        var result = TibetRun.Run(TibetRun.Launcher, ["-q", "--", "/bin/echo", "ran"], environment: new Dictionary<string, string?> { ["TIBET_CUSTODIAN"] = "maybe" });
+        Assert.Equal(2, result.ExitCode);
+        Assert.DoesNotContain("ran", result.Stdout);
+        Assert.Contains("TIBET_CUSTODIAN='maybe' must be 0", result.Stderr);
+
+        string program = NativeBuild.Compile("prog_child_alloc.c");
+        var preloaded = TibetRun.Run("/usr/bin/env", ["LD_PRELOAD=" + Path.Combine(RepoPaths.Root, "out", "lib", "libtibet.so"),
+            "TIBET_CUSTODIAN_FD=0", "TIBET_THRESHOLD=64K", program]);
+        Assert.True(preloaded.ExitCode == 0 && preloaded.Stdout.Contains("child_alloc: OK"), preloaded.ToString());
+        Assert.Contains("TIBET_CUSTODIAN_FD does not name the custodian's socket", preloaded.Stderr);
+        Assert.Contains("this tree has no custodian", preloaded.Stderr);
+    }
+
     /// <summary>A program preloaded by hand takes the sizes tibet-run takes, and a size past
     /// any range stops it before main with the variable named, not an exception.</summary>
     [Theory]

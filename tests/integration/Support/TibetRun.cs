@@ -57,12 +57,14 @@ internal static class TibetRun
 
     /// <summary>Runs <paramref name="command"/> under tibet-run with <paramref name="options"/>,
     /// collecting the interposer's statistics.</summary>
-    public static Result Encrypted(string[] options, string[] command, TimeSpan? timeout = null, string? stdin = null)
+    /// <param name="environment">Variables to set for tibet-run (a null value removes one).</param>
+    public static Result Encrypted(string[] options, string[] command, TimeSpan? timeout = null, string? stdin = null,
+        IDictionary<string, string?>? environment = null)
     {
         string statsFile = Path.Combine(Path.GetTempPath(), $"tibet-stats-{Guid.NewGuid():N}.json");
         try
         {
-            var result = Run(Launcher, [.. options, "--stats-json", statsFile, "--", .. command], timeout, stdin);
+            var result = Run(Launcher, [.. options, "--stats-json", statsFile, "--", .. command], timeout, stdin, environment);
             JsonElement? stats = File.Exists(statsFile) ? JsonDocument.Parse(File.ReadAllText(statsFile)).RootElement.Clone() : null;
             return result with { Stats = stats };
         }

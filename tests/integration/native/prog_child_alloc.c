@@ -1,5 +1,5 @@
-/* A forked child that allocates: tibet cannot serve it (no managed code runs in a child),
- * so its large allocations are plaintext, said in one line per child on tibet's report
+/* A forked child that allocates: the custodian serves its large allocations; without it
+ * (TIBET_CUSTODIAN=0) they are plaintext, said in one line per child on tibet's report
  * descriptor, or refused with ENOMEM under --require-encryption. Like a daemon, each child
  * first points its stderr at /dev/null: tibet's line must still arrive. Two children, each
  * making two large mallocs and one large private anonymous mmap. Prints, per child,

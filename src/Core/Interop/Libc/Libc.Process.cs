@@ -17,4 +17,10 @@ internal static partial class Libc
     // https://man7.org/linux/man-pages/man2/_exit.2.html
     [LibraryImport(Library, EntryPoint = "_exit")]
     public static partial void _exit(int status);
+
+    /// <summary>Starts a new session with the caller as its leader: it leaves the
+    /// terminal's process group, so a Ctrl-C meant for the program does not reach it.</summary>
+    // https://man7.org/linux/man-pages/man2/setsid.2.html
+    [LibraryImport(Library, EntryPoint = "setsid", SetLastError = true)]
+    public static partial int setsid();
 }

@@ -6,9 +6,10 @@ namespace Tibet.Core.Paging.AddressSpace;
 /// </summary>
 /// <remarks>
 /// <para>Everything the engine does to the program's memory goes through here; the rest
-/// of the engine only keeps books. Two implementations today: <see cref="UffdAddressSpace"/>
-/// (a userfaultfd: this process's, or a forked child's) and <see cref="LocalAddressSpace"/>
-/// (this process, with take-out by UFFDIO_MOVE).</para>
+/// of the engine only keeps books. Three implementations: <see cref="UffdAddressSpace"/>
+/// (a userfaultfd: this process's, or a forked child's), <see cref="LocalAddressSpace"/>
+/// (this process, with take-out by UFFDIO_MOVE) and <see cref="AgentAddressSpace"/>
+/// (another process, served by the custodian, with take-out by its own thread).</para>
 /// <para>Why a seam: serving a process from outside (the custodian of a later issue)
 /// changes only how these are done. UFFDIO_COPY, ZEROPAGE, WAKE and POISON work on a
 /// userfaultfd received from another process; UFFDIO_MOVE does not (EINVAL on Linux 6.18,
@@ -65,6 +66,12 @@ internal abstract class AddressSpaceOps
     /// ENOENT: nothing mapped there. EBUSY: shared (copy-on-write with a child) or pinned.
     /// </summary>
     public abstract int TakeOut(int slot, nint address, nuint length, out long done);
+
+    /// <summary>A batch of take-outs begins: their slots are fresh (see
+    /// <see cref="AgentAddressSpace"/>, which answers a run's pages from one request).</summary>
+    public virtual void BeginTakeOuts()
+    {
+    }
 
     /// <summary>After a take-out reported an error: whether the page was taken all the same
     /// (the page tables are the truth; see <see cref="LocalAddressSpace"/>).</summary>

@@ -31,6 +31,7 @@ internal sealed unsafe class ProgramEvents : IDisposable
     private readonly Evictor _evictor;
     private readonly AddressSpaceOps _space;
     private readonly Action<int> _onFork;
+    private readonly Action<Arena> _onAdoptedArenaUnmapped;
     private readonly bool _tracksWrites;
     private readonly uffd_msg* _queue;
     private readonly uffd_msg* _readBuffer;
@@ -42,9 +43,12 @@ internal sealed unsafe class ProgramEvents : IDisposable
     /// <param name="onFork">Takes a forked child's new userfaultfd (see ChildService).</param>
     /// <param name="tracksWrites">The arenas are registered for write protection (see
     /// <see cref="DiscardPage"/> for what that changes here).</param>
+    /// <param name="onAdoptedArenaUnmapped">Releases the books of a served process's arena
+    /// that it unmapped whole (see PageEngine.AdoptArena).</param>
     public ProgramEvents(Userfaultfd uffd, ArenaTable arenas, PageSealer sealer, Evictor evictor, AddressSpaceOps space,
-        bool tracksWrites, Action<int> onFork)
+        bool tracksWrites, Action<int> onFork, Action<Arena> onAdoptedArenaUnmapped)
     {
+        _onAdoptedArenaUnmapped = onAdoptedArenaUnmapped;
         _tracksWrites = tracksWrites;
         _uffd = uffd;
         _arenas = arenas;
@@ -271,6 +275,9 @@ internal sealed unsafe class ProgramEvents : IDisposable
                 else DiscardPage(arena, i, offTheBooks);
             }
             cursor = arena.Address + (nint)arena.Length;
+            // A served process freed a block: its books go with it.
+            if (unmap && arena.Adopted && first == 0 && last == arena.PageCount)
+                _onAdoptedArenaUnmapped(arena);
         }
     }
 

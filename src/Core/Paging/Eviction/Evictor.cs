@@ -262,6 +262,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// </summary>
     private int EvictVictims(int count)
     {
+        _space.BeginTakeOuts();
         for (int start = 0; start < count;)
         {
             int end = start + 1;

@@ -1,0 +1,182 @@
+using Tibet.Core.Diagnostics;
+using Tibet.Core.Interop;
+using Tibet.Core.Paging;
+using Tibet.Core.Paging.AddressSpace;
+
+namespace Tibet.Core.Custodian;
+
+/// <summary>
+/// One process the custodian serves: a forked child's own large allocations (see
+/// src/Interposer/native/served.c). Its thread answers the process's control connection
+/// (each range it registered is adopted by an engine of its own, created at the first
+/// one); the engine's handler serves its faults and takes its pages out through the
+/// process's thread.
+/// </summary>
+/// <remarks>
+/// The process's budget is the program's (one engine per process, as for the program's
+/// own engine): the README says why. It ends when the process closes its control
+/// connection: it exited or executed another program (the descriptors are close-on-exec).
+/// </remarks>
+internal sealed unsafe class ServedProcess
+{
+    private const int PageSize = Userfaultfd.PageSize;
+
+    private readonly int _control;
+    private readonly int _agent;
+    private readonly int _uffd;
+    private readonly EngineOptions _options;
+    private readonly bool _registerWriteProtect;
+    private readonly Action<string> _say;
+    private readonly Thread _thread;
+    private readonly bool _sayWhenEnded;
+    private readonly Lock _statsLock = new();
+    private PageEngine? _engine;
+    private EngineStats? _finalStats;
+    private long _arenas, _bytes;
+
+    /// <param name="sayWhenEnded">One line with its statistics when it ends.</param>
+    public ServedProcess(int pid, int control, int agent, int uffd, EngineOptions options, bool registerWriteProtect, Action<string> say, bool sayWhenEnded)
+    {
+        _sayWhenEnded = sayWhenEnded;
+        Pid = pid;
+        _control = control;
+        _agent = agent;
+        _uffd = uffd;
+        _options = options;
+        _registerWriteProtect = registerWriteProtect;
+        _say = say;
+        _thread = new Thread(Serve) { IsBackground = true, Name = $"tibet-served-{pid}" };
+    }
+
+    public int Pid { get; }
+
+    /// <summary>Whether its connection has ended and everything was released.</summary>
+    public bool Ended { get; private set; }
+
+    /// <summary>Ranges taken on, and their bytes, over the process's life.</summary>
+    public long Arenas => Interlocked.Read(ref _arenas);
+    public long Bytes => Interlocked.Read(ref _bytes);
+
+    public void Start() => _thread.Start();
+
+    /// <summary>The engine's statistics now (or when the process ended); null before its
+    /// first range.</summary>
+    public EngineStats? Stats()
+    {
+        lock (_statsLock)
+            return _finalStats ?? _engine?.GetStats();
+    }
+
+    private void Serve()
+    {
+        int windowPages = _options.EvictBatchPages;
+        Userfaultfd? uffd = null;
+        AgentAddressSpace? space = null;
+        try
+        {
+            nint window = CreateWindow(windowPages, out int memfd);
+            uffd = Userfaultfd.Adopt(_uffd);
+            space = new AgentAddressSpace(uffd, _agent, window, windowPages); // owns the agent and the window
+            ServedWelcome welcome = new()
+            {
+                Magic = ServedProtocol.Magic,
+                Status = 0,
+                WindowPages = (uint)windowPages,
+                RegisterWriteProtect = _registerWriteProtect ? 1u : 0u,
+            };
+            nint sent = Libc.SendWithDescriptors(_control, &welcome, (nuint)sizeof(ServedWelcome), [memfd]);
+            Libc.close(memfd);
+            while (sent == sizeof(ServedWelcome))
+            {
+                ServedArena request;
+                nint n = Libc.recv(_control, &request, (nuint)sizeof(ServedArena), 0);
+                if (n < 0 && Libc.LastErrno == Libc.EINTR)
+                    continue;
+                if (n != sizeof(ServedArena))
+                    break; // the process exited or executed another program
+                ServedStatus status = new() { Status = TakeOn(uffd, space, request) };
+                if (Libc.send(_control, &status, (nuint)sizeof(ServedStatus), Libc.MSG_NOSIGNAL) != sizeof(ServedStatus))
+                    break;
+            }
+        }
+        catch (Exception e)
+        {
+            _say($"tibet custodian: serving pid {Pid} failed: {e.Message}. Its thread sees the connection end and answers its faults with SIGBUS.");
+        }
+        finally
+        {
+            lock (_statsLock)
+            {
+                _finalStats = _engine?.GetStats();
+                if (_engine != null)
+                {
+                    _engine.Dispose(); // and with it the userfaultfd and the address space
+                }
+                else
+                {
+                    space?.Dispose();
+                    uffd?.Dispose();
+                    if (space == null) Libc.close(_agent);
+                    if (uffd == null) Libc.close(_uffd);
+                }
+                _engine = null;
+            }
+            Libc.close(_control);
+            Ended = true;
+            if (_sayWhenEnded && _finalStats is { } stats)
+                _say($"tibet custodian: pid {Pid} ended: {Arenas} ranges, {Bytes >> 20} MiB served; {stats.Faults} faults, " +
+                     $"{stats.Evictions} evictions ({stats.CleanEvictions} clean), peak resident {stats.PeakResidentBytes >> 10} KiB of a {stats.ResidentBudgetBytes >> 10} KiB budget");
+        }
+    }
+
+    /// <summary>Adopts a range the process registered: 0, or the errno its allocation fails over.</summary>
+    private int TakeOn(Userfaultfd uffd, AgentAddressSpace space, ServedArena request)
+    {
+        if (request.Length == 0 || request.Length > long.MaxValue || (request.Start & (PageSize - 1)) != 0 || (request.Length & (PageSize - 1)) != 0)
+            return Libc.EINVAL;
+        try
+        {
+            if (_engine == null)
+            {
+                lock (_statsLock)
+                    _engine = PageEngine.ServeProcess(_options, uffd, space);
+            }
+            _engine.AdoptArena((nint)request.Start, (long)request.Length, $"pid {Pid}");
+            Interlocked.Increment(ref _arenas);
+            Interlocked.Add(ref _bytes, (long)request.Length);
+            return 0;
+        }
+        catch (Exception e)
+        {
+            _say($"tibet custodian: cannot serve {request.Length} bytes of pid {Pid}: {e.Message}; that allocation runs unencrypted, and says so.");
+            return Libc.ENOMEM;
+        }
+    }
+
+    /// <summary>The take-out window: a memfd mapped here and in the process. Plaintext
+    /// passes through it between a take-out and its sealing, so it is locked and kept out
+    /// of core dumps.</summary>
+    private static nint CreateWindow(int pages, out int memfd)
+    {
+        nuint length = (nuint)(pages * PageSize);
+        memfd = Libc.memfd_create("tibet-take-out", Libc.MFD_CLOEXEC);
+        if (memfd < 0)
+            throw new InvalidOperationException($"memfd_create failed: {Libc.Describe(Libc.LastErrno)}");
+        if (Libc.ftruncate(memfd, (long)length) != 0)
+        {
+            int errno = Libc.LastErrno;
+            Libc.close(memfd);
+            throw new InvalidOperationException($"ftruncate of the take-out window failed: {Libc.Describe(errno)}");
+        }
+        nint window = Libc.mmap(0, length, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, memfd, 0);
+        if (window == Libc.MAP_FAILED)
+        {
+            int errno = Libc.LastErrno;
+            Libc.close(memfd);
+            throw new InvalidOperationException($"mmap of the take-out window failed: {Libc.Describe(errno)}");
+        }
+        Libc.madvise(window, length, Libc.MADV_DONTDUMP);
+        MemoryLocking.Lock(window, length);
+        return window;
+    }
+}

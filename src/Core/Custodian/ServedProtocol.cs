@@ -1,0 +1,78 @@
+using System.Runtime.InteropServices;
+
+namespace Tibet.Core.Custodian;
+
+/// <summary>
+/// The messages between the custodian and a served process's C side
+/// (src/Interposer/native/served.c, whose comment describes the conversation). Each
+/// mirrors a struct there; tests/integration/Abi compares the layouts with gcc's.
+/// </summary>
+internal static class ServedProtocol
+{
+    public const uint Magic = 0x54494254; // "TIBT"
+    public const uint Version = 1;
+
+    /// <summary>Pages one take-out request names at most (one mask word).</summary>
+    public const int MaxTakePages = 64;
+}
+
+/// <summary>struct served_hello: the first message on the registry, with three descriptors
+/// attached: the custodian's ends of the control and agent connections, and the process's
+/// userfaultfd.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct ServedHello
+{
+    public uint Magic;
+    public uint Version;
+    public int Pid;
+    public uint Reserved;
+    public ulong Features;
+}
+
+/// <summary>struct served_welcome: the custodian's answer on the control connection, with
+/// the take-out window (a memfd) attached when <see cref="Status"/> is 0.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct ServedWelcome
+{
+    public uint Magic;
+    public uint Status;
+    public uint WindowPages;
+    public uint RegisterWriteProtect;
+}
+
+/// <summary>struct served_arena: the process registered this range and asks that it be served.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct ServedArena
+{
+    public ulong Start;
+    public ulong Length;
+}
+
+/// <summary>struct served_status: 0, or the errno the process's allocation then fails over.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct ServedStatus
+{
+    public int Status;
+    public uint Reserved;
+}
+
+/// <summary>struct served_take: move <see cref="Pages"/> pages from <see cref="Start"/> out
+/// of the process, into the window from page <see cref="Slot"/> on.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct ServedTake
+{
+    public ulong Start;
+    public uint Pages;
+    public uint Slot;
+}
+
+/// <summary>struct served_taken: bit i of each mask describes page i of the request; a page
+/// in none of them was refused (EBUSY: shared copy-on-write with a child).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct ServedTaken
+{
+    public ulong Moved;
+    public ulong Gone;
+    public ulong Again;
+    public ulong Reserved;
+}

@@ -1,0 +1,636 @@
+/*
+ * A forked child's own large allocations, served by the custodian (issue 12).
+ *
+ * The program's engine runs in the program (managed code). A forked child cannot run
+ * managed code, so before this file its large allocations ran in plaintext, and a daemon
+ * (whose first parent exits) or a prefork server's workers held all their data so. Here
+ * a child opens a userfaultfd of its own, hands it to the custodian (a process tibet-run
+ * started, see src/Core/Custodian), registers each large allocation on it and tells the
+ * custodian, which serves its faults and seals its pages as the program's engine does.
+ * The custodian outlives the child's parent: a daemon stays served.
+ *
+ * Why this must be C: it runs in a forked child, where the runtime's threads are gone and
+ * managed code cannot run.
+ *
+ * Connections. tibet-run passes every process of the tree one end of a SOCK_SEQPACKET
+ * socketpair (the registry, TIBET_CUSTODIAN_FD, inherited across fork and exec); the
+ * custodian holds the other. A child makes two socketpairs and sends, in one message
+ * over the registry, its hello and three descriptors: the custodian's ends of both
+ * pairs and the child's userfaultfd. Nothing but the custodian can reach the pairs.
+ *   control (child -> custodian, one request at a time, under control_lock):
+ *     welcome: custodian -> child first, with the take-out window (a memfd) attached
+ *     struct served_arena { start, length } -> struct served_status { status }
+ *   agent (custodian -> this file's thread):
+ *     struct served_take { start, pages, slot } -> struct served_taken { moved, gone, again }
+ * A take-out moves pages with UFFDIO_MOVE (atomic against the child's writers; only
+ * possible inside the child's own mm) into a private scratch area, copies them into the
+ * shared window at `slot` for the custodian to seal, and wipes the scratch.
+ *
+ * Failure. If the custodian goes (its end of the agent connection hangs up), the thread
+ * keeps the userfaultfd open, so that the ranges stay registered, and answers every fault
+ * with UFFDIO_POISON: the faulting thread gets SIGBUS, never zeros and never a silent
+ * hang. New large allocations then run in plaintext, announced (see the shim).
+ *
+ * Until the thread runs, everything here is a raw system call, except pthread_create,
+ * which is libc's own (passed in by the shim). The thread and the allocation paths
+ * allocate nothing from malloc.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "served.h"
+
+#ifndef UFFD_FEATURE_MOVE
+/* Debian bookworm's headers (linux-libc-dev 6.1) predate UFFDIO_MOVE (Linux 6.8) and
+ * UFFDIO_POISON (6.6); these are the values of include/uapi/linux/userfaultfd.h. */
+#define UFFD_FEATURE_MOVE (1 << 16)
+#define _UFFDIO_MOVE 0x05
+struct uffdio_move {
+    uint64_t dst;
+    uint64_t src;
+    uint64_t len;
+    uint64_t mode;
+    int64_t move;
+};
+#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#endif
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef _UFFDIO_POISON
+#define _UFFDIO_POISON 0x08
+struct uffdio_poison {
+    struct uffdio_range range;
+    uint64_t mode;
+    int64_t updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
+
+#define SERVED_PAGE 4096UL
+#define SERVED_MAX_TAKE 64              /* pages per take-out request (one mask word) */
+#define SERVED_STACK (64 * 1024)        /* below any redirection threshold */
+#define SERVED_FD_FLOOR 1000            /* out of the way of the program's descriptors */
+#define SERVED_MAGIC 0x54494254u        /* "TIBT" */
+#define SERVED_VERSION 1u
+#define SERVED_RESERVATION TIBET_SERVED_SPAN
+#define SERVED_EXTENTS 4096             /* freed extents kept for reuse */
+
+/* The features the custodian's engine works with (PageEngine): fork events, so that a
+ * grandchild's copy of these arenas is served too; discards, unmaps and remaps, so the
+ * books follow the program; write-protect faults for clean-page tracking; poison. */
+#define SERVED_FEATURES (UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE \
+                         | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON \
+                         | UFFD_FEATURE_PAGEFAULT_FLAG_WP)
+
+struct served_hello {
+    uint32_t magic;
+    uint32_t version;
+    int32_t pid;
+    uint32_t reserved;
+    uint64_t features; /* what UFFDIO_API enabled on the attached userfaultfd */
+};
+
+struct served_welcome {
+    uint32_t magic;
+    uint32_t status;        /* 0: served; else the custodian refused (it said why on its stderr) */
+    uint32_t window_pages;  /* the attached memfd's size, in pages */
+    uint32_t register_wp;   /* register arenas for write protection too */
+};
+
+struct served_arena {
+    uint64_t start;
+    uint64_t length;
+};
+
+struct served_status {
+    int32_t status; /* 0 or an errno */
+    uint32_t reserved;
+};
+
+struct served_take {
+    uint64_t start;
+    uint32_t pages;
+    uint32_t slot; /* where in the window page 0 goes */
+};
+
+struct served_taken {
+    uint64_t moved; /* bit i: page i is in the window at slot + i */
+    uint64_t gone;  /* bit i: nothing mapped there (ENOENT) */
+    uint64_t again; /* bit i: the kernel said EAGAIN (an event waits to be read) */
+    uint64_t reserved;
+};
+
+_Static_assert(sizeof(struct served_hello) == 24, "the custodian's ServedHello mirrors this");
+_Static_assert(sizeof(struct served_welcome) == 16, "the custodian's ServedWelcome mirrors this");
+_Static_assert(sizeof(struct served_arena) == 16, "the custodian's ServedArena mirrors this");
+_Static_assert(sizeof(struct served_status) == 8, "the custodian's ServedStatus mirrors this");
+_Static_assert(sizeof(struct served_take) == 16, "the custodian's ServedTake mirrors this");
+_Static_assert(sizeof(struct served_taken) == 32, "the custodian's ServedTaken mirrors this");
+
+enum { SERVED_NONE, SERVED_STARTING, SERVED_READY, SERVED_FAILED };
+
+/* The header page before each carved block: never registered, so reading it needs the
+ * custodian for nothing. */
+struct served_block {
+    uint64_t magic;
+    uint64_t extent;  /* header page + data pages, bytes */
+    uint64_t size;    /* what the program asked for */
+};
+
+typedef int (*served_pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+
+static struct {
+    int registry;          /* inherited; -1: no custodian in this tree */
+    int state;             /* SERVED_*, futex word */
+    const char *why;       /* set before the state turns SERVED_FAILED */
+    int uffd, control, agent, scratch_uffd;
+    unsigned char *scratch, *window;
+    uint32_t window_pages;
+    int register_wp;
+    uintptr_t bump;        /* where the reservation's uncarved space starts */
+    int carve_lock, control_lock;
+    uint32_t extent_count;
+    struct { uintptr_t at; uint64_t length; } extents[SERVED_EXTENTS];
+} served = { .registry = -1, .uffd = -1, .control = -1, .agent = -1, .scratch_uffd = -1 };
+
+/* See served.h: read by the shim's free() on every call, so one plain variable, set
+ * once with a single store. */
+uintptr_t tibet_served_base = (uintptr_t)1 << 63;
+
+static void spin_lock(int *lock)
+{
+    while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED))
+            __builtin_ia32_pause();
+}
+
+static void spin_unlock(int *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }
+
+static void set_state(int state)
+{
+    if (state == SERVED_FAILED && !served.why)
+        served.why = "the custodian could not be reached";
+    __atomic_store_n(&served.state, state, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &served.state, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+static int move_high(int fd)
+{
+    if (fd < 0 || fd >= SERVED_FD_FLOOR)
+        return fd;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, SERVED_FD_FLOOR);
+    close(fd);
+    return high;
+}
+
+/* In the process tibet-run started (from the shim's constructor): the registry's number.
+ * Returns 0, or -1 if the descriptor is not a SOCK_SEQPACKET socket (nothing is served). */
+int tibet_served_configure(int registry)
+{
+    int type = 0;
+    socklen_t length = sizeof type;
+    if (registry < 0 || getsockopt(registry, SOL_SOCKET, SO_TYPE, &type, &length) != 0 || type != SOCK_SEQPACKET)
+        return -1;
+    served.registry = registry;
+    return 0;
+}
+
+/* Whether forked children of this process are served (a registry was configured). */
+int tibet_served_active(void) { return served.registry >= 0; }
+
+const char *tibet_served_why_not(void)
+{
+    switch (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE)) {
+    case SERVED_NONE:
+        return "this tree has no custodian (run it with tibet-run; the custodian's descriptor may have been closed)";
+    case SERVED_READY:
+        return "the custodian could not take this allocation on";
+    default:
+        return served.why ? served.why : "the custodian could not be reached";
+    }
+}
+
+
+/* ---- the thread ------------------------------------------------------------------- */
+
+static int send_with_descriptors(int socket, const void *data, size_t length, const int *fds, int count)
+{
+    char control[CMSG_SPACE(3 * sizeof(int))];
+    memset(control, 0, sizeof control);
+    struct iovec part = { (void *)data, length };
+    struct msghdr message = { .msg_iov = &part, .msg_iovlen = 1, .msg_control = control, .msg_controllen = CMSG_SPACE(count * sizeof(int)) };
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(count * sizeof(int));
+    memcpy(CMSG_DATA(header), fds, count * sizeof(int));
+    return sendmsg(socket, &message, MSG_NOSIGNAL) == (ssize_t)length ? 0 : -1;
+}
+
+/* The welcome and the window's descriptor; -1 when none came, or anything else did. */
+static int receive_welcome(int socket, struct served_welcome *welcome)
+{
+    char control[CMSG_SPACE(sizeof(int))];
+    struct iovec part = { welcome, sizeof *welcome };
+    struct msghdr message = { .msg_iov = &part, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
+    ssize_t n;
+    do
+        n = recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    int fd = -1;
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (header && header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS && header->cmsg_len == CMSG_LEN(sizeof(int)))
+        memcpy(&fd, CMSG_DATA(header), sizeof fd);
+    if (n != (ssize_t)sizeof *welcome || welcome->magic != SERVED_MAGIC || welcome->status != 0 || fd < 0
+        || welcome->window_pages == 0 || welcome->window_pages > 65536) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The custodian is gone: every fault on the registered ranges is answered with SIGBUS,
+ * and events are read so that the threads reporting them go on. Never returns. */
+static void poison_forever(void)
+{
+    struct uffd_msg messages[16];
+    for (;;) {
+        ssize_t n = read(served.uffd, messages, sizeof messages);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) {
+                struct pollfd wait = { served.uffd, POLLIN, 0 };
+                poll(&wait, 1, -1);
+                continue;
+            }
+            return; /* the descriptor is unusable: nothing can be answered */
+        }
+        for (size_t i = 0; i < (size_t)n / sizeof messages[0]; i++) {
+            if (messages[i].event == UFFD_EVENT_PAGEFAULT) {
+                struct uffdio_poison poison = {
+                    .range = { messages[i].arg.pagefault.address & ~(SERVED_PAGE - 1), SERVED_PAGE },
+                };
+                if (ioctl(served.uffd, UFFDIO_POISON, &poison) != 0 && errno != EEXIST) {
+                    /* A write-protect fault on a present page cannot be poisoned: lift the
+                     * protection instead, which lets the write land on what is there. */
+                    struct uffdio_writeprotect lift = { .range = poison.range, .mode = 0 };
+                    ioctl(served.uffd, UFFDIO_WRITEPROTECT, &lift);
+                }
+            } else if (messages[i].event == UFFD_EVENT_FORK) {
+                close((int)messages[i].arg.fork.ufd); /* a grandchild's copy: nobody serves it */
+            }
+        }
+    }
+}
+
+static void take_out(const struct served_take *request, struct served_taken *answer)
+{
+    uint32_t pages = request->pages > SERVED_MAX_TAKE ? SERVED_MAX_TAKE : request->pages;
+    memset(answer, 0, sizeof *answer);
+    if (request->slot >= served.window_pages || pages > served.window_pages - request->slot)
+        return; /* nonsense: nothing is taken (all refused) */
+    for (uint32_t i = 0; i < pages;) {
+        struct uffdio_move move = {
+            .dst = (uint64_t)(uintptr_t)(served.scratch + i * SERVED_PAGE),
+            .src = request->start + i * SERVED_PAGE,
+            .len = (pages - i) * SERVED_PAGE,
+        };
+        int rc = ioctl(served.scratch_uffd, UFFDIO_MOVE, &move);
+        uint32_t moved = move.move > 0 ? (uint32_t)(move.move / SERVED_PAGE) : 0;
+        for (uint32_t k = 0; k < moved; k++)
+            answer->moved |= 1ULL << (i + k);
+        i += moved;
+        if (rc == 0 || moved > 0)
+            continue;
+        if (errno == ENOENT)
+            answer->gone |= 1ULL << i;
+        else if (errno == EAGAIN)
+            answer->again |= 1ULL << i;
+        i++; /* refused (EBUSY: shared with a child of its own) unless marked above */
+    }
+    for (uint32_t i = 0; i < pages; i++) {
+        if (!(answer->moved & (1ULL << i)))
+            continue;
+        memcpy(served.window + (request->slot + i) * SERVED_PAGE, served.scratch + i * SERVED_PAGE, SERVED_PAGE);
+        memset(served.scratch + i * SERVED_PAGE, 0, SERVED_PAGE); /* plaintext: wiped, then dropped */
+    }
+    if (answer->moved)
+        madvise(served.scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_DONTNEED);
+}
+
+static int open_userfaultfd(void)
+{
+    int fd = move_high((int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+    if (fd < 0)
+        return -1;
+    struct uffdio_api api = { .api = UFFD_API, .features = SERVED_FEATURES };
+    if (ioctl(fd, UFFDIO_API, &api) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int set_up(void)
+{
+    int control[2] = { -1, -1 }, agent[2] = { -1, -1 };
+    served.uffd = open_userfaultfd();
+    if (served.uffd < 0) {
+        served.why = "this child cannot open a userfaultfd";
+        return -1;
+    }
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control) != 0)
+        return -1;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, agent) != 0) {
+        close(control[0]);
+        close(control[1]);
+        return -1;
+    }
+    served.control = move_high(control[0]);
+    served.agent = move_high(agent[0]);
+    struct served_hello hello = { SERVED_MAGIC, SERVED_VERSION, (int32_t)syscall(SYS_getpid), 0, SERVED_FEATURES };
+    int theirs[3] = { control[1], agent[1], served.uffd };
+    int sent = send_with_descriptors(served.registry, &hello, sizeof hello, theirs, 3);
+    close(control[1]);
+    close(agent[1]);
+    if (sent != 0 || served.control < 0 || served.agent < 0)
+        return -1;
+
+    struct served_welcome welcome;
+    int window = receive_welcome(served.control, &welcome);
+    if (window < 0) {
+        served.why = "the custodian refused this process or is gone (see its line on stderr)";
+        return -1;
+    }
+    void *mapped = mmap(NULL, welcome.window_pages * SERVED_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, window, 0);
+    close(window);
+    if (mapped == MAP_FAILED)
+        return -1;
+    served.window = mapped;
+    served.window_pages = welcome.window_pages;
+    served.register_wp = welcome.register_wp != 0;
+    madvise(mapped, welcome.window_pages * SERVED_PAGE, MADV_DONTDUMP);
+    madvise(mapped, welcome.window_pages * SERVED_PAGE, MADV_DONTFORK);
+
+    /* The scratch area pages are moved into: on a userfaultfd of its own, write-protect
+     * mode only, so nothing here waits on an event or a fault; wiped in a grandchild. */
+    void *scratch = mmap(NULL, SERVED_MAX_TAKE * SERVED_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (scratch == MAP_FAILED)
+        return -1;
+    served.scratch = scratch;
+    madvise(scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_NOHUGEPAGE);
+    madvise(scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_DONTDUMP);
+    madvise(scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_WIPEONFORK);
+    served.scratch_uffd = move_high((int)syscall(SYS_userfaultfd, O_CLOEXEC));
+    if (served.scratch_uffd < 0)
+        return -1;
+    struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
+    struct uffdio_register reg = {
+        .range = { (uint64_t)(uintptr_t)scratch, SERVED_MAX_TAKE * SERVED_PAGE },
+        .mode = UFFDIO_REGISTER_MODE_WP,
+    };
+    if (ioctl(served.scratch_uffd, UFFDIO_API, &api) != 0 || ioctl(served.scratch_uffd, UFFDIO_REGISTER, &reg) != 0)
+        return -1;
+
+    /* Carved blocks: PROT_NONE until carved, so nothing else is ever mapped there. A
+     * grandchild keeps its parent's reservation: the blocks it inherited are in it. */
+    if (tibet_served_base != (uintptr_t)1 << 63)
+        return 0;
+    void *reservation = mmap(NULL, SERVED_RESERVATION, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (reservation == MAP_FAILED)
+        return -1;
+    served.bump = (uintptr_t)reservation;
+    __atomic_store_n(&tibet_served_base, (uintptr_t)reservation, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static void *served_loop(void *unused)
+{
+    (void)unused;
+    if (set_up() != 0) {
+        set_state(SERVED_FAILED); /* nothing was registered: large allocations run as without a custodian */
+        return NULL;
+    }
+    set_state(SERVED_READY);
+    for (;;) {
+        struct served_take request;
+        ssize_t n = recv(served.agent, &request, sizeof request, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof request)
+            break; /* the custodian is gone (0), or spoke nonsense */
+        struct served_taken answer;
+        take_out(&request, &answer);
+        if (send(served.agent, &answer, sizeof answer, MSG_NOSIGNAL) != (ssize_t)sizeof answer)
+            break;
+    }
+    served.why = "the custodian is gone (faults on this child's served pages now raise SIGBUS)";
+    set_state(SERVED_FAILED);
+    poison_forever();
+    return NULL;
+}
+
+/* In a forked child, right after fork() returned 0 (from the shim's fork): forget what
+ * the parent had (its connections are the parent's; its reservation's blocks came along
+ * as copies, served through the fork event), and start this child's own thread. */
+void tibet_served_start_in_child(served_pthread_create_fn create_thread)
+{
+    if (served.registry < 0)
+        return;
+    /* Every descriptor here is close-on-exec and was the parent's a moment ago. */
+    if (served.uffd >= 0) close(served.uffd);
+    if (served.control >= 0) close(served.control);
+    if (served.agent >= 0) close(served.agent);
+    if (served.scratch_uffd >= 0) close(served.scratch_uffd);
+    if (served.window) munmap(served.window, served.window_pages * SERVED_PAGE); /* MADV_DONTFORK: already gone */
+    served.uffd = served.control = served.agent = served.scratch_uffd = -1;
+    served.window = NULL;
+    served.scratch = NULL; /* MADV_WIPEONFORK: the copy is zeros; the mapping stays */
+    served.carve_lock = served.control_lock = 0;
+    served.state = SERVED_STARTING;
+    served.why = NULL;
+
+    sigset_t all, before;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &before);
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setstacksize(&attributes, SERVED_STACK);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int created = create_thread(&thread, &attributes, served_loop, NULL);
+    pthread_attr_destroy(&attributes);
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
+    if (created == 0)
+        pthread_setname_np(thread, "tibet-served");
+    else {
+        served.why = "its thread could not be created";
+        served.state = SERVED_FAILED;
+    }
+}
+
+/* ---- the allocation paths ------------------------------------------------------------ */
+
+/* Waits until the thread has connected (or failed). */
+static int ready(void)
+{
+    int state;
+    while ((state = __atomic_load_n(&served.state, __ATOMIC_ACQUIRE)) == SERVED_STARTING)
+        syscall(SYS_futex, &served.state, FUTEX_WAIT_PRIVATE, SERVED_STARTING, NULL, NULL, 0);
+    return state == SERVED_READY;
+}
+
+/* Registers [start, start+length) and has the custodian take it on: 0 or an errno. */
+static int announce(uintptr_t start, uint64_t length)
+{
+    struct uffdio_register reg = {
+        .range = { start, length },
+        .mode = UFFDIO_REGISTER_MODE_MISSING | (served.register_wp ? UFFDIO_REGISTER_MODE_WP : 0),
+    };
+    if (ioctl(served.uffd, UFFDIO_REGISTER, &reg) != 0)
+        return errno;
+    struct served_arena arena = { start, length };
+    struct served_status status = { EIO, 0 };
+    spin_lock(&served.control_lock);
+    if (send(served.control, &arena, sizeof arena, MSG_NOSIGNAL) == (ssize_t)sizeof arena) {
+        ssize_t n;
+        do
+            n = recv(served.control, &status, sizeof status, 0);
+        while (n < 0 && errno == EINTR);
+        if (n != (ssize_t)sizeof status)
+            status.status = EIO;
+    }
+    spin_unlock(&served.control_lock);
+    if (status.status != 0) {
+        struct uffdio_range range = { start, length };
+        ioctl(served.uffd, UFFDIO_UNREGISTER, &range);
+    }
+    return status.status;
+}
+
+static uintptr_t carve(uint64_t extent)
+{
+    uintptr_t at = 0;
+    spin_lock(&served.carve_lock);
+    for (uint32_t i = 0; i < served.extent_count; i++) {
+        if (served.extents[i].length < extent)
+            continue;
+        at = served.extents[i].at;
+        served.extents[i].at += extent;
+        served.extents[i].length -= extent;
+        if (served.extents[i].length == 0)
+            served.extents[i] = served.extents[--served.extent_count];
+        break;
+    }
+    if (!at && tibet_served_base + SERVED_RESERVATION - served.bump >= extent) {
+        at = served.bump;
+        served.bump += extent;
+    }
+    spin_unlock(&served.carve_lock);
+    return at;
+}
+
+static void uncarve(uintptr_t at, uint64_t extent)
+{
+    /* MAP_FIXED replaces in one step: the kernel reports the unmap of the registered part
+     * to the custodian (UNMAP event), and the range is a reservation again. */
+    mmap((void *)at, extent, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    spin_lock(&served.carve_lock);
+    if (served.extent_count < SERVED_EXTENTS) {
+        served.extents[served.extent_count].at = at;
+        served.extents[served.extent_count].length = extent;
+        served.extent_count++;
+    } /* else the address space is given up, never reused: 1 TiB of it */
+    spin_unlock(&served.carve_lock);
+}
+
+/* A block of `size` bytes for a forked child's malloc, from the custodian; NULL if this
+ * process is not served (the caller then decides: plaintext, announced, or refused). */
+void *tibet_served_alloc(size_t size, size_t alignment)
+{
+    if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || alignment > SERVED_PAGE || !ready())
+        return NULL;
+    uint64_t data = ((uint64_t)size + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
+    if (data == 0 || data > SERVED_RESERVATION / 2)
+        return NULL;
+    uint64_t extent = data + SERVED_PAGE;
+    uintptr_t at = carve(extent);
+    if (!at)
+        return NULL;
+    if (mmap((void *)at, extent, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        uncarve(at, extent);
+        return NULL;
+    }
+    madvise((void *)(at + SERVED_PAGE), data, MADV_NOHUGEPAGE);
+    madvise((void *)(at + SERVED_PAGE), data, MADV_DONTDUMP);
+    if (announce(at + SERVED_PAGE, data) != 0) {
+        uncarve(at, extent);
+        return NULL;
+    }
+    struct served_block *header = (struct served_block *)at;
+    header->magic = SERVED_MAGIC;
+    header->extent = extent;
+    header->size = size;
+    return (void *)(at + SERVED_PAGE);
+}
+
+/* An anonymous mapping of `length` bytes for a forked child's mmap, served by the
+ * custodian; NULL if not served. The program unmaps and remaps it itself: the kernel
+ * tells the custodian (UNMAP and REMAP events). */
+void *tibet_served_map(size_t length)
+{
+    if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || !ready())
+        return NULL;
+    uint64_t rounded = ((uint64_t)length + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
+    void *p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    madvise(p, rounded, MADV_NOHUGEPAGE);
+    madvise(p, rounded, MADV_DONTDUMP);
+    if (announce((uintptr_t)p, rounded) != 0) {
+        munmap(p, rounded);
+        return NULL;
+    }
+    return p;
+}
+
+static struct served_block *block_of(const void *p)
+{
+    struct served_block *header = (struct served_block *)((uintptr_t)p - SERVED_PAGE);
+    return ((uintptr_t)p & (SERVED_PAGE - 1)) == 0 && header->magic == SERVED_MAGIC ? header : NULL;
+}
+
+void tibet_served_free(void *p)
+{
+    struct served_block *header = block_of(p);
+    if (!header)
+        abort(); /* not a block of ours inside our reservation: the program's heap is corrupt */
+    uint64_t extent = header->extent;
+    header->magic = 0;
+    uncarve((uintptr_t)header, extent);
+}
+
+size_t tibet_served_usable_size(const void *p)
+{
+    struct served_block *header = block_of(p);
+    return header ? header->extent - SERVED_PAGE : 0;
+}

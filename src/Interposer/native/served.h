@@ -1,0 +1,33 @@
+/* What the shim calls of native/served.c: a forked child's own large allocations, served
+ * by the custodian. */
+#ifndef TIBET_SERVED_H
+#define TIBET_SERVED_H
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The address range a served child carves its large mallocs from (a PROT_NONE
+ * reservation), so that free() knows such a block by one compare. Until a child reserves
+ * it, the base is an address no pointer can be within the span of. */
+#define TIBET_SERVED_SPAN (1ULL << 40)
+extern uintptr_t tibet_served_base;
+
+static inline int tibet_served_owns(const void *p) { return (uintptr_t)p - tibet_served_base < TIBET_SERVED_SPAN; }
+
+/* In the process tibet-run started: the registry descriptor (TIBET_CUSTODIAN_FD). 0, or -1
+ * if it is not one. */
+int tibet_served_configure(int registry);
+/* Whether a registry was configured: forked children are then served. */
+int tibet_served_active(void);
+/* In a forked child right after fork() returned 0, with libc's pthread_create. */
+void tibet_served_start_in_child(int (*create_thread)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *));
+/* A block (malloc) or a mapping (mmap) served by the custodian, or NULL if this child is
+ * not served (no custodian, it refused, or it is gone). */
+void *tibet_served_alloc(size_t size, size_t alignment);
+void *tibet_served_map(size_t length);
+void tibet_served_free(void *p);
+size_t tibet_served_usable_size(const void *p);
+/* Why a child's allocation was not served, for the shim's one line: a short phrase. */
+const char *tibet_served_why_not(void);
+
+#endif

@@ -1,0 +1,134 @@
+using System.Diagnostics;
+using System.Globalization;
+using Tibet.Core.Compression;
+using Tibet.Core.Crypto;
+using Tibet.Core.Custodian;
+using Tibet.Core.Interop;
+using Tibet.Core.Paging;
+using Tibet.Core.Paging.Eviction;
+
+namespace Tibet.Launcher;
+
+/// <summary>
+/// Starts the custodian beside the program (see Tibet.Core.Custodian.CustodianService),
+/// and is the custodian's entry point: tibet-run runs itself again as
+/// <c>tibet-run --custodian FD BUDGET CIPHER EVICTION COMPRESSION VERBOSITY</c>, an internal
+/// interface no user types.
+/// </summary>
+internal static unsafe class CustodianProcess
+{
+    public const string Argument = "--custodian";
+
+    /// <summary>The variable that names the registry descriptor in the program (read by
+    /// the interposer's C side, native/served.c).</summary>
+    public const string DescriptorVariable = "TIBET_CUSTODIAN_FD";
+
+    /// <summary>The variable that turns the custodian off (0) for a run: forked children's
+    /// large allocations then run in plaintext, each child saying so.</summary>
+    public const string SwitchVariable = "TIBET_CUSTODIAN";
+
+    /// <summary>Reads <see cref="SwitchVariable"/>: unset, empty or 1 (on), or 0 (off);
+    /// anything else is a mistake that stops tibet-run before anything runs.</summary>
+    public static bool TryReadSwitch(out bool wanted, out string? problem)
+    {
+        string? text = Environment.GetEnvironmentVariable(SwitchVariable);
+        wanted = text is null or "" or "1";
+        problem = wanted || text == "0" ? null
+            : $"{SwitchVariable}='{(text!.Length > 40 ? text[..40] + "…" : text)}' must be 0 (no custodian: forked children run their large allocations unencrypted) or 1 (the default)";
+        return problem == null;
+    }
+
+    /// <summary>
+    /// Starts the custodian, and returns the program's end of the registry: inheritable,
+    /// to be named in <see cref="DescriptorVariable"/> and closed by the caller once the
+    /// program has started. -1 (after one line saying so) if it could not be started:
+    /// forked children's large allocations then run in plaintext, each child saying so.
+    /// </summary>
+    public static int Start(LaunchOptions options)
+    {
+        int* pair = stackalloc int[2];
+        if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair) != 0)
+        {
+            Console.Error.WriteLine($"tibet-run: cannot start the custodian (socketpair: {Libc.Describe(Libc.LastErrno)}); forked children's large allocations will not be encrypted.");
+            return -1;
+        }
+        int custodianEnd = pair[0], programEnd = pair[1];
+        try
+        {
+            Libc.fcntl(custodianEnd, Libc.F_SETFD, 0);
+            var start = new ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false };
+            // Run as "dotnet tibet-run.dll": the assembly first when the host is dotnet.
+            string assembly = typeof(CustodianProcess).Assembly.Location;
+            if (!string.IsNullOrEmpty(assembly) && !Path.GetFileNameWithoutExtension(Environment.ProcessPath!).Equals("tibet-run", StringComparison.Ordinal))
+                start.ArgumentList.Add(assembly);
+            foreach (string argument in new[]
+                     {
+                         Argument, custodianEnd.ToString(CultureInfo.InvariantCulture),
+                         options.BudgetBytes.ToString(CultureInfo.InvariantCulture), options.Cipher, options.Eviction,
+                         options.Compression == CompressionMode.Auto ? "auto" : "off",
+                         options.Verbosity.ToString(CultureInfo.InvariantCulture),
+                     })
+                start.ArgumentList.Add(argument);
+            using Process custodian = Process.Start(start)!;
+        }
+        catch (Exception e)
+        {
+            Libc.close(custodianEnd);
+            Libc.close(programEnd);
+            Console.Error.WriteLine($"tibet-run: cannot start the custodian ({e.Message}); forked children's large allocations will not be encrypted.");
+            return -1;
+        }
+        Libc.close(custodianEnd);
+        Libc.fcntl(programEnd, Libc.F_SETFD, 0);
+        return programEnd;
+    }
+
+    /// <summary>The custodian's process: serves until no process of the tree is left.</summary>
+    public static int Run(string[] args)
+    {
+        if (args.Length != 7
+            || !int.TryParse(args[1], NumberStyles.None, CultureInfo.InvariantCulture, out int registry)
+            || !long.TryParse(args[2], NumberStyles.None, CultureInfo.InvariantCulture, out long budget)
+            || PageCipherSuite.FromName(args[3]) is not { } cipher
+            || EvictionPolicy.FromName(args[4]) is not { } eviction
+            || args[5] is not ("auto" or "off")
+            || !int.TryParse(args[6], NumberStyles.None, CultureInfo.InvariantCulture, out int verbosity))
+        {
+            Console.Error.WriteLine("tibet-run: --custodian is tibet-run's own: it is started by tibet-run, with arguments it chooses.");
+            return 2;
+        }
+        // Its own session: a Ctrl-C for the program's process group must not end it while
+        // a daemon still needs it. Nothing to read, nothing for the program's stdout.
+        Libc.setsid();
+        int devNull = Libc.open("/dev/null", Libc.O_RDWR);
+        if (devNull >= 0)
+        {
+            Libc.dup2(devNull, 0);
+            Libc.dup2(devNull, 1);
+            if (devNull > 2) Libc.close(devNull);
+        }
+        Libc.fcntl(registry, Libc.F_SETFD, Libc.FD_CLOEXEC);
+        Dumpability.MakeNonDumpable();
+        var options = new EngineOptions
+        {
+            ResidentBudgetBytes = budget,
+            Cipher = cipher,
+            Eviction = eviction,
+            Compression = args[5] == "auto" ? CompressionMode.Auto : CompressionMode.Off,
+            TrackWrites = Environment.GetEnvironmentVariable("TIBET_TRACK_WRITES") != "0",
+            OnAuthenticationFailure = f => Console.Error.WriteLine(
+                $"tibet custodian: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
+        };
+        try
+        {
+            var service = new CustodianService(registry, options, verbosity, line => Console.Error.WriteLine(line));
+            service.Run();
+            return 0;
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"tibet custodian: {e.Message}; forked children's faults are answered with SIGBUS, and their new large allocations run unencrypted.");
+            return 1;
+        }
+    }
+}

@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Text;
+using Tibet.IntegrationTests.Support;
+using Xunit;
+
+namespace Tibet.IntegrationTests.Programs;
+
+/// <summary>
+/// A forked child's own large allocations are served by the custodian, the process
+/// tibet-run starts beside the program (src/Core/Custodian, src/Interposer/native/served.c):
+/// sealed beyond the budget like the program's, read back exactly, after the parent has
+/// gone too, by a grandchild, and never as zeros when the custodian dies.
+/// </summary>
+public class CustodianTests
+{
+    private const int MiB = 64;
+    private const int Pages = MiB * 256;
+    private const int BudgetPages = 2048; // --budget 8M
+    private static readonly byte[] Marker = Encoding.ASCII.GetBytes("tibet-served-canary:");
+
+    /// <summary>The child holds 64 MiB under an 8 MiB budget. A scan from outside
+    /// (pagemap) finds at most the budget's worth of its pages in plaintext; before the
+    /// custodian, all of them.</summary>
+    [Fact]
+    public void A_forked_childs_own_allocations_are_sealed_beyond_the_budget_and_read_back_exactly()
+    {
+        using var run = ServedChild.Start("wait");
+        int found = MemoryScanner.CountInPresentPages(run.ChildPid, Marker);
+        Assert.True(found <= BudgetPages, $"{found} of {Pages} pages of the child in plaintext, above the {BudgetPages}-page budget\n{run}");
+        run.Go();
+        Assert.Equal($"served: 0 bad pages of {Pages}", run.Result());
+        var launcher = run.WaitForLauncher();
+        Assert.True(launcher.ExitCode == 0, launcher.ToString());
+        // The custodian says what it served when the child ends (-v).
+        string line = Assert.Single(launcher.Stderr.Split('\n'), l => l.StartsWith("tibet custodian: pid ", StringComparison.Ordinal));
+        Assert.Contains($"pid {run.ChildPid} ended: 2 ranges, {MiB} MiB served", line);
+        Assert.DoesNotContain("not encrypted", launcher.Stderr);
+    }
+
+    /// <summary>A daemon's first parent exits at once; its child's pages do not depend on
+    /// it: they are the custodian's. Before, such a child read zeros where pages had been
+    /// evicted, or its allocations ran in plaintext.</summary>
+    [Fact]
+    public void A_child_whose_parent_exited_reads_exactly_what_it_wrote()
+    {
+        using var run = ServedChild.Start("parent-exits");
+        // The launcher ends with the parent; the child still holds its output streams.
+        Assert.Equal(0, run.WaitForLauncherExitCode());
+        int found = MemoryScanner.CountInPresentPages(run.ChildPid, Marker);
+        Assert.True(found <= BudgetPages, $"{found} of {Pages} pages in plaintext in the orphaned child\n{run}");
+        run.Go();
+        Assert.Equal($"served: 0 bad pages of {Pages}", run.Result());
+    }
+
+    /// <summary>The served child's own fork: the grandchild's copies of the child's
+    /// allocations reach the custodian through the fork event and are served from the
+    /// child's books, sealed pages included.</summary>
+    [Fact]
+    public void A_grandchild_reads_its_fork_time_copy_of_a_served_childs_allocations()
+    {
+        using var run = ServedChild.Start("grandchild");
+        run.Go();
+        Assert.Equal($"served: 0 bad pages of {Pages}", run.Result());
+        Assert.Equal(0, run.WaitForLauncher().ExitCode);
+    }
+
+    /// <summary>
+    /// If the custodian is killed, nothing serves the child's sealed pages any more. The
+    /// child's own thread keeps its userfaultfd, so the ranges stay registered, and answers
+    /// each fault with UFFDIO_POISON: what the user sees is the child killed by SIGBUS on
+    /// its first read of a sealed page (its parent reports signal 7), never zeros and
+    /// never a process that hangs.
+    /// </summary>
+    [Fact]
+    public void When_the_custodian_is_killed_a_served_child_gets_SIGBUS_not_zeros()
+    {
+        using var run = ServedChild.Start("wait");
+        int custodian = run.CustodianPid();
+        Process.GetProcessById(custodian).Kill();
+        for (int i = 0; i < 100 && Directory.Exists($"/proc/{custodian}/task"); i++)
+            Thread.Sleep(50);
+        run.Go();
+        var launcher = run.WaitForLauncher();
+        Assert.True(launcher.Stdout.Contains("child killed by signal 7"), launcher.ToString());
+        Assert.Equal(128 + 7, launcher.ExitCode);
+        Assert.False(File.Exists(run.ResultPath), "the child wrote a result: it read its pages without the custodian");
+    }
+
+    /// <summary>prog_served_child under tibet-run in the background.</summary>
+    private sealed class ServedChild : IDisposable
+    {
+        private readonly string _dir;
+        private readonly Process _launcher;
+        private readonly Task<string> _stdout, _stderr;
+
+        private ServedChild(string dir, Process launcher)
+        {
+            _dir = dir;
+            _launcher = launcher;
+            _stdout = launcher.StandardOutput.ReadToEndAsync();
+            _stderr = launcher.StandardError.ReadToEndAsync();
+        }
+
+        public int ChildPid { get; private set; }
+
+        public string ResultPath => Path.Combine(_dir, "result");
+
+        public static ServedChild Start(string mode)
+        {
+            string program = NativeBuild.Compile("prog_served_child.c");
+            string dir = Directory.CreateTempSubdirectory("tibet-served-").FullName;
+            var start = new ProcessStartInfo(TibetRun.Launcher) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (string a in (string[])["-q", "-v", "--budget", "8M", "--", program, mode, $"{MiB}", dir])
+                start.ArgumentList.Add(a);
+            var run = new ServedChild(dir, Process.Start(start)!);
+            run.ChildPid = int.Parse(run.WaitFor("child.pid").Trim());
+            run.WaitFor("ready");
+            return run;
+        }
+
+        public void Go() => File.WriteAllText(Path.Combine(_dir, "go"), "go\n");
+
+        public string Result() => WaitFor("result").Trim();
+
+        /// <summary>The custodian: the launcher's child running tibet-run --custodian.</summary>
+        public int CustodianPid()
+        {
+            foreach (string entry in Directory.GetDirectories("/proc"))
+            {
+                if (!int.TryParse(Path.GetFileName(entry), out int pid))
+                    continue;
+                try
+                {
+                    string stat = File.ReadAllText($"{entry}/stat");
+                    int parent = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1]);
+                    if (parent == _launcher.Id && File.ReadAllText($"{entry}/cmdline").Contains("\0--custodian\0", StringComparison.Ordinal))
+                        return pid;
+                }
+                catch (IOException) { } // gone meanwhile
+            }
+            throw new InvalidOperationException($"tibet-run (pid {_launcher.Id}) has no custodian child\n{this}");
+        }
+
+        /// <summary>Waits for tibet-run to exit, not for its output streams to end.</summary>
+        public int WaitForLauncherExitCode()
+        {
+            if (!_launcher.WaitForExit(TimeSpan.FromMinutes(3)))
+                throw new TimeoutException($"tibet-run did not end\n{this}");
+            return _launcher.ExitCode;
+        }
+
+        public TibetRun.Result WaitForLauncher()
+        {
+            if (!_launcher.WaitForExit(TimeSpan.FromMinutes(3)))
+                throw new TimeoutException($"tibet-run did not end\n{this}");
+            _launcher.WaitForExit();
+            return new TibetRun.Result(_launcher.ExitCode, _stdout.Result, _stderr.Result, null);
+        }
+
+        private string WaitFor(string name)
+        {
+            string path = Path.Combine(_dir, name);
+            for (int i = 0; i < 1200 && !File.Exists(path); i++)
+            {
+                if (_launcher.HasExited && _launcher.ExitCode != 0)
+                    break;
+                Thread.Sleep(50);
+            }
+            return File.Exists(path) ? File.ReadAllText(path) : throw new TimeoutException($"prog_served_child wrote no {name}\n{this}");
+        }
+
+        public override string ToString() =>
+            (_launcher.HasExited ? $"tibet-run exited {_launcher.ExitCode}" : "tibet-run is still running")
+            + (_stdout.IsCompleted ? $"\nstdout: {_stdout.Result}" : "") + (_stderr.IsCompleted ? $"\nstderr: {_stderr.Result}" : "");
+
+        public void Dispose()
+        {
+            Go(); // a child still waiting ends
+            if (!_launcher.WaitForExit(TimeSpan.FromSeconds(30)))
+                _launcher.Kill(entireProcessTree: true);
+            if (ChildPid > 0 && Directory.Exists($"/proc/{ChildPid}/task"))
+            {
+                try { Process.GetProcessById(ChildPid).Kill(); } catch (ArgumentException) { } catch (InvalidOperationException) { }
+            }
+            _launcher.Dispose();
+            Directory.Delete(_dir, recursive: true);
+        }
+    }
+}
