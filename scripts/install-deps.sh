@@ -34,8 +34,15 @@ command -v python3 >/dev/null 2>&1 || apt_install python3
 command -v node >/dev/null 2>&1 || apt_install nodejs
 command -v go >/dev/null 2>&1 || apt_install golang-go
 command -v npm >/dev/null 2>&1 || apt_install npm
+# Forked workers and prefork servers the custodian serves.
+command -v stress-ng >/dev/null 2>&1 || apt_install stress-ng
+[ -x /usr/lib/postgresql/15/bin/postgres ] && command -v pgbench >/dev/null 2>&1 || apt_install postgresql postgresql-contrib
 # Debian starts a redis-server service on install; the tests start their own.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server >/dev/null 2>&1 || true; fi
+# The same for PostgreSQL.
+if command -v systemctl >/dev/null 2>&1; then
+  systemctl stop redis-server >/dev/null 2>&1 || true
+  systemctl stop postgresql >/dev/null 2>&1 || true
+fi
 
 # The tests check our userfaultfd declarations against the kernel's own header, and
 # UFFDIO_MOVE/UFFDIO_POISON first appear in Linux 6.8's. Debian 12 ships 6.1 headers,

@@ -17,7 +17,7 @@ internal static class ChildEnvironment
     [
         "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE", "TIBET_STATS_JSON",
         "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION", IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY",
-        "TIBET_IDENTITY_WITHHELD", "TIBET_DUMPABLE", CustodianProcess.DescriptorVariable,
+        "TIBET_IDENTITY_WITHHELD", "TIBET_DUMPABLE", CustodianProcess.SocketVariable, Tibet.Core.Paging.Userfaultfd.DeviceVariable,
     ];
 
     /// <param name="identityDescriptor">The inherited descriptor holding the identity hand-off, if any.</param>

@@ -33,6 +33,8 @@ internal sealed record LaunchOptions
     public string? PassphraseFile { get; init; }
     public string? AuditLogPath { get; init; }
     public bool Dumpable { get; init; }
+    /// <summary>--user NAME: the user COMMAND runs as (tibet-run runs as root).</summary>
+    public string? User { get; init; }
     /// <summary>--metrics HOST:PORT: where the Prometheus text of the live statistics is served.</summary>
     public System.Net.IPEndPoint? Metrics { get; init; }
     public required string[] Command { get; init; }

@@ -62,7 +62,7 @@ internal static partial class Launcher
         """;
 
     private static readonly string[] OptionsWithValues =
-        ["--budget", "--threshold", "--compression", "--eviction", "--cipher", "--huge-pages", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file", "--metrics"];
+        ["--budget", "--threshold", "--compression", "--eviction", "--cipher", "--huge-pages", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file", "--metrics", "--user"];
 
     public static int Run(string[] args)
     {
@@ -89,8 +89,10 @@ internal static partial class Launcher
         var metrics = new Option<string?>("--metrics") { Description = "Serve the live statistics of COMMAND, of the processes it starts under tibet and of their forked children in the Prometheus text format over HTTP on HOST:PORT (use 127.0.0.1 unless the network is trusted). 'tibet stats' shows the same on the terminal.", HelpName = "HOST:PORT" };
         var dumpable = new Option<bool>("--dumpable") { Description = "Leave COMMAND dumpable, for debugging (core dumps, gdb -p, /proc/PID/mem by the same user). By default it is made non-dumpable, so that processes of the same user cannot read its memory and keys." };
 
+        var user = new Option<string?>("--user") { Description = "Run COMMAND as user NAME (tibet-run must run as root). The custodian keeps tibet-run's credentials, so NAME's processes cannot read its memory. COMMAND receives a /dev/userfaultfd descriptor tibet-run opened, so that it can use userfaultfd without vm.unprivileged_userfaultfd (PostgreSQL refuses to run as root).", HelpName = "NAME" };
+
         var root = new RootCommand(Description);
-        foreach (Option option in new Option[] { budget, threshold, compression, eviction, cipher, hugePages, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable, metrics })
+        foreach (Option option in new Option[] { budget, threshold, compression, eviction, cipher, hugePages, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable, metrics, user })
             root.Options.Add(option);
         var commandArgument = new Argument<string[]>("COMMAND") { Description = "The program to run and its arguments, after --.", Arity = ArgumentArity.ZeroOrMore };
         root.Arguments.Add(commandArgument);
@@ -119,6 +121,7 @@ internal static partial class Launcher
                 PassphraseFile = result.GetValue(passphraseFile),
                 AuditLogPath = result.GetValue(auditLog) is { } log ? Path.GetFullPath(log) : null,
                 Dumpable = result.GetValue(dumpable),
+                User = result.GetValue(user),
             };
             if (result.GetValue(metrics) is { } metricsText)
             {
@@ -262,6 +265,12 @@ internal static partial class Launcher
             Fail(custodianProblem!);
             return ExitRefused;
         }
+        (uint Uid, uint Gid)? account = null;
+        if (options.User is { } userName && !OtherUser.TryResolve(userName, library, out account, out string? userProblem))
+        {
+            Fail(userProblem!);
+            return ExitRefused;
+        }
 
         SecretDescriptor? handOff = null;
         if (options.IdentityPath != null)
@@ -301,9 +310,16 @@ internal static partial class Launcher
             if (encrypted)
                 ChildEnvironment.Apply(start.Environment, options, library, Path.Combine(statsDir.FullName, "stats-%p.json"), handOff?.Descriptor);
             // Forked children's large allocations are served by the custodian.
-            int registry = encrypted && custodianWanted ? CustodianProcess.Start(options) : -1;
-            if (registry >= 0)
-                start.Environment[CustodianProcess.DescriptorVariable] = registry.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            if (encrypted && custodianWanted && CustodianProcess.Start(options, account?.Uid) is { } custodian)
+                start.Environment[CustodianProcess.SocketVariable] = custodian;
+            int userfaultfdDevice = -1;
+            if (account is { } target)
+            {
+                start.UserName = options.User;
+                OtherUser.GiveStatisticsDirectory(statsDir.FullName, target);
+                if (encrypted)
+                    userfaultfdDevice = OtherUser.OpenUserfaultfdDevice(start.Environment, options.User!);
+            }
 
             Process child;
             try
@@ -319,8 +335,8 @@ internal static partial class Launcher
             {
                 // The program holds its own copies of the descriptors now.
                 handOff?.Dispose();
-                if (registry >= 0)
-                    Libc.close(registry);
+                if (userfaultfdDevice >= 0)
+                    Libc.close(userfaultfdDevice);
             }
 
             metrics?.Serve(child.Id);

@@ -9,21 +9,29 @@ namespace Tibet.Core.Custodian;
 /// outlives any of them: a daemon whose first parent exits stays served.
 /// </summary>
 /// <remarks>
-/// <para>The registry: tibet-run makes a SOCK_SEQPACKET socketpair; the custodian holds one
-/// end, and every process of the tree inherits the other (TIBET_CUSTODIAN_FD). A child
-/// sends its hello there, with its own connections and its userfaultfd attached (see
-/// <see cref="ServedProtocol"/>). The pid it names must be the one that made the
-/// connections (SO_PEERCRED).</para>
-/// <para>Lifetime: when every process holding the registry's other end has gone, the
-/// registry reads end-of-file; the custodian then ends once the last process it serves
-/// has. It runs in a session of its own, so a Ctrl-C meant for the program does not end
-/// it while a daemon still needs it.</para>
+/// <para>The registry: an abstract SOCK_SEQPACKET socket tibet-run binds and hands over,
+/// whose random name every process of the tree finds in TIBET_CUSTODIAN_SOCKET. A child
+/// connects and sends its hello, with its own connections and its userfaultfd attached
+/// (see <see cref="ServedProtocol"/>). Whoever connects must be of a uid of the tree's
+/// (tibet-run's, or --user's: SO_PEERCRED), and the pid the hello names must be the
+/// connecting process and the one that made the attached connections.</para>
+/// <para>Lifetime: it serves while tibet-run lives (the program runs then), and after that
+/// while any process it serves does: a daemon whose first parent exited keeps it. It ends
+/// once tibet-run is gone and nothing has been served for <see cref="Linger"/> (a process
+/// between fork and exec holds no connection). It runs in a session of its own, so a
+/// Ctrl-C meant for the program does not end it while a daemon still needs it.</para>
 /// <para>What it is not yet (docs/design/custodian.md): the program's own pages are
 /// served by the engine inside the program, and the keys of those live there.</para>
 /// </remarks>
 internal sealed unsafe class CustodianService
 {
+    /// <summary>How long the custodian waits, with tibet-run gone and nothing served,
+    /// before it ends.</summary>
+    public static readonly TimeSpan Linger = TimeSpan.FromMilliseconds(300);
+
     private readonly int _registry;
+    private readonly uint[] _uids;
+    private readonly int _launcher;
     private readonly EngineOptions _options;
     private readonly bool _registerWriteProtect;
     private readonly Action<string> _say;
@@ -32,13 +40,17 @@ internal sealed unsafe class CustodianService
     private readonly Lock _servedLock = new();
     private long _refused;
 
-    /// <param name="registry">The custodian's end of the registry (owned from now on).</param>
+    /// <param name="registry">The listening socket (owned from now on).</param>
+    /// <param name="uids">The uids whose processes may connect (root always may).</param>
+    /// <param name="launcher">tibet-run's pid: while it lives, the custodian stays.</param>
     /// <param name="options">The engine options of each served process.</param>
     /// <param name="verbosity">Above 0: one line per served process as it ends.</param>
     /// <param name="say">Where lines for the user go (the custodian's stderr).</param>
-    public CustodianService(int registry, EngineOptions options, int verbosity, Action<string> say)
+    public CustodianService(int registry, uint[] uids, int launcher, EngineOptions options, int verbosity, Action<string> say)
     {
         _registry = registry;
+        _uids = uids;
+        _launcher = launcher;
         _verbosity = verbosity;
         _say = say;
         KernelFeatures features = PageEngine.ProbeKernel();
@@ -64,24 +76,25 @@ internal sealed unsafe class CustodianService
     /// ended.</summary>
     public void Run()
     {
-        bool registryOpen = true;
-        while (registryOpen || Living() > 0)
+        long idleSince = System.Diagnostics.Stopwatch.GetTimestamp();
+        while (true)
         {
-            if (!registryOpen)
-            {
-                Thread.Sleep(50);
-                continue;
-            }
             Libc.PollFd wait = new() { Fd = _registry, Events = Libc.POLLIN };
-            int ready = Libc.poll(&wait, 1, 1000);
+            int ready = Libc.poll(&wait, 1, 50);
             if (ready < 0 && Libc.LastErrno != Libc.EINTR)
                 throw new InvalidOperationException($"poll of the registry failed: {Libc.Describe(Libc.LastErrno)}");
-            if (ready <= 0)
-                continue;
-            registryOpen = ReceiveHello();
+            if (ready > 0)
+                Accept();
+            if (Living() > 0 || LauncherLives())
+                idleSince = System.Diagnostics.Stopwatch.GetTimestamp();
+            else if (System.Diagnostics.Stopwatch.GetElapsedTime(idleSince) >= Linger)
+                break;
         }
         Libc.close(_registry);
     }
+
+    /// <summary>tibet-run is this process's parent until it exits (then init, or a subreaper, is).</summary>
+    private bool LauncherLives() => Libc.getppid() == _launcher;
 
     private int Living()
     {
@@ -89,31 +102,94 @@ internal sealed unsafe class CustodianService
             return _served.Count(p => !p.Ended);
     }
 
-    /// <summary>Takes one hello off the registry; false once no process holds its other end.</summary>
-    private bool ReceiveHello()
+    /// <summary>Takes one connection off the registry and its hello.</summary>
+    private void Accept()
+    {
+        int connection = Libc.accept4(_registry, null, null, Libc.SOCK_CLOEXEC);
+        if (connection < 0)
+            return;
+        try
+        {
+            Libc.UCred peer;
+            uint length = (uint)sizeof(Libc.UCred);
+            if (Libc.getsockopt(connection, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &peer, &length) != 0)
+                return;
+            if (peer.Uid != 0 && Array.IndexOf(_uids, peer.Uid) < 0)
+            {
+                Interlocked.Increment(ref _refused);
+                _say($"tibet custodian: refused pid {peer.Pid} of uid {peer.Uid}: it is not of this tree's users");
+                return;
+            }
+            // A process that connects and says nothing must not hold the others up.
+            Libc.SetSocketTimeouts(connection, 2);
+            ReceiveHello(connection, peer.Pid);
+        }
+        finally
+        {
+            Libc.close(connection);
+        }
+    }
+
+    private void ReceiveHello(int connection, int peerPid)
     {
         ServedHello hello;
         Span<int> fds = stackalloc int[3];
-        nint n = Libc.ReceiveWithDescriptors(_registry, &hello, (nuint)sizeof(ServedHello), fds, out int count);
-        if (n == 0)
-            return false;
-        if (n < 0)
-            return Libc.LastErrno is Libc.EINTR or Libc.EAGAIN;
-        if (n != sizeof(ServedHello) || count != 3 || hello.Magic != ServedProtocol.Magic || hello.Version != ServedProtocol.Version
-            || !CreatedBy(fds[0], hello.Pid))
+        nint n = Libc.ReceiveWithDescriptors(connection, &hello, (nuint)sizeof(ServedHello), fds, out int count);
+        if (n <= 0)
+        {
+            for (int i = 0; i < count; i++)
+                Libc.close(fds[i]);
+            return;
+        }
+        int expected = hello.Kind == ServedProtocol.KindApi ? 2 : 3;
+        if (n != sizeof(ServedHello) || count != expected || hello.Magic != ServedProtocol.Magic || hello.Version != ServedProtocol.Version
+            || hello.Kind > ServedProtocol.KindApi || hello.Pid != peerPid || !CreatedBy(fds[0], hello.Pid))
         {
             for (int i = 0; i < count; i++)
                 Libc.close(fds[i]);
             Interlocked.Increment(ref _refused);
-            _say($"tibet custodian: refused a connection claiming pid {hello.Pid}: its hello did not match what it sent");
-            return true;
+            _say($"tibet custodian: refused a connection of pid {peerPid}: its hello did not match what it sent");
+            return;
+        }
+        int uffd = fds[expected - 1];
+        int api = EnableFeatures(uffd, hello.Features);
+        if (hello.Kind == ServedProtocol.KindApi)
+        {
+            ServedStatus status = new() { Status = api };
+            Libc.send(fds[0], &status, (nuint)sizeof(ServedStatus), Libc.MSG_NOSIGNAL | Libc.MSG_DONTWAIT);
+            Libc.close(fds[0]);
+            Libc.close(fds[1]);
+            return;
+        }
+        if (api != 0)
+        {
+            for (int i = 0; i < count; i++)
+                Libc.close(fds[i]); // its thread sees the end, and its allocations say why
+            _say($"tibet custodian: cannot serve pid {hello.Pid}: UFFDIO_API on its userfaultfd failed: {Libc.Describe(api)}");
+            return;
         }
         var process = new ServedProcess(hello.Pid, HighDescriptors.MoveAbove(fds[0]), HighDescriptors.MoveAbove(fds[1]),
             HighDescriptors.MoveAbove(fds[2]), _options, _registerWriteProtect, _say, _verbosity > 0);
         lock (_servedLock)
             _served.Add(process);
         process.Start();
-        return true;
+    }
+
+    /// <summary>
+    /// Issues UFFDIO_API on a served process's userfaultfd: 0 or an errno. Only features
+    /// the custodian's engines use are granted. Fork events among them need
+    /// CAP_SYS_PTRACE of the caller, which the custodian has and a program run as another
+    /// user does not (docs/threat-model.md says what granting them means).
+    /// </summary>
+    private static int EnableFeatures(int uffd, ulong features)
+    {
+        const ulong granted = UserfaultfdAbi.UFFD_FEATURE_EVENT_FORK | UserfaultfdAbi.UFFD_FEATURE_EVENT_REMAP | UserfaultfdAbi.UFFD_FEATURE_EVENT_REMOVE
+                              | UserfaultfdAbi.UFFD_FEATURE_EVENT_UNMAP | UserfaultfdAbi.UFFD_FEATURE_THREAD_ID | UserfaultfdAbi.UFFD_FEATURE_POISON
+                              | UserfaultfdAbi.UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+        if ((features & ~granted) != 0)
+            return Libc.EINVAL;
+        UserfaultfdAbi.uffdio_api api = new() { api = UserfaultfdAbi.UFFD_API, features = features };
+        return Libc.ioctl(uffd, UserfaultfdAbi.UFFDIO_API, &api) == 0 ? 0 : Libc.LastErrno;
     }
 
     /// <summary>Whether the process <paramref name="pid"/> made the socket <paramref name="fd"/>

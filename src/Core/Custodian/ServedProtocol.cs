@@ -12,20 +12,47 @@ internal static class ServedProtocol
     public const uint Magic = 0x54494254; // "TIBT"
     public const uint Version = 1;
 
+    /// <summary><see cref="ServedHello.Kind"/>: serve this process (control, agent and
+    /// userfaultfd attached).</summary>
+    public const uint KindServe = 0;
+
+    /// <summary><see cref="ServedHello.Kind"/>: only issue UFFDIO_API on the attached
+    /// userfaultfd (reply end and userfaultfd attached; answered with a <see cref="ServedStatus"/>).</summary>
+    public const uint KindApi = 1;
+
+    /// <summary>The variable that names the custodian's abstract socket in every process of
+    /// the tree (lowercase letters, digits and dashes).</summary>
+    public const string SocketVariable = "TIBET_CUSTODIAN_SOCKET";
+
+    /// <summary>Connects to the custodian named <paramref name="name"/>: a descriptor, or -1.</summary>
+    public static unsafe int Connect(string name)
+    {
+        int fd = Interop.Libc.socket(Interop.Libc.AF_UNIX, Interop.Libc.SOCK_SEQPACKET | Interop.Libc.SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -1;
+        var address = Interop.Libc.SockAddrUnix.Abstract(name, out uint length);
+        if (Interop.Libc.connect(fd, &address, length) == 0)
+            return fd;
+        Interop.Libc.close(fd);
+        return -1;
+    }
+
     /// <summary>Pages one take-out request names at most (one mask word).</summary>
     public const int MaxTakePages = 64;
 }
 
-/// <summary>struct served_hello: the first message on the registry, with three descriptors
-/// attached: the custodian's ends of the control and agent connections, and the process's
-/// userfaultfd.</summary>
+/// <summary>struct served_hello: a message on the registry. Kind serve: three descriptors
+/// attached, the custodian's ends of the control and agent connections and the process's
+/// userfaultfd. Kind API: a reply end and a userfaultfd. Either way the userfaultfd has not
+/// had UFFDIO_API yet: the custodian issues it with <see cref="Features"/> (fork events
+/// need CAP_SYS_PTRACE of whoever issues it).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct ServedHello
 {
     public uint Magic;
     public uint Version;
     public int Pid;
-    public uint Reserved;
+    public uint Kind;
     public ulong Features;
 }
 

@@ -48,6 +48,10 @@ internal sealed unsafe class Userfaultfd : IDisposable
         if (Libc.ioctl(fd, UFFDIO_API, &api) != 0)
         {
             int errno = Libc.LastErrno;
+            // Fork events need CAP_SYS_PTRACE of whoever issues UFFDIO_API, which a program
+            // run as another user lacks (tibet-run --user); the custodian has it.
+            if (errno == Libc.EPERM && Custodian.CustodianClient.EnableFeatures(fd, features) == 0)
+                return new Userfaultfd(fd);
             Libc.close(fd);
             throw new UserfaultfdUnavailableException(
                 $"UFFDIO_API refused features 0x{features:x}: {Libc.Describe(errno)}");
@@ -67,7 +71,14 @@ internal sealed unsafe class Userfaultfd : IDisposable
                 "Run on a kernel that has it (any mainstream distribution kernel since Linux 4.3).");
 
         // Without CAP_SYS_PTRACE and with vm.unprivileged_userfaultfd=0 the syscall
-        // refuses; /dev/userfaultfd grants the same descriptor to whoever may open it.
+        // refuses; /dev/userfaultfd grants the same descriptor to whoever may open it, or
+        // holds a descriptor of it opened by who may (tibet-run --user hands one over).
+        if (InheritedDevice() is int inherited)
+        {
+            int viaInherited = Libc.ioctl(inherited, USERFAULTFD_IOC_NEW, (void*)(Libc.O_CLOEXEC | Libc.O_NONBLOCK));
+            if (viaInherited >= 0)
+                return HighDescriptors.MoveAbove(viaInherited);
+        }
         int dev = Libc.open("/dev/userfaultfd", Libc.O_RDWR | Libc.O_CLOEXEC);
         if (dev >= 0)
         {
@@ -80,6 +91,28 @@ internal sealed unsafe class Userfaultfd : IDisposable
             $"userfaultfd is not permitted for this process ({Libc.Describe(errno)}). " +
             "Run as root, or allow it for unprivileged users with `sysctl -w vm.unprivileged_userfaultfd=1`, " +
             "or give this user read-write access to /dev/userfaultfd.");
+    }
+
+    /// <summary>The variable naming an inherited descriptor of /dev/userfaultfd (tibet-run
+    /// --user opens it as root for a program that runs as another user).</summary>
+    public const string DeviceVariable = "TIBET_USERFAULTFD_FD";
+
+    /// <summary>The descriptor <see cref="DeviceVariable"/> names, if it is an open
+    /// /dev/userfaultfd (the same device number); never in secure-execution mode, whose
+    /// environment belongs to a less privileged caller.</summary>
+    private static int? InheritedDevice()
+    {
+        if (Interop.SecureExecution.IsActive
+            || !int.TryParse(Environment.GetEnvironmentVariable(DeviceVariable), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fd))
+            return null;
+        Libc.Stat inherited, device;
+        int probe = Libc.open("/dev/userfaultfd", Libc.O_PATH | Libc.O_CLOEXEC);
+        if (probe < 0)
+            return null;
+        bool same = Libc.fstat(probe, &device) == 0 && Libc.fstat(fd, &inherited) == 0 && inherited.st_rdev == device.st_rdev
+                    && (inherited.st_mode & Libc.S_IFMT) == Libc.S_IFCHR;
+        Libc.close(probe);
+        return same ? fd : null;
     }
 
     /// <summary>Registers a range; returns the bitmask of range ioctls the kernel allows.</summary>

@@ -47,6 +47,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "served.h"
+
 #ifndef UFFD_FEATURE_MOVE
 /* Debian bookworm's headers (linux-libc-dev 6.1) predate UFFDIO_MOVE (Linux 6.8);
  * these are the values of include/uapi/linux/userfaultfd.h. */
@@ -262,7 +264,7 @@ void tibet_agent_start_in_child(int connection, agent_pthread_create_fn create_t
     madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_NOHUGEPAGE);
     madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_DONTDUMP);
     madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_WIPEONFORK);
-    a->scratch_uffd = move_high((int)syscall(SYS_userfaultfd, O_CLOEXEC));
+    a->scratch_uffd = move_high(tibet_open_userfaultfd(O_CLOEXEC)); /* served.c: also for another user */
     if (a->scratch_uffd < 0 || fstat(a->scratch_uffd, &st) != 0)
         goto fail;
     a->scratch_dev = st.st_dev;

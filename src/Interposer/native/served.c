@@ -12,11 +12,14 @@
  * Why this must be C: it runs in a forked child, where the runtime's threads are gone and
  * managed code cannot run.
  *
- * Connections. tibet-run passes every process of the tree one end of a SOCK_SEQPACKET
- * socketpair (the registry, TIBET_CUSTODIAN_FD, inherited across fork and exec); the
- * custodian holds the other. A child makes two socketpairs and sends, in one message
- * over the registry, its hello and three descriptors: the custodian's ends of both
- * pairs and the child's userfaultfd. Nothing but the custodian can reach the pairs.
+ * Connections. The custodian listens on an abstract SOCK_SEQPACKET socket whose name
+ * every process of the tree finds in TIBET_CUSTODIAN_SOCKET (a name, not an inherited
+ * descriptor: nothing of tibet's may survive an exec into a program tibet does not
+ * interpose, and a daemon that closes every descriptor must still find it). A child
+ * connects, makes two socketpairs and sends, in one message, its hello and three
+ * descriptors: the custodian's ends of both pairs and the child's userfaultfd; then it
+ * closes that connection. The custodian checks who connected (SO_PEERCRED: the pid, and
+ * a uid of the tree's). Nothing but the custodian can reach the pairs.
  *   control (child -> custodian, one request at a time, under control_lock):
  *     welcome: custodian -> child first, with the take-out window (a memfd) attached
  *     struct served_arena { start, length } -> struct served_status { status }
@@ -25,6 +28,12 @@
  * A take-out moves pages with UFFDIO_MOVE (atomic against the child's writers; only
  * possible inside the child's own mm) into a private scratch area, copies them into the
  * shared window at `slot` for the custodian to seal, and wipes the scratch.
+ *
+ * Features. The child sends its userfaultfd before UFFDIO_API, with the features it
+ * needs, and the custodian issues UFFDIO_API: fork events need CAP_SYS_PTRACE of whoever
+ * asks for them, which a program run as another user (tibet-run --user) lacks and the
+ * custodian has. A process of the tree can ask the same for its own engine's userfaultfd
+ * (hello kind SERVED_KIND_API, answered with a served_status; see Userfaultfd.Open).
  *
  * Failure. If the custodian goes (its end of the agent connection hangs up), the thread
  * keeps the userfaultfd open, so that the ranges stay registered, and answers every fault
@@ -51,6 +60,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "served.h"
@@ -81,6 +91,9 @@ struct uffdio_poison {
 };
 #define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
 #endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00) /* /dev/userfaultfd, Linux 6.1 */
+#endif
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18
 #endif
@@ -101,12 +114,14 @@ struct uffdio_poison {
                          | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON \
                          | UFFD_FEATURE_PAGEFAULT_FLAG_WP)
 
+enum { SERVED_KIND_SERVE = 0, SERVED_KIND_API = 1 };
+
 struct served_hello {
     uint32_t magic;
     uint32_t version;
     int32_t pid;
-    uint32_t reserved;
-    uint64_t features; /* what UFFDIO_API enabled on the attached userfaultfd */
+    uint32_t kind;     /* SERVED_KIND_*; SERVE attaches control, agent and userfaultfd */
+    uint64_t features; /* what the custodian is to enable with UFFDIO_API on the userfaultfd */
 };
 
 struct served_welcome {
@@ -159,7 +174,10 @@ struct served_block {
 typedef int (*served_pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 
 static struct {
-    int registry;          /* inherited; -1: no custodian in this tree */
+    int configured;        /* a custodian's name was given */
+    struct sockaddr_un address; /* the custodian's abstract address */
+    socklen_t address_length;
+    int device;            /* an inherited /dev/userfaultfd (tibet-run --user), or -1 */
     int state;             /* SERVED_*, futex word */
     const char *why;       /* set before the state turns SERVED_FAILED */
     int uffd, control, agent, scratch_uffd;
@@ -170,7 +188,7 @@ static struct {
     int carve_lock, control_lock;
     uint32_t extent_count;
     struct { uintptr_t at; uint64_t length; } extents[SERVED_EXTENTS];
-} served = { .registry = -1, .uffd = -1, .control = -1, .agent = -1, .scratch_uffd = -1 };
+} served = { .device = -1, .uffd = -1, .control = -1, .agent = -1, .scratch_uffd = -1 };
 
 /* See served.h: read by the shim's free() on every call, so one plain variable, set
  * once with a single store. */
@@ -202,26 +220,29 @@ static int move_high(int fd)
     return high;
 }
 
-/* In the process tibet-run started (from the shim's constructor): the registry's number.
- * Returns 0, or -1 if the descriptor is not a SOCK_SEQPACKET socket (nothing is served). */
-int tibet_served_configure(int registry)
+int tibet_served_configure(const char *name)
 {
-    int type = 0;
-    socklen_t length = sizeof type;
-    if (registry < 0 || getsockopt(registry, SOL_SOCKET, SO_TYPE, &type, &length) != 0 || type != SOCK_SEQPACKET)
+    size_t length = strlen(name);
+    if (length == 0 || length >= sizeof served.address.sun_path - 1)
         return -1;
-    served.registry = registry;
+    for (size_t i = 0; i < length; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-'))
+            return -1;
+    memset(&served.address, 0, sizeof served.address);
+    served.address.sun_family = AF_UNIX;
+    memcpy(served.address.sun_path + 1, name, length); /* abstract: a zero byte first */
+    served.address_length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + length);
+    served.configured = 1;
     return 0;
 }
 
-/* Whether forked children of this process are served (a registry was configured). */
-int tibet_served_active(void) { return served.registry >= 0; }
+int tibet_served_active(void) { return served.configured; }
 
 const char *tibet_served_why_not(void)
 {
     switch (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE)) {
     case SERVED_NONE:
-        return "this tree has no custodian (run it with tibet-run; the custodian's descriptor may have been closed)";
+        return "this tree has no custodian (tibet-run starts one, unless TIBET_CUSTODIAN=0)";
     case SERVED_READY:
         return "the custodian could not take this allocation on";
     default:
@@ -337,18 +358,23 @@ static void take_out(const struct served_take *request, struct served_taken *ans
         madvise(served.scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_DONTNEED);
 }
 
-static int open_userfaultfd(void)
+void tibet_served_set_device(int device) { served.device = device; }
+
+/* A userfaultfd for this process, without UFFDIO_API: the custodian issues that (see
+ * "Features" above), so that the fork events a process of an unprivileged user may not
+ * ask for (they need CAP_SYS_PTRACE, checked against who issues UFFDIO_API) are enabled
+ * by the custodian, which has it. */
+int tibet_open_userfaultfd(int flags)
 {
-    int fd = move_high((int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
-    if (fd < 0)
-        return -1;
-    struct uffdio_api api = { .api = UFFD_API, .features = SERVED_FEATURES };
-    if (ioctl(fd, UFFDIO_API, &api) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    int fd = (int)syscall(SYS_userfaultfd, flags);
+    /* Not permitted to this user (vm.unprivileged_userfaultfd=0): through the device
+     * descriptor tibet-run opened as root, which may create one for this process. */
+    if (fd < 0 && errno == EPERM && served.device >= 0)
+        fd = ioctl(served.device, USERFAULTFD_IOC_NEW, flags);
+    return move_high(fd);
 }
+
+static int open_userfaultfd(void) { return tibet_open_userfaultfd(O_CLOEXEC | O_NONBLOCK); }
 
 static int set_up(void)
 {
@@ -367,9 +393,13 @@ static int set_up(void)
     }
     served.control = move_high(control[0]);
     served.agent = move_high(agent[0]);
-    struct served_hello hello = { SERVED_MAGIC, SERVED_VERSION, (int32_t)syscall(SYS_getpid), 0, SERVED_FEATURES };
+    struct served_hello hello = { SERVED_MAGIC, SERVED_VERSION, (int32_t)syscall(SYS_getpid), SERVED_KIND_SERVE, SERVED_FEATURES };
     int theirs[3] = { control[1], agent[1], served.uffd };
-    int sent = send_with_descriptors(served.registry, &hello, sizeof hello, theirs, 3);
+    int custodian = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int sent = custodian >= 0 && connect(custodian, (struct sockaddr *)&served.address, served.address_length) == 0
+        ? send_with_descriptors(custodian, &hello, sizeof hello, theirs, 3) : -1;
+    if (custodian >= 0)
+        close(custodian);
     close(control[1]);
     close(agent[1]);
     if (sent != 0 || served.control < 0 || served.agent < 0)
@@ -400,7 +430,7 @@ static int set_up(void)
     madvise(scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_NOHUGEPAGE);
     madvise(scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_DONTDUMP);
     madvise(scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_WIPEONFORK);
-    served.scratch_uffd = move_high((int)syscall(SYS_userfaultfd, O_CLOEXEC));
+    served.scratch_uffd = tibet_open_userfaultfd(O_CLOEXEC);
     if (served.scratch_uffd < 0)
         return -1;
     struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
@@ -454,7 +484,7 @@ static void *served_loop(void *unused)
  * as copies, served through the fork event), and start this child's own thread. */
 void tibet_served_start_in_child(served_pthread_create_fn create_thread)
 {
-    if (served.registry < 0)
+    if (!served.configured)
         return;
     /* Every descriptor here is close-on-exec and was the parent's a moment ago. */
     if (served.uffd >= 0) close(served.uffd);

@@ -14,9 +14,15 @@ extern uintptr_t tibet_served_base;
 
 static inline int tibet_served_owns(const void *p) { return (uintptr_t)p - tibet_served_base < TIBET_SERVED_SPAN; }
 
-/* In the process tibet-run started: the registry descriptor (TIBET_CUSTODIAN_FD). 0, or -1
- * if it is not one. */
-int tibet_served_configure(int registry);
+/* In a process tibet-run started: the custodian's abstract socket name
+ * (TIBET_CUSTODIAN_SOCKET). 0, or -1 if it is not one of tibet-run's names. */
+int tibet_served_configure(const char *name);
+/* TIBET_USERFAULTFD_FD: an inherited /dev/userfaultfd descriptor, for a child whose user
+ * may not call userfaultfd(2) itself (tibet-run --user). */
+void tibet_served_set_device(int device);
+/* userfaultfd(2) with `flags`, or through that device descriptor where this user may not
+ * call it; moved above the program's descriptors. -1 with errno set. */
+int tibet_open_userfaultfd(int flags);
 /* Whether a registry was configured: forked children are then served. */
 int tibet_served_active(void);
 /* In a forked child right after fork() returned 0, with libc's pthread_create. */

@@ -1586,21 +1586,35 @@ EXPORT void tibet_shim_child_plaintext(uint64_t *count, uint64_t *bytes, uint64_
     if (refused) *refused = c ? __atomic_load_n(&c->refused_count, __ATOMIC_RELAXED) : 0;
 }
 
-/* TIBET_CUSTODIAN_FD: the registry descriptor tibet-run's custodian listens on, inherited
- * by every process of the tree (native/served.c). Not in secure-execution mode, where the
- * environment belongs to a less privileged caller. A malformed value is said and ignored:
- * forked children then run their large allocations in plaintext, each saying so. */
-static void configure_custodian(void)
+/* TIBET_CUSTODIAN_SOCKET: the name of the socket tibet-run's custodian listens on
+ * (native/served.c), and TIBET_USERFAULTFD_FD, an inherited /dev/userfaultfd (tibet-run
+ * --user). Not in secure-execution mode, where the environment belongs to a less
+ * privileged caller. A malformed name is said and ignored: forked children then run their
+ * large allocations in plaintext, each saying so. */
+static int descriptor_variable(const char *name)
 {
-    const char *text = getauxval(AT_SECURE) ? NULL : getenv("TIBET_CUSTODIAN_FD");
+    const char *text = getenv(name);
     if (!text || !*text)
-        return;
+        return -2;
     long fd = 0;
     const char *c = text;
     for (; *c >= '0' && *c <= '9' && fd < INT_MAX; c++)
         fd = fd * 10 + (*c - '0');
-    if (*c != '\0' || fd > INT_MAX || tibet_served_configure((int)fd) != 0) {
-        static const char line[] = "tibet: TIBET_CUSTODIAN_FD does not name the custodian's socket; forked children's large allocations will not be encrypted\n";
+    return *c != '\0' || fd > INT_MAX ? -1 : (int)fd;
+}
+
+static void configure_custodian(void)
+{
+    if (getauxval(AT_SECURE))
+        return;
+    int device = descriptor_variable("TIBET_USERFAULTFD_FD");
+    if (device >= 0)
+        tibet_served_set_device(device);
+    const char *name = getenv("TIBET_CUSTODIAN_SOCKET");
+    if (!name || !*name)
+        return;
+    if (tibet_served_configure(name) != 0) {
+        static const char line[] = "tibet: TIBET_CUSTODIAN_SOCKET is not a custodian's name; forked children's large allocations will not be encrypted\n";
         tibet_shim_report(line, sizeof line - 1);
     }
 }

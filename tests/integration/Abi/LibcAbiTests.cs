@@ -21,6 +21,7 @@ public unsafe class LibcAbiTests
             ["sizeof_stat"] = (ulong)Marshal.SizeOf<Libc.Stat>(),
             ["offsetof_stat.st_mode"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_mode)),
             ["offsetof_stat.st_uid"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_uid)),
+            ["offsetof_stat.st_rdev"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_rdev)),
             ["offsetof_stat.st_size"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_size)),
             ["offsetof_stat.st_dev"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_dev)),
             ["offsetof_stat.st_ino"] = (ulong)Marshal.OffsetOf<Libc.Stat>(nameof(Libc.Stat.st_ino)),
@@ -36,6 +37,8 @@ public unsafe class LibcAbiTests
             ["S_IFMT"] = Libc.S_IFMT,
             ["S_IFREG"] = Libc.S_IFREG,
             ["S_IFDIR"] = Libc.S_IFDIR,
+            ["S_IFCHR"] = Libc.S_IFCHR,
+            ["O_PATH"] = Libc.O_PATH,
             ["LOCK_SH"] = Libc.LOCK_SH,
             ["LOCK_EX"] = Libc.LOCK_EX,
             ["LOCK_NB"] = Libc.LOCK_NB,
@@ -105,6 +108,16 @@ public unsafe class LibcAbiTests
             ["offsetof_sockaddr_un.sun_path"] = (ulong)Marshal.OffsetOf<Libc.SockAddrUnix>(nameof(Libc.SockAddrUnix.Path)),
             ["sizeof_ucred"] = (ulong)Marshal.SizeOf<Libc.UCred>(),
             ["offsetof_ucred.uid"] = (ulong)Marshal.OffsetOf<Libc.UCred>(nameof(Libc.UCred.Uid)),
+            ["SCM_RIGHTS"] = Libc.SCM_RIGHTS,
+            ["MSG_CMSG_CLOEXEC"] = Libc.MSG_CMSG_CLOEXEC,
+            ["MSG_CTRUNC"] = Libc.MSG_CTRUNC,
+            ["MFD_CLOEXEC"] = Libc.MFD_CLOEXEC,
+            ["sizeof_msghdr"] = (ulong)sizeof(Libc.MsgHdr),
+            ["offsetof_msghdr.msg_control"] = (ulong)Marshal.OffsetOf<Libc.MsgHdr>(nameof(Libc.MsgHdr.Control)),
+            ["offsetof_msghdr.msg_flags"] = (ulong)Marshal.OffsetOf<Libc.MsgHdr>(nameof(Libc.MsgHdr.Flags)),
+            ["sizeof_cmsghdr"] = (ulong)sizeof(Libc.CmsgHdr),
+            ["cmsg_space_4_fds"] = Libc.DescriptorControlBytes,
+            ["cmsg_len_0"] = (ulong)sizeof(Libc.CmsgHdr),
         };
 
         HeaderValues.AssertSame(fromHeader, ours);

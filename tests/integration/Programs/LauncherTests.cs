@@ -106,8 +106,8 @@ public class LauncherTests
     }
 
     /// <summary>TIBET_CUSTODIAN is tibet-run's: anything but 0 or 1 stops it before
-    /// anything runs. A program preloaded by hand with a TIBET_CUSTODIAN_FD that names no
-    /// custodian runs, says so, and its forked children say theirs are not encrypted.</summary>
+    /// anything runs. A program preloaded by hand with a TIBET_CUSTODIAN_SOCKET that is no
+    /// custodian's name runs, says so, and its forked children say theirs are not encrypted.</summary>
     [Fact]
     public void A_malformed_custodian_setting_stops_tibet_run_and_a_false_descriptor_is_said()
     {
@@ -118,9 +118,9 @@ public class LauncherTests
 
         string program = NativeBuild.Compile("prog_child_alloc.c");
         var preloaded = TibetRun.Run("/usr/bin/env", ["LD_PRELOAD=" + Path.Combine(RepoPaths.Root, "out", "lib", "libtibet.so"),
-            "TIBET_CUSTODIAN_FD=0", "TIBET_THRESHOLD=64K", program]);
+            "TIBET_CUSTODIAN_SOCKET=../Not A Name", "TIBET_THRESHOLD=64K", program]);
         Assert.True(preloaded.ExitCode == 0 && preloaded.Stdout.Contains("child_alloc: OK"), preloaded.ToString());
-        Assert.Contains("TIBET_CUSTODIAN_FD does not name the custodian's socket", preloaded.Stderr);
+        Assert.Contains("TIBET_CUSTODIAN_SOCKET is not a custodian's name", preloaded.Stderr);
         Assert.Contains("this tree has no custodian", preloaded.Stderr);
     }
 

@@ -55,7 +55,15 @@ public class UnencryptedReportTests
     public void Forked_childrens_plaintext_allocations_are_in_the_statistics_and_the_summary()
     {
         string program = NativeBuild.Compile("prog_child_alloc.c");
-        var run = TibetRun.Encrypted([.. Options, "--stats"], [program]);
+        // With the custodian, the children's allocations are served: nothing to report.
+        var served = TibetRun.Encrypted([.. Options, "--stats"], [program]);
+        Assert.True(served.ExitCode == 0 && served.Stdout.Contains("child_alloc: OK"), served.ToString());
+        Assert.Equal(0, served.Stats!.Value.GetProperty("unencrypted").GetProperty("forkedChild").GetProperty("count").GetInt64());
+        Assert.DoesNotContain("UNENCRYPTED", served.Stderr);
+
+        // Without it (TIBET_CUSTODIAN=0), they are plaintext, counted and said.
+        var noCustodian = new Dictionary<string, string?> { ["TIBET_CUSTODIAN"] = "0" };
+        var run = TibetRun.Encrypted([.. Options, "--stats"], [program], environment: noCustodian);
         Assert.True(run.ExitCode == 0 && run.Stdout.Contains("child_alloc: OK"), run.ToString());
         JsonElement children = run.Stats!.Value.GetProperty("unencrypted").GetProperty("forkedChild");
         // Two children, each with two 1 MiB mallocs and one 1 MiB mmap.
@@ -66,7 +74,7 @@ public class UnencryptedReportTests
         Assert.Contains("UNENCRYPTED", run.Stderr);
         Assert.Contains("forkedChild", run.Stderr);
 
-        var refused = TibetRun.Encrypted([.. Options, "--require-encryption"], [program]);
+        var refused = TibetRun.Encrypted([.. Options, "--require-encryption"], [program], environment: noCustodian);
         Assert.True(refused.ExitCode == 0, refused.ToString());
         JsonElement refusedChildren = refused.Stats!.Value.GetProperty("unencrypted").GetProperty("forkedChild");
         Assert.Equal(0, refusedChildren.GetProperty("count").GetInt64());

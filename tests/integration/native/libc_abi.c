@@ -32,6 +32,7 @@ int main(void)
     printf("sizeof_stat %zu\n", sizeof(struct stat));
     printf("offsetof_stat.st_mode %zu\n", offsetof(struct stat, st_mode));
     printf("offsetof_stat.st_uid %zu\n", offsetof(struct stat, st_uid));
+    printf("offsetof_stat.st_rdev %zu\n", offsetof(struct stat, st_rdev));
     printf("offsetof_stat.st_size %zu\n", offsetof(struct stat, st_size));
     printf("offsetof_stat.st_dev %zu\n", offsetof(struct stat, st_dev));
     printf("offsetof_stat.st_ino %zu\n", offsetof(struct stat, st_ino));
@@ -47,6 +48,8 @@ int main(void)
     VALUE(S_IFMT);
     VALUE(S_IFREG);
     VALUE(S_IFDIR);
+    VALUE(S_IFCHR);
+    VALUE(O_PATH);
     VALUE(LOCK_SH);
     VALUE(LOCK_EX);
     VALUE(LOCK_NB);
@@ -116,5 +119,15 @@ int main(void)
     printf("offsetof_sockaddr_un.sun_path %zu\n", offsetof(struct sockaddr_un, sun_path));
     printf("sizeof_ucred %zu\n", sizeof(struct ucred));
     printf("offsetof_ucred.uid %zu\n", offsetof(struct ucred, uid));
+    VALUE(SCM_RIGHTS);
+    VALUE(MSG_CMSG_CLOEXEC);
+    VALUE(MSG_CTRUNC);
+    VALUE(MFD_CLOEXEC);
+    printf("sizeof_msghdr %zu\n", sizeof(struct msghdr));
+    printf("offsetof_msghdr.msg_control %zu\n", offsetof(struct msghdr, msg_control));
+    printf("offsetof_msghdr.msg_flags %zu\n", offsetof(struct msghdr, msg_flags));
+    printf("sizeof_cmsghdr %zu\n", sizeof(struct cmsghdr));
+    printf("cmsg_space_4_fds %zu\n", (size_t)CMSG_SPACE(4 * sizeof(int)));
+    printf("cmsg_len_0 %zu\n", (size_t)CMSG_LEN(0));
     return 0;
 }

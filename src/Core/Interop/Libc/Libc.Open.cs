@@ -13,6 +13,7 @@ internal static partial class Libc
     public const int O_NONBLOCK = 0x800;
     public const int O_DIRECT = 0x4000; // x86_64
     public const int O_NOFOLLOW = 0x20000;
+    public const int O_PATH = 0x200000;
     public const int O_CLOEXEC = 0x80000;
 
     // https://man7.org/linux/man-pages/man2/open.2.html

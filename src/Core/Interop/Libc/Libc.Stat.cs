@@ -6,6 +6,7 @@ namespace Tibet.Core.Interop;
 internal static unsafe partial class Libc
 {
     public const int S_IFMT = 0xF000;
+    public const int S_IFCHR = 0x2000;
     public const int S_IFDIR = 0x4000;
     public const int S_IFREG = 0x8000;
 
@@ -18,6 +19,7 @@ internal static unsafe partial class Libc
         [FieldOffset(8)] public ulong st_ino;
         [FieldOffset(24)] public uint st_mode;
         [FieldOffset(28)] public uint st_uid;
+        [FieldOffset(40)] public ulong st_rdev;
         [FieldOffset(48)] public long st_size;
         [FieldOffset(88)] public long st_mtim_sec;
         [FieldOffset(96)] public long st_mtim_nsec;
