@@ -45,8 +45,10 @@ internal static unsafe class CustodianProcess
     /// in plaintext, each child saying so.
     /// </summary>
     /// <param name="programUid">The uid the program runs as (--user), besides tibet-run's.</param>
-    public static string? Start(LaunchOptions options, uint? programUid)
+    /// <param name="pid">The custodian's pid (0 if it did not start).</param>
+    public static string? Start(LaunchOptions options, uint? programUid, out int pid)
     {
+        pid = 0;
         // Bound here, before the program starts, so that a child connecting before the
         // custodian runs waits in the backlog instead of being refused.
         string name = $"tibet-custodian-{Environment.ProcessId}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8))}";
@@ -79,6 +81,7 @@ internal static unsafe class CustodianProcess
                      })
                 start.ArgumentList.Add(argument);
             using Process custodian = Process.Start(start)!;
+            pid = custodian.Id;
         }
         catch (Exception e)
         {

@@ -20,6 +20,7 @@ internal sealed class MetricsServer : IDisposable
 {
     private readonly TcpListener _listener;
     private int _programPid;
+    private int _custodianPid;
 
     private MetricsServer(TcpListener listener) => _listener = listener;
 
@@ -64,9 +65,11 @@ internal sealed class MetricsServer : IDisposable
     }
 
     /// <summary>Starts answering, for the program (tibet-run's child) and its descendants.</summary>
-    public void Serve(int programPid)
+    /// <param name="custodianPid">The custodian's, whose answer covers the forked children it serves; 0: none.</param>
+    public void Serve(int programPid, int custodianPid)
     {
         _programPid = programPid;
+        _custodianPid = custodianPid;
         var thread = new Thread(Loop) { IsBackground = true, Name = "tibet-metrics" };
         thread.Start();
     }
@@ -145,6 +148,8 @@ internal sealed class MetricsServer : IDisposable
     private IEnumerable<int> ServedProcesses()
     {
         var answering = new HashSet<int>(LiveStatsClient.ListProcesses());
+        if (_custodianPid != 0 && answering.Contains(_custodianPid))
+            yield return _custodianPid;
         var pending = new Stack<int>();
         pending.Push(_programPid);
         var seen = new HashSet<int>();

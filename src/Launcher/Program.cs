@@ -310,7 +310,8 @@ internal static partial class Launcher
             if (encrypted)
                 ChildEnvironment.Apply(start.Environment, options, library, Path.Combine(statsDir.FullName, "stats-%p.json"), handOff?.Descriptor);
             // Forked children's large allocations are served by the custodian.
-            if (encrypted && custodianWanted && CustodianProcess.Start(options, account?.Uid) is { } custodian)
+            int custodianPid = 0;
+            if (encrypted && custodianWanted && CustodianProcess.Start(options, account?.Uid, out custodianPid) is { } custodian)
                 start.Environment[CustodianProcess.SocketVariable] = custodian;
             int userfaultfdDevice = -1;
             if (account is { } target)
@@ -339,7 +340,7 @@ internal static partial class Launcher
                     Libc.close(userfaultfdDevice);
             }
 
-            metrics?.Serve(child.Id);
+            metrics?.Serve(child.Id, custodianPid);
             using (child)
             using (SignalForwarding.Start(child.Id))
             {

@@ -76,6 +76,7 @@ internal sealed unsafe class CustodianService
     /// ended.</summary>
     public void Run()
     {
+        Diagnostics.LiveStatsServer.Start(Snapshot, _say);
         long idleSince = System.Diagnostics.Stopwatch.GetTimestamp();
         while (true)
         {
@@ -91,6 +92,65 @@ internal sealed unsafe class CustodianService
                 break;
         }
         Libc.close(_registry);
+    }
+
+    /// <summary>
+    /// The live statistics (<c>tibet stats</c>, <c>tibet-run --metrics</c>): totals over
+    /// the processes served now, and one row per process, in the shape of a program's
+    /// forked-children rows (<c>served</c>: true; its resident bytes are all it holds in
+    /// plaintext, written or not).
+    /// </summary>
+    private string Snapshot()
+    {
+        var stream = new MemoryStream();
+        using (var w = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true }))
+        {
+            long faults = 0, evictions = 0, resident = 0, sealedBytes = 0, decrypts = 0;
+            var rows = new List<(int Pid, Diagnostics.EngineStats Stats)>();
+            foreach (ServedProcess process in Served)
+            {
+                if (process.Ended || process.Stats() is not { } stats)
+                    continue;
+                rows.Add((process.Pid, stats));
+                faults += stats.Faults;
+                evictions += stats.Evictions;
+                resident += stats.ResidentBytes;
+                sealedBytes += stats.SealedBytes;
+                decrypts += stats.Decrypts;
+            }
+            w.WriteStartObject();
+            w.WriteBoolean("custodian", true);
+            w.WriteBoolean("encrypted", true);
+            w.WriteNumber("faults", faults);
+            w.WriteNumber("decrypts", decrypts);
+            w.WriteNumber("evictions", evictions);
+            w.WriteNumber("residentBytes", resident);
+            w.WriteNumber("residentBudgetBytes", _options.ResidentBudgetBytes == EngineOptions.Unlimited ? -1 : _options.ResidentBudgetBytes);
+            w.WriteNumber("sealedBytes", sealedBytes);
+            w.WriteNumber("authenticationFailures", rows.Sum(r => r.Stats.AuthenticationFailures));
+            w.WriteNumber("forkedChildren", rows.Count);
+            w.WriteNumber("servedProcesses", Served.Count);
+            w.WriteNumber("refusedConnections", Refused);
+            w.WriteStartArray("children");
+            foreach (var (pid, stats) in rows)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("pid", pid);
+                w.WriteBoolean("served", true);
+                w.WriteNumber("faults", stats.Faults);
+                w.WriteNumber("cleanResidentBytes", stats.ResidentBytes);
+                w.WriteNumber("residentBytes", stats.ResidentBytes);
+                w.WriteNumber("sealedBytes", stats.SealedBytes);
+                w.WriteNumber("evictions", stats.Evictions);
+                w.WriteBoolean("agent", true);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteStartObject("unencrypted");
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+        return System.Text.Encoding.UTF8.GetString(stream.ToArray());
     }
 
     /// <summary>tibet-run is this process's parent until it exits (then init, or a subreaper, is).</summary>

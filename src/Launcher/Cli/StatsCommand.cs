@@ -55,7 +55,8 @@ internal static class StatsCommand
                 continue;
             }
             double rate = before == null ? double.NaN : (TreeFaults(now.RootElement) - TreeFaults(before.RootElement)) / interval;
-            rows.Add(new Row(pid, Command(pid), rate, now));
+            bool custodian = now.RootElement.TryGetProperty("custodian", out JsonElement c) && c.ValueKind == JsonValueKind.True;
+            rows.Add(new Row(pid, custodian ? "(custodian)" : Command(pid), rate, now));
         }
         if (rows.Count == 0)
             return ExitCodes.Failed;
@@ -93,9 +94,14 @@ internal static class StatsCommand
                 foreach (JsonElement child in children.EnumerateArray())
                 {
                     int childPid = child.GetProperty("pid").GetInt32();
-                    Console.WriteLine($"  child {(childPid == 0 ? "?" : childPid.ToString(CultureInfo.InvariantCulture)),-7} {"",-8} faults {child.GetProperty("faults").GetInt64()}, " +
-                                      $"clean resident {Size(child.GetProperty("cleanResidentBytes").GetInt64())}, evictions {child.GetProperty("evictions").GetInt64()}" +
-                                      (child.GetProperty("agent").GetBoolean() ? "" : " (no agent: nothing it reads is evicted)"));
+                    string who = childPid == 0 ? "?" : childPid.ToString(CultureInfo.InvariantCulture);
+                    if (child.TryGetProperty("served", out JsonElement served) && served.ValueKind == JsonValueKind.True)
+                        Console.WriteLine($"  served {who,-6} {"",-8} faults {child.GetProperty("faults").GetInt64()}, resident {Size(Long(child, "residentBytes"))}, " +
+                                          $"sealed {Size(Long(child, "sealedBytes"))}, evictions {child.GetProperty("evictions").GetInt64()}");
+                    else
+                        Console.WriteLine($"  child {who,-7} {"",-8} faults {child.GetProperty("faults").GetInt64()}, " +
+                                          $"clean resident {Size(child.GetProperty("cleanResidentBytes").GetInt64())}, evictions {child.GetProperty("evictions").GetInt64()}" +
+                                          (child.GetProperty("agent").GetBoolean() ? "" : " (no agent: nothing it reads is evicted)"));
                 }
             if (!double.IsNaN(row.FaultsPerSecond))
                 totalRate += row.FaultsPerSecond;

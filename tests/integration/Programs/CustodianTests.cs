@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Text;
+using System.Text.Json;
+using Tibet.IntegrationTests.Identities;
 using Tibet.IntegrationTests.Support;
 using Xunit;
 
@@ -35,6 +37,30 @@ public class CustodianTests
         string line = Assert.Single(launcher.Stderr.Split('\n'), l => l.StartsWith("tibet custodian: pid ", StringComparison.Ordinal));
         Assert.Contains($"pid {run.ChildPid} ended: 2 ranges, {MiB} MiB served", line);
         Assert.DoesNotContain("not encrypted", launcher.Stderr);
+    }
+
+    /// <summary><c>tibet stats</c> shows the custodian as a process of the tree, with a row
+    /// per process it serves: its faults, resident and sealed bytes and evictions.</summary>
+    [Fact]
+    public void Tibet_stats_shows_the_custodian_and_the_child_it_serves()
+    {
+        using var run = ServedChild.Start("wait");
+        int custodian = run.CustodianPid();
+        var table = TibetCli.Run(Path.GetTempPath(), "stats", $"{custodian}", "--interval", "0.2");
+        Assert.True(table.ExitCode == 0 && table.Stdout.Contains("(custodian)") && table.Stdout.Contains($"served {run.ChildPid}"), table.ToString());
+
+        var json = TibetCli.Run(Path.GetTempPath(), "stats", $"{custodian}", "--json", "--interval", "0.2");
+        Assert.True(json.ExitCode == 0, json.ToString());
+        using var document = JsonDocument.Parse(json.Stdout);
+        JsonElement stats = Assert.Single(document.RootElement.GetProperty("processes").EnumerateArray()).GetProperty("stats");
+        Assert.True(stats.GetProperty("custodian").GetBoolean(), json.Stdout);
+        JsonElement child = Assert.Single(stats.GetProperty("children").EnumerateArray());
+        Assert.Equal(run.ChildPid, child.GetProperty("pid").GetInt32());
+        Assert.True(child.GetProperty("served").GetBoolean(), json.Stdout);
+        Assert.True(child.GetProperty("residentBytes").GetInt64() <= BudgetPages * 4096L, json.Stdout);
+        // 64 MiB written under 8 MiB: most of it sealed.
+        Assert.True(child.GetProperty("sealedBytes").GetInt64() >= (48L << 20), json.Stdout);
+        Assert.True(child.GetProperty("evictions").GetInt64() >= Pages - BudgetPages, json.Stdout);
     }
 
     /// <summary>A daemon's first parent exits at once; its child's pages do not depend on
