@@ -69,7 +69,7 @@ internal sealed unsafe class ServedProcess
 
     private void Serve()
     {
-        int windowPages = _options.EvictBatchPages;
+        int windowPages = Math.Min(_options.EvictBatchPages, ServedProtocol.MaxTakePages);
         Userfaultfd? uffd = null;
         AgentAddressSpace? space = null;
         try

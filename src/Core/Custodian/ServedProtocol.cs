@@ -83,6 +83,15 @@ internal struct ServedStatus
     public uint Reserved;
 }
 
+/// <summary>struct served_take_header: a take-out request, followed by <see cref="Count"/>
+/// <see cref="ServedTake"/> entries (at most <see cref="ServedProtocol.MaxTakePages"/>).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct ServedTakeHeader
+{
+    public uint Count;
+    public uint Reserved;
+}
+
 /// <summary>struct served_take: move <see cref="Pages"/> pages from <see cref="Start"/> out
 /// of the process, into the window from page <see cref="Slot"/> on.</summary>
 [StructLayout(LayoutKind.Sequential)]
@@ -93,8 +102,9 @@ internal struct ServedTake
     public uint Slot;
 }
 
-/// <summary>struct served_taken: bit i of each mask describes page i of the request; a page
-/// in none of them was refused (EBUSY: shared copy-on-write with a child).</summary>
+/// <summary>struct served_taken: the answer to a whole request. Bit i of each mask describes
+/// window slot i; a page asked in none of them was refused (EBUSY: shared copy-on-write
+/// with a child).</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct ServedTaken
 {

@@ -23,8 +23,9 @@
  *   control (child -> custodian, one request at a time, under control_lock):
  *     welcome: custodian -> child first, with the take-out window (a memfd) attached
  *     struct served_arena { start, length } -> struct served_status { status }
- *   agent (custodian -> this file's thread):
- *     struct served_take { start, pages, slot } -> struct served_taken { moved, gone, again }
+ *   agent (custodian -> this file's thread), one request per eviction batch:
+ *     struct served_take_header { count } + count x struct served_take { start, pages, slot }
+ *       -> struct served_taken { moved, gone, again } (bit i: window slot i)
  * A take-out moves pages with UFFDIO_MOVE (atomic against the child's writers; only
  * possible inside the child's own mm) into a private scratch area, copies them into the
  * shared window at `slot` for the custodian to seal, and wipes the scratch.
@@ -141,16 +142,21 @@ struct served_status {
     uint32_t reserved;
 };
 
+struct served_take_header {
+    uint32_t count; /* entries that follow, at most SERVED_MAX_TAKE */
+    uint32_t reserved;
+};
+
 struct served_take {
     uint64_t start;
     uint32_t pages;
     uint32_t slot; /* where in the window page 0 goes */
 };
 
-struct served_taken {
-    uint64_t moved; /* bit i: page i is in the window at slot + i */
-    uint64_t gone;  /* bit i: nothing mapped there (ENOENT) */
-    uint64_t again; /* bit i: the kernel said EAGAIN (an event waits to be read) */
+struct served_taken { /* bit i: window slot i (the window holds at most 64 pages) */
+    uint64_t moved; /* the page asked into slot i is there */
+    uint64_t gone;  /* nothing was mapped there (ENOENT) */
+    uint64_t again; /* the kernel said EAGAIN (an event waits to be read) */
     uint64_t reserved;
 };
 
@@ -158,6 +164,7 @@ _Static_assert(sizeof(struct served_hello) == 24, "the custodian's ServedHello m
 _Static_assert(sizeof(struct served_welcome) == 16, "the custodian's ServedWelcome mirrors this");
 _Static_assert(sizeof(struct served_arena) == 16, "the custodian's ServedArena mirrors this");
 _Static_assert(sizeof(struct served_status) == 8, "the custodian's ServedStatus mirrors this");
+_Static_assert(sizeof(struct served_take_header) == 8, "the custodian's ServedTakeHeader mirrors this");
 _Static_assert(sizeof(struct served_take) == 16, "the custodian's ServedTake mirrors this");
 _Static_assert(sizeof(struct served_taken) == 32, "the custodian's ServedTaken mirrors this");
 
@@ -282,7 +289,7 @@ static int receive_welcome(int socket, struct served_welcome *welcome)
     if (header && header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS && header->cmsg_len == CMSG_LEN(sizeof(int)))
         memcpy(&fd, CMSG_DATA(header), sizeof fd);
     if (n != (ssize_t)sizeof *welcome || welcome->magic != SERVED_MAGIC || welcome->status != 0 || fd < 0
-        || welcome->window_pages == 0 || welcome->window_pages > 65536) {
+        || welcome->window_pages == 0 || welcome->window_pages > SERVED_MAX_TAKE) {
         if (fd >= 0)
             close(fd);
         return -1;
@@ -323,39 +330,38 @@ static void poison_forever(void)
     }
 }
 
+/* One run of a request: its pages go to the window from request->slot on; the answer's
+ * bits are window slots. */
 static void take_out(const struct served_take *request, struct served_taken *answer)
 {
     uint32_t pages = request->pages > SERVED_MAX_TAKE ? SERVED_MAX_TAKE : request->pages;
-    memset(answer, 0, sizeof *answer);
     if (request->slot >= served.window_pages || pages > served.window_pages - request->slot)
         return; /* nonsense: nothing is taken (all refused) */
+    uint32_t base = request->slot;
     for (uint32_t i = 0; i < pages;) {
+        /* Into the scratch page of the same slot: a move needs an empty destination, and
+         * slots are distinct within a request (the scratch is emptied after each). */
         struct uffdio_move move = {
-            .dst = (uint64_t)(uintptr_t)(served.scratch + i * SERVED_PAGE),
+            .dst = (uint64_t)(uintptr_t)(served.scratch + (base + i) * SERVED_PAGE),
             .src = request->start + i * SERVED_PAGE,
             .len = (pages - i) * SERVED_PAGE,
         };
         int rc = ioctl(served.scratch_uffd, UFFDIO_MOVE, &move);
         uint32_t moved = move.move > 0 ? (uint32_t)(move.move / SERVED_PAGE) : 0;
-        for (uint32_t k = 0; k < moved; k++)
-            answer->moved |= 1ULL << (i + k);
+        for (uint32_t k = 0; k < moved; k++) {
+            answer->moved |= 1ULL << (base + i + k);
+            memcpy(served.window + (base + i + k) * SERVED_PAGE, served.scratch + (base + i + k) * SERVED_PAGE, SERVED_PAGE);
+            memset(served.scratch + (base + i + k) * SERVED_PAGE, 0, SERVED_PAGE); /* plaintext: wiped, then dropped */
+        }
         i += moved;
         if (rc == 0 || moved > 0)
             continue;
         if (errno == ENOENT)
-            answer->gone |= 1ULL << i;
+            answer->gone |= 1ULL << (base + i);
         else if (errno == EAGAIN)
-            answer->again |= 1ULL << i;
+            answer->again |= 1ULL << (base + i);
         i++; /* refused (EBUSY: shared with a child of its own) unless marked above */
     }
-    for (uint32_t i = 0; i < pages; i++) {
-        if (!(answer->moved & (1ULL << i)))
-            continue;
-        memcpy(served.window + (request->slot + i) * SERVED_PAGE, served.scratch + i * SERVED_PAGE, SERVED_PAGE);
-        memset(served.scratch + i * SERVED_PAGE, 0, SERVED_PAGE); /* plaintext: wiped, then dropped */
-    }
-    if (answer->moved)
-        madvise(served.scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_DONTNEED);
 }
 
 void tibet_served_set_device(int device) { served.device = device; }
@@ -462,14 +468,23 @@ static void *served_loop(void *unused)
     }
     set_state(SERVED_READY);
     for (;;) {
-        struct served_take request;
+        struct {
+            struct served_take_header header;
+            struct served_take entries[SERVED_MAX_TAKE];
+        } request;
         ssize_t n = recv(served.agent, &request, sizeof request, 0);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n != (ssize_t)sizeof request)
+        /* No spinning for the next request here: measured, a spinning agent took the CPU
+         * the program and the custodian's handler needed (see bench/results, custodian). */
+        if (n < (ssize_t)sizeof request.header || request.header.count > SERVED_MAX_TAKE
+            || (size_t)n != sizeof request.header + request.header.count * sizeof request.entries[0])
             break; /* the custodian is gone (0), or spoke nonsense */
-        struct served_taken answer;
-        take_out(&request, &answer);
+        struct served_taken answer = { 0, 0, 0, 0 };
+        for (uint32_t k = 0; k < request.header.count; k++)
+            take_out(&request.entries[k], &answer);
+        if (answer.moved)
+            madvise(served.scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_DONTNEED);
         if (send(served.agent, &answer, sizeof answer, MSG_NOSIGNAL) != (ssize_t)sizeof answer)
             break;
     }

@@ -67,9 +67,10 @@ internal abstract class AddressSpaceOps
     /// </summary>
     public abstract int TakeOut(int slot, nint address, nuint length, out long done);
 
-    /// <summary>A batch of take-outs begins: their slots are fresh (see
-    /// <see cref="AgentAddressSpace"/>, which answers a run's pages from one request).</summary>
-    public virtual void BeginTakeOuts()
+    /// <summary>A batch of take-outs begins: these runs follow, each with
+    /// <see cref="TakeOut"/> (see <see cref="AgentAddressSpace"/>, which asks for all of them
+    /// in one request).</summary>
+    public virtual void BeginTakeOuts(ReadOnlySpan<TakeOutRun> runs)
     {
     }
 
@@ -84,3 +85,6 @@ internal abstract class AddressSpaceOps
     /// engine has wiped each page it sealed).</summary>
     public abstract void ReleaseTaken(int slots);
 }
+
+/// <summary>Pages of one run of neighbours to take out, into the take-out area from <see cref="Slot"/> on.</summary>
+internal readonly record struct TakeOutRun(nint Address, int Pages, int Slot);

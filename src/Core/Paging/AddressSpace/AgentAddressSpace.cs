@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Tibet.Core.Custodian;
 using Tibet.Core.Interop;
 
@@ -16,13 +16,12 @@ namespace Tibet.Core.Paging.AddressSpace;
 /// is atomic against its writers, as in <see cref="LocalAddressSpace"/>: a write lands
 /// before it and is taken along, or faults after it and waits for the engine, which holds
 /// its lock until the page is sealed.</para>
-/// <para>One request per run of up to 64 pages; its answer says per page whether it was
-/// moved, gone (nothing mapped: the program discarded it), met EAGAIN (an event waits to
-/// be read) or was refused. The engine's take-out asks page by page after a page that was
-/// not moved; those calls are answered from the last answer, and only pages that met
-/// EAGAIN are asked for again. So a page is never asked for twice once moved: the second
-/// move would find it gone, and its contents, in the window, would be taken for a
-/// discard.</para>
+/// <para>One request per eviction batch, naming all its runs (<see cref="BeginTakeOuts"/>);
+/// its answer says per window slot whether the page was moved, gone (nothing mapped: the
+/// program discarded it), met EAGAIN (an event waits to be read) or was refused. The
+/// engine's take-out calls are answered from it, and only pages that met EAGAIN are asked
+/// for again. So a page is never asked for twice once moved: the second move would find
+/// it gone, and its contents, in the window, would be taken for a discard.</para>
 /// <para>Blocking: the engine's handler waits for the answer. Only this process's engine
 /// waits (each served process has its own); a stopped process holds only itself.</para>
 /// </remarks>
@@ -36,19 +35,24 @@ internal sealed unsafe class AgentAddressSpace : UffdAddressSpace, IDisposable
     private readonly int _agent;
     private readonly nint _window;
     private readonly int _windowPages;
+    // Per window slot: what the agent answered for the page asked into it, in this batch.
     private readonly Outcome[] _outcomes = new Outcome[MaxPages];
-    private nint _answeredStart;
-    private int _answeredSlot = -1;
-    private int _answeredPages;
+    // Per window slot: the address asked into it (an answer holds for that address only).
+    private readonly nint[] _asked = new nint[MaxPages];
+    private readonly byte* _request;
     private bool _broken;
 
     /// <param name="agent">The custodian's end of the process's agent connection (owned from now on).</param>
-    /// <param name="window">The take-out window, mapped shared with the process.</param>
+    /// <param name="window">The take-out window, mapped shared with the process; at most
+    /// <see cref="ServedProtocol.MaxTakePages"/> pages.</param>
     public AgentAddressSpace(Userfaultfd uffd, int agent, nint window, int windowPages) : base(uffd)
     {
+        if (windowPages is <= 0 or > MaxPages)
+            throw new ArgumentOutOfRangeException(nameof(windowPages), $"a take-out window holds 1 to {MaxPages} pages");
         _agent = agent;
         _window = window;
         _windowPages = windowPages;
+        _request = (byte*)NativeMemory.AllocZeroed((nuint)(sizeof(ServedTakeHeader) + MaxPages * sizeof(ServedTake)));
     }
 
     public override bool CanTakeOut => true;
@@ -56,7 +60,15 @@ internal sealed unsafe class AgentAddressSpace : UffdAddressSpace, IDisposable
     /// <summary>Whether the agent stopped answering (the process is gone): nothing more is taken.</summary>
     public bool Broken => _broken;
 
-    public override void BeginTakeOuts() => _answeredSlot = -1;
+    /// <summary>Asks for every run of the batch in one request: one round trip to the
+    /// process's thread per eviction batch, not per run.</summary>
+    public override void BeginTakeOuts(ReadOnlySpan<TakeOutRun> runs)
+    {
+        Array.Clear(_outcomes);
+        Array.Clear(_asked);
+        if (!_broken)
+            Ask(runs);
+    }
 
     public override int TakeOut(int slot, nint address, nuint length, out long done)
     {
@@ -64,26 +76,23 @@ internal sealed unsafe class AgentAddressSpace : UffdAddressSpace, IDisposable
         int pages = (int)Math.Min((ulong)length / PageSize, (ulong)(_windowPages - slot));
         if (pages <= 0 || _broken)
             return Libc.EBUSY;
-
-        int index = AnsweredIndex(slot, address);
-        if (index < 0 || _outcomes[index] is Outcome.Unknown or Outcome.Again)
+        if (_asked[slot] != address || _outcomes[slot] is Outcome.Unknown or Outcome.Again)
         {
-            if (!Ask(slot, address, Math.Min(pages, MaxPages), index))
+            // Not asked in this batch, or the kernel said EAGAIN (an event waited; the
+            // caller has read it): ask again from here, keeping what was moved already.
+            Span<TakeOutRun> again = [new TakeOutRun(address, pages, slot)];
+            if (!Ask(again))
                 return Libc.EBUSY;
-            index = AnsweredIndex(slot, address);
-            Debug.Assert(index >= 0);
         }
-
-        int limit = Math.Min(pages, _answeredPages - index);
         int moved = 0;
-        while (moved < limit && _outcomes[index + moved] == Outcome.Moved)
+        while (moved < pages && _asked[slot + moved] == address + moved * PageSize && _outcomes[slot + moved] == Outcome.Moved)
             moved++;
         done = (long)moved * PageSize;
         if (moved == pages)
             return 0;
-        if (moved > 0 || index + moved >= _answeredPages)
-            return moved > 0 ? Libc.EAGAIN : Libc.EBUSY; // partial: the caller asks again for the rest
-        return _outcomes[index + moved] switch
+        if (moved > 0)
+            return Libc.EAGAIN; // partial: the caller asks again for the rest
+        return _outcomes[slot] switch
         {
             Outcome.Gone => Libc.ENOENT,
             Outcome.Again => Libc.EAGAIN,
@@ -91,57 +100,69 @@ internal sealed unsafe class AgentAddressSpace : UffdAddressSpace, IDisposable
         };
     }
 
-    /// <summary>Where <paramref name="address"/> is in the last answer, or -1 if it is not
-    /// there at the same window slot.</summary>
-    private int AnsweredIndex(int slot, nint address)
+    /// <summary>One request for <paramref name="runs"/>; merges the answer into the
+    /// outcomes of their slots. A page already moved into its slot keeps that outcome:
+    /// asked again, the agent finds it gone, rightly, and its contents are in the window.</summary>
+    private bool Ask(ReadOnlySpan<TakeOutRun> runs)
     {
-        if (_answeredSlot < 0 || address < _answeredStart)
-            return -1;
-        long index = (address - _answeredStart) / PageSize;
-        return index < _answeredPages && _answeredSlot + index == slot ? (int)index : -1;
-    }
-
-    /// <summary>Asks the agent to move <paramref name="pages"/> pages from
-    /// <paramref name="address"/>. <paramref name="known"/>: the address's index in the last
-    /// answer, whose moved pages are kept (they are in the window already).</summary>
-    private bool Ask(int slot, nint address, int pages, int known)
-    {
-        if (known >= 0)
+        var header = (ServedTakeHeader*)_request;
+        var entries = (ServedTake*)(_request + sizeof(ServedTakeHeader));
+        int count = 0;
+        foreach (TakeOutRun run in runs)
         {
-            // Asked again after EAGAIN: the answer for the pages from here on is merged in.
-            pages = Math.Min(pages, _answeredPages - known);
+            int pages = Math.Min(run.Pages, _windowPages - run.Slot);
+            if (pages <= 0)
+                continue;
+            entries[count++] = new ServedTake { Start = (ulong)run.Address, Pages = (uint)pages, Slot = (uint)run.Slot };
+            for (int i = 0; i < pages; i++)
+            {
+                if (_asked[run.Slot + i] != run.Address + i * PageSize)
+                    _outcomes[run.Slot + i] = Outcome.Unknown;
+                _asked[run.Slot + i] = run.Address + i * PageSize;
+            }
         }
-        ServedTake request = new() { Start = (ulong)address, Pages = (uint)pages, Slot = (uint)slot };
+        if (count == 0)
+            return true;
+        header->Count = (uint)count;
+        nuint size = (nuint)(sizeof(ServedTakeHeader) + count * sizeof(ServedTake));
         ServedTaken answer;
-        if (Libc.send(_agent, &request, (nuint)sizeof(ServedTake), Libc.MSG_NOSIGNAL) != sizeof(ServedTake)
-            || !ReceiveAnswer(&answer))
+        if (Libc.send(_agent, _request, size, Libc.MSG_NOSIGNAL) != (nint)size || !ReceiveAnswer(&answer))
         {
             _broken = true;
             return false;
         }
-        if (known < 0)
-        {
-            _answeredStart = address;
-            _answeredSlot = slot;
-            _answeredPages = pages;
-            known = 0;
-        }
-        for (int i = 0; i < pages; i++)
-        {
-            ulong bit = 1UL << i;
-            ref Outcome outcome = ref _outcomes[known + i];
-            if (outcome == Outcome.Moved)
-                continue; // moved by an earlier request: this one found it gone, rightly
-            outcome = (answer.Moved & bit) != 0 ? Outcome.Moved
-                : (answer.Gone & bit) != 0 ? Outcome.Gone
-                : (answer.Again & bit) != 0 ? Outcome.Again
-                : Outcome.Refused;
-        }
+        for (int k = 0; k < count; k++)
+            for (uint i = 0; i < entries[k].Pages; i++)
+            {
+                int slot = (int)(entries[k].Slot + i);
+                ulong bit = 1UL << slot;
+                if (_outcomes[slot] == Outcome.Moved)
+                    continue;
+                _outcomes[slot] = (answer.Moved & bit) != 0 ? Outcome.Moved
+                    : (answer.Gone & bit) != 0 ? Outcome.Gone
+                    : (answer.Again & bit) != 0 ? Outcome.Again
+                    : Outcome.Refused;
+            }
         return true;
     }
 
+    /// <summary>Waits for the answer, spinning first for 200 µs (the agent answers within
+    /// tens of microseconds, and a sleeping handler's wake-up costs about 100 µs on these
+    /// VMs; measured: random-touch p50 14 µs with the spin, 20 without).</summary>
     private bool ReceiveAnswer(ServedTaken* answer)
     {
+        long spinUntil = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 5000; // 200 µs
+        while (true)
+        {
+            nint n = Libc.recv(_agent, answer, (nuint)sizeof(ServedTaken), Libc.MSG_DONTWAIT);
+            if (n == sizeof(ServedTaken))
+                return true;
+            if (n >= 0 || Libc.LastErrno is not (Libc.EAGAIN or Libc.EINTR))
+                return false;
+            if (System.Diagnostics.Stopwatch.GetTimestamp() > spinUntil)
+                break;
+            Thread.SpinWait(8);
+        }
         while (true)
         {
             nint n = Libc.recv(_agent, answer, (nuint)sizeof(ServedTaken), 0);
@@ -167,5 +188,6 @@ internal sealed unsafe class AgentAddressSpace : UffdAddressSpace, IDisposable
         Libc.close(_agent);
         Libc.memset((void*)_window, 0, (nuint)(_windowPages * PageSize));
         Libc.munmap(_window, (nuint)(_windowPages * PageSize));
+        NativeMemory.Free(_request);
     }
 }

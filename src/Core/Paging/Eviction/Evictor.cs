@@ -33,6 +33,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     private EvictionClock _clock;
 
     private readonly Victim[] _victims;
+    private readonly TakeOutRun[] _runs;
     private readonly TakeOutcome[] _outcomes;
     private readonly ResidentQueue.Element[] _keptBack;
     private ulong _lastTicket;
@@ -73,6 +74,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         // grows it when a model map's whole 2 MiB ranges start arriving (ExpectRuns).
         _residentSet = options.Eviction.CreateSet(_budgetPages, this, options.ReadAheadMaxPages);
         _victims = new Victim[options.EvictBatchPages];
+        _runs = new TakeOutRun[options.EvictBatchPages];
         _outcomes = new TakeOutcome[options.EvictBatchPages];
         _keptBack = new ResidentQueue.Element[options.MaxRunPages + 1];
     }
@@ -262,16 +264,19 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// </summary>
     private int EvictVictims(int count)
     {
-        _space.BeginTakeOuts();
+        int runs = 0;
         for (int start = 0; start < count;)
         {
             int end = start + 1;
             while (end < count && _victims[end].Arena == _victims[start].Arena
                    && _victims[end].PageIndex == _victims[end - 1].PageIndex + 1)
                 end++;
-            TakeOutRun(start, end - start);
+            _runs[runs++] = new TakeOutRun(_victims[start].Arena!.PageAddress(_victims[start].PageIndex), end - start, start);
             start = end;
         }
+        _space.BeginTakeOuts(_runs.AsSpan(0, runs));
+        for (int i = 0; i < runs; i++)
+            TakeOutOneRun(_runs[i].Slot, _runs[i].Pages);
 
         int evicted = 0;
         bool taken = false;
@@ -333,7 +338,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         return evicted;
     }
 
-    private void TakeOutRun(int first, int length)
+    private void TakeOutOneRun(int first, int length)
     {
         Arena arena = _victims[first].Arena!;
         long pageIndex = _victims[first].PageIndex;
