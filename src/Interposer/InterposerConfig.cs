@@ -50,7 +50,13 @@ internal sealed record InterposerConfig
     /// <summary>TIBET_CIPHER: the AEAD that seals pages in RAM.</summary>
     public Tibet.Core.Crypto.PageCipherSuite Cipher { get; init; } = Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm;
     public int Verbosity { get; init; }
+    /// <summary>TIBET_STATS_JSON: where the exit statistics go (%p: the pid).</summary>
     public string? StatsJsonPattern { get; init; }
+    /// <summary>TIBET_STATS_PID: only this process writes the exit statistics (tibet-run
+    /// names the program); null: every process does.</summary>
+    public int? StatsPid { get; init; }
+    /// <summary>TIBET_STATS_SUMMARY=1: print the summary at exit (tibet-run --stats).</summary>
+    public bool StatsSummary { get; init; }
     public bool NoInherit { get; init; }
     public bool RequireEncryption { get; init; }
 
@@ -107,6 +113,8 @@ internal sealed record InterposerConfig
             FillThreads = Environment.GetEnvironmentVariable("TIBET_FILL_THREADS") is { Length: > 0 } ? (int)Integer("TIBET_FILL_THREADS", 0, 0, 1) : null,
             Verbosity = (int)Integer("TIBET_VERBOSE", 0, 0, 2),
             StatsJsonPattern = Environment.GetEnvironmentVariable("TIBET_STATS_JSON") is { Length: > 0 } path ? path : null,
+            StatsPid = Environment.GetEnvironmentVariable("TIBET_STATS_PID") is { Length: > 0 } ? (int)Integer("TIBET_STATS_PID", 0, 1, int.MaxValue) : null,
+            StatsSummary = Integer("TIBET_STATS_SUMMARY", 0, 0, 1) == 1,
             NoInherit = Integer("TIBET_NO_INHERIT", 0, 0, 1) == 1,
             RequireEncryption = Integer("TIBET_REQUIRE_ENCRYPTION", 0, 0, 1) == 1,
             IdentityDescriptor = Environment.GetEnvironmentVariable(IdentityHandOff.DescriptorVariable) is { Length: > 0 }

@@ -157,18 +157,26 @@ internal static unsafe class InterposerRuntime
     {
         HandOver();
         Tibet.Core.Diagnostics.EngineStats? engineStats = Redirector?.Engine.GetStats();
-        if (_config.StatsJsonPattern is { } pattern)
+        // tibet-run names the program's pid (its own, which the program keeps: it executes
+        // the program), so that processes the program starts do not write the same file.
+        bool ours = _config.StatsPid is not int statsPid || statsPid == Environment.ProcessId;
+        string? json = ours && (_config.StatsJsonPattern != null || _config.StatsSummary)
+            ? ExitStatistics.ToJson(engineStats, _wholeProcessUnencrypted, Redirector?.HugePages?.GetStats())
+            : null;
+        if (json != null && _config.StatsJsonPattern is { } pattern)
         {
             string path = pattern.Replace("%p", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
             try
             {
-                File.WriteAllText(path, ExitStatistics.ToJson(engineStats, _wholeProcessUnencrypted, Redirector?.HugePages?.GetStats()));
+                File.WriteAllText(path, json);
             }
             catch (Exception e)
             {
                 Shim.WriteError($"tibet: cannot write statistics to {path}: {e.Message}");
             }
         }
+        if (json != null && _config.StatsSummary)
+            Tibet.Core.Diagnostics.StatsSummary.Print(json, ProgramName(), Shim.WriteError);
         if (engineStats is { } stats && _config.Verbosity > 0)
             Shim.WriteError($"tibet: pid {Environment.ProcessId}: {stats.Faults} faults (p50 {stats.FaultP50Nanoseconds / 1000.0:F1} µs, " +
                                     $"p99 {stats.FaultP99Nanoseconds / 1000.0:F1} µs), {stats.Evictions} evictions, " +
@@ -224,12 +232,28 @@ internal static unsafe class InterposerRuntime
         Shim.WriteError($"tibet: {reason}; {consequence}.");
     }
 
+    /// <summary>The program's first argument, as it was started (for the summary).</summary>
+    private static string ProgramName()
+    {
+        try
+        {
+            string commandLine = File.ReadAllText("/proc/self/cmdline");
+            int end = commandLine.IndexOf('\0');
+            return end > 0 ? commandLine[..end] : commandLine;
+        }
+        catch (IOException)
+        {
+            return $"pid {Environment.ProcessId}";
+        }
+    }
+
     /// <summary>--no-inherit: programs this one executes run without tibet.</summary>
     private static void StripOwnEnvironment()
     {
         Libc.unsetenv("LD_PRELOAD");
         foreach (string name in new[] { "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE",
-                                        "TIBET_STATS_JSON", "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION",
+                                        "TIBET_STATS_JSON", "TIBET_STATS_PID", "TIBET_STATS_SUMMARY", "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION",
+                                        "TIBET_CUSTODIAN_SOCKET", "TIBET_USERFAULTFD_FD",
                                         IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY", ProcessIdentity.WithheldVariable,
                                         AuditLogLocation.EnvironmentVariable })
             Libc.unsetenv(name);

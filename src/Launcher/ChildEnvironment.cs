@@ -15,13 +15,15 @@ internal static class ChildEnvironment
     /// <summary>The variables the interposer reads; any inherited ones are replaced.</summary>
     public static readonly string[] OwnVariables =
     [
-        "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE", "TIBET_STATS_JSON",
+        "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE", "TIBET_STATS_JSON", "TIBET_STATS_PID", "TIBET_STATS_SUMMARY",
         "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION", IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY",
         "TIBET_IDENTITY_WITHHELD", "TIBET_DUMPABLE", CustodianProcess.SocketVariable, Tibet.Core.Paging.Userfaultfd.DeviceVariable,
     ];
 
+    /// <param name="programPid">The program's pid (tibet-run's own: it executes the program):
+    /// only the program writes --stats-json and prints --stats, not what it starts.</param>
     /// <param name="identityDescriptor">The inherited descriptor holding the identity hand-off, if any.</param>
-    public static void Apply(IDictionary<string, string?> environment, LaunchOptions options, string library, string statsPattern, int? identityDescriptor)
+    public static void Apply(IDictionary<string, string?> environment, LaunchOptions options, string library, int programPid, int? identityDescriptor)
     {
         foreach (string name in OwnVariables)
             environment.Remove(name);
@@ -42,7 +44,12 @@ internal static class ChildEnvironment
         else
             environment.Remove("TIBET_HUGE_PAGES");
         environment["TIBET_VERBOSE"] = Invariant(options.Verbosity);
-        environment["TIBET_STATS_JSON"] = statsPattern;
+        if (options.StatsJsonPath != null)
+            environment["TIBET_STATS_JSON"] = Path.GetFullPath(options.StatsJsonPath);
+        if (options.Stats)
+            environment["TIBET_STATS_SUMMARY"] = "1";
+        if (options.Stats || options.StatsJsonPath != null)
+            environment["TIBET_STATS_PID"] = Invariant(programPid);
         environment["TIBET_NO_INHERIT"] = options.NoInherit ? "1" : "0";
         environment["TIBET_REQUIRE_ENCRYPTION"] = options.RequireEncryption ? "1" : "0";
         environment["TIBET_DUMPABLE"] = options.Dumpable ? "1" : "0";

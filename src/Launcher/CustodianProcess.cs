@@ -6,14 +6,15 @@ using Tibet.Core.Custodian;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging;
 using Tibet.Core.Paging.Eviction;
+using Tibet.Core.Paging.Huge;
 
 namespace Tibet.Launcher;
 
 /// <summary>
 /// Starts the custodian beside the program (see Tibet.Core.Custodian.CustodianService),
 /// and is the custodian's entry point: tibet-run runs itself again as
-/// <c>tibet-run --custodian FD LAUNCHER-PID UIDS BUDGET CIPHER EVICTION COMPRESSION VERBOSITY</c>, an internal
-/// interface no user types.
+/// <c>tibet-run --custodian REGISTRY-FD PROGRAM-PIDFD UIDS BUDGET CIPHER EVICTION COMPRESSION
+/// VERBOSITY METRICS-FD HUGE-PAGES-ADDED</c>, an internal interface no user types.
 /// </summary>
 internal static unsafe class CustodianProcess
 {
@@ -39,49 +40,70 @@ internal static unsafe class CustodianProcess
     }
 
     /// <summary>
-    /// Starts the custodian, and returns the name of its socket, for the program's
-    /// <see cref="Tibet.Core.Custodian.ServedProtocol.SocketVariable"/>; null (after one line
-    /// saying so) if it could not be started: forked children's large allocations then run
-    /// in plaintext, each child saying so.
+    /// Starts the custodian, detached (it is not the program's child: the program, which
+    /// this process becomes, must not see it exit or reap it), and returns the name of its
+    /// socket, for the program's <see cref="SocketVariable"/>; null (after one line saying
+    /// so) if it could not be started: forked children's large allocations then run in
+    /// plaintext, each child saying so.
     /// </summary>
     /// <param name="programUid">The uid the program runs as (--user), besides tibet-run's.</param>
-    /// <param name="pid">The custodian's pid (0 if it did not start).</param>
-    public static string? Start(LaunchOptions options, uint? programUid, out int pid)
+    /// <param name="serveChildren">Serve forked children (false: TIBET_CUSTODIAN=0, the
+    /// custodian only hosts --metrics or gives the hugetlb pool back).</param>
+    /// <param name="metrics">--metrics' listening socket, served by the custodian from now on.</param>
+    /// <param name="hugePagesAdded">Pages added to the hugetlb pool for this run, given back when the custodian ends.</param>
+    public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded)
     {
-        pid = 0;
         // Bound here, before the program starts, so that a child connecting before the
         // custodian runs waits in the backlog instead of being refused.
         string name = $"tibet-custodian-{Environment.ProcessId}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8))}";
-        int listener = Libc.socket(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0);
-        var address = Libc.SockAddrUnix.Abstract(name, out uint length);
-        if (listener < 0 || Libc.bind(listener, &address, length) != 0 || Libc.listen(listener, 128) != 0)
+        int listener = -1;
+        if (serveChildren)
         {
-            int errno = Libc.LastErrno;
-            if (listener >= 0) Libc.close(listener);
-            Console.Error.WriteLine($"tibet-run: cannot start the custodian (its socket: {Libc.Describe(errno)}); forked children's large allocations will not be encrypted.");
-            return null;
+            listener = Libc.socket(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0);
+            var address = Libc.SockAddrUnix.Abstract(name, out uint length);
+            if (listener < 0 || Libc.bind(listener, &address, length) != 0 || Libc.listen(listener, 128) != 0)
+            {
+                int errno = Libc.LastErrno;
+                if (listener >= 0) Libc.close(listener);
+                Console.Error.WriteLine($"tibet-run: cannot start the custodian (its socket: {Libc.Describe(errno)}); forked children's large allocations will not be encrypted.");
+                return null;
+            }
         }
+        // The program, which this process becomes: the custodian serves while it lives.
+        int program = (int)Libc.syscall(Libc.SYS_pidfd_open, Environment.ProcessId, 0, 0);
+        int metricsSocket = metrics?.ListeningDescriptor ?? -1;
         try
         {
-            Libc.fcntl(listener, Libc.F_SETFD, 0);
-            var start = new ProcessStartInfo(Environment.ProcessPath!) { UseShellExecute = false };
+            if (program < 0)
+                throw new InvalidOperationException($"pidfd_open: {Libc.Describe(Libc.LastErrno)}");
+            // Inherited by the custodian only: close-on-exec again before the program starts.
+            foreach (int fd in (int[])[listener, program, metricsSocket])
+                if (fd >= 0)
+                    Libc.fcntl(fd, Libc.F_SETFD, 0);
+            string uids = programUid is uint uid && uid != Libc.geteuid()
+                ? $"{Libc.geteuid().ToString(CultureInfo.InvariantCulture)},{uid.ToString(CultureInfo.InvariantCulture)}"
+                : Libc.geteuid().ToString(CultureInfo.InvariantCulture);
+            // sh starts it in the background and ends: the custodian is init's child (or a
+            // subreaper's), not the program's.
+            var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
+            foreach (string argument in (string[])["-c", "\"$@\" </dev/null >/dev/null &", "sh", Environment.ProcessPath!])
+                start.ArgumentList.Add(argument);
             // Run as "dotnet tibet-run.dll": the assembly first when the host is dotnet.
             string assembly = typeof(CustodianProcess).Assembly.Location;
             if (!string.IsNullOrEmpty(assembly) && !Path.GetFileNameWithoutExtension(Environment.ProcessPath!).Equals("tibet-run", StringComparison.Ordinal))
                 start.ArgumentList.Add(assembly);
-            string uids = programUid is uint uid && uid != Libc.geteuid()
-                ? $"{Libc.geteuid().ToString(CultureInfo.InvariantCulture)},{uid.ToString(CultureInfo.InvariantCulture)}"
-                : Libc.geteuid().ToString(CultureInfo.InvariantCulture);
             foreach (string argument in new[]
                      {
-                         Argument, listener.ToString(CultureInfo.InvariantCulture), Environment.ProcessId.ToString(CultureInfo.InvariantCulture), uids,
-                         options.BudgetBytes.ToString(CultureInfo.InvariantCulture), options.Cipher, options.Eviction,
+                         Argument, Invariant(listener), Invariant(program), uids,
+                         Invariant(options.BudgetBytes), options.Cipher, options.Eviction,
                          options.Compression == CompressionMode.Auto ? "auto" : "off",
-                         options.Verbosity.ToString(CultureInfo.InvariantCulture),
+                         Invariant(options.Verbosity), Invariant(metricsSocket), Invariant(hugePagesAdded),
                      })
                 start.ArgumentList.Add(argument);
-            using Process custodian = Process.Start(start)!;
-            pid = custodian.Id;
+            using Process shell = Process.Start(start)!;
+            shell.WaitForExit();
+            if (shell.ExitCode != 0)
+                throw new InvalidOperationException($"/bin/sh exited {shell.ExitCode}");
         }
         catch (Exception e)
         {
@@ -90,10 +112,15 @@ internal static unsafe class CustodianProcess
         }
         finally
         {
-            Libc.close(listener); // the custodian holds its own copy
+            // The custodian holds its own copies; the program must inherit none.
+            if (listener >= 0) Libc.close(listener);
+            if (program >= 0) Libc.close(program);
+            if (metricsSocket >= 0) Libc.fcntl(metricsSocket, Libc.F_SETFD, Libc.FD_CLOEXEC);
         }
-        return name;
+        return serveChildren ? name : "";
     }
+
+    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 
     private static bool TryParseUids(string text, out uint[] uids)
     {
@@ -111,49 +138,55 @@ internal static unsafe class CustodianProcess
         return true;
     }
 
-    /// <summary>The custodian's process: serves until no process of the tree is left.</summary>
+    /// <summary>The custodian's process: serves until the program and every process it
+    /// serves have ended.</summary>
     public static int Run(string[] args)
     {
         uint[] uids = [];
-        if (args.Length != 9
-            || !int.TryParse(args[1], NumberStyles.None, CultureInfo.InvariantCulture, out int registry)
-            || !int.TryParse(args[2], NumberStyles.None, CultureInfo.InvariantCulture, out int launcher)
+        if (args.Length != 11
+            || !int.TryParse(args[1], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int registry)
+            || !int.TryParse(args[2], NumberStyles.None, CultureInfo.InvariantCulture, out int program)
             || !TryParseUids(args[3], out uids)
             || !long.TryParse(args[4], NumberStyles.None, CultureInfo.InvariantCulture, out long budget)
             || PageCipherSuite.FromName(args[5]) is not { } cipher
             || EvictionPolicy.FromName(args[6]) is not { } eviction
             || args[7] is not ("auto" or "off")
-            || !int.TryParse(args[8], NumberStyles.None, CultureInfo.InvariantCulture, out int verbosity))
+            || !int.TryParse(args[8], NumberStyles.None, CultureInfo.InvariantCulture, out int verbosity)
+            || !int.TryParse(args[9], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int metricsSocket)
+            || !long.TryParse(args[10], NumberStyles.None, CultureInfo.InvariantCulture, out long hugePagesAdded))
         {
             Console.Error.WriteLine("tibet-run: --custodian is tibet-run's own: it is started by tibet-run, with arguments it chooses.");
             return 2;
         }
         // Its own session: a Ctrl-C for the program's process group must not end it while
-        // a daemon still needs it. Nothing to read, nothing for the program's stdout.
+        // a daemon still needs it.
         Libc.setsid();
-        int devNull = Libc.open("/dev/null", Libc.O_RDWR);
-        if (devNull >= 0)
-        {
-            Libc.dup2(devNull, 0);
-            Libc.dup2(devNull, 1);
-            if (devNull > 2) Libc.close(devNull);
-        }
-        Libc.fcntl(registry, Libc.F_SETFD, Libc.FD_CLOEXEC);
-        registry = HighDescriptors.MoveAbove(registry);
+        foreach (int fd in (int[])[registry, program, metricsSocket])
+            if (fd >= 0)
+                Libc.fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
         Dumpability.MakeNonDumpable();
-        var options = new EngineOptions
-        {
-            ResidentBudgetBytes = budget,
-            Cipher = cipher,
-            Eviction = eviction,
-            Compression = args[7] == "auto" ? CompressionMode.Auto : CompressionMode.Off,
-            TrackWrites = Environment.GetEnvironmentVariable("TIBET_TRACK_WRITES") != "0",
-            OnAuthenticationFailure = f => Console.Error.WriteLine(
-                $"tibet custodian: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
-        };
+        using MetricsServer? metrics = metricsSocket >= 0 ? MetricsServer.Adopt(metricsSocket) : null;
         try
         {
-            var service = new CustodianService(registry, uids, launcher, options, verbosity, line => Console.Error.WriteLine(line));
+            if (registry < 0)
+            {
+                // Nothing to serve: --metrics and the hugetlb pool, while the program lives.
+                metrics?.Serve(ProgramPid(program), 0);
+                WaitForExit(program);
+                return 0;
+            }
+            var options = new EngineOptions
+            {
+                ResidentBudgetBytes = budget,
+                Cipher = cipher,
+                Eviction = eviction,
+                Compression = args[7] == "auto" ? CompressionMode.Auto : CompressionMode.Off,
+                TrackWrites = Environment.GetEnvironmentVariable("TIBET_TRACK_WRITES") != "0",
+                OnAuthenticationFailure = f => Console.Error.WriteLine(
+                    $"tibet custodian: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
+            };
+            var service = new CustodianService(HighDescriptors.MoveAbove(registry), uids, program, options, verbosity, line => Console.Error.WriteLine(line));
+            metrics?.Serve(ProgramPid(program), Environment.ProcessId);
             service.Run();
             return 0;
         }
@@ -161,6 +194,28 @@ internal static unsafe class CustodianProcess
         {
             Console.Error.WriteLine($"tibet custodian: {e.Message}; forked children's faults are answered with SIGBUS, and their new large allocations run unencrypted.");
             return 1;
+        }
+        finally
+        {
+            if (hugePagesAdded > 0)
+                HugePagePool.GiveBack(hugePagesAdded);
+        }
+    }
+
+    /// <summary>The pid of the process a pidfd refers to (its fdinfo says).</summary>
+    private static int ProgramPid(int pidfd)
+    {
+        foreach (string line in File.ReadLines($"/proc/self/fdinfo/{pidfd}"))
+            if (line.StartsWith("Pid:", StringComparison.Ordinal) && int.TryParse(line.AsSpan(4).Trim(), out int pid))
+                return pid;
+        return 0;
+    }
+
+    private static void WaitForExit(int pidfd)
+    {
+        Libc.PollFd wait = new() { Fd = pidfd, Events = Libc.POLLIN };
+        while (Libc.poll(&wait, 1, -1) < 0 && Libc.LastErrno == Libc.EINTR)
+        {
         }
     }
 }

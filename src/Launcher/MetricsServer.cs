@@ -18,11 +18,17 @@ namespace Tibet.Launcher;
 /// </remarks>
 internal sealed class MetricsServer : IDisposable
 {
-    private readonly TcpListener _listener;
+    private readonly Socket _listener;
     private int _programPid;
     private int _custodianPid;
 
-    private MetricsServer(TcpListener listener) => _listener = listener;
+    private MetricsServer(Socket listener) => _listener = listener;
+
+    /// <summary>The listening socket's descriptor (tibet-run hands it to the custodian).</summary>
+    public int ListeningDescriptor => (int)_listener.Handle;
+
+    /// <summary>Serves on a listening socket tibet-run bound and handed over (the custodian).</summary>
+    public static MetricsServer Adopt(int descriptor) => new(new Socket(new SafeSocketHandle(descriptor, ownsHandle: true)));
 
     /// <summary>Parses HOST:PORT ("127.0.0.1:9464", "[::1]:9464", "localhost:9464").</summary>
     public static bool TryParse(string text, out IPEndPoint? endPoint, out string? problem)
@@ -51,13 +57,15 @@ internal sealed class MetricsServer : IDisposable
     public static MetricsServer? TryListen(IPEndPoint endPoint, out string? problem)
     {
         problem = null;
-        var listener = new TcpListener(endPoint);
+        var listener = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {
-            listener.Start();
+            listener.Bind(endPoint);
+            listener.Listen(16);
         }
         catch (SocketException e)
         {
+            listener.Dispose();
             problem = $"--metrics {endPoint}: cannot listen there ({e.Message})";
             return null;
         }
@@ -74,16 +82,16 @@ internal sealed class MetricsServer : IDisposable
         thread.Start();
     }
 
-    public void Dispose() => _listener.Stop();
+    public void Dispose() => _listener.Dispose();
 
     private void Loop()
     {
         while (true)
         {
-            TcpClient client;
+            Socket client;
             try
             {
-                client = _listener.AcceptTcpClient();
+                client = _listener.Accept();
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException or InvalidOperationException)
             {
@@ -101,18 +109,18 @@ internal sealed class MetricsServer : IDisposable
                 }
                 catch (Exception e)
                 {
-                    // Whatever else goes wrong answering one scrape must not end tibet-run,
-                    // which waits for the program.
-                    Console.Error.WriteLine($"tibet-run: --metrics: a scrape failed: {e.Message}");
+                    // Whatever else goes wrong answering one scrape must not end the
+                    // custodian, which serves the tree.
+                    Console.Error.WriteLine($"tibet custodian: --metrics: a scrape failed: {e.Message}");
                 }
             }
         }
     }
 
-    private void Answer(TcpClient client)
+    private void Answer(Socket client)
     {
         client.ReceiveTimeout = 5000;
-        using NetworkStream stream = client.GetStream();
+        using var stream = new NetworkStream(client, ownsSocket: false);
         // The request line and headers, up to the blank line: which path is asked does not matter.
         var request = new StringBuilder();
         var buffer = new byte[4096];

@@ -57,9 +57,19 @@ internal static class OtherUser
         return null;
     }
 
-    /// <summary>The program writes its statistics there, as NAME.</summary>
-    public static void GiveStatisticsDirectory(string directory, (uint Uid, uint Gid) account) =>
-        Libc.chown(directory, account.Uid, account.Gid);
+    /// <summary>Becomes NAME (groups, gid, then uid) just before tibet-run executes the
+    /// program; the custodian, started before, keeps root's credentials.</summary>
+    public static bool TrySwitchTo(string name, (uint Uid, uint Gid) account, out string? problem)
+    {
+        problem = null;
+        if (Libc.initgroups(name, account.Gid) != 0 || Libc.setgid(account.Gid) != 0 || Libc.setuid(account.Uid) != 0
+            || Libc.geteuid() != account.Uid)
+        {
+            problem = $"--user {name}: cannot become uid {account.Uid} ({Libc.Describe(Libc.LastErrno)}); nothing was started";
+            return false;
+        }
+        return true;
+    }
 
     /// <summary>Opens /dev/userfaultfd for the program (inherited; named in
     /// <see cref="Userfaultfd.DeviceVariable"/>). Returns the descriptor to close once the

@@ -19,6 +19,7 @@ internal static partial class Launcher
 {
     private const int ExitRefused = 2;
     private const int ExitNotFound = 127;
+    private const int ExitCannotExecute = 126;
 
     private const string Description = """
         Usage: tibet-run [options] -- COMMAND [ARGS...]
@@ -287,7 +288,7 @@ internal static partial class Launcher
         if (encrypted)
             MemoryLockLimit.RaiseForChild(options.Verbosity);
 
-        using HugePagePool? pool = encrypted && options.HugePagesBytes > 0 ? ReserveHugePages(ref options) : null;
+        HugePagePool? pool = encrypted && options.HugePagesBytes > 0 ? ReserveHugePages(ref options) : null;
 
         MetricsServer? metrics = null;
         if (options.Metrics is { } endPoint)
@@ -295,64 +296,57 @@ internal static partial class Launcher
             metrics = MetricsServer.TryListen(endPoint, out string? problem);
             if (metrics == null)
             {
+                pool?.Dispose();
                 Fail($"{problem}. Choose another port; nothing was started.");
                 return ExitRefused;
             }
         }
-        using MetricsServer? metricsToStop = metrics;
 
-        DirectoryInfo statsDir = Directory.CreateTempSubdirectory("tibet-run-");
-        try
+        if (!encrypted && (options.Stats || options.StatsJsonPath != null))
+            Console.Error.WriteLine("tibet-run: no statistics: the program runs unencrypted.");
+
+        // The program's environment: this process's, with the interposer and its settings.
+        var environment = new Dictionary<string, string?>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry variable in Environment.GetEnvironmentVariables())
+            environment[(string)variable.Key] = (string?)variable.Value;
+        if (encrypted)
+            ChildEnvironment.Apply(environment, options, library, Environment.ProcessId, handOff?.Descriptor);
+
+        // The custodian forks off; this process becomes the program (exec semantics: the
+        // program keeps tibet-run's pid, signals reach it directly, and its exit status is
+        // tibet-run's). The custodian serves forked children's own allocations, hosts
+        // --metrics, and gives the hugetlb pool back, all after the program has ended too.
+        bool custodianStarted = false;
+        if (encrypted && (custodianWanted || metrics != null || pool != null))
         {
-            var start = new ProcessStartInfo(options.Command[0]) { UseShellExecute = false };
-            foreach (string argument in options.Command[1..])
-                start.ArgumentList.Add(argument);
-            if (encrypted)
-                ChildEnvironment.Apply(start.Environment, options, library, Path.Combine(statsDir.FullName, "stats-%p.json"), handOff?.Descriptor);
-            // Forked children's large allocations are served by the custodian.
-            int custodianPid = 0;
-            if (encrypted && custodianWanted && CustodianProcess.Start(options, account?.Uid, out custodianPid) is { } custodian)
-                start.Environment[CustodianProcess.SocketVariable] = custodian;
-            int userfaultfdDevice = -1;
-            if (account is { } target)
-            {
-                start.UserName = options.User;
-                OtherUser.GiveStatisticsDirectory(statsDir.FullName, target);
-                if (encrypted)
-                    userfaultfdDevice = OtherUser.OpenUserfaultfdDevice(start.Environment, options.User!);
-            }
-
-            Process child;
-            try
-            {
-                child = Process.Start(start)!;
-            }
-            catch (System.ComponentModel.Win32Exception e)
-            {
-                Console.Error.WriteLine($"tibet-run: cannot run '{options.Command[0]}': {e.Message}");
-                return ExitNotFound;
-            }
-            finally
-            {
-                // The program holds its own copies of the descriptors now.
-                handOff?.Dispose();
-                if (userfaultfdDevice >= 0)
-                    Libc.close(userfaultfdDevice);
-            }
-
-            metrics?.Serve(child.Id, custodianPid);
-            using (child)
-            using (SignalForwarding.Start(child.Id))
-            {
-                child.WaitForExit();
-                ReportStatistics(options, statsDir, child.Id, encrypted);
-                return child.ExitCode;
-            }
+            var custodian = CustodianProcess.Start(options, account?.Uid, serveChildren: custodianWanted, metrics, pool?.AddedPages ?? 0);
+            if (custodian != null && custodianWanted)
+                environment[CustodianProcess.SocketVariable] = custodian;
+            custodianStarted = custodian != null;
         }
-        finally
+        if (!custodianStarted)
         {
-            statsDir.Delete(recursive: true);
+            if (metrics != null)
+                Console.Error.WriteLine("tibet-run: --metrics is served by the custodian, which did not start; no metrics.");
+            if (pool is { AddedPages: > 0 } grown)
+                Console.Error.WriteLine($"tibet-run: the hugetlb pool keeps the {grown.AddedPages} pages added for this run (no custodian to give them back): sysctl -w vm.nr_hugepages=... when done.");
         }
+        // metrics: the custodian holds its own copy of the listening socket; this one is
+        // close-on-exec (disposing it here could shut the shared socket down).
+
+        if (account is { } target && encrypted)
+            OtherUser.OpenUserfaultfdDevice(environment, options.User!);
+        if (account is { } user && !OtherUser.TrySwitchTo(options.User!, user, out string? switchProblem))
+        {
+            Fail(switchProblem!);
+            return ExitRefused;
+        }
+        Console.Out.Flush();
+        Console.Error.Flush();
+        int errno = Libc.Execute(options.Command, environment);
+        // Only on failure: the program did not start.
+        Console.Error.WriteLine($"tibet-run: cannot run '{options.Command[0]}': {Libc.Describe(errno)}");
+        return errno == Libc.ENOENT ? ExitNotFound : ExitCannotExecute;
     }
 
     /// <summary>Grows the hugetlb pool for --huge-pages, or says why not and runs without.</summary>
@@ -401,27 +395,6 @@ internal static partial class Launcher
         }
     }
 
-    private static void ReportStatistics(LaunchOptions options, DirectoryInfo statsDir, int pid, bool encrypted)
-    {
-        if (!options.Stats && options.StatsJsonPath == null)
-            return;
-        string file = Path.Combine(statsDir.FullName, $"stats-{pid}.json");
-        if (!File.Exists(file))
-        {
-            Console.Error.WriteLine(encrypted
-                ? $"tibet-run: no statistics: {options.Command[0]} never loaded libtibet.so (a static or setuid binary?), or it ended without exit handlers (a signal or _exit)."
-                : "tibet-run: no statistics: the program ran unencrypted.");
-            return;
-        }
-        string json = File.ReadAllText(file);
-        if (options.StatsJsonPath != null)
-            File.WriteAllText(options.StatsJsonPath, json);
-        if (options.Stats)
-            StatsReport.Print(json, options.Command[0]);
-    }
-
-    /// <summary>One line at start when the budget is the default (so that nobody runs on
-    /// a budget they never heard of) or unlimited (which seals nothing). -q silences it.</summary>
     private static void AnnounceBudget(LaunchOptions options)
     {
         if (options.BudgetBytes == ResidentBudget.Unlimited)
@@ -435,40 +408,5 @@ internal static partial class Launcher
     {
         Console.Error.WriteLine($"tibet-run: {message}");
         return false;
-    }
-}
-
-/// <summary>
-/// Passes signals sent to tibet-run on to the program. SIGINT and SIGQUIT from a
-/// terminal already reach the program (same process group), so they are only passed on
-/// when there is no terminal; either way tibet-run itself waits for the program.
-/// </summary>
-internal sealed class SignalForwarding : IDisposable
-{
-    private readonly List<PosixSignalRegistration> _registrations = [];
-
-    private SignalForwarding() { }
-
-    public static SignalForwarding Start(int pid)
-    {
-        var forwarding = new SignalForwarding();
-        bool interactive = Libc.isatty(0) == 1;
-        foreach (int signal in new[] { 1 /* HUP */, 2 /* INT */, 3 /* QUIT */, 15 /* TERM */, 10 /* USR1 */, 12 /* USR2 */ })
-        {
-            bool fromTerminal = signal is 2 or 3;
-            forwarding._registrations.Add(PosixSignalRegistration.Create((PosixSignal)signal, context =>
-            {
-                context.Cancel = true;
-                if (!(fromTerminal && interactive))
-                    Libc.kill(pid, signal);
-            }));
-        }
-        return forwarding;
-    }
-
-    public void Dispose()
-    {
-        foreach (var registration in _registrations)
-            registration.Dispose();
     }
 }

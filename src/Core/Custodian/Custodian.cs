@@ -15,23 +15,24 @@ namespace Tibet.Core.Custodian;
 /// (see <see cref="ServedProtocol"/>). Whoever connects must be of a uid of the tree's
 /// (tibet-run's, or --user's: SO_PEERCRED), and the pid the hello names must be the
 /// connecting process and the one that made the attached connections.</para>
-/// <para>Lifetime: it serves while tibet-run lives (the program runs then), and after that
-/// while any process it serves does: a daemon whose first parent exited keeps it. It ends
-/// once tibet-run is gone and nothing has been served for <see cref="Linger"/> (a process
-/// between fork and exec holds no connection). It runs in a session of its own, so a
+/// <para>Lifetime: it serves while the program lives (tibet-run executed it, so it has
+/// tibet-run's pid; the custodian holds a pidfd of it), and after that while any process
+/// it serves does: a daemon whose first parent exited keeps it. It ends once the program
+/// is gone and nothing has been served for <see cref="Linger"/> (a process between fork
+/// and exec holds no connection). It runs in a session of its own, so a
 /// Ctrl-C meant for the program does not end it while a daemon still needs it.</para>
 /// <para>What it is not yet (docs/design/custodian.md): the program's own pages are
 /// served by the engine inside the program, and the keys of those live there.</para>
 /// </remarks>
 internal sealed unsafe class CustodianService
 {
-    /// <summary>How long the custodian waits, with tibet-run gone and nothing served,
+    /// <summary>How long the custodian waits, with the program gone and nothing served,
     /// before it ends.</summary>
     public static readonly TimeSpan Linger = TimeSpan.FromMilliseconds(300);
 
     private readonly int _registry;
     private readonly uint[] _uids;
-    private readonly int _launcher;
+    private readonly int _program;
     private readonly EngineOptions _options;
     private readonly bool _registerWriteProtect;
     private readonly Action<string> _say;
@@ -42,15 +43,15 @@ internal sealed unsafe class CustodianService
 
     /// <param name="registry">The listening socket (owned from now on).</param>
     /// <param name="uids">The uids whose processes may connect (root always may).</param>
-    /// <param name="launcher">tibet-run's pid: while it lives, the custodian stays.</param>
+    /// <param name="program">A pidfd of the program (tibet-run became it): while it lives, the custodian stays.</param>
     /// <param name="options">The engine options of each served process.</param>
     /// <param name="verbosity">Above 0: one line per served process as it ends.</param>
     /// <param name="say">Where lines for the user go (the custodian's stderr).</param>
-    public CustodianService(int registry, uint[] uids, int launcher, EngineOptions options, int verbosity, Action<string> say)
+    public CustodianService(int registry, uint[] uids, int program, EngineOptions options, int verbosity, Action<string> say)
     {
         _registry = registry;
         _uids = uids;
-        _launcher = launcher;
+        _program = program;
         _verbosity = verbosity;
         _say = say;
         KernelFeatures features = PageEngine.ProbeKernel();
@@ -86,7 +87,7 @@ internal sealed unsafe class CustodianService
                 throw new InvalidOperationException($"poll of the registry failed: {Libc.Describe(Libc.LastErrno)}");
             if (ready > 0)
                 Accept();
-            if (Living() > 0 || LauncherLives())
+            if (Living() > 0 || ProgramLives())
                 idleSince = System.Diagnostics.Stopwatch.GetTimestamp();
             else if (System.Diagnostics.Stopwatch.GetElapsedTime(idleSince) >= Linger)
                 break;
@@ -153,8 +154,12 @@ internal sealed unsafe class CustodianService
         return System.Text.Encoding.UTF8.GetString(stream.ToArray());
     }
 
-    /// <summary>tibet-run is this process's parent until it exits (then init, or a subreaper, is).</summary>
-    private bool LauncherLives() => Libc.getppid() == _launcher;
+    /// <summary>A pidfd reads ready once its process has ended.</summary>
+    private bool ProgramLives()
+    {
+        Libc.PollFd ended = new() { Fd = _program, Events = Libc.POLLIN };
+        return Libc.poll(&ended, 1, 0) == 0;
+    }
 
     private int Living()
     {

@@ -91,6 +91,7 @@ public unsafe class LibcAbiTests
             ["SYS_userfaultfd"] = Libc.SYS_userfaultfd,
             ["SYS_mremap"] = Libc.SYS_mremap,
             ["SYS_memfd_secret"] = Libc.SYS_memfd_secret,
+            ["SYS_pidfd_open"] = Libc.SYS_pidfd_open,
             ["ECONNABORTED"] = Libc.ECONNABORTED,
             ["SOCK_STREAM"] = Libc.SOCK_STREAM,
             ["AF_UNIX"] = Libc.AF_UNIX,

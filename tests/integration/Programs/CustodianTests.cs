@@ -148,24 +148,8 @@ public class CustodianTests
 
         public string Result() => WaitFor("result").Trim();
 
-        /// <summary>The custodian: the launcher's child running tibet-run --custodian.</summary>
-        public int CustodianPid()
-        {
-            foreach (string entry in Directory.GetDirectories("/proc"))
-            {
-                if (!int.TryParse(Path.GetFileName(entry), out int pid))
-                    continue;
-                try
-                {
-                    string stat = File.ReadAllText($"{entry}/stat");
-                    int parent = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1]);
-                    if (parent == _launcher.Id && File.ReadAllText($"{entry}/cmdline").Contains("\0--custodian\0", StringComparison.Ordinal))
-                        return pid;
-                }
-                catch (IOException) { } // gone meanwhile
-            }
-            throw new InvalidOperationException($"tibet-run (pid {_launcher.Id}) has no custodian child\n{this}");
-        }
+        /// <summary>The custodian (tibet-run became the program: its pid is the launcher's).</summary>
+        public int CustodianPid() => CustodianFinder.PidServing(_launcher.Id);
 
         /// <summary>Waits for tibet-run to exit, not for its output streams to end.</summary>
         public int WaitForLauncherExitCode()

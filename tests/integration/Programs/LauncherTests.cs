@@ -105,6 +105,28 @@ public class LauncherTests
         Assert.Contains($"{name}='{value}'", result.Stderr);
     }
 
+    /// <summary>
+    /// tibet-run executes the program: it keeps tibet-run's pid, so a supervisor that
+    /// waits for the pid it spawned (Redis's test suite, systemd's PIDFile=) finds the
+    /// program, and a signal sent to that pid reaches the program itself, whose exit
+    /// status is tibet-run's. (Before, the program was tibet-run's child.)
+    /// </summary>
+    [Fact]
+    public void The_program_keeps_tibet_runs_pid_and_receives_its_signals()
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(TibetRun.Launcher) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in (string[])["-q", "--", "/bin/sh", "-c", "trap 'exit 3' TERM; echo $$; while :; do sleep 0.05; done"])
+            start.ArgumentList.Add(a);
+        using var launcher = System.Diagnostics.Process.Start(start)!;
+        string? first = launcher.StandardOutput.ReadLine();
+        Assert.Equal($"{launcher.Id}", first?.Trim());
+        Assert.Equal("sh", File.ReadAllText($"/proc/{launcher.Id}/comm").Trim());
+        Assert.Equal(0, Tibet.Core.Interop.Libc.kill(launcher.Id, 15));
+        Assert.True(launcher.WaitForExit(TimeSpan.FromSeconds(30)), "the program did not end on SIGTERM");
+        string stderr = launcher.StandardError.ReadToEnd(); // tibet-run writes nothing here with -q
+        Assert.True(launcher.ExitCode == 3, $"exit {launcher.ExitCode}\n{stderr}");
+    }
+
     /// <summary>TIBET_CUSTODIAN is tibet-run's: anything but 0 or 1 stops it before
     /// anything runs. A program preloaded by hand with a TIBET_CUSTODIAN_SOCKET that is no
     /// custodian's name runs, says so, and its forked children say theirs are not encrypted.</summary>

@@ -15,7 +15,8 @@ internal sealed class RedisServer : IDisposable
 
     public int Port { get; }
 
-    /// <summary>The redis-server process itself (tibet-run's child when launched under it).</summary>
+    /// <summary>The redis-server process itself: the started process, also under tibet-run,
+    /// which executes the program in its own process.</summary>
     public int Pid { get; }
 
     private RedisServer(Process process, string cli, int port, bool underLauncher, System.Text.StringBuilder stderr)
@@ -25,7 +26,9 @@ internal sealed class RedisServer : IDisposable
         _stderr = stderr;
         Port = port;
         WaitForPing();
-        Pid = underLauncher ? ChildNamed(process.Id, "redis-server") : process.Id;
+        Pid = process.Id;
+        if (underLauncher && !File.ReadAllText($"/proc/{Pid}/comm").StartsWith("redis-server", StringComparison.Ordinal))
+            throw new InvalidOperationException($"pid {Pid}, started as tibet-run, is not redis-server: tibet-run must execute the program");
     }
 
     /// <param name="launcherOptions">null: natively; else tibet-run with these options.</param>

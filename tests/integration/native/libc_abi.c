@@ -102,6 +102,7 @@ int main(void)
     VALUE(SYS_userfaultfd);
     VALUE(SYS_mremap);
     VALUE(SYS_memfd_secret);
+    VALUE(SYS_pidfd_open);
     VALUE(ECONNABORTED);
     VALUE(SOCK_STREAM);
     VALUE(AF_UNIX);

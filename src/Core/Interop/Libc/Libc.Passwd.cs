@@ -27,6 +27,20 @@ internal static unsafe partial class Libc
     [LibraryImport(Library, EntryPoint = "chown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int chown(string pathname, uint owner, uint group);
 
+    // https://man7.org/linux/man-pages/man3/initgroups.3.html
+    [LibraryImport(Library, EntryPoint = "initgroups", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int initgroups(string user, uint group);
+
+    /// <summary>glibc's setgid and setuid apply to every thread of the process (the
+    /// runtime's too), as POSIX requires.</summary>
+    // https://man7.org/linux/man-pages/man2/setgid.2.html
+    [LibraryImport(Library, EntryPoint = "setgid", SetLastError = true)]
+    public static partial int setgid(uint gid);
+
+    // https://man7.org/linux/man-pages/man2/setuid.2.html
+    [LibraryImport(Library, EntryPoint = "setuid", SetLastError = true)]
+    public static partial int setuid(uint uid);
+
     /// <summary>The uid and gid of user <paramref name="name"/>, or null if there is none.</summary>
     public static (uint Uid, uint Gid)? FindUser(string name)
     {

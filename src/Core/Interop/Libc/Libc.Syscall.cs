@@ -10,6 +10,7 @@ internal static partial class Libc
     public const long SYS_getrandom = 318;
     public const long SYS_userfaultfd = 323;
     public const long SYS_cachestat = 451; // Linux 6.5+
+    public const long SYS_pidfd_open = 434; // Linux 5.3+
 
     /// <summary>Three arguments: userfaultfd, getrandom, tgkill...</summary>
     // https://man7.org/linux/man-pages/man2/syscall.2.html

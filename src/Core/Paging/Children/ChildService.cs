@@ -29,7 +29,6 @@ namespace Tibet.Core.Paging.Children;
 /// </remarks>
 internal sealed unsafe class ChildService : IDisposable
 {
-    private const long SYS_pidfd_open = 434;
     private const int PageSize = Userfaultfd.PageSize;
 
     // No limit on children served at once: a child above any limit would read zeros (or
@@ -319,7 +318,7 @@ internal sealed unsafe class ChildService : IDisposable
             ForkedChild child = _children[i];
             if (child.Pid != 0 || !child.FromParent) continue; // a grandchild's fork is never reported here
             child.Pid = pid;
-            child.PidFd = (int)Libc.syscall(SYS_pidfd_open, pid, 0, 0);
+            child.PidFd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, 0, 0);
             if (child.PidFd < 0 && Libc.LastErrno == Libc.ESRCH)
             {
                 // Already gone (and reaped): nothing left to serve.

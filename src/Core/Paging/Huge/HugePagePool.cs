@@ -63,6 +63,14 @@ public sealed class HugePagePool : IDisposable
         return new HugePagePool(added);
     }
 
+    /// <summary>Gives <paramref name="pages"/> added by a reservation of another process back
+    /// (the custodian, when the program it outlives has ended).</summary>
+    public static void GiveBack(long pages)
+    {
+        if (pages > 0)
+            Shrink(pages);
+    }
+
     /// <summary>Gives the pages this reservation added back to the kernel.</summary>
     public void Dispose()
     {
