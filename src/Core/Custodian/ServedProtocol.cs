@@ -5,7 +5,8 @@ namespace Tibet.Core.Custodian;
 /// <summary>
 /// The messages between the custodian and a served process's C side
 /// (src/Interposer/native/served.c, whose comment describes the conversation). Each
-/// mirrors a struct there; tests/integration/Abi compares the layouts with gcc's.
+/// mirrors a struct of src/Interposer/native/served_protocol.h; ServedProtocolAbiTests
+/// compares the layouts with gcc's.
 /// </summary>
 internal static class ServedProtocol
 {

@@ -49,23 +49,7 @@
 
 #include "served.h"
 
-#ifndef UFFD_FEATURE_MOVE
-/* Debian bookworm's headers (linux-libc-dev 6.1) predate UFFDIO_MOVE (Linux 6.8);
- * these are the values of include/uapi/linux/userfaultfd.h. */
-#define UFFD_FEATURE_MOVE (1 << 16)
-#define _UFFDIO_MOVE 0x05
-struct uffdio_move {
-    uint64_t dst;
-    uint64_t src;
-    uint64_t len;
-    uint64_t mode;
-    int64_t move;
-};
-#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
-#endif
-#ifndef MADV_WIPEONFORK
-#define MADV_WIPEONFORK 18
-#endif
+#include "uffd_compat.h"
 
 #define AGENT_PAGE 4096UL
 #define AGENT_MAX_PAGES 64

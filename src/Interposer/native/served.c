@@ -65,46 +65,14 @@
 #include <unistd.h>
 
 #include "served.h"
+#include "served_protocol.h"
 
-#ifndef UFFD_FEATURE_MOVE
-/* Debian bookworm's headers (linux-libc-dev 6.1) predate UFFDIO_MOVE (Linux 6.8) and
- * UFFDIO_POISON (6.6); these are the values of include/uapi/linux/userfaultfd.h. */
-#define UFFD_FEATURE_MOVE (1 << 16)
-#define _UFFDIO_MOVE 0x05
-struct uffdio_move {
-    uint64_t dst;
-    uint64_t src;
-    uint64_t len;
-    uint64_t mode;
-    int64_t move;
-};
-#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
-#endif
-#ifndef UFFD_FEATURE_POISON
-#define UFFD_FEATURE_POISON (1 << 14)
-#endif
-#ifndef _UFFDIO_POISON
-#define _UFFDIO_POISON 0x08
-struct uffdio_poison {
-    struct uffdio_range range;
-    uint64_t mode;
-    int64_t updated;
-};
-#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
-#endif
-#ifndef USERFAULTFD_IOC_NEW
-#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00) /* /dev/userfaultfd, Linux 6.1 */
-#endif
-#ifndef MADV_WIPEONFORK
-#define MADV_WIPEONFORK 18
-#endif
+#include "uffd_compat.h"
 
 #define SERVED_PAGE 4096UL
 #define SERVED_MAX_TAKE 64              /* pages per take-out request (one mask word) */
 #define SERVED_STACK (64 * 1024)        /* below any redirection threshold */
 #define SERVED_FD_FLOOR 1000            /* out of the way of the program's descriptors */
-#define SERVED_MAGIC 0x54494254u        /* "TIBT" */
-#define SERVED_VERSION 1u
 #define SERVED_RESERVATION TIBET_SERVED_SPAN
 #define SERVED_EXTENTS 4096             /* freed extents kept for reuse */
 
@@ -115,58 +83,7 @@ struct uffdio_poison {
                          | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON \
                          | UFFD_FEATURE_PAGEFAULT_FLAG_WP)
 
-enum { SERVED_KIND_SERVE = 0, SERVED_KIND_API = 1 };
 
-struct served_hello {
-    uint32_t magic;
-    uint32_t version;
-    int32_t pid;
-    uint32_t kind;     /* SERVED_KIND_*; SERVE attaches control, agent and userfaultfd */
-    uint64_t features; /* what the custodian is to enable with UFFDIO_API on the userfaultfd */
-};
-
-struct served_welcome {
-    uint32_t magic;
-    uint32_t status;        /* 0: served; else the custodian refused (it said why on its stderr) */
-    uint32_t window_pages;  /* the attached memfd's size, in pages */
-    uint32_t register_wp;   /* register arenas for write protection too */
-};
-
-struct served_arena {
-    uint64_t start;
-    uint64_t length;
-};
-
-struct served_status {
-    int32_t status; /* 0 or an errno */
-    uint32_t reserved;
-};
-
-struct served_take_header {
-    uint32_t count; /* entries that follow, at most SERVED_MAX_TAKE */
-    uint32_t reserved;
-};
-
-struct served_take {
-    uint64_t start;
-    uint32_t pages;
-    uint32_t slot; /* where in the window page 0 goes */
-};
-
-struct served_taken { /* bit i: window slot i (the window holds at most 64 pages) */
-    uint64_t moved; /* the page asked into slot i is there */
-    uint64_t gone;  /* nothing was mapped there (ENOENT) */
-    uint64_t again; /* the kernel said EAGAIN (an event waits to be read) */
-    uint64_t reserved;
-};
-
-_Static_assert(sizeof(struct served_hello) == 24, "the custodian's ServedHello mirrors this");
-_Static_assert(sizeof(struct served_welcome) == 16, "the custodian's ServedWelcome mirrors this");
-_Static_assert(sizeof(struct served_arena) == 16, "the custodian's ServedArena mirrors this");
-_Static_assert(sizeof(struct served_status) == 8, "the custodian's ServedStatus mirrors this");
-_Static_assert(sizeof(struct served_take_header) == 8, "the custodian's ServedTakeHeader mirrors this");
-_Static_assert(sizeof(struct served_take) == 16, "the custodian's ServedTake mirrors this");
-_Static_assert(sizeof(struct served_taken) == 32, "the custodian's ServedTaken mirrors this");
 
 enum { SERVED_NONE, SERVED_STARTING, SERVED_READY, SERVED_FAILED };
 
