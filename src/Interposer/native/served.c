@@ -103,6 +103,7 @@ static struct {
     socklen_t address_length;
     int device;            /* an inherited /dev/userfaultfd (tibet-run --user), or -1 */
     int state;             /* SERVED_*, futex word */
+    pid_t pid;             /* the process the state below is for (a raw fork copies it) */
     const char *why;       /* set before the state turns SERVED_FAILED */
     int uffd, control, agent, scratch_uffd;
     unsigned char *scratch, *window;
@@ -162,8 +163,14 @@ int tibet_served_configure(const char *name)
 
 int tibet_served_active(void) { return served.configured; }
 
+/* Whether this process's served state is its own: a child made by a raw fork system call
+ * (or vfork, clone) copied its parent's, connections included, which it must never use. */
+static int own_state(void) { return served.pid == (pid_t)syscall(SYS_getpid); }
+
 const char *tibet_served_why_not(void)
 {
+    if (served.configured && !own_state())
+        return "this process was forked by a raw system call, not libc's fork, which tibet does not see";
     switch (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE)) {
     case SERVED_NONE:
         return "this tree has no custodian (tibet-run starts one, unless TIBET_CUSTODIAN=0)";
@@ -429,6 +436,7 @@ void tibet_served_start_in_child(served_pthread_create_fn create_thread)
     served.scratch = NULL; /* MADV_WIPEONFORK: the copy is zeros; the mapping stays */
     served.carve_lock = served.control_lock = 0;
     served.state = SERVED_STARTING;
+    served.pid = (pid_t)syscall(SYS_getpid);
     served.why = NULL;
 
     sigset_t all, before;
@@ -529,7 +537,7 @@ static void uncarve(uintptr_t at, uint64_t extent)
  * process is not served (the caller then decides: plaintext, announced, or refused). */
 void *tibet_served_alloc(size_t size, size_t alignment)
 {
-    if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || alignment > SERVED_PAGE || !ready())
+    if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || alignment > SERVED_PAGE || !own_state() || !ready())
         return NULL;
     uint64_t data = ((uint64_t)size + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
     if (data == 0 || data > SERVED_RESERVATION / 2)
@@ -560,7 +568,7 @@ void *tibet_served_alloc(size_t size, size_t alignment)
  * tells the custodian (UNMAP and REMAP events). */
 void *tibet_served_map(size_t length)
 {
-    if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || !ready())
+    if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || !own_state() || !ready())
         return NULL;
     uint64_t rounded = ((uint64_t)length + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
     void *p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

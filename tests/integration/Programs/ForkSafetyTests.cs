@@ -64,6 +64,22 @@ public class ForkSafetyTests
         Assert.True(served.Length == 2 && served.All(l => l.Contains(" ended: 3 ranges")), run.ToString());
     }
 
+    /// <summary>A child made by a raw fork system call copies its parent's connection to the
+    /// custodian without tibet knowing: it must not use it (it would register its memory
+    /// on its parent's userfaultfd). Its large allocations run in plaintext, said once; the
+    /// served child it was forked from goes on unharmed.</summary>
+    [Fact]
+    public void A_child_of_a_raw_fork_uses_nothing_of_its_parents_connection_and_says_so()
+    {
+        string program = NativeBuild.Compile("prog_raw_fork.c");
+        var run = TibetRun.Encrypted(["-v", .. Options], [program]);
+        Assert.True(run.ExitCode == 0 && run.Stdout.Contains("raw_fork: OK"), run.ToString());
+        string line = Assert.Single(run.Stderr.Split('\n'), l => l.Contains("a forked child of pid"));
+        Assert.Contains("forked by a raw system call", line);
+        // The served child's two blocks were the custodian's.
+        Assert.Contains(" ended: 2 ranges", run.Stderr);
+    }
+
     [Fact]
     public void Without_the_custodian_a_forked_child_that_allocates_is_announced_once_on_the_original_stderr()
     {
