@@ -22,6 +22,7 @@ internal sealed unsafe class ServedProcess
     private const int PageSize = Userfaultfd.PageSize;
 
     private readonly int _control;
+    private readonly int _pidFd;
     private readonly int _agent;
     private readonly int _uffd;
     private readonly EngineOptions _options;
@@ -40,6 +41,9 @@ internal sealed unsafe class ServedProcess
         _sayWhenEnded = sayWhenEnded;
         Pid = pid;
         _control = control;
+        // Its lifetime is the process's, not its connection's: a child that closes every
+        // descriptor (closerange) ends the connection, and its faults must still be served.
+        _pidFd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, 0, 0);
         _agent = agent;
         _uffd = uffd;
         _options = options;
@@ -98,6 +102,19 @@ internal sealed unsafe class ServedProcess
                 if (Libc.send(_control, &status, (nuint)sizeof(ServedStatus), Libc.MSG_NOSIGNAL) != sizeof(ServedStatus))
                     break;
             }
+            // The connection ended. If the process lives on (it closed its descriptors, or
+            // executed another program: then its mm is gone and nothing faults), its pages
+            // are served until it ends; without its thread nothing more is taken out.
+            WaitForExit();
+            // Its own forked children may still read what they inherited of its ranges
+            // (a daemon's double fork): they get those pages now, as a program's children
+            // do when the program ends first.
+            if (_engine != null)
+            {
+                var (children, pages) = _engine.HandOverChildren();
+                if (children > 0)
+                    _say($"tibet custodian: pid {Pid} ended while {children} forked children of it still use memory it served; {pages} sealed pages were put into them (plaintext in the children now).");
+            }
         }
         catch (Exception e)
         {
@@ -122,10 +139,22 @@ internal sealed unsafe class ServedProcess
                 _engine = null;
             }
             Libc.close(_control);
+            if (_pidFd >= 0)
+                Libc.close(_pidFd);
             Ended = true;
             if (_sayWhenEnded && _finalStats is { } stats)
                 _say($"tibet custodian: pid {Pid} ended: {Arenas} ranges, {Bytes >> 20} MiB served; {stats.Faults} faults, " +
                      $"{stats.Evictions} evictions ({stats.CleanEvictions} clean), peak resident {stats.PeakResidentBytes >> 10} KiB of a {stats.ResidentBudgetBytes >> 10} KiB budget");
+        }
+    }
+
+    private void WaitForExit()
+    {
+        if (_pidFd < 0)
+            return; // already gone when it said hello
+        Libc.PollFd ended = new() { Fd = _pidFd, Events = Libc.POLLIN };
+        while (Libc.poll(&ended, 1, -1) < 0 && Libc.LastErrno == Libc.EINTR)
+        {
         }
     }
 

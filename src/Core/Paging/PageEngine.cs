@@ -120,7 +120,10 @@ public sealed unsafe partial class PageEngine : IDisposable
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor),
             arena => ReleaseArenaLocked(arena));
         _collapser = new RangeCollapser(_space, _evictor, options.CollapseResidentRanges && _takeOut != null);
-        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites);
+        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites)
+        {
+            PoisonUntracked = ServesAnotherProcess,
+        };
         // Forked children's agents connect here (see ChildAgents); without a budget or
         // write tracking a child's pages are never evicted, so none is needed.
         if (options.ServeForkedChildren && options.EvictInChildren && _tracksWrites && options.ResidentBudgetBytes != EngineOptions.Unlimited)
@@ -155,6 +158,19 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// <summary>Whether the arenas are another process's (see <see cref="ServeProcess"/>).</summary>
     internal bool ServesAnotherProcess { get; }
 
+    /// <summary>Whether every page of <paramref name="arena"/> outside [address, +length)
+    /// is unmapped.</summary>
+    private static bool AllUnmappedOutside(Arena arena, nint address, long length)
+    {
+        for (long i = 0; i < arena.PageCount; i++)
+        {
+            nint page = arena.PageAddress(i);
+            if ((page < address || page >= address + (nint)length) && arena.Entries[i].State != PageState.Unmapped)
+                return false;
+        }
+        return true;
+    }
+
     /// <summary>Whether arenas are registered for write protection too (a served process
     /// registers its own, and must be told).</summary>
     internal bool TracksWrites => _tracksWrites;
@@ -172,6 +188,22 @@ public sealed unsafe partial class PageEngine : IDisposable
             throw new InvalidOperationException("Only an engine serving another process adopts its ranges.");
         if (address == 0 || (address & (PageSize - 1)) != 0 || length <= 0 || (length & (PageSize - 1)) != 0)
             throw new ArgumentException($"a served range must be page-aligned and not empty (0x{address:x}, {length} bytes)");
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            // The kernel gave the process this range again: the pages of earlier arenas in
+            // it were unmapped (their UNMAP events were read before the range could be
+            // reused). An earlier arena that still has pages outside it is not released:
+            // its other pages live. The range is then refused (the allocation runs in
+            // plaintext, said), never served over books that would no longer match.
+            foreach (Arena old in _arenas.ByAddress)
+            {
+                if (!(old.Address < address + (nint)length && address < old.Address + (nint)old.Length))
+                    continue;
+                if (!AllUnmappedOutside(old, address, length))
+                    throw new InvalidOperationException($"the range 0x{address:x}+{length} overlaps a served range that is still mapped in part");
+            }
+        }
         var arena = new Arena(this, address, length, NewArenaId(), label) { Adopted = true };
         lock (_gate)
         {

@@ -26,8 +26,23 @@ public class LiveStatisticsTests
         Assert.Contains($"child {run.ChildPid}", table.Stdout);
         Assert.Contains("TOTAL", table.Stdout);
 
-        var json = TibetCli.Run(Path.GetTempPath(), "stats", $"{run.ProgramPid}", "--json", "--interval", "0.2");
-        Assert.True(json.ExitCode == 0, json.ToString());
+        // The child is done reading; its take-outs may still be catching up with its last
+        // reads (on a loaded machine, for seconds): the figures are read until its clean
+        // resident bytes are down to the budget, for at most 60 s. Above the budget may stay
+        // what the child's last fault put in (take-outs never take those: a writer could
+        // livelock), at most one run of a fault: 512 pages.
+        TibetCli.Result json;
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            json = TibetCli.Run(Path.GetTempPath(), "stats", $"{run.ProgramPid}", "--json", "--interval", "0.2");
+            Assert.True(json.ExitCode == 0, json.ToString());
+            using var reading = JsonDocument.Parse(json.Stdout);
+            JsonElement rows = reading.RootElement.GetProperty("processes")[0].GetProperty("stats").GetProperty("children");
+            if (rows.GetArrayLength() == 1 && rows[0].GetProperty("cleanResidentBytes").GetInt64() <= (4 << 20) + (512 << 12) || DateTime.UtcNow > deadline)
+                break;
+            Thread.Sleep(500);
+        }
         using var document = JsonDocument.Parse(json.Stdout);
         JsonElement process = Assert.Single(document.RootElement.GetProperty("processes").EnumerateArray());
         JsonElement stats = process.GetProperty("stats");
@@ -37,7 +52,7 @@ public class LiveStatisticsTests
         Assert.Equal(run.ChildPid, child.GetProperty("pid").GetInt32());
         Assert.True(child.GetProperty("agent").GetBoolean(), json.Stdout);
         Assert.True(child.GetProperty("evictions").GetInt64() > 16384, json.Stdout); // it read 64 MiB twice
-        Assert.True(child.GetProperty("cleanResidentBytes").GetInt64() <= (4 << 20) + (64 << 12), json.Stdout);
+        Assert.True(child.GetProperty("cleanResidentBytes").GetInt64() <= (4 << 20) + (512 << 12), json.Stdout);
     }
 
     [Fact]

@@ -36,6 +36,7 @@ internal sealed unsafe class ChildService : IDisposable
     // allocates (a snapshot of the page tables is needed there anyway).
     private readonly List<ForkedChild> _children = [];
     private int _peakChildren;
+    private int _probes;
     private readonly ArenaTable _arenas;
     private readonly PageSealer _sealer;
     private readonly FaultService _faults;
@@ -465,7 +466,7 @@ internal sealed unsafe class ChildService : IDisposable
             // behind one take-out after another.
             if (child.AgentFd >= 0 && child.TakeOutPages == 0 && child.Evictable && child.CleanResident > _budgetPages)
                 worked |= StartTakeOut(child);
-            if (child.PidFd >= 0 && ChildExited(child.PidFd))
+            if ((child.PidFd >= 0 && ChildExited(child.PidFd)) || (child.PidFd < 0 && (++_probes & 63) == 0 && MemoryGone(child)))
             {
                 child.Dispose(_sealer.Store);
                 _children.RemoveAt(i);
@@ -644,6 +645,16 @@ internal sealed unsafe class ChildService : IDisposable
         public ulong Moved;
         public ulong Absent;
     }
+
+    /// <summary>
+    /// Whether a child whose pid is unknown (a raw fork, or a grandchild whose fork the
+    /// custodian's engine saw only as an event) has ended: its address space is gone once
+    /// every user of it has, and then each ioctl that changes it answers ESRCH. The probe
+    /// installs nothing: the page it names (the last an x86-64 process may map) is in no
+    /// range registered on this userfaultfd, so a living child answers ENOENT.
+    /// </summary>
+    private static bool MemoryGone(ForkedChild child) =>
+        child.Space.ZeroPage(unchecked((nint)0x7FFF_FFFF_E000), PageSize) == Libc.ESRCH;
 
     private static bool ChildExited(int pidFd)
     {

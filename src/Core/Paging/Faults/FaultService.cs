@@ -54,6 +54,10 @@ internal sealed unsafe class FaultService : IDisposable
 
     /// <param name="tracksWrites">The arenas are registered for write protection: pages
     /// opened from the store are installed write-protected and keep their sealed copy.</param>
+    /// <summary>Faults on addresses in no arena get SIGBUS (an engine serving another
+    /// process, whose registered ranges it does not release); else the thread is woken.</summary>
+    public bool PoisonUntracked { get; init; }
+
     public FaultService(EngineOptions options, ArenaTable arenas, Evictor evictor, PageSealer sealer, AddressSpaceOps space,
         ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites)
     {
@@ -155,6 +159,15 @@ internal sealed unsafe class FaultService : IDisposable
             Arena? arena = _arenas.Find(address);
             if (arena == null)
             {
+                if (PoisonUntracked)
+                {
+                    // Another process's range the books do not hold (it grew or moved a
+                    // range by itself): nothing here can give its pages, and waking would
+                    // only fault again, for ever. SIGBUS says so.
+                    _space.Poison(address, PageSize);
+                    _space.Wake(address, PageSize);
+                    return;
+                }
                 // A range released meanwhile; unregistering already woke the thread.
                 _space.Wake(address, PageSize);
                 return;
