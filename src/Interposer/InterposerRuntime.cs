@@ -253,7 +253,7 @@ internal static unsafe class InterposerRuntime
         Libc.unsetenv("LD_PRELOAD");
         foreach (string name in new[] { "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE",
                                         "TIBET_STATS_JSON", "TIBET_STATS_PID", "TIBET_STATS_SUMMARY", "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION",
-                                        "TIBET_CUSTODIAN_SOCKET", "TIBET_USERFAULTFD_FD",
+                                        "TIBET_CUSTODIAN_SOCKET", "TIBET_CUSTODIAN_UID", "TIBET_USERFAULTFD_FD",
                                         IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY", ProcessIdentity.WithheldVariable,
                                         AuditLogLocation.EnvironmentVariable })
             Libc.unsetenv(name);

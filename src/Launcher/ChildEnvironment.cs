@@ -17,7 +17,7 @@ internal static class ChildEnvironment
     [
         "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE", "TIBET_STATS_JSON", "TIBET_STATS_PID", "TIBET_STATS_SUMMARY",
         "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION", IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY",
-        "TIBET_IDENTITY_WITHHELD", "TIBET_DUMPABLE", CustodianProcess.SocketVariable, Tibet.Core.Paging.Userfaultfd.DeviceVariable,
+        "TIBET_IDENTITY_WITHHELD", "TIBET_DUMPABLE", CustodianProcess.SocketVariable, CustodianProcess.UidVariable, Tibet.Core.Paging.Userfaultfd.DeviceVariable,
     ];
 
     /// <param name="programPid">The program's pid (tibet-run's own: it executes the program):

@@ -24,6 +24,10 @@ internal static unsafe class CustodianProcess
     /// the interposer's C side, native/served.c, and by CustodianClient).</summary>
     public const string SocketVariable = Tibet.Core.Custodian.ServedProtocol.SocketVariable;
 
+    /// <summary>The variable that names the custodian's uid in the program: a served child
+    /// speaks only to a process of that uid (or root) at the socket's name.</summary>
+    public const string UidVariable = "TIBET_CUSTODIAN_UID";
+
     /// <summary>The variable that turns the custodian off (0) for a run: forked children's
     /// large allocations then run in plaintext, each child saying so.</summary>
     public const string SwitchVariable = "TIBET_CUSTODIAN";
@@ -51,7 +55,9 @@ internal static unsafe class CustodianProcess
     /// custodian only hosts --metrics or gives the hugetlb pool back).</param>
     /// <param name="metrics">--metrics' listening socket, served by the custodian from now on.</param>
     /// <param name="hugePagesAdded">Pages added to the hugetlb pool for this run, given back when the custodian ends.</param>
-    public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded)
+    /// <param name="programOnly">Descriptors the program inherits and the custodian must not
+    /// (the identity hand-off): close-on-exec while the custodian starts.</param>
+    public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded, int programOnly = -1)
     {
         // Bound here, before the program starts, so that a child connecting before the
         // custodian runs waits in the backlog instead of being refused.
@@ -100,6 +106,8 @@ internal static unsafe class CustodianProcess
                          Invariant(options.Verbosity), Invariant(metricsSocket), Invariant(hugePagesAdded),
                      })
                 start.ArgumentList.Add(argument);
+            if (programOnly >= 0)
+                Libc.fcntl(programOnly, Libc.F_SETFD, Libc.FD_CLOEXEC);
             using Process shell = Process.Start(start)!;
             shell.WaitForExit();
             if (shell.ExitCode != 0)
@@ -116,6 +124,7 @@ internal static unsafe class CustodianProcess
             if (listener >= 0) Libc.close(listener);
             if (program >= 0) Libc.close(program);
             if (metricsSocket >= 0) Libc.fcntl(metricsSocket, Libc.F_SETFD, Libc.FD_CLOEXEC);
+            if (programOnly >= 0) Libc.fcntl(programOnly, Libc.F_SETFD, 0);
         }
         return serveChildren ? name : "";
     }

@@ -319,9 +319,15 @@ internal static partial class Launcher
         bool custodianStarted = false;
         if (encrypted && (custodianWanted || metrics != null || pool != null))
         {
-            var custodian = CustodianProcess.Start(options, account?.Uid, serveChildren: custodianWanted, metrics, pool?.AddedPages ?? 0);
+            var custodian = CustodianProcess.Start(options, account?.Uid, serveChildren: custodianWanted, metrics, pool?.AddedPages ?? 0,
+                programOnly: handOff?.Descriptor ?? -1);
             if (custodian != null && custodianWanted)
+            {
                 environment[CustodianProcess.SocketVariable] = custodian;
+                // Who the custodian runs as: a process at that name under any other uid
+                // (one that took the name after the custodian ended) is not spoken to.
+                environment[CustodianProcess.UidVariable] = Libc.geteuid().ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
             custodianStarted = custodian != null;
         }
         if (!custodianStarted)

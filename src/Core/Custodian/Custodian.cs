@@ -253,6 +253,10 @@ internal sealed unsafe class CustodianService
                               | UserfaultfdAbi.UFFD_FEATURE_PAGEFAULT_FLAG_WP;
         if ((features & ~granted) != 0)
             return Libc.EINVAL;
+        // Only on a userfaultfd: the custodian runs as root, and an ioctl on whatever a peer
+        // sent could mean anything to another kind of file.
+        if (new FileInfo($"/proc/self/fd/{uffd}").LinkTarget != "anon_inode:[userfaultfd]")
+            return Libc.EBADF;
         UserfaultfdAbi.uffdio_api api = new() { api = UserfaultfdAbi.UFFD_API, features = features };
         return Libc.ioctl(uffd, UserfaultfdAbi.UFFDIO_API, &api) == 0 ? 0 : Libc.LastErrno;
     }

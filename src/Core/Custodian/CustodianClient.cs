@@ -16,6 +16,7 @@ internal static unsafe class CustodianClient
     /// when this process has no custodian, or what the custodian's UFFDIO_API answered.</summary>
     public static int EnableFeatures(int uffd, ulong features)
     {
+        // (see served.c, is_the_custodian: the name is public, the uid tells)
         if (SecureExecution.IsActive || Environment.GetEnvironmentVariable(ServedProtocol.SocketVariable) is not { Length: > 0 and <= 100 } name)
             return Libc.ENOENT;
         int* pair = stackalloc int[2];
@@ -24,7 +25,7 @@ internal static unsafe class CustodianClient
         int registry = ServedProtocol.Connect(name);
         try
         {
-            if (registry < 0)
+            if (registry < 0 || !IsTheCustodian(registry))
                 return Libc.ENOENT;
             ServedHello hello = new()
             {
@@ -50,5 +51,18 @@ internal static unsafe class CustodianClient
             Libc.close(pair[0]);
             if (pair[1] >= 0) Libc.close(pair[1]);
         }
+    }
+
+    /// <summary>Whether the process at the other end runs as the uid tibet-run named
+    /// (TIBET_CUSTODIAN_UID) or as root: once the custodian has ended, anyone could bind its
+    /// name, which is listed in /proc/net/unix.</summary>
+    private static bool IsTheCustodian(int connection)
+    {
+        Libc.UCred peer;
+        uint length = (uint)sizeof(Libc.UCred);
+        if (Libc.getsockopt(connection, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &peer, &length) != 0)
+            return false;
+        return peer.Uid == 0 || (uint.TryParse(Environment.GetEnvironmentVariable("TIBET_CUSTODIAN_UID"), System.Globalization.NumberStyles.None,
+            System.Globalization.CultureInfo.InvariantCulture, out uint expected) && peer.Uid == expected);
     }
 }

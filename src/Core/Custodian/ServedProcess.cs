@@ -21,6 +21,14 @@ internal sealed unsafe class ServedProcess
 {
     private const int PageSize = Userfaultfd.PageSize;
 
+    /// <summary>Bounds on what one process may have taken on: the books of a range cost the
+    /// custodian about 1 % of its length in (lazily committed) address space, so a peer
+    /// announcing absurd lengths must not exhaust it for everyone. 1 TiB per range (the
+    /// served side's reservation), 16 TiB over the process's life.</summary>
+    private const ulong MaxRangeBytes = 1UL << 40;
+    private const long MaxProcessBytes = 1L << 44;
+    private const ulong UserAddressLimit = 0x7FFF_FFFF_F000; // x86-64, 4-level page tables
+
     private readonly int _control;
     private readonly int _pidFd;
     private readonly int _agent;
@@ -161,7 +169,8 @@ internal sealed unsafe class ServedProcess
     /// <summary>Adopts a range the process registered: 0, or the errno its allocation fails over.</summary>
     private int TakeOn(Userfaultfd uffd, AgentAddressSpace space, ServedArena request)
     {
-        if (request.Length == 0 || request.Length > long.MaxValue || (request.Start & (PageSize - 1)) != 0 || (request.Length & (PageSize - 1)) != 0)
+        if (request.Length == 0 || request.Length > MaxRangeBytes || (request.Start & (PageSize - 1)) != 0 || (request.Length & (PageSize - 1)) != 0
+            || request.Start == 0 || request.Start + request.Length > UserAddressLimit || Bytes > MaxProcessBytes - (long)request.Length)
             return Libc.EINVAL;
         try
         {

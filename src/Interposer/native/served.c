@@ -60,7 +60,9 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -95,6 +97,11 @@ struct served_block {
     uint64_t size;    /* what the program asked for */
 };
 
+struct served_identity {
+    dev_t dev;
+    ino_t ino;
+};
+
 typedef int (*served_pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 
 static struct {
@@ -104,6 +111,8 @@ static struct {
     int device;            /* an inherited /dev/userfaultfd (tibet-run --user), or -1 */
     int state;             /* SERVED_*, futex word */
     pid_t pid;             /* the process the state below is for (a raw fork copies it) */
+    long custodian_uid;    /* TIBET_CUSTODIAN_UID, or -1 */
+    struct served_identity control_id, uffd_id, agent_id;
     const char *why;       /* set before the state turns SERVED_FAILED */
     int uffd, control, agent, scratch_uffd;
     unsigned char *scratch, *window;
@@ -145,8 +154,9 @@ static int move_high(int fd)
     return high;
 }
 
-int tibet_served_configure(const char *name)
+int tibet_served_configure(const char *name, long custodian_uid)
 {
+    served.custodian_uid = custodian_uid;
     size_t length = strlen(name);
     if (length == 0 || length >= sizeof served.address.sun_path - 1)
         return -1;
@@ -290,6 +300,34 @@ static void take_out(const struct served_take *request, struct served_taken *ans
 
 void tibet_served_set_device(int device) { served.device = device; }
 
+/* The custodian's name is listed in /proc/net/unix, and once the custodian is gone
+ * anyone could take it: the process at the other end must run as the uid tibet-run named
+ * (TIBET_CUSTODIAN_UID, its own), or as root. */
+static int is_the_custodian(int connection)
+{
+    struct ucred peer;
+    socklen_t length = sizeof peer;
+    return getsockopt(connection, SOL_SOCKET, SO_PEERCRED, &peer, &length) == 0
+        && (peer.uid == 0 || (served.custodian_uid >= 0 && peer.uid == (uid_t)served.custodian_uid));
+}
+
+static void remember(int fd, struct served_identity *id)
+{
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        id->dev = st.st_dev;
+        id->ino = st.st_ino;
+    }
+}
+
+/* Whether `fd` is still the descriptor set up here: a program that closed every
+ * descriptor (closerange) and opened others may have reused the number. */
+static int still_ours(int fd, const struct served_identity *id)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 && st.st_dev == id->dev && st.st_ino == id->ino;
+}
+
 /* A userfaultfd for this process, without UFFDIO_API: the custodian issues that (see
  * "Features" above), so that the fork events a process of an unprivileged user may not
  * ask for (they need CAP_SYS_PTRACE, checked against who issues UFFDIO_API) are enabled
@@ -323,10 +361,19 @@ static int set_up(void)
     }
     served.control = move_high(control[0]);
     served.agent = move_high(agent[0]);
+    /* A custodian that never answers must not hold the child's allocations for ever:
+     * after 30 s they run in plaintext, said. */
+    struct timeval patience = { 30, 0 };
+    setsockopt(served.control, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof patience);
+    setsockopt(served.control, SOL_SOCKET, SO_SNDTIMEO, &patience, sizeof patience);
+    remember(served.control, &served.control_id);
+    remember(served.agent, &served.agent_id);
+    remember(served.uffd, &served.uffd_id);
     struct served_hello hello = { SERVED_MAGIC, SERVED_VERSION, (int32_t)syscall(SYS_getpid), SERVED_KIND_SERVE, SERVED_FEATURES };
     int theirs[3] = { control[1], agent[1], served.uffd };
     int custodian = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     int sent = custodian >= 0 && connect(custodian, (struct sockaddr *)&served.address, served.address_length) == 0
+               && is_the_custodian(custodian)
         ? send_with_descriptors(custodian, &hello, sizeof hello, theirs, 3) : -1;
     if (custodian >= 0)
         close(custodian);
@@ -396,6 +443,8 @@ static void *served_loop(void *unused)
             struct served_take_header header;
             struct served_take entries[SERVED_MAX_TAKE];
         } request;
+        if (!still_ours(served.agent, &served.agent_id))
+            break; /* closed by the program (and perhaps reused): never read someone else's */
         ssize_t n = recv(served.agent, &request, sizeof request, 0);
         if (n < 0 && errno == EINTR)
             continue;
@@ -414,7 +463,8 @@ static void *served_loop(void *unused)
     }
     served.why = "the custodian is gone (faults on this child's served pages now raise SIGBUS)";
     set_state(SERVED_FAILED);
-    poison_forever();
+    if (still_ours(served.uffd, &served.uffd_id))
+        poison_forever();
     return NULL;
 }
 
@@ -472,6 +522,8 @@ static int ready(void)
 /* Registers [start, start+length) and has the custodian take it on: 0 or an errno. */
 static int announce(uintptr_t start, uint64_t length)
 {
+    if (!still_ours(served.uffd, &served.uffd_id) || !still_ours(served.control, &served.control_id))
+        return EBADF; /* the program closed them (and may have reused the numbers) */
     struct uffdio_register reg = {
         .range = { start, length },
         .mode = UFFDIO_REGISTER_MODE_MISSING | (served.register_wp ? UFFDIO_REGISTER_MODE_WP : 0),

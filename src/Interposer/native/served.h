@@ -16,7 +16,7 @@ static inline int tibet_served_owns(const void *p) { return (uintptr_t)p - tibet
 
 /* In a process tibet-run started: the custodian's abstract socket name
  * (TIBET_CUSTODIAN_SOCKET). 0, or -1 if it is not one of tibet-run's names. */
-int tibet_served_configure(const char *name);
+int tibet_served_configure(const char *name, long custodian_uid);
 /* TIBET_USERFAULTFD_FD: an inherited /dev/userfaultfd descriptor, for a child whose user
  * may not call userfaultfd(2) itself (tibet-run --user). */
 void tibet_served_set_device(int device);

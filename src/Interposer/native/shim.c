@@ -1613,7 +1613,8 @@ static void configure_custodian(void)
     const char *name = getenv("TIBET_CUSTODIAN_SOCKET");
     if (!name || !*name)
         return;
-    if (tibet_served_configure(name) != 0) {
+    int uid = descriptor_variable("TIBET_CUSTODIAN_UID"); /* a number like a descriptor's */
+    if (tibet_served_configure(name, uid >= 0 ? uid : -1) != 0) {
         static const char line[] = "tibet: TIBET_CUSTODIAN_SOCKET is not a custodian's name; forked children's large allocations will not be encrypted\n";
         tibet_shim_report(line, sizeof line - 1);
     }

@@ -44,6 +44,7 @@ public unsafe class LibcAbiTests
             ["LOCK_NB"] = Libc.LOCK_NB,
             ["LOCK_UN"] = Libc.LOCK_UN,
             ["EINTR"] = Libc.EINTR,
+            ["EBADF"] = Libc.EBADF,
             ["ENOENT"] = Libc.ENOENT,
             ["ENOTDIR"] = Libc.ENOTDIR,
             ["ELOOP"] = Libc.ELOOP,

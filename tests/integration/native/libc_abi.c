@@ -55,6 +55,7 @@ int main(void)
     VALUE(LOCK_NB);
     VALUE(LOCK_UN);
     VALUE(EINTR);
+    VALUE(EBADF);
     VALUE(ENOENT);
     VALUE(ENOTDIR);
     VALUE(ELOOP);

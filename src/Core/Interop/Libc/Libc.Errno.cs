@@ -11,6 +11,7 @@ internal static partial class Libc
     public const int ESRCH = 3;
     public const int EINTR = 4;
     public const int EIO = 5;
+    public const int EBADF = 9;
     public const int EAGAIN = 11;
     public const int EWOULDBLOCK = EAGAIN;
     public const int ENOMEM = 12;
