@@ -349,6 +349,9 @@ internal static partial class Launcher
         }
         Console.Out.Flush();
         Console.Error.Flush();
+        // The .NET runtime ignores SIGPIPE, and an ignored signal stays ignored across exec:
+        // the program gets the default, as from a shell (`tibet-run -- yes | head` ends quietly).
+        Libc.signal(Libc.SIGPIPE, Libc.SIG_DFL);
         int errno = Libc.Execute(options.Command, environment);
         // Only on failure: the program did not start.
         Console.Error.WriteLine($"tibet-run: cannot run '{options.Command[0]}': {Libc.Describe(errno)}");

@@ -87,6 +87,7 @@ public unsafe class LibcAbiTests
             ["POLLIN"] = (ulong)Libc.POLLIN,
             ["sizeof_pollfd"] = (ulong)Marshal.SizeOf<Libc.PollFd>(),
             ["SIGBUS"] = Libc.SIGBUS,
+            ["SIGPIPE"] = Libc.SIGPIPE,
             ["SYS_tgkill"] = Libc.SYS_tgkill,
             ["SYS_getrandom"] = Libc.SYS_getrandom,
             ["SYS_userfaultfd"] = Libc.SYS_userfaultfd,

@@ -114,8 +114,9 @@ public class LauncherTests
     [Fact]
     public void The_program_keeps_tibet_runs_pid_and_receives_its_signals()
     {
-        var start = new System.Diagnostics.ProcessStartInfo(TibetRun.Launcher) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in (string[])["-q", "--", "/bin/sh", "-c", "trap 'exit 3' TERM; echo $$; while :; do sleep 0.05; done"])
+        // The shell waits in read (stdin stays open and empty): no fork, only the signal.
+        var start = new System.Diagnostics.ProcessStartInfo(TibetRun.Launcher) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        foreach (string a in (string[])["-q", "--", "/bin/sh", "-c", "trap 'exit 3' TERM; echo $$; read line; exit 9"])
             start.ArgumentList.Add(a);
         using var launcher = System.Diagnostics.Process.Start(start)!;
         string? first = launcher.StandardOutput.ReadLine();
@@ -125,6 +126,18 @@ public class LauncherTests
         Assert.True(launcher.WaitForExit(TimeSpan.FromSeconds(30)), "the program did not end on SIGTERM");
         string stderr = launcher.StandardError.ReadToEnd(); // tibet-run writes nothing here with -q
         Assert.True(launcher.ExitCode == 3, $"exit {launcher.ExitCode}\n{stderr}");
+    }
+
+    /// <summary>A program tibet-run executes starts with SIGPIPE at its default, as from a
+    /// shell (the .NET runtime ignores it, and an ignored signal survives exec): `yes` whose
+    /// reader went away ends by SIGPIPE (status 141), quietly.</summary>
+    [Fact]
+    public void The_program_starts_with_SIGPIPE_at_its_default()
+    {
+        string bash = TibetRun.Require("bash", "bash");
+        var run = TibetRun.Run(bash, ["-c", "\"$0\" -q -- yes | head -n 1 >/dev/null; echo ${PIPESTATUS[0]}", TibetRun.Launcher]);
+        Assert.True(run.Stdout.Trim() == "141", run.ToString());
+        Assert.DoesNotContain("Broken pipe", run.Stderr);
     }
 
     /// <summary>TIBET_CUSTODIAN is tibet-run's: anything but 0 or 1 stops it before

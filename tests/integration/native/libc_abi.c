@@ -98,6 +98,7 @@ int main(void)
     VALUE(POLLIN);
     printf("sizeof_pollfd %zu\n", sizeof(struct pollfd));
     VALUE(SIGBUS);
+    VALUE(SIGPIPE);
     VALUE(SYS_tgkill);
     VALUE(SYS_getrandom);
     VALUE(SYS_userfaultfd);
