@@ -72,11 +72,12 @@ internal sealed unsafe class ServedProcess
     public void Start() => _thread.Start();
 
     /// <summary>The engine's statistics now (or when the process ended); null before its
-    /// first range.</summary>
+    /// first range, or while its engine is busy for longer than 200 ms (waiting for a
+    /// stopped process's answer, say): the tree's live statistics do not wait for it.</summary>
     public EngineStats? Stats()
     {
         lock (_statsLock)
-            return _finalStats ?? _engine?.GetStats();
+            return _finalStats ?? _engine?.TryGetStats(TimeSpan.FromMilliseconds(200));
     }
 
     private void Serve()

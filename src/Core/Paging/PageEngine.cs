@@ -322,51 +322,71 @@ public sealed unsafe partial class PageEngine : IDisposable
     public EngineStats GetStats()
     {
         lock (_gate)
+            return StatsLocked();
+    }
+
+    /// <summary>The statistics, or null if the engine's lock is not free within
+    /// <paramref name="wait"/> (its handler waits on another process: the custodian's
+    /// live statistics must not wait with it).</summary>
+    public EngineStats? TryGetStats(TimeSpan wait)
+    {
+        if (!_gate.TryEnter(wait))
+            return null;
+        try
         {
-            return new EngineStats
-            {
-                Faults = _faults.Faults,
-                ReadAheadPages = _faults.ReadAheadPages,
-                Refaults = _evictor.Refaults,
-                EvictionPolicy = _options.Eviction.Name,
-                Cipher = _options.Cipher.Name,
-                Decrypts = _sealer.Opens + _faults.WorkerOpens,
-                WorkerDecrypts = _faults.WorkerOpens,
-                Decompressions = _sealer.Decompressions,
-                ZeroFills = _faults.ZeroFills,
-                Evictions = _evictor.Evictions,
-                ZeroEvictions = _evictor.ZeroEvictions,
-                CleanEvictions = _sealer.CleanReseals,
-                WriteFaults = _faults.WriteFaults,
-                CleanCopies = _sealer.RetainedPages,
-                PagesAhead = _faults.PagesAhead,
-                SourcedPages = _faults.SourcedPages,
-                CompressedSeals = _sealer.CompressedSeals,
-                EvictionsRefused = _evictor.Refused,
-                MovesReconciled = _evictor.Reconciled,
-                AuthenticationFailures = _reporter.Tampered,
-                RemoveEvents = _events.Removes,
-                UnmapEvents = _events.Unmaps,
-                RemapEvents = _events.Remaps,
-                ResidentBytes = _evictor.ResidentPages * PageSize,
-                PeakResidentBytes = _evictor.PeakResidentPages * PageSize,
-                ResidentBudgetBytes = _options.ResidentBudgetBytes,
-                SealedBytes = _sealer.Store.PayloadBytes,
-                StoreMappedBytes = _sealer.Store.MappedBytes,
-                SealedPages = _sealer.SealedPages,
-                FaultP50Nanoseconds = _faults.Latency.Percentile(0.50),
-                FaultP99Nanoseconds = _faults.Latency.Percentile(0.99),
-                FaultMaxNanoseconds = _faults.Latency.MaxNanoseconds,
-                HandlerAllocatedBytes = _handlerAllocatedBytes,
-                HandlerFailed = _reporter.Failure != null,
-                ForkedChildren = _children.Count,
-                PeakForkedChildren = _children.Peak,
-                ChildEvictions = _children.Evictions,
-                Children = _children.Snapshot(),
-                CollapsedRanges = _collapser.Collapsed,
-                CollapseFailures = _collapser.Failed,
-            };
+            return StatsLocked();
         }
+        finally
+        {
+            _gate.Exit();
+        }
+    }
+
+    private EngineStats StatsLocked()
+    {
+        return new EngineStats
+        {
+            Faults = _faults.Faults,
+            ReadAheadPages = _faults.ReadAheadPages,
+            Refaults = _evictor.Refaults,
+            EvictionPolicy = _options.Eviction.Name,
+            Cipher = _options.Cipher.Name,
+            Decrypts = _sealer.Opens + _faults.WorkerOpens,
+            WorkerDecrypts = _faults.WorkerOpens,
+            Decompressions = _sealer.Decompressions,
+            ZeroFills = _faults.ZeroFills,
+            Evictions = _evictor.Evictions,
+            ZeroEvictions = _evictor.ZeroEvictions,
+            CleanEvictions = _sealer.CleanReseals,
+            WriteFaults = _faults.WriteFaults,
+            CleanCopies = _sealer.RetainedPages,
+            PagesAhead = _faults.PagesAhead,
+            SourcedPages = _faults.SourcedPages,
+            CompressedSeals = _sealer.CompressedSeals,
+            EvictionsRefused = _evictor.Refused,
+            MovesReconciled = _evictor.Reconciled,
+            AuthenticationFailures = _reporter.Tampered,
+            RemoveEvents = _events.Removes,
+            UnmapEvents = _events.Unmaps,
+            RemapEvents = _events.Remaps,
+            ResidentBytes = _evictor.ResidentPages * PageSize,
+            PeakResidentBytes = _evictor.PeakResidentPages * PageSize,
+            ResidentBudgetBytes = _options.ResidentBudgetBytes,
+            SealedBytes = _sealer.Store.PayloadBytes,
+            StoreMappedBytes = _sealer.Store.MappedBytes,
+            SealedPages = _sealer.SealedPages,
+            FaultP50Nanoseconds = _faults.Latency.Percentile(0.50),
+            FaultP99Nanoseconds = _faults.Latency.Percentile(0.99),
+            FaultMaxNanoseconds = _faults.Latency.MaxNanoseconds,
+            HandlerAllocatedBytes = _handlerAllocatedBytes,
+            HandlerFailed = _reporter.Failure != null,
+            ForkedChildren = _children.Count,
+            PeakForkedChildren = _children.Peak,
+            ChildEvictions = _children.Evictions,
+            Children = _children.Snapshot(),
+            CollapsedRanges = _collapser.Collapsed,
+            CollapseFailures = _collapser.Failed,
+        };
     }
 
     /// <summary>Forgets the fault latencies recorded so far (for benchmarks that measure phases).</summary>
