@@ -3,8 +3,9 @@
  *
  * The program's engine runs in the program (managed code). A forked child cannot run
  * managed code, so before this file its large allocations ran in plaintext, and a daemon
- * (whose first parent exits) or a prefork server's workers held all their data so. Here
- * a child opens a userfaultfd of its own, hands it to the custodian (a process tibet-run
+ * (whose first parent exits) or a prefork server's workers held all their data so. Here,
+ * at its first large allocation, a child opens a userfaultfd of its own, hands it to the
+ * custodian (a process tibet-run
  * started, see src/Core/Custodian), registers each large allocation on it and tells the
  * custodian, which serves its faults and seals its pages as the program's engine does.
  * The custodian outlives the child's parent: a daemon stays served.
@@ -87,7 +88,10 @@
 
 
 
-enum { SERVED_NONE, SERVED_STARTING, SERVED_READY, SERVED_FAILED };
+/* IDLE: the thread waits for the child's first large allocation before it connects, so
+ * that a fork that executes another program at once (a shell's commands) costs the
+ * custodian nothing. */
+enum { SERVED_NONE, SERVED_IDLE, SERVED_STARTING, SERVED_READY, SERVED_FAILED };
 
 /* The header page before each carved block: never registered, so reading it needs the
  * custodian for nothing. */
@@ -433,6 +437,8 @@ static int set_up(void)
 static void *served_loop(void *unused)
 {
     (void)unused;
+    while (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_IDLE)
+        syscall(SYS_futex, &served.state, FUTEX_WAIT_PRIVATE, SERVED_IDLE, NULL, NULL, 0);
     if (set_up() != 0) {
         set_state(SERVED_FAILED); /* nothing was registered: large allocations run as without a custodian */
         return NULL;
@@ -485,7 +491,7 @@ void tibet_served_start_in_child(served_pthread_create_fn create_thread)
     served.window = NULL;
     served.scratch = NULL; /* MADV_WIPEONFORK: the copy is zeros; the mapping stays */
     served.carve_lock = served.control_lock = 0;
-    served.state = SERVED_STARTING;
+    served.state = SERVED_IDLE;
     served.pid = (pid_t)syscall(SYS_getpid);
     served.why = NULL;
 
@@ -513,6 +519,10 @@ void tibet_served_start_in_child(served_pthread_create_fn create_thread)
 /* Waits until the thread has connected (or failed). */
 static int ready(void)
 {
+    int idle = SERVED_IDLE;
+    /* The first large allocation wakes the thread, which connects now. */
+    if (__atomic_compare_exchange_n(&served.state, &idle, SERVED_STARTING, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        syscall(SYS_futex, &served.state, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
     int state;
     while ((state = __atomic_load_n(&served.state, __ATOMIC_ACQUIRE)) == SERVED_STARTING)
         syscall(SYS_futex, &served.state, FUTEX_WAIT_PRIVATE, SERVED_STARTING, NULL, NULL, 0);
