@@ -73,25 +73,50 @@ internal sealed unsafe class CustodianService
     /// <summary>Hellos refused (a pid that did not match its connection, or nonsense).</summary>
     public long Refused => Interlocked.Read(ref _refused);
 
-    /// <summary>Serves until the registry has no holder left and every served process has
-    /// ended.</summary>
+    /// <summary>Connections accepted whose hello has not come yet: each is read when it
+    /// comes, so that one that says nothing holds no other up.</summary>
+    private readonly List<(int Fd, int Pid, long Deadline)> _pending = [];
+
+    /// <summary>Hellos waiting at once; beyond, the oldest is dropped (its process's
+    /// allocations run in plaintext, said).</summary>
+    private const int MaxPending = 256;
+
+    /// <summary>Serves until the program has ended and every served process has too.</summary>
     public void Run()
     {
         Diagnostics.LiveStatsServer.Start(Snapshot, _say);
         long idleSince = System.Diagnostics.Stopwatch.GetTimestamp();
+        var set = new Libc.PollFd[1 + MaxPending];
         while (true)
         {
-            Libc.PollFd wait = new() { Fd = _registry, Events = Libc.POLLIN };
-            int ready = Libc.poll(&wait, 1, 50);
+            set[0] = new Libc.PollFd { Fd = _registry, Events = Libc.POLLIN };
+            for (int i = 0; i < _pending.Count; i++)
+                set[1 + i] = new Libc.PollFd { Fd = _pending[i].Fd, Events = Libc.POLLIN };
+            int ready;
+            fixed (Libc.PollFd* fds = set)
+                ready = Libc.poll(fds, (nuint)(1 + _pending.Count), 50);
             if (ready < 0 && Libc.LastErrno != Libc.EINTR)
                 throw new InvalidOperationException($"poll of the registry failed: {Libc.Describe(Libc.LastErrno)}");
-            if (ready > 0)
+            long now = System.Diagnostics.Stopwatch.GetTimestamp();
+            for (int i = _pending.Count - 1; i >= 0; i--)
+            {
+                var (fd, pid, deadline) = _pending[i];
+                if (ready > 0 && set[1 + i].Revents != 0)
+                    ReceiveHello(fd, pid);
+                else if (now < deadline)
+                    continue;
+                Libc.close(fd); // answered, or silent for 2 s
+                _pending.RemoveAt(i);
+            }
+            if (ready > 0 && (set[0].Revents & Libc.POLLIN) != 0)
                 Accept();
             if (Living() > 0 || ProgramLives())
                 idleSince = System.Diagnostics.Stopwatch.GetTimestamp();
             else if (System.Diagnostics.Stopwatch.GetElapsedTime(idleSince) >= Linger)
                 break;
         }
+        foreach (var (fd, _, _) in _pending)
+            Libc.close(fd);
         Libc.close(_registry);
     }
 
@@ -167,32 +192,32 @@ internal sealed unsafe class CustodianService
             return _served.Count(p => !p.Ended);
     }
 
-    /// <summary>Takes one connection off the registry and its hello.</summary>
+    /// <summary>Takes one connection off the registry; its hello is read when it comes.</summary>
     private void Accept()
     {
-        int connection = Libc.accept4(_registry, null, null, Libc.SOCK_CLOEXEC);
+        int connection = Libc.accept4(_registry, null, null, Libc.SOCK_CLOEXEC | Libc.SOCK_NONBLOCK);
         if (connection < 0)
             return;
-        try
-        {
-            Libc.UCred peer;
-            uint length = (uint)sizeof(Libc.UCred);
-            if (Libc.getsockopt(connection, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &peer, &length) != 0)
-                return;
-            if (peer.Uid != 0 && Array.IndexOf(_uids, peer.Uid) < 0)
-            {
-                Interlocked.Increment(ref _refused);
-                _say($"tibet custodian: refused pid {peer.Pid} of uid {peer.Uid}: it is not of this tree's users");
-                return;
-            }
-            // A process that connects and says nothing must not hold the others up.
-            Libc.SetSocketTimeouts(connection, 2);
-            ReceiveHello(connection, peer.Pid);
-        }
-        finally
+        Libc.UCred peer;
+        uint length = (uint)sizeof(Libc.UCred);
+        if (Libc.getsockopt(connection, Libc.SOL_SOCKET, Libc.SO_PEERCRED, &peer, &length) != 0)
         {
             Libc.close(connection);
+            return;
         }
+        if (peer.Uid != 0 && Array.IndexOf(_uids, peer.Uid) < 0)
+        {
+            Interlocked.Increment(ref _refused);
+            _say($"tibet custodian: refused pid {peer.Pid} of uid {peer.Uid}: it is not of this tree's users");
+            Libc.close(connection);
+            return;
+        }
+        if (_pending.Count == MaxPending)
+        {
+            Libc.close(_pending[0].Fd);
+            _pending.RemoveAt(0);
+        }
+        _pending.Add((connection, peer.Pid, System.Diagnostics.Stopwatch.GetTimestamp() + 2 * System.Diagnostics.Stopwatch.Frequency));
     }
 
     private void ReceiveHello(int connection, int peerPid)
