@@ -47,6 +47,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "child_support.h"
 #include "served.h"
 
 #include "uffd_compat.h"
@@ -54,7 +55,6 @@
 #define AGENT_PAGE 4096UL
 #define AGENT_MAX_PAGES 64
 #define AGENT_STACK (64 * 1024) /* below any redirection threshold */
-#define AGENT_FD_FLOOR 1000     /* out of the way of the program's descriptors */
 #define PAGEMAP_PRESENT (1ULL << 63)
 #define PAGEMAP_UFFD_WP (1ULL << 57)
 
@@ -72,13 +72,12 @@ struct agent_answer {
 _Static_assert(sizeof(struct agent_request) == 16, "the engine's AgentRequest mirrors this");
 _Static_assert(sizeof(struct agent_answer) == 16, "the engine's AgentAnswer mirrors this");
 
-typedef int (*agent_pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 
 static volatile int agent_enabled; /* set once the engine can serve children's agents */
 
 void tibet_agent_enable(void);
 int tibet_agent_wanted(void);
-void tibet_agent_start_in_child(int connection, agent_pthread_create_fn create_thread);
+void tibet_agent_start_in_child(int connection, tibet_pthread_create_fn create_thread);
 
 void tibet_agent_enable(void) { __atomic_store_n(&agent_enabled, 1, __ATOMIC_RELEASE); }
 
@@ -104,14 +103,6 @@ static int still_ours(int fd, dev_t dev, ino_t ino)
     return fstat(fd, &now) == 0 && now.st_dev == dev && now.st_ino == ino;
 }
 
-static int move_high(int fd)
-{
-    if (fd < 0 || fd >= AGENT_FD_FLOOR)
-        return fd;
-    int high = fcntl(fd, F_DUPFD_CLOEXEC, AGENT_FD_FLOOR);
-    close(fd);
-    return high;
-}
 
 static void agent_release(struct agent *a, int close_descriptors)
 {
@@ -217,13 +208,13 @@ void tibet_agent_forget_in_grandchild(void)
 
 /* In a forked child, right after fork() returned 0 (from the shim's fork), with the
  * child's end of the socketpair the shim made before the fork. */
-void tibet_agent_start_in_child(int connection, agent_pthread_create_fn create_thread)
+void tibet_agent_start_in_child(int connection, tibet_pthread_create_fn create_thread)
 {
     struct agent *a = &the_agent;
     struct stat st;
     a->scratch_uffd = a->pagemap = -1;
     a->scratch = NULL;
-    a->connection = move_high(connection);
+    a->connection = tibet_move_high(connection);
     if (a->connection < 0 || fstat(a->connection, &st) != 0)
         goto fail;
     a->connection_dev = st.st_dev;
@@ -232,49 +223,23 @@ void tibet_agent_start_in_child(int connection, agent_pthread_create_fn create_t
     if (send(a->connection, &self, sizeof self, MSG_NOSIGNAL) != (ssize_t)sizeof self)
         goto fail;
 
-    a->pagemap = move_high((int)syscall(SYS_openat, AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+    a->pagemap = tibet_move_high((int)syscall(SYS_openat, AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
     if (a->pagemap < 0 || fstat(a->pagemap, &st) != 0)
         goto fail;
     a->pagemap_dev = st.st_dev;
     a->pagemap_ino = st.st_ino;
 
-    /* The scratch area the pages are moved into: registered on a userfaultfd of its own,
-     * write-protect mode only, so that nothing here ever waits on an event or a fault;
-     * wiped in any child of this child, which must not inherit plaintext in flight. */
-    void *scratch = (void *)syscall(SYS_mmap, NULL, AGENT_MAX_PAGES * AGENT_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (scratch == MAP_FAILED)
-        goto fail;
+    /* The scratch area the pages are moved into (child_support.h says how it is kept). */
+    void *scratch;
+    a->scratch_uffd = tibet_open_scratch(AGENT_MAX_PAGES * AGENT_PAGE, &scratch);
     a->scratch = scratch;
-    madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_NOHUGEPAGE);
-    madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_DONTDUMP);
-    madvise(scratch, AGENT_MAX_PAGES * AGENT_PAGE, MADV_WIPEONFORK);
-    a->scratch_uffd = move_high(tibet_open_userfaultfd(O_CLOEXEC)); /* served.c: also for another user */
     if (a->scratch_uffd < 0 || fstat(a->scratch_uffd, &st) != 0)
         goto fail;
     a->scratch_dev = st.st_dev;
     a->scratch_ino = st.st_ino;
-    struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
-    struct uffdio_register reg = {
-        .range = { (uint64_t)(uintptr_t)scratch, AGENT_MAX_PAGES * AGENT_PAGE },
-        .mode = UFFDIO_REGISTER_MODE_WP,
-    };
-    if (ioctl(a->scratch_uffd, UFFDIO_API, &api) != 0 || ioctl(a->scratch_uffd, UFFDIO_REGISTER, &reg) != 0)
-        goto fail;
 
-    /* The thread takes no signal of the program's: they are blocked while it is created. */
-    sigset_t all, before;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &before);
-    pthread_attr_t attributes;
-    pthread_attr_init(&attributes);
-    pthread_attr_setstacksize(&attributes, AGENT_STACK);
-    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
-    int created = create_thread(&thread, &attributes, agent_loop, a);
-    pthread_attr_destroy(&attributes);
-    pthread_sigmask(SIG_SETMASK, &before, NULL);
+    int created = tibet_start_child_thread(create_thread, AGENT_STACK, agent_loop, a, "tibet-agent");
     if (created == 0) {
-        pthread_setname_np(thread, "tibet-agent");
         a->started = 1;
         return;
     }

@@ -67,6 +67,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "child_support.h"
 #include "served.h"
 #include "served_protocol.h"
 
@@ -75,7 +76,6 @@
 #define SERVED_PAGE 4096UL
 #define SERVED_MAX_TAKE 64              /* pages per take-out request (one mask word) */
 #define SERVED_STACK (64 * 1024)        /* below any redirection threshold */
-#define SERVED_FD_FLOOR 1000            /* out of the way of the program's descriptors */
 #define SERVED_RESERVATION TIBET_SERVED_SPAN
 #define SERVED_EXTENTS 4096             /* freed extents kept for reuse */
 
@@ -106,7 +106,6 @@ struct served_identity {
     ino_t ino;
 };
 
-typedef int (*served_pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 
 static struct {
     int configured;        /* a custodian's name was given */
@@ -149,14 +148,6 @@ static void set_state(int state)
     syscall(SYS_futex, &served.state, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
 }
 
-static int move_high(int fd)
-{
-    if (fd < 0 || fd >= SERVED_FD_FLOOR)
-        return fd;
-    int high = fcntl(fd, F_DUPFD_CLOEXEC, SERVED_FD_FLOOR);
-    close(fd);
-    return high;
-}
 
 int tibet_served_configure(const char *name, long custodian_uid)
 {
@@ -343,7 +334,7 @@ int tibet_open_userfaultfd(int flags)
      * descriptor tibet-run opened as root, which may create one for this process. */
     if (fd < 0 && errno == EPERM && served.device >= 0)
         fd = ioctl(served.device, USERFAULTFD_IOC_NEW, flags);
-    return move_high(fd);
+    return tibet_move_high(fd);
 }
 
 static int open_userfaultfd(void) { return tibet_open_userfaultfd(O_CLOEXEC | O_NONBLOCK); }
@@ -363,8 +354,8 @@ static int set_up(void)
         close(control[1]);
         return -1;
     }
-    served.control = move_high(control[0]);
-    served.agent = move_high(agent[0]);
+    served.control = tibet_move_high(control[0]);
+    served.agent = tibet_move_high(agent[0]);
     /* A custodian that never answers must not hold the child's allocations for ever:
      * after 30 s they run in plaintext, said. */
     struct timeval patience = { 30, 0 };
@@ -402,24 +393,11 @@ static int set_up(void)
     madvise(mapped, welcome.window_pages * SERVED_PAGE, MADV_DONTDUMP);
     madvise(mapped, welcome.window_pages * SERVED_PAGE, MADV_DONTFORK);
 
-    /* The scratch area pages are moved into: on a userfaultfd of its own, write-protect
-     * mode only, so nothing here waits on an event or a fault; wiped in a grandchild. */
-    void *scratch = mmap(NULL, SERVED_MAX_TAKE * SERVED_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (scratch == MAP_FAILED)
-        return -1;
+    /* The scratch area pages are moved into (child_support.h says how it is kept). */
+    void *scratch;
+    served.scratch_uffd = tibet_open_scratch(SERVED_MAX_TAKE * SERVED_PAGE, &scratch);
     served.scratch = scratch;
-    madvise(scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_NOHUGEPAGE);
-    madvise(scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_DONTDUMP);
-    madvise(scratch, SERVED_MAX_TAKE * SERVED_PAGE, MADV_WIPEONFORK);
-    served.scratch_uffd = tibet_open_userfaultfd(O_CLOEXEC);
     if (served.scratch_uffd < 0)
-        return -1;
-    struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MOVE };
-    struct uffdio_register reg = {
-        .range = { (uint64_t)(uintptr_t)scratch, SERVED_MAX_TAKE * SERVED_PAGE },
-        .mode = UFFDIO_REGISTER_MODE_WP,
-    };
-    if (ioctl(served.scratch_uffd, UFFDIO_API, &api) != 0 || ioctl(served.scratch_uffd, UFFDIO_REGISTER, &reg) != 0)
         return -1;
 
     /* Carved blocks: PROT_NONE until carved, so nothing else is ever mapped there. A
@@ -477,7 +455,7 @@ static void *served_loop(void *unused)
 /* In a forked child, right after fork() returned 0 (from the shim's fork): forget what
  * the parent had (its connections are the parent's; its reservation's blocks came along
  * as copies, served through the fork event), and start this child's own thread. */
-void tibet_served_start_in_child(served_pthread_create_fn create_thread)
+void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
 {
     if (!served.configured)
         return;
@@ -495,20 +473,8 @@ void tibet_served_start_in_child(served_pthread_create_fn create_thread)
     served.pid = (pid_t)syscall(SYS_getpid);
     served.why = NULL;
 
-    sigset_t all, before;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &before);
-    pthread_attr_t attributes;
-    pthread_attr_init(&attributes);
-    pthread_attr_setstacksize(&attributes, SERVED_STACK);
-    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
-    int created = create_thread(&thread, &attributes, served_loop, NULL);
-    pthread_attr_destroy(&attributes);
-    pthread_sigmask(SIG_SETMASK, &before, NULL);
-    if (created == 0)
-        pthread_setname_np(thread, "tibet-served");
-    else {
+    int created = tibet_start_child_thread(create_thread, SERVED_STACK, served_loop, NULL, "tibet-served");
+    if (created != 0) {
         served.why = "its thread could not be created";
         served.state = SERVED_FAILED;
     }

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Tibet.Core.Interop;
 
-/// <summary>The user database (pwd.h) and file ownership (unistd.h), for tibet-run --user.
+/// <summary>The user database (pwd.h) and switching users (unistd.h, grp.h), for tibet-run --user.
 /// Both may call malloc (NSS); never on the fault path.</summary>
 internal static unsafe partial class Libc
 {
@@ -22,10 +22,6 @@ internal static unsafe partial class Libc
     // https://man7.org/linux/man-pages/man3/getpwnam_r.3.html
     [LibraryImport(Library, EntryPoint = "getpwnam_r", StringMarshalling = StringMarshalling.Utf8)]
     public static partial int getpwnam_r(string name, Passwd* pwd, byte* buf, nuint buflen, Passwd** result);
-
-    // https://man7.org/linux/man-pages/man2/chown.2.html
-    [LibraryImport(Library, EntryPoint = "chown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int chown(string pathname, uint owner, uint group);
 
     // https://man7.org/linux/man-pages/man3/initgroups.3.html
     [LibraryImport(Library, EntryPoint = "initgroups", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]

@@ -9,10 +9,6 @@ internal static partial class Libc
     [LibraryImport(Library, EntryPoint = "getpid")]
     public static partial int getpid();
 
-    // https://man7.org/linux/man-pages/man2/getppid.2.html
-    [LibraryImport(Library, EntryPoint = "getppid")]
-    public static partial int getppid();
-
     // https://man7.org/linux/man-pages/man2/geteuid.2.html
     [LibraryImport(Library, EntryPoint = "geteuid")]
     public static partial uint geteuid();
