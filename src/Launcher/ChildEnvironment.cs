@@ -22,8 +22,7 @@ internal static class ChildEnvironment
 
     /// <param name="programPid">The program's pid (tibet-run's own: it executes the program):
     /// only the program writes --stats-json and prints --stats, not what it starts.</param>
-    /// <param name="identityDescriptor">The inherited descriptor holding the identity hand-off, if any.</param>
-    public static void Apply(IDictionary<string, string?> environment, LaunchOptions options, string library, int programPid, int? identityDescriptor)
+    public static void Apply(IDictionary<string, string?> environment, LaunchOptions options, string library, int programPid)
     {
         foreach (string name in OwnVariables)
             environment.Remove(name);
@@ -53,13 +52,16 @@ internal static class ChildEnvironment
         environment["TIBET_NO_INHERIT"] = options.NoInherit ? "1" : "0";
         environment["TIBET_REQUIRE_ENCRYPTION"] = options.RequireEncryption ? "1" : "0";
         environment["TIBET_DUMPABLE"] = options.Dumpable ? "1" : "0";
-        if (identityDescriptor is int fd)
-        {
-            environment[IdentityHandOff.DescriptorVariable] = Invariant(fd);
-            environment["TIBET_INHERIT_IDENTITY"] = options.InheritIdentity ? "1" : "0";
-        }
         if (options.AuditLogPath != null)
             environment[AuditLogLocation.EnvironmentVariable] = options.AuditLogPath;
+    }
+
+    /// <summary>Names the inherited descriptor that holds the program's identity: the
+    /// custodian's grant, or the hand-off itself (see Tibet.Core.Identity.CustodianGrant).</summary>
+    public static void ApplyIdentity(IDictionary<string, string?> environment, LaunchOptions options, int identityDescriptor)
+    {
+        environment[IdentityHandOff.DescriptorVariable] = Invariant(identityDescriptor);
+        environment["TIBET_INHERIT_IDENTITY"] = options.InheritIdentity ? "1" : "0";
     }
 
     private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);

@@ -14,7 +14,7 @@ namespace Tibet.Launcher;
 /// Starts the custodian beside the program (see Tibet.Core.Custodian.CustodianService),
 /// and is the custodian's entry point: tibet-run runs itself again as
 /// <c>tibet-run --custodian REGISTRY-FD PROGRAM-PIDFD UIDS BUDGET CIPHER EVICTION COMPRESSION
-/// VERBOSITY METRICS-FD HUGE-PAGES-ADDED</c>, an internal interface no user types.
+/// VERBOSITY METRICS-FD HUGE-PAGES-ADDED IDENTITY-FD</c>, an internal interface no user types.
 /// </summary>
 internal static unsafe class CustodianProcess
 {
@@ -56,8 +56,10 @@ internal static unsafe class CustodianProcess
     /// <param name="metrics">--metrics' listening socket, served by the custodian from now on.</param>
     /// <param name="hugePagesAdded">Pages added to the hugetlb pool for this run, given back when the custodian ends.</param>
     /// <param name="programOnly">Descriptors the program inherits and the custodian must not
-    /// (the identity hand-off): close-on-exec while the custodian starts.</param>
-    public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded, int programOnly = -1)
+    /// (the identity hand-off or grant): close-on-exec while the custodian starts.</param>
+    /// <param name="identity">The custodian's identity descriptor (grant token, then the
+    /// hand-off; see IdentityCustody), or -1: inherited by the custodian only.</param>
+    public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded, int programOnly = -1, int identity = -1)
     {
         // Bound here, before the program starts, so that a child connecting before the
         // custodian runs waits in the backlog instead of being refused.
@@ -83,7 +85,7 @@ internal static unsafe class CustodianProcess
             if (program < 0)
                 throw new InvalidOperationException($"pidfd_open: {Libc.Describe(Libc.LastErrno)}");
             // Inherited by the custodian only: close-on-exec again before the program starts.
-            foreach (int fd in (int[])[listener, program, metricsSocket])
+            foreach (int fd in (int[])[listener, program, metricsSocket, identity])
                 if (fd >= 0)
                     Libc.fcntl(fd, Libc.F_SETFD, 0);
             string uids = programUid is uint uid && uid != Libc.geteuid()
@@ -103,9 +105,12 @@ internal static unsafe class CustodianProcess
                          Argument, Invariant(listener), Invariant(program), uids,
                          Invariant(options.BudgetBytes), options.Cipher, options.Eviction,
                          options.Compression == CompressionMode.Auto ? "auto" : "off",
-                         Invariant(options.Verbosity), Invariant(metricsSocket), Invariant(hugePagesAdded),
+                         Invariant(options.Verbosity), Invariant(metricsSocket), Invariant(hugePagesAdded), Invariant(identity),
                      })
                 start.ArgumentList.Add(argument);
+            // The custodian writes the audit records of sealed-model decisions.
+            if (options.AuditLogPath != null)
+                start.Environment[Tibet.Core.Audit.AuditLogLocation.EnvironmentVariable] = options.AuditLogPath;
             if (programOnly >= 0)
                 Libc.fcntl(programOnly, Libc.F_SETFD, Libc.FD_CLOEXEC);
             using Process shell = Process.Start(start)!;
@@ -124,6 +129,7 @@ internal static unsafe class CustodianProcess
             if (listener >= 0) Libc.close(listener);
             if (program >= 0) Libc.close(program);
             if (metricsSocket >= 0) Libc.fcntl(metricsSocket, Libc.F_SETFD, Libc.FD_CLOEXEC);
+            if (identity >= 0) Libc.fcntl(identity, Libc.F_SETFD, Libc.FD_CLOEXEC);
             if (programOnly >= 0) Libc.fcntl(programOnly, Libc.F_SETFD, 0);
         }
         return serveChildren ? name : "";
@@ -152,7 +158,7 @@ internal static unsafe class CustodianProcess
     public static int Run(string[] args)
     {
         uint[] uids = [];
-        if (args.Length != 11
+        if (args.Length != 12
             || !int.TryParse(args[1], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int registry)
             || !int.TryParse(args[2], NumberStyles.None, CultureInfo.InvariantCulture, out int program)
             || !TryParseUids(args[3], out uids)
@@ -162,7 +168,8 @@ internal static unsafe class CustodianProcess
             || args[7] is not ("auto" or "off")
             || !int.TryParse(args[8], NumberStyles.None, CultureInfo.InvariantCulture, out int verbosity)
             || !int.TryParse(args[9], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int metricsSocket)
-            || !long.TryParse(args[10], NumberStyles.None, CultureInfo.InvariantCulture, out long hugePagesAdded))
+            || !long.TryParse(args[10], NumberStyles.None, CultureInfo.InvariantCulture, out long hugePagesAdded)
+            || !int.TryParse(args[11], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int identity))
         {
             Console.Error.WriteLine("tibet-run: --custodian is tibet-run's own: it is started by tibet-run, with arguments it chooses.");
             return 2;
@@ -170,13 +177,16 @@ internal static unsafe class CustodianProcess
         // Its own session: a Ctrl-C for the program's process group must not end it while
         // a daemon still needs it.
         Libc.setsid();
-        foreach (int fd in (int[])[registry, program, metricsSocket])
+        foreach (int fd in (int[])[registry, program, metricsSocket, identity])
             if (fd >= 0)
                 Libc.fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
         Dumpability.MakeNonDumpable();
         using MetricsServer? metrics = metricsSocket >= 0 ? MetricsServer.Adopt(metricsSocket) : null;
+        IdentityCustody? custody = null;
         try
         {
+            if (identity >= 0)
+                custody = IdentityCustody.Load(identity, line => Console.Error.WriteLine(line));
             if (registry < 0)
             {
                 // Nothing to serve: --metrics and the hugetlb pool, while the program lives.
@@ -194,7 +204,7 @@ internal static unsafe class CustodianProcess
                 OnAuthenticationFailure = f => Console.Error.WriteLine(
                     $"tibet custodian: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
             };
-            var service = new CustodianService(HighDescriptors.MoveAbove(registry), uids, program, options, verbosity, line => Console.Error.WriteLine(line));
+            var service = new CustodianService(HighDescriptors.MoveAbove(registry), uids, program, options, verbosity, line => Console.Error.WriteLine(line), custody);
             metrics?.Serve(ProgramPid(program), Environment.ProcessId);
             service.Run();
             return 0;
@@ -206,6 +216,7 @@ internal static unsafe class CustodianProcess
         }
         finally
         {
+            custody?.Dispose(); // wipes the identity's key
             if (hugePagesAdded > 0)
                 HugePagePool.GiveBack(hugePagesAdded);
         }

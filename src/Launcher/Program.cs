@@ -273,7 +273,8 @@ internal static partial class Launcher
             return ExitRefused;
         }
 
-        SecretDescriptor? handOff = null;
+        byte[]? handOff = null;
+        PublicIdentity? identityPublic = null;
         if (options.IdentityPath != null)
         {
             if (!encrypted)
@@ -281,7 +282,7 @@ internal static partial class Launcher
                 Fail($"an identity was given, and sealed models need encrypted RAM, which this machine cannot provide. Refusing to run {options.Command[0]}.");
                 return ExitRefused;
             }
-            if (!TryPrepareHandOff(options, out handOff))
+            if (!TryPrepareHandOff(options, out handOff, out identityPublic))
                 return ExitRefused;
         }
 
@@ -310,17 +311,22 @@ internal static partial class Launcher
         foreach (System.Collections.DictionaryEntry variable in Environment.GetEnvironmentVariables())
             environment[(string)variable.Key] = (string?)variable.Value;
         if (encrypted)
-            ChildEnvironment.Apply(environment, options, library, Environment.ProcessId, handOff?.Descriptor);
+            ChildEnvironment.Apply(environment, options, library, Environment.ProcessId);
 
         // The custodian forks off; this process becomes the program (exec semantics: the
         // program keeps tibet-run's pid, signals reach it directly, and its exit status is
         // tibet-run's). The custodian serves forked children's own allocations, hosts
         // --metrics, and gives the hugetlb pool back, all after the program has ended too.
         bool custodianStarted = false;
+        // With --identity, the custodian keeps the identity and the program gets a grant
+        // (IdentityCustody): the identity's secret never enters the program.
+        IdentityDescriptors? identity = null;
+        if (handOff != null && !TryPrepareIdentityDescriptors(handOff, identityPublic!, custodianWanted, out identity))
+            return ExitRefused;
         if (encrypted && (custodianWanted || metrics != null || pool != null))
         {
             var custodian = CustodianProcess.Start(options, account?.Uid, serveChildren: custodianWanted, metrics, pool?.AddedPages ?? 0,
-                programOnly: handOff?.Descriptor ?? -1);
+                programOnly: identity?.Program.Descriptor ?? -1, identity: identity?.Custodian?.Descriptor ?? -1);
             if (custodian != null && custodianWanted)
             {
                 environment[CustodianProcess.SocketVariable] = custodian;
@@ -330,6 +336,10 @@ internal static partial class Launcher
             }
             custodianStarted = custodian != null;
         }
+        if (identity != null && !TryHandIdentityToProgram(identity, handOff!, custodianWanted && custodianStarted, options, environment))
+            return ExitRefused;
+        if (handOff != null)
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(handOff);
         if (!custodianStarted)
         {
             if (metrics != null)
@@ -375,24 +385,17 @@ internal static partial class Launcher
     }
 
     /// <summary>Loads the identity (asking for its passphrase if it has one) and the claim,
-    /// and puts them in a secret descriptor for the program.</summary>
-    private static bool TryPrepareHandOff(LaunchOptions options, out SecretDescriptor? handOff)
+    /// and encodes them as a hand-off (a pinned array the caller wipes).</summary>
+    private static bool TryPrepareHandOff(LaunchOptions options, out byte[]? handOff, out PublicIdentity? identity)
     {
         handOff = null;
+        identity = null;
         try
         {
             Claim? claim = null;
             if (options.ClaimPath != null && !Claim.TryDecode(ClaimFile.ReadAllBytes(options.ClaimPath), out claim, out _, out string problem))
                 return Fail($"'{options.ClaimPath}' is not a claim: {problem}. Check that you named the claim file (tibet claim show FILE).");
-            byte[] message = IdentityHandOff.Prepare(options.IdentityPath!, Tibet.Cli.PassphraseInput.ForOpening(options.IdentityPath!, options.PassphraseFile), claim, out var identity);
-            try
-            {
-                handOff = SecretDescriptor.Create(message);
-            }
-            finally
-            {
-                System.Security.Cryptography.CryptographicOperations.ZeroMemory(message);
-            }
+            handOff = IdentityHandOff.Prepare(options.IdentityPath!, Tibet.Cli.PassphraseInput.ForOpening(options.IdentityPath!, options.PassphraseFile), claim, out identity);
             if (options.Verbosity > 0)
                 Console.Error.WriteLine($"tibet-run: identity {identity.Fingerprint.ToShortString()}" +
                                         (claim == null ? ", no claim" : $", claim {claim.IdHex} ({ClearanceLevelNames.ToName(claim.Clearance)}, expires {claim.Expires:u})"));
@@ -402,6 +405,76 @@ internal static partial class Launcher
         {
             return Fail(e.Message);
         }
+    }
+
+    /// <summary>The identity's descriptors: the custodian's (its grant token, then the
+    /// hand-off), and the program's (the grant; or the hand-off itself, without a custodian).</summary>
+    private sealed record IdentityDescriptors(SecretDescriptor Program, SecretDescriptor? Custodian, byte[]? Token);
+
+    private static bool TryPrepareIdentityDescriptors(byte[] handOff, PublicIdentity identity, bool custodianWanted, out IdentityDescriptors? descriptors)
+    {
+        descriptors = null;
+        byte[]? custodianContents = null, grant = null, token = null;
+        SecretDescriptor? custodian = null;
+        try
+        {
+            if (!custodianWanted)
+            {
+                descriptors = new IdentityDescriptors(SecretDescriptor.Create(handOff), null, null);
+                return true;
+            }
+            token = CustodianGrant.NewToken();
+            custodianContents = GC.AllocateArray<byte>(token.Length + handOff.Length, pinned: true);
+            token.CopyTo(custodianContents, 0);
+            handOff.CopyTo(custodianContents, token.Length);
+            custodian = SecretDescriptor.Create(custodianContents);
+            grant = CustodianGrant.Encode(identity, token);
+            descriptors = new IdentityDescriptors(SecretDescriptor.Create(grant), custodian, token);
+            custodian = null;
+            token = null;
+            return true;
+        }
+        catch (InvalidOperationException e)
+        {
+            custodian?.Dispose();
+            return Fail(e.Message);
+        }
+        finally
+        {
+            foreach (byte[]? secret in (byte[]?[])[custodianContents, grant, token])
+                if (secret != null)
+                    System.Security.Cryptography.CryptographicOperations.ZeroMemory(secret);
+        }
+    }
+
+    /// <summary>
+    /// Gives the program its identity descriptor: the grant when the custodian started with
+    /// the identity; else (it did not start) the hand-off itself, said in one line, since
+    /// the identity's secret then lives in the program. Closes the custodian's descriptor,
+    /// which the program must not inherit.
+    /// </summary>
+    private static bool TryHandIdentityToProgram(IdentityDescriptors identity, byte[] handOff, bool custodianHoldsIt, LaunchOptions options,
+        Dictionary<string, string?> environment)
+    {
+        identity.Custodian?.Dispose();
+        if (identity.Token != null)
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(identity.Token);
+        SecretDescriptor program = identity.Program;
+        if (identity.Custodian != null && !custodianHoldsIt)
+        {
+            program.Dispose();
+            try
+            {
+                program = SecretDescriptor.Create(handOff);
+            }
+            catch (InvalidOperationException e)
+            {
+                return Fail(e.Message);
+            }
+            Console.Error.WriteLine("tibet-run: the custodian did not start, so the identity's secret is handed to the program itself (see docs/threat-model.md).");
+        }
+        ChildEnvironment.ApplyIdentity(environment, options, program.Descriptor);
+        return true;
     }
 
     private static void AnnounceBudget(LaunchOptions options)

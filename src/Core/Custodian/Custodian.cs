@@ -21,8 +21,12 @@ namespace Tibet.Core.Custodian;
 /// is gone and nothing has been served for <see cref="Linger"/> (a process between fork
 /// and exec holds no connection). It runs in a session of its own, so a
 /// Ctrl-C meant for the program does not end it while a daemon still needs it.</para>
+/// <para>Sealed models: with --identity, the custodian holds the identity and the claim
+/// (<see cref="IdentityCustody"/>); a process that opens a sealed model asks it for the
+/// decision and gets only that model's data key.</para>
 /// <para>What it is not yet (docs/design/custodian.md): the program's own pages are
-/// served by the engine inside the program, and the keys of those live there.</para>
+/// served by the engine inside the program, and the keys of those (arena keys, and the
+/// data keys of live models) live there.</para>
 /// </remarks>
 internal sealed unsafe class CustodianService
 {
@@ -37,6 +41,7 @@ internal sealed unsafe class CustodianService
     private readonly bool _registerWriteProtect;
     private readonly Action<string> _say;
     private readonly int _verbosity;
+    private readonly IdentityCustody? _custody;
     private readonly List<ServedProcess> _served = [];
     private readonly Lock _servedLock = new();
     private long _refused;
@@ -47,8 +52,11 @@ internal sealed unsafe class CustodianService
     /// <param name="options">The engine options of each served process.</param>
     /// <param name="verbosity">Above 0: one line per served process as it ends.</param>
     /// <param name="say">Where lines for the user go (the custodian's stderr).</param>
-    public CustodianService(int registry, uint[] uids, int program, EngineOptions options, int verbosity, Action<string> say)
+    /// <param name="custody">The identity tibet-run handed over, if it was given one: the
+    /// custodian decides access to sealed models for the tree.</param>
+    public CustodianService(int registry, uint[] uids, int program, EngineOptions options, int verbosity, Action<string> say, IdentityCustody? custody = null)
     {
+        _custody = custody;
         _registry = registry;
         _uids = uids;
         _program = program;
@@ -231,14 +239,19 @@ internal sealed unsafe class CustodianService
                 Libc.close(fds[i]);
             return;
         }
-        int expected = hello.Kind == ServedProtocol.KindApi ? 2 : 3;
+        int expected = hello.Kind == ServedProtocol.KindServe ? 3 : 2;
         if (n != sizeof(ServedHello) || count != expected || hello.Magic != ServedProtocol.Magic || hello.Version != ServedProtocol.Version
-            || hello.Kind > ServedProtocol.KindApi || hello.Pid != peerPid || !CreatedBy(fds[0], hello.Pid))
+            || hello.Kind > ServedProtocol.KindSealed || hello.Pid != peerPid || !CreatedBy(fds[0], hello.Pid))
         {
             for (int i = 0; i < count; i++)
                 Libc.close(fds[i]);
             Interlocked.Increment(ref _refused);
             _say($"tibet custodian: refused a connection of pid {peerPid}: its hello did not match what it sent");
+            return;
+        }
+        if (hello.Kind == ServedProtocol.KindSealed)
+        {
+            AnswerSealedRequest(fds[0], fds[1], hello.Pid);
             return;
         }
         int uffd = fds[expected - 1];
@@ -263,6 +276,26 @@ internal sealed unsafe class CustodianService
         lock (_servedLock)
             _served.Add(process);
         process.Start();
+    }
+
+    /// <summary>A process asks for the key of a sealed model it opened: decided off this
+    /// thread (it reads the model's tag table and writes the audit log), so that the
+    /// registry keeps answering.</summary>
+    private void AnswerSealedRequest(int reply, int model, int pid)
+    {
+        if (_custody is not { } custody)
+        {
+            // tibet-run was given no identity: the program holds no grant either, so this
+            // is not a request tibet's own processes make.
+            Interlocked.Increment(ref _refused);
+            Libc.close(reply);
+            Libc.close(model);
+            _say($"tibet custodian: refused a sealed-model request of pid {pid}: tibet-run was given no identity");
+            return;
+        }
+        reply = HighDescriptors.MoveAbove(reply);
+        model = HighDescriptors.MoveAbove(model);
+        ThreadPool.UnsafeQueueUserWorkItem(_ => custody.Answer(reply, model, pid), null);
     }
 
     /// <summary>

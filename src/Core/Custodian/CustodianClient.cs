@@ -7,7 +7,8 @@ namespace Tibet.Core.Custodian;
 /// What a process of the tree asks the custodian for itself: UFFDIO_API on its engine's
 /// userfaultfd, with the fork events its own user may not enable (they need
 /// CAP_SYS_PTRACE of whoever issues UFFDIO_API; tibet-run --user runs the program as a
-/// user without it, and the custodian keeps root's).
+/// user without it, and the custodian keeps root's); and the decision on a sealed model,
+/// made with the identity only the custodian holds.
 /// </summary>
 internal static unsafe class CustodianClient
 {
@@ -47,6 +48,98 @@ internal static unsafe class CustodianClient
         }
         finally
         {
+            if (registry >= 0) Libc.close(registry);
+            Libc.close(pair[0]);
+            if (pair[1] >= 0) Libc.close(pair[1]);
+        }
+    }
+
+    /// <summary>
+    /// Asks the custodian, which keeps the identity, to decide access to the sealed model
+    /// open as <paramref name="model"/>, showing <paramref name="token"/> (this process's
+    /// grant). On an answer, returns true with its status, reason and message, and, when
+    /// the reason is Live, the data key in <paramref name="dataKey"/> (the caller wipes it).
+    /// False, with <paramref name="problem"/>, when no custodian answered.
+    /// </summary>
+    public static bool RequestSealedAccess(int model, ReadOnlySpan<byte> token, Span<byte> dataKey,
+        out int status, out Sealing.SealAccessReason reason, out string message, out string problem)
+    {
+        if (SecureExecution.IsActive || Environment.GetEnvironmentVariable(ServedProtocol.SocketVariable) is not { Length: > 0 and <= 100 } name)
+        {
+            status = SealedAccessAnswer.Refused;
+            reason = Sealing.SealAccessReason.NoIdentity;
+            message = "";
+            problem = $"{ServedProtocol.SocketVariable} does not name one in this process";
+            return false;
+        }
+        return RequestSealedAccess(name, model, token, dataKey, out status, out reason, out message, out problem);
+    }
+
+    /// <summary>As above, of the custodian at the abstract socket <paramref name="name"/>.</summary>
+    internal static bool RequestSealedAccess(string name, int model, ReadOnlySpan<byte> token, Span<byte> dataKey,
+        out int status, out Sealing.SealAccessReason reason, out string message, out string problem)
+    {
+        status = SealedAccessAnswer.Refused;
+        reason = Sealing.SealAccessReason.NoIdentity;
+        message = "";
+        problem = "";
+        if (dataKey.Length != Sealing.SealFormat.DataKeySize || token.Length != Identity.CustodianGrant.TokenSize)
+            throw new ArgumentException("A data key and a grant token are 32 bytes each.");
+        int* pair = stackalloc int[2];
+        if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair) != 0)
+        {
+            problem = $"socketpair: {Libc.Describe(Libc.LastErrno)}";
+            return false;
+        }
+        int size = sizeof(SealedAccessAnswer) + SealedAccessAnswer.MaxMessageBytes;
+        byte* buffer = stackalloc byte[size];
+        int registry = ServedProtocol.Connect(name);
+        try
+        {
+            if (registry < 0 || !IsTheCustodian(registry))
+            {
+                problem = "nothing of tibet-run's answers at its socket (it has ended?)";
+                return false;
+            }
+            // The token waits on the private connection, so the custodian reads it at once.
+            SealedAccessRequest request;
+            token.CopyTo(new Span<byte>(request.Token, Identity.CustodianGrant.TokenSize));
+            nint sent = Libc.send(pair[0], &request, (nuint)sizeof(SealedAccessRequest), Libc.MSG_NOSIGNAL);
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(new Span<byte>(request.Token, Identity.CustodianGrant.TokenSize));
+            ServedHello hello = new()
+            {
+                Magic = ServedProtocol.Magic,
+                Version = ServedProtocol.Version,
+                Pid = Libc.getpid(),
+                Kind = ServedProtocol.KindSealed,
+            };
+            if (sent != sizeof(SealedAccessRequest)
+                || Libc.SendWithDescriptors(registry, &hello, (nuint)sizeof(ServedHello), [pair[1], model]) != sizeof(ServedHello))
+            {
+                problem = "it did not take the request";
+                return false;
+            }
+            Libc.close(pair[1]);
+            pair[1] = -1;
+            // Reading the tag table of a large model and writing the audit log take a while;
+            // the custodian's first answer may also wait for its start-up.
+            Libc.SetSocketTimeouts(pair[0], 30);
+            nint n = Libc.recv(pair[0], buffer, (nuint)size, 0);
+            var answer = (SealedAccessAnswer*)buffer;
+            if (n < sizeof(SealedAccessAnswer) || answer->MessageBytes < 0 || answer->MessageBytes > n - sizeof(SealedAccessAnswer))
+            {
+                problem = n < 0 ? $"no answer ({Libc.Describe(Libc.LastErrno)})" : "no answer (it ended while deciding?)";
+                return false;
+            }
+            status = answer->Status;
+            reason = Enum.IsDefined((Sealing.SealAccessReason)answer->Reason) ? (Sealing.SealAccessReason)answer->Reason : Sealing.SealAccessReason.NoIdentity;
+            message = System.Text.Encoding.UTF8.GetString(buffer + sizeof(SealedAccessAnswer), answer->MessageBytes);
+            new ReadOnlySpan<byte>(answer->DataKey, Sealing.SealFormat.DataKeySize).CopyTo(dataKey);
+            return true;
+        }
+        finally
+        {
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(new Span<byte>(buffer, size));
             if (registry >= 0) Libc.close(registry);
             Libc.close(pair[0]);
             if (pair[1] >= 0) Libc.close(pair[1]);

@@ -21,6 +21,12 @@ internal static class ServedProtocol
     /// userfaultfd (reply end and userfaultfd attached; answered with a <see cref="ServedStatus"/>).</summary>
     public const uint KindApi = 1;
 
+    /// <summary><see cref="ServedHello.Kind"/>: decide access to a sealed model with the
+    /// identity the custodian keeps (a reply end and the model's descriptor attached; the
+    /// reply end carries a <see cref="SealedAccessRequest"/> first, and the answer, a
+    /// <see cref="SealedAccessAnswer"/>, back). Managed on both sides: served.c never asks.</summary>
+    public const uint KindSealed = 2;
+
     /// <summary>The variable that names the custodian's abstract socket in every process of
     /// the tree (lowercase letters, digits and dashes).</summary>
     public const string SocketVariable = "TIBET_CUSTODIAN_SOCKET";
@@ -113,4 +119,40 @@ internal struct ServedTaken
     public ulong Gone;
     public ulong Again;
     public ulong Reserved;
+}
+
+/// <summary>What a process sends on its reply end before a <see cref="ServedProtocol.KindSealed"/>
+/// hello: the grant token it received from tibet-run (Tibet.Core.Identity.CustodianGrant).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct SealedAccessRequest
+{
+    public fixed byte Token[Identity.CustodianGrant.TokenSize];
+}
+
+/// <summary>The custodian's answer to a sealed-model request, followed in the same message
+/// by <see cref="MessageBytes"/> bytes of UTF-8: its one-line message.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct SealedAccessAnswer
+{
+    /// <summary>The custodian decided: <see cref="Reason"/> says live or why dead.</summary>
+    public const int Decided = 0;
+
+    /// <summary>The decision could not be recorded in the audit log (the message says
+    /// why): the model stays dead, since there is no access without a trace.</summary>
+    public const int NotRecorded = 1;
+
+    /// <summary>The custodian did not decide: the token is not its grant, or it holds no
+    /// identity, or the file cannot be read (the message says which).</summary>
+    public const int Refused = 2;
+
+    /// <summary>Message bytes at most.</summary>
+    public const int MaxMessageBytes = 3072;
+
+    public int Status;
+    /// <summary>A Tibet.Core.Sealing.SealAccessReason.</summary>
+    public int Reason;
+    public int MessageBytes;
+    public int Reserved;
+    /// <summary>The model's data key when <see cref="Reason"/> is Live; zeros otherwise.</summary>
+    public fixed byte DataKey[Sealing.SealFormat.DataKeySize];
 }

@@ -153,14 +153,26 @@ public sealed class SealedModel : IDisposable
     /// tampered file (a file that changes while it is read gives
     /// <see cref="SealAccessReason.MalformedSeal"/>).</returns>
     /// <exception cref="IOException">The file cannot be read.</exception>
-    public AccessDecision Decide(Identity? identity, Claim? claim, DateTimeOffset now)
+    public AccessDecision Decide(Identity? identity, Claim? claim, DateTimeOffset now) => Decide(identity, claim, now, []);
+
+    /// <summary>
+    /// The access decision, as <see cref="Decide(Identity?, Claim?, DateTimeOffset)"/>, for
+    /// the custodian, which decides for a process that must not hold the identity: when
+    /// live, the raw data key is also written into <paramref name="grantedDataKey"/> (of
+    /// <see cref="SealFormat.DataKeySize"/> bytes; the caller hands it over and wipes it).
+    /// The process then checks it with <see cref="AdmitGrantedKey"/>.
+    /// </summary>
+    public AccessDecision Decide(Identity? identity, Claim? claim, DateTimeOffset now, Span<byte> grantedDataKey)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!grantedDataKey.IsEmpty && grantedDataKey.Length != SealFormat.DataKeySize)
+            throw new ArgumentException($"The data key is {SealFormat.DataKeySize} bytes.", nameof(grantedDataKey));
         if (identity is null)
             return AccessDecision.Dead(SealAccessReason.NoIdentity,
                 $"No identity was given; '{_sourceName}' opens only for an identity it is sealed to ({DescribeRecipients()}): give one of those.");
 
         Span<byte> dataKeyBytes = stackalloc byte[SealFormat.DataKeySize];
+        bool granted = false;
         Key? dataKey = null;
         NativeBuffer? block = null;
         try
@@ -170,6 +182,9 @@ public sealed class SealedModel : IDisposable
                 return unwrapFailure;
 
             dataKey = SealFormat.ImportDataKey(dataKeyBytes);
+            // Kept only if the decision is live (wiped below otherwise).
+            if (!grantedDataKey.IsEmpty)
+                dataKeyBytes.CopyTo(grantedDataKey);
             block = SealedModelKey.AllocateBlock(DataPages);
             bool authentic;
             using (Key macKey = SealFormat.DeriveMacKey(dataKeyBytes, _seal.FileId))
@@ -192,6 +207,7 @@ public sealed class SealedModel : IDisposable
             var key = new SealedModelKey(dataKey, block, _seal.FileId, _headerHash, DataPages);
             dataKey = null;
             block = null;
+            granted = true;
             return AccessDecision.Live(key, claim,
                 $"Identity {identity.Fingerprint.ToShortString()} holds {ClearanceLevelNames.ToName(claim.Clearance)} from trusted issuer " +
                 $"{claim.Issuer.Fingerprint.ToShortString()} until {ClaimVerifier.FormatTime(claim.Expires)}; '{_sourceName}' requires {ClearanceLevelNames.ToName(Requirements.Clearance)}.");
@@ -204,7 +220,52 @@ public sealed class SealedModel : IDisposable
         finally
         {
             CryptographicOperations.ZeroMemory(dataKeyBytes);
+            if (!granted)
+                CryptographicOperations.ZeroMemory(grantedDataKey);
             dataKey?.Dispose();
+            block?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A live decision from a data key the custodian granted (it decided, with the identity
+    /// and claim only it holds; <paramref name="message"/> is its word). The key must still
+    /// verify the seal's MAC over header, trailer and tag table, so a wrong key, or a file
+    /// changed since the custodian read it, gives <see cref="SealAccessReason.HeaderTampered"/>,
+    /// never wrong plaintext. The caller wipes <paramref name="dataKey"/>.
+    /// </summary>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    public AccessDecision AdmitGrantedKey(ReadOnlySpan<byte> dataKey, string message)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(message);
+        if (dataKey.Length != SealFormat.DataKeySize)
+            return AccessDecision.Dead(SealAccessReason.HeaderTampered, $"The key granted for '{_sourceName}' is {dataKey.Length} bytes, not {SealFormat.DataKeySize}.");
+        Key? key = null;
+        NativeBuffer? block = null;
+        try
+        {
+            key = SealFormat.ImportDataKey(dataKey);
+            block = SealedModelKey.AllocateBlock(DataPages);
+            bool authentic;
+            using (Key macKey = SealFormat.DeriveMacKey(dataKey, _seal.FileId))
+                authentic = ReadTagTableAndVerifyMac(macKey, block);
+            if (!authentic)
+                return AccessDecision.Dead(SealAccessReason.HeaderTampered,
+                    $"The seal of '{_sourceName}' does not verify with the key the custodian granted: the file was altered after the custodian read it. Get an intact copy of the sealed model.");
+            var live = new SealedModelKey(key, block, _seal.FileId, _headerHash, DataPages);
+            key = null;
+            block = null;
+            return AccessDecision.Live(live, claim: null, message);
+        }
+        catch (EndOfStreamException)
+        {
+            return AccessDecision.Dead(SealAccessReason.MalformedSeal,
+                $"'{_sourceName}' ended early while its tag table was read: it was truncated or changed after opening. Open it again once nothing writes to it.");
+        }
+        finally
+        {
+            key?.Dispose();
             block?.Dispose();
         }
     }

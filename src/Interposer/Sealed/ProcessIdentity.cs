@@ -9,20 +9,34 @@ using Identity = Tibet.Core.Identity.Identity;
 
 /// <summary>
 /// The identity and claim this process presents when it opens a sealed model, as
-/// tibet-run handed them over through an inherited descriptor. Without --identity there
-/// is none, and every sealed model is dead material.
+/// tibet-run handed them over through an inherited descriptor: a grant, with which the
+/// custodian decides (it keeps the identity; the usual case), or the hand-off itself (no
+/// custodian: TIBET_CUSTODIAN=0). Without --identity there is none, and every sealed
+/// model is dead material.
 /// </summary>
 internal sealed unsafe class ProcessIdentity
 {
     /// <summary>Set for executed programs by a process that kept the identity from them.</summary>
     public const string WithheldVariable = "TIBET_IDENTITY_WITHHELD";
 
-    private ProcessIdentity(Identity? identity, Claim? claim, int? withheldBy = null)
+    private ProcessIdentity(Identity? identity, Claim? claim, int? withheldBy = null, PublicIdentity? granted = null, byte[]? grantToken = null)
     {
         Identity = identity;
         Claim = claim;
         WithheldBy = withheldBy;
+        Granted = granted;
+        GrantToken = grantToken;
     }
+
+    /// <summary>The identity the custodian keeps for this process (tibet-run gave a grant,
+    /// <see cref="CustodianGrant"/>): decisions are the custodian's. Null otherwise.</summary>
+    public PublicIdentity? Granted { get; }
+
+    /// <summary>The grant's token, shown to the custodian with each request (pinned).</summary>
+    public byte[]? GrantToken { get; }
+
+    /// <summary>The identity this process presents, whoever holds its secret.</summary>
+    public Tibet.Core.Identity.Fingerprint? Fingerprint => Identity?.Fingerprint ?? Granted?.Fingerprint;
 
     public static ProcessIdentity None { get; } = new(null, null);
 
@@ -65,7 +79,13 @@ internal sealed unsafe class ProcessIdentity
                 throw new InterposerConfigException($"{source} cannot be mapped ({Libc.Describe(Libc.LastErrno)}); it is not an identity hand-off from tibet-run");
             try
             {
-                var (identity, claim) = IdentityHandOff.Open(new ReadOnlySpan<byte>((void*)map, (int)status.st_size), source);
+                var contents = new ReadOnlySpan<byte>((void*)map, (int)status.st_size);
+                if (CustodianGrant.LooksLikeGrant(contents))
+                {
+                    var (granted, token) = CustodianGrant.Decode(contents, source);
+                    return new ProcessIdentity(null, null, granted: granted, grantToken: token);
+                }
+                var (identity, claim) = IdentityHandOff.Open(contents, source);
                 return new ProcessIdentity(identity, claim);
             }
             catch (IdentityException e)

@@ -150,6 +150,8 @@ internal sealed unsafe class SealedFiles
 
         using (model)
         {
+            if (_identity.GrantToken != null)
+                return DecideThroughCustodian(model, own, path, key, source);
             AccessDecision decision;
             try
             {
@@ -177,6 +179,63 @@ internal sealed unsafe class SealedFiles
         }
     }
 
+    /// <summary>
+    /// The decision, made by the custodian, which keeps the identity and the claim and
+    /// writes the audit record: this process shows its grant and the model's descriptor,
+    /// and gets the verdict and, when live, the model's data key, which must still verify
+    /// the seal (<see cref="SealedModel.AdmitGrantedKey"/>).
+    /// </summary>
+    private SealedFileAccess DecideThroughCustodian(SealedModel model, int fd, string path, FileKey key, SafeFileHandle source)
+    {
+        Span<byte> dataKey = stackalloc byte[SealFormat.DataKeySize];
+        try
+        {
+            if (!Tibet.Core.Custodian.CustodianClient.RequestSealedAccess(fd, _identity.GrantToken, dataKey,
+                    out int status, out SealAccessReason reason, out string message, out string problem))
+            {
+                Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: the custodian, which keeps the identity, " +
+                                $"cannot be reached ({problem}). It ends when tibet-run's program and every process it serves have ended; " +
+                                "a process that outlives them opens no sealed model.");
+                return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
+            }
+            if (status == Tibet.Core.Custodian.SealedAccessAnswer.NotRecorded)
+            {
+                Shim.WriteError($"tibet: '{path}' is served as dead material (zero pages): its access could not be recorded " +
+                                $"in the audit log ({message}). Fix the log or name a writable one with --audit-log.");
+                return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
+            }
+            if (status != Tibet.Core.Custodian.SealedAccessAnswer.Decided || reason != SealAccessReason.Live)
+            {
+                Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: {reason}: {message}");
+                return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
+            }
+            AccessDecision decision;
+            try
+            {
+                decision = model.AdmitGrantedKey(dataKey, message);
+            }
+            catch (IOException e)
+            {
+                return Refuse(path, key, source, "Unreadable", SealedModel.OneLine(e.Message));
+            }
+            if (!decision.IsLive)
+            {
+                decision.Dispose();
+                Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: {decision}");
+                TryAudit(path, AuditDecision.Denied, decision.ToString(), out _);
+                return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
+            }
+            if (_verbosity > 0)
+                Shim.WriteError($"tibet: '{path}' is live: {decision.Message}");
+            // The view holds the live key for the rest of the process; the decision is not kept.
+            return new SealedFileAccess(path, key, source, SealedFileView.For(model, decision.Key));
+        }
+        finally
+        {
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(dataKey);
+        }
+    }
+
     private SealedFileAccess Refuse(string path, FileKey key, SafeFileHandle? source, string reason, string message)
     {
         Shim.WriteError($"tibet: '{path}' looks like a sealed model but cannot be opened as one ({reason}: {message}); " +
@@ -195,7 +254,7 @@ internal sealed unsafe class SealedFiles
                 Object = path,
                 Decision = decision,
                 Reason = reason,
-                Identity = _identity.Identity?.Fingerprint,
+                Identity = _identity.Fingerprint,
             });
             return true;
         }

@@ -7,10 +7,12 @@ using SecretIdentity = Tibet.Core.Identity.Identity;
 namespace Tibet.IntegrationTests.Hardening;
 
 /// <summary>
-/// Only the X25519 secret of an identity reaches the program; the Ed25519 signing seed,
-/// with which whoever holds it could issue claims as the identity, never does: not in the
-/// hand-off tibet-run prepares, not in the memfd_secret the program receives, not in the
-/// program's memory.
+/// No secret of an identity reaches the program: the custodian keeps the X25519 secret and
+/// the program receives a grant (IdentityCustodyTests). Without a custodian
+/// (TIBET_CUSTODIAN=0) the X25519 secret is handed to the program; the Ed25519 signing
+/// seed, with which whoever holds it could issue claims as the identity, never is: not in
+/// the hand-off tibet-run prepares, not in the memfd_secret the program receives, not in
+/// the program's memory.
 /// </summary>
 public sealed class HandOffTests : IDisposable
 {
@@ -56,39 +58,60 @@ public sealed class HandOffTests : IDisposable
         }
     }
 
-    [Fact]
-    public void The_descriptor_the_program_receives_holds_no_signing_seed()
+    /// <summary>Runs prog_handoff_dump under tibet-run --identity --inherit-identity (the
+    /// interposer then leaves the descriptor open, so the program can map it) and returns
+    /// what the descriptor holds.</summary>
+    private byte[] DescriptorContents(string name, Dictionary<string, string?>? environment = null)
     {
-        string path = _directory.File("run.id");
+        string path = _directory.File(name);
         IdentityFile.WriteSecret(path, _identity);
         string dumper = NativeBuild.Compile("prog_handoff_dump.c");
-
-        // --inherit-identity: the interposer leaves the descriptor open, so the program can map it.
-        var run = TibetRun.Encrypted(["--identity", path, "--inherit-identity"], [dumper]);
+        var run = TibetRun.Encrypted(["--identity", path, "--inherit-identity"], [dumper], environment: environment);
 
         Assert.True(run.ExitCode == 0, run.ToString());
         string[] words = run.Stdout.Trim().Split(' ');
         Assert.True(words.Length == 4 && words[0] == "fd" && words[2] == "handoff", run.ToString());
         Assert.True(int.Parse(words[1], System.Globalization.CultureInfo.InvariantCulture) >= Core.Interop.HighDescriptors.PreferredFloor,
             $"the hand-off descriptor should sit at 1000 or above: {run.Stdout}");
-        byte[] handOff = Convert.FromHexString(words[3]);
-        Assert.True(handOff.AsSpan().IndexOf(_agreementSecret) >= 0, "the dump must show the hand-off (it holds the X25519 secret)");
-        Assert.True(handOff.AsSpan().IndexOf(_signingSeed) < 0, "the Ed25519 seed must not reach the program");
+        return Convert.FromHexString(words[3]);
     }
 
     [Fact]
-    public void The_program_s_memory_holds_no_signing_seed()
+    public void The_descriptor_the_program_receives_holds_a_grant_and_no_secret_of_the_identity()
+    {
+        byte[] contents = DescriptorContents("run.id");
+
+        Assert.True(contents.AsSpan().StartsWith("TBGR"u8), "with the custodian, the program's descriptor holds a grant");
+        Assert.True(contents.AsSpan().IndexOf(_identity.Public.SigningKey) >= 0, "the grant names the identity by its public keys");
+        Assert.True(contents.AsSpan().IndexOf(_agreementSecret) < 0, "the X25519 secret stays with the custodian");
+        Assert.True(contents.AsSpan().IndexOf(_signingSeed) < 0, "the Ed25519 seed must not reach the program");
+    }
+
+    [Fact]
+    public void Without_a_custodian_the_descriptor_holds_the_agreement_secret_and_no_signing_seed()
+    {
+        byte[] contents = DescriptorContents("plain.id", new Dictionary<string, string?> { ["TIBET_CUSTODIAN"] = "0" });
+
+        Assert.True(contents.AsSpan().IndexOf(_agreementSecret) >= 0, "the dump must show the hand-off (it holds the X25519 secret)");
+        Assert.True(contents.AsSpan().IndexOf(_signingSeed) < 0, "the Ed25519 seed must not reach the program");
+    }
+
+    [Fact]
+    public void The_program_s_memory_holds_neither_secret_of_the_identity()
     {
         string path = _directory.File("memory.id");
         IdentityFile.WriteSecret(path, _identity);
 
         using var held = HeldProgram.Start([TibetRun.Launcher, "--identity", path, "--", HeldProgram.Path]);
         int seeds = MemoryScanner.CountInPresentPages(held.Pid, _signingSeed);
-        // The scan does see the identity: its Ed25519 public key is in the program's memory.
+        int agreementSecrets = MemoryScanner.CountInPresentPages(held.Pid, _agreementSecret);
+        // The scan does see the identity: its Ed25519 public key is in the program's memory
+        // (the grant names it).
         int publicKeys = MemoryScanner.CountInPresentPages(held.Pid, _identity.Public.SigningKey.ToArray());
         Assert.Equal(0, held.Finish().ExitCode);
 
         Assert.True(publicKeys > 0, "the scan should find the identity's public key in the program");
         Assert.Equal(0, seeds);
+        Assert.Equal(0, agreementSecrets);
     }
 }

@@ -131,6 +131,17 @@ public sealed class SealedRunWorld : IDisposable
 
     public string AliceFingerprint => _alice.Fingerprint.ToString();
 
+    /// <summary>Alice's X25519 secret: what unwraps the data keys of models sealed to her.</summary>
+    public byte[] AliceAgreementSecret
+    {
+        get
+        {
+            byte[] secrets = new byte[64];
+            _alice.ExportSecrets(secrets);
+            return secrets[..32];
+        }
+    }
+
     public void Dispose()
     {
         foreach (var identity in new[] { _alice, _bob, _mallory, _issuer, _rogue })

@@ -11,6 +11,8 @@
  *   fread        fopen "rb", fseek, fread in chunks of 1000 bytes (gguf's way), then checks feof
  *   map-write    mmap(PROT_READ | PROT_WRITE, MAP_SHARED) of an O_RDWR descriptor; prints
  *                "map-error <errno>" or "mapped"
+ *   mmap-hold    as mmap, then prints "ready <pid> 0x0" and waits for the end of stdin
+ *                before the hash line, so that a test can scan its memory meanwhile
  * A read error prints "read-error <errno>" and exits 3. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -54,13 +56,19 @@ int main(int argc, char **argv)
     size_t length = strtoull(argv[3], NULL, 10);
     static unsigned char buffer[100000];
 
-    if (strcmp(mode, "mmap") == 0) {
+    if (strcmp(mode, "mmap") == 0 || strcmp(mode, "mmap-hold") == 0) {
         int fd = open(path, O_RDONLY);
         struct stat st;
         if (fd < 0 || fstat(fd, &st) != 0) return fail("open");
         unsigned char *map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
         if (map == MAP_FAILED) return fail("mmap");
         feed(map + offset, length);
+        if (strcmp(mode, "mmap-hold") == 0) {
+            printf("ready %d 0x0\n", (int)getpid());
+            fflush(stdout);
+            while (read(0, buffer, sizeof buffer) > 0) {
+            }
+        }
     } else if (strcmp(mode, "mmap-fork") == 0) {
         int fd = open(path, O_RDONLY);
         struct stat st;

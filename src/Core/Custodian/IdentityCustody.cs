@@ -1,0 +1,204 @@
+using System.Security.Cryptography;
+using Microsoft.Win32.SafeHandles;
+using Tibet.Core.Audit;
+using Tibet.Core.Identity;
+using Tibet.Core.Interop;
+using Tibet.Core.Sealing;
+
+namespace Tibet.Core.Custodian;
+
+/// <summary>
+/// The identity and claim tibet-run handed to the custodian, and the access decisions
+/// made with them for the processes of the tree. A process that opens a sealed model
+/// sends the model's descriptor and its grant token (<see cref="CustodianGrant"/>); the
+/// custodian decides (<see cref="SealedModel.Decide(Identity.Identity?, Claim?, DateTimeOffset, Span{byte})"/>),
+/// writes the audit record, and answers with the verdict and, when the model is live, its
+/// data key. The identity's X25519 secret never leaves this process.
+/// </summary>
+/// <remarks>
+/// The audit record is written here, by the process that decides: a program cannot skip
+/// it, and a model whose decision cannot be recorded stays dead, as before.
+/// </remarks>
+internal sealed unsafe class IdentityCustody : IDisposable
+{
+    private readonly Identity.Identity _identity;
+    private readonly Claim? _claim;
+    private readonly byte[] _token;
+    private readonly Action<string> _say;
+
+    private IdentityCustody(Identity.Identity identity, Claim? claim, byte[] token, Action<string> say)
+    {
+        _identity = identity;
+        _claim = claim;
+        _token = token;
+        _say = say;
+    }
+
+    /// <summary>Decisions answered so far (live or dead).</summary>
+    public long Decisions => Interlocked.Read(ref _decisions);
+    private long _decisions;
+
+    /// <summary>
+    /// Reads what tibet-run put in <paramref name="descriptor"/> (a memfd_secret: the grant
+    /// token, then the identity hand-off) and closes it.
+    /// </summary>
+    /// <exception cref="IdentityException">It holds no token and hand-off.</exception>
+    public static IdentityCustody Load(int descriptor, Action<string> say)
+    {
+        const string source = "the custodian's identity descriptor";
+        try
+        {
+            Libc.Stat status;
+            if (Libc.fstat(descriptor, &status) != 0 || status.st_size <= CustodianGrant.TokenSize
+                || status.st_size > CustodianGrant.TokenSize + IdentityHandOff.MaxSize)
+                throw new IdentityException(IdentityErrorKind.Malformed, $"{source} does not hold a grant token and an identity hand-off");
+            // Mapped, not read: memfd_secret memory can only be mapped.
+            nint map = Libc.mmap(0, (nuint)status.st_size, Libc.PROT_READ, Libc.MAP_SHARED, descriptor, 0);
+            if (map == Libc.MAP_FAILED)
+                throw new IdentityException(IdentityErrorKind.Malformed, $"{source} cannot be mapped ({Libc.Describe(Libc.LastErrno)})");
+            try
+            {
+                var contents = new ReadOnlySpan<byte>((void*)map, (int)status.st_size);
+                byte[] token = GC.AllocateArray<byte>(CustodianGrant.TokenSize, pinned: true);
+                contents[..CustodianGrant.TokenSize].CopyTo(token);
+                var (identity, claim) = IdentityHandOff.Open(contents[CustodianGrant.TokenSize..], source);
+                return new IdentityCustody(identity, claim, token, say);
+            }
+            finally
+            {
+                Libc.munmap(map, (nuint)status.st_size);
+            }
+        }
+        finally
+        {
+            Libc.close(descriptor);
+        }
+    }
+
+    /// <summary>
+    /// Answers one request: the token waits on <paramref name="reply"/>, the model is open
+    /// as <paramref name="model"/>, and <paramref name="pid"/> asked (checked by the
+    /// registry). Closes both descriptors. Never throws: whatever fails, the process gets
+    /// an answer that keeps the model dead, or none (it then says the custodian is unreachable).
+    /// </summary>
+    public void Answer(int reply, int model, int pid)
+    {
+        int size = sizeof(SealedAccessAnswer) + SealedAccessAnswer.MaxMessageBytes;
+        byte* buffer = stackalloc byte[size];
+        new Span<byte>(buffer, size).Clear();
+        var answer = (SealedAccessAnswer*)buffer;
+        try
+        {
+            Libc.SetSocketTimeouts(reply, 5);
+            SealedAccessRequest request;
+            nint n = Libc.recv(reply, &request, (nuint)sizeof(SealedAccessRequest), 0);
+            string message;
+            if (n != sizeof(SealedAccessRequest) || !CustodianGrant.Matches(_token, new ReadOnlySpan<byte>(request.Token, CustodianGrant.TokenSize)))
+            {
+                answer->Status = SealedAccessAnswer.Refused;
+                answer->Reason = (int)SealAccessReason.NoIdentity;
+                message = "the custodian refused the request: it did not come with the grant tibet-run gave the program";
+                _say($"tibet custodian: refused a sealed-model request of pid {pid}: it did not show the program's grant");
+            }
+            else
+            {
+                message = Decide(model, pid, answer);
+                model = -1; // the model's stream closed it
+            }
+            byte[] text = System.Text.Encoding.UTF8.GetBytes(SealedModel.OneLine(message));
+            int length = Math.Min(text.Length, SealedAccessAnswer.MaxMessageBytes);
+            text.AsSpan(0, length).CopyTo(new Span<byte>(buffer + sizeof(SealedAccessAnswer), length));
+            answer->MessageBytes = length;
+            Libc.send(reply, buffer, (nuint)(sizeof(SealedAccessAnswer) + length), Libc.MSG_NOSIGNAL);
+        }
+        catch (Exception e)
+        {
+            _say($"tibet custodian: a sealed-model request of pid {pid} failed: {e.Message}");
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(new Span<byte>(buffer, size));
+            Libc.close(reply);
+            if (model >= 0)
+                Libc.close(model);
+        }
+    }
+
+    /// <summary>Decides for the model open as <paramref name="model"/> (closed when this
+    /// returns), records the decision, and fills <paramref name="answer"/>; returns the message.</summary>
+    private string Decide(int model, int pid, SealedAccessAnswer* answer)
+    {
+        string path = DescriptorPath(model);
+        using var stream = new FileStream(new SafeFileHandle(model, ownsHandle: true), FileAccess.Read, bufferSize: 0);
+        AccessDecision decision;
+        var dataKey = new Span<byte>(answer->DataKey, SealFormat.DataKeySize);
+        try
+        {
+            using var sealedModel = SealedModel.Open(stream, path);
+            decision = sealedModel.Decide(_identity, _claim, DateTimeOffset.UtcNow, dataKey);
+        }
+        catch (Exception e) when (e is SealedModelException or IOException or ArgumentException)
+        {
+            answer->Status = SealedAccessAnswer.Refused;
+            answer->Reason = (int)(e is SealedModelException sealedError ? sealedError.Reason : SealAccessReason.MalformedModel);
+            return $"the custodian cannot open it as a sealed model: {e.Message}";
+        }
+        using (decision)
+        {
+            Interlocked.Increment(ref _decisions);
+            string reason = $"{decision.Reason}: {decision.Message}";
+            try
+            {
+                new AuditLog().Append(new AuditEntry
+                {
+                    Object = path,
+                    Decision = decision.IsLive ? AuditDecision.Granted : AuditDecision.Denied,
+                    Reason = reason,
+                    Identity = _identity.Fingerprint,
+                    Program = ExecutableOf(pid),
+                });
+            }
+            catch (AuditLogException e)
+            {
+                CryptographicOperations.ZeroMemory(dataKey);
+                answer->Status = SealedAccessAnswer.NotRecorded;
+                answer->Reason = (int)decision.Reason;
+                return e.Message;
+            }
+            answer->Status = SealedAccessAnswer.Decided;
+            answer->Reason = (int)decision.Reason;
+            return decision.Message;
+        }
+    }
+
+    private static string DescriptorPath(int fd)
+    {
+        try
+        {
+            return new FileInfo($"/proc/self/fd/{fd}").LinkTarget ?? $"descriptor {fd}";
+        }
+        catch (IOException)
+        {
+            return $"descriptor {fd}";
+        }
+    }
+
+    /// <summary>The requesting program, for the audit record: its executable, as the kernel names it.</summary>
+    private static string ExecutableOf(int pid)
+    {
+        try
+        {
+            return new FileInfo($"/proc/{pid}/exe").LinkTarget ?? $"pid {pid}";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return $"pid {pid}";
+        }
+    }
+
+    public void Dispose()
+    {
+        _identity.Dispose();
+        CryptographicOperations.ZeroMemory(_token);
+    }
+}
