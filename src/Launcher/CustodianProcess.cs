@@ -55,11 +55,9 @@ internal static unsafe class CustodianProcess
     /// custodian only hosts --metrics or gives the hugetlb pool back).</param>
     /// <param name="metrics">--metrics' listening socket, served by the custodian from now on.</param>
     /// <param name="hugePagesAdded">Pages added to the hugetlb pool for this run, given back when the custodian ends.</param>
-    /// <param name="programOnly">Descriptors the program inherits and the custodian must not
-    /// (the identity hand-off or grant): close-on-exec while the custodian starts.</param>
     /// <param name="identity">The custodian's identity descriptor (grant token, then the
     /// hand-off; see IdentityCustody), or -1: inherited by the custodian only.</param>
-    public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded, int programOnly = -1, int identity = -1)
+    public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded, int identity = -1)
     {
         // Bound here, before the program starts, so that a child connecting before the
         // custodian runs waits in the backlog instead of being refused.
@@ -80,6 +78,7 @@ internal static unsafe class CustodianProcess
         // The program, which this process becomes: the custodian serves while it lives.
         int program = (int)Libc.syscall(Libc.SYS_pidfd_open, Environment.ProcessId, 0, 0);
         int metricsSocket = metrics?.ListeningDescriptor ?? -1;
+        List<int> programOnly = [];
         try
         {
             if (program < 0)
@@ -111,8 +110,12 @@ internal static unsafe class CustodianProcess
             // The custodian writes the audit records of sealed-model decisions.
             if (options.AuditLogPath != null)
                 start.Environment[Tibet.Core.Audit.AuditLogLocation.EnvironmentVariable] = options.AuditLogPath;
-            if (programOnly >= 0)
-                Libc.fcntl(programOnly, Libc.F_SETFD, Libc.FD_CLOEXEC);
+            // Only its own descriptors reach it: what tibet-run inherited for the program
+            // (a supervisor's pipe, LISTEN_FDS, the identity grant) would otherwise be held
+            // open by the custodian for as long as a daemon it serves lives.
+            programOnly = ProgramOnlyDescriptors([listener, program, metricsSocket, identity]);
+            foreach (int fd in programOnly)
+                Libc.fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
             using Process shell = Process.Start(start)!;
             shell.WaitForExit();
             if (shell.ExitCode != 0)
@@ -130,9 +133,27 @@ internal static unsafe class CustodianProcess
             if (program >= 0) Libc.close(program);
             if (metricsSocket >= 0) Libc.fcntl(metricsSocket, Libc.F_SETFD, Libc.FD_CLOEXEC);
             if (identity >= 0) Libc.fcntl(identity, Libc.F_SETFD, Libc.FD_CLOEXEC);
-            if (programOnly >= 0) Libc.fcntl(programOnly, Libc.F_SETFD, 0);
+            foreach (int fd in programOnly)
+                Libc.fcntl(fd, Libc.F_SETFD, 0);
         }
         return serveChildren ? name : "";
+    }
+
+    /// <summary>This process's descriptors above 2 that an exec would pass on (no
+    /// close-on-exec), except <paramref name="custodians"/>: the program's, not the custodian's.</summary>
+    private static List<int> ProgramOnlyDescriptors(int[] custodians)
+    {
+        var found = new List<int>();
+        foreach (string entry in Directory.GetFiles("/proc/self/fd"))
+        {
+            if (!int.TryParse(Path.GetFileName(entry), NumberStyles.None, CultureInfo.InvariantCulture, out int fd)
+                || fd <= 2 || Array.IndexOf(custodians, fd) >= 0)
+                continue;
+            int flags = Libc.fcntl(fd, Libc.F_GETFD, 0);
+            if (flags >= 0 && (flags & Libc.FD_CLOEXEC) == 0)
+                found.Add(fd);
+        }
+        return found;
     }
 
     private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);

@@ -326,7 +326,7 @@ internal static partial class Launcher
         if (encrypted && (custodianWanted || metrics != null || pool != null))
         {
             var custodian = CustodianProcess.Start(options, account?.Uid, serveChildren: custodianWanted, metrics, pool?.AddedPages ?? 0,
-                programOnly: identity?.Program.Descriptor ?? -1, identity: identity?.Custodian?.Descriptor ?? -1);
+                identity: identity?.Custodian?.Descriptor ?? -1);
             if (custodian != null && custodianWanted)
             {
                 environment[CustodianProcess.SocketVariable] = custodian;

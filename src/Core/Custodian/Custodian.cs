@@ -17,9 +17,11 @@ namespace Tibet.Core.Custodian;
 /// connecting process and the one that made the attached connections.</para>
 /// <para>Lifetime: it serves while the program lives (tibet-run executed it, so it has
 /// tibet-run's pid; the custodian holds a pidfd of it), and after that while any process
-/// it serves does: a daemon whose first parent exited keeps it. It ends once the program
-/// is gone and nothing has been served for <see cref="Linger"/> (a process between fork
-/// and exec holds no connection). It runs in a session of its own, so a
+/// it serves does, and while any process of the tree holds it (<see cref="ServedProtocol.KindKeep"/>:
+/// every interposed program connects at its start, and the children it forks share that
+/// connection), so that a daemon's child whose first large allocation comes after its
+/// parent exited still finds it. It ends once the program is gone and none of those has
+/// been left for <see cref="Linger"/>. It runs in a session of its own, so a
 /// Ctrl-C meant for the program does not end it while a daemon still needs it.</para>
 /// <para>Sealed models: with --identity, the custodian holds the identity and the claim
 /// (<see cref="IdentityCustody"/>); a process that opens a sealed model asks it for the
@@ -94,39 +96,74 @@ internal sealed unsafe class CustodianService
     {
         Diagnostics.LiveStatsServer.Start(Snapshot, _say);
         long idleSince = System.Diagnostics.Stopwatch.GetTimestamp();
-        var set = new Libc.PollFd[1 + MaxPending];
+        var set = new List<Libc.PollFd>();
         while (true)
         {
-            set[0] = new Libc.PollFd { Fd = _registry, Events = Libc.POLLIN };
-            for (int i = 0; i < _pending.Count; i++)
-                set[1 + i] = new Libc.PollFd { Fd = _pending[i].Fd, Events = Libc.POLLIN };
+            set.Clear();
+            set.Add(new Libc.PollFd { Fd = _registry, Events = Libc.POLLIN });
+            foreach (var (fd, _, _) in _pending)
+                set.Add(new Libc.PollFd { Fd = fd, Events = Libc.POLLIN });
+            foreach (int fd in _holders)
+                set.Add(new Libc.PollFd { Fd = fd, Events = Libc.POLLIN });
+            Libc.PollFd[] fds = [.. set];
             int ready;
-            fixed (Libc.PollFd* fds = set)
-                ready = Libc.poll(fds, (nuint)(1 + _pending.Count), 50);
+            fixed (Libc.PollFd* polled = fds)
+                ready = Libc.poll(polled, (nuint)fds.Length, 50);
             if (ready < 0 && Libc.LastErrno != Libc.EINTR)
                 throw new InvalidOperationException($"poll of the registry failed: {Libc.Describe(Libc.LastErrno)}");
             long now = System.Diagnostics.Stopwatch.GetTimestamp();
+            // Holders first (their entries follow the pending ones): one that hung up, or
+            // said anything more, is let go.
+            int holdersAt = 1 + _pending.Count;
+            for (int i = _holders.Count - 1; i >= 0; i--)
+            {
+                if (ready > 0 && fds[holdersAt + i].Revents != 0)
+                {
+                    Libc.close(_holders[i]);
+                    _holders.RemoveAt(i);
+                }
+            }
             for (int i = _pending.Count - 1; i >= 0; i--)
             {
                 var (fd, pid, deadline) = _pending[i];
-                if (ready > 0 && set[1 + i].Revents != 0)
-                    ReceiveHello(fd, pid);
+                if (ready > 0 && fds[1 + i].Revents != 0)
+                {
+                    if (ReceiveHello(fd, pid))
+                    {
+                        _holders.Add(fd); // a holder: kept open, see KindKeep
+                        _pending.RemoveAt(i);
+                        continue;
+                    }
+                }
                 else if (now < deadline)
+                {
                     continue;
+                }
                 Libc.close(fd); // answered, or silent for 2 s
                 _pending.RemoveAt(i);
             }
-            if (ready > 0 && (set[0].Revents & Libc.POLLIN) != 0)
+            if (ready > 0 && (fds[0].Revents & Libc.POLLIN) != 0)
                 Accept();
-            if (Living() > 0 || ProgramLives())
+            // tibet-run's stderr stays open here while anything is served: lines such as
+            // "plaintext in the children now" must reach the user.
+            bool programLives = ProgramLives();
+            int living = Living() + _holders.Count;
+            if (living > 0 || programLives)
                 idleSince = System.Diagnostics.Stopwatch.GetTimestamp();
             else if (System.Diagnostics.Stopwatch.GetElapsedTime(idleSince) >= Linger)
                 break;
         }
         foreach (var (fd, _, _) in _pending)
             Libc.close(fd);
+        foreach (int fd in _holders)
+            Libc.close(fd);
         Libc.close(_registry);
     }
+
+    /// <summary>Connections of processes of the tree that hold the custodian (hello kind
+    /// keep): forked children share their parent's, and each exec'd program makes its own.
+    /// While any is open, the custodian stays, for the large allocations still to come.</summary>
+    private readonly List<int> _holders = [];
 
     /// <summary>
     /// The live statistics (<c>tibet stats</c>, <c>tibet-run --metrics</c>): totals over
@@ -228,7 +265,8 @@ internal sealed unsafe class CustodianService
         _pending.Add((connection, peer.Pid, System.Diagnostics.Stopwatch.GetTimestamp() + 2 * System.Diagnostics.Stopwatch.Frequency));
     }
 
-    private void ReceiveHello(int connection, int peerPid)
+    /// <returns>True when the connection is a holder's (kind keep), to be kept open.</returns>
+    private bool ReceiveHello(int connection, int peerPid)
     {
         ServedHello hello;
         Span<int> fds = stackalloc int[3];
@@ -237,22 +275,24 @@ internal sealed unsafe class CustodianService
         {
             for (int i = 0; i < count; i++)
                 Libc.close(fds[i]);
-            return;
+            return false;
         }
-        int expected = hello.Kind == ServedProtocol.KindServe ? 3 : 2;
+        int expected = hello.Kind switch { ServedProtocol.KindServe => 3, ServedProtocol.KindKeep => 0, _ => 2 };
         if (n != sizeof(ServedHello) || count != expected || hello.Magic != ServedProtocol.Magic || hello.Version != ServedProtocol.Version
-            || hello.Kind > ServedProtocol.KindSealed || hello.Pid != peerPid || !CreatedBy(fds[0], hello.Pid))
+            || hello.Kind > ServedProtocol.KindKeep || hello.Pid != peerPid || (count > 0 && !CreatedBy(fds[0], hello.Pid)))
         {
             for (int i = 0; i < count; i++)
                 Libc.close(fds[i]);
             Interlocked.Increment(ref _refused);
             _say($"tibet custodian: refused a connection of pid {peerPid}: its hello did not match what it sent");
-            return;
+            return false;
         }
+        if (hello.Kind == ServedProtocol.KindKeep)
+            return true;
         if (hello.Kind == ServedProtocol.KindSealed)
         {
             AnswerSealedRequest(fds[0], fds[1], hello.Pid);
-            return;
+            return false;
         }
         int uffd = fds[expected - 1];
         int api = EnableFeatures(uffd, hello.Features);
@@ -262,20 +302,21 @@ internal sealed unsafe class CustodianService
             Libc.send(fds[0], &status, (nuint)sizeof(ServedStatus), Libc.MSG_NOSIGNAL | Libc.MSG_DONTWAIT);
             Libc.close(fds[0]);
             Libc.close(fds[1]);
-            return;
+            return false;
         }
         if (api != 0)
         {
             for (int i = 0; i < count; i++)
                 Libc.close(fds[i]); // its thread sees the end, and its allocations say why
             _say($"tibet custodian: cannot serve pid {hello.Pid}: UFFDIO_API on its userfaultfd failed: {Libc.Describe(api)}");
-            return;
+            return false;
         }
         var process = new ServedProcess(hello.Pid, HighDescriptors.MoveAbove(fds[0]), HighDescriptors.MoveAbove(fds[1]),
             HighDescriptors.MoveAbove(fds[2]), _options, _registerWriteProtect, _say, _verbosity > 0);
         lock (_servedLock)
             _served.Add(process);
         process.Start();
+        return false;
     }
 
     /// <summary>A process asks for the key of a sealed model it opened: decided off this

@@ -27,6 +27,10 @@ internal static class ServedProtocol
     /// <see cref="SealedAccessAnswer"/>, back). Managed on both sides: served.c never asks.</summary>
     public const uint KindSealed = 2;
 
+    /// <summary><see cref="ServedHello.Kind"/>: nothing attached; the connection is kept,
+    /// and the custodian stays while it is open (served.c, tibet_served_hold_custodian).</summary>
+    public const uint KindKeep = 3;
+
     /// <summary>The variable that names the custodian's abstract socket in every process of
     /// the tree (lowercase letters, digits and dashes).</summary>
     public const string SocketVariable = "TIBET_CUSTODIAN_SOCKET";

@@ -168,6 +168,31 @@ int tibet_served_configure(const char *name, long custodian_uid)
 
 int tibet_served_active(void) { return served.configured; }
 
+static int is_the_custodian(int connection);
+
+/* The custodian's lifetime: it stays while the program lives, while it serves a process,
+ * and while a process holds a connection of this kind. A daemon's child, whose parent
+ * exits before the child's first large allocation, would otherwise find the custodian
+ * gone (measured: a child that allocates 2 s after its parent exited ran in plaintext).
+ * Forked children share this connection; every exec'd program makes its own, since
+ * close-on-exec keeps it out of programs tibet does not interpose. Costs one connection
+ * per program start. */
+void tibet_served_hold_custodian(void)
+{
+    if (!served.configured)
+        return;
+    int custodian = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (custodian < 0)
+        return;
+    struct served_hello hello = { SERVED_MAGIC, SERVED_VERSION, (int32_t)syscall(SYS_getpid), SERVED_KIND_KEEP, 0 };
+    if (connect(custodian, (struct sockaddr *)&served.address, served.address_length) != 0 || !is_the_custodian(custodian)
+        || send(custodian, &hello, sizeof hello, MSG_NOSIGNAL) != (ssize_t)sizeof hello) {
+        close(custodian);
+        return; /* no custodian (any more): the allocations say so when they come */
+    }
+    tibet_move_high(custodian); /* held, never used again */
+}
+
 /* Whether this process's served state is its own: a child made by a raw fork system call
  * (or vfork, clone) copied its parent's, connections included, which it must never use. */
 static int own_state(void) { return served.pid == (pid_t)syscall(SYS_getpid); }

@@ -23,6 +23,10 @@ void tibet_served_set_device(int device);
 /* userfaultfd(2) with `flags`, or through that device descriptor where this user may not
  * call it; moved above the program's descriptors. -1 with errno set. */
 int tibet_open_userfaultfd(int flags);
+/* Holds the custodian: a connection it keeps living for (hello kind KEEP), close-on-exec
+ * and so shared by every child this process forks. Called once a process of the tree
+ * starts (its exec'd programs each hold their own). */
+void tibet_served_hold_custodian(void);
 /* Whether a registry was configured: forked children are then served. */
 int tibet_served_active(void);
 /* In a forked child right after fork() returned 0, with libc's pthread_create. */

@@ -9,7 +9,9 @@
 #define SERVED_MAGIC 0x54494254u /* "TIBT" */
 #define SERVED_VERSION 1u
 
-enum { SERVED_KIND_SERVE = 0, SERVED_KIND_API = 1 };
+/* SERVED_KIND_SEALED (2) is managed on both sides (CustodianClient); KEEP attaches nothing
+ * and keeps the connection open: the custodian stays while any such connection is. */
+enum { SERVED_KIND_SERVE = 0, SERVED_KIND_API = 1, SERVED_KIND_KEEP = 3 };
 
 struct served_hello {
     uint32_t magic;

@@ -452,7 +452,9 @@ static void resolve(void)
 /* tibet's lines go to a duplicate of the stderr the program was started with, kept above
  * the descriptors programs use: a daemon points fd 2 at /dev/null after it forks, and
  * tibet's lines must still reach the user. Its identity is remembered, so that a program
- * that closed it and reused the number never receives tibet's lines in its own file. */
+ * that closed it and reused the number never receives tibet's lines in its own file.
+ * (So a daemon holds that stderr for as long as it runs: a pipe's reader sees its end only
+ * then. The README says so.) */
 static int report_fd = 2;
 static dev_t report_dev;
 static ino_t report_ino;
@@ -1617,7 +1619,9 @@ static void configure_custodian(void)
     if (tibet_served_configure(name, uid >= 0 ? uid : -1) != 0) {
         static const char line[] = "tibet: TIBET_CUSTODIAN_SOCKET is not a custodian's name; forked children's large allocations will not be encrypted\n";
         tibet_shim_report(line, sizeof line - 1);
+        return;
     }
+    tibet_served_hold_custodian();
 }
 
 /* Also when the engine did not start (the process runs unencrypted): the statistics then

@@ -63,6 +63,22 @@ public class CustodianTests
         Assert.True(child.GetProperty("evictions").GetInt64() >= Pages - BudgetPages, json.Stdout);
     }
 
+    /// <summary>A daemon's child that starts working (its first large allocation) after its
+    /// parent exited, and after the custodian's linger, still finds the custodian: the
+    /// child holds it (a connection it inherited from its parent). Before, such a child ran
+    /// its allocations in plaintext ("the custodian could not be reached").</summary>
+    [Fact]
+    public void A_daemon_child_whose_first_allocation_comes_after_its_parent_is_gone_is_served()
+    {
+        using var run = ServedChild.Start("late");
+        int found = MemoryScanner.CountInPresentPages(run.ChildPid, Marker);
+        Assert.True(found <= BudgetPages, $"{found} of {Pages} pages of the child in plaintext, above the {BudgetPages}-page budget\n{run}");
+        run.Go();
+        Assert.Equal($"served: 0 bad pages of {Pages}", run.Result());
+        var launcher = run.WaitForLauncher();
+        Assert.DoesNotContain("not encrypted", launcher.Stderr);
+    }
+
     /// <summary>A daemon's first parent exits at once; its child's pages do not depend on
     /// it: they are the custodian's. Before, such a child read zeros where pages had been
     /// evicted, or its allocations ran in plaintext.</summary>
@@ -171,6 +187,15 @@ public class CustodianTests
             foreach (string a in (string[])["-q", "-v", "--budget", "8M", "--", program, mode, $"{MiB}", dir])
                 start.ArgumentList.Add(a);
             var run = new ServedChild(dir, Process.Start(start)!);
+            if (mode == "late")
+            {
+                // The parent has exited; a custodian that stayed only for the program and
+                // for processes it serves would be gone a linger later.
+                if (run.WaitForLauncherExitCode() != 0)
+                    throw new InvalidOperationException($"the parent failed\n{run}");
+                Thread.Sleep(3 * Tibet.Core.Custodian.CustodianService.Linger);
+                File.WriteAllText(Path.Combine(dir, "allocate"), "allocate\n");
+            }
             run.ChildPid = int.Parse(run.WaitFor("child.pid").Trim());
             run.WaitFor("ready");
             return run;

@@ -86,6 +86,60 @@ public class DaemonTests
     }
 
     /// <summary>
+    /// The custodian outlives the launcher while it serves a daemon, so it must hold none of
+    /// the descriptors tibet-run was started with for the program (a supervisor's pipe,
+    /// LISTEN_FDS): their readers would wait as long as the daemon runs. Here fd 7 is the
+    /// write end of a FIFO the test reads; the program closes it before it executes
+    /// redis-server, so its end must come once the launcher has returned, while the daemon
+    /// still runs and is served. Before, the custodian inherited it.
+    /// </summary>
+    [Fact]
+    public async Task The_custodian_holds_none_of_the_descriptors_tibet_run_was_started_with()
+    {
+        string server = TibetRun.Require("redis-server", "redis-server");
+        string cli = TibetRun.Require("redis-cli", "redis-tools");
+        const int port = 7484;
+        string dir = Directory.CreateTempSubdirectory("tibet-daemon-fds-").FullName;
+        string pidFile = Path.Combine(dir, "redis.pid");
+        string fifo = Path.Combine(dir, "fifo");
+        Assert.Equal(0, TibetRun.Run("mkfifo", [fifo]).ExitCode);
+        // Opening a FIFO for reading waits for a writer: the launcher's shell is that.
+        var reader = Task.Run(() => File.ReadAllText(fifo));
+        var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, RedirectStandardOutput = true };
+        foreach (string a in (string[])["-c", "exec 7>\"$0\"; exec \"$@\" 2>/dev/null", fifo, TibetRun.Launcher, "-q", "--budget", "16M", "--",
+                     "/bin/sh", "-c", "exec 7>&-; exec \"$@\"", "sh",
+                     server, "--port", $"{port}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "yes",
+                     "--pidfile", pidFile, "--logfile", Path.Combine(dir, "redis.log"), "--dir", dir, "--enable-debug-command", "local"])
+            start.ArgumentList.Add(a);
+        using var launcher = Process.Start(start)!;
+        var stdout = launcher.StandardOutput.ReadToEndAsync();
+        try
+        {
+            // A guard against a hang, not a timing assertion: the FIFO ends within a second
+            // or two of the launcher's return, or (before) when the daemon does.
+            var both = Task.WhenAll(reader, stdout);
+            bool ended = await Task.WhenAny(both, Task.Delay(TimeSpan.FromSeconds(60))) == both;
+            Assert.True(ended, "the FIFO at fd 7 (or stdout) did not end while the daemon runs: a tibet process still holds it");
+            Assert.True(launcher.WaitForExit(10_000) && launcher.ExitCode == 0, $"tibet-run exited {launcher.ExitCode}");
+            Assert.True(File.Exists(pidFile), "redis-server wrote no pid file");
+            // The daemon still runs and is served: the custodian, which outlived the launcher,
+            // takes its allocations (a DEBUG POPULATE of 80 MiB under 16M).
+            await Task.Delay(3 * Tibet.Core.Custodian.CustodianService.Linger);
+            Assert.Equal("OK", TibetRun.Run(cli, ["-h", "127.0.0.1", "-p", $"{port}", "DEBUG", "POPULATE", "20000", "key", "4096"]).Stdout.Trim());
+            int daemon = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+            int found = MemoryScanner.CountInPresentPages(daemon, Encoding.ASCII.GetBytes("value:"));
+            Assert.True(found > 0 && found <= 20000 * 4 / 10, $"{found} of 20000 values in plaintext in the daemon");
+        }
+        finally
+        {
+            TibetRun.Run(cli, ["-h", "127.0.0.1", "-p", $"{port}", "SHUTDOWN", "NOSAVE"]);
+            if (!launcher.HasExited)
+                launcher.Kill(entireProcessTree: true);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>
     /// A parent that exits right after its fork (through exit, or _exit as glibc's daemon(3)
     /// does) leaves a child whose sealed pages only the parent could serve: they are put
     /// into the child first, said in one line, and every byte the child reads is right.

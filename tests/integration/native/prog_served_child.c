@@ -1,8 +1,10 @@
 /* A forked child's own large allocations, served by the custodian (native/served.c).
  *
- * Usage: prog_served_child wait|parent-exits|grandchild MiB DIR
- * The parent forks one child and, with "parent-exits", exits at once (a daemon's first
- * parent); else it waits for the child and exits with its status. The child mallocs MiB
+ * Usage: prog_served_child wait|parent-exits|late|grandchild MiB DIR
+ * The parent forks one child and, with "parent-exits" or "late", exits at once (a daemon's
+ * first parent); else it waits for the child and exits with its status. With "late" the
+ * child waits for DIR/allocate first (its first large allocation comes after its parent
+ * is gone, as a daemon's does once it starts working). The child mallocs MiB
  * (half of it, and maps the other half with mmap), writes a marked line into every page,
  * checks them all, writes its pid to DIR/child.pid and DIR/ready, and waits for DIR/go.
  * Then it checks every page again (most were sealed meanwhile: the test's budget is far
@@ -60,14 +62,14 @@ static int exists(const char *name)
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) { fprintf(stderr, "usage: prog_served_child wait|parent-exits|grandchild MiB DIR\n"); return 2; }
+    if (argc != 4) { fprintf(stderr, "usage: prog_served_child wait|parent-exits|late|grandchild MiB DIR\n"); return 2; }
     const char *mode = argv[1];
     size_t half = (size_t)atoi(argv[2]) << 19, pages_per_half = half / 4096;
     snprintf(dir, sizeof dir, "%s", argv[3]);
     pid_t child = fork();
     if (child < 0) { perror("fork"); return 1; }
     if (child > 0) {
-        if (strcmp(mode, "parent-exits") == 0)
+        if (strcmp(mode, "parent-exits") == 0 || strcmp(mode, "late") == 0)
             return 0;
         int status;
         if (waitpid(child, &status, 0) != child) return 1;
@@ -75,6 +77,9 @@ int main(int argc, char **argv)
         return WEXITSTATUS(status);
     }
 
+    if (strcmp(mode, "late") == 0)
+        while (!exists("allocate"))
+            usleep(10000);
     char *halves[2];
     halves[0] = malloc(half);
     halves[1] = mmap(NULL, half, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
