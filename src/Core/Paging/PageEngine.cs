@@ -171,6 +171,36 @@ public sealed unsafe partial class PageEngine : IDisposable
         return true;
     }
 
+    /// <summary>Whether every page of <paramref name="arena"/> from <paramref name="address"/>
+    /// to its end is unmapped, and some before it are not: the process shrank or cut the
+    /// tail of a served range (mremap in place, munmap of the end).</summary>
+    private static bool TailUnmappedFrom(Arena arena, nint address)
+    {
+        if (address <= arena.Address || address >= arena.Address + (nint)arena.Length)
+            return false;
+        for (long i = (address - arena.Address) / PageSize; i < arena.PageCount; i++)
+            if (arena.Entries[i].State != PageState.Unmapped)
+                return false;
+        return true;
+    }
+
+    /// <summary>Ends <paramref name="arena"/> at <paramref name="end"/>: its pages from there
+    /// on are unmapped (<see cref="TailUnmappedFrom"/>), and a new range takes their place.
+    /// No page index before <paramref name="end"/> changes, so the resident queue and the
+    /// store keep their books; queue entries past the end are stale and skipped.</summary>
+    private void TrimTailLocked(Arena arena, nint end)
+    {
+        Debug.Assert(TailUnmappedFrom(arena, end));
+        long pages = (end - arena.Address) / PageSize;
+        var entries = (PageEntry*)KernelMemory.Map((nuint)(pages * sizeof(PageEntry)));
+        Buffer.MemoryCopy(arena.Entries, entries, pages * sizeof(PageEntry), pages * sizeof(PageEntry));
+        KernelMemory.Unmap((nint)arena.Entries, (nuint)(arena.PageCount * sizeof(PageEntry)));
+        arena.Entries = entries;
+        arena.PageCount = pages;
+        arena.Length = pages * PageSize;
+        _arenas.Reindex();
+    }
+
     /// <summary>Whether arenas are registered for write protection too (a served process
     /// registers its own, and must be told).</summary>
     internal bool TracksWrites => _tracksWrites;
@@ -200,7 +230,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             {
                 if (!(old.Address < address + (nint)length && address < old.Address + (nint)old.Length))
                     continue;
-                if (!AllUnmappedOutside(old, address, length))
+                if (!AllUnmappedOutside(old, address, length) && !TailUnmappedFrom(old, address))
                     throw new InvalidOperationException($"the range 0x{address:x}+{length} overlaps a served range that is still mapped in part");
             }
         }
@@ -208,9 +238,17 @@ public sealed unsafe partial class PageEngine : IDisposable
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            foreach (Arena old in _arenas.ByAddress)
-                if (old.Address < address + (nint)length && address < old.Address + (nint)old.Length)
+            // Pages only ever become unmapped meanwhile (a range comes back only through
+            // this method, on the served process's one control connection).
+            foreach (Arena old in _arenas.ByAddress.ToArray())
+            {
+                if (!(old.Address < address + (nint)length && address < old.Address + (nint)old.Length))
+                    continue;
+                if (AllUnmappedOutside(old, address, length))
                     ReleaseArenaLocked(old);
+                else
+                    TrimTailLocked(old, address);
+            }
             arena.Slot = _arenas.Add(arena);
         }
         KickHandler();

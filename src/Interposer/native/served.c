@@ -78,6 +78,7 @@
 #define SERVED_STACK (64 * 1024)        /* below any redirection threshold */
 #define SERVED_RESERVATION TIBET_SERVED_SPAN
 #define SERVED_EXTENTS 4096             /* freed extents kept for reuse */
+#define SERVED_MAPS 4096                /* served anonymous mappings remembered, for mremap */
 
 /* The features the custodian's engine works with (PageEngine): fork events, so that a
  * grandchild's copy of these arenas is served too; discards, unmaps and remaps, so the
@@ -125,6 +126,9 @@ static struct {
     int carve_lock, control_lock;
     uint32_t extent_count;
     struct { uintptr_t at; uint64_t length; } extents[SERVED_EXTENTS];
+    int maps_lock;
+    uint32_t map_count;
+    struct { uintptr_t start; uint64_t length; } maps[SERVED_MAPS];
 } served = { .device = -1, .uffd = -1, .control = -1, .agent = -1, .scratch_uffd = -1 };
 
 /* See served.h: read by the shim's free() on every call, so one plain variable, set
@@ -633,7 +637,62 @@ void *tibet_served_map(size_t length)
         munmap(p, rounded);
         return NULL;
     }
+    spin_lock(&served.maps_lock);
+    if (served.map_count < SERVED_MAPS) { /* else not remembered: an mremap of it is the kernel's */
+        served.maps[served.map_count].start = (uintptr_t)p;
+        served.maps[served.map_count].length = rounded;
+        served.map_count++;
+    }
+    spin_unlock(&served.maps_lock);
     return p;
+}
+
+/* See served.h. */
+size_t tibet_served_mapping(const void *start)
+{
+    if (!own_state())
+        return 0;
+    size_t length = 0;
+    spin_lock(&served.maps_lock);
+    for (uint32_t i = 0; i < served.map_count; i++)
+        if (served.maps[i].start == (uintptr_t)start) {
+            length = served.maps[i].length;
+            break;
+        }
+    spin_unlock(&served.maps_lock);
+    return length;
+}
+
+/* See served.h. A mapping cut in two is forgotten (an mremap of either part is the
+ * kernel's); one cut at an end keeps the rest. */
+void tibet_served_unmapped(const void *start, size_t length)
+{
+    if (!own_state() || length == 0)
+        return;
+    uintptr_t a = (uintptr_t)start, b = a + ((length + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1));
+    spin_lock(&served.maps_lock);
+    for (uint32_t i = 0; i < served.map_count;) {
+        uintptr_t s = served.maps[i].start, e = s + served.maps[i].length;
+        if (b <= s || e <= a) {
+            i++;
+            continue;
+        }
+        if (a <= s && b >= e) {
+            served.maps[i] = served.maps[--served.map_count];
+            continue;
+        }
+        if (a <= s) {
+            served.maps[i].start = b;
+            served.maps[i].length = e - b;
+        } else if (b >= e) {
+            served.maps[i].length = a - s;
+        } else {
+            served.maps[i] = served.maps[--served.map_count];
+            continue;
+        }
+        i++;
+    }
+    spin_unlock(&served.maps_lock);
 }
 
 static struct served_block *block_of(const void *p)

@@ -36,6 +36,12 @@ void tibet_served_start_in_child(int (*create_thread)(pthread_t *, const pthread
 void *tibet_served_alloc(size_t size, size_t alignment);
 void *tibet_served_map(size_t length);
 void tibet_served_free(void *p);
+/* The length of the served mapping (tibet_served_map) that starts at `start`, or 0: an
+ * mremap of it must not be the kernel's, which would leave its grown part registered but
+ * unserved (SIGBUS). */
+size_t tibet_served_mapping(const void *start);
+/* The child unmapped [start, start+length): served mappings in it are forgotten. */
+void tibet_served_unmapped(const void *start, size_t length);
 size_t tibet_served_usable_size(const void *p);
 /* Why a child's allocation was not served, for the shim's one line: a short phrase. */
 const char *tibet_served_why_not(void);

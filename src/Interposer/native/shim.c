@@ -1053,7 +1053,45 @@ EXPORT int munmap(void *addr, size_t length)
         }
         return 0;
     }
-    return real_munmap(addr, length);
+    int result = real_munmap(addr, length);
+    if (result == 0 && shim_ready && in_child())
+        tibet_served_unmapped(addr, length);
+    return result;
+}
+
+/* mremap of a forked child's served mapping (tibet_served_map). The kernel would move
+ * or grow it with its registration, and the grown part would be registered but unknown to
+ * the custodian: a fault there gets SIGBUS. So a move or a resize is a new mapping (served
+ * again, or plaintext as any large one the custodian cannot take, said), a copy, and an
+ * unmap of the old, which the custodian follows (its UNMAP event); growing in place is
+ * refused (ENOMEM, which mremap without MREMAP_MAYMOVE may always answer), and shrinking
+ * in place is the kernel's. Costs a copy where the kernel would move page tables. */
+static void *remap_served(void *old, size_t old_size, size_t new_size, int flags, const void *ret)
+{
+    size_t page = 4096, old_rounded = (old_size + page - 1) & ~(page - 1), new_rounded = (new_size + page - 1) & ~(page - 1);
+    if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) || new_size == 0) {
+        errno = EINVAL;
+        return MAP_FAILED;
+    }
+    if (new_rounded == old_rounded)
+        return old;
+    if (!(flags & MREMAP_MAYMOVE)) {
+        if (new_rounded > old_rounded) {
+            errno = ENOMEM;
+            return MAP_FAILED;
+        }
+        void *shrunk = real_mremap(old, old_size, new_size, flags);
+        if (shrunk != MAP_FAILED)
+            tibet_served_unmapped((char *)old + new_rounded, old_rounded - new_rounded);
+        return shrunk;
+    }
+    void *moved = do_mmap(NULL, new_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, ret);
+    if (moved == MAP_FAILED)
+        return MAP_FAILED;
+    memcpy(moved, old, old_rounded < new_rounded ? old_rounded : new_rounded);
+    real_munmap(old, old_rounded);
+    tibet_served_unmapped(old, old_rounded);
+    return moved;
 }
 
 EXPORT void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
@@ -1066,6 +1104,11 @@ EXPORT void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
         va_start(ap, flags);
         new_address = va_arg(ap, void *);
         va_end(ap);
+    }
+    if (shim_ready && !in_tibet && in_child()) {
+        size_t served_length = tibet_served_mapping(old);
+        if (served_length && ((old_size + 4095) & ~(size_t)4095) == served_length)
+            return remap_served(old, old_size, new_size, flags, __builtin_return_address(0));
     }
     if (shim_ready && ours_mmap(old) && !in_tibet && !in_child()) {
         if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP)) {
