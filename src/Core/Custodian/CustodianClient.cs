@@ -58,33 +58,36 @@ internal static unsafe class CustodianClient
     /// Asks the custodian, which keeps the identity, to decide access to the sealed model
     /// open as <paramref name="model"/>, showing <paramref name="token"/> (this process's
     /// grant). On an answer, returns true with its status, reason and message, and, when
-    /// the reason is Live, the data key in <paramref name="dataKey"/> (the caller wipes it).
-    /// False, with <paramref name="problem"/>, when no custodian answered.
+    /// the reason is Live, the model's pages: an opener that has the custodian decrypt
+    /// them (the data key stays there). False, with <paramref name="problem"/>, when no
+    /// custodian answered.
     /// </summary>
-    public static bool RequestSealedAccess(int model, ReadOnlySpan<byte> token, Span<byte> dataKey,
-        out int status, out Sealing.SealAccessReason reason, out string message, out string problem)
+    public static bool RequestSealedAccess(int model, ReadOnlySpan<byte> token,
+        out int status, out Sealing.SealAccessReason reason, out string message, out CustodianPageOpener? pages, out string problem)
     {
         if (SecureExecution.IsActive || Environment.GetEnvironmentVariable(ServedProtocol.SocketVariable) is not { Length: > 0 and <= 100 } name)
         {
             status = SealedAccessAnswer.Refused;
             reason = Sealing.SealAccessReason.NoIdentity;
             message = "";
+            pages = null;
             problem = $"{ServedProtocol.SocketVariable} does not name one in this process";
             return false;
         }
-        return RequestSealedAccess(name, model, token, dataKey, out status, out reason, out message, out problem);
+        return RequestSealedAccess(name, model, token, out status, out reason, out message, out pages, out problem);
     }
 
     /// <summary>As above, of the custodian at the abstract socket <paramref name="name"/>.</summary>
-    internal static bool RequestSealedAccess(string name, int model, ReadOnlySpan<byte> token, Span<byte> dataKey,
-        out int status, out Sealing.SealAccessReason reason, out string message, out string problem)
+    internal static bool RequestSealedAccess(string name, int model, ReadOnlySpan<byte> token,
+        out int status, out Sealing.SealAccessReason reason, out string message, out CustodianPageOpener? pages, out string problem)
     {
         status = SealedAccessAnswer.Refused;
         reason = Sealing.SealAccessReason.NoIdentity;
         message = "";
+        pages = null;
         problem = "";
-        if (dataKey.Length != Sealing.SealFormat.DataKeySize || token.Length != Identity.CustodianGrant.TokenSize)
-            throw new ArgumentException("A data key and a grant token are 32 bytes each.");
+        if (token.Length != Identity.CustodianGrant.TokenSize)
+            throw new ArgumentException("A grant token is 32 bytes.", nameof(token));
         int* pair = stackalloc int[2];
         if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair) != 0)
         {
@@ -93,6 +96,8 @@ internal static unsafe class CustodianClient
         }
         int size = sizeof(SealedAccessAnswer) + SealedAccessAnswer.MaxMessageBytes;
         byte* buffer = stackalloc byte[size];
+        Span<int> received = stackalloc int[2];
+        int count = 0;
         int registry = ServedProtocol.Connect(name);
         try
         {
@@ -124,7 +129,7 @@ internal static unsafe class CustodianClient
             // Reading the tag table of a large model and writing the audit log take a while;
             // the custodian's first answer may also wait for its start-up.
             Libc.SetSocketTimeouts(pair[0], 30);
-            nint n = Libc.recv(pair[0], buffer, (nuint)size, 0);
+            nint n = Libc.ReceiveWithDescriptors(pair[0], buffer, (nuint)size, received, out count, Libc.MSG_CMSG_CLOEXEC);
             var answer = (SealedAccessAnswer*)buffer;
             if (n < sizeof(SealedAccessAnswer) || answer->MessageBytes < 0 || answer->MessageBytes > n - sizeof(SealedAccessAnswer))
             {
@@ -134,12 +139,27 @@ internal static unsafe class CustodianClient
             status = answer->Status;
             reason = Enum.IsDefined((Sealing.SealAccessReason)answer->Reason) ? (Sealing.SealAccessReason)answer->Reason : Sealing.SealAccessReason.NoIdentity;
             message = System.Text.Encoding.UTF8.GetString(buffer + sizeof(SealedAccessAnswer), answer->MessageBytes);
-            new ReadOnlySpan<byte>(answer->DataKey, Sealing.SealFormat.DataKeySize).CopyTo(dataKey);
+            if (status == SealedAccessAnswer.Decided && reason == Sealing.SealAccessReason.Live)
+            {
+                if (count != 2 || answer->WindowPages <= 0 || answer->WindowPages > 4096)
+                {
+                    problem = "a live answer came without its page session";
+                    return false;
+                }
+                count = 0; // the opener owns them, and closes them if it cannot map the window
+                pages = new CustodianPageOpener(received[0], received[1], answer->WindowPages);
+            }
             return true;
+        }
+        catch (InvalidOperationException e)
+        {
+            problem = e.Message;
+            return false;
         }
         finally
         {
-            System.Security.Cryptography.CryptographicOperations.ZeroMemory(new Span<byte>(buffer, size));
+            for (int i = 0; i < count; i++)
+                Libc.close(received[i]);
             if (registry >= 0) Libc.close(registry);
             Libc.close(pair[0]);
             if (pair[1] >= 0) Libc.close(pair[1]);

@@ -11,9 +11,11 @@ namespace Tibet.Core.Custodian;
 /// The identity and claim tibet-run handed to the custodian, and the access decisions
 /// made with them for the processes of the tree. A process that opens a sealed model
 /// sends the model's descriptor and its grant token (<see cref="CustodianGrant"/>); the
-/// custodian decides (<see cref="SealedModel.Decide(Identity.Identity?, Claim?, DateTimeOffset, Span{byte})"/>),
-/// writes the audit record, and answers with the verdict and, when the model is live, its
-/// data key. The identity's X25519 secret never leaves this process.
+/// custodian decides (<see cref="SealedModel.Decide(Identity.Identity?, Claim?, DateTimeOffset)"/>),
+/// writes the audit record, and answers with the verdict and, when the model is live, a
+/// page session (<see cref="SealedPageService"/>): the process sends ciphertext and gets
+/// plaintext back. Neither the identity's X25519 secret nor the model's data key leaves
+/// this process.
 /// </summary>
 /// <remarks>
 /// The audit record is written here, by the process that decides: a program cannot skip
@@ -87,6 +89,7 @@ internal sealed unsafe class IdentityCustody : IDisposable
         byte* buffer = stackalloc byte[size];
         new Span<byte>(buffer, size).Clear();
         var answer = (SealedAccessAnswer*)buffer;
+        (int Session, int Window) pages = (-1, -1);
         try
         {
             Libc.SetSocketTimeouts(reply, 5);
@@ -102,14 +105,18 @@ internal sealed unsafe class IdentityCustody : IDisposable
             }
             else
             {
-                message = Decide(model, pid, answer);
+                message = Decide(model, pid, answer, out pages);
                 model = -1; // the model's stream closed it
             }
             byte[] text = System.Text.Encoding.UTF8.GetBytes(SealedModel.OneLine(message));
             int length = Math.Min(text.Length, SealedAccessAnswer.MaxMessageBytes);
             text.AsSpan(0, length).CopyTo(new Span<byte>(buffer + sizeof(SealedAccessAnswer), length));
             answer->MessageBytes = length;
-            Libc.send(reply, buffer, (nuint)(sizeof(SealedAccessAnswer) + length), Libc.MSG_NOSIGNAL);
+            nuint bytes = (nuint)(sizeof(SealedAccessAnswer) + length);
+            if (pages.Session >= 0)
+                Libc.SendWithDescriptors(reply, buffer, bytes, [pages.Session, pages.Window]);
+            else
+                Libc.send(reply, buffer, bytes, Libc.MSG_NOSIGNAL);
         }
         catch (Exception e)
         {
@@ -121,21 +128,24 @@ internal sealed unsafe class IdentityCustody : IDisposable
             Libc.close(reply);
             if (model >= 0)
                 Libc.close(model);
+            // Handed over (or never to be): the session's thread sees the end if nobody took it.
+            if (pages.Session >= 0) Libc.close(pages.Session);
+            if (pages.Window >= 0) Libc.close(pages.Window);
         }
     }
 
     /// <summary>Decides for the model open as <paramref name="model"/> (closed when this
     /// returns), records the decision, and fills <paramref name="answer"/>; returns the message.</summary>
-    private string Decide(int model, int pid, SealedAccessAnswer* answer)
+    private string Decide(int model, int pid, SealedAccessAnswer* answer, out (int Session, int Window) pages)
     {
+        pages = (-1, -1);
         string path = DescriptorPath(model);
         using var stream = new FileStream(new SafeFileHandle(model, ownsHandle: true), FileAccess.Read, bufferSize: 0);
         AccessDecision decision;
-        var dataKey = new Span<byte>(answer->DataKey, SealFormat.DataKeySize);
         try
         {
             using var sealedModel = SealedModel.Open(stream, path);
-            decision = sealedModel.Decide(_identity, _claim, DateTimeOffset.UtcNow, dataKey);
+            decision = sealedModel.Decide(_identity, _claim, DateTimeOffset.UtcNow);
         }
         catch (Exception e) when (e is SealedModelException or IOException or ArgumentException)
         {
@@ -143,7 +153,8 @@ internal sealed unsafe class IdentityCustody : IDisposable
             answer->Reason = (int)(e is SealedModelException sealedError ? sealedError.Reason : SealAccessReason.MalformedModel);
             return $"the custodian cannot open it as a sealed model: {e.Message}";
         }
-        using (decision)
+        bool handedOver = false;
+        try
         {
             Interlocked.Increment(ref _decisions);
             string reason = $"{decision.Reason}: {decision.Message}";
@@ -160,14 +171,25 @@ internal sealed unsafe class IdentityCustody : IDisposable
             }
             catch (AuditLogException e)
             {
-                CryptographicOperations.ZeroMemory(dataKey);
                 answer->Status = SealedAccessAnswer.NotRecorded;
                 answer->Reason = (int)decision.Reason;
                 return e.Message;
             }
+            if (decision.IsLive)
+            {
+                // The key goes to the session's thread, which keeps it for the process.
+                pages = SealedPageService.Start(decision.Key, $"{pid}");
+                handedOver = true;
+                answer->WindowPages = SealedPageService.WindowPages;
+            }
             answer->Status = SealedAccessAnswer.Decided;
             answer->Reason = (int)decision.Reason;
             return decision.Message;
+        }
+        finally
+        {
+            if (!handedOver)
+                decision.Dispose();
         }
     }
 

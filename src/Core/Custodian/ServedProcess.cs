@@ -87,7 +87,7 @@ internal sealed unsafe class ServedProcess
         AgentAddressSpace? space = null;
         try
         {
-            nint window = CreateWindow(windowPages, out int memfd);
+            nint window = SharedWindow.Create("tibet-take-out", windowPages, out int memfd);
             uffd = Userfaultfd.Adopt(_uffd);
             space = new AgentAddressSpace(uffd, _agent, window, windowPages); // owns the agent and the window
             ServedWelcome welcome = new()
@@ -190,32 +190,5 @@ internal sealed unsafe class ServedProcess
             _say($"tibet custodian: cannot serve {request.Length} bytes of pid {Pid}: {e.Message}; that allocation runs unencrypted, and says so.");
             return Libc.ENOMEM;
         }
-    }
-
-    /// <summary>The take-out window: a memfd mapped here and in the process. Plaintext
-    /// passes through it between a take-out and its sealing, so it is locked and kept out
-    /// of core dumps.</summary>
-    private static nint CreateWindow(int pages, out int memfd)
-    {
-        nuint length = (nuint)(pages * PageSize);
-        memfd = Libc.memfd_create("tibet-take-out", Libc.MFD_CLOEXEC);
-        if (memfd < 0)
-            throw new InvalidOperationException($"memfd_create failed: {Libc.Describe(Libc.LastErrno)}");
-        if (Libc.ftruncate(memfd, (long)length) != 0)
-        {
-            int errno = Libc.LastErrno;
-            Libc.close(memfd);
-            throw new InvalidOperationException($"ftruncate of the take-out window failed: {Libc.Describe(errno)}");
-        }
-        nint window = Libc.mmap(0, length, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, memfd, 0);
-        if (window == Libc.MAP_FAILED)
-        {
-            int errno = Libc.LastErrno;
-            Libc.close(memfd);
-            throw new InvalidOperationException($"mmap of the take-out window failed: {Libc.Describe(errno)}");
-        }
-        Libc.madvise(window, length, Libc.MADV_DONTDUMP);
-        MemoryLocking.Lock(window, length);
-        return window;
     }
 }

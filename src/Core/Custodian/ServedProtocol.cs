@@ -134,7 +134,9 @@ internal unsafe struct SealedAccessRequest
 }
 
 /// <summary>The custodian's answer to a sealed-model request, followed in the same message
-/// by <see cref="MessageBytes"/> bytes of UTF-8: its one-line message.</summary>
+/// by <see cref="MessageBytes"/> bytes of UTF-8: its one-line message. When the model is
+/// live, two descriptors come with it: the process's end of a page session and the session's
+/// window (see <see cref="SealedPagesRequest"/>); the data key never does.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct SealedAccessAnswer
 {
@@ -156,7 +158,26 @@ internal unsafe struct SealedAccessAnswer
     /// <summary>A Tibet.Core.Sealing.SealAccessReason.</summary>
     public int Reason;
     public int MessageBytes;
+    /// <summary>The page session's window, in pages, when live.</summary>
+    public int WindowPages;
+}
+
+/// <summary>A request on a sealed model's page session: the process put the ciphertext of
+/// data pages [<see cref="FirstPage"/>, + <see cref="Count"/>) into the window; the
+/// custodian decrypts them there and answers with a <see cref="SealedPagesAnswer"/>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct SealedPagesRequest
+{
+    public long FirstPage;
+    public int Count;
     public int Reserved;
-    /// <summary>The model's data key when <see cref="Reason"/> is Live; zeros otherwise.</summary>
-    public fixed byte DataKey[Sealing.SealFormat.DataKeySize];
+}
+
+/// <summary>How many of the requested pages, from the first on, are plaintext now; the
+/// page after those failed authentication and is cleared.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct SealedPagesAnswer
+{
+    public int Opened;
+    public int Reserved;
 }

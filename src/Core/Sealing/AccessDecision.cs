@@ -32,8 +32,7 @@ public sealed class AccessDecision : IDisposable
     /// decision: it is disposed with it.</summary>
     public SealedModelKey? Key { get; }
 
-    /// <summary>The claim that was checked, when the decision got that far (for audit
-    /// records); null in a process the custodian decided for (it never holds the claim).</summary>
+    /// <summary>The claim that was checked, when the decision got that far (for audit records).</summary>
     public Claim? Claim { get; }
 
     /// <summary>Disposes <see cref="Key"/>, wiping the data key.</summary>
@@ -42,7 +41,7 @@ public sealed class AccessDecision : IDisposable
     /// <summary>"HeaderTampered: ...".</summary>
     public override string ToString() => $"{Reason}: {Message}";
 
-    internal static AccessDecision Live(SealedModelKey key, Claim? claim, string message) =>
+    internal static AccessDecision Live(SealedModelKey key, Claim claim, string message) =>
         new(SealAccessReason.Live, message, key, claim);
 
     internal static AccessDecision Dead(SealAccessReason reason, string message, Claim? claim = null)

@@ -22,13 +22,13 @@ public sealed unsafe class SealedFileView : IDisposable
     private const int ScratchPages = 64;
     private const int ScratchBytes = ScratchPages * PageSize;
 
-    private readonly SealedModelKey? _key;
+    private readonly ISealedPageOpener? _key;
     private readonly bool _refused;
     private readonly Lock _scratchLock = new();
     private nint _scratch;
     private long _tamperedPages;
 
-    private SealedFileView(long dataOffset, long dataPages, long fileLength, SealedModelKey? key, bool refused)
+    private SealedFileView(long dataOffset, long dataPages, long fileLength, ISealedPageOpener? key, bool refused)
     {
         DataOffset = dataOffset;
         DataEnd = dataOffset + dataPages * PageSize;
@@ -37,9 +37,10 @@ public sealed unsafe class SealedFileView : IDisposable
         _refused = refused;
     }
 
-    /// <summary>A view that decrypts with <paramref name="key"/> (live), or shows zeros for
-    /// every data page when it is null (dead). The key stays owned by the caller.</summary>
-    public static SealedFileView For(SealedModel model, SealedModelKey? key)
+    /// <summary>A view that decrypts with <paramref name="key"/> (live: the model's key, or
+    /// the custodian that keeps it), or shows zeros for every data page when it is null
+    /// (dead). The key stays owned by the caller.</summary>
+    public static SealedFileView For(SealedModel model, ISealedPageOpener? key)
     {
         ArgumentNullException.ThrowIfNull(model);
         return new SealedFileView(model.DataOffset, model.DataPages, model.FileLength, key, refused: false);
@@ -81,10 +82,55 @@ public sealed unsafe class SealedFileView : IDisposable
             page.Clear();
             return PageVerdict.Zero;
         }
-        if (_key.TryDecryptPage((fileOffset - DataOffset) / PageSize, page, page))
-            return PageVerdict.Keep;
+        fixed (byte* p = page)
+            if (_key.OpenPages((fileOffset - DataOffset) / PageSize, 1, p) == 1)
+                return PageVerdict.Keep;
         Interlocked.Increment(ref _tamperedPages);
         return PageVerdict.Tampered;
+    }
+
+    /// <summary>
+    /// <see cref="Filter"/> for <paramref name="pages"/> consecutive pages at
+    /// <paramref name="data"/> (read from the page-aligned <paramref name="fileOffset"/>):
+    /// their data pages go to the key as one run, so that a custodian decrypts a whole
+    /// range per request. Returns how many pages, from the first on, the program may see;
+    /// the page after those failed authentication (and is cleared). <paramref name="anyData"/>:
+    /// whether any of them holds more than zeros. Allocation-free; never throws.
+    /// </summary>
+    public int FilterRun(long fileOffset, int pages, byte* data, out bool anyData)
+    {
+        anyData = false;
+        if (_refused || _key == null)
+        {
+            for (int i = 0; i < pages; i++)
+            {
+                long at = fileOffset + (long)i * PageSize;
+                if (!_refused && (at < DataOffset || at >= DataEnd))
+                    anyData = true; // the header or the trailer: public, served as stored
+                else
+                    new Span<byte>(data + (long)i * PageSize, PageSize).Clear();
+            }
+            return pages;
+        }
+        for (int i = 0; i < pages;)
+        {
+            long at = fileOffset + (long)i * PageSize;
+            anyData = true;
+            if (at < DataOffset || at >= DataEnd)
+            {
+                i++;
+                continue;
+            }
+            int run = (int)Math.Min(pages - i, (DataEnd - at) / PageSize);
+            int opened = _key.OpenPages((at - DataOffset) / PageSize, run, data + (long)i * PageSize);
+            if (opened < run)
+            {
+                Interlocked.Increment(ref _tamperedPages);
+                return i + opened;
+            }
+            i += run;
+        }
+        return pages;
     }
 
     /// <summary>
@@ -121,16 +167,14 @@ public sealed unsafe class SealedFileView : IDisposable
                         return done > 0 ? done : got;
                     if (got < span)
                         Libc.memset(scratch + got, 0, (nuint)(span - got));
-                    for (int page = 0; page < span / PageSize; page++)
+                    int fine = FilterRun(pageStart, span / PageSize, scratch, out _);
+                    if (fine < span / PageSize)
                     {
-                        if (Filter(pageStart + (long)page * PageSize, new Span<byte>(scratch + (long)page * PageSize, PageSize)) == PageVerdict.Tampered)
-                        {
-                            // Copy what came before the bad page; the bad page itself never.
-                            long good = Math.Max(0, Math.Min(pageStart + (long)page * PageSize, end) - at);
-                            Libc.memcpy(destination + done, scratch + (at - pageStart), (nuint)good);
-                            done += good;
-                            return done > 0 ? done : -Libc.EIO;
-                        }
+                        // Copy what came before the bad page; the bad page itself never.
+                        long good = Math.Max(0, Math.Min(pageStart + (long)fine * PageSize, end) - at);
+                        Libc.memcpy(destination + done, scratch + (at - pageStart), (nuint)good);
+                        done += good;
+                        return done > 0 ? done : -Libc.EIO;
                     }
                     long chunk = Math.Min(end, pageStart + span) - at;
                     Libc.memcpy(destination + done, scratch + (at - pageStart), (nuint)chunk);

@@ -156,11 +156,10 @@ public sealed class SealedModel : IDisposable
     public AccessDecision Decide(Identity? identity, Claim? claim, DateTimeOffset now) => Decide(identity, claim, now, []);
 
     /// <summary>
-    /// The access decision, as <see cref="Decide(Identity?, Claim?, DateTimeOffset)"/>, for
-    /// the custodian, which decides for a process that must not hold the identity: when
+    /// The access decision, as <see cref="Decide(Identity?, Claim?, DateTimeOffset)"/>; when
     /// live, the raw data key is also written into <paramref name="grantedDataKey"/> (of
-    /// <see cref="SealFormat.DataKeySize"/> bytes; the caller hands it over and wipes it).
-    /// The process then checks it with <see cref="AdmitGrantedKey"/>.
+    /// <see cref="SealFormat.DataKeySize"/> bytes, which the caller wipes). For tests that
+    /// look for the key in memory: tibet itself never copies a data key out.
     /// </summary>
     public AccessDecision Decide(Identity? identity, Claim? claim, DateTimeOffset now, Span<byte> grantedDataKey)
     {
@@ -223,49 +222,6 @@ public sealed class SealedModel : IDisposable
             if (!granted)
                 CryptographicOperations.ZeroMemory(grantedDataKey);
             dataKey?.Dispose();
-            block?.Dispose();
-        }
-    }
-
-    /// <summary>
-    /// A live decision from a data key the custodian granted (it decided, with the identity
-    /// and claim only it holds; <paramref name="message"/> is its word). The key must still
-    /// verify the seal's MAC over header, trailer and tag table, so a wrong key, or a file
-    /// changed since the custodian read it, gives <see cref="SealAccessReason.HeaderTampered"/>,
-    /// never wrong plaintext. The caller wipes <paramref name="dataKey"/>.
-    /// </summary>
-    /// <exception cref="IOException">The file cannot be read.</exception>
-    public AccessDecision AdmitGrantedKey(ReadOnlySpan<byte> dataKey, string message)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        ArgumentNullException.ThrowIfNull(message);
-        if (dataKey.Length != SealFormat.DataKeySize)
-            return AccessDecision.Dead(SealAccessReason.HeaderTampered, $"The key granted for '{_sourceName}' is {dataKey.Length} bytes, not {SealFormat.DataKeySize}.");
-        Key? key = null;
-        NativeBuffer? block = null;
-        try
-        {
-            key = SealFormat.ImportDataKey(dataKey);
-            block = SealedModelKey.AllocateBlock(DataPages);
-            bool authentic;
-            using (Key macKey = SealFormat.DeriveMacKey(dataKey, _seal.FileId))
-                authentic = ReadTagTableAndVerifyMac(macKey, block);
-            if (!authentic)
-                return AccessDecision.Dead(SealAccessReason.HeaderTampered,
-                    $"The seal of '{_sourceName}' does not verify with the key the custodian granted: the file was altered after the custodian read it. Get an intact copy of the sealed model.");
-            var live = new SealedModelKey(key, block, _seal.FileId, _headerHash, DataPages);
-            key = null;
-            block = null;
-            return AccessDecision.Live(live, claim: null, message);
-        }
-        catch (EndOfStreamException)
-        {
-            return AccessDecision.Dead(SealAccessReason.MalformedSeal,
-                $"'{_sourceName}' ended early while its tag table was read: it was truncated or changed after opening. Open it again once nothing writes to it.");
-        }
-        finally
-        {
-            key?.Dispose();
             block?.Dispose();
         }
     }

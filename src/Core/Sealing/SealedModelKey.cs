@@ -18,7 +18,7 @@ namespace Tibet.Core.Sealing;
 /// busy decrypts with a scratch buffer on its own stack instead, so concurrent calls are
 /// safe, merely not the design point.</para>
 /// </remarks>
-public sealed unsafe class SealedModelKey : IDisposable
+public sealed unsafe class SealedModelKey : IDisposable, ISealedPageOpener
 {
     /// <summary>Bytes in a data page.</summary>
     public const int PageSize = SealFormat.PageSize;
@@ -105,6 +105,18 @@ public sealed unsafe class SealedModelKey : IDisposable
             if (referenced)
                 _block.DangerousRelease();
         }
+    }
+
+    /// <inheritdoc/>
+    public int OpenPages(long firstPage, int count, byte* pages)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            var page = new Span<byte>(pages + (long)i * PageSize, PageSize);
+            if (!TryDecryptPage(firstPage + i, page, page))
+                return i;
+        }
+        return count;
     }
 
     /// <summary>Destroys the data key (libsodium wipes it) and wipes and frees the native

@@ -182,58 +182,34 @@ internal sealed unsafe class SealedFiles
     /// <summary>
     /// The decision, made by the custodian, which keeps the identity and the claim and
     /// writes the audit record: this process shows its grant and the model's descriptor,
-    /// and gets the verdict and, when live, the model's data key, which must still verify
-    /// the seal (<see cref="SealedModel.AdmitGrantedKey"/>).
+    /// and gets the verdict and, when live, a page session: the custodian decrypts the
+    /// model's pages for it, and the data key never enters this process.
     /// </summary>
     private SealedFileAccess DecideThroughCustodian(SealedModel model, int fd, string path, FileKey key, SafeFileHandle source)
     {
-        Span<byte> dataKey = stackalloc byte[SealFormat.DataKeySize];
-        try
+        if (!Tibet.Core.Custodian.CustodianClient.RequestSealedAccess(fd, _identity.GrantToken,
+                out int status, out SealAccessReason reason, out string message, out var pages, out string problem))
         {
-            if (!Tibet.Core.Custodian.CustodianClient.RequestSealedAccess(fd, _identity.GrantToken, dataKey,
-                    out int status, out SealAccessReason reason, out string message, out string problem))
-            {
-                Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: the custodian, which keeps the identity, " +
-                                $"cannot be reached ({problem}). It ends when tibet-run's program and every process it serves have ended; " +
-                                "a process that outlives them opens no sealed model.");
-                return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
-            }
-            if (status == Tibet.Core.Custodian.SealedAccessAnswer.NotRecorded)
-            {
-                Shim.WriteError($"tibet: '{path}' is served as dead material (zero pages): its access could not be recorded " +
-                                $"in the audit log ({message}). Fix the log or name a writable one with --audit-log.");
-                return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
-            }
-            if (status != Tibet.Core.Custodian.SealedAccessAnswer.Decided || reason != SealAccessReason.Live)
-            {
-                Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: {reason}: {message}");
-                return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
-            }
-            AccessDecision decision;
-            try
-            {
-                decision = model.AdmitGrantedKey(dataKey, message);
-            }
-            catch (IOException e)
-            {
-                return Refuse(path, key, source, "Unreadable", SealedModel.OneLine(e.Message));
-            }
-            if (!decision.IsLive)
-            {
-                decision.Dispose();
-                Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: {decision}");
-                TryAudit(path, AuditDecision.Denied, decision.ToString(), out _);
-                return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
-            }
-            if (_verbosity > 0)
-                Shim.WriteError($"tibet: '{path}' is live: {decision.Message}");
-            // The view holds the live key for the rest of the process; the decision is not kept.
-            return new SealedFileAccess(path, key, source, SealedFileView.For(model, decision.Key));
+            Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: the custodian, which keeps the identity, " +
+                            $"cannot be reached ({problem}). It ends when tibet-run's program and every process of its tree have ended; " +
+                            "a process that outlives them opens no sealed model.");
+            return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
         }
-        finally
+        if (status == Tibet.Core.Custodian.SealedAccessAnswer.NotRecorded)
         {
-            System.Security.Cryptography.CryptographicOperations.ZeroMemory(dataKey);
+            Shim.WriteError($"tibet: '{path}' is served as dead material (zero pages): its access could not be recorded " +
+                            $"in the audit log ({message}). Fix the log or name a writable one with --audit-log.");
+            return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
         }
+        if (pages == null)
+        {
+            Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: {reason}: {message}");
+            return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
+        }
+        if (_verbosity > 0)
+            Shim.WriteError($"tibet: '{path}' is live: {message}");
+        // The view holds the session for the rest of the process.
+        return new SealedFileAccess(path, key, source, SealedFileView.For(model, pages));
     }
 
     private SealedFileAccess Refuse(string path, FileKey key, SafeFileHandle? source, string reason, string message)

@@ -41,6 +41,24 @@ public class IdentityCustodyTests(SealedRunWorld world) : IClassFixture<SealedRu
     }
 
     [Fact]
+    public void The_data_key_of_a_live_model_is_in_the_custodian_and_not_in_the_program_that_reads_it()
+    {
+        byte[] dataKey = world.SealedModelDataKey;
+        int inProgram, inCustodian;
+        using (var held = HoldLiveModel())
+        {
+            inProgram = MemoryScanner.CountInPresentPages(held.Pid, dataKey);
+            inCustodian = MemoryScanner.CountInPresentPages(CustodianFinder.PidServing(held.Pid), dataKey);
+            var (exitCode, stderr) = held.Finish();
+            Assert.True(exitCode == 0, stderr);
+            Assert.DoesNotContain("dead material", stderr);
+        }
+
+        Assert.True(inCustodian > 0, "the scan must find the data key where it is, in the custodian: else it proves nothing about the program");
+        Assert.Equal(0, inProgram);
+    }
+
+    [Fact]
     public void Without_a_custodian_the_identity_s_secret_is_handed_to_the_program()
     {
         // TIBET_CUSTODIAN=0: the documented fallback (docs/threat-model.md). The same scan
@@ -66,7 +84,7 @@ public class IdentityCustodyTests(SealedRunWorld world) : IClassFixture<SealedRu
         int status;
         SealAccessReason reason;
         string message, problem;
-        byte[] dataKey = new byte[SealFormat.DataKeySize];
+        bool opened;
         using (var held = HoldLiveModel())
         {
             string environment = File.ReadAllText($"/proc/{held.Pid}/environ");
@@ -75,8 +93,10 @@ public class IdentityCustodyTests(SealedRunWorld world) : IClassFixture<SealedRu
             // Root may connect (the custodian accepts the tree's uids and root); a guessed
             // token is what an intruder of the tree's users without the grant would have.
             byte[] guessed = new byte[Tibet.Core.Identity.CustodianGrant.TokenSize];
-            answered = CustodianClient.RequestSealedAccess(name, (int)model.DangerousGetHandle(), guessed, dataKey,
-                out status, out reason, out message, out problem);
+            answered = CustodianClient.RequestSealedAccess(name, (int)model.DangerousGetHandle(), guessed,
+                out status, out reason, out message, out var pages, out problem);
+            opened = pages != null;
+            pages?.Dispose();
             (_, stderr) = held.Finish();
         }
 
@@ -84,7 +104,7 @@ public class IdentityCustodyTests(SealedRunWorld world) : IClassFixture<SealedRu
         Assert.Equal(SealedAccessAnswer.Refused, status);
         Assert.NotEqual(SealAccessReason.Live, reason);
         Assert.Contains("grant", message);
-        Assert.True(dataKey.All(b => b == 0), "a refused request must carry no key");
+        Assert.False(opened, "a refused request must open no page session");
         Assert.Contains("refused a sealed-model request", stderr);
     }
 }

@@ -131,6 +131,22 @@ public sealed class SealedRunWorld : IDisposable
 
     public string AliceFingerprint => _alice.Fingerprint.ToString();
 
+    /// <summary>The sealed model's data key, unwrapped here with Alice's identity and claim.</summary>
+    public byte[] SealedModelDataKey
+    {
+        get
+        {
+            byte[] key = new byte[Tibet.Core.Sealing.SealFormat.DataKeySize];
+            using var model = Tibet.Core.Sealing.SealedModel.Open(SealedModel);
+            if (!Claim.TryDecode(ClaimFile.ReadAllBytes(ClaimPath("valid")), out var valid, out _, out string problem))
+                throw new InvalidOperationException($"the valid claim does not decode: {problem}");
+            using var decision = model.Decide(_alice, valid, DateTimeOffset.UtcNow, key);
+            if (!decision.IsLive)
+                throw new InvalidOperationException($"the test's own decision is not live: {decision}");
+            return key;
+        }
+    }
+
     /// <summary>Alice's X25519 secret: what unwraps the data keys of models sealed to her.</summary>
     public byte[] AliceAgreementSecret
     {
