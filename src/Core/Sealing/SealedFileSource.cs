@@ -1,26 +1,51 @@
 using Tibet.Core.Files;
+using Tibet.Core.Interop;
 using Tibet.Core.Paging;
+using Tibet.Core.Storage;
 
 namespace Tibet.Core.Sealing;
 
 /// <summary>
 /// Serves the pages of a map of a sealed model straight from the file, on first touch:
-/// the page's ciphertext is read (pread, through the page cache, which only ever holds
+/// the pages' ciphertext is read (pread, through the page cache, which only ever holds
 /// ciphertext) and turned by the <see cref="SealedFileView"/> into what the program may
 /// see. Nothing is decrypted before it is touched, so mapping a model costs nothing, and
 /// no plaintext exists outside the resident working set.
 /// </summary>
-/// <remarks>Runs on the fault path (see <see cref="IPageSource"/>): pread and the
-/// view's page decryption allocate nothing and never throw. <c>onTampered</c>, which may
-/// do more, runs on the engine's reporter thread (<see cref="ReportTampered"/>).</remarks>
+/// <remarks>
+/// <para>A live model is read and decrypted a window at a time: the run the handler
+/// announced (<see cref="BeginRun"/>, up to a 2 MiB range), or at least
+/// <see cref="DefaultWindowPages"/> pages. One read, and one call of the key for the
+/// whole window, which matters when the key is the custodian's: one request per range
+/// instead of one per page. The window is locked and excluded from core dumps; each page
+/// is wiped from it when handed out, and the rest when the fault has been served.</para>
+/// <para>Runs on the fault path (see <see cref="IPageSource"/>): pread and the view's
+/// decryption allocate nothing and never throw. <c>onTampered</c>, which may do more,
+/// runs on the engine's reporter thread (<see cref="ReportTampered"/>).</para>
+/// </remarks>
 public sealed unsafe class SealedFileSource : IPageSource
 {
+    /// <summary>The most pages read and decrypted at once (a 2 MiB range).</summary>
+    public const int WindowPages = FileSource.WindowPages;
+
+    /// <summary>Pages read at once when no run was announced.</summary>
+    public const int DefaultWindowPages = FileSource.DefaultWindowPages;
+
     private const int PageSize = SealFormat.PageSize;
+    private const int WindowBytes = WindowPages * PageSize;
 
     private readonly SealedFileView _view;
     private readonly int _fd;
     private readonly long _fileOffset;
     private readonly Action? _onTampered;
+    private nint _window;
+    private long _windowFirst = -1;
+    private int _windowPages;
+    private long _failedPage = -1; // the page after the window's good ones failed authentication
+    private readonly ulong[] _handedOut = new ulong[WindowPages / 64]; // bit i: window page i was copied out and wiped
+    private long _runFirst = -1;
+    private int _runPages;
+    private int _references = 1;
 
     /// <param name="view">What the process may see of the file.</param>
     /// <param name="fd">A read-only descriptor of the file that outlives the arena.</param>
@@ -36,10 +61,47 @@ public sealed unsafe class SealedFileSource : IPageSource
         _fileOffset = fileOffset;
         _onTampered = onTampered;
         PositionalRead.Prepare(fd);
+        if (view.IsLive)
+        {
+            _window = KernelMemory.Map(WindowBytes);
+            // Decrypted pages wait here: keep them out of swap and out of core dumps.
+            Libc.mlock(_window, WindowBytes);
+            Libc.madvise(_window, WindowBytes, Libc.MADV_DONTDUMP);
+        }
     }
 
     /// <inheritdoc/>
     public PageVerdict Fill(long pageIndex, Span<byte> page)
+    {
+        if (Volatile.Read(ref _references) <= 0)
+            return PageVerdict.Tampered; // released: nothing can be served
+        if (_window == 0)
+            return FillAlone(pageIndex, page); // dead or refused: zeros and public pages, no key
+        if (pageIndex == _failedPage)
+        {
+            page.Clear();
+            return PageVerdict.Tampered;
+        }
+        // A page asked for again (its first injection was abandoned) is read afresh.
+        if (pageIndex < _windowFirst || pageIndex >= _windowFirst + _windowPages || IsHandedOut((int)(pageIndex - _windowFirst)))
+        {
+            PageVerdict refilled = Refill(pageIndex);
+            if (refilled != PageVerdict.Keep)
+            {
+                page.Clear();
+                return refilled;
+            }
+        }
+        int slot = (int)(pageIndex - _windowFirst);
+        var source = new Span<byte>((byte*)_window + (long)slot * PageSize, PageSize);
+        source.CopyTo(page);
+        source.Clear(); // handed out: it must not linger here
+        _handedOut[slot >> 6] |= 1UL << (slot & 63);
+        return PageVerdict.Keep;
+    }
+
+    /// <summary>One page read and filtered on its own (a view without a key decrypts nothing).</summary>
+    private PageVerdict FillAlone(long pageIndex, Span<byte> page)
     {
         long at = _fileOffset + pageIndex * PageSize;
         long done;
@@ -49,6 +111,67 @@ public sealed unsafe class SealedFileSource : IPageSource
             return PageVerdict.Tampered; // an I/O error: the kernel would raise SIGBUS for a file map too
         page[(int)done..].Clear(); // past the end of the file: zeros
         return _view.Filter(at, page);
+    }
+
+    /// <inheritdoc/>
+    public void BeginRun(long firstPage, int pages)
+    {
+        _runFirst = firstPage;
+        _runPages = pages;
+    }
+
+    private bool IsHandedOut(int slot) => (_handedOut[slot >> 6] & (1UL << (slot & 63))) != 0;
+
+    /// <summary>
+    /// Reads and decrypts the window that holds <paramref name="pageIndex"/>: the announced
+    /// run around it, else <see cref="DefaultWindowPages"/> from it. Keep; Zero when the
+    /// page lies wholly past the end of the file; Tampered on an I/O error or when the page
+    /// itself failed authentication (pages after a failed one are read again when asked for).
+    /// </summary>
+    private PageVerdict Refill(long pageIndex)
+    {
+        WipeWindow();
+        long first = pageIndex;
+        int pages = DefaultWindowPages;
+        if (pageIndex >= _runFirst && pageIndex < _runFirst + _runPages)
+        {
+            first = _runFirst;
+            pages = Math.Clamp(_runPages, DefaultWindowPages, WindowPages);
+            if (pageIndex >= first + pages)
+            {
+                first = pageIndex;
+                pages = (int)Math.Clamp(_runFirst + _runPages - pageIndex, DefaultWindowPages, WindowPages);
+            }
+        }
+        int bytes = pages * PageSize;
+        long at = _fileOffset + first * PageSize;
+        long done = PositionalRead.Fully(_fd, (byte*)_window, bytes, at);
+        if (done <= (pageIndex - first) * PageSize)
+        {
+            // An error, or the page lies wholly past the end of the file.
+            Libc.memset((void*)_window, 0, (nuint)bytes);
+            return done < 0 ? PageVerdict.Tampered : PageVerdict.Zero;
+        }
+        int read = (int)((done + PageSize - 1) / PageSize);
+        Libc.memset((byte*)_window + done, 0, (nuint)((long)read * PageSize - done)); // past the end: zeros
+        int fine = _view.FilterRun(at, read, (byte*)_window, out _);
+        if (fine < read)
+        {
+            // Pages after the failed one were not decrypted: never handed out from here.
+            Libc.memset((byte*)_window + (long)fine * PageSize, 0, (nuint)((long)(read - fine) * PageSize));
+            _failedPage = first + fine;
+        }
+        _windowFirst = first;
+        _windowPages = fine;
+        if (pageIndex == _failedPage)
+            return PageVerdict.Tampered;
+        if (pageIndex >= first + fine)
+        {
+            // Past a failed page: read again from here.
+            _runFirst = -1;
+            return Refill(pageIndex);
+        }
+        return PageVerdict.Keep;
     }
 
     /// <inheritdoc/>
@@ -68,6 +191,36 @@ public sealed unsafe class SealedFileSource : IPageSource
         return any ? PageVerdict.Keep : PageVerdict.Zero;
     }
 
+    /// <summary>Wipes the pages decrypted ahead that no one asked for.</summary>
+    public void EndOfFault()
+    {
+        WipeWindow();
+        _runFirst = -1;
+        _runPages = 0;
+    }
+
+    private void WipeWindow()
+    {
+        for (int i = 0; i < _windowPages; i++)
+            if (!IsHandedOut(i))
+                Libc.memset((byte*)_window + (long)i * PageSize, 0, PageSize);
+        _windowFirst = -1;
+        _windowPages = 0;
+        _failedPage = -1;
+        Array.Clear(_handedOut);
+    }
+
     /// <inheritdoc/>
     public void ReportTampered(long pageIndex) => _onTampered?.Invoke();
+
+    public void Retain() => Interlocked.Increment(ref _references);
+
+    public void Release()
+    {
+        if (Interlocked.Decrement(ref _references) != 0 || _window == 0)
+            return;
+        Libc.memset((void*)_window, 0, WindowBytes);
+        KernelMemory.Unmap(_window, WindowBytes);
+        _window = 0;
+    }
 }
