@@ -15,14 +15,17 @@ internal static class SharedWindow
     public static nint Create(string name, int pages, out int memfd)
     {
         nuint length = (nuint)(pages * Paging.Userfaultfd.PageSize);
-        memfd = Libc.memfd_create(name, Libc.MFD_CLOEXEC);
+        memfd = Libc.memfd_create(name, Libc.MFD_CLOEXEC | Libc.MFD_ALLOW_SEALING);
         if (memfd < 0)
             throw new InvalidOperationException($"memfd_create failed: {Libc.Describe(Libc.LastErrno)}");
-        if (Libc.ftruncate(memfd, (long)length) != 0)
+        // Sealed at its size: the other side could otherwise shrink it, and the custodian's
+        // next access to the window would kill it with SIGBUS, and every process it serves.
+        if (Libc.ftruncate(memfd, (long)length) != 0
+            || Libc.fcntl(memfd, Libc.F_ADD_SEALS, Libc.F_SEAL_SHRINK | Libc.F_SEAL_GROW | Libc.F_SEAL_SEAL) != 0)
         {
             int errno = Libc.LastErrno;
             Libc.close(memfd);
-            throw new InvalidOperationException($"ftruncate of the {name} window failed: {Libc.Describe(errno)}");
+            throw new InvalidOperationException($"sizing and sealing the {name} window failed: {Libc.Describe(errno)}");
         }
         nint window = Map(memfd, length);
         if (window == Libc.MAP_FAILED)

@@ -87,6 +87,22 @@ public class CustodianTests
         Assert.Contains("ended: 3 ranges, 112 MiB served", line);
     }
 
+    /// <summary>
+    /// The windows the custodian shares with a process are sealed at their size: a process
+    /// of the tree (compromised, say) that shrinks one gets EPERM, and the custodian, whose
+    /// next access would otherwise die of SIGBUS and take every process it serves with it,
+    /// goes on serving.
+    /// </summary>
+    [Fact]
+    public void A_served_child_cannot_shrink_the_window_it_shares_with_the_custodian()
+    {
+        string program = NativeBuild.Compile("prog_window_shrink.c");
+        var run = TibetRun.Encrypted(["-q", "--budget", "4M"], [program], TimeSpan.FromMinutes(2));
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("shrink: refused (errno 1)", run.Stdout); // EPERM: F_SEAL_SHRINK
+        Assert.Contains("window: 0 bad pages of 8192", run.Stdout);
+    }
+
     /// <summary>A daemon's child that starts working (its first large allocation) after its
     /// parent exited, and after the custodian's linger, still finds the custodian: the
     /// child holds it (a connection it inherited from its parent). Before, such a child ran
