@@ -25,26 +25,20 @@ namespace Tibet.Core.Files;
 public sealed unsafe class FileSource : IPageSource
 {
     /// <summary>The most pages read from the file at once (2 MiB).</summary>
-    public const int WindowPages = 512;
+    public const int WindowPages = ReadAheadWindow.MaxPages;
 
     /// <summary>Pages read at once when no run was announced.</summary>
-    public const int DefaultWindowPages = 32;
+    public const int DefaultWindowPages = ReadAheadWindow.DefaultPages;
 
     private const int PageSize = Userfaultfd.PageSize;
-    private const int WindowBytes = WindowPages * PageSize;
 
     private readonly int _fd;
     private readonly bool _direct;
     private readonly long _fileOffset;
-    private readonly nint _window;
-    private long _windowFirst = -1;
-    private int _windowPages;
-    private readonly ulong[] _handedOut = new ulong[WindowPages / 64]; // bit i: window page i was copied out and wiped
-    private long _runFirst = -1;
-    private int _runPages;
+    private readonly ReadAheadWindow _window;
     private int _references = 1;
 
-    private FileSource(int fd, bool direct, long fileOffset, nint window)
+    private FileSource(int fd, bool direct, long fileOffset, ReadAheadWindow window)
     {
         _fd = fd;
         _direct = direct;
@@ -71,12 +65,10 @@ public sealed unsafe class FileSource : IPageSource
         if ((offset & (PageSize - 1)) != 0)
             throw new ArgumentException("The file offset of a mapping is page-aligned.", nameof(offset));
         int own = OpenPrivately(fd, out bool direct);
-        nint window = 0;
+        ReadAheadWindow? window = null;
         try
         {
-            window = KernelMemory.Map(WindowBytes);
-            Libc.mlock(window, WindowBytes);
-            Libc.madvise(window, WindowBytes, Libc.MADV_DONTDUMP);
+            window = new ReadAheadWindow();
             // Whatever the program read itself (the header, and the readahead its read
             // started) leaves the page cache now, including reads still in flight.
             long leftCached = PageCacheDrop.DropAndWait(own, PageCacheDrop.DefaultDeadline);
@@ -85,8 +77,7 @@ public sealed unsafe class FileSource : IPageSource
         }
         catch
         {
-            if (window != 0)
-                KernelMemory.Unmap(window, WindowBytes);
+            window?.Dispose();
             Libc.close(own);
             throw;
         }
@@ -98,8 +89,7 @@ public sealed unsafe class FileSource : IPageSource
         if (Volatile.Read(ref _references) <= 0)
             return PageVerdict.Tampered; // released: nothing can be served
         // A page asked for again (its first injection was abandoned) is read afresh.
-        if (pageIndex < _windowFirst || pageIndex >= _windowFirst + _windowPages
-            || IsHandedOut((int)(pageIndex - _windowFirst)))
+        if (!_window.Holds(pageIndex))
         {
             PageVerdict refilled = Refill(pageIndex);
             if (refilled != PageVerdict.Keep)
@@ -108,22 +98,12 @@ public sealed unsafe class FileSource : IPageSource
                 return refilled;
             }
         }
-        var source = new Span<byte>((byte*)_window + (pageIndex - _windowFirst) * PageSize, PageSize);
-        source.CopyTo(page);
-        source.Clear(); // handed out: it must not linger here
-        int slot = (int)(pageIndex - _windowFirst);
-        _handedOut[slot >> 6] |= 1UL << (slot & 63);
+        _window.HandOut(pageIndex, page);
         return PageVerdict.Keep;
     }
 
     /// <inheritdoc/>
-    public void BeginRun(long firstPage, int pages)
-    {
-        _runFirst = firstPage;
-        _runPages = pages;
-    }
-
-    private bool IsHandedOut(int slot) => (_handedOut[slot >> 6] & (1UL << (slot & 63))) != 0;
+    public void BeginRun(long firstPage, int pages) => _window.Announce(firstPage, pages);
 
     /// <inheritdoc/>
     /// <remarks>One read straight into the destination (O_DIRECT where the file system
@@ -143,17 +123,7 @@ public sealed unsafe class FileSource : IPageSource
     }
 
     /// <summary>Wipes the pages read ahead that no one asked for.</summary>
-    public void EndOfFault()
-    {
-        for (int i = 0; i < _windowPages; i++)
-            if (!IsHandedOut(i))
-                Libc.memset((byte*)_window + (long)i * PageSize, 0, PageSize);
-        _windowFirst = -1;
-        _windowPages = 0;
-        Array.Clear(_handedOut);
-        _runFirst = -1;
-        _runPages = 0;
-    }
+    public void EndOfFault() => _window.EndOfFault();
 
     public void Retain() => Interlocked.Increment(ref _references);
 
@@ -161,8 +131,7 @@ public sealed unsafe class FileSource : IPageSource
     {
         if (Interlocked.Decrement(ref _references) != 0)
             return;
-        Libc.memset((void*)_window, 0, WindowBytes);
-        Libc.munmap(_window, WindowBytes);
+        _window.Dispose();
         Libc.close(_fd);
     }
 
@@ -190,39 +159,20 @@ public sealed unsafe class FileSource : IPageSource
     private PageVerdict Refill(long pageIndex)
     {
         // Whatever the last window held that was not handed out is wiped with it.
-        Libc.memset((void*)_window, 0, (nuint)((long)Math.Max(_windowPages, 0) * PageSize));
-        _windowFirst = -1;
-        _windowPages = 0;
-        Array.Clear(_handedOut);
-        // Within the announced run the window is the run (its pages may be asked for in
-        // any order); never less than the default window: single-page O_DIRECT reads are
-        // slow, and a short run is often followed by its neighbours.
-        long first = pageIndex;
-        int pages = DefaultWindowPages;
-        if (pageIndex >= _runFirst && pageIndex < _runFirst + _runPages)
-        {
-            first = _runFirst;
-            pages = Math.Clamp(_runPages, DefaultWindowPages, WindowPages);
-            if (pageIndex >= first + pages)
-            {
-                first = pageIndex;
-                pages = (int)Math.Clamp(_runFirst + _runPages - pageIndex, DefaultWindowPages, WindowPages);
-            }
-        }
+        var (first, pages) = _window.Plan(pageIndex);
         int bytes = pages * PageSize;
         long at = _fileOffset + first * PageSize;
-        long done = PositionalRead.Fully(_fd, (byte*)_window, bytes, at);
+        long done = PositionalRead.Fully(_fd, _window.Buffer, bytes, at);
         if (!_direct)
             Libc.posix_fadvise(_fd, at, bytes, Libc.POSIX_FADV_DONTNEED);
         if (done <= (pageIndex - first) * PageSize)
         {
             // An error (a partial read may have landed) or the page lies wholly past the
             // end of the file: nothing of this read stays here.
-            Libc.memset((void*)_window, 0, (nuint)bytes);
+            Libc.memset(_window.Buffer, 0, (nuint)bytes);
             return done < 0 ? PageVerdict.Tampered : PageVerdict.Zero;
         }
-        _windowFirst = first;
-        _windowPages = (int)((done + PageSize - 1) / PageSize); // the last one zero-padded past the end
+        _window.Filled(first, (int)((done + PageSize - 1) / PageSize)); // the last one zero-padded past the end
         return PageVerdict.Keep;
     }
 }

@@ -13,9 +13,9 @@ namespace Tibet.Core.Sealing;
 /// no plaintext exists outside the resident working set.
 /// </summary>
 /// <remarks>
-/// <para>A live model is read and decrypted a window at a time: the run the handler
-/// announced (<see cref="BeginRun"/>, up to a 2 MiB range), or at least
-/// <see cref="DefaultWindowPages"/> pages. One read, and one call of the key for the
+/// <para>A live model is read and decrypted a window at a time (<see cref="ReadAheadWindow"/>):
+/// the run the handler announced (<see cref="BeginRun"/>, up to a 2 MiB range), or at least
+/// 32 pages. One read, and one call of the key for the
 /// whole window, which matters when the key is the custodian's: one request per range
 /// instead of one per page. The window is locked and excluded from core dumps; each page
 /// is wiped from it when handed out, and the rest when the fault has been served.</para>
@@ -25,26 +25,15 @@ namespace Tibet.Core.Sealing;
 /// </remarks>
 public sealed unsafe class SealedFileSource : IPageSource
 {
-    /// <summary>The most pages read and decrypted at once (a 2 MiB range).</summary>
-    public const int WindowPages = FileSource.WindowPages;
-
-    /// <summary>Pages read at once when no run was announced.</summary>
-    public const int DefaultWindowPages = FileSource.DefaultWindowPages;
-
     private const int PageSize = SealFormat.PageSize;
-    private const int WindowBytes = WindowPages * PageSize;
 
     private readonly SealedFileView _view;
     private readonly int _fd;
     private readonly long _fileOffset;
     private readonly Action? _onTampered;
-    private nint _window;
-    private long _windowFirst = -1;
-    private int _windowPages;
+    // Live models only: decrypted pages read ahead (null: dead or refused, nothing to decrypt).
+    private readonly ReadAheadWindow? _window;
     private long _failedPage = -1; // the page after the window's good ones failed authentication
-    private readonly ulong[] _handedOut = new ulong[WindowPages / 64]; // bit i: window page i was copied out and wiped
-    private long _runFirst = -1;
-    private int _runPages;
     private int _references = 1;
 
     /// <param name="view">What the process may see of the file.</param>
@@ -62,12 +51,7 @@ public sealed unsafe class SealedFileSource : IPageSource
         _onTampered = onTampered;
         PositionalRead.Prepare(fd);
         if (view.IsLive)
-        {
-            _window = KernelMemory.Map(WindowBytes);
-            // Decrypted pages wait here: keep them out of swap and out of core dumps.
-            Libc.mlock(_window, WindowBytes);
-            Libc.madvise(_window, WindowBytes, Libc.MADV_DONTDUMP);
-        }
+            _window = new ReadAheadWindow();
     }
 
     /// <inheritdoc/>
@@ -75,7 +59,7 @@ public sealed unsafe class SealedFileSource : IPageSource
     {
         if (Volatile.Read(ref _references) <= 0)
             return PageVerdict.Tampered; // released: nothing can be served
-        if (_window == 0)
+        if (_window == null)
             return FillAlone(pageIndex, page); // dead or refused: zeros and public pages, no key
         if (pageIndex == _failedPage)
         {
@@ -83,20 +67,16 @@ public sealed unsafe class SealedFileSource : IPageSource
             return PageVerdict.Tampered;
         }
         // A page asked for again (its first injection was abandoned) is read afresh.
-        if (pageIndex < _windowFirst || pageIndex >= _windowFirst + _windowPages || IsHandedOut((int)(pageIndex - _windowFirst)))
+        if (!_window.Holds(pageIndex))
         {
-            PageVerdict refilled = Refill(pageIndex);
+            PageVerdict refilled = Refill(_window, pageIndex);
             if (refilled != PageVerdict.Keep)
             {
                 page.Clear();
                 return refilled;
             }
         }
-        int slot = (int)(pageIndex - _windowFirst);
-        var source = new Span<byte>((byte*)_window + (long)slot * PageSize, PageSize);
-        source.CopyTo(page);
-        source.Clear(); // handed out: it must not linger here
-        _handedOut[slot >> 6] |= 1UL << (slot & 63);
+        _window.HandOut(pageIndex, page);
         return PageVerdict.Keep;
     }
 
@@ -114,13 +94,7 @@ public sealed unsafe class SealedFileSource : IPageSource
     }
 
     /// <inheritdoc/>
-    public void BeginRun(long firstPage, int pages)
-    {
-        _runFirst = firstPage;
-        _runPages = pages;
-    }
-
-    private bool IsHandedOut(int slot) => (_handedOut[slot >> 6] & (1UL << (slot & 63))) != 0;
+    public void BeginRun(long firstPage, int pages) => _window?.Announce(firstPage, pages);
 
     /// <summary>
     /// Reads and decrypts the window that holds <paramref name="pageIndex"/>: the announced
@@ -128,48 +102,35 @@ public sealed unsafe class SealedFileSource : IPageSource
     /// page lies wholly past the end of the file; Tampered on an I/O error or when the page
     /// itself failed authentication (pages after a failed one are read again when asked for).
     /// </summary>
-    private PageVerdict Refill(long pageIndex)
+    private PageVerdict Refill(ReadAheadWindow window, long pageIndex)
     {
-        WipeWindow();
-        long first = pageIndex;
-        int pages = DefaultWindowPages;
-        if (pageIndex >= _runFirst && pageIndex < _runFirst + _runPages)
-        {
-            first = _runFirst;
-            pages = Math.Clamp(_runPages, DefaultWindowPages, WindowPages);
-            if (pageIndex >= first + pages)
-            {
-                first = pageIndex;
-                pages = (int)Math.Clamp(_runFirst + _runPages - pageIndex, DefaultWindowPages, WindowPages);
-            }
-        }
+        var (first, pages) = window.Plan(pageIndex);
+        _failedPage = -1;
         int bytes = pages * PageSize;
         long at = _fileOffset + first * PageSize;
-        long done = PositionalRead.Fully(_fd, (byte*)_window, bytes, at);
+        long done = PositionalRead.Fully(_fd, window.Buffer, bytes, at);
         if (done <= (pageIndex - first) * PageSize)
         {
             // An error, or the page lies wholly past the end of the file.
-            Libc.memset((void*)_window, 0, (nuint)bytes);
+            Libc.memset(window.Buffer, 0, (nuint)bytes);
             return done < 0 ? PageVerdict.Tampered : PageVerdict.Zero;
         }
-        int read = (int)((done + PageSize - 1) / PageSize);
-        Libc.memset((byte*)_window + done, 0, (nuint)((long)read * PageSize - done)); // past the end: zeros
-        int fine = _view.FilterRun(at, read, (byte*)_window, out _);
+        int read = (int)((done + PageSize - 1) / PageSize); // the last one zero-padded past the end
+        int fine = _view.FilterRun(at, read, window.Buffer, out _);
         if (fine < read)
         {
             // Pages after the failed one were not decrypted: never handed out from here.
-            Libc.memset((byte*)_window + (long)fine * PageSize, 0, (nuint)((long)(read - fine) * PageSize));
+            Libc.memset(window.Buffer + (long)fine * PageSize, 0, (nuint)((long)(read - fine) * PageSize));
             _failedPage = first + fine;
         }
-        _windowFirst = first;
-        _windowPages = fine;
+        window.Filled(first, fine);
         if (pageIndex == _failedPage)
             return PageVerdict.Tampered;
         if (pageIndex >= first + fine)
         {
             // Past a failed page: read again from here.
-            _runFirst = -1;
-            return Refill(pageIndex);
+            window.ForgetRun();
+            return Refill(window, pageIndex);
         }
         return PageVerdict.Keep;
     }
@@ -194,20 +155,8 @@ public sealed unsafe class SealedFileSource : IPageSource
     /// <summary>Wipes the pages decrypted ahead that no one asked for.</summary>
     public void EndOfFault()
     {
-        WipeWindow();
-        _runFirst = -1;
-        _runPages = 0;
-    }
-
-    private void WipeWindow()
-    {
-        for (int i = 0; i < _windowPages; i++)
-            if (!IsHandedOut(i))
-                Libc.memset((byte*)_window + (long)i * PageSize, 0, PageSize);
-        _windowFirst = -1;
-        _windowPages = 0;
+        _window?.EndOfFault();
         _failedPage = -1;
-        Array.Clear(_handedOut);
     }
 
     /// <inheritdoc/>
@@ -217,10 +166,7 @@ public sealed unsafe class SealedFileSource : IPageSource
 
     public void Release()
     {
-        if (Interlocked.Decrement(ref _references) != 0 || _window == 0)
-            return;
-        Libc.memset((void*)_window, 0, WindowBytes);
-        KernelMemory.Unmap(_window, WindowBytes);
-        _window = 0;
+        if (Interlocked.Decrement(ref _references) == 0)
+            _window?.Dispose();
     }
 }
