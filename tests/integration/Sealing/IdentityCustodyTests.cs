@@ -22,19 +22,23 @@ public class IdentityCustodyTests(SealedRunWorld world) : IClassFixture<SealedRu
             world.Reader, world.SealedModel, world.DataOffset.ToString(CultureInfo.InvariantCulture), world.DataLength.ToString(CultureInfo.InvariantCulture), "mmap-hold"],
             environment);
 
+    /// <summary>Counts <paramref name="secret"/> in the program and in its custodian while
+    /// the program holds the live model mapped and read, then lets it finish.</summary>
+    private (int InProgram, int InCustodian) ScanWhileLive(byte[] secret)
+    {
+        using var held = HoldLiveModel();
+        int inProgram = MemoryScanner.CountInPresentPages(held.Pid, secret);
+        int inCustodian = MemoryScanner.CountInPresentPages(CustodianFinder.PidServing(held.Pid), secret);
+        var (exitCode, stderr) = held.Finish();
+        Assert.True(exitCode == 0, stderr);
+        Assert.DoesNotContain("dead material", stderr);
+        return (inProgram, inCustodian);
+    }
+
     [Fact]
     public void The_identity_s_secret_is_in_the_custodian_and_not_in_a_program_that_reads_a_live_model()
     {
-        byte[] secret = world.AliceAgreementSecret;
-        int inProgram, inCustodian;
-        using (var held = HoldLiveModel())
-        {
-            inProgram = MemoryScanner.CountInPresentPages(held.Pid, secret);
-            inCustodian = MemoryScanner.CountInPresentPages(CustodianFinder.PidServing(held.Pid), secret);
-            var (exitCode, stderr) = held.Finish();
-            Assert.True(exitCode == 0, stderr);
-            Assert.DoesNotContain("dead material", stderr);
-        }
+        var (inProgram, inCustodian) = ScanWhileLive(world.AliceAgreementSecret);
 
         Assert.True(inCustodian > 0, "the scan must find the X25519 secret where it is, in the custodian: else it proves nothing about the program");
         Assert.Equal(0, inProgram);
@@ -43,16 +47,7 @@ public class IdentityCustodyTests(SealedRunWorld world) : IClassFixture<SealedRu
     [Fact]
     public void The_data_key_of_a_live_model_is_in_the_custodian_and_not_in_the_program_that_reads_it()
     {
-        byte[] dataKey = world.SealedModelDataKey;
-        int inProgram, inCustodian;
-        using (var held = HoldLiveModel())
-        {
-            inProgram = MemoryScanner.CountInPresentPages(held.Pid, dataKey);
-            inCustodian = MemoryScanner.CountInPresentPages(CustodianFinder.PidServing(held.Pid), dataKey);
-            var (exitCode, stderr) = held.Finish();
-            Assert.True(exitCode == 0, stderr);
-            Assert.DoesNotContain("dead material", stderr);
-        }
+        var (inProgram, inCustodian) = ScanWhileLive(world.SealedModelDataKey);
 
         Assert.True(inCustodian > 0, "the scan must find the data key where it is, in the custodian: else it proves nothing about the program");
         Assert.Equal(0, inProgram);
