@@ -109,7 +109,7 @@ set xlabel "resident budget, of the model"
 set style data histogram
 set style histogram cluster gap 1
 set style fill solid 0.8 border -1
-set key top right
+set key outside right top
 plot "$work/plot.dat" using 2:xtic(1) title "tokens/s, custodian", "" using 3 title "tokens/s, program", "" using 4 title "first token time, custodian", "" using 5 title "first token time, program"
 GP
 cat "$prefix.md"
