@@ -129,8 +129,7 @@ internal sealed unsafe class IdentityCustody : IDisposable
             if (model >= 0)
                 Libc.close(model);
             // Handed over (or never to be): the session's thread sees the end if nobody took it.
-            if (pages.Session >= 0) Libc.close(pages.Session);
-            if (pages.Window >= 0) Libc.close(pages.Window);
+            ClosePages(ref pages);
         }
     }
 
@@ -158,12 +157,28 @@ internal sealed unsafe class IdentityCustody : IDisposable
         {
             Interlocked.Increment(ref _decisions);
             string reason = $"{decision.Reason}: {decision.Message}";
+            bool live = false;
+            if (decision.IsLive)
+            {
+                live = true;
+                try
+                {
+                    // The key goes to the session's thread, which keeps it for the process.
+                    pages = SealedPageService.Start(decision.Key, $"{pid}");
+                    handedOver = true;
+                }
+                catch (InvalidOperationException e)
+                {
+                    live = false;
+                    reason = $"SessionFailed: the custodian could not start the model's page session ({e.Message})";
+                }
+            }
             try
             {
                 new AuditLog().Append(new AuditEntry
                 {
                     Object = path,
-                    Decision = decision.IsLive ? AuditDecision.Granted : AuditDecision.Denied,
+                    Decision = live ? AuditDecision.Granted : AuditDecision.Denied,
                     Reason = reason,
                     Identity = _identity.Fingerprint,
                     Program = ExecutableOf(pid),
@@ -171,17 +186,18 @@ internal sealed unsafe class IdentityCustody : IDisposable
             }
             catch (AuditLogException e)
             {
+                ClosePages(ref pages); // the session's thread sees the end and destroys the key
                 answer->Status = SealedAccessAnswer.NotRecorded;
                 answer->Reason = (int)decision.Reason;
                 return e.Message;
             }
-            if (decision.IsLive)
+            if (decision.IsLive && !live)
             {
-                // The key goes to the session's thread, which keeps it for the process.
-                pages = SealedPageService.Start(decision.Key, $"{pid}");
-                handedOver = true;
-                answer->WindowPages = SealedPageService.WindowPages;
+                answer->Status = SealedAccessAnswer.Refused;
+                answer->Reason = (int)SealAccessReason.NoIdentity;
+                return reason;
             }
+            answer->WindowPages = live ? SealedPageService.WindowPages : 0;
             answer->Status = SealedAccessAnswer.Decided;
             answer->Reason = (int)decision.Reason;
             return decision.Message;
@@ -191,6 +207,13 @@ internal sealed unsafe class IdentityCustody : IDisposable
             if (!handedOver)
                 decision.Dispose();
         }
+    }
+
+    private static void ClosePages(ref (int Session, int Window) pages)
+    {
+        if (pages.Session >= 0) Libc.close(pages.Session);
+        if (pages.Window >= 0) Libc.close(pages.Window);
+        pages = (-1, -1);
     }
 
     private static string DescriptorPath(int fd)

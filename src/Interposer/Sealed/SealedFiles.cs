@@ -203,7 +203,9 @@ internal sealed unsafe class SealedFiles
         }
         if (pages == null)
         {
-            Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: {reason}: {message}");
+            // Refused: the custodian did not decide (its message says why); else its verdict.
+            string why = status == Tibet.Core.Custodian.SealedAccessAnswer.Refused ? message : $"{reason}: {message}";
+            Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: {why}");
             return new SealedFileAccess(path, key, source, SealedFileView.For(model, key: null));
         }
         if (_verbosity > 0)
