@@ -18,7 +18,7 @@ internal sealed unsafe class CustodianPageOpener : ISealedPageOpener, IDisposabl
     private const int PageSize = SealFormat.PageSize;
 
     private readonly int _session;
-    private readonly nint _window;
+    private nint _window;
     private readonly int _windowPages;
     private int _busy;
     private bool _gone;
@@ -47,6 +47,11 @@ internal sealed unsafe class CustodianPageOpener : ISealedPageOpener, IDisposabl
             Thread.Yield();
         try
         {
+            if (_gone)
+            {
+                Libc.memset(pages, 0, PageSize);
+                return 0;
+            }
             int done = 0;
             while (done < count && !_gone)
             {
@@ -92,8 +97,13 @@ internal sealed unsafe class CustodianPageOpener : ISealedPageOpener, IDisposabl
     {
         while (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
             Thread.Yield();
-        _gone = true;
-        Libc.munmap(_window, (nuint)(_windowPages * PageSize));
-        Libc.close(_session);
+        if (!_gone || _window != 0)
+        {
+            _gone = true;
+            Libc.munmap(_window, (nuint)(_windowPages * PageSize));
+            Libc.close(_session);
+            _window = 0;
+        }
+        Volatile.Write(ref _busy, 0); // later calls find it gone: their pages fail
     }
 }

@@ -105,8 +105,9 @@ internal sealed unsafe class IdentityCustody : IDisposable
             }
             else
             {
-                message = Decide(model, pid, answer, out pages);
-                model = -1; // the model's stream closed it
+                int owned = model;
+                model = -1; // Decide owns it from here: its stream closes it, whatever happens
+                message = Decide(owned, pid, answer, out pages);
             }
             byte[] text = System.Text.Encoding.UTF8.GetBytes(SealedModel.OneLine(message));
             int length = Math.Min(text.Length, SealedAccessAnswer.MaxMessageBytes);
@@ -139,15 +140,18 @@ internal sealed unsafe class IdentityCustody : IDisposable
     {
         pages = (-1, -1);
         string path = DescriptorPath(model);
-        using var stream = new FileStream(new SafeFileHandle(model, ownsHandle: true), FileAccess.Read, bufferSize: 0);
+        using var handle = new SafeFileHandle(model, ownsHandle: true);
         AccessDecision decision;
         try
         {
+            using var stream = new FileStream(handle, FileAccess.Read, bufferSize: 0);
             using var sealedModel = SealedModel.Open(stream, path);
             decision = sealedModel.Decide(_identity, _claim, DateTimeOffset.UtcNow);
         }
-        catch (Exception e) when (e is SealedModelException or IOException or ArgumentException)
+        catch (Exception e)
         {
+            // Whatever the process sent (a write-only descriptor, a pipe, a file that
+            // changes): refused, said, never a custodian that stops answering.
             answer->Status = SealedAccessAnswer.Refused;
             answer->Reason = (int)(e is SealedModelException sealedError ? sealedError.Reason : SealAccessReason.MalformedModel);
             return $"the custodian cannot open it as a sealed model: {e.Message}";
@@ -164,7 +168,7 @@ internal sealed unsafe class IdentityCustody : IDisposable
                 try
                 {
                     // The key goes to the session's thread, which keeps it for the process.
-                    pages = SealedPageService.Start(decision.Key, $"{pid}");
+                    pages = SealedPageService.Start(decision.Key, pid);
                     handedOver = true;
                 }
                 catch (InvalidOperationException e)

@@ -14,42 +14,79 @@ internal sealed unsafe class SealedPageService
     /// <summary>Pages per request: a 2 MiB range of a model map in one round trip.</summary>
     public const int WindowPages = 512;
 
+    /// <summary>Sessions at once, in all and per process: each holds a thread and a locked
+    /// 2 MiB window, and a process holding the grant could otherwise ask for them until the
+    /// custodian, which serves the whole tree, runs out (a process asks once per sealed
+    /// file it opens).</summary>
+    public const int MaxSessions = 256, MaxSessionsPerProcess = 64;
+
+    private static readonly Lock s_count = new();
+    private static readonly Dictionary<int, int> s_byPid = [];
+    private static int s_total;
+    private readonly int _pid;
+
     private readonly SealedModelKey _key;
     private readonly int _session;
     private readonly nint _window;
 
-    private SealedPageService(SealedModelKey key, int session, nint window)
+    private SealedPageService(SealedModelKey key, int session, nint window, int pid)
     {
         _key = key;
         _session = session;
         _window = window;
+        _pid = pid;
     }
 
     /// <summary>
-    /// Starts a session for <paramref name="key"/> (owned from now on): returns the
-    /// process's end of the connection and the window's memfd, for the caller to hand over
-    /// and close.
+    /// Starts a session of process <paramref name="pid"/> for <paramref name="key"/> (owned
+    /// from now on, once this returns): returns the process's end of the connection and the
+    /// window's memfd, for the caller to hand over and close.
     /// </summary>
-    public static (int Session, int Window) Start(SealedModelKey key, string label)
+    /// <exception cref="InvalidOperationException">Too many sessions, or no socket, window or thread for one.</exception>
+    public static (int Session, int Window) Start(SealedModelKey key, int pid)
     {
+        lock (s_count)
+        {
+            int mine = s_byPid.GetValueOrDefault(pid);
+            if (s_total >= MaxSessions || mine >= MaxSessionsPerProcess)
+                throw new InvalidOperationException($"{s_total} sessions are open, {mine} of them pid {pid}'s (at most {MaxSessions}, {MaxSessionsPerProcess} per process)");
+            s_total++;
+            s_byPid[pid] = mine + 1;
+        }
         int* pair = stackalloc int[2];
-        if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair) != 0)
-            throw new InvalidOperationException($"socketpair failed: {Libc.Describe(Libc.LastErrno)}");
-        nint window;
-        int memfd;
+        pair[0] = pair[1] = -1;
+        nint window = 0;
+        int memfd = -1;
         try
         {
+            if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair) != 0)
+                throw new InvalidOperationException($"socketpair failed: {Libc.Describe(Libc.LastErrno)}");
             window = SharedWindow.Create("tibet-sealed-pages", WindowPages, out memfd);
+            var service = new SealedPageService(key, HighDescriptors.MoveAbove(pair[0]), window, pid);
+            new Thread(service.Serve) { IsBackground = true, Name = $"tibet-sealed {pid}" }.Start();
+            return (pair[1], memfd);
         }
-        catch
+        catch (Exception e)
         {
-            Libc.close(pair[0]);
-            Libc.close(pair[1]);
-            throw;
+            if (window != 0) Libc.munmap(window, (nuint)(WindowPages * Paging.Userfaultfd.PageSize));
+            if (memfd >= 0) Libc.close(memfd);
+            if (pair[0] >= 0) Libc.close(pair[0]);
+            if (pair[1] >= 0) Libc.close(pair[1]);
+            Ended(pid);
+            throw e as InvalidOperationException ?? new InvalidOperationException(e.Message, e);
         }
-        var service = new SealedPageService(key, HighDescriptors.MoveAbove(pair[0]), window);
-        new Thread(service.Serve) { IsBackground = true, Name = "tibet-sealed " + label }.Start();
-        return (pair[1], memfd);
+    }
+
+    private static void Ended(int pid)
+    {
+        lock (s_count)
+        {
+            s_total--;
+            if (s_byPid.TryGetValue(pid, out int mine) && mine > 1)
+                s_byPid[pid] = mine - 1;
+            else
+                s_byPid.Remove(pid);
+        }
     }
 
     private void Serve()
@@ -77,6 +114,7 @@ internal sealed unsafe class SealedPageService
             Libc.munmap(_window, (nuint)(WindowPages * Paging.Userfaultfd.PageSize));
             Libc.close(_session);
             _key.Dispose();
+            Ended(_pid);
         }
     }
 }

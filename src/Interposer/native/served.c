@@ -497,7 +497,10 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
     served.uffd = served.control = served.agent = served.scratch_uffd = -1;
     served.window = NULL;
     served.scratch = NULL; /* MADV_WIPEONFORK: the copy is zeros; the mapping stays */
-    served.carve_lock = served.control_lock = 0;
+    /* Another thread of the parent may have held one at the fork. The served mappings the
+     * child inherited stay in the table: they are registered on its userfaultfd too (the
+     * fork event), and an mremap of them must not be the kernel's either. */
+    served.carve_lock = served.control_lock = served.maps_lock = 0;
     served.state = SERVED_IDLE;
     served.pid = (pid_t)syscall(SYS_getpid);
     served.why = NULL;

@@ -1026,7 +1026,11 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
     /* MAP_FIXED over pages we serve needs nothing here: the kernel reports the
      * replacement to the engine as an UNMAP event, and the program's eventual munmap of
      * its own mapping puts the range back into our reservation. */
-    return real_mmap(addr, length, prot, flags, fd, offset);
+    void *mapped = real_mmap(addr, length, prot, flags, fd, offset);
+    /* A mapping placed over a served one replaces it: it is not served any more. */
+    if (mapped != MAP_FAILED && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && shim_ready && in_child())
+        tibet_served_unmapped(mapped, length);
+    return mapped;
 }
 
 EXPORT void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
@@ -1053,10 +1057,11 @@ EXPORT int munmap(void *addr, size_t length)
         }
         return 0;
     }
-    int result = real_munmap(addr, length);
-    if (result == 0 && shim_ready && in_child())
+    /* Forgotten first: once unmapped, another thread may get the range back from the kernel
+     * as a new served mapping, whose entry this must not remove. */
+    if (shim_ready && in_child())
         tibet_served_unmapped(addr, length);
-    return result;
+    return real_munmap(addr, length);
 }
 
 /* mremap of a forked child's served mapping (tibet_served_map). The kernel would move
@@ -1080,17 +1085,15 @@ static void *remap_served(void *old, size_t old_size, size_t new_size, int flags
             errno = ENOMEM;
             return MAP_FAILED;
         }
-        void *shrunk = real_mremap(old, old_size, new_size, flags);
-        if (shrunk != MAP_FAILED)
-            tibet_served_unmapped((char *)old + new_rounded, old_rounded - new_rounded);
-        return shrunk;
+        tibet_served_unmapped((char *)old + new_rounded, old_rounded - new_rounded); /* first, as in munmap */
+        return real_mremap(old, old_size, new_size, flags);
     }
     void *moved = do_mmap(NULL, new_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, ret);
     if (moved == MAP_FAILED)
         return MAP_FAILED;
     memcpy(moved, old, old_rounded < new_rounded ? old_rounded : new_rounded);
+    tibet_served_unmapped(old, old_rounded); /* before the unmap, as in munmap */
     real_munmap(old, old_rounded);
-    tibet_served_unmapped(old, old_rounded);
     return moved;
 }
 
@@ -1125,7 +1128,11 @@ EXPORT void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
             errno = error;
         return p;
     }
-    return real_mremap(old, old_size, new_size, flags, new_address);
+    void *moved = real_mremap(old, old_size, new_size, flags, new_address);
+    /* MREMAP_FIXED replaces whatever was at the target, a served mapping included. */
+    if (moved != MAP_FAILED && (flags & MREMAP_FIXED) && shim_ready && in_child())
+        tibet_served_unmapped(moved, new_size);
+    return moved;
 }
 
 /* ---- reads of sealed model files -------------------------------------------------- */
