@@ -96,6 +96,8 @@ internal sealed unsafe class ReadAheadWindow : IDisposable
     /// <summary>Wipes what was not handed out, and empties the window.</summary>
     public void Wipe()
     {
+        if (_buffer == 0)
+            return; // disposed: nothing held
         for (int i = 0; i < _pages; i++)
             if (!IsHandedOut(i))
                 Libc.memset((byte*)_buffer + (long)i * PageSize, 0, PageSize);

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Issue 11: how long a program thread's large malloc + free waits (it takes the engine's
+# lock: an arena each time) while another thread touches a model map for the first time,
+# with a cold page cache (bench/native/lock_probe.c): natively, under tibet-run, and under a
+# baseline tibet-run when TIBET_BENCH_BASELINE names one (say a build of an older commit),
+# rounds interleaved, medians kept. Every run must read the same checksum.
+# Writes PREFIX.json, PREFIX.md and PREFIX.png (gnuplot).
+# Usage: bench/scripts/lock-probe.sh bench/results/$(date +%F)-lock-probe
+# Environment: TIBET_BENCH_ROUNDS (default 5), TIBET_BENCH_BASELINE (a tibet-run to compare with).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+prefix=${1:?usage: lock-probe.sh OUTPUT-PREFIX}
+rounds=${TIBET_BENCH_ROUNDS:-5}
+baseline=${TIBET_BENCH_BASELINE:-}
+for tool in gcc gnuplot python3; do
+  command -v $tool >/dev/null || { echo "lock-probe.sh: $tool is missing (apt-get install gcc gnuplot-nox python3)" >&2; exit 1; }
+done
+[ -x out/bin/tibet-run ] || { echo "lock-probe.sh: out/bin/tibet-run is missing: run scripts/build.sh" >&2; exit 1; }
+[ -z "$baseline" ] || [ -x "$baseline" ] || { echo "lock-probe.sh: TIBET_BENCH_BASELINE=$baseline is not an executable tibet-run" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "lock-probe.sh: must run as root (it drops the page cache before each run)" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+gcc -O2 -Wall -Wextra -pthread -o "$work/lock_probe" bench/native/lock_probe.c
+out/bin/tibet-gguf-gen --out "$work/model.gguf" --preset medium > /dev/null
+run() { # config command-prefix...
+  local config=$1; shift
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  echo "{\"config\": \"$config\", \"result\": $("$@" "$work/lock_probe" "$work/model.gguf")}"
+}
+{
+  for _ in $(seq "$rounds"); do
+    run native env
+    run tibet-run out/bin/tibet-run -q --budget 512M --
+    [ -z "$baseline" ] || run baseline "$baseline" -q --budget 512M --
+  done
+} > "$work/runs.jsonl"
+
+python3 - "$prefix" "$work" "$rounds" "$baseline" <<'PY'
+import json, platform, subprocess, sys, datetime, statistics
+prefix, work, rounds, baseline = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+runs = [json.loads(l) for l in open(f"{work}/runs.jsonl")]
+assert len({r["result"]["checksum"] for r in runs}) == 1, "the runs read different bytes"
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+configs = [c for c in ("native", "tibet-run", "baseline") if any(r["config"] == c for r in runs)]
+med = {c: {k: statistics.median(r["result"][k] for r in runs if r["config"] == c) for k in ("pairs", "p50Us", "p99Us", "maxUs", "touchMs")} for c in configs}
+doc = {"benchmark": "lock-probe", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+       "machine": {"cpu": cpu, "cpus": subprocess.check_output(["nproc"], text=True).strip(), "kernel": platform.release()},
+       "command": f"bench/scripts/lock-probe.sh ({rounds} rounds" + (f", baseline {baseline})" if baseline else ")"),
+       "medians": med, "runs": runs}
+json.dump(doc, open(prefix + ".json", "w"), indent=1)
+lines = [f"# A large malloc + free while another thread first-touches a model map, {doc['date'][:10]}", "",
+         f"Machine: {cpu}, {doc['machine']['cpus']} CPUs, Linux {doc['machine']['kernel']}. A 97 MB GGUF model (tibet-gguf-gen --preset medium) mapped read-only and touched page by page by one thread, page cache dropped first; "
+         f"the main thread mallocs and frees 2 MiB every 200 µs meanwhile (under tibet-run: an arena each time, which takes the engine's lock). Medians of {rounds} interleaved rounds; budget 512M.",
+         ("'baseline': " + baseline if baseline else ""), "",
+         "| run | pairs timed | malloc+free p50 µs | p99 µs | max µs | first touch of the model ms |", "|---|--:|--:|--:|--:|--:|"]
+for c in configs:
+    m = med[c]
+    lines.append(f"| {c} | {m['pairs']:.0f} | {m['p50Us']:.1f} | {m['p99Us']:.1f} | {m['maxUs']:.1f} | {m['touchMs']:.1f} |")
+open(prefix + ".md", "w").write("\n".join(l for l in lines if l is not None) + "\n")
+with open(f"{work}/plot.dat", "w") as f:
+    for c in configs:
+        f.write(f"\"{c}\" {max(med[c]['p50Us'], 0.1)} {max(med[c]['p99Us'], 0.1)}\n")
+PY
+gnuplot <<GP
+set terminal pngcairo size 900,500 noenhanced
+set output "$prefix.png"
+set title "malloc+free (2 MiB) latency while a model map is first touched"
+set ylabel "µs (log scale)"
+set logscale y
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set key outside right top
+plot "$work/plot.dat" using 2:xtic(1) title "p50", "" using 3 title "p99"
+GP
+cat "$prefix.md"
