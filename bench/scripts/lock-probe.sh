@@ -6,12 +6,14 @@
 # rounds interleaved, medians kept. Every run must read the same checksum.
 # Writes PREFIX.json, PREFIX.md and PREFIX.png (gnuplot).
 # Usage: bench/scripts/lock-probe.sh bench/results/$(date +%F)-lock-probe
-# Environment: TIBET_BENCH_ROUNDS (default 5), TIBET_BENCH_BASELINE (a tibet-run to compare with).
+# Environment: TIBET_BENCH_ROUNDS (default 5), TIBET_BENCH_BASELINE (a tibet-run to compare with),
+#              TIBET_BENCH_BASELINE_NAME (how to name it, say the commit it was built from).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 prefix=${1:?usage: lock-probe.sh OUTPUT-PREFIX}
 rounds=${TIBET_BENCH_ROUNDS:-5}
 baseline=${TIBET_BENCH_BASELINE:-}
+baseline_name=${TIBET_BENCH_BASELINE_NAME:-$baseline}
 for tool in gcc gnuplot python3; do
   command -v $tool >/dev/null || { echo "lock-probe.sh: $tool is missing (apt-get install gcc gnuplot-nox python3)" >&2; exit 1; }
 done
@@ -36,7 +38,7 @@ run() { # config command-prefix...
   done
 } > "$work/runs.jsonl"
 
-python3 - "$prefix" "$work" "$rounds" "$baseline" <<'PY'
+python3 - "$prefix" "$work" "$rounds" "$baseline_name" <<'PY'
 import json, platform, subprocess, sys, datetime, statistics
 prefix, work, rounds, baseline = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 runs = [json.loads(l) for l in open(f"{work}/runs.jsonl")]
