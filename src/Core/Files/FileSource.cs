@@ -106,6 +106,13 @@ public sealed unsafe class FileSource : IPageSource
     public void BeginRun(long firstPage, int pages) => _window.Announce(firstPage, pages);
 
     /// <inheritdoc/>
+    public void Prefetch(long firstPage)
+    {
+        if (Volatile.Read(ref _references) > 0 && !_window.Holds(firstPage))
+            Refill(firstPage);
+    }
+
+    /// <inheritdoc/>
     /// <remarks>One read straight into the destination (O_DIRECT where the file system
     /// allows it: the destination is page-aligned and so is the offset), no window.</remarks>
     public PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)

@@ -28,6 +28,16 @@ public interface IPageSource
     }
 
     /// <summary>
+    /// Reads the run announced last (<see cref="BeginRun"/>) from <paramref name="firstPage"/>
+    /// into the source's own window, decrypting it if the source is sealed, so that the
+    /// <see cref="Fill"/> calls that follow take it from memory. Called by the fault handler
+    /// <b>without the engine lock</b> (file reads and cryptography never hold it): it may touch
+    /// only the source's own state, and the handler holds a reference (<see cref="Retain"/>)
+    /// meanwhile. No allocation, no throwing. Default: nothing (Fill reads).
+    /// </summary>
+    void Prefetch(long firstPage) { }
+
+    /// <summary>
     /// Writes pages <paramref name="firstPage"/> to <paramref name="firstPage"/> +
     /// <paramref name="pages"/> − 1 into <paramref name="destination"/> (page-aligned,
     /// pages × 4096 bytes) at once, for 2 MiB service: Keep if any page holds data, Zero

@@ -96,6 +96,15 @@ public sealed unsafe class SealedFileSource : IPageSource
     /// <inheritdoc/>
     public void BeginRun(long firstPage, int pages) => _window?.Announce(firstPage, pages);
 
+    /// <inheritdoc/>
+    /// <remarks>The run's read and its decryption (the custodian's round trip, when it keeps
+    /// the key) happen here, without the engine lock.</remarks>
+    public void Prefetch(long firstPage)
+    {
+        if (_window != null && Volatile.Read(ref _references) > 0 && !_window.Holds(firstPage) && firstPage != _failedPage)
+            Refill(_window, firstPage);
+    }
+
     /// <summary>
     /// Reads and decrypts the window that holds <paramref name="pageIndex"/>: the announced
     /// run around it, else <see cref="DefaultWindowPages"/> from it. Keep; Zero when the

@@ -40,6 +40,9 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly int _decryptAheadPages;
     // Shares long runs of sealed pages (null: one CPU, or EngineOptions.FillThreads 0).
     private readonly FillWorker? _worker;
+    // The engine's lock, which the handler holds while it serves: let go around a source's
+    // file read and decryption (see IPageSource.Prefetch).
+    private readonly Lock _engineLock;
     // While the worker runs, no event may be read (see FillWorker): an install that meets
     // one ends the handler's part instead.
     private bool _workerRunning;
@@ -59,8 +62,9 @@ internal sealed unsafe class FaultService : IDisposable
     public bool PoisonUntracked { get; init; }
 
     public FaultService(EngineOptions options, ArenaTable arenas, Evictor evictor, PageSealer sealer, AddressSpaceOps space,
-        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites)
+        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites, Lock engineLock)
     {
+        _engineLock = engineLock;
         _tracksWrites = tracksWrites;
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         if (options.FillThreads > 0)
@@ -213,10 +217,14 @@ internal sealed unsafe class FaultService : IDisposable
         if (_events.Epoch != epoch)
             return false;
 
+        if (arena.Entries[index].State == PageState.Untouched && arena.Source is { } source)
+        {
+            source.BeginRun(index - before, before + count);
+            if (!PrefetchUnlocked(arena, source, index - before))
+                return true; // released meanwhile: unregistering woke the thread
+        }
         byte* buffer = _buffer;
         ref PageEntry first = ref arena.Entries[index];
-        if (first.State == PageState.Untouched)
-            arena.Source?.BeginRun(index - before, before + count);
         PageVerdict fromSource = first.State == PageState.Untouched && arena.Source != null
             ? FillFromSource(arena.Source, index, buffer)
             : PageVerdict.Zero;
@@ -259,6 +267,34 @@ internal sealed unsafe class FaultService : IDisposable
         FillAndInject(arena, index + 1, count - 1, epoch);
         FillAndInject(arena, index - before, before, epoch);
         return true;
+    }
+
+    /// <summary>
+    /// Reads the announced run of <paramref name="source"/> without the engine lock: the
+    /// file read (a 2 MiB range of a model, from a cold disk) and a sealed model's
+    /// decryption no longer hold up the program's threads that map, unmap or ask for
+    /// statistics meanwhile. Only the handler reads userfaultfd events, so no event changes
+    /// the pages meanwhile; an API call may release the arena (false: the fault needs no
+    /// more), and the source stays alive through the reference held here.
+    /// </summary>
+    private bool PrefetchUnlocked(Arena arena, IPageSource source, long firstPage)
+    {
+        Debug.Assert(_engineLock.IsHeldByCurrentThread);
+        source.Retain();
+        _engineLock.Exit();
+        try
+        {
+            source.Prefetch(firstPage);
+        }
+        finally
+        {
+            _engineLock.Enter();
+        }
+        bool released = arena.Released;
+        if (released)
+            source.EndOfFault(); // nothing read ahead stays
+        source.Release();
+        return !released;
     }
 
     /// <summary>Pages filled and installed at a time by a read-ahead run: a thread that has
@@ -496,8 +532,12 @@ internal sealed unsafe class FaultService : IDisposable
         long epoch = _events.Epoch;
         try
         {
-            if (arena.Entries[first].State == PageState.Untouched)
-                arena.Source?.BeginRun(first, count);
+            if (arena.Entries[first].State == PageState.Untouched && arena.Source is { } source)
+            {
+                source.BeginRun(first, count);
+                if (!PrefetchUnlocked(arena, source, first))
+                    return true;
+            }
             FillAndInject(arena, first, count, epoch);
         }
         finally
