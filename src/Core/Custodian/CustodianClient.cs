@@ -17,40 +17,20 @@ internal static unsafe class CustodianClient
     /// when this process has no custodian, or what the custodian's UFFDIO_API answered.</summary>
     public static int EnableFeatures(int uffd, ulong features)
     {
-        // (see served.c, is_the_custodian: the name is public, the uid tells)
-        if (SecureExecution.IsActive || Environment.GetEnvironmentVariable(ServedProtocol.SocketVariable) is not { Length: > 0 and <= 100 } name)
+        if (CustodianName() is not { } name)
             return Libc.ENOENT;
-        int* pair = stackalloc int[2];
-        if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair) != 0)
-            return Libc.LastErrno;
-        int registry = ServedProtocol.Connect(name);
+        int reply = Ask(name, ServedProtocol.KindApi, features, uffd, [], out _);
+        if (reply < 0)
+            return Libc.ENOENT;
         try
         {
-            if (registry < 0 || !IsTheCustodian(registry))
-                return Libc.ENOENT;
-            ServedHello hello = new()
-            {
-                Magic = ServedProtocol.Magic,
-                Version = ServedProtocol.Version,
-                Pid = Libc.getpid(),
-                Kind = ServedProtocol.KindApi,
-                Features = features,
-            };
-            if (Libc.SendWithDescriptors(registry, &hello, (nuint)sizeof(ServedHello), [pair[1], uffd]) != sizeof(ServedHello))
-                return Libc.ENOENT; // not a registry (any more)
-            Libc.close(pair[1]);
-            pair[1] = -1;
-            // The custodian is a .NET program: its first answer may take its start-up.
-            Libc.SetSocketTimeouts(pair[0], 30);
             ServedStatus status;
-            nint n = Libc.recv(pair[0], &status, (nuint)sizeof(ServedStatus), 0);
+            nint n = Libc.recv(reply, &status, (nuint)sizeof(ServedStatus), 0);
             return n == sizeof(ServedStatus) ? status.Status : Libc.ENOENT;
         }
         finally
         {
-            if (registry >= 0) Libc.close(registry);
-            Libc.close(pair[0]);
-            if (pair[1] >= 0) Libc.close(pair[1]);
+            Libc.close(reply);
         }
     }
 
@@ -65,7 +45,7 @@ internal static unsafe class CustodianClient
     public static bool RequestSealedAccess(int model, ReadOnlySpan<byte> token,
         out int status, out Sealing.SealAccessReason reason, out string message, out CustodianPageOpener? pages, out string problem)
     {
-        if (SecureExecution.IsActive || Environment.GetEnvironmentVariable(ServedProtocol.SocketVariable) is not { Length: > 0 and <= 100 } name)
+        if (CustodianName() is not { } name)
         {
             status = SealedAccessAnswer.Refused;
             reason = Sealing.SealAccessReason.NoIdentity;
@@ -85,51 +65,24 @@ internal static unsafe class CustodianClient
         reason = Sealing.SealAccessReason.NoIdentity;
         message = "";
         pages = null;
-        problem = "";
         if (token.Length != Identity.CustodianGrant.TokenSize)
             throw new ArgumentException("A grant token is 32 bytes.", nameof(token));
-        int* pair = stackalloc int[2];
-        if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair) != 0)
-        {
-            problem = $"socketpair: {Libc.Describe(Libc.LastErrno)}";
+        // The token waits on the private connection, so the custodian reads it at once.
+        SealedAccessRequest request;
+        var requestBytes = new Span<byte>(&request, sizeof(SealedAccessRequest));
+        token.CopyTo(requestBytes);
+        int reply = Ask(name, ServedProtocol.KindSealed, 0, model, requestBytes, out problem);
+        System.Security.Cryptography.CryptographicOperations.ZeroMemory(requestBytes);
+        if (reply < 0)
             return false;
-        }
         int size = sizeof(SealedAccessAnswer) + SealedAccessAnswer.MaxMessageBytes;
         byte* buffer = stackalloc byte[size];
         Span<int> received = stackalloc int[2];
         int count = 0;
-        int registry = ServedProtocol.Connect(name);
         try
         {
-            if (registry < 0 || !IsTheCustodian(registry))
-            {
-                problem = "nothing of tibet-run's answers at its socket (it has ended?)";
-                return false;
-            }
-            // The token waits on the private connection, so the custodian reads it at once.
-            SealedAccessRequest request;
-            token.CopyTo(new Span<byte>(request.Token, Identity.CustodianGrant.TokenSize));
-            nint sent = Libc.send(pair[0], &request, (nuint)sizeof(SealedAccessRequest), Libc.MSG_NOSIGNAL);
-            System.Security.Cryptography.CryptographicOperations.ZeroMemory(new Span<byte>(request.Token, Identity.CustodianGrant.TokenSize));
-            ServedHello hello = new()
-            {
-                Magic = ServedProtocol.Magic,
-                Version = ServedProtocol.Version,
-                Pid = Libc.getpid(),
-                Kind = ServedProtocol.KindSealed,
-            };
-            if (sent != sizeof(SealedAccessRequest)
-                || Libc.SendWithDescriptors(registry, &hello, (nuint)sizeof(ServedHello), [pair[1], model]) != sizeof(ServedHello))
-            {
-                problem = "it did not take the request";
-                return false;
-            }
-            Libc.close(pair[1]);
-            pair[1] = -1;
-            // Reading the tag table of a large model and writing the audit log take a while;
-            // the custodian's first answer may also wait for its start-up.
-            Libc.SetSocketTimeouts(pair[0], 30);
-            nint n = Libc.ReceiveWithDescriptors(pair[0], buffer, (nuint)size, received, out count, Libc.MSG_CMSG_CLOEXEC);
+            // Reading the tag table of a large model and writing the audit log take a while.
+            nint n = Libc.ReceiveWithDescriptors(reply, buffer, (nuint)size, received, out count);
             var answer = (SealedAccessAnswer*)buffer;
             if (n < sizeof(SealedAccessAnswer) || answer->MessageBytes < 0 || answer->MessageBytes > n - sizeof(SealedAccessAnswer))
             {
@@ -160,9 +113,61 @@ internal static unsafe class CustodianClient
         {
             for (int i = 0; i < count; i++)
                 Libc.close(received[i]);
+            Libc.close(reply);
+        }
+    }
+
+    /// <summary>The custodian's name in this process's environment, or null (none, or a
+    /// set-user-ID program, whose environment belongs to its caller).</summary>
+    private static string? CustodianName() =>
+        !SecureExecution.IsActive && Environment.GetEnvironmentVariable(ServedProtocol.SocketVariable) is { Length: > 0 and <= 100 } name ? name : null;
+
+    /// <summary>
+    /// Sends the custodian a hello of <paramref name="kind"/> with a private reply connection
+    /// and <paramref name="attachment"/>, after putting <paramref name="first"/> (if any) on
+    /// that connection. Returns this process's end of it, ready for the answer (30 s
+    /// timeouts: the custodian is a .NET program, and its first answer may wait for its
+    /// start-up), or -1 with <paramref name="problem"/>.
+    /// </summary>
+    private static int Ask(string name, uint kind, ulong features, int attachment, ReadOnlySpan<byte> first, out string problem)
+    {
+        int* pair = stackalloc int[2];
+        if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair) != 0)
+        {
+            problem = $"socketpair: {Libc.Describe(Libc.LastErrno)}";
+            return -1;
+        }
+        // (see served.c, is_the_custodian: the name is public, the uid tells)
+        int registry = ServedProtocol.Connect(name);
+        bool sent = false;
+        try
+        {
+            if (registry < 0 || !IsTheCustodian(registry))
+            {
+                problem = "nothing of tibet-run's answers at its socket (it has ended?)";
+                return -1;
+            }
+            ServedHello hello = new()
+            {
+                Magic = ServedProtocol.Magic,
+                Version = ServedProtocol.Version,
+                Pid = Libc.getpid(),
+                Kind = kind,
+                Features = features,
+            };
+            fixed (byte* data = first)
+                sent = (first.IsEmpty || Libc.send(pair[0], data, (nuint)first.Length, Libc.MSG_NOSIGNAL) == first.Length)
+                       && Libc.SendWithDescriptors(registry, &hello, (nuint)sizeof(ServedHello), [pair[1], attachment]) == sizeof(ServedHello);
+            problem = sent ? "" : "it did not take the request";
+            if (sent)
+                Libc.SetSocketTimeouts(pair[0], 30);
+            return sent ? pair[0] : -1;
+        }
+        finally
+        {
             if (registry >= 0) Libc.close(registry);
-            Libc.close(pair[0]);
-            if (pair[1] >= 0) Libc.close(pair[1]);
+            Libc.close(pair[1]);
+            if (!sent) Libc.close(pair[0]);
         }
     }
 

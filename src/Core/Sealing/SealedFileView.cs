@@ -70,23 +70,10 @@ public sealed unsafe class SealedFileView : IDisposable
     /// into what the program may see, and says what it now is. Allocation-free; never throws.</summary>
     public PageVerdict Filter(long fileOffset, Span<byte> page)
     {
-        if (_refused)
-        {
-            page.Clear();
-            return PageVerdict.Zero;
-        }
-        if (fileOffset < DataOffset || fileOffset >= DataEnd)
-            return PageVerdict.Keep; // the header or the trailer: public, served as stored
-        if (_key == null)
-        {
-            page.Clear();
-            return PageVerdict.Zero;
-        }
+        System.Diagnostics.Debug.Assert(page.Length == PageSize);
         fixed (byte* p = page)
-            if (_key.OpenPages((fileOffset - DataOffset) / PageSize, 1, p) == 1)
-                return PageVerdict.Keep;
-        Interlocked.Increment(ref _tamperedPages);
-        return PageVerdict.Tampered;
+            return FilterRun(fileOffset, 1, p, out bool anyData) == 0 ? PageVerdict.Tampered
+                : anyData ? PageVerdict.Keep : PageVerdict.Zero;
     }
 
     /// <summary>
