@@ -409,7 +409,7 @@ internal static partial class Launcher
 
     /// <summary>The identity's descriptors: the custodian's (its grant token, then the
     /// hand-off), and the program's (the grant; or the hand-off itself, without a custodian).</summary>
-    private sealed record IdentityDescriptors(SecretDescriptor Program, SecretDescriptor? Custodian, byte[]? Token);
+    private sealed record IdentityDescriptors(SecretDescriptor Program, SecretDescriptor? Custodian);
 
     private static bool TryPrepareIdentityDescriptors(byte[] handOff, PublicIdentity identity, bool custodianWanted, out IdentityDescriptors? descriptors)
     {
@@ -420,7 +420,7 @@ internal static partial class Launcher
         {
             if (!custodianWanted)
             {
-                descriptors = new IdentityDescriptors(SecretDescriptor.Create(handOff), null, null);
+                descriptors = new IdentityDescriptors(SecretDescriptor.Create(handOff), null);
                 return true;
             }
             token = CustodianGrant.NewToken();
@@ -429,9 +429,8 @@ internal static partial class Launcher
             handOff.CopyTo(custodianContents, token.Length);
             custodian = SecretDescriptor.Create(custodianContents);
             grant = CustodianGrant.Encode(identity, token);
-            descriptors = new IdentityDescriptors(SecretDescriptor.Create(grant), custodian, token);
+            descriptors = new IdentityDescriptors(SecretDescriptor.Create(grant), custodian);
             custodian = null;
-            token = null;
             return true;
         }
         catch (InvalidOperationException e)
@@ -457,8 +456,6 @@ internal static partial class Launcher
         Dictionary<string, string?> environment)
     {
         identity.Custodian?.Dispose();
-        if (identity.Token != null)
-            System.Security.Cryptography.CryptographicOperations.ZeroMemory(identity.Token);
         SecretDescriptor program = identity.Program;
         if (identity.Custodian != null && !custodianHoldsIt)
         {
