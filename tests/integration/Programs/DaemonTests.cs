@@ -150,7 +150,11 @@ public class DaemonTests
             bool ended = await Task.WhenAny(both, Task.Delay(TimeSpan.FromSeconds(60))) == both;
             Assert.True(ended, "the FIFO at fd 7 (or stdout) did not end while the daemon runs: a tibet process still holds it");
             Assert.True(launcher.WaitForExit(10_000) && launcher.ExitCode == 0, $"tibet-run exited {launcher.ExitCode}");
-            Assert.True(File.Exists(pidFile), "redis-server wrote no pid file");
+            // The daemon writes its pid file after its parent has returned: wait for it (a
+            // guard against a hang, not a timing assertion).
+            for (int i = 0; i < 300 && !File.Exists(pidFile); i++)
+                await Task.Delay(100);
+            Assert.True(File.Exists(pidFile), "redis-server wrote no pid file within 30 s");
             // The daemon still runs and is served: the custodian, which outlived the launcher,
             // takes its allocations (a DEBUG POPULATE of 80 MiB under 16M).
             await Task.Delay(3 * Tibet.Core.Custodian.CustodianService.Linger);
