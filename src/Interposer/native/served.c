@@ -512,6 +512,23 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
     }
 }
 
+/* In the process tibet runs in, with TIBET_SERVE=custodian (tibet-run --serve custodian):
+ * its own large allocations go to the custodian as a forked child's do, so that their
+ * keys never enter it. Its thread waits, as a child's does, for the first one. */
+int tibet_served_start_self(tibet_pthread_create_fn create_thread)
+{
+    if (!served.configured)
+        return -1;
+    served.pid = (pid_t)syscall(SYS_getpid);
+    served.state = SERVED_IDLE;
+    if (tibet_start_child_thread(create_thread, SERVED_STACK, served_loop, NULL, "tibet-served") != 0) {
+        served.why = "its thread could not be created";
+        served.state = SERVED_FAILED;
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- the allocation paths ------------------------------------------------------------ */
 
 /* Waits until the thread has connected (or failed). */

@@ -31,6 +31,9 @@ void tibet_served_hold_custodian(void);
 int tibet_served_active(void);
 /* In a forked child right after fork() returned 0, with libc's pthread_create. */
 void tibet_served_start_in_child(int (*create_thread)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *));
+/* In the process tibet runs in (TIBET_SERVE=custodian): its own large allocations are
+ * served by the custodian too. 0, or -1 (not configured, or no thread). */
+int tibet_served_start_self(int (*create_thread)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *));
 /* A block (malloc) or a mapping (mmap) served by the custodian, or NULL if this child is
  * not served (no custodian, it refused, or it is gone). */
 void *tibet_served_alloc(size_t size, size_t alignment);

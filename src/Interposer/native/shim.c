@@ -161,6 +161,15 @@ static inline int tibet_caller(const void *ret) { return in_tibet || from_self(r
 
 static inline int in_child(void) { return owner_pid != 0 && (pid_t)syscall(SYS_getpid) != owner_pid; }
 
+/* TIBET_SERVE=custodian (tibet-run --serve custodian): the process tibet runs in sends its
+ * own large anonymous allocations to the custodian too (native/served.c), as its forked
+ * children do, so that their keys never enter it. Set once at start. */
+static int serve_self;
+
+/* Whether this process's large anonymous allocations are the custodian's: a forked child's
+ * always (when there is one), the program's with TIBET_SERVE=custodian. */
+static inline int served_by_custodian(void) { return in_child() || serve_self; }
+
 static inline int ours_malloc(const void *p) { return (uintptr_t)p - malloc_base < malloc_limit - malloc_base; }
 static inline int ours_mmap(const void *p) { return (uintptr_t)p - mmap_base < mmap_limit - mmap_base; }
 static inline int overlaps_mmap(const void *p, size_t n)
@@ -577,6 +586,26 @@ static void *child_large_allocation(size_t size)
     return NULL;
 }
 
+/* With TIBET_SERVE=custodian, an allocation of the program's that the custodian did not
+ * take on: the program's own engine serves it (encrypted, with its key in this process).
+ * Said once per process, since the user asked for the keys to stay out. */
+static pid_t self_fallback_announced;
+static void self_fallback(size_t size)
+{
+    pid_t self = (pid_t)syscall(SYS_getpid);
+    if (__atomic_exchange_n(&self_fallback_announced, self, __ATOMIC_RELAXED) == self)
+        return;
+    char line[512], *at = line;
+    at = append(at, "tibet: pid ");
+    at = append_number(at, (uint64_t)self);
+    at = append(at, ": the custodian did not take on an allocation of ");
+    at = append_number(at, size);
+    at = append(at, " bytes (");
+    at = append(at, tibet_served_why_not());
+    at = append(at, "); this process's own engine encrypts it and its further such allocations, with their keys in this process\n");
+    tibet_shim_report(line, (size_t)(at - line));
+}
+
 /* ---- the malloc family ----------------------------------------------------------------
  * The fast path (the program's call, below the threshold) is a compare and a jump into the
  * next allocator; everything else is decided in the *_slow functions. */
@@ -613,6 +642,12 @@ static void *program_large_alloc(size_t size, size_t alignment)
     if (in_child()) {
         void *served = tibet_served_alloc(size, alignment);
         return served ? served : child_large_allocation(size);
+    }
+    if (serve_self) {
+        void *served = tibet_served_alloc(size, alignment);
+        if (served)
+            return served;
+        self_fallback(size);
     }
     in_tibet = 1;
     void *p = tibet_managed_alloc(size, alignment);
@@ -997,9 +1032,13 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
     if (redirectable_mapping(addr, length, prot, flags, fd) && !hostile_size(length) && !tibet_caller(ret)) {
         void *p = NULL;
         if (may_redirect(ret)) {
-            in_tibet = 1;
-            p = tibet_managed_mmap(length);
-            in_tibet = 0;
+            if (serve_self && !(p = tibet_served_map(length)))
+                self_fallback(length);
+            if (!p) {
+                in_tibet = 1;
+                p = tibet_managed_mmap(length);
+                in_tibet = 0;
+            }
         } else if (shim_ready && in_child()) {
             p = tibet_served_map(length);
             if (!p)
@@ -1028,7 +1067,7 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
      * its own mapping puts the range back into our reservation. */
     void *mapped = real_mmap(addr, length, prot, flags, fd, offset);
     /* A mapping placed over a served one replaces it: it is not served any more. */
-    if (mapped != MAP_FAILED && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && shim_ready && in_child())
+    if (mapped != MAP_FAILED && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && shim_ready && served_by_custodian())
         tibet_served_unmapped(mapped, length);
     return mapped;
 }
@@ -1059,7 +1098,7 @@ EXPORT int munmap(void *addr, size_t length)
     }
     /* Forgotten first: once unmapped, another thread may get the range back from the kernel
      * as a new served mapping, whose entry this must not remove. */
-    if (shim_ready && in_child())
+    if (shim_ready && served_by_custodian())
         tibet_served_unmapped(addr, length);
     return real_munmap(addr, length);
 }
@@ -1108,7 +1147,7 @@ EXPORT void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
         new_address = va_arg(ap, void *);
         va_end(ap);
     }
-    if (shim_ready && !in_tibet && in_child()) {
+    if (shim_ready && !in_tibet && served_by_custodian()) {
         size_t served_length = tibet_served_mapping(old);
         if (served_length && ((old_size + 4095) & ~(size_t)4095) == served_length)
             return remap_served(old, old_size, new_size, flags, __builtin_return_address(0));
@@ -1130,7 +1169,7 @@ EXPORT void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
     }
     void *moved = real_mremap(old, old_size, new_size, flags, new_address);
     /* MREMAP_FIXED replaces whatever was at the target, a served mapping included. */
-    if (moved != MAP_FAILED && (flags & MREMAP_FIXED) && shim_ready && in_child())
+    if (moved != MAP_FAILED && (flags & MREMAP_FIXED) && shim_ready && served_by_custodian())
         tibet_served_unmapped(moved, new_size);
     return moved;
 }
@@ -1655,6 +1694,8 @@ static int descriptor_variable(const char *name)
     return *c != '\0' || fd > INT_MAX ? -1 : (int)fd;
 }
 
+static int serve_self_wanted; /* TIBET_SERVE=custodian, with a custodian configured */
+
 static void configure_custodian(void)
 {
     if (getauxval(AT_SECURE))
@@ -1672,6 +1713,8 @@ static void configure_custodian(void)
         return;
     }
     tibet_served_hold_custodian();
+    const char *serve = getenv("TIBET_SERVE");
+    serve_self_wanted = serve && strcmp(serve, "custodian") == 0;
 }
 
 /* Also when the engine did not start (the process runs unencrypted): the statistics then
@@ -1702,6 +1745,10 @@ __attribute__((constructor(65535))) static void tibet_start(void)
      * the exit report runs either way. */
     (void)tibet_managed_init();
     in_tibet = 0;
+    /* After the engine configured the shim (no redirection without it: the thresholds and
+     * the policy are the engine's). The program's model maps stay its engine's. */
+    if (serve_self_wanted && shim_ready)
+        serve_self = tibet_served_start_self(real_pthread_create) == 0;
     sigaction(SIGPIPE, &sigpipe, NULL);
     atexit(at_exit);
 }
