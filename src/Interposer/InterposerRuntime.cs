@@ -148,7 +148,19 @@ internal static unsafe class InterposerRuntime
     /// <summary>The statistics now: what tibet stats and tibet-run --metrics read while the
     /// program runs, and the same JSON it writes at exit.</summary>
     private static string Snapshot() =>
-        ExitStatistics.ToJson(Redirector?.Engine.GetStats(), _wholeProcessUnencrypted, Redirector?.HugePages?.GetStats());
+        ExitStatistics.ToJson(ProcessStats(), _wholeProcessUnencrypted, Redirector?.HugePages?.GetStats());
+
+    /// <summary>What served this process: its own engine, and with TIBET_SERVE=custodian also
+    /// the custodian's engine, which serves its large anonymous allocations (the two as one,
+    /// see <see cref="Tibet.Core.Diagnostics.EngineStats.Plus"/>; an own engine that served
+    /// nothing adds no budget).</summary>
+    private static Tibet.Core.Diagnostics.EngineStats? ProcessStats()
+    {
+        Tibet.Core.Diagnostics.EngineStats? own = Redirector?.Engine.GetStats();
+        if (own is not { } mine || Shim.ServesSelf() == 0 || Tibet.Core.Custodian.CustodianClient.ServedStats() is not { } theirs)
+            return own;
+        return mine.Faults == 0 && mine.PeakResidentBytes == 0 ? theirs : mine.Plus(theirs);
+    }
 
     /// <summary>Writes the statistics at exit, also when the engine never started (they
     /// then say why the process ran unencrypted). The engine is left running: other exit
@@ -156,7 +168,7 @@ internal static unsafe class InterposerRuntime
     public static void Stop()
     {
         HandOver();
-        Tibet.Core.Diagnostics.EngineStats? engineStats = Redirector?.Engine.GetStats();
+        Tibet.Core.Diagnostics.EngineStats? engineStats = ProcessStats();
         // tibet-run names the program's pid (its own, which the program keeps: it executes
         // the program), so that processes the program starts do not write the same file.
         bool ours = _config.StatsPid is not int statsPid || statsPid == Environment.ProcessId;
@@ -253,7 +265,7 @@ internal static unsafe class InterposerRuntime
         Libc.unsetenv("LD_PRELOAD");
         foreach (string name in new[] { "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE",
                                         "TIBET_STATS_JSON", "TIBET_STATS_PID", "TIBET_STATS_SUMMARY", "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION",
-                                        "TIBET_CUSTODIAN_SOCKET", "TIBET_CUSTODIAN_UID", "TIBET_USERFAULTFD_FD",
+                                        "TIBET_CUSTODIAN_SOCKET", "TIBET_CUSTODIAN_UID", "TIBET_USERFAULTFD_FD", "TIBET_SERVE",
                                         IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY", ProcessIdentity.WithheldVariable,
                                         AuditLogLocation.EnvironmentVariable })
             Libc.unsetenv(name);

@@ -17,8 +17,12 @@ internal static class ChildEnvironment
     [
         "TIBET_BUDGET", "TIBET_THRESHOLD", "TIBET_COMPRESSION", "TIBET_VERBOSE", "TIBET_STATS_JSON", "TIBET_STATS_PID", "TIBET_STATS_SUMMARY",
         "TIBET_NO_INHERIT", "TIBET_REQUIRE_ENCRYPTION", IdentityHandOff.DescriptorVariable, "TIBET_INHERIT_IDENTITY",
-        "TIBET_IDENTITY_WITHHELD", "TIBET_DUMPABLE", CustodianProcess.SocketVariable, CustodianProcess.UidVariable, Tibet.Core.Paging.Userfaultfd.DeviceVariable,
+        "TIBET_IDENTITY_WITHHELD", "TIBET_DUMPABLE", ServeVariable, CustodianProcess.SocketVariable, CustodianProcess.UidVariable, Tibet.Core.Paging.Userfaultfd.DeviceVariable,
     ];
+
+    /// <summary>"custodian": the program's own large anonymous allocations are served by the
+    /// custodian (native/served.c, read by the shim).</summary>
+    public const string ServeVariable = "TIBET_SERVE";
 
     /// <param name="programPid">The program's pid (tibet-run's own: it executes the program):
     /// only the program writes --stats-json and prints --stats, not what it starts.</param>
@@ -52,6 +56,7 @@ internal static class ChildEnvironment
         environment["TIBET_NO_INHERIT"] = options.NoInherit ? "1" : "0";
         environment["TIBET_REQUIRE_ENCRYPTION"] = options.RequireEncryption ? "1" : "0";
         environment["TIBET_DUMPABLE"] = options.Dumpable ? "1" : "0";
+        environment[ServeVariable] = options.ServeByCustodian ? "custodian" : "program";
         if (options.AuditLogPath != null)
             environment[AuditLogLocation.EnvironmentVariable] = options.AuditLogPath;
     }

@@ -21,6 +21,9 @@ internal sealed record LaunchOptions
     public string Eviction { get; init; } = "scan-resistant";
     /// <summary>--cipher: the page cipher's name (see PageCipherSuite.FromName).</summary>
     public string Cipher { get; init; } = "aes-256-gcm";
+    /// <summary>--serve: who serves the program's own large anonymous allocations, the
+    /// custodian (keys outside the program) or the program's engine (keys inside).</summary>
+    public bool ServeByCustodian { get; init; }
     public bool Stats { get; init; }
     public string? StatsJsonPath { get; init; }
     public int Verbosity { get; init; }

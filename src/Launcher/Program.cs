@@ -63,7 +63,7 @@ internal static partial class Launcher
         """;
 
     private static readonly string[] OptionsWithValues =
-        ["--budget", "--threshold", "--compression", "--eviction", "--cipher", "--huge-pages", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file", "--metrics", "--user"];
+        ["--budget", "--threshold", "--compression", "--eviction", "--cipher", "--serve", "--huge-pages", "--stats-json", "--library", "--identity", "--claim", "--audit-log", "--passphrase-file", "--metrics", "--user"];
 
     public static int Run(string[] args)
     {
@@ -74,6 +74,7 @@ internal static partial class Launcher
         var compression = new Option<string?>("--compression") { Description = "Compress pages with zstd before sealing: off (default) or auto (keeps a page compressed only if it halves).", HelpName = "off|auto" };
         var eviction = new Option<string?>("--eviction") { Description = "Which resident page is sealed first when the budget is reached: scan-resistant (default; keeps a stable set of pages that come back, so a model read in the same order every token hits on most of the budget) or fifo (the oldest first).", HelpName = "scan-resistant|fifo" };
         var cipher = new Option<string?>("--cipher") { Description = "The cipher that seals pages in RAM: aes-256-gcm (default) or aegis-256 (libsodium; about twice as fast on CPUs with AES instructions, see bench/results). Sealed model files keep AES-256-GCM.", HelpName = "aes-256-gcm|aegis-256" };
+        var serve = new Option<string?>("--serve") { Description = "Who serves the program's own large allocations: program (default; its own engine, in the program, with their keys in its memory) or custodian (the custodian that serves its forked children: the keys never enter the program, at about 0.7x the speed under eviction pressure, see bench/results). Its model maps stay the program's engine's.", HelpName = "program|custodian" };
         var hugePages = new Option<string?>("--huge-pages") { Description = "Serve read-only model maps (GGUF) in 2 MiB pages from the hugetlb pool, at most SIZE of them resident, in addition to --budget. tibet-run reserves the pages (root: vm.nr_hugepages) for the run and gives them back after. A model larger than SIZE is read from its file again when its pages come back (sealed models: decrypted again); nothing of it is ever sealed into RAM.", HelpName = "SIZE" };
         var stats = new Option<bool>("--stats") { Description = "Print a summary of faults, evictions and memory to stderr when COMMAND exits." };
         var statsJson = new Option<string?>("--stats-json") { Description = "Write the same statistics as JSON to FILE.", HelpName = "FILE" };
@@ -93,7 +94,7 @@ internal static partial class Launcher
         var user = new Option<string?>("--user") { Description = "Run COMMAND as user NAME (tibet-run must run as root). The custodian keeps tibet-run's credentials, so NAME's processes cannot read its memory. COMMAND receives a /dev/userfaultfd descriptor tibet-run opened, so that it can use userfaultfd without vm.unprivileged_userfaultfd (PostgreSQL refuses to run as root).", HelpName = "NAME" };
 
         var root = new RootCommand(Description);
-        foreach (Option option in new Option[] { budget, threshold, compression, eviction, cipher, hugePages, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable, metrics, user })
+        foreach (Option option in new Option[] { budget, threshold, compression, eviction, cipher, serve, hugePages, stats, statsJson, verbose, quiet, requireEncryption, noInherit, library, identity, claim, inheritIdentity, passphraseFile, auditLog, dumpable, metrics, user })
             root.Options.Add(option);
         var commandArgument = new Argument<string[]>("COMMAND") { Description = "The program to run and its arguments, after --.", Arity = ArgumentArity.ZeroOrMore };
         root.Arguments.Add(commandArgument);
@@ -124,6 +125,14 @@ internal static partial class Launcher
                 Dumpable = result.GetValue(dumpable),
                 User = result.GetValue(user),
             };
+            switch (result.GetValue(serve))
+            {
+                case null or "program": break;
+                case "custodian": options = options with { ServeByCustodian = true }; break;
+                case var other:
+                    Fail($"--serve '{other}' is not 'program' or 'custodian'");
+                    return;
+            }
             if (result.GetValue(metrics) is { } metricsText)
             {
                 if (!MetricsServer.TryParse(metricsText, out var endPoint, out string? problem))
@@ -264,6 +273,11 @@ internal static partial class Launcher
         if (!CustodianProcess.TryReadSwitch(out bool custodianWanted, out string? custodianProblem))
         {
             Fail(custodianProblem!);
+            return ExitRefused;
+        }
+        if (options.ServeByCustodian && !custodianWanted)
+        {
+            Fail($"--serve custodian needs the custodian, which {CustodianProcess.SwitchVariable}=0 turns off. Unset it, or use --serve program.");
             return ExitRefused;
         }
         (uint Uid, uint Gid)? account = null;

@@ -277,9 +277,9 @@ internal sealed unsafe class CustodianService
                 Libc.close(fds[i]);
             return false;
         }
-        int expected = hello.Kind switch { ServedProtocol.KindServe => 3, ServedProtocol.KindKeep => 0, _ => 2 };
+        int expected = hello.Kind switch { ServedProtocol.KindServe => 3, ServedProtocol.KindKeep => 0, ServedProtocol.KindStats => 1, _ => 2 };
         if (n != sizeof(ServedHello) || count != expected || hello.Magic != ServedProtocol.Magic || hello.Version != ServedProtocol.Version
-            || hello.Kind > ServedProtocol.KindKeep || hello.Pid != peerPid || (count > 0 && !CreatedBy(fds[0], hello.Pid)))
+            || hello.Kind > ServedProtocol.KindStats || hello.Pid != peerPid || (count > 0 && !CreatedBy(fds[0], hello.Pid)))
         {
             for (int i = 0; i < count; i++)
                 Libc.close(fds[i]);
@@ -289,6 +289,11 @@ internal sealed unsafe class CustodianService
         }
         if (hello.Kind == ServedProtocol.KindKeep)
             return true;
+        if (hello.Kind == ServedProtocol.KindStats)
+        {
+            AnswerStatsRequest(fds[0], hello.Pid);
+            return false;
+        }
         if (hello.Kind == ServedProtocol.KindSealed)
         {
             AnswerSealedRequest(fds[0], fds[1], hello.Pid);
@@ -317,6 +322,31 @@ internal sealed unsafe class CustodianService
             _served.Add(process);
         process.Start();
         return false;
+    }
+
+    /// <summary>A process asks for what this custodian's engine did for it (its own pid
+    /// only: the hello's pid is the peer's, checked above). Answered off this thread: a
+    /// busy engine may take up to its 200 ms to answer.</summary>
+    private void AnswerStatsRequest(int reply, int pid)
+    {
+        reply = HighDescriptors.MoveAbove(reply);
+        ThreadPool.UnsafeQueueUserWorkItem(_ =>
+        {
+            try
+            {
+                ServedProcess? served = null;
+                lock (_servedLock)
+                    served = _served.LastOrDefault(p => p.Pid == pid && !p.Ended);
+                Diagnostics.EngineStats? stats = served?.Stats();
+                byte[] json = stats is { } s ? System.Text.Encoding.UTF8.GetBytes(s.ToJson()) : [];
+                fixed (byte* data = json)
+                    Libc.send(reply, data, (nuint)json.Length, Libc.MSG_NOSIGNAL);
+            }
+            finally
+            {
+                Libc.close(reply);
+            }
+        }, null);
     }
 
     /// <summary>A process asks for the key of a sealed model it opened: decided off this

@@ -117,6 +117,42 @@ internal static unsafe class CustodianClient
         }
     }
 
+    /// <summary>
+    /// What the custodian's engine did for this process (TIBET_SERVE=custodian: its large
+    /// anonymous allocations), or null: no custodian, or it serves nothing of this process.
+    /// Asked at exit and by the live statistics, so it waits at most 2 s.
+    /// </summary>
+    public static Diagnostics.EngineStats? ServedStats()
+    {
+        if (CustodianName() is not { } name)
+            return null;
+        int reply = Ask(name, ServedProtocol.KindStats, 0, -1, [], out _);
+        if (reply < 0)
+            return null;
+        try
+        {
+            Libc.SetSocketTimeouts(reply, 2);
+            byte[] buffer = new byte[64 * 1024];
+            nint n;
+            fixed (byte* p = buffer)
+                do
+                    n = Libc.recv(reply, p, (nuint)buffer.Length, 0);
+                while (n < 0 && Libc.LastErrno == Libc.EINTR);
+            if (n <= 0)
+                return null;
+            using var json = System.Text.Json.JsonDocument.Parse(buffer.AsMemory(0, (int)n));
+            return Diagnostics.EngineStats.FromJson(json.RootElement);
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return null; // a custodian that answers nonsense is not one to report
+        }
+        finally
+        {
+            Libc.close(reply);
+        }
+    }
+
     /// <summary>The custodian's name in this process's environment, or null (none, or a
     /// set-user-ID program, whose environment belongs to its caller).</summary>
     private static string? CustodianName() =>
@@ -124,7 +160,7 @@ internal static unsafe class CustodianClient
 
     /// <summary>
     /// Sends the custodian a hello of <paramref name="kind"/> with a private reply connection
-    /// and <paramref name="attachment"/>, after putting <paramref name="first"/> (if any) on
+    /// and <paramref name="attachment"/> (none if negative), after putting <paramref name="first"/> (if any) on
     /// that connection. Returns this process's end of it, ready for the answer (30 s
     /// timeouts: the custodian is a .NET program, and its first answer may wait for its
     /// start-up), or -1 with <paramref name="problem"/>.
@@ -157,7 +193,7 @@ internal static unsafe class CustodianClient
             };
             fixed (byte* data = first)
                 sent = (first.IsEmpty || Libc.send(pair[0], data, (nuint)first.Length, Libc.MSG_NOSIGNAL) == first.Length)
-                       && Libc.SendWithDescriptors(registry, &hello, (nuint)sizeof(ServedHello), [pair[1], attachment]) == sizeof(ServedHello);
+                       && Libc.SendWithDescriptors(registry, &hello, (nuint)sizeof(ServedHello), attachment >= 0 ? [pair[1], attachment] : [pair[1]]) == sizeof(ServedHello);
             problem = sent ? "" : "it did not take the request";
             if (sent)
                 Libc.SetSocketTimeouts(pair[0], 30);

@@ -31,6 +31,12 @@ internal static class ServedProtocol
     /// and the custodian stays while it is open (served.c, tibet_served_hold_custodian).</summary>
     public const uint KindKeep = 3;
 
+    /// <summary><see cref="ServedHello.Kind"/>: the statistics of the custodian's engine for
+    /// the asking process itself (a reply end attached; answered with the engine's JSON,
+    /// empty when it serves nothing of that process). Managed on both sides: a program
+    /// served with TIBET_SERVE=custodian reports them with its own at exit.</summary>
+    public const uint KindStats = 4;
+
     /// <summary>The variable that names the custodian's abstract socket in every process of
     /// the tree (lowercase letters, digits and dashes).</summary>
     public const string SocketVariable = "TIBET_CUSTODIAN_SOCKET";

@@ -86,6 +86,119 @@ public readonly record struct EngineStats
     /// <summary>Each forked child served now (see <see cref="ChildStats"/>); null: none.</summary>
     public ChildStats[]? Children { get; init; }
 
+    /// <summary>Reads what <see cref="ToJson"/> wrote (the custodian's answer to a served
+    /// process asking for its statistics); a missing field reads as zero.</summary>
+    public static EngineStats FromJson(JsonElement root)
+    {
+        long Long(string name) => root.TryGetProperty(name, out JsonElement e) && e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out long v) ? v : 0;
+        int Int(string name) => (int)Math.Clamp(Long(name), 0, int.MaxValue);
+        string? Text(string name) => root.TryGetProperty(name, out JsonElement e) && e.ValueKind == JsonValueKind.String ? e.GetString() : null;
+        var children = new List<ChildStats>();
+        if (root.TryGetProperty("children", out JsonElement list) && list.ValueKind == JsonValueKind.Array)
+            foreach (JsonElement c in list.EnumerateArray())
+                if (c.ValueKind == JsonValueKind.Object)
+                    children.Add(new ChildStats(
+                        c.TryGetProperty("pid", out JsonElement p) && p.TryGetInt32(out int pid) ? pid : 0,
+                        c.TryGetProperty("faults", out JsonElement f) && f.TryGetInt64(out long faults) ? faults : 0,
+                        c.TryGetProperty("cleanResidentBytes", out JsonElement r) && r.TryGetInt64(out long clean) ? clean : 0,
+                        c.TryGetProperty("evictions", out JsonElement e) && e.TryGetInt64(out long evictions) ? evictions : 0,
+                        c.TryGetProperty("agent", out JsonElement a) && a.ValueKind == JsonValueKind.True));
+        return new EngineStats
+        {
+            Faults = Long("faults"),
+            ReadAheadPages = Long("readAheadPages"),
+            Refaults = Long("refaults"),
+            EvictionPolicy = Text("evictionPolicy"),
+            Cipher = Text("cipher"),
+            CollapsedRanges = Long("collapsedRanges"),
+            CollapseFailures = Long("collapseFailures"),
+            Decrypts = Long("decrypts"),
+            Decompressions = Long("decompressions"),
+            ZeroFills = Long("zeroFills"),
+            Evictions = Long("evictions"),
+            ZeroEvictions = Long("zeroEvictions"),
+            CleanEvictions = Long("cleanEvictions"),
+            WriteFaults = Long("writeFaults"),
+            CleanCopies = Long("cleanCopies"),
+            PagesAhead = Long("pagesAhead"),
+            WorkerDecrypts = Long("workerDecrypts"),
+            SourcedPages = Long("sourcedPages"),
+            CompressedSeals = Long("compressedSeals"),
+            EvictionsRefused = Long("evictionsRefused"),
+            MovesReconciled = Long("movesReconciled"),
+            AuthenticationFailures = Long("authenticationFailures"),
+            RemoveEvents = Long("removeEvents"),
+            UnmapEvents = Long("unmapEvents"),
+            RemapEvents = Long("remapEvents"),
+            ResidentBytes = Long("residentBytes"),
+            PeakResidentBytes = Long("peakResidentBytes"),
+            ResidentBudgetBytes = Long("residentBudgetBytes"),
+            SealedBytes = Long("sealedBytes"),
+            StoreMappedBytes = Long("storeMappedBytes"),
+            SealedPages = Long("sealedPages"),
+            FaultP50Nanoseconds = Long("faultP50Ns"),
+            FaultP99Nanoseconds = Long("faultP99Ns"),
+            FaultMaxNanoseconds = Long("faultMaxNs"),
+            HandlerAllocatedBytes = Long("handlerAllocatedBytes"),
+            HandlerFailed = root.TryGetProperty("handlerFailed", out JsonElement b) && b.ValueKind == JsonValueKind.True,
+            ForkedChildren = Int("forkedChildren"),
+            PeakForkedChildren = Int("peakForkedChildren"),
+            ChildEvictions = Long("childEvictions"),
+            Children = [.. children],
+        };
+    }
+
+    /// <summary>
+    /// Two engines that served one process (with TIBET_SERVE=custodian: the program's own,
+    /// for its model maps, and the custodian's, for its other memory) as one: counts and
+    /// bytes add up, budgets too (each engine keeps its own); the fault latencies are the
+    /// larger of the two (percentiles do not add); the peak resident is the sum of the
+    /// peaks, an upper bound (the two peaks need not coincide).
+    /// </summary>
+    public EngineStats Plus(EngineStats other) => this with
+    {
+        Faults = Faults + other.Faults,
+        ReadAheadPages = ReadAheadPages + other.ReadAheadPages,
+        Refaults = Refaults + other.Refaults,
+        EvictionPolicy = EvictionPolicy ?? other.EvictionPolicy,
+        Cipher = Cipher ?? other.Cipher,
+        CollapsedRanges = CollapsedRanges + other.CollapsedRanges,
+        CollapseFailures = CollapseFailures + other.CollapseFailures,
+        Decrypts = Decrypts + other.Decrypts,
+        Decompressions = Decompressions + other.Decompressions,
+        ZeroFills = ZeroFills + other.ZeroFills,
+        Evictions = Evictions + other.Evictions,
+        ZeroEvictions = ZeroEvictions + other.ZeroEvictions,
+        CleanEvictions = CleanEvictions + other.CleanEvictions,
+        WriteFaults = WriteFaults + other.WriteFaults,
+        CleanCopies = CleanCopies + other.CleanCopies,
+        PagesAhead = PagesAhead + other.PagesAhead,
+        WorkerDecrypts = WorkerDecrypts + other.WorkerDecrypts,
+        SourcedPages = SourcedPages + other.SourcedPages,
+        CompressedSeals = CompressedSeals + other.CompressedSeals,
+        EvictionsRefused = EvictionsRefused + other.EvictionsRefused,
+        MovesReconciled = MovesReconciled + other.MovesReconciled,
+        AuthenticationFailures = AuthenticationFailures + other.AuthenticationFailures,
+        RemoveEvents = RemoveEvents + other.RemoveEvents,
+        UnmapEvents = UnmapEvents + other.UnmapEvents,
+        RemapEvents = RemapEvents + other.RemapEvents,
+        ResidentBytes = ResidentBytes + other.ResidentBytes,
+        PeakResidentBytes = PeakResidentBytes + other.PeakResidentBytes,
+        ResidentBudgetBytes = ResidentBudgetBytes + other.ResidentBudgetBytes,
+        SealedBytes = SealedBytes + other.SealedBytes,
+        StoreMappedBytes = StoreMappedBytes + other.StoreMappedBytes,
+        SealedPages = SealedPages + other.SealedPages,
+        FaultP50Nanoseconds = Math.Max(FaultP50Nanoseconds, other.FaultP50Nanoseconds),
+        FaultP99Nanoseconds = Math.Max(FaultP99Nanoseconds, other.FaultP99Nanoseconds),
+        FaultMaxNanoseconds = Math.Max(FaultMaxNanoseconds, other.FaultMaxNanoseconds),
+        HandlerAllocatedBytes = HandlerAllocatedBytes + other.HandlerAllocatedBytes,
+        HandlerFailed = HandlerFailed || other.HandlerFailed,
+        ForkedChildren = ForkedChildren + other.ForkedChildren,
+        PeakForkedChildren = PeakForkedChildren + other.PeakForkedChildren,
+        ChildEvictions = ChildEvictions + other.ChildEvictions,
+        Children = [.. Children ?? [], .. other.Children ?? []],
+    };
+
     public string ToJson()
     {
         using var stream = new MemoryStream();

@@ -30,6 +30,11 @@ internal static unsafe partial class Shim
     /// --require-encryption. The children count into a MAP_SHARED page, so the parent reads
     /// them live. A child's malloc of a large block that its allocator carves from a large
     /// mapping is counted at both calls.</summary>
+    /// <summary>Whether the custodian serves this process's own large anonymous allocations
+    /// (TIBET_SERVE=custodian): its statistics then add the custodian's engine's.</summary>
+    [LibraryImport(Library, EntryPoint = "tibet_shim_serves_self")]
+    public static partial int ServesSelf();
+
     [LibraryImport(Library, EntryPoint = "tibet_shim_child_plaintext")]
     public static partial void ChildPlaintext(ulong* count, ulong* bytes, ulong* refused);
 

@@ -493,10 +493,14 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
     if (served.control >= 0) close(served.control);
     if (served.agent >= 0) close(served.agent);
     if (served.scratch_uffd >= 0) close(served.scratch_uffd);
-    if (served.window) munmap(served.window, served.window_pages * SERVED_PAGE); /* MADV_DONTFORK: already gone */
+    /* The window was MADV_DONTFORK: it is not in this child, and its range may already
+     * hold something else (measured: the stack of a thread started in the child before
+     * this ran, which an munmap here tore away). Never unmapped here. The scratch area was
+     * MADV_WIPEONFORK: its copy is this child's, zeros, and is let go. */
+    if (served.scratch) munmap(served.scratch, SERVED_MAX_TAKE * SERVED_PAGE);
     served.uffd = served.control = served.agent = served.scratch_uffd = -1;
     served.window = NULL;
-    served.scratch = NULL; /* MADV_WIPEONFORK: the copy is zeros; the mapping stays */
+    served.scratch = NULL;
     /* Another thread of the parent may have held one at the fork. The served mappings the
      * child inherited stay in the table: they are registered on its userfaultfd too (the
      * fork event), and an mremap of them must not be the kernel's either. */
@@ -641,30 +645,53 @@ void *tibet_served_alloc(size_t size, size_t alignment)
 }
 
 /* An anonymous mapping of `length` bytes for a forked child's mmap, served by the
- * custodian; NULL if not served. The program unmaps and remaps it itself: the kernel
- * tells the custodian (UNMAP and REMAP events). */
+ * custodian; NULL if not served. Carved from the reservation, as blocks are, never placed
+ * by the kernel: an address the kernel hands out again while the UNMAP event of its last
+ * mapping is still unread by the custodian would be adopted first and then dropped by
+ * that event (measured: SIGBUS in a program whose threads map and unmap concurrently).
+ * A reservation range is given out again only after its UNMAP event was read (uncarve).
+ * The program's munmap and mremap of it come back here (tibet_served_release). */
 void *tibet_served_map(size_t length)
 {
     if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || !own_state() || !ready())
         return NULL;
     uint64_t rounded = ((uint64_t)length + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
-    void *p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED)
+    if (rounded == 0 || rounded > SERVED_RESERVATION / 2)
         return NULL;
+    uintptr_t at = carve(rounded);
+    if (!at)
+        return NULL;
+    void *p = (void *)at;
+    if (mmap(p, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        uncarve(at, rounded);
+        return NULL;
+    }
     madvise(p, rounded, MADV_NOHUGEPAGE);
     madvise(p, rounded, MADV_DONTDUMP);
-    if (announce((uintptr_t)p, rounded) != 0) {
-        munmap(p, rounded);
+    if (announce(at, rounded) != 0) {
+        uncarve(at, rounded);
         return NULL;
     }
     spin_lock(&served.maps_lock);
     if (served.map_count < SERVED_MAPS) { /* else not remembered: an mremap of it is the kernel's */
-        served.maps[served.map_count].start = (uintptr_t)p;
+        served.maps[served.map_count].start = at;
         served.maps[served.map_count].length = rounded;
         served.map_count++;
     }
     spin_unlock(&served.maps_lock);
     return p;
+}
+
+/* See served.h. */
+int tibet_served_release(void *start, size_t length)
+{
+    uintptr_t a = (uintptr_t)start;
+    uint64_t rounded = ((uint64_t)length + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
+    if ((a & (SERVED_PAGE - 1)) != 0 || rounded == 0 || !tibet_served_owns(start)
+        || a - tibet_served_base > SERVED_RESERVATION - rounded)
+        return 0;
+    uncarve(a, rounded);
+    return 1;
 }
 
 /* See served.h. */

@@ -43,6 +43,10 @@ void tibet_served_free(void *p);
  * mremap of it must not be the kernel's, which would leave its grown part registered but
  * unserved (SIGBUS). */
 size_t tibet_served_mapping(const void *start);
+/* munmap of [start, start+length) inside the reservation (a served mapping, or part of
+ * one): made a reservation range again, to be given out once the custodian has read its
+ * UNMAP event. 1 if done so, 0 if the range is not the reservation's (the caller unmaps). */
+int tibet_served_release(void *start, size_t length);
 /* The child unmapped [start, start+length): served mappings in it are forgotten. */
 void tibet_served_unmapped(const void *start, size_t length);
 size_t tibet_served_usable_size(const void *p);

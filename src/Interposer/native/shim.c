@@ -1098,18 +1098,22 @@ EXPORT int munmap(void *addr, size_t length)
     }
     /* Forgotten first: once unmapped, another thread may get the range back from the kernel
      * as a new served mapping, whose entry this must not remove. */
-    if (shim_ready && served_by_custodian())
+    if (shim_ready && served_by_custodian()) {
         tibet_served_unmapped(addr, length);
+        if (tibet_served_release(addr, length))
+            return 0; /* a served mapping's range, reserved again (see tibet_served_map) */
+    }
     return real_munmap(addr, length);
 }
 
-/* mremap of a forked child's served mapping (tibet_served_map). The kernel would move
- * or grow it with its registration, and the grown part would be registered but unknown to
- * the custodian: a fault there gets SIGBUS. So a move or a resize is a new mapping (served
- * again, or plaintext as any large one the custodian cannot take, said), a copy, and an
- * unmap of the old, which the custodian follows (its UNMAP event); growing in place is
- * refused (ENOMEM, which mremap without MREMAP_MAYMOVE may always answer), and shrinking
- * in place is the kernel's. Costs a copy where the kernel would move page tables. */
+/* mremap of a served mapping (tibet_served_map: a forked child's, or the program's with
+ * TIBET_SERVE=custodian). The kernel would move or grow it with its registration, and the
+ * grown part would be registered but unknown to the custodian: a fault there gets SIGBUS.
+ * So a move or a resize is a new mapping (served again, or plaintext as any large one the
+ * custodian cannot take, said), a copy, and a release of the old, which the custodian
+ * follows (its UNMAP event); growing in place is refused (ENOMEM, which mremap without
+ * MREMAP_MAYMOVE may always answer), and shrinking in place releases the tail. Costs a
+ * copy where the kernel would move page tables. */
 static void *remap_served(void *old, size_t old_size, size_t new_size, int flags, const void *ret)
 {
     size_t page = 4096, old_rounded = (old_size + page - 1) & ~(page - 1), new_rounded = (new_size + page - 1) & ~(page - 1);
@@ -1125,6 +1129,8 @@ static void *remap_served(void *old, size_t old_size, size_t new_size, int flags
             return MAP_FAILED;
         }
         tibet_served_unmapped((char *)old + new_rounded, old_rounded - new_rounded); /* first, as in munmap */
+        if (tibet_served_release((char *)old + new_rounded, old_rounded - new_rounded))
+            return old;
         return real_mremap(old, old_size, new_size, flags);
     }
     void *moved = do_mmap(NULL, new_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, ret);
@@ -1132,7 +1138,8 @@ static void *remap_served(void *old, size_t old_size, size_t new_size, int flags
         return MAP_FAILED;
     memcpy(moved, old, old_rounded < new_rounded ? old_rounded : new_rounded);
     tibet_served_unmapped(old, old_rounded); /* before the unmap, as in munmap */
-    real_munmap(old, old_rounded);
+    if (!tibet_served_release(old, old_rounded))
+        real_munmap(old, old_rounded);
     return moved;
 }
 
@@ -1675,6 +1682,14 @@ EXPORT void tibet_shim_child_plaintext(uint64_t *count, uint64_t *bytes, uint64_
     if (count) *count = c ? __atomic_load_n(&c->plaintext_count, __ATOMIC_RELAXED) : 0;
     if (bytes) *bytes = c ? __atomic_load_n(&c->plaintext_bytes, __ATOMIC_RELAXED) : 0;
     if (refused) *refused = c ? __atomic_load_n(&c->refused_count, __ATOMIC_RELAXED) : 0;
+}
+
+/* Whether the custodian serves this process's own large anonymous allocations
+ * (TIBET_SERVE=custodian, and its thread started): its statistics then include the
+ * custodian's engine's. */
+EXPORT int tibet_shim_serves_self(void)
+{
+    return serve_self && !in_child();
 }
 
 /* TIBET_CUSTODIAN_SOCKET: the name of the socket tibet-run's custodian listens on
