@@ -22,8 +22,13 @@ internal sealed record LaunchOptions
     /// <summary>--cipher: the page cipher's name (see PageCipherSuite.FromName).</summary>
     public string Cipher { get; init; } = "aes-256-gcm";
     /// <summary>--serve: who serves the program's own large anonymous allocations, the
-    /// custodian (keys outside the program) or the program's engine (keys inside).</summary>
-    public bool ServeByCustodian { get; init; }
+    /// custodian (the default: keys outside the program) or the program's engine (keys
+    /// inside). Without a custodian (TIBET_CUSTODIAN=0, or it failed to start, said), the
+    /// program's engine does.</summary>
+    public bool ServeByCustodian { get; init; } = true;
+
+    /// <summary>Whether --serve was given: "--serve custodian" without a custodian is refused.</summary>
+    public bool ServeChosen { get; init; }
     public bool Stats { get; init; }
     public string? StatsJsonPath { get; init; }
     public int Verbosity { get; init; }

@@ -74,7 +74,7 @@ internal static partial class Launcher
         var compression = new Option<string?>("--compression") { Description = "Compress pages with zstd before sealing: off (default) or auto (keeps a page compressed only if it halves).", HelpName = "off|auto" };
         var eviction = new Option<string?>("--eviction") { Description = "Which resident page is sealed first when the budget is reached: scan-resistant (default; keeps a stable set of pages that come back, so a model read in the same order every token hits on most of the budget) or fifo (the oldest first).", HelpName = "scan-resistant|fifo" };
         var cipher = new Option<string?>("--cipher") { Description = "The cipher that seals pages in RAM: aes-256-gcm (default) or aegis-256 (libsodium; about twice as fast on CPUs with AES instructions, see bench/results). Sealed model files keep AES-256-GCM.", HelpName = "aes-256-gcm|aegis-256" };
-        var serve = new Option<string?>("--serve") { Description = "Who serves the program's own large allocations: program (default; its own engine, in the program, with their keys in its memory) or custodian (the custodian that serves its forked children: the keys never enter the program, at about 0.7x the speed under eviction pressure, see bench/results). Its model maps stay the program's engine's.", HelpName = "program|custodian" };
+        var serve = new Option<string?>("--serve") { Description = "Who serves the program's own large allocations: custodian (default: the process that also serves its forked children and daemons; their keys never enter the program) or program (its own engine, inside it, with their keys in its memory; faster under eviction pressure, see bench/results). Model maps (GGUF) are the program's engine's either way.", HelpName = "custodian|program" };
         var hugePages = new Option<string?>("--huge-pages") { Description = "Serve read-only model maps (GGUF) in 2 MiB pages from the hugetlb pool, at most SIZE of them resident, in addition to --budget. tibet-run reserves the pages (root: vm.nr_hugepages) for the run and gives them back after. A model larger than SIZE is read from its file again when its pages come back (sealed models: decrypted again); nothing of it is ever sealed into RAM.", HelpName = "SIZE" };
         var stats = new Option<bool>("--stats") { Description = "Print a summary of faults, evictions and memory to stderr when COMMAND exits." };
         var statsJson = new Option<string?>("--stats-json") { Description = "Write the same statistics as JSON to FILE.", HelpName = "FILE" };
@@ -127,8 +127,9 @@ internal static partial class Launcher
             };
             switch (result.GetValue(serve))
             {
-                case null or "program": break;
-                case "custodian": options = options with { ServeByCustodian = true }; break;
+                case null: break;
+                case "program": options = options with { ServeByCustodian = false, ServeChosen = true }; break;
+                case "custodian": options = options with { ServeByCustodian = true, ServeChosen = true }; break;
                 case var other:
                     Fail($"--serve '{other}' is not 'program' or 'custodian'");
                     return;
@@ -275,7 +276,7 @@ internal static partial class Launcher
             Fail(custodianProblem!);
             return ExitRefused;
         }
-        if (options.ServeByCustodian && !custodianWanted)
+        if (options.ServeByCustodian && options.ServeChosen && !custodianWanted)
         {
             Fail($"--serve custodian needs the custodian, which {CustodianProcess.SwitchVariable}=0 turns off. Unset it, or use --serve program.");
             return ExitRefused;

@@ -67,10 +67,10 @@ internal sealed unsafe class CustodianService
         KernelFeatures features = PageEngine.ProbeKernel();
         if (options.ResidentBudgetBytes != EngineOptions.Unlimited && !features.CanEvict)
             throw new UserfaultfdUnavailableException("the custodian cannot evict: " + string.Join("; ", features.Shortcomings()));
-        // A served child's copies reach a grandchild through fork events, served from the
-        // child's books; grandchildren have no agent of their own for those (they take
-        // their own allocations to the custodian).
-        _options = options with { ServeForkedChildren = features.EventFork, EvictInChildren = false, CollapseResidentRanges = false };
+        // A served process's copies reach its forked child through fork events, served
+        // from the process's books; the child's agent, whose end the process passes on
+        // (ServedProcess.Forked), takes what the child reads back out under the budget.
+        _options = options with { ServeForkedChildren = features.EventFork, CollapseResidentRanges = false };
         _registerWriteProtect = options.TrackWrites && features.CanEvict;
     }
 

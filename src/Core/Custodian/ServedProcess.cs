@@ -99,15 +99,20 @@ internal sealed unsafe class ServedProcess
             };
             nint sent = Libc.SendWithDescriptors(_control, &welcome, (nuint)sizeof(ServedWelcome), [memfd]);
             Libc.close(memfd);
+            Span<int> attached = stackalloc int[1];
             while (sent == sizeof(ServedWelcome))
             {
                 ServedArena request;
-                nint n = Libc.recv(_control, &request, (nuint)sizeof(ServedArena), 0);
+                nint n = Libc.ReceiveWithDescriptors(_control, &request, (nuint)sizeof(ServedArena), attached, out int count);
                 if (n < 0 && Libc.LastErrno == Libc.EINTR)
                     continue;
+                int agent = count == 1 ? attached[0] : -1;
                 if (n != sizeof(ServedArena))
+                {
+                    if (agent >= 0) Libc.close(agent);
                     break; // the process exited or executed another program
-                ServedStatus status = new() { Status = TakeOn(uffd, space, request) };
+                }
+                ServedStatus status = new() { Status = request.Start == 0 ? Forked(request.Length, agent) : TakeOn(uffd, space, request, agent) };
                 if (Libc.send(_control, &status, (nuint)sizeof(ServedStatus), Libc.MSG_NOSIGNAL) != sizeof(ServedStatus))
                     break;
             }
@@ -167,9 +172,27 @@ internal sealed unsafe class ServedProcess
         }
     }
 
-    /// <summary>Adopts a range the process registered: 0, or the errno its allocation fails over.</summary>
-    private int TakeOn(Userfaultfd uffd, AgentAddressSpace space, ServedArena request)
+    /// <summary>The process forked the child <paramref name="pid"/>, whose agent's end is
+    /// <paramref name="agent"/>: the engine matches both to the child its fork event
+    /// announced, and takes the child's inherited pages out through that agent, as the
+    /// program's own engine does for its children.</summary>
+    private int Forked(ulong pid, int agent)
     {
+        if (pid == 0 || pid > int.MaxValue || _engine == null)
+        {
+            if (agent >= 0) Libc.close(agent);
+            return pid == 0 || pid > int.MaxValue ? Libc.EINVAL : 0; // no range of its yet: nothing inherited
+        }
+        _engine.ChildForked((int)pid, agent); // owns the end now
+        return 0;
+    }
+
+    /// <summary>Adopts a range the process registered: 0, or the errno its allocation fails over.</summary>
+    private int TakeOn(Userfaultfd uffd, AgentAddressSpace space, ServedArena request, int attached)
+    {
+        if (attached >= 0)
+            Libc.close(attached); // a range request carries none
+
         if (request.Length == 0 || request.Length > MaxRangeBytes || (request.Start & (PageSize - 1)) != 0 || (request.Length & (PageSize - 1)) != 0
             || request.Start == 0 || request.Start + request.Length > UserAddressLimit || Bytes > MaxProcessBytes - (long)request.Length)
             return Libc.EINVAL;

@@ -84,7 +84,9 @@ internal struct ServedWelcome
     public uint RegisterWriteProtect;
 }
 
-/// <summary>struct served_arena: the process registered this range and asks that it be served.</summary>
+/// <summary>struct served_arena: the process registered this range and asks that it be
+/// served; or, with <see cref="Start"/> 0, it forked the child whose pid is
+/// <see cref="Length"/>, and the child's agent end is attached.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct ServedArena
 {

@@ -24,6 +24,7 @@
  *   control (child -> custodian, one request at a time, under control_lock):
  *     welcome: custodian -> child first, with the take-out window (a memfd) attached
  *     struct served_arena { start, length } -> struct served_status { status }
+ *     struct served_arena { 0, pid } + the child's agent end -> struct served_status (fork)
  *   agent (custodian -> this file's thread), one request per eviction batch:
  *     struct served_take_header { count } + count x struct served_take { start, pages, slot }
  *       -> struct served_taken { moved, gone, again } (bit i: window slot i)
@@ -531,6 +532,32 @@ int tibet_served_start_self(tibet_pthread_create_fn create_thread)
         return -1;
     }
     return 0;
+}
+
+/* ---- forks --------------------------------------------------------------------------- */
+
+int tibet_served_serving(void)
+{
+    return served.configured && own_state() && __atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_READY;
+}
+
+/* The request on the control connection: { 0, pid } with the agent's end attached (a
+ * range never starts at 0). The answer only keeps the conversation in step. */
+void tibet_served_forked(pid_t pid, int agent)
+{
+    if (tibet_served_serving() && still_ours(served.control, &served.control_id)) {
+        struct served_arena forked = { 0, (uint64_t)pid };
+        struct served_status status;
+        spin_lock(&served.control_lock);
+        if (send_with_descriptors(served.control, &forked, sizeof forked, &agent, 1) == 0) {
+            ssize_t n;
+            do
+                n = recv(served.control, &status, sizeof status, 0);
+            while (n < 0 && errno == EINTR);
+        }
+        spin_unlock(&served.control_lock);
+    }
+    close(agent);
 }
 
 /* ---- the allocation paths ------------------------------------------------------------ */

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* The address range a served child carves its large mallocs from (a PROT_NONE
  * reservation), so that free() knows such a block by one compare. Until a child reserves
@@ -34,6 +35,13 @@ void tibet_served_start_in_child(int (*create_thread)(pthread_t *, const pthread
 /* In the process tibet runs in (TIBET_SERVE=custodian): its own large allocations are
  * served by the custodian too. 0, or -1 (not configured, or no thread). */
 int tibet_served_start_self(int (*create_thread)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *));
+/* Whether the custodian serves this process's memory now (its thread is connected):
+ * what a child forks off with is served by the custodian, whose engine then takes the
+ * child's pages out through the child's agent. */
+int tibet_served_serving(void);
+/* The parent's side of a fork while served: the child's agent connection end goes to
+ * the custodian, which matches it to the child `pid` (its fork event). Closes `agent`. */
+void tibet_served_forked(pid_t pid, int agent);
 /* A block (malloc) or a mapping (mmap) served by the custodian, or NULL if this child is
  * not served (no custodian, it refused, or it is gone). */
 void *tibet_served_alloc(size_t size, size_t alignment);

@@ -1577,21 +1577,26 @@ EXPORT pid_t fork(void)
     __atomic_add_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&tibet_streams_busy, __ATOMIC_SEQ_CST) != 0)
         sched_yield();
-    /* The child's agent (native/agent.c) and the engine talk over this pair: made here, so
-     * that nothing but the two of them can reach it. Only in the process the engine runs in. */
+    /* The child's agent (native/agent.c) and the engine that serves what the child
+     * inherits talk over this pair: made here, so that nothing but the two of them can
+     * reach it. That engine is the custodian's when it serves this process's memory (a
+     * forked child's, or the program's with TIBET_SERVE=custodian): the parent passes its
+     * end on (tibet_served_forked). Otherwise the program's own engine's, in the process
+     * it runs in. A child has one agent: with TIBET_SERVE=custodian it is the custodian's,
+     * and what the child inherits of the program's model maps stays resident in it. */
     int agent[2] = { -1, -1 };
-    if (shim_ready && !in_child() && tibet_agent_wanted()
-        && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, agent) != 0)
+    int to_custodian = shim_ready && tibet_served_serving();
+    int to_engine = !to_custodian && shim_ready && !in_child() && tibet_agent_wanted();
+    if ((to_custodian || to_engine) && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, agent) != 0)
         agent[0] = agent[1] = -1;
     pid_t pid = real_fork();
     if (pid == 0) {
         forks_under_way = 0; /* the child's own counts: no fork of its own is under way */
         tibet_streams_busy = 0;
+        tibet_agent_forget_in_grandchild(); /* a child's child: its parent's agent stays its parent's */
         if (agent[0] >= 0) {
             close(agent[0]);
             tibet_agent_start_in_child(agent[1], real_pthread_create); /* libc's: see agent.c */
-        } else {
-            tibet_agent_forget_in_grandchild(); /* a child's child: its parent's agent stays its parent's */
         }
         /* This child's own large allocations, served by the custodian (native/served.c). */
         if (shim_ready && tibet_served_active())
@@ -1600,6 +1605,10 @@ EXPORT pid_t fork(void)
         __atomic_sub_fetch(&forks_under_way, 1, __ATOMIC_SEQ_CST);
         if (agent[1] >= 0)
             close(agent[1]);
+    }
+    if (pid > 0 && to_custodian && agent[0] >= 0) {
+        tibet_served_forked(pid, agent[0]); /* and closes it */
+        agent[0] = -1;
     }
     if (pid > 0 && shim_ready && !in_child()) {
         has_forked = 1;
