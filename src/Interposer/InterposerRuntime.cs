@@ -87,6 +87,9 @@ internal static unsafe class InterposerRuntime
                 DecryptAheadRanges = _config.DecryptAheadRanges,
                 FillThreads = _config.FillThreads ?? (Environment.ProcessorCount > 1 ? 1 : 0),
                 ServeForkedChildren = features.EventFork,
+                // tibet-run --serve custodian: the custodian serves the large anonymous
+                // allocations, this engine the model maps, under one budget.
+                BudgetShare = Environment.GetEnvironmentVariable("TIBET_SERVE") == "custodian" ? new ServedBudgetShare() : null,
                 OnAuthenticationFailure = f => Shim.WriteError(
                     $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
                 // Through the shim's report descriptor, like every other line of tibet's.
@@ -159,6 +162,9 @@ internal static unsafe class InterposerRuntime
         Tibet.Core.Diagnostics.EngineStats? own = Redirector?.Engine.GetStats();
         if (own is not { } mine || Shim.ServesSelf() == 0 || Tibet.Core.Custodian.CustodianClient.ServedStats() is not { } theirs)
             return own;
+        if (_config.Verbosity > 1)
+            Shim.WriteError($"tibet: pid {Environment.ProcessId}: its own engine {mine.Faults} faults, peak {mine.PeakResidentBytes >> 10} KiB; " +
+                            $"the custodian's for it {theirs.Faults} faults, peak {theirs.PeakResidentBytes >> 10} KiB (each counting both, under one budget)");
         return mine.Faults == 0 && mine.PeakResidentBytes == 0 ? theirs : mine.Plus(theirs);
     }
 

@@ -33,7 +33,7 @@ internal sealed unsafe class ServedProcess
     private readonly int _pidFd;
     private readonly int _agent;
     private readonly int _uffd;
-    private readonly EngineOptions _options;
+    private EngineOptions _options;
     private readonly bool _registerWriteProtect;
     private readonly Action<string> _say;
     private readonly Thread _thread;
@@ -85,9 +85,15 @@ internal sealed unsafe class ServedProcess
         int windowPages = Math.Min(_options.EvictBatchPages, ServedProtocol.MaxTakePages);
         Userfaultfd? uffd = null;
         AgentAddressSpace? space = null;
+        nint share = 0;
+        int shareFd = -1;
         try
         {
             nint window = SharedWindow.Create("tibet-take-out", windowPages, out int memfd);
+            // The budget this engine shares with the process's own engine (its model maps,
+            // with --serve custodian): the process's resident pages, counted by both.
+            share = SharedWindow.Create("tibet-budget-share", 1, out shareFd);
+            _options = _options with { BudgetShare = new Paging.Eviction.SharedCounterBudgetShare(share) };
             uffd = Userfaultfd.Adopt(_uffd);
             space = new AgentAddressSpace(uffd, _agent, window, windowPages); // owns the agent and the window
             ServedWelcome welcome = new()
@@ -97,8 +103,10 @@ internal sealed unsafe class ServedProcess
                 WindowPages = (uint)windowPages,
                 RegisterWriteProtect = _registerWriteProtect ? 1u : 0u,
             };
-            nint sent = Libc.SendWithDescriptors(_control, &welcome, (nuint)sizeof(ServedWelcome), [memfd]);
+            nint sent = Libc.SendWithDescriptors(_control, &welcome, (nuint)sizeof(ServedWelcome), [memfd, shareFd]);
             Libc.close(memfd);
+            Libc.close(shareFd);
+            shareFd = -1;
             Span<int> attached = stackalloc int[1];
             while (sent == sizeof(ServedWelcome))
             {
@@ -152,6 +160,10 @@ internal sealed unsafe class ServedProcess
                 }
                 _engine = null;
             }
+            if (shareFd >= 0)
+                Libc.close(shareFd);
+            if (share != 0)
+                Libc.munmap(share, (nuint)Userfaultfd.PageSize); // after the engine: it reads it
             Libc.close(_control);
             if (_pidFd >= 0)
                 Libc.close(_pidFd);

@@ -149,11 +149,12 @@ public readonly record struct EngineStats
     }
 
     /// <summary>
-    /// Two engines that served one process (with TIBET_SERVE=custodian: the program's own,
-    /// for its model maps, and the custodian's, for its other memory) as one: counts and
-    /// bytes add up, budgets too (each engine keeps its own); the fault latencies are the
-    /// larger of the two (percentiles do not add); the peak resident is the sum of the
-    /// peaks, an upper bound (the two peaks need not coincide).
+    /// Two engines that served one process under one budget (with TIBET_SERVE=custodian:
+    /// the program's own, for its model maps, and the custodian's, for its other memory;
+    /// see Paging.Eviction.ResidentBudgetShare) as one: counts and bytes add up; the budget
+    /// is the one they share; each engine's peak already counts the other's pages, so the
+    /// peak is the larger; the fault latencies are the larger of the two (percentiles do
+    /// not add).
     /// </summary>
     public EngineStats Plus(EngineStats other) => this with
     {
@@ -183,8 +184,8 @@ public readonly record struct EngineStats
         UnmapEvents = UnmapEvents + other.UnmapEvents,
         RemapEvents = RemapEvents + other.RemapEvents,
         ResidentBytes = ResidentBytes + other.ResidentBytes,
-        PeakResidentBytes = PeakResidentBytes + other.PeakResidentBytes,
-        ResidentBudgetBytes = ResidentBudgetBytes + other.ResidentBudgetBytes,
+        PeakResidentBytes = Math.Max(PeakResidentBytes, other.PeakResidentBytes),
+        ResidentBudgetBytes = Math.Max(ResidentBudgetBytes, other.ResidentBudgetBytes),
         SealedBytes = SealedBytes + other.SealedBytes,
         StoreMappedBytes = StoreMappedBytes + other.StoreMappedBytes,
         SealedPages = SealedPages + other.SealedPages,

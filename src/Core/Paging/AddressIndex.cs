@@ -37,7 +37,7 @@ internal static class AddressIndex
     }
 
     /// <summary>The range holding <paramref name="address"/>, or null.</summary>
-    public static T? Find<T>(T[] sorted, nint address) where T : class, IAddressRange
+    public static T? Find<T>(ReadOnlySpan<T> sorted, nint address) where T : class, IAddressRange
     {
         int lo = 0, hi = sorted.Length - 1;
         while (lo <= hi)

@@ -36,6 +36,10 @@ public sealed record EngineOptions
     /// <summary>When pages are sealed ahead of need (see <see cref="Eviction.ResidentWatermarks"/>).</summary>
     public Eviction.ResidentWatermarks Watermarks { get; init; } = new();
 
+    /// <summary>Another engine that serves the same process and shares its budget (see
+    /// <see cref="Eviction.ResidentBudgetShare"/>); null: the budget is this engine's alone.</summary>
+    public Eviction.ResidentBudgetShare? BudgetShare { get; init; }
+
     /// <summary>Under <see cref="CompressionMode.Auto"/>, a compressed page is kept only
     /// if its sealed size (compressed bytes + the cipher's tag) is at most this.</summary>
     public int CompressedKeepBytes { get; init; } = 2048;

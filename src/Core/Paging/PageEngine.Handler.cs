@@ -105,7 +105,9 @@ public sealed unsafe partial class PageEngine
         lock (_gate)
         {
             count = FillPollSet();
-            timeout = _reporter.HeldSignals > 0 ? 10 : -1;
+            // A budget shared with another engine (ResidentBudgetShare) is watched every
+            // 5 ms while this engine holds pages: when the other's grow, these give way.
+            timeout = _reporter.HeldSignals > 0 ? 10 : _evictor.WatchesSharedBudget ? 5 : -1;
         }
         // _pollSet is replaced only under the lock, by FillPollSet on this thread.
         fixed (Libc.PollFd* fds = _pollSet)

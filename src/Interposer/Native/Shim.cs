@@ -35,6 +35,11 @@ internal static unsafe partial class Shim
     [LibraryImport(Library, EntryPoint = "tibet_shim_serves_self")]
     public static partial int ServesSelf();
 
+    /// <summary>The resident count shared with the custodian's engine (one budget for both),
+    /// or null while it serves nothing here.</summary>
+    [LibraryImport(Library, EntryPoint = "tibet_shim_served_share")]
+    public static partial long* ServedShare();
+
     [LibraryImport(Library, EntryPoint = "tibet_shim_child_plaintext")]
     public static partial void ChildPlaintext(ulong* count, ulong* bytes, ulong* refused);
 

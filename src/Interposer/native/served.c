@@ -77,7 +77,7 @@
 #define SERVED_PAGE 4096UL
 #define SERVED_MAX_TAKE 64              /* pages per take-out request (one mask word) */
 #define SERVED_STACK (64 * 1024)        /* below any redirection threshold */
-#define SERVED_RESERVATION TIBET_SERVED_SPAN
+#define SERVED_RESERVATION TIBET_SERVED_SPAN /* each of the two pools below */
 #define SERVED_EXTENTS 4096             /* freed extents kept for reuse */
 #define SERVED_MAPS 4096                /* served anonymous mappings remembered, for mremap */
 
@@ -99,7 +99,8 @@ enum { SERVED_NONE, SERVED_IDLE, SERVED_STARTING, SERVED_READY, SERVED_FAILED };
  * custodian for nothing. */
 struct served_block {
     uint64_t magic;
-    uint64_t extent;  /* header page + data pages, bytes */
+    uint64_t start;   /* where the carved extent starts (before the header for an alignment above a page) */
+    uint64_t extent;  /* the carved extent, bytes: padding, header page, data pages */
     uint64_t size;    /* what the program asked for */
 };
 
@@ -121,12 +122,20 @@ static struct {
     const char *why;       /* set before the state turns SERVED_FAILED */
     int uffd, control, agent, scratch_uffd;
     unsigned char *scratch, *window;
+    void *share;           /* the budget share's page (see set_up) */
     uint32_t window_pages;
     int register_wp;
-    uintptr_t bump;        /* where the reservation's uncarved space starts */
-    int carve_lock, control_lock;
-    uint32_t extent_count;
-    struct { uintptr_t at; uint64_t length; } extents[SERVED_EXTENTS];
+    /* Two pools of one PROT_NONE reservation, carved alike: malloc blocks (the first
+     * span: free() knows them by one compare, tibet_served_owns) and mappings (the second:
+     * a program's own allocator, jemalloc say, carves its small blocks from those, and
+     * free() must never take one of them for a block of ours). */
+    struct served_pool {
+        uintptr_t bump, limit; /* the pool's uncarved space */
+        int lock;
+        uint32_t count;
+        struct { uintptr_t at; uint64_t length; } extents[SERVED_EXTENTS];
+    } blocks, maps_pool;
+    int control_lock;
     int maps_lock;
     uint32_t map_count;
     struct { uintptr_t start; uint64_t length; } maps[SERVED_MAPS];
@@ -233,27 +242,37 @@ static int send_with_descriptors(int socket, const void *data, size_t length, co
     return sendmsg(socket, &message, MSG_NOSIGNAL) == (ssize_t)length ? 0 : -1;
 }
 
-/* The welcome and the window's descriptor; -1 when none came, or anything else did. */
-static int receive_welcome(int socket, struct served_welcome *welcome)
+/* The welcome, with two descriptors: the take-out window's, put in *window, and the
+ * budget share's (a page of two counters, see below), put in *share. 0, or -1 when they
+ * did not come, or anything else did. */
+static int receive_welcome(int socket, struct served_welcome *welcome, int *window, int *share)
 {
-    char control[CMSG_SPACE(sizeof(int))];
+    char control[CMSG_SPACE(2 * sizeof(int))];
     struct iovec part = { welcome, sizeof *welcome };
     struct msghdr message = { .msg_iov = &part, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
     ssize_t n;
     do
         n = recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
-    int fd = -1;
-    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
-    if (header && header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS && header->cmsg_len == CMSG_LEN(sizeof(int)))
-        memcpy(&fd, CMSG_DATA(header), sizeof fd);
-    if (n != (ssize_t)sizeof *welcome || welcome->magic != SERVED_MAGIC || welcome->status != 0 || fd < 0
+    int fds[2] = { -1, -1 };
+    struct cmsghdr *header = n > 0 ? CMSG_FIRSTHDR(&message) : NULL;
+    if (header && header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS) {
+        if (header->cmsg_len == CMSG_LEN(2 * sizeof(int)))
+            memcpy(fds, CMSG_DATA(header), sizeof fds);
+        else if (header->cmsg_len == CMSG_LEN(sizeof(int)))
+            memcpy(fds, CMSG_DATA(header), sizeof(int));
+    }
+    if (n != (ssize_t)sizeof *welcome || welcome->magic != SERVED_MAGIC || welcome->status != 0 || fds[0] < 0 || fds[1] < 0
         || welcome->window_pages == 0 || welcome->window_pages > SERVED_MAX_TAKE) {
-        if (fd >= 0)
-            close(fd);
+        if (fds[0] >= 0)
+            close(fds[0]);
+        if (fds[1] >= 0)
+            close(fds[1]);
         return -1;
     }
-    return fd;
+    *window = fds[0];
+    *share = fds[1];
+    return 0;
 }
 
 /* The custodian is gone: every fault on the registered ranges is answered with SIGBUS,
@@ -408,11 +427,22 @@ static int set_up(void)
         return -1;
 
     struct served_welcome welcome;
-    int window = receive_welcome(served.control, &welcome);
-    if (window < 0) {
+    int window, share;
+    if (receive_welcome(served.control, &welcome, &window, &share) != 0) {
         served.why = "the custodian refused this process or is gone (see its line on stderr)";
         return -1;
     }
+    /* The budget share: this process's resident pages, counted by the custodian's engine
+     * and by this process's own (its model maps, with TIBET_SERVE=custodian), against one
+     * budget (Tibet.Core.Paging.Eviction.ResidentBudgetShare). */
+    void *counters = mmap(NULL, SERVED_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, share, 0);
+    close(share);
+    if (counters == MAP_FAILED) {
+        close(window);
+        return -1;
+    }
+    madvise(counters, SERVED_PAGE, MADV_DONTFORK); /* a child's share is its own */
+    served.share = counters;
     void *mapped = mmap(NULL, welcome.window_pages * SERVED_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, window, 0);
     close(window);
     if (mapped == MAP_FAILED)
@@ -434,10 +464,12 @@ static int set_up(void)
      * grandchild keeps its parent's reservation: the blocks it inherited are in it. */
     if (tibet_served_base != (uintptr_t)1 << 63)
         return 0;
-    void *reservation = mmap(NULL, SERVED_RESERVATION, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *reservation = mmap(NULL, 2 * SERVED_RESERVATION, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (reservation == MAP_FAILED)
         return -1;
-    served.bump = (uintptr_t)reservation;
+    served.blocks.bump = (uintptr_t)reservation;
+    served.blocks.limit = served.maps_pool.bump = (uintptr_t)reservation + SERVED_RESERVATION;
+    served.maps_pool.limit = (uintptr_t)reservation + 2 * SERVED_RESERVATION;
     __atomic_store_n(&tibet_served_base, (uintptr_t)reservation, __ATOMIC_RELEASE);
     return 0;
 }
@@ -502,10 +534,11 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
     served.uffd = served.control = served.agent = served.scratch_uffd = -1;
     served.window = NULL;
     served.scratch = NULL;
+    served.share = NULL; /* MADV_DONTFORK, as the window: not in this child */
     /* Another thread of the parent may have held one at the fork. The served mappings the
      * child inherited stay in the table: they are registered on its userfaultfd too (the
      * fork event), and an mremap of them must not be the kernel's either. */
-    served.carve_lock = served.control_lock = served.maps_lock = 0;
+    served.blocks.lock = served.maps_pool.lock = served.control_lock = served.maps_lock = 0;
     served.state = SERVED_IDLE;
     served.pid = (pid_t)syscall(SYS_getpid);
     served.why = NULL;
@@ -532,6 +565,12 @@ int tibet_served_start_self(tibet_pthread_create_fn create_thread)
         return -1;
     }
     return 0;
+}
+
+/* See served.h. */
+int64_t *tibet_served_share(void)
+{
+    return tibet_served_serving() ? (int64_t *)served.share : NULL;
 }
 
 /* ---- forks --------------------------------------------------------------------------- */
@@ -605,70 +644,76 @@ static int announce(uintptr_t start, uint64_t length)
     return status.status;
 }
 
-static uintptr_t carve(uint64_t extent)
+static uintptr_t carve(struct served_pool *pool, uint64_t extent)
 {
     uintptr_t at = 0;
-    spin_lock(&served.carve_lock);
-    for (uint32_t i = 0; i < served.extent_count; i++) {
-        if (served.extents[i].length < extent)
+    spin_lock(&pool->lock);
+    for (uint32_t i = 0; i < pool->count; i++) {
+        if (pool->extents[i].length < extent)
             continue;
-        at = served.extents[i].at;
-        served.extents[i].at += extent;
-        served.extents[i].length -= extent;
-        if (served.extents[i].length == 0)
-            served.extents[i] = served.extents[--served.extent_count];
+        at = pool->extents[i].at;
+        pool->extents[i].at += extent;
+        pool->extents[i].length -= extent;
+        if (pool->extents[i].length == 0)
+            pool->extents[i] = pool->extents[--pool->count];
         break;
     }
-    if (!at && tibet_served_base + SERVED_RESERVATION - served.bump >= extent) {
-        at = served.bump;
-        served.bump += extent;
+    if (!at && pool->limit - pool->bump >= extent) {
+        at = pool->bump;
+        pool->bump += extent;
     }
-    spin_unlock(&served.carve_lock);
+    spin_unlock(&pool->lock);
     return at;
 }
 
-static void uncarve(uintptr_t at, uint64_t extent)
+static void uncarve(struct served_pool *pool, uintptr_t at, uint64_t extent)
 {
     /* MAP_FIXED replaces in one step: the kernel reports the unmap of the registered part
-     * to the custodian (UNMAP event), and the range is a reservation again. */
+     * to the custodian (UNMAP event), and the range is a reservation again. It returns
+     * once the custodian has read that event, so the range can be given out again. */
     mmap((void *)at, extent, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-    spin_lock(&served.carve_lock);
-    if (served.extent_count < SERVED_EXTENTS) {
-        served.extents[served.extent_count].at = at;
-        served.extents[served.extent_count].length = extent;
-        served.extent_count++;
+    spin_lock(&pool->lock);
+    if (pool->count < SERVED_EXTENTS) {
+        pool->extents[pool->count].at = at;
+        pool->extents[pool->count].length = extent;
+        pool->count++;
     } /* else the address space is given up, never reused: 1 TiB of it */
-    spin_unlock(&served.carve_lock);
+    spin_unlock(&pool->lock);
 }
 
 /* A block of `size` bytes for a forked child's malloc, from the custodian; NULL if this
  * process is not served (the caller then decides: plaintext, announced, or refused). */
 void *tibet_served_alloc(size_t size, size_t alignment)
 {
-    if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || alignment > SERVED_PAGE || !own_state() || !ready())
+    /* posix_memalign and aligned_alloc allow any power of two; above a page, the extent
+     * carries the padding (at most 1 GiB of it: larger alignments are not served). */
+    if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || alignment > (1UL << 30) || !own_state() || !ready())
         return NULL;
     uint64_t data = ((uint64_t)size + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
-    if (data == 0 || data > SERVED_RESERVATION / 2)
+    uint64_t padding = alignment > SERVED_PAGE ? alignment - SERVED_PAGE : 0;
+    if (data == 0 || data > SERVED_RESERVATION / 4)
         return NULL;
-    uint64_t extent = data + SERVED_PAGE;
-    uintptr_t at = carve(extent);
+    uint64_t extent = padding + SERVED_PAGE + data;
+    uintptr_t at = carve(&served.blocks, extent);
     if (!at)
         return NULL;
+    uintptr_t p = alignment > SERVED_PAGE ? (at + SERVED_PAGE + alignment - 1) & ~(uintptr_t)(alignment - 1) : at + SERVED_PAGE;
     if (mmap((void *)at, extent, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
-        uncarve(at, extent);
+        uncarve(&served.blocks, at, extent);
         return NULL;
     }
-    madvise((void *)(at + SERVED_PAGE), data, MADV_NOHUGEPAGE);
-    madvise((void *)(at + SERVED_PAGE), data, MADV_DONTDUMP);
-    if (announce(at + SERVED_PAGE, data) != 0) {
-        uncarve(at, extent);
+    madvise((void *)p, data, MADV_NOHUGEPAGE);
+    madvise((void *)p, data, MADV_DONTDUMP);
+    if (announce(p, data) != 0) {
+        uncarve(&served.blocks, at, extent);
         return NULL;
     }
-    struct served_block *header = (struct served_block *)at;
+    struct served_block *header = (struct served_block *)(p - SERVED_PAGE);
     header->magic = SERVED_MAGIC;
+    header->start = at;
     header->extent = extent;
     header->size = size;
-    return (void *)(at + SERVED_PAGE);
+    return (void *)p;
 }
 
 /* An anonymous mapping of `length` bytes for a forked child's mmap, served by the
@@ -685,18 +730,18 @@ void *tibet_served_map(size_t length)
     uint64_t rounded = ((uint64_t)length + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
     if (rounded == 0 || rounded > SERVED_RESERVATION / 2)
         return NULL;
-    uintptr_t at = carve(rounded);
+    uintptr_t at = carve(&served.maps_pool, rounded);
     if (!at)
         return NULL;
     void *p = (void *)at;
     if (mmap(p, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
-        uncarve(at, rounded);
+        uncarve(&served.maps_pool, at, rounded);
         return NULL;
     }
     madvise(p, rounded, MADV_NOHUGEPAGE);
     madvise(p, rounded, MADV_DONTDUMP);
     if (announce(at, rounded) != 0) {
-        uncarve(at, rounded);
+        uncarve(&served.maps_pool, at, rounded);
         return NULL;
     }
     spin_lock(&served.maps_lock);
@@ -714,10 +759,11 @@ int tibet_served_release(void *start, size_t length)
 {
     uintptr_t a = (uintptr_t)start;
     uint64_t rounded = ((uint64_t)length + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
-    if ((a & (SERVED_PAGE - 1)) != 0 || rounded == 0 || !tibet_served_owns(start)
-        || a - tibet_served_base > SERVED_RESERVATION - rounded)
+    uintptr_t maps = tibet_served_base + SERVED_RESERVATION; /* the mappings' pool */
+    if (tibet_served_base == (uintptr_t)1 << 63 || (a & (SERVED_PAGE - 1)) != 0 || rounded == 0
+        || a < maps || a - maps > SERVED_RESERVATION - rounded)
         return 0;
-    uncarve(a, rounded);
+    uncarve(&served.maps_pool, a, rounded);
     return 1;
 }
 
@@ -780,13 +826,13 @@ void tibet_served_free(void *p)
     struct served_block *header = block_of(p);
     if (!header)
         abort(); /* not a block of ours inside our reservation: the program's heap is corrupt */
-    uint64_t extent = header->extent;
+    uint64_t start = header->start, extent = header->extent;
     header->magic = 0;
-    uncarve((uintptr_t)header, extent);
+    uncarve(&served.blocks, start, extent);
 }
 
 size_t tibet_served_usable_size(const void *p)
 {
     struct served_block *header = block_of(p);
-    return header ? header->extent - SERVED_PAGE : 0;
+    return header ? header->start + header->extent - (uintptr_t)p : 0;
 }

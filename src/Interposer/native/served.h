@@ -7,9 +7,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* The address range a served child carves its large mallocs from (a PROT_NONE
- * reservation), so that free() knows such a block by one compare. Until a child reserves
- * it, the base is an address no pointer can be within the span of. */
+/* The address range a served process carves its large mallocs from (the first half of a
+ * PROT_NONE reservation; its mappings come from the second), so that free() knows such a
+ * block by one compare. Until a process reserves it, the base is an address no pointer
+ * can be within the span of. */
 #define TIBET_SERVED_SPAN (1ULL << 40)
 extern uintptr_t tibet_served_base;
 
@@ -39,6 +40,10 @@ int tibet_served_start_self(int (*create_thread)(pthread_t *, const pthread_attr
  * what a child forks off with is served by the custodian, whose engine then takes the
  * child's pages out through the child's agent. */
 int tibet_served_serving(void);
+/* The count of this process's resident pages that its engine and the custodian's engine
+ * for it share (one budget for both), or NULL while the custodian serves nothing here.
+ * Exported to the managed side (tibet_shim_served_share). */
+int64_t *tibet_served_share(void);
 /* The parent's side of a fork while served: the child's agent connection end goes to
  * the custodian, which matches it to the child `pid` (its fork event). Closes `agent`. */
 void tibet_served_forked(pid_t pid, int agent);

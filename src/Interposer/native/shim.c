@@ -1701,6 +1701,13 @@ EXPORT int tibet_shim_serves_self(void)
     return serve_self && !in_child();
 }
 
+/* The resident count the program's engine shares with the custodian's (served.h,
+ * tibet_served_share); NULL until the custodian serves. */
+EXPORT int64_t *tibet_shim_served_share(void)
+{
+    return in_child() ? NULL : tibet_served_share();
+}
+
 /* TIBET_CUSTODIAN_SOCKET: the name of the socket tibet-run's custodian listens on
  * (native/served.c), and TIBET_USERFAULTFD_FD, an inherited /dev/userfaultfd (tibet-run
  * --user). Not in secure-execution mode, where the environment belongs to a less

@@ -40,6 +40,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     private ulong _newestFaultFirstTicket = ulong.MaxValue;
 
     private long _residentPages, _peakResidentPages;
+    private readonly ResidentBudgetShare? _share;
+    // Pages a fault added to the shared count before bringing them in (see MakeRoom);
+    // admitted pages use them up, and what is left goes back at the next fault.
+    private long _reserved;
     private long _evictions, _zeroEvictions, _refused, _reconciled, _refaults;
 
     private struct Victim
@@ -64,6 +68,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         _sealer = sealer;
         _space = space;
         _drainEvents = drainEvents;
+        _share = options.BudgetShare;
         _budgetPages = options.ResidentBudgetBytes == EngineOptions.Unlimited
             ? long.MaxValue
             : Math.Max(1, options.ResidentBudgetBytes / Userfaultfd.PageSize);
@@ -85,7 +90,21 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     public int ReadAheadLimit { get; }
 
     public long ResidentPages => _residentPages;
+
+    /// <summary>The most pages resident at once, counting those of an engine that shares
+    /// the budget (<see cref="EngineOptions.BudgetShare"/>).</summary>
     public long PeakResidentPages => _peakResidentPages;
+
+    /// <summary>This engine's resident pages and, with a shared budget, the other engine's:
+    /// what the budget bounds.</summary>
+    private long CountedPages => _share == null ? _residentPages : _share.Combined(_residentPages + _reserved);
+
+    /// <summary>Pages left this engine's books: the shared count (if any) follows.</summary>
+    private void Left(long pages)
+    {
+        if (pages > 0)
+            _share?.Left(pages);
+    }
     public long Evictions => _evictions;
     public long ZeroEvictions => _zeroEvictions;
     public long Refused => _refused;
@@ -99,14 +118,48 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
 
     /// <summary>Whether <paramref name="pages"/> more fit below the high watermark: no
     /// eviction is near.</summary>
-    public bool HasRoomFor(long pages) => Unlimited || _residentPages + pages <= _highPages;
+    public bool HasRoomFor(long pages) => Unlimited || CountedPages + pages <= _highPages;
+
+    /// <summary>
+    /// The longest run of <paramref name="wanted"/> pages a fault may bring in: with a
+    /// shared budget, no more than this engine can make room for by evicting its own pages,
+    /// so that the other engine's pages never push the two above the budget by more than
+    /// the faulting page. Without one, <paramref name="wanted"/>.
+    /// </summary>
+    public int RunThatFits(int wanted)
+    {
+        if (_share == null || Unlimited)
+            return wanted;
+        long room = _budgetPages - CountedPages + _residentPages;
+        return (int)Math.Clamp(room, 1, Math.Max(1, wanted));
+    }
+
+    /// <summary>Whether the handler, when idle, should look again within milliseconds
+    /// rather than sleep until the next fault: the other engine's pages may grow, and then
+    /// this engine's must give way, which it does only when it runs.</summary>
+    public bool WatchesSharedBudget => _share != null && !Unlimited && _residentPages > 0;
 
     /// <summary>Runs of <paramref name="pages"/> pages arrive (a model map's 2 MiB ranges):
     /// the policy keeps room for them (see ResidentSet.ExpectRuns).</summary>
     public void ExpectRuns(int pages) => _residentSet.ExpectRuns(pages);
 
     /// <summary>A fault is being served: what it brings in stays until the next one.</summary>
-    public void BeginFault() => _newestFaultFirstTicket = _lastTicket + 1;
+    public void BeginFault()
+    {
+        _newestFaultFirstTicket = _lastTicket + 1;
+        ReleaseReservation();
+    }
+
+    /// <summary>Gives the shared count back the pages the last fault made room for and did
+    /// not bring in.</summary>
+    private void ReleaseReservation()
+    {
+        if (_reserved > 0)
+        {
+            _share!.Reserve(-_reserved);
+            _reserved = 0;
+        }
+    }
 
     /// <summary>
     /// Pages became resident (UFFDIO_COPY or ZEROPAGE). A page that was sealed gives its
@@ -116,6 +169,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// </summary>
     public void Admit(Arena arena, long index, int count, bool keepCopies = false)
     {
+        int admitted = 0;
         for (long i = index; i < index + count; i++)
         {
             ref PageEntry entry = ref arena.Entries[i];
@@ -139,9 +193,18 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             entry.ResidentTicket = ++_lastTicket;
             _residentSet.Admit(new ResidentQueue.Element(arena.Slot, i, entry.ResidentTicket), refaultDistance);
             _residentPages++;
+            admitted++;
         }
-        if (_residentPages > _peakResidentPages)
-            _peakResidentPages = _residentPages;
+        if (_share != null && admitted > 0)
+        {
+            // Counted already as far as the fault made room for them (MakeRoom).
+            long reserved = Math.Min(_reserved, admitted);
+            _reserved -= reserved;
+            _share.Admitted(admitted, reserved);
+        }
+        long counted = _share == null ? _residentPages : _share.Resident(_residentPages);
+        if (counted > _peakResidentPages)
+            _peakResidentPages = counted;
     }
 
     /// <summary>A resident page left the books without eviction (unmapped, released).
@@ -149,7 +212,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     public void Forget(ref PageEntry entry)
     {
         if (entry.State == PageState.Resident)
+        {
             _residentPages--;
+            Left(1);
+        }
     }
 
     /// <summary>Evicts until <paramref name="incoming"/> more pages fit the budget.</summary>
@@ -157,10 +223,23 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     {
         if (Unlimited)
             return;
-        long attempts = _residentSet.Count;
-        while (_residentPages + incoming > _budgetPages && attempts > 0)
+        if (_share != null)
         {
-            int want = (int)Math.Min(_victims.Length, _residentPages + incoming - _budgetPages);
+            // Counted before the room is made: an engine that faults at the same time
+            // then sees these pages, and makes room for its own besides them.
+            _share.Reserve(incoming);
+            _reserved += incoming;
+            incoming = 0;
+        }
+        long attempts = _residentSet.Count;
+        long counted;
+        while ((counted = CountedPages) + incoming > _budgetPages && attempts > 0)
+        {
+            // With a shared budget the other engine's pages count too, but only this
+            // engine's can be evicted here: at most all of them.
+            int want = (int)Math.Min(_victims.Length, Math.Min(_residentPages, counted + incoming - _budgetPages));
+            if (want <= 0)
+                break;
             attempts -= want;
             // A step that evicts nothing met only pages the kernel refuses to move (shared
             // with a forked child, or reprotected); trying the rest of the queue on every
@@ -174,9 +253,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// <summary>When idle: seals a batch if resident pages are above the high watermark.</summary>
     public bool EvictInBackground()
     {
-        if (Unlimited || _residentPages <= _highPages)
+        long counted;
+        if (Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0)
             return false;
-        return EvictFromQueue((int)Math.Min(_residentPages - _lowPages, _victims.Length)) > 0;
+        return EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), _victims.Length)) > 0;
     }
 
     /// <summary>A small slice of background eviction after each served fault: a busy
@@ -184,9 +264,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// would evict a single page with three system calls of its own.</summary>
     public void EvictAfterFault()
     {
-        if (Unlimited || _residentPages <= _highPages)
+        long counted;
+        if (Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0)
             return;
-        EvictFromQueue((int)Math.Min(_residentPages - _lowPages, Math.Min(EvictAfterFaultPages, _victims.Length)));
+        EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), Math.Min(EvictAfterFaultPages, _victims.Length)));
     }
 
     /// <summary>Seals resident pages in the policy's order, the newest fault's included,
@@ -335,6 +416,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
 
         if (taken)
             _space.ReleaseTaken(count);
+        Left(evicted);
         return evicted;
     }
 

@@ -555,7 +555,7 @@ internal sealed unsafe class FaultService : IDisposable
     private int ReadAheadRun(Arena arena, long index)
     {
         int window = arena.Streams.WindowFor(index, arena.Source != null ? _sourceReadAheadMaxPages : _readAheadMaxPages, out int stream);
-        window = Math.Min(window, _evictor.ReadAheadLimit);
+        window = _evictor.RunThatFits(Math.Min(window, _evictor.ReadAheadLimit));
 
         int count = 1;
         while (count < window && index + count < arena.PageCount

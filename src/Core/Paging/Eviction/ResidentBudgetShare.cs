@@ -1,0 +1,76 @@
+namespace Tibet.Core.Paging.Eviction;
+
+/// <summary>
+/// One budget for two engines that serve the same process: with <c>tibet-run --serve
+/// custodian</c> (the default) the custodian's engine serves the program's large anonymous
+/// allocations and the program's own engine its model maps. Both keep one count of the
+/// process's resident pages, each adding its own changes atomically, and each evicts its
+/// own pages while the count is above the budget, so that the process holds one budget of
+/// plaintext, not one per engine.
+/// </summary>
+/// <remarks>
+/// <para>Handed to the engine in <see cref="EngineOptions.BudgetShare"/>, as the watermarks
+/// are. Used on the fault path: implementations allocate nothing and take no lock.</para>
+/// <para>A fault adds the pages it is about to bring in before it evicts for them (see
+/// Evictor.MakeRoom), so two engines that fault at once each see the other's pages and
+/// make room for both. Only when an engine has too few pages of its own to evict is the
+/// budget exceeded, by at most the faulting page (Evictor.RunThatFits), until the other
+/// engine gives way (within 5 ms: an engine that shares its budget looks again that often
+/// while it holds pages).</para>
+/// </remarks>
+public abstract class ResidentBudgetShare
+{
+    /// <summary>The process's resident pages and the pages faults are making room for, as
+    /// both engines counted them (this engine's own are <paramref name="mine"/>): what the
+    /// budget bounds. Never fewer than <paramref name="mine"/>, whatever the other side
+    /// wrote (it may be the served process itself).</summary>
+    public abstract long Combined(long mine);
+
+    /// <summary>The process's resident pages alone (for the peak: a room being made is
+    /// not plaintext yet), never fewer than <paramref name="mine"/>.</summary>
+    public abstract long Resident(long mine);
+
+    /// <summary>A fault is about to bring in <paramref name="pages"/>: counted now, so that
+    /// the other engine makes room for them too. Negative: what it did not bring in.</summary>
+    public abstract void Reserve(long pages);
+
+    /// <summary><paramref name="pages"/> became resident here, <paramref name="reserved"/>
+    /// of them counted already by <see cref="Reserve"/>.</summary>
+    public abstract void Admitted(long pages, long reserved);
+
+    /// <summary><paramref name="pages"/> left this engine's books.</summary>
+    public abstract void Left(long pages);
+}
+
+/// <summary>A <see cref="ResidentBudgetShare"/> over two 64-bit counts (the combined count,
+/// then the resident pages) in memory both engines' processes map (a page the custodian
+/// creates per served process).</summary>
+public sealed unsafe class SharedCounterBudgetShare : ResidentBudgetShare
+{
+    private readonly long* _counts;
+
+    /// <param name="counts">Two aligned 64-bit counts, mapped for as long as the engine lives.</param>
+    public SharedCounterBudgetShare(nint counts)
+    {
+        ArgumentOutOfRangeException.ThrowIfNotEqual(counts & 7, 0, nameof(counts));
+        _counts = (long*)counts;
+    }
+
+    public override long Combined(long mine) => Math.Max(Volatile.Read(ref _counts[0]), mine);
+
+    public override long Resident(long mine) => Math.Max(Volatile.Read(ref _counts[1]), mine);
+
+    public override void Reserve(long pages) => Interlocked.Add(ref _counts[0], pages);
+
+    public override void Admitted(long pages, long reserved)
+    {
+        Interlocked.Add(ref _counts[0], pages - reserved);
+        Interlocked.Add(ref _counts[1], pages);
+    }
+
+    public override void Left(long pages)
+    {
+        Interlocked.Add(ref _counts[0], -pages);
+        Interlocked.Add(ref _counts[1], -pages);
+    }
+}
