@@ -43,6 +43,31 @@ internal static class MemoryScanner
         return hits;
     }
 
+    /// <summary>How many bytes of another process's memory are present in RAM or in swap
+    /// now (its readable mappings' pages, as pagemap shows them): whatever it holds, in any
+    /// form, fits in that.</summary>
+    public static long PresentBytes(int pid)
+    {
+        long present = 0;
+        using var pagemap = File.OpenRead($"/proc/{pid}/pagemap");
+        foreach (string line in File.ReadAllLines($"/proc/{pid}/maps"))
+        {
+            string[] fields = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+            if (fields[1][0] != 'r' || (fields.Length > 5 && (fields[5].Contains("[vvar") || fields[5].Contains("[vsyscall]"))))
+                continue;
+            string[] range = fields[0].Split('-');
+            long start = long.Parse(range[0], NumberStyles.HexNumber);
+            long end = long.Parse(range[1], NumberStyles.HexNumber);
+            var entries = new byte[(end - start) / 4096 * 8];
+            pagemap.Position = start / 4096 * 8;
+            pagemap.ReadExactly(entries);
+            for (int i = 0; i < entries.Length; i += 8)
+                if ((BinaryPrimitives.ReadUInt64LittleEndian(entries.AsSpan(i)) & (3UL << 62)) != 0)
+                    present += 4096; // present (bit 63) or swapped (bit 62)
+        }
+        return present;
+    }
+
     private static int Count(ReadOnlySpan<byte> haystack, ReadOnlySpan<byte> needle)
     {
         int count = 0, at;
