@@ -2,14 +2,16 @@
 # redis-benchmark SET/GET ops/s: native Redis against Redis under tibet-run, in one run,
 # with each page cipher (--cipher) at two budgets: 100 % of the data (native Redis's
 # resident size at the end of its run, measured in the same run: the budget is above the data)
-# and 50 % of it. Keys of 4 KiB values; each tibet row gives its ratio to native and the
-# evictions and decryptions the engine counted (tibet-run --stats-json).
+# and 50 % of it, and with each server of the program's memory (--serve: the custodian, the
+# default, or the program's own engine). Keys of 4 KiB values; each tibet row gives its
+# ratio to native and the evictions and decryptions the engines counted (--stats-json).
 # Targets (the issue): 50 % budget SET and GET >= 0.5x native; budget above the data >= 0.95x.
 # Writes PREFIX.json, PREFIX.md and PREFIX.png (gnuplot). Builds nothing: run scripts/build.sh first.
 # Usage: bench/scripts/redis.sh bench/results/$(date +%F)-redis
 # Environment: TIBET_BENCH_KEYS (default 40000), TIBET_BENCH_REQUESTS (default 40000 per test),
 #              TIBET_BENCH_RUNS (default 3, native and tibet interleaved; the median is kept),
-#              TIBET_BENCH_CIPHERS (default "aes-256-gcm aegis-256").
+#              TIBET_BENCH_CIPHERS (default "aes-256-gcm aegis-256"),
+#              TIBET_BENCH_SERVE (default "custodian program").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 prefix=${1:?usage: redis.sh OUTPUT-PREFIX}
@@ -18,6 +20,7 @@ size=4096
 requests=${TIBET_BENCH_REQUESTS:-40000}
 runs=${TIBET_BENCH_RUNS:-3}
 ciphers=${TIBET_BENCH_CIPHERS:-aes-256-gcm aegis-256}
+serves=${TIBET_BENCH_SERVE:-custodian program}
 port=7391
 work=$(mktemp -d)
 trap 'redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
@@ -36,8 +39,8 @@ memory() { # field of INFO memory, in bytes
   redis-cli -p $port info memory | awk -F: -v k="$1" '$1 == k { printf "%d", $2 }'
 }
 
-measure() { # config cipher budget-bytes command-prefix...   (cipher and budget "-" for native) -> one JSON line
-  local config=$1 cipher=$2 budget=$3; shift 3
+measure() { # config cipher budget-bytes serve command-prefix...   (cipher, budget and serve "-" for native) -> one JSON line
+  local config=$1 cipher=$2 budget=$3 serve=$4; shift 4
   rm -f "$work/stats.json"
   "$@" redis-server --port $port --save '' --appendonly no --dir "$work" >"$work/server.log" 2>&1 &
   for _ in $(seq 100); do redis-cli -p $port ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -51,16 +54,16 @@ measure() { # config cipher budget-bytes command-prefix...   (cipher and budget 
   rss=$(memory used_memory_rss)
   redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
   wait || { echo "redis.sh: redis-server ($config $cipher) exited with status $?:" >&2; cat "$work/server.log" >&2; exit 1; }
-  python3 - "$config" "$cipher" "$budget" "$used" "$rss" "$set" "$get" "$work/stats.json" <<'PY'
+  python3 - "$config" "$cipher" "$budget" "$used" "$rss" "$set" "$get" "$work/stats.json" "$serve" <<'PY'
 import json, sys
-config, cipher, budget, used, rss, set_, get, stats_file = sys.argv[1:]
+config, cipher, budget, used, rss, set_, get, stats_file, serve = sys.argv[1:]
 stats = {}
 if cipher != "-":
     # The cipher the engine says it used, so a run that ignored --cipher cannot pass as another.
     stats = json.load(open(stats_file))
     if stats.get("cipher") != cipher:
         sys.exit(f"redis.sh: the run '{config} {cipher}' asked for {cipher}, its statistics name {stats.get('cipher')}")
-print(json.dumps({"config": config, "cipher": None if cipher == "-" else cipher, "budgetBytes": None if budget == "-" else int(budget),
+print(json.dumps({"config": config, "cipher": None if cipher == "-" else cipher, "serve": None if serve == "-" else serve, "budgetBytes": None if budget == "-" else int(budget),
                   "usedMemoryBytes": int(used), "usedMemoryRssBytes": int(rss), "set": float(set_), "get": float(get),
                   "evictions": stats.get("evictions"), "decrypts": stats.get("decrypts")}))
 PY
@@ -70,15 +73,17 @@ PY
 # are 100 % and 50 % of it, in whole MiB.
 {
   for round in $(seq "$runs"); do
-    measure native - - env
+    measure native - - - env
     if [ "$round" = 1 ]; then
       data=$(python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["usedMemoryRssBytes"])' < "$work/rows.jsonl")
       full=$(( (data + 1048575) / 1048576 * 1048576 ))
       half=$(( full / 2 / 1048576 * 1048576 ))
     fi
     for cipher in $ciphers; do
-      measure "100%" "$cipher" "$full" out/bin/tibet-run -q --budget "$full" --cipher "$cipher" --stats-json "$work/stats.json" --
-      measure "50%" "$cipher" "$half" out/bin/tibet-run -q --budget "$half" --cipher "$cipher" --stats-json "$work/stats.json" --
+      for serve in $serves; do
+        measure "100%" "$cipher" "$full" "$serve" out/bin/tibet-run -q --budget "$full" --cipher "$cipher" --serve "$serve" --stats-json "$work/stats.json" --
+        measure "50%" "$cipher" "$half" "$serve" out/bin/tibet-run -q --budget "$half" --cipher "$cipher" --serve "$serve" --stats-json "$work/stats.json" --
+      done
     done
   done
 } > "$work/rows.jsonl"
@@ -92,10 +97,10 @@ prefix, machine, redis, keys, size, requests, ciphers = sys.argv[2], sys.argv[3]
 targets = {"100%": 0.95, "50%": 0.5}
 groups = {}
 for r in rows:
-    groups.setdefault((r["config"], r["cipher"]), []).append(r)
+    groups.setdefault((r["config"], r["cipher"], r.get("serve")), []).append(r)
 summary = []
-for (config, cipher), rs in groups.items():
-    summary.append({"config": config, "cipher": cipher, "budgetBytes": rs[0]["budgetBytes"], "runs": len(rs),
+for (config, cipher, serve), rs in groups.items():
+    summary.append({"config": config, "cipher": cipher, "serve": serve, "budgetBytes": rs[0]["budgetBytes"], "runs": len(rs),
                     "usedMemoryBytes": int(statistics.median(r["usedMemoryBytes"] for r in rs)),
                     "usedMemoryRssBytes": int(statistics.median(r["usedMemoryRssBytes"] for r in rs)),
                     "set": statistics.median(r["set"] for r in rs), "get": statistics.median(r["get"] for r in rs),
@@ -117,18 +122,18 @@ json.dump(out, open(prefix + ".json", "w"), indent=2)
 mib = lambda b: f"{b / 1048576:.0f}"
 with open(prefix + ".dat", "w") as f:
     for i, s in enumerate(summary[1:]):
-        f.write(f'{i} "{s["cipher"]}, {s["config"]}" {s["setRatio"]} {s["getRatio"]}\n')
+        f.write(f'{i} "{s["cipher"]}, {s["serve"]}, {s["config"]}" {s["setRatio"]} {s["getRatio"]}\n')
 with open(prefix + ".md", "w") as f:
     f.write(f"# redis-benchmark under tibet-run, {out['date']}\n\n"
             f"Machine: {machine}. Redis {redis}, {keys} SETs of {size}-byte values over {keys} random keys as the fill, then {requests} requests per test "
             f"over the same key range, 50 clients (redis-benchmark defaults), median of {native['runs']} runs, native and tibet-run interleaved. "
             f"The data: native Redis's used_memory_rss at the end of its (first) run, {mib(out['dataBytes'])} MiB; budgets 100 % (above the data) and 50 % of it, "
-            f"with each page cipher (tibet-run --cipher). Evictions and decryptions: the engine's counts (tibet-run --stats-json), whole run.\n\n")
-    f.write("| run | cipher | budget MiB | used_memory MiB at the end | SET ops/s | × native | GET ops/s | × native | evictions | decrypts | target |\n"
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+            f"with each page cipher (tibet-run --cipher) and each server of the program's memory (--serve). Evictions and decryptions: the engine's counts (tibet-run --stats-json), whole run.\n\n")
+    f.write("| run | cipher | served by | budget MiB | used_memory MiB at the end | SET ops/s | × native | GET ops/s | × native | evictions | decrypts | target |\n"
+            "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
     for s in summary:
         target = "-" if not s["cipher"] else f'>= {s["target"]}x: {"yes" if s["meetsTarget"] else "NO"}'
-        f.write(f'| {s["config"]} | {s["cipher"] or "-"} | {mib(s["budgetBytes"]) if s["budgetBytes"] else "-"} | {mib(s["usedMemoryBytes"])} | '
+        f.write(f'| {s["config"]} | {s["cipher"] or "-"} | {s["serve"] or "-"} | {mib(s["budgetBytes"]) if s["budgetBytes"] else "-"} | {mib(s["usedMemoryBytes"])} | '
                 f'{s["set"]:.0f} | {s["setRatio"]} | {s["get"]:.0f} | {s["getRatio"]} | {s["evictions"] if s["cipher"] else "-"} | '
                 f'{s["decrypts"] if s["cipher"] else "-"} | {target} |\n')
 PY

@@ -80,6 +80,8 @@
 #define SERVED_RESERVATION TIBET_SERVED_SPAN /* each of the two pools below */
 #define SERVED_EXTENTS 4096             /* freed extents kept for reuse */
 #define SERVED_MAPS 4096                /* served anonymous mappings remembered, for mremap */
+#define SERVED_RETIRED 64               /* freed blocks kept registered for reuse */
+#define SERVED_RETIRED_BYTES (1ULL << 30) /* and at most this much of them */
 
 /* The features the custodian's engine works with (PageEngine): fork events, so that a
  * grandchild's copy of these arenas is served too; discards, unmaps and remaps, so the
@@ -102,6 +104,7 @@ struct served_block {
     uint64_t start;   /* where the carved extent starts (before the header for an alignment above a page) */
     uint64_t extent;  /* the carved extent, bytes: padding, header page, data pages */
     uint64_t size;    /* what the program asked for */
+    int64_t owner;    /* the pid whose userfaultfd registered it (a forked child inherits its parent's) */
 };
 
 struct served_identity {
@@ -136,6 +139,14 @@ static struct {
         struct { uintptr_t at; uint64_t length; } extents[SERVED_EXTENTS];
     } blocks, maps_pool;
     int control_lock;
+    /* Blocks freed by this process, still registered and taken on by the custodian, their
+     * contents discarded (MADV_DONTNEED: the custodian drops their pages, which read as
+     * zeros again): a malloc of a size one fits takes it back without a round trip to the
+     * custodian. Under retired_lock. */
+    int retired_lock;
+    uint32_t retired_count;
+    uint64_t retired_bytes;
+    struct served_block *retired[SERVED_RETIRED];
     int maps_lock;
     uint32_t map_count;
     struct { uintptr_t start; uint64_t length; } maps[SERVED_MAPS];
@@ -538,7 +549,11 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
     /* Another thread of the parent may have held one at the fork. The served mappings the
      * child inherited stay in the table: they are registered on its userfaultfd too (the
      * fork event), and an mremap of them must not be the kernel's either. */
-    served.blocks.lock = served.maps_pool.lock = served.control_lock = served.maps_lock = 0;
+    served.blocks.lock = served.maps_pool.lock = served.control_lock = served.maps_lock = served.retired_lock = 0;
+    /* The parent's retired blocks are registered on the userfaultfd this child inherited,
+     * whose pages the parent's engine serves: never this child's to hand out. */
+    served.retired_count = 0;
+    served.retired_bytes = 0;
     served.state = SERVED_IDLE;
     served.pid = (pid_t)syscall(SYS_getpid);
     served.why = NULL;
@@ -681,8 +696,32 @@ static void uncarve(struct served_pool *pool, uintptr_t at, uint64_t extent)
     spin_unlock(&pool->lock);
 }
 
-/* A block of `size` bytes for a forked child's malloc, from the custodian; NULL if this
- * process is not served (the caller then decides: plaintext, announced, or refused). */
+/* A retired block whose data pages hold `data` bytes, and not more than twice that (a
+ * larger one would hold address space and books for nothing); NULL if none. */
+static struct served_block *take_retired(uint64_t data)
+{
+    struct served_block *best = NULL;
+    uint32_t at = 0;
+    spin_lock(&served.retired_lock);
+    for (uint32_t i = 0; i < served.retired_count; i++) {
+        struct served_block *b = served.retired[i];
+        uint64_t has = b->start + b->extent - ((uintptr_t)b + SERVED_PAGE);
+        if (has >= data && has <= 2 * data && (!best || b->extent < best->extent)) {
+            best = b;
+            at = i;
+        }
+    }
+    if (best) {
+        served.retired[at] = served.retired[--served.retired_count];
+        served.retired_bytes -= best->extent;
+    }
+    spin_unlock(&served.retired_lock);
+    return best;
+}
+
+/* A block of `size` bytes for a served process's malloc (a forked child's, or the
+ * program's with TIBET_SERVE=custodian), from the custodian; NULL if this process is not
+ * served (the caller then decides: plaintext, announced, or refused). */
 void *tibet_served_alloc(size_t size, size_t alignment)
 {
     /* posix_memalign and aligned_alloc allow any power of two; above a page, the extent
@@ -693,6 +732,14 @@ void *tibet_served_alloc(size_t size, size_t alignment)
     uint64_t padding = alignment > SERVED_PAGE ? alignment - SERVED_PAGE : 0;
     if (data == 0 || data > SERVED_RESERVATION / 4)
         return NULL;
+    if (alignment <= SERVED_PAGE) {
+        struct served_block *reused = take_retired(data);
+        if (reused) {
+            reused->size = size;
+            reused->magic = SERVED_MAGIC;
+            return (char *)reused + SERVED_PAGE;
+        }
+    }
     uint64_t extent = padding + SERVED_PAGE + data;
     uintptr_t at = carve(&served.blocks, extent);
     if (!at)
@@ -713,6 +760,7 @@ void *tibet_served_alloc(size_t size, size_t alignment)
     header->start = at;
     header->extent = extent;
     header->size = size;
+    header->owner = served.pid;
     return (void *)p;
 }
 
@@ -828,6 +876,23 @@ void tibet_served_free(void *p)
         abort(); /* not a block of ours inside our reservation: the program's heap is corrupt */
     uint64_t start = header->start, extent = header->extent;
     header->magic = 0;
+    /* Kept for reuse if this process registered it (see served.retired). Its contents go
+     * first: MADV_DONTNEED returns once the custodian has read the REMOVE event, and its
+     * pages, resident or sealed, are gone from both sides. */
+    if (header->owner == served.pid && own_state() && extent <= SERVED_RETIRED_BYTES && served.retired_count < SERVED_RETIRED) {
+        uintptr_t data = (uintptr_t)header + SERVED_PAGE;
+        if (madvise((void *)data, start + extent - data, MADV_DONTNEED) == 0) {
+            spin_lock(&served.retired_lock);
+            if (served.retired_count < SERVED_RETIRED && served.retired_bytes + extent <= SERVED_RETIRED_BYTES) {
+                served.retired[served.retired_count++] = header;
+                served.retired_bytes += extent;
+                header = NULL;
+            }
+            spin_unlock(&served.retired_lock);
+            if (!header)
+                return;
+        }
+    }
     uncarve(&served.blocks, start, extent);
 }
 
