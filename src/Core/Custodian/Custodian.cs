@@ -339,8 +339,9 @@ internal sealed unsafe class CustodianService
                     served = _served.LastOrDefault(p => p.Pid == pid && !p.Ended);
                 Diagnostics.EngineStats? stats = served?.Stats();
                 byte[] json = stats is { } s ? System.Text.Encoding.UTF8.GetBytes(s.ToJson()) : [];
+                // Never waits: a peer that filled its own reply connection gets nothing.
                 fixed (byte* data = json)
-                    Libc.send(reply, data, (nuint)json.Length, Libc.MSG_NOSIGNAL);
+                    Libc.send(reply, data, (nuint)json.Length, Libc.MSG_NOSIGNAL | Libc.MSG_DONTWAIT);
             }
             finally
             {

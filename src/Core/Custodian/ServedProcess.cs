@@ -24,7 +24,8 @@ internal sealed unsafe class ServedProcess
     /// <summary>Bounds on what one process may have taken on: the books of a range cost the
     /// custodian about 1 % of its length in (lazily committed) address space, so a peer
     /// announcing absurd lengths must not exhaust it for everyone. 1 TiB per range (the
-    /// served side's reservation), 16 TiB over the process's life.</summary>
+    /// served side's reservation), 16 TiB held at once (released ranges give theirs back:
+    /// a long-running server maps and unmaps without end).</summary>
     private const ulong MaxRangeBytes = 1UL << 40;
     private const long MaxProcessBytes = 1L << 44;
     private const ulong UserAddressLimit = 0x7FFF_FFFF_F000; // x86-64, 4-level page tables
@@ -190,12 +191,37 @@ internal sealed unsafe class ServedProcess
     /// program's own engine does for its children.</summary>
     private int Forked(ulong pid, int agent)
     {
-        if (pid == 0 || pid > int.MaxValue || _engine == null)
+        // The process is the custodian's peer, not trusted: the end must be a socket of the
+        // kind its agent speaks on, and the pid a child of the process.
+        bool valid = pid is > 0 and <= int.MaxValue && agent >= 0 && IsSeqPacketSocket(agent) && ParentOf((int)pid) == Pid;
+        if (!valid || _engine == null)
         {
             if (agent >= 0) Libc.close(agent);
-            return pid == 0 || pid > int.MaxValue ? Libc.EINVAL : 0; // no range of its yet: nothing inherited
+            return valid ? 0 : Libc.EINVAL; // no range of its yet: nothing inherited
         }
         _engine.ChildForked((int)pid, agent); // owns the end now
+        return 0;
+    }
+
+    private static bool IsSeqPacketSocket(int fd)
+    {
+        int type = 0;
+        uint length = sizeof(int);
+        return Libc.getsockopt(fd, Libc.SOL_SOCKET, Libc.SO_TYPE, &type, &length) == 0 && type == Libc.SOCK_SEQPACKET;
+    }
+
+    /// <summary>The parent pid of <paramref name="pid"/> (/proc/PID/status), or 0 if it is gone.</summary>
+    private static int ParentOf(int pid)
+    {
+        try
+        {
+            foreach (string line in File.ReadLines($"/proc/{pid}/status"))
+                if (line.StartsWith("PPid:", StringComparison.Ordinal))
+                    return int.TryParse(line.AsSpan(5).Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int ppid) ? ppid : 0;
+        }
+        catch (IOException)
+        {
+        }
         return 0;
     }
 
@@ -206,7 +232,7 @@ internal sealed unsafe class ServedProcess
             Libc.close(attached); // a range request carries none
 
         if (request.Length == 0 || request.Length > MaxRangeBytes || (request.Start & (PageSize - 1)) != 0 || (request.Length & (PageSize - 1)) != 0
-            || request.Start == 0 || request.Start + request.Length > UserAddressLimit || Bytes > MaxProcessBytes - (long)request.Length)
+            || request.Start == 0 || request.Start + request.Length > UserAddressLimit || (_engine?.AdoptedBytes ?? 0) > MaxProcessBytes - (long)request.Length)
             return Libc.EINVAL;
         try
         {

@@ -194,10 +194,12 @@ public readonly record struct EngineStats
         FaultMaxNanoseconds = Math.Max(FaultMaxNanoseconds, other.FaultMaxNanoseconds),
         HandlerAllocatedBytes = HandlerAllocatedBytes + other.HandlerAllocatedBytes,
         HandlerFailed = HandlerFailed || other.HandlerFailed,
-        ForkedChildren = ForkedChildren + other.ForkedChildren,
-        PeakForkedChildren = PeakForkedChildren + other.PeakForkedChildren,
+        // Both engines see the same forked children (each through its own fork events).
+        ForkedChildren = Math.Max(ForkedChildren, other.ForkedChildren),
+        PeakForkedChildren = Math.Max(PeakForkedChildren, other.PeakForkedChildren),
         ChildEvictions = ChildEvictions + other.ChildEvictions,
-        Children = [.. Children ?? [], .. other.Children ?? []],
+        Children = [.. (Children ?? []).Concat(other.Children ?? []).GroupBy(c => c.Pid)
+            .Select(g => new ChildStats(g.Key, g.Sum(c => c.Faults), g.Sum(c => c.CleanResidentBytes), g.Sum(c => c.Evictions), g.Any(c => c.Agent)))],
     };
 
     public string ToJson()

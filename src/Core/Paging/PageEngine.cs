@@ -192,6 +192,8 @@ public sealed unsafe partial class PageEngine : IDisposable
     {
         Debug.Assert(TailUnmappedFrom(arena, end));
         long pages = (end - arena.Address) / PageSize;
+        if (arena.Adopted)
+            _adoptedBytes -= arena.Length - pages * PageSize;
         var entries = (PageEntry*)KernelMemory.Map((nuint)(pages * sizeof(PageEntry)));
         Buffer.MemoryCopy(arena.Entries, entries, pages * sizeof(PageEntry), pages * sizeof(PageEntry));
         KernelMemory.Unmap((nint)arena.Entries, (nuint)(arena.PageCount * sizeof(PageEntry)));
@@ -250,9 +252,19 @@ public sealed unsafe partial class PageEngine : IDisposable
                     TrimTailLocked(old, address);
             }
             arena.Slot = _arenas.Add(arena);
+            _adoptedBytes += length;
         }
         KickHandler();
         return arena;
+    }
+
+    private long _adoptedBytes;
+
+    /// <summary>The bytes of the served process's ranges the books hold now (adopted, not
+    /// yet released): what bounds the custodian's books for it.</summary>
+    internal long AdoptedBytes
+    {
+        get { lock (_gate) return _adoptedBytes; }
     }
 
     public KernelFeatures Features { get; }
@@ -571,6 +583,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             for (long i = 0; i < arena.PageCount; i++)
                 _events.Unmap(ref arena.Entries[i]);
             _arenas.Remove(arena);
+            _adoptedBytes -= arena.Length;
             arena.FreeTables();
             arena.Released = true;
             return;

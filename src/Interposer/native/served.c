@@ -104,7 +104,8 @@ struct served_block {
     uint64_t start;   /* where the carved extent starts (before the header for an alignment above a page) */
     uint64_t extent;  /* the carved extent, bytes: padding, header page, data pages */
     uint64_t size;    /* what the program asked for */
-    int64_t owner;    /* the pid whose userfaultfd registered it (a forked child inherits its parent's) */
+    uint64_t data;    /* the data pages registered after the header, bytes: all the program may use */
+    uint64_t owner;   /* the served instance that registered it (served.instance; a forked child inherits its parent's) */
 };
 
 struct served_identity {
@@ -126,6 +127,7 @@ static struct {
     int uffd, control, agent, scratch_uffd;
     unsigned char *scratch, *window;
     void *share;           /* the budget share's page (see set_up) */
+    uint64_t instance;     /* random, per served process (not its pid, which a descendant may reuse) */
     uint32_t window_pages;
     int register_wp;
     /* Two pools of one PROT_NONE reservation, carved alike: malloc blocks (the first
@@ -194,6 +196,12 @@ int tibet_served_configure(const char *name, long custodian_uid)
 int tibet_served_active(void) { return served.configured; }
 
 static int is_the_custodian(int connection);
+static uint64_t new_instance(void);
+
+/* The budget share's counts (see tibet_served_share): set once the custodian serves this
+ * process (set_up), read by the program's engine on its fault path, so one load and no
+ * system call. */
+static int64_t *volatile tibet_served_share_counts;
 
 /* The custodian's lifetime: it stays while the program lives, while it serves a process,
  * and while a process holds a connection of this kind. A daemon's child, whose parent
@@ -454,6 +462,7 @@ static int set_up(void)
     }
     madvise(counters, SERVED_PAGE, MADV_DONTFORK); /* a child's share is its own */
     served.share = counters;
+    tibet_served_share_counts = counters;
     void *mapped = mmap(NULL, welcome.window_pages * SERVED_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, window, 0);
     close(window);
     if (mapped == MAP_FAILED)
@@ -546,6 +555,7 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
     served.window = NULL;
     served.scratch = NULL;
     served.share = NULL; /* MADV_DONTFORK, as the window: not in this child */
+    tibet_served_share_counts = NULL;
     /* Another thread of the parent may have held one at the fork. The served mappings the
      * child inherited stay in the table: they are registered on its userfaultfd too (the
      * fork event), and an mremap of them must not be the kernel's either. */
@@ -556,6 +566,7 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
     served.retired_bytes = 0;
     served.state = SERVED_IDLE;
     served.pid = (pid_t)syscall(SYS_getpid);
+    served.instance = new_instance();
     served.why = NULL;
 
     int created = tibet_start_child_thread(create_thread, SERVED_STACK, served_loop, NULL, "tibet-served");
@@ -563,6 +574,16 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
         served.why = "its thread could not be created";
         served.state = SERVED_FAILED;
     }
+}
+
+/* A value no other served process of the tree has had: the owner of the blocks this one
+ * registers (a pid could be a descendant's again, after its ancestor ended). */
+static uint64_t new_instance(void)
+{
+    uint64_t value = 0;
+    if (syscall(SYS_getrandom, &value, sizeof value, 0) != (long)sizeof value || value == 0)
+        value = ((uint64_t)syscall(SYS_getpid) << 32) ^ (uint64_t)(uintptr_t)&value ^ 1;
+    return value;
 }
 
 /* In the process tibet runs in, with TIBET_SERVE=custodian (tibet-run --serve custodian):
@@ -573,6 +594,7 @@ int tibet_served_start_self(tibet_pthread_create_fn create_thread)
     if (!served.configured)
         return -1;
     served.pid = (pid_t)syscall(SYS_getpid);
+    served.instance = new_instance();
     served.state = SERVED_IDLE;
     if (tibet_start_child_thread(create_thread, SERVED_STACK, served_loop, NULL, "tibet-served") != 0) {
         served.why = "its thread could not be created";
@@ -585,10 +607,34 @@ int tibet_served_start_self(tibet_pthread_create_fn create_thread)
 /* See served.h. */
 int64_t *tibet_served_share(void)
 {
-    return tibet_served_serving() ? (int64_t *)served.share : NULL;
+    return tibet_served_share_counts;
 }
 
 /* ---- forks --------------------------------------------------------------------------- */
+
+/* Around fork: the tables' locks are held across it, so that the child gets them whole,
+ * never half-updated by a thread that does not exist in it (the child resets the locks,
+ * tibet_served_start_in_child). Never the control lock, held across a wait for the
+ * custodian. No path holds two of these at once, so the order here cannot deadlock. */
+void tibet_served_prefork(void)
+{
+    if (!served.configured)
+        return;
+    spin_lock(&served.blocks.lock);
+    spin_lock(&served.maps_pool.lock);
+    spin_lock(&served.maps_lock);
+    spin_lock(&served.retired_lock);
+}
+
+void tibet_served_postfork_parent(void)
+{
+    if (!served.configured)
+        return;
+    spin_unlock(&served.retired_lock);
+    spin_unlock(&served.maps_lock);
+    spin_unlock(&served.maps_pool.lock);
+    spin_unlock(&served.blocks.lock);
+}
 
 int tibet_served_serving(void)
 {
@@ -705,7 +751,7 @@ static struct served_block *take_retired(uint64_t data)
     spin_lock(&served.retired_lock);
     for (uint32_t i = 0; i < served.retired_count; i++) {
         struct served_block *b = served.retired[i];
-        uint64_t has = b->start + b->extent - ((uintptr_t)b + SERVED_PAGE);
+        uint64_t has = b->data;
         if (has >= data && has <= 2 * data && (!best || b->extent < best->extent)) {
             best = b;
             at = i;
@@ -722,7 +768,7 @@ static struct served_block *take_retired(uint64_t data)
 /* A block of `size` bytes for a served process's malloc (a forked child's, or the
  * program's with TIBET_SERVE=custodian), from the custodian; NULL if this process is not
  * served (the caller then decides: plaintext, announced, or refused). */
-void *tibet_served_alloc(size_t size, size_t alignment)
+void *tibet_served_alloc(size_t size, size_t alignment, int zeroed)
 {
     /* posix_memalign and aligned_alloc allow any power of two; above a page, the extent
      * carries the padding (at most 1 GiB of it: larger alignments are not served). */
@@ -732,7 +778,10 @@ void *tibet_served_alloc(size_t size, size_t alignment)
     uint64_t padding = alignment > SERVED_PAGE ? alignment - SERVED_PAGE : 0;
     if (data == 0 || data > SERVED_RESERVATION / 4)
         return NULL;
-    if (alignment <= SERVED_PAGE) {
+    /* Not for calloc: a retired block's pages were discarded, and read as zeros, but an
+     * eviction racing the discard under load can keep a page's old contents on the
+     * custodian's books (ProgramEvents: a discard it could not write-protect in time). */
+    if (alignment <= SERVED_PAGE && !zeroed) {
         struct served_block *reused = take_retired(data);
         if (reused) {
             reused->size = size;
@@ -749,6 +798,12 @@ void *tibet_served_alloc(size_t size, size_t alignment)
         uncarve(&served.blocks, at, extent);
         return NULL;
     }
+    /* The padding an alignment leaves, before the header and after the data, is never
+     * registered: never the program's either. */
+    if (p - SERVED_PAGE > at)
+        mprotect((void *)at, p - SERVED_PAGE - at, PROT_NONE);
+    if (at + extent > p + data)
+        mprotect((void *)(p + data), at + extent - (p + data), PROT_NONE);
     madvise((void *)p, data, MADV_NOHUGEPAGE);
     madvise((void *)p, data, MADV_DONTDUMP);
     if (announce(p, data) != 0) {
@@ -760,7 +815,8 @@ void *tibet_served_alloc(size_t size, size_t alignment)
     header->start = at;
     header->extent = extent;
     header->size = size;
-    header->owner = served.pid;
+    header->data = data;
+    header->owner = served.instance;
     return (void *)p;
 }
 
@@ -776,7 +832,9 @@ void *tibet_served_map(size_t length)
     if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || !own_state() || !ready())
         return NULL;
     uint64_t rounded = ((uint64_t)length + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
-    if (rounded == 0 || rounded > SERVED_RESERVATION / 2)
+    /* Every served mapping is on the table, so that its munmap is known to be one (see
+     * tibet_served_release): a full table serves no more. */
+    if (rounded == 0 || rounded > SERVED_RESERVATION / 2 || __atomic_load_n(&served.map_count, __ATOMIC_RELAXED) >= SERVED_MAPS - 1)
         return NULL;
     uintptr_t at = carve(&served.maps_pool, rounded);
     if (!at)
@@ -793,13 +851,58 @@ void *tibet_served_map(size_t length)
         return NULL;
     }
     spin_lock(&served.maps_lock);
-    if (served.map_count < SERVED_MAPS) { /* else not remembered: an mremap of it is the kernel's */
+    int remembered = served.map_count < SERVED_MAPS;
+    if (remembered) {
         served.maps[served.map_count].start = at;
         served.maps[served.map_count].length = rounded;
         served.map_count++;
     }
     spin_unlock(&served.maps_lock);
+    if (!remembered) { /* the table filled meanwhile: given back, as if refused */
+        uncarve(&served.maps_pool, at, rounded);
+        return NULL;
+    }
     return p;
+}
+
+/* One served mapping's part in [a, b), taken off the table: 1 with *x, *y (the part) and
+ * *relist (whether its range may be given out again), 0 when no mapping has a part there.
+ * The table is changed here, the address space by the caller, outside the lock. */
+static int take_part(uintptr_t a, uintptr_t b, uintptr_t *x, uintptr_t *y, int *relist)
+{
+    int found = 0;
+    spin_lock(&served.maps_lock);
+    for (uint32_t i = 0; i < served.map_count && !found; i++) {
+        uintptr_t s = served.maps[i].start, e = s + served.maps[i].length;
+        if (b <= s || e <= a)
+            continue;
+        found = 1;
+        *x = a > s ? a : s;
+        *y = b < e ? b : e;
+        /* The custodian's books of the mapping trim a released tail (PageEngine.AdoptArena),
+         * so a whole mapping or its tail may be given out again. A head or a middle stays
+         * on its books as unmapped pages until the rest goes: given out again, it would be
+         * refused, every time. */
+        *relist = *y == e;
+        if (*x == s && *y == e) {
+            served.maps[i] = served.maps[--served.map_count];
+        } else if (*x == s) {
+            served.maps[i].start = *y;
+            served.maps[i].length = e - *y;
+        } else if (*y == e) {
+            served.maps[i].length = *x - s;
+        } else {
+            served.maps[i].length = *x - s;
+            if (served.map_count < SERVED_MAPS) {
+                served.maps[served.map_count].start = *y;
+                served.maps[served.map_count].length = e - *y;
+                served.map_count++;
+            } /* else the rest is never released: held to the process's end (address space
+               * of the reservation; its pages are the custodian's) */
+        }
+    }
+    spin_unlock(&served.maps_lock);
+    return found;
 }
 
 /* See served.h. */
@@ -807,11 +910,20 @@ int tibet_served_release(void *start, size_t length)
 {
     uintptr_t a = (uintptr_t)start;
     uint64_t rounded = ((uint64_t)length + SERVED_PAGE - 1) & ~(SERVED_PAGE - 1);
-    uintptr_t maps = tibet_served_base + SERVED_RESERVATION; /* the mappings' pool */
+    uintptr_t pool = tibet_served_base + SERVED_RESERVATION, end = pool + SERVED_RESERVATION; /* the mappings' pool */
     if (tibet_served_base == (uintptr_t)1 << 63 || (a & (SERVED_PAGE - 1)) != 0 || rounded == 0
-        || a < maps || a - maps > SERVED_RESERVATION - rounded)
+        || rounded > SERVED_RESERVATION || a < pool || a > end - rounded)
         return 0;
-    uncarve(&served.maps_pool, a, rounded);
+    /* Only what is a served mapping now: released twice, or never given out, a range is
+     * left as it is (a second listing of a free range would give it out twice). */
+    uintptr_t x, y;
+    int relist;
+    while (take_part(a, a + rounded, &x, &y, &relist)) {
+        if (relist)
+            uncarve(&served.maps_pool, x, y - x);
+        else
+            mmap((void *)x, y - x, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    }
     return 1;
 }
 
@@ -879,9 +991,8 @@ void tibet_served_free(void *p)
     /* Kept for reuse if this process registered it (see served.retired). Its contents go
      * first: MADV_DONTNEED returns once the custodian has read the REMOVE event, and its
      * pages, resident or sealed, are gone from both sides. */
-    if (header->owner == served.pid && own_state() && extent <= SERVED_RETIRED_BYTES && served.retired_count < SERVED_RETIRED) {
-        uintptr_t data = (uintptr_t)header + SERVED_PAGE;
-        if (madvise((void *)data, start + extent - data, MADV_DONTNEED) == 0) {
+    if (header->owner == served.instance && own_state() && extent <= SERVED_RETIRED_BYTES && served.retired_count < SERVED_RETIRED) {
+        if (madvise((char *)header + SERVED_PAGE, header->data, MADV_DONTNEED) == 0) {
             spin_lock(&served.retired_lock);
             if (served.retired_count < SERVED_RETIRED && served.retired_bytes + extent <= SERVED_RETIRED_BYTES) {
                 served.retired[served.retired_count++] = header;
@@ -899,5 +1010,5 @@ void tibet_served_free(void *p)
 size_t tibet_served_usable_size(const void *p)
 {
     struct served_block *header = block_of(p);
-    return header ? header->start + header->extent - (uintptr_t)p : 0;
+    return header ? header->data : 0;
 }

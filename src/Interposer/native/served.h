@@ -44,21 +44,26 @@ int tibet_served_serving(void);
  * for it share (one budget for both), or NULL while the custodian serves nothing here.
  * Exported to the managed side (tibet_shim_served_share). */
 int64_t *tibet_served_share(void);
+/* Around fork (the shim's): the tables' locks held across it; the child resets them in
+ * tibet_served_start_in_child, the parent releases them here. */
+void tibet_served_prefork(void);
+void tibet_served_postfork_parent(void);
 /* The parent's side of a fork while served: the child's agent connection end goes to
  * the custodian, which matches it to the child `pid` (its fork event). Closes `agent`. */
 void tibet_served_forked(pid_t pid, int agent);
 /* A block (malloc) or a mapping (mmap) served by the custodian, or NULL if this child is
  * not served (no custodian, it refused, or it is gone). */
-void *tibet_served_alloc(size_t size, size_t alignment);
+void *tibet_served_alloc(size_t size, size_t alignment, int zeroed);
 void *tibet_served_map(size_t length);
 void tibet_served_free(void *p);
 /* The length of the served mapping (tibet_served_map) that starts at `start`, or 0: an
  * mremap of it must not be the kernel's, which would leave its grown part registered but
  * unserved (SIGBUS). */
 size_t tibet_served_mapping(const void *start);
-/* munmap of [start, start+length) inside the reservation (a served mapping, or part of
- * one): made a reservation range again, to be given out once the custodian has read its
- * UNMAP event. 1 if done so, 0 if the range is not the reservation's (the caller unmaps). */
+/* munmap of [start, start+length) inside the mappings' pool: the served mappings in it
+ * (or their parts) become reservation again, to be given out once the custodian has read
+ * their UNMAP events (a head or a middle never: see served.c); the rest of the range is
+ * left as it is. 1 if the range is the pool's (done), 0 if not (the caller unmaps). */
 int tibet_served_release(void *start, size_t length);
 /* The child unmapped [start, start+length): served mappings in it are forgotten. */
 void tibet_served_unmapped(const void *start, size_t length);

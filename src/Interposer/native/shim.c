@@ -602,7 +602,7 @@ static void self_fallback(size_t size)
     at = append_number(at, size);
     at = append(at, " bytes (");
     at = append(at, tibet_served_why_not());
-    at = append(at, "); this process's own engine encrypts it and its further such allocations, with their keys in this process\n");
+    at = append(at, "); this process's own engine encrypts it, with its key in this process (later such allocations are not reported)\n");
     tibet_shim_report(line, (size_t)(at - line));
 }
 
@@ -632,19 +632,19 @@ static void *tibet_alloc(size_t size, size_t alignment, int zero)
 }
 
 /* A program's allocation at or above the threshold: a block from tibet, NULL to forward it
- * to libc, or TIBET_REFUSED. */
-static void *program_large_alloc(size_t size, size_t alignment)
+ * to libc, or TIBET_REFUSED. zeroed: it must read as zeros (calloc). */
+static void *program_large_alloc(size_t size, size_t alignment, int zeroed)
 {
     if (hostile_size(size))
         return TIBET_REFUSED;
     if (!shim_ready)
         return NULL;
     if (in_child()) {
-        void *served = tibet_served_alloc(size, alignment);
+        void *served = tibet_served_alloc(size, alignment, zeroed);
         return served ? served : child_large_allocation(size);
     }
     if (serve_self) {
-        void *served = tibet_served_alloc(size, alignment);
+        void *served = tibet_served_alloc(size, alignment, zeroed);
         if (served)
             return served;
         self_fallback(size);
@@ -659,7 +659,7 @@ __attribute__((noinline)) static void *malloc_slow(size_t size, const void *ret)
 {
     if (tibet_caller(ret))
         return hostile_size(size) ? (errno = ENOMEM, NULL) : tibet_alloc(size, 16, 0);
-    void *p = program_large_alloc(size, 16);
+    void *p = program_large_alloc(size, 16, 0);
     if (p == TIBET_REFUSED) {
         errno = ENOMEM;
         return NULL;
@@ -680,7 +680,7 @@ __attribute__((noinline)) static void *calloc_slow(size_t count, size_t size, si
     if (tibet_caller(ret))
         return hostile_size(total) ? (errno = ENOMEM, NULL) : tibet_alloc(total, 16, 1);
     /* A new arena block has never been touched: it reads as zeros without a memset. */
-    void *p = program_large_alloc(total, 16);
+    void *p = program_large_alloc(total, 16, 1);
     if (p == TIBET_REFUSED) {
         errno = ENOMEM;
         return NULL;
@@ -817,7 +817,7 @@ static void *realloc_served(void *p, size_t size)
     size_t old = tibet_served_usable_size(p);
     if (size <= old && size >= malloc_threshold)
         return p;
-    void *q = size < malloc_threshold ? real_malloc(size) : program_large_alloc(size, 16);
+    void *q = size < malloc_threshold ? real_malloc(size) : program_large_alloc(size, 16, 0);
     if (q == TIBET_REFUSED) {
         errno = ENOMEM;
         return NULL; /* the old block stays as it was */
@@ -852,7 +852,7 @@ __attribute__((noinline)) static void *realloc_slow(void *p, size_t size, const 
     if (tibet_caller(ret))
         return real_realloc(p, size); /* a block of the program's that tibet resizes (rare) */
     /* A program's block growing across the threshold: move it into an arena. */
-    void *q = program_large_alloc(size, 16);
+    void *q = program_large_alloc(size, 16, 0);
     if (q == TIBET_REFUSED) {
         errno = ENOMEM;
         return NULL;
@@ -893,7 +893,7 @@ static void *aligned_slow(size_t alignment, size_t size, const void *ret)
     }
     if (size < malloc_threshold || !power_of_two(alignment))
         return FORWARD;
-    void *p = program_large_alloc(size, alignment < 16 ? 16 : alignment);
+    void *p = program_large_alloc(size, alignment < 16 ? 16 : alignment, 0);
     if (p == TIBET_REFUSED) {
         errno = ENOMEM;
         return NULL;
@@ -1099,9 +1099,9 @@ EXPORT int munmap(void *addr, size_t length)
     /* Forgotten first: once unmapped, another thread may get the range back from the kernel
      * as a new served mapping, whose entry this must not remove. */
     if (shim_ready && served_by_custodian()) {
-        tibet_served_unmapped(addr, length);
         if (tibet_served_release(addr, length))
-            return 0; /* a served mapping's range, reserved again (see tibet_served_map) */
+            return 0; /* the mappings' pool: served mappings reserved again (see tibet_served_map) */
+        tibet_served_unmapped(addr, length);
     }
     return real_munmap(addr, length);
 }
@@ -1128,18 +1128,19 @@ static void *remap_served(void *old, size_t old_size, size_t new_size, int flags
             errno = ENOMEM;
             return MAP_FAILED;
         }
-        tibet_served_unmapped((char *)old + new_rounded, old_rounded - new_rounded); /* first, as in munmap */
         if (tibet_served_release((char *)old + new_rounded, old_rounded - new_rounded))
             return old;
+        tibet_served_unmapped((char *)old + new_rounded, old_rounded - new_rounded); /* first, as in munmap */
         return real_mremap(old, old_size, new_size, flags);
     }
     void *moved = do_mmap(NULL, new_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, ret);
     if (moved == MAP_FAILED)
         return MAP_FAILED;
     memcpy(moved, old, old_rounded < new_rounded ? old_rounded : new_rounded);
-    tibet_served_unmapped(old, old_rounded); /* before the unmap, as in munmap */
-    if (!tibet_served_release(old, old_rounded))
+    if (!tibet_served_release(old, old_rounded)) {
+        tibet_served_unmapped(old, old_rounded); /* before the unmap, as in munmap */
         real_munmap(old, old_rounded);
+    }
     return moved;
 }
 
@@ -1589,7 +1590,11 @@ EXPORT pid_t fork(void)
     int to_engine = !to_custodian && shim_ready && !in_child() && tibet_agent_wanted();
     if ((to_custodian || to_engine) && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, agent) != 0)
         agent[0] = agent[1] = -1;
+    if (shim_ready)
+        tibet_served_prefork();
     pid_t pid = real_fork();
+    if (pid != 0 && shim_ready)
+        tibet_served_postfork_parent();
     if (pid == 0) {
         forks_under_way = 0; /* the child's own counts: no fork of its own is under way */
         tibet_streams_busy = 0;
@@ -1705,7 +1710,7 @@ EXPORT int tibet_shim_serves_self(void)
  * tibet_served_share); NULL until the custodian serves. */
 EXPORT int64_t *tibet_shim_served_share(void)
 {
-    return in_child() ? NULL : tibet_served_share();
+    return tibet_served_share(); /* managed code runs in the program only, never in a child */
 }
 
 /* TIBET_CUSTODIAN_SOCKET: the name of the socket tibet-run's custodian listens on

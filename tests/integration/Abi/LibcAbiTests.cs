@@ -102,6 +102,7 @@ public unsafe class LibcAbiTests
             ["SOCK_CLOEXEC"] = Libc.SOCK_CLOEXEC,
             ["SOL_SOCKET"] = Libc.SOL_SOCKET,
             ["SO_PEERCRED"] = Libc.SO_PEERCRED,
+            ["SO_TYPE"] = Libc.SO_TYPE,
             ["SO_RCVTIMEO"] = Libc.SO_RCVTIMEO,
             ["SO_SNDTIMEO"] = Libc.SO_SNDTIMEO,
             ["sizeof_timeval"] = (ulong)sizeof(Libc.TimeVal),

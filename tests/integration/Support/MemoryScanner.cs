@@ -16,20 +16,10 @@ internal static class MemoryScanner
         int hits = 0;
         using var pagemap = File.OpenRead($"/proc/{pid}/pagemap");
         using var mem = File.OpenRead($"/proc/{pid}/mem");
-        foreach (string line in File.ReadAllLines($"/proc/{pid}/maps"))
+        var page = new byte[4096 + needle.Length];
+        foreach (var (start, entries) in ReadableRanges(pid, pagemap))
         {
-            string[] fields = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
-            if (fields[1][0] != 'r' || (fields.Length > 5 && (fields[5].Contains("[vvar") || fields[5].Contains("[vsyscall]"))))
-                continue;
-            string[] range = fields[0].Split('-');
-            long start = long.Parse(range[0], NumberStyles.HexNumber);
-            long end = long.Parse(range[1], NumberStyles.HexNumber);
-            long pages = (end - start) / 4096;
-            var entries = new byte[pages * 8];
-            pagemap.Position = start / 4096 * 8;
-            pagemap.ReadExactly(entries);
-            var page = new byte[4096 + needle.Length];
-            for (long i = 0; i < pages; i++)
+            for (long i = 0; i < entries.Length / 8; i++)
             {
                 if ((BinaryPrimitives.ReadUInt64LittleEndian(entries.AsSpan((int)(i * 8))) & (1UL << 63)) == 0)
                     continue;
@@ -50,6 +40,17 @@ internal static class MemoryScanner
     {
         long present = 0;
         using var pagemap = File.OpenRead($"/proc/{pid}/pagemap");
+        foreach (var (_, entries) in ReadableRanges(pid, pagemap))
+            for (int i = 0; i < entries.Length; i += 8)
+                if ((BinaryPrimitives.ReadUInt64LittleEndian(entries.AsSpan(i)) & (3UL << 62)) != 0)
+                    present += 4096; // present (bit 63) or swapped (bit 62)
+        return present;
+    }
+
+    /// <summary>Each readable mapping of <paramref name="pid"/> (not the kernel's [vvar] and
+    /// [vsyscall]): its start and the pagemap entries of its pages, 8 bytes each.</summary>
+    private static IEnumerable<(long Start, byte[] Entries)> ReadableRanges(int pid, FileStream pagemap)
+    {
         foreach (string line in File.ReadAllLines($"/proc/{pid}/maps"))
         {
             string[] fields = line.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
@@ -61,11 +62,8 @@ internal static class MemoryScanner
             var entries = new byte[(end - start) / 4096 * 8];
             pagemap.Position = start / 4096 * 8;
             pagemap.ReadExactly(entries);
-            for (int i = 0; i < entries.Length; i += 8)
-                if ((BinaryPrimitives.ReadUInt64LittleEndian(entries.AsSpan(i)) & (3UL << 62)) != 0)
-                    present += 4096; // present (bit 63) or swapped (bit 62)
+            yield return (start, entries);
         }
-        return present;
     }
 
     private static int Count(ReadOnlySpan<byte> haystack, ReadOnlySpan<byte> needle)

@@ -113,6 +113,7 @@ int main(void)
     VALUE(SOCK_CLOEXEC);
     VALUE(SOL_SOCKET);
     VALUE(SO_PEERCRED);
+    VALUE(SO_TYPE);
     VALUE(SO_RCVTIMEO);
     VALUE(SO_SNDTIMEO);
     printf("sizeof_timeval %zu\n", sizeof(struct timeval));

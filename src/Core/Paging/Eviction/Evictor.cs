@@ -137,7 +137,12 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// <summary>Whether the handler, when idle, should look again within milliseconds
     /// rather than sleep until the next fault: the other engine's pages may grow, and then
     /// this engine's must give way, which it does only when it runs.</summary>
-    public bool WatchesSharedBudget => _share != null && !Unlimited && _residentPages > 0;
+    public bool WatchesSharedBudget => _share != null && !Unlimited && _residentPages > 0 && _share.Live
+                                       && _share.Combined(_residentPages + _reserved) > _residentPages + _reserved; // the other engine holds pages
+
+    /// <summary>The fault is served: the room it made and did not use goes back to the
+    /// shared count now, not at the next fault (which may not come for a long time).</summary>
+    public void EndFault() => ReleaseReservation();
 
     /// <summary>Runs of <paramref name="pages"/> pages arrive (a model map's 2 MiB ranges):
     /// the policy keeps room for them (see ResidentSet.ExpectRuns).</summary>

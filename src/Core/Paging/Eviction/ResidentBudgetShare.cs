@@ -20,6 +20,10 @@ namespace Tibet.Core.Paging.Eviction;
 /// </remarks>
 public abstract class ResidentBudgetShare
 {
+    /// <summary>Whether the counts are shared with the other engine now (the program's side
+    /// has them only once the custodian serves it).</summary>
+    public virtual bool Live => true;
+
     /// <summary>The process's resident pages and the pages faults are making room for, as
     /// both engines counted them (this engine's own are <paramref name="mine"/>): what the
     /// budget bounds. Never fewer than <paramref name="mine"/>, whatever the other side

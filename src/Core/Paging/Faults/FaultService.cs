@@ -140,6 +140,7 @@ internal sealed unsafe class FaultService : IDisposable
         _received = received;
         _recorded = false;
         ServeCore(in message);
+        _evictor.EndFault();
         RecordServed();
     }
 
