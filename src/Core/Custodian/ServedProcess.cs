@@ -90,10 +90,11 @@ internal sealed unsafe class ServedProcess
         int shareFd = -1;
         try
         {
-            nint window = SharedWindow.Create("tibet-take-out", windowPages, out int memfd);
             // The budget this engine shares with the process's own engine (its model maps,
             // with --serve custodian): the process's resident pages, counted by both.
+            // First: if the window cannot be made, the finally below gives this back.
             share = SharedWindow.Create("tibet-budget-share", 1, out shareFd);
+            nint window = SharedWindow.Create("tibet-take-out", windowPages, out int memfd);
             _options = _options with { BudgetShare = new Paging.Eviction.SharedCounterBudgetShare(share) };
             uffd = Userfaultfd.Adopt(_uffd);
             space = new AgentAddressSpace(uffd, _agent, window, windowPages); // owns the agent and the window

@@ -122,7 +122,7 @@ static struct {
     int state;             /* SERVED_*, futex word */
     pid_t pid;             /* the process the state below is for (a raw fork copies it) */
     long custodian_uid;    /* TIBET_CUSTODIAN_UID, or -1 */
-    struct served_identity control_id, uffd_id, agent_id;
+    struct served_identity control_id, uffd_id, agent_id, scratch_id;
     const char *why;       /* set before the state turns SERVED_FAILED */
     int uffd, control, agent, scratch_uffd;
     unsigned char *scratch, *window;
@@ -479,6 +479,7 @@ static int set_up(void)
     served.scratch = scratch;
     if (served.scratch_uffd < 0)
         return -1;
+    remember(served.scratch_uffd, &served.scratch_id);
 
     /* Carved blocks: PROT_NONE until carved, so nothing else is ever mapped there. A
      * grandchild keeps its parent's reservation: the blocks it inherited are in it. */
@@ -541,11 +542,13 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
 {
     if (!served.configured)
         return;
-    /* Every descriptor here is close-on-exec and was the parent's a moment ago. */
-    if (served.uffd >= 0) close(served.uffd);
-    if (served.control >= 0) close(served.control);
-    if (served.agent >= 0) close(served.agent);
-    if (served.scratch_uffd >= 0) close(served.scratch_uffd);
+    /* Every descriptor here is close-on-exec and was the parent's a moment ago, unless the
+     * parent closed it and the number now names one of the program's (closefrom, then
+     * open): checked before it is closed. */
+    if (still_ours(served.uffd, &served.uffd_id)) close(served.uffd);
+    if (still_ours(served.control, &served.control_id)) close(served.control);
+    if (still_ours(served.agent, &served.agent_id)) close(served.agent);
+    if (still_ours(served.scratch_uffd, &served.scratch_id)) close(served.scratch_uffd);
     /* The window was MADV_DONTFORK: it is not in this child, and its range may already
      * hold something else (measured: the stack of a thread started in the child before
      * this ran, which an munmap here tore away). Never unmapped here. The scratch area was
