@@ -562,6 +562,19 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
     /* Another thread of the parent may have held one at the fork. The served mappings the
      * child inherited stay in the table: they are registered on its userfaultfd too (the
      * fork event), and an mremap of them must not be the kernel's either. */
+    /* A table whose lock was held at the fork may be half-updated: another thread of the
+     * parent was changing it, and exists no more. Its free extents could overlap live
+     * blocks, its map entries name wrong ranges: such a table is dropped (the pools' free
+     * space is then never given out again here; a mapping off the table stays mapped until
+     * the child ends, and an mremap of it is the kernel's). The locks are not held across the fork instead: a thread of
+     * the program's allocator that called mmap under its own lock would deadlock the fork
+     * in that allocator's fork handler (jemalloc: prog_fork_stress). */
+    if (served.blocks.lock)
+        served.blocks.count = 0;
+    if (served.maps_pool.lock)
+        served.maps_pool.count = 0;
+    if (served.maps_lock)
+        served.map_count = 0;
     served.blocks.lock = served.maps_pool.lock = served.control_lock = served.maps_lock = served.retired_lock = 0;
     /* The parent's retired blocks are registered on the userfaultfd this child inherited,
      * whose pages the parent's engine serves: never this child's to hand out. */
@@ -614,30 +627,6 @@ int64_t *tibet_served_share(void)
 }
 
 /* ---- forks --------------------------------------------------------------------------- */
-
-/* Around fork: the tables' locks are held across it, so that the child gets them whole,
- * never half-updated by a thread that does not exist in it (the child resets the locks,
- * tibet_served_start_in_child). Never the control lock, held across a wait for the
- * custodian. No path holds two of these at once, so the order here cannot deadlock. */
-void tibet_served_prefork(void)
-{
-    if (!served.configured)
-        return;
-    spin_lock(&served.blocks.lock);
-    spin_lock(&served.maps_pool.lock);
-    spin_lock(&served.maps_lock);
-    spin_lock(&served.retired_lock);
-}
-
-void tibet_served_postfork_parent(void)
-{
-    if (!served.configured)
-        return;
-    spin_unlock(&served.retired_lock);
-    spin_unlock(&served.maps_lock);
-    spin_unlock(&served.maps_pool.lock);
-    spin_unlock(&served.blocks.lock);
-}
 
 int tibet_served_serving(void)
 {

@@ -44,10 +44,6 @@ int tibet_served_serving(void);
  * for it share (one budget for both), or NULL while the custodian serves nothing here.
  * Exported to the managed side (tibet_shim_served_share). */
 int64_t *tibet_served_share(void);
-/* Around fork (the shim's): the tables' locks held across it; the child resets them in
- * tibet_served_start_in_child, the parent releases them here. */
-void tibet_served_prefork(void);
-void tibet_served_postfork_parent(void);
 /* The parent's side of a fork while served: the child's agent connection end goes to
  * the custodian, which matches it to the child `pid` (its fork event). Closes `agent`. */
 void tibet_served_forked(pid_t pid, int agent);

@@ -1590,11 +1590,7 @@ EXPORT pid_t fork(void)
     int to_engine = !to_custodian && shim_ready && !in_child() && tibet_agent_wanted();
     if ((to_custodian || to_engine) && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, agent) != 0)
         agent[0] = agent[1] = -1;
-    if (shim_ready)
-        tibet_served_prefork();
     pid_t pid = real_fork();
-    if (pid != 0 && shim_ready)
-        tibet_served_postfork_parent();
     if (pid == 0) {
         forks_under_way = 0; /* the child's own counts: no fork of its own is under way */
         tibet_streams_busy = 0;
