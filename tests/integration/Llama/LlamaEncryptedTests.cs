@@ -47,7 +47,7 @@ public class LlamaEncryptedTests
             Assert.True(encrypted.Stat("evictions") >= modelPages, encrypted.ToString());
         }
         Assert.True(encrypted.Stat("decrypts") >= modelPages / 2, encrypted.ToString());
-        Assert.True(encrypted.Stat("peakResidentBytes") <= Budget, encrypted.ToString());
+        Assert.True(encrypted.Stat("peakResidentBytes") <= Budget + SharedBudget.SlackBytes, encrypted.ToString());
         Assert.Equal(0, encrypted.Stat("authenticationFailures"));
     }
 

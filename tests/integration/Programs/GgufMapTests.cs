@@ -34,7 +34,7 @@ public class GgufMapTests
             Assert.True(encrypted.Stat("sourcedPages") >= FileSize / 4096, encrypted.ToString());
             Assert.True(encrypted.Stat("decrypts") >= FileSize / 4096, encrypted.ToString());
             Assert.True(encrypted.Stat("evictions") > 1000, encrypted.ToString());
-            Assert.True(encrypted.Stat("peakResidentBytes") <= 1 << 20, encrypted.ToString());
+            Assert.True(encrypted.Stat("peakResidentBytes") <= (1 << 20) + SharedBudget.SlackBytes, encrypted.ToString());
         }
         finally
         {
