@@ -122,7 +122,7 @@ json.dump(out, open(prefix + ".json", "w"), indent=2)
 mib = lambda b: f"{b / 1048576:.0f}"
 with open(prefix + ".dat", "w") as f:
     for i, s in enumerate(summary[1:]):
-        f.write(f'{i} "{s["cipher"]}, {s["serve"]}, {s["config"]}" {s["setRatio"]} {s["getRatio"]}\n')
+        f.write(f'{i} "{s["config"]} {s["serve"]}\\n{s["cipher"]}" {s["setRatio"]} {s["getRatio"]}\n')
 with open(prefix + ".md", "w") as f:
     f.write(f"# redis-benchmark under tibet-run, {out['date']}\n\n"
             f"Machine: {machine}. Redis {redis}, {keys} SETs of {size}-byte values over {keys} random keys as the fill, then {requests} requests per test "
@@ -147,6 +147,7 @@ set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.6
 set key below maxrows 2
+set bmargin 8
 plot "$prefix.dat" using 3:xtic(2) title "SET", "" using 4 title "GET", \
      0.95 with lines dashtype 2 title "target, budget above the data (0.95x)", 0.5 with lines dashtype 3 title "target, 50 % budget (0.5x)"
 GP
