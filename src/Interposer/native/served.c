@@ -126,7 +126,6 @@ static struct {
     const char *why;       /* set before the state turns SERVED_FAILED */
     int uffd, control, agent, scratch_uffd;
     unsigned char *scratch, *window;
-    void *share;           /* the budget share's page (see set_up) */
     uint64_t instance;     /* random, per served process (not its pid, which a descendant may reuse) */
     uint32_t window_pages;
     int register_wp;
@@ -461,7 +460,6 @@ static int set_up(void)
         return -1;
     }
     madvise(counters, SERVED_PAGE, MADV_DONTFORK); /* a child's share is its own */
-    served.share = counters;
     tibet_served_share_counts = counters;
     void *mapped = mmap(NULL, welcome.window_pages * SERVED_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, window, 0);
     close(window);
@@ -557,8 +555,7 @@ void tibet_served_start_in_child(tibet_pthread_create_fn create_thread)
     served.uffd = served.control = served.agent = served.scratch_uffd = -1;
     served.window = NULL;
     served.scratch = NULL;
-    served.share = NULL; /* MADV_DONTFORK, as the window: not in this child */
-    tibet_served_share_counts = NULL;
+    tibet_served_share_counts = NULL; /* MADV_DONTFORK, as the window: not in this child */
     /* Another thread of the parent may have held one at the fork. The served mappings the
      * child inherited stay in the table: they are registered on its userfaultfd too (the
      * fork event), and an mremap of them must not be the kernel's either. */

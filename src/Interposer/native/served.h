@@ -61,7 +61,9 @@ size_t tibet_served_mapping(const void *start);
  * their UNMAP events (a head or a middle never: see served.c); the rest of the range is
  * left as it is. 1 if the range is the pool's (done), 0 if not (the caller unmaps). */
 int tibet_served_release(void *start, size_t length);
-/* The child unmapped [start, start+length): served mappings in it are forgotten. */
+/* A mapping of the program's own (MAP_FIXED, MREMAP_FIXED) replaced [start,
+ * start+length): the served mappings there are forgotten, not released (their range holds
+ * the program's mapping now). */
 void tibet_served_unmapped(const void *start, size_t length);
 size_t tibet_served_usable_size(const void *p);
 /* Why a child's allocation was not served, for the shim's one line: a short phrase. */

@@ -1096,13 +1096,10 @@ EXPORT int munmap(void *addr, size_t length)
         }
         return 0;
     }
-    /* Forgotten first: once unmapped, another thread may get the range back from the kernel
-     * as a new served mapping, whose entry this must not remove. */
-    if (shim_ready && served_by_custodian()) {
-        if (tibet_served_release(addr, length))
-            return 0; /* the mappings' pool: served mappings reserved again (see tibet_served_map) */
-        tibet_served_unmapped(addr, length);
-    }
+    /* Served mappings live only in the mappings' pool (tibet_served_map): a range outside
+     * it holds none, and is the kernel's. */
+    if (shim_ready && served_by_custodian() && tibet_served_release(addr, length))
+        return 0; /* served mappings reserved again */
     return real_munmap(addr, length);
 }
 
@@ -1128,19 +1125,14 @@ static void *remap_served(void *old, size_t old_size, size_t new_size, int flags
             errno = ENOMEM;
             return MAP_FAILED;
         }
-        if (tibet_served_release((char *)old + new_rounded, old_rounded - new_rounded))
-            return old;
-        tibet_served_unmapped((char *)old + new_rounded, old_rounded - new_rounded); /* first, as in munmap */
-        return real_mremap(old, old_size, new_size, flags);
+        tibet_served_release((char *)old + new_rounded, old_rounded - new_rounded); /* in the pool, as every served mapping */
+        return old;
     }
     void *moved = do_mmap(NULL, new_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, ret);
     if (moved == MAP_FAILED)
         return MAP_FAILED;
     memcpy(moved, old, old_rounded < new_rounded ? old_rounded : new_rounded);
-    if (!tibet_served_release(old, old_rounded)) {
-        tibet_served_unmapped(old, old_rounded); /* before the unmap, as in munmap */
-        real_munmap(old, old_rounded);
-    }
+    tibet_served_release(old, old_rounded);
     return moved;
 }
 
