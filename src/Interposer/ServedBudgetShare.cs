@@ -72,4 +72,10 @@ internal sealed unsafe class ServedBudgetShare : ResidentBudgetShare
             _pendingResident -= pages;
         }
     }
+
+    // Before the custodian serves this process it holds none of its pages: no demand
+    // either way.
+    public override void AddDemand(long pages, long cap) => Shared?.AddDemand(pages, cap);
+
+    public override long TakeDemand(long max) => Shared?.TakeDemand(max) ?? 0;
 }

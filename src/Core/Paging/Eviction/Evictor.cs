@@ -30,6 +30,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     private readonly ResidentSet _residentSet;
     private readonly long _budgetPages;
     private readonly long _highPages, _lowPages;
+    private readonly long _halfPages; // what each of two engines that share the budget is owed
     private EvictionClock _clock;
 
     private readonly Victim[] _victims;
@@ -74,6 +75,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             : Math.Max(1, options.ResidentBudgetBytes / Userfaultfd.PageSize);
         _highPages = options.Watermarks.HighPages(_budgetPages);
         _lowPages = options.Watermarks.LowPages(_budgetPages);
+        _halfPages = _budgetPages / 2;
         ReadAheadLimit = _budgetPages == long.MaxValue ? int.MaxValue : options.Watermarks.ReadAheadLimit(_budgetPages);
         // The policy sizes its probation for the read-ahead runs of anonymous arenas, and
         // grows it when a model map's whole 2 MiB ranges start arriving (ExpectRuns).
@@ -98,6 +100,33 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// <summary>This engine's resident pages and, with a shared budget, the other engine's:
     /// what the budget bounds.</summary>
     private long CountedPages => _share == null ? _residentPages : _share.Combined(_residentPages + _reserved);
+
+    /// <summary>This engine's pages as the shared count holds them (with the room its fault
+    /// is making).</summary>
+    private long OwnCounted => _residentPages + _reserved;
+
+    /// <summary>With a shared budget: whether this engine holds at most its half while the
+    /// other holds more than its own. Then the other gives way, not this one (see
+    /// ResidentBudgetShare).</summary>
+    private bool OwedRoom
+    {
+        get
+        {
+            if (_share == null || Unlimited || OwnCounted > _halfPages || !_share.Live)
+                return false;
+            return _share.Combined(OwnCounted) - OwnCounted > _halfPages;
+        }
+    }
+
+    /// <summary>With a shared budget: evicts as many of this engine's pages as the other
+    /// engine demands, never below this engine's half. Whether any were evicted.</summary>
+    private bool GiveWay()
+    {
+        if (_share == null || Unlimited || _residentPages <= _halfPages)
+            return false;
+        long pages = _share.TakeDemand(Math.Min(_victims.Length, _residentPages - _halfPages));
+        return pages > 0 && EvictFromQueue((int)pages) > 0;
+    }
 
     /// <summary>Pages left this engine's books: the shared count (if any) follows.</summary>
     private void Left(long pages)
@@ -245,6 +274,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             int want = (int)Math.Min(_victims.Length, Math.Min(_residentPages, counted + incoming - _budgetPages));
             if (want <= 0)
                 break;
+            // Below its half while the other engine holds more: this engine's pages still
+            // go, so that the budget holds, and the other is asked to give as many back.
+            if (OwedRoom)
+                _share!.AddDemand(want, _halfPages - OwnCounted);
             attempts -= want;
             // A step that evicts nothing met only pages the kernel refuses to move (shared
             // with a forked child, or reprotected); trying the rest of the queue on every
@@ -253,13 +286,18 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             if (EvictFromQueue(want) == 0)
                 break;
         }
+        GiveWay();
     }
 
-    /// <summary>When idle: seals a batch if resident pages are above the high watermark.</summary>
+    /// <summary>When idle: gives way to the other engine's demand, or seals a batch if
+    /// resident pages are above the high watermark (with a shared budget, only when the
+    /// other engine is not the one to give way: see <see cref="OwedRoom"/>).</summary>
     public bool EvictInBackground()
     {
         long counted;
-        if (Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0)
+        if (GiveWay())
+            return true;
+        if (Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0 || OwedRoom)
             return false;
         return EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), _victims.Length)) > 0;
     }
@@ -270,7 +308,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     public void EvictAfterFault()
     {
         long counted;
-        if (Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0)
+        if (GiveWay() || Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0 || OwedRoom)
             return;
         EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), Math.Min(EvictAfterFaultPages, _victims.Length)));
     }
