@@ -38,6 +38,11 @@ internal sealed record InterposerConfig
     /// <summary>TIBET_TRACK_WRITES: 1 (default) evicts pages not written since their sealed
     /// copy was opened by keeping that copy; 0 seals every evicted page anew.</summary>
     public bool TrackWrites { get; init; } = true;
+    /// <summary>TIBET_REFETCH_SOURCE: 1 drops every model map's clean pages when evicted
+    /// and reads them from the model file again; 0 seals them in the program's store as any
+    /// page; unset (null, the default): only a live sealed model's whose key the custodian
+    /// keeps, so that the program holds no key and no copy of it (see Arena.AttachSource).</summary>
+    public bool? RefetchSourcePages { get; init; }
     /// <summary>TIBET_CHILD_EVICTION: 1 (default) has forked children's agents take their
     /// clean pages out above the budget; 0 leaves what a child reads resident in it.</summary>
     public bool EvictInChildren { get; init; } = true;
@@ -108,6 +113,7 @@ internal sealed record InterposerConfig
                 : Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm,
             CollapseResidentRanges = Integer("TIBET_COLLAPSE", 1, 0, 1) == 1,
             TrackWrites = Integer("TIBET_TRACK_WRITES", 1, 0, 1) == 1,
+            RefetchSourcePages = Environment.GetEnvironmentVariable("TIBET_REFETCH_SOURCE") is { Length: > 0 } ? Integer("TIBET_REFETCH_SOURCE", 0, 0, 1) == 1 : null,
             EvictInChildren = Integer("TIBET_CHILD_EVICTION", 1, 0, 1) == 1,
             DecryptAheadRanges = (int)Integer("TIBET_DECRYPT_AHEAD", 1, 0, 8),
             FillThreads = Environment.GetEnvironmentVariable("TIBET_FILL_THREADS") is { Length: > 0 } ? (int)Integer("TIBET_FILL_THREADS", 0, 0, 1) : null,

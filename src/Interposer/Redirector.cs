@@ -43,12 +43,14 @@ internal sealed unsafe class Redirector
     /// <summary>Read-only model maps served in 2 MiB pages, with the length the program asked for.</summary>
     private readonly Dictionary<long, (HugePageArena Arena, long Requested)> _hugeMappings = [];
     private readonly HugePageService? _huge;
+    private readonly bool? _refetchModelPages; // InterposerConfig.RefetchSourcePages
 
     public Redirector(PageEngine engine, InterposerConfig config, SealedFiles sealedFiles, HugePageService? huge = null)
     {
         _engine = engine;
         _huge = huge;
         _verbosity = config.Verbosity;
+        _refetchModelPages = config.RefetchSourcePages;
         _fileMapThreshold = config.ThresholdBytes;
         _sealedFiles = sealedFiles;
         PlaintextFallbacks.Configure(config.RequireEncryption);
@@ -321,7 +323,10 @@ internal sealed unsafe class Redirector
             IPageSource source = OpenModelSource(sealedFile, fd, offset, out bypassedPageCache);
             try
             {
-                arena.AttachSource(source);
+                // A sealed model whose key the custodian keeps: its pages are never sealed
+                // here (under a key of the program's), they come back from the custodian.
+                bool refetch = _refetchModelPages ?? sealedFile is { KeyInCustodian: true };
+                arena.AttachSource(source, refetchWhenEvicted: refetch, mappedReadOnly: prot == Libc.PROT_READ);
             }
             catch
             {

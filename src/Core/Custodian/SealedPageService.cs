@@ -9,6 +9,11 @@ namespace Tibet.Core.Custodian;
 /// gets them back decrypted (<see cref="CustodianPageOpener"/> is the process's side). One
 /// thread per session, which ends, destroying the key, when the process closes its end.
 /// </summary>
+/// <remarks>A long request is split with a second thread of the session's, started at its
+/// first long request: each decrypts half. A model map's evicted pages come back through
+/// here (Arena.RefetchesSource), a 2 MiB range per request while the program waits, and
+/// one thread decrypting alone was half of what the program's own engine does with its
+/// fill thread.</remarks>
 internal sealed unsafe class SealedPageService
 {
     /// <summary>Pages per request: a 2 MiB range of a model map in one round trip.</summary>
@@ -28,6 +33,16 @@ internal sealed unsafe class SealedPageService
     private readonly SealedModelKey _key;
     private readonly int _session;
     private readonly nint _window;
+
+    /// <summary>Requests at least this long are split between two threads.</summary>
+    private const int SplitPages = 64;
+    // The second half of a split request, handed to the helper thread.
+    private Thread? _helper;
+    private readonly SemaphoreSlim _helperStart = new(0), _helperDone = new(0);
+    private long _helperFirst;
+    private int _helperCount, _helperOpened;
+    private byte* _helperPages;
+    private volatile bool _stopping;
 
     private SealedPageService(SealedModelKey key, int session, nint window, int pid)
     {
@@ -77,6 +92,55 @@ internal sealed unsafe class SealedPageService
         }
     }
 
+    /// <summary>Decrypts a request's pages in place, a long one in two halves at once.
+    /// Returns how many opened before the first that failed, as SealedModelKey.OpenPages.</summary>
+    private int OpenPages(long firstPage, int count, byte* pages)
+    {
+        if (count < SplitPages || Environment.ProcessorCount < 2 || !HelperRunning())
+            return _key.OpenPages(firstPage, count, pages);
+        int half = count / 2;
+        _helperFirst = firstPage + half;
+        _helperCount = count - half;
+        _helperPages = pages + (long)half * SealFormat.PageSize;
+        _helperStart.Release();
+        int opened = _key.OpenPages(firstPage, half, pages);
+        _helperDone.Wait();
+        if (opened == half)
+            return half + _helperOpened;
+        // Pages after a failed one are never handed out: wipe what the helper opened.
+        Libc.memset(pages + (long)half * SealFormat.PageSize, 0, (nuint)((long)(count - half) * SealFormat.PageSize));
+        return opened;
+    }
+
+    private bool HelperRunning()
+    {
+        if (_helper != null)
+            return true;
+        try
+        {
+            var helper = new Thread(HelpServe) { IsBackground = true, Name = $"tibet-sealed+ {_pid}" };
+            helper.Start();
+            _helper = helper;
+            return true;
+        }
+        catch (Exception e) when (e is OutOfMemoryException or ThreadStartException)
+        {
+            return false; // no second thread: one decrypts it all
+        }
+    }
+
+    private void HelpServe()
+    {
+        while (true)
+        {
+            _helperStart.Wait();
+            if (_stopping)
+                return;
+            _helperOpened = _key.OpenPages(_helperFirst, _helperCount, _helperPages);
+            _helperDone.Release();
+        }
+    }
+
     private static void Ended(int pid)
     {
         lock (s_count)
@@ -103,13 +167,19 @@ internal sealed unsafe class SealedPageService
                     return; // the process closed its end (or said nonsense)
                 SealedPagesAnswer answer = default;
                 if (request.Count > 0 && request.Count <= WindowPages && request.FirstPage >= 0)
-                    answer.Opened = _key.OpenPages(request.FirstPage, request.Count, (byte*)_window);
+                    answer.Opened = OpenPages(request.FirstPage, request.Count, (byte*)_window);
                 if (Libc.send(_session, &answer, (nuint)sizeof(SealedPagesAnswer), Libc.MSG_NOSIGNAL) != sizeof(SealedPagesAnswer))
                     return;
             }
         }
         finally
         {
+            _stopping = true;
+            if (_helper != null)
+            {
+                _helperStart.Release();
+                _helper.Join(); // before the key goes
+            }
             Libc.memset((void*)_window, 0, (nuint)(WindowPages * Paging.Userfaultfd.PageSize));
             Libc.munmap(_window, (nuint)(WindowPages * Paging.Userfaultfd.PageSize));
             Libc.close(_session);

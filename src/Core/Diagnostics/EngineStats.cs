@@ -34,6 +34,10 @@ public readonly record struct EngineStats
     /// <summary>Evictions of pages not written since their sealed copy was opened: the copy
     /// was kept, and nothing was encrypted (EngineOptions.TrackWrites).</summary>
     public long CleanEvictions { get; init; }
+    /// <summary>Evictions of model pages not written since they came from the model file:
+    /// dropped, never sealed, and read from the file again if touched
+    /// (Arena.AttachSource).</summary>
+    public long SourceDrops { get; init; }
     /// <summary>First writes to pages that kept their sealed copy (write-protect faults).</summary>
     public long WriteFaults { get; init; }
     /// <summary>Resident pages whose sealed copy is kept now.</summary>
@@ -118,6 +122,7 @@ public readonly record struct EngineStats
             Evictions = Long("evictions"),
             ZeroEvictions = Long("zeroEvictions"),
             CleanEvictions = Long("cleanEvictions"),
+            SourceDrops = Long("sourceDrops"),
             WriteFaults = Long("writeFaults"),
             CleanCopies = Long("cleanCopies"),
             PagesAhead = Long("pagesAhead"),
@@ -171,6 +176,7 @@ public readonly record struct EngineStats
         Evictions = Evictions + other.Evictions,
         ZeroEvictions = ZeroEvictions + other.ZeroEvictions,
         CleanEvictions = CleanEvictions + other.CleanEvictions,
+        SourceDrops = SourceDrops + other.SourceDrops,
         WriteFaults = WriteFaults + other.WriteFaults,
         CleanCopies = CleanCopies + other.CleanCopies,
         PagesAhead = PagesAhead + other.PagesAhead,
@@ -231,6 +237,7 @@ public readonly record struct EngineStats
         w.WriteNumber("evictions", Evictions);
         w.WriteNumber("zeroEvictions", ZeroEvictions);
         w.WriteNumber("cleanEvictions", CleanEvictions);
+        w.WriteNumber("sourceDrops", SourceDrops);
         w.WriteNumber("writeFaults", WriteFaults);
         w.WriteNumber("cleanCopies", CleanCopies);
         w.WriteNumber("pagesAhead", PagesAhead);

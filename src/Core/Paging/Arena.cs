@@ -39,6 +39,16 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     /// <summary>Where untouched pages come from; null: they read as zeros.</summary>
     internal IPageSource? Source;
 
+    /// <summary>Pages as the source gives them are installed write-protected and, while not
+    /// written, dropped when evicted, never sealed: they come back from the source
+    /// (see <see cref="AttachSource"/>, <see cref="PageEntry.HoldsSourceCopy"/>).</summary>
+    internal bool RefetchesSource;
+
+    /// <summary>The program mapped the arena read-only (PROT_READ): it writes none of its
+    /// pages, so lifting their write protection for a moment cannot miss a write it may
+    /// make (see Collapse.RangeCollapser).</summary>
+    internal bool MappedReadOnly;
+
     /// <summary>Another process's range, served by the custodian (PageEngine.AdoptArena):
     /// the process maps, registers and unmaps it; the engine keeps only the books.</summary>
     internal bool Adopted { get; init; }
@@ -91,7 +101,13 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     /// touch, instead of zeros: an arena that maps a file without reading it first. Only
     /// for an arena none of whose pages has been touched or imported yet.
     /// </summary>
-    public void AttachSource(IPageSource source) => Engine.AttachSource(this, source);
+    /// <param name="refetchWhenEvicted">A page not written since it came from the source is
+    /// dropped when evicted and read from the source again, never sealed: the engine keeps
+    /// no copy of it, so its key opens none of the source's pages (a sealed model whose
+    /// key the custodian keeps). Needs EngineOptions.TrackWrites; without it, ignored.</param>
+    /// <param name="mappedReadOnly">The program mapped it PROT_READ (see <see cref="MappedReadOnly"/>).</param>
+    public void AttachSource(IPageSource source, bool refetchWhenEvicted = false, bool mappedReadOnly = false) =>
+        Engine.AttachSource(this, source, refetchWhenEvicted, mappedReadOnly);
 
     /// <summary>Seals every resident page of this arena now.</summary>
     public void Evict() => Engine.EvictArena(this);

@@ -6,7 +6,7 @@ namespace Tibet.Core.Paging;
 // file's pages), read from their source on first touch.
 public sealed unsafe partial class PageEngine
 {
-    internal void AttachSource(Arena arena, IPageSource source)
+    internal void AttachSource(Arena arena, IPageSource source, bool refetchWhenEvicted, bool mappedReadOnly)
     {
         ArgumentNullException.ThrowIfNull(source);
         lock (_gate)
@@ -16,6 +16,10 @@ public sealed unsafe partial class PageEngine
                 if (arena.Entries[i].State != PageState.Untouched)
                     throw new InvalidOperationException($"arena '{arena.Label}' has touched pages; a source can only back a fresh arena");
             arena.Source = source;
+            // Refetching needs write tracking: a page written since it came from the source
+            // must be sealed, not dropped.
+            arena.RefetchesSource = refetchWhenEvicted && _tracksWrites;
+            arena.MappedReadOnly = mappedReadOnly;
             // MADV_COLLAPSE refuses areas marked MADV_NOHUGEPAGE (see RangeCollapser).
             if (_collapser.Enabled)
                 Libc.madvise(arena.Address, (nuint)arena.Length, Libc.MADV_HUGEPAGE);

@@ -119,7 +119,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain());
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor),
             arena => ReleaseArenaLocked(arena));
-        _collapser = new RangeCollapser(_space, _evictor, options.CollapseResidentRanges && _takeOut != null);
+        _collapser = new RangeCollapser(_space, _evictor, _sealer, options.CollapseResidentRanges && _takeOut != null);
         _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites, _gate)
         {
             PoisonUntracked = ServesAnotherProcess,
@@ -408,6 +408,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             Evictions = _evictor.Evictions,
             ZeroEvictions = _evictor.ZeroEvictions,
             CleanEvictions = _sealer.CleanReseals,
+            SourceDrops = _evictor.SourceDrops,
             WriteFaults = _faults.WriteFaults,
             CleanCopies = _sealer.RetainedPages,
             PagesAhead = _faults.PagesAhead,

@@ -25,7 +25,9 @@ internal struct PageEntry
 
     public PageState State;
 
-    /// <summary>Sealing flags, authenticated as associated data.</summary>
+    /// <summary>Sealing flags, authenticated as associated data (<see cref="FlagCompressed"/>),
+    /// and on a resident page <see cref="FlagSourceCopy"/>, which is never sealed (sealing
+    /// sets the flags anew).</summary>
     public byte Flags;
 
     /// <summary>The low 32 bits of the engine's eviction clock when the page last left
@@ -35,6 +37,11 @@ internal struct PageEntry
 
     public const byte FlagCompressed = 1;
 
+    /// <summary>Set on a resident page installed write-protected from its arena's source
+    /// and not written since: the source holds its contents (see
+    /// <see cref="HoldsSourceCopy"/>).</summary>
+    public const byte FlagSourceCopy = 2;
+
     public readonly bool IsCompressed => (Flags & FlagCompressed) != 0;
 
     /// <summary>A resident page installed write-protected from its sealed copy, and not
@@ -43,4 +50,11 @@ internal struct PageEntry
     /// encryption. A write reaches the engine as a write-protect fault first, which frees
     /// the copy (see Sealing.PageSealer.Retain).</summary>
     public readonly bool HoldsCleanCopy => State == PageState.Resident && SealedLength != 0;
+
+    /// <summary>A resident page of a model map, as its source (the model file) gives it, not
+    /// written since it was installed write-protected: eviction drops it and makes it
+    /// <see cref="PageState.Untouched"/> again, so that it comes back from the source
+    /// (Arena.RefetchesSource). A write reaches the engine as a write-protect
+    /// fault first, which clears the flag (Sealing.PageSealer.Forget).</summary>
+    public readonly bool HoldsSourceCopy => State == PageState.Resident && (Flags & FlagSourceCopy) != 0;
 }

@@ -32,6 +32,10 @@ internal sealed class SealedFileAccess
 
     public SealedFileView View { get; }
 
+    /// <summary>Live, with the data key in the custodian, which decrypts the pages for this
+    /// process: no key of this process may open them (see Redirector.MapFile).</summary>
+    public bool KeyInCustodian { get; init; }
+
     /// <summary>Set once a tampered page has been reported, so it is reported once.</summary>
     public int TamperingReported;
 }

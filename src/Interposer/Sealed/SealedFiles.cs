@@ -211,7 +211,7 @@ internal sealed unsafe class SealedFiles
         if (_verbosity > 0)
             Shim.WriteError($"tibet: '{path}' is live: {message}");
         // The view holds the session for the rest of the process.
-        return new SealedFileAccess(path, key, source, SealedFileView.For(model, pages));
+        return new SealedFileAccess(path, key, source, SealedFileView.For(model, pages)) { KeyInCustodian = true };
     }
 
     private SealedFileAccess Refuse(string path, FileKey key, SafeFileHandle? source, string reason, string message)

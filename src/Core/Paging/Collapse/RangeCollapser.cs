@@ -1,5 +1,6 @@
 using Tibet.Core.Paging.AddressSpace;
 using Tibet.Core.Paging.Eviction;
+using Tibet.Core.Paging.Sealing;
 
 namespace Tibet.Core.Paging.Collapse;
 
@@ -26,21 +27,30 @@ namespace Tibet.Core.Paging.Collapse;
 /// watermark) nothing is collapsed: the next eviction would split it again (at half a
 /// model's size in budget, collapsing each range a refault completed cost a fifth of the
 /// tokens/s). Under the engine lock; allocation-free.</para>
+/// <para>Write-protected pages (installed with a copy kept: their sealed copy, or the model
+/// file for a model map that refetches, see Arena.RefetchesSource): the kernel collapses
+/// no range with a write-protected entry. In a map the program made read-only, which it
+/// never writes, the protection is lifted, the range collapsed, and the huge page
+/// protected again; a range that could not be protected again loses its copies (its pages
+/// count as written: sealed when evicted), so that no write is ever missed. A range with
+/// some pages protected and some not is left in 4 KiB pages.</para>
 /// </remarks>
-internal sealed class RangeCollapser
+internal sealed unsafe class RangeCollapser
 {
     public const int RangePages = 512;
     private const long RangeBytes = RangePages * (long)Userfaultfd.PageSize;
 
     private readonly AddressSpaceOps _space;
     private readonly Evictor _evictor;
+    private readonly PageSealer _sealer;
     private long _collapsed, _failed;
 
     /// <param name="enabled">False: nothing is collapsed (EngineOptions.CollapseResidentRanges).</param>
-    public RangeCollapser(AddressSpaceOps space, Evictor evictor, bool enabled)
+    public RangeCollapser(AddressSpaceOps space, Evictor evictor, PageSealer sealer, bool enabled)
     {
         _space = space;
         _evictor = evictor;
+        _sealer = sealer;
         Enabled = enabled;
     }
 
@@ -65,11 +75,45 @@ internal sealed class RangeCollapser
         {
             if (!IsFullyResident(arena, start))
                 continue;
-            if (_space.Collapse(arena.PageAddress(start), (nuint)RangeBytes) == 0)
-                _collapsed++;
-            else
-                _failed++;
+            int withCopies = PagesWithCopies(arena, start);
+            if (withCopies == 0)
+                Count(_space.Collapse(arena.PageAddress(start), (nuint)RangeBytes));
+            else if (withCopies == RangePages && arena.MappedReadOnly)
+                CollapseProtected(arena, start);
         }
+    }
+
+    private void Count(int rc)
+    {
+        if (rc == 0)
+            _collapsed++;
+        else
+            _failed++;
+    }
+
+    /// <summary>Lifts the range's write protection, collapses it, and protects the huge
+    /// page again (the program never writes a read-only map, so no write falls between).</summary>
+    private void CollapseProtected(Arena arena, long start)
+    {
+        nint address = arena.PageAddress(start);
+        bool lifted = _space.Unprotect(address, (nuint)RangeBytes) == 0;
+        if (lifted)
+            Count(_space.Collapse(address, (nuint)RangeBytes));
+        if (lifted && _space.Protect(address, (nuint)RangeBytes) == 0)
+            return;
+        // Some pages may be writable now, unseen: none may be dropped or resealed by a copy.
+        for (long i = start; i < start + RangePages; i++)
+            _sealer.Forget(ref arena.Entries[i]);
+    }
+
+    /// <summary>Pages of the range installed write-protected with a copy kept.</summary>
+    private static int PagesWithCopies(Arena arena, long start)
+    {
+        int count = 0;
+        for (long i = start; i < start + RangePages; i++)
+            if (arena.Entries[i].HoldsCleanCopy || arena.Entries[i].HoldsSourceCopy)
+                count++;
+        return count;
     }
 
     /// <summary>The page index where the 2 MiB-aligned range holding <paramref name="page"/>
@@ -82,7 +126,7 @@ internal sealed class RangeCollapser
         return (rangeAddress - arena.Address) / Userfaultfd.PageSize;
     }
 
-    private static unsafe bool IsFullyResident(Arena arena, long start)
+    private static bool IsFullyResident(Arena arena, long start)
     {
         if (start < 0 || start + RangePages > arena.PageCount)
             return false;

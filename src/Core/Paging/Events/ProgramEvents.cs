@@ -210,15 +210,18 @@ internal sealed unsafe class ProgramEvents : IDisposable
     private bool DiscardPage(Arena arena, long index, bool offTheBooks)
     {
         ref PageEntry entry = ref arena.Entries[index];
+        // A discarded page of a file map reads as the file again, as natively (a private
+        // map's copy is dropped); of anonymous memory, as zeros.
+        PageState discarded = arena.Source != null ? PageState.Untouched : PageState.Zero;
         switch (entry.State)
         {
             case PageState.Sealed:
                 _sealer.Forget(ref entry);
-                entry.State = PageState.Zero;
+                entry.State = discarded;
                 break;
             case PageState.Untouched:
             case PageState.Poisoned:
-                entry.State = PageState.Zero;
+                entry.State = discarded;
                 break;
             case PageState.Resident:
                 // Its kept copy (if any) is not what it will read once the kernel zaps it.
@@ -226,7 +229,7 @@ internal sealed unsafe class ProgramEvents : IDisposable
                 if (!offTheBooks)
                     break;
                 _evictor.Forget(ref entry);
-                entry.State = PageState.Zero;
+                entry.State = discarded;
                 return true;
         }
         return false;

@@ -45,7 +45,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     // Pages a fault added to the shared count before bringing them in (see MakeRoom);
     // admitted pages use them up, and what is left goes back at the next fault.
     private long _reserved;
-    private long _evictions, _zeroEvictions, _refused, _reconciled, _refaults;
+    private long _evictions, _zeroEvictions, _refused, _reconciled, _refaults, _sourceDrops;
 
     private struct Victim
     {
@@ -140,6 +140,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     public long Reconciled => _reconciled;
     public long Refaults => _refaults;
 
+    /// <summary>Evictions of model pages as their source gives them: dropped, not sealed
+    /// (see Arena.RefetchesSource).</summary>
+    public long SourceDrops => _sourceDrops;
+
     /// <summary>Elements the resident set holds without growing (for tests).</summary>
     public long Capacity => _residentSet.Capacity;
 
@@ -209,7 +213,9 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             ref PageEntry entry = ref arena.Entries[i];
             if (entry.State == PageState.Resident)
                 continue;
+            // A model page dropped to its source is Untouched again, with its stamp.
             uint refaultDistance = entry.State is PageState.Sealed or PageState.Zero
+                                   || (entry.State == PageState.Untouched && entry.EvictionStamp != 0)
                 ? _clock.DistanceSince(entry.EvictionStamp)
                 : ResidentSet.FirstTouch;
             if (refaultDistance != ResidentSet.FirstTouch)
@@ -218,6 +224,12 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             if (keepCopies && entry.State == PageState.Sealed)
             {
                 _sealer.Retain(ref entry);
+            }
+            else if (keepCopies && entry.State == PageState.Untouched)
+            {
+                // From the arena's source, installed write-protected (FaultService.KeepsCopy).
+                entry.State = PageState.Resident;
+                entry.Flags = PageEntry.FlagSourceCopy;
             }
             else
             {
@@ -414,7 +426,19 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             {
                 case TakeOutcome.Taken:
                     taken = true;
-                    if (stillOurs && entry.HoldsCleanCopy)
+                    if (stillOurs && entry.HoldsSourceCopy)
+                    {
+                        // As its source gives it: dropped, and read from the source again.
+                        Interop.Libc.memset((void*)_space.TakenPage(k), 0, Userfaultfd.PageSize);
+                        entry.Flags = 0;
+                        entry.State = PageState.Untouched;
+                        _sourceDrops++;
+                        _evictions++;
+                        entry.EvictionStamp = _clock.Stamp();
+                        _residentPages--;
+                        evicted++;
+                    }
+                    else if (stillOurs && entry.HoldsCleanCopy)
                     {
                         // Not written since its copy was opened: the copy is its contents.
                         Interop.Libc.memset((void*)_space.TakenPage(k), 0, Userfaultfd.PageSize);
@@ -441,7 +465,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
                     if (stillOurs)
                     {
                         _sealer.Forget(ref entry); // a kept copy no longer holds its contents
-                        entry.State = PageState.Zero;
+                        // A file map's page reads as the file again (MADV_DONTNEED); else zeros.
+                        entry.State = arena.Source != null ? PageState.Untouched : PageState.Zero;
                         entry.EvictionStamp = _clock.Stamp();
                         _residentPages--;
                         _zeroEvictions++;

@@ -253,7 +253,7 @@ internal sealed unsafe class FaultService : IDisposable
         // decrypted while it works on that page, and wakes it again if it has already
         // moved on and faulted into the run. A page opened from the store keeps its copy
         // unless the thread is about to write it.
-        bool injected = TryInject(arena, index, 1, buffer, KeepsCopy(in first) && !write);
+        bool injected = TryInject(arena, index, 1, buffer, KeepsCopy(arena, in first) && !write);
         Libc.memset(buffer, 0, PageSize);
         if (injected)
             RecordServed();
@@ -404,9 +404,9 @@ internal sealed unsafe class FaultService : IDisposable
         bool installed = filled == count;
         for (int start = 0; start < filled && installed;)
         {
-            bool keep = KeepsCopy(in arena.Entries[first + start]);
+            bool keep = KeepsCopy(arena, in arena.Entries[first + start]);
             int end = start + 1;
-            while (end < filled && KeepsCopy(in arena.Entries[first + end]) == keep)
+            while (end < filled && KeepsCopy(arena, in arena.Entries[first + end]) == keep)
                 end++;
             installed = _events.Epoch == epoch && TryInject(arena, first + start, end - start, buffer + (long)start * PageSize, keep);
             start = end;
@@ -415,9 +415,11 @@ internal sealed unsafe class FaultService : IDisposable
         return installed;
     }
 
-    /// <summary>Whether a page about to be installed keeps its sealed copy: it has one, and
-    /// writes are tracked (see <see cref="Sealing.PageSealer.Retain"/>).</summary>
-    private bool KeepsCopy(in PageEntry entry) => _tracksWrites && entry.State == PageState.Sealed;
+    /// <summary>Whether a page about to be installed is installed write-protected and keeps
+    /// a copy, with writes tracked: its sealed copy (see <see cref="Sealing.PageSealer.Retain"/>),
+    /// or for a model page its source (see <see cref="PageEntry.HoldsSourceCopy"/>).</summary>
+    private bool KeepsCopy(Arena arena, in PageEntry entry) =>
+        _tracksWrites && (entry.State == PageState.Sealed || (arena.RefetchesSource && entry.State == PageState.Untouched));
 
     /// <summary>
     /// The first write to a page installed write-protected: its sealed copy no longer
@@ -591,8 +593,9 @@ internal sealed unsafe class FaultService : IDisposable
     }
 
     /// <summary>UFFDIO_COPY of <paramref name="count"/> prepared pages; wakes the faulting
-    /// thread. <paramref name="keepCopies"/>: the pages were opened from the store; they
-    /// are installed write-protected and keep their sealed copies.</summary>
+    /// thread. <paramref name="keepCopies"/>: the pages were opened from the store, or read
+    /// from the arena's source; they are installed write-protected and keep their copies
+    /// (see <see cref="KeepsCopy"/>).</summary>
     private bool TryInject(Arena arena, long index, int count, byte* source, bool keepCopies = false)
     {
         int done = 0;

@@ -144,9 +144,11 @@ internal sealed unsafe class PageSealer : IDisposable
 
     /// <summary>Frees the slot a page holds, if any: a sealed page's (it became resident
     /// again without its copy being kept, was discarded, unmapped or found tampered), or a
-    /// resident page's kept copy (it was written, or discarded).</summary>
+    /// resident page's kept copy (it was written, or discarded); and a resident page's claim
+    /// that its source holds its contents (<see cref="PageEntry.HoldsSourceCopy"/>).</summary>
     public void Forget(ref PageEntry entry)
     {
+        entry.Flags &= unchecked((byte)~PageEntry.FlagSourceCopy); // written or gone: the source no longer holds it
         if (entry.State == PageState.Sealed)
             _sealedPages--;
         else if (entry.HoldsCleanCopy)
