@@ -57,6 +57,15 @@ public interface IPageSource
         return any ? PageVerdict.Keep : PageVerdict.Zero;
     }
 
+    /// <summary>
+    /// Whether <see cref="FillRun"/> may run on a second thread (the fault service's fill
+    /// worker) while the handler calls <see cref="Fill"/> for other pages: it touches none
+    /// of the state Fill and <see cref="Prefetch"/> use. Then the fault service shares a
+    /// long run of this source's pages between the two threads, as it does a run of sealed
+    /// pages. Default: false.
+    /// </summary>
+    bool FillsRunsConcurrently => false;
+
     /// <summary>The handler has served the fault (and its read-ahead run) it asked pages for:
     /// plaintext the source read ahead and no one took must not linger. Same rules as Fill.</summary>
     void EndOfFault() { }

@@ -145,6 +145,12 @@ public sealed unsafe class SealedFileSource : IPageSource
     }
 
     /// <inheritdoc/>
+    /// <remarks>A live model's: FillRun reads with its own pread into the caller's buffer and
+    /// decrypts there; the key (SealedModelKey, or the custodian's session, which queues its
+    /// callers) takes concurrent calls. Nothing of the read-ahead window is touched.</remarks>
+    public bool FillsRunsConcurrently => _window != null;
+
+    /// <inheritdoc/>
     /// <remarks>The run's ciphertext in one read, then its data pages decrypted in place as
     /// one run (one request when the custodian keeps the key).</remarks>
     public PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)

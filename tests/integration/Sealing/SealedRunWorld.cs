@@ -63,7 +63,25 @@ public sealed class SealedRunWorld : IDisposable
         WriteClaim("forged", forgedClaim);
 
         Reader = NativeBuild.Compile("prog_sealed_read.c");
+        _mediumSealed = new(() =>
+        {
+            string plain = Support.Llama.MediumModel.Path;
+            string path = PathOf("medium.sealed.gguf");
+            ModelSealer.Seal(plain, path, [_alice.Public], ClearanceLevel.Confidential, [_issuer.Public]);
+            using var model = Tibet.Core.Sealing.SealedModel.Open(path);
+            long length = model.DataPages * SealedModelKey.PageSize;
+            return new SealedFile(path, model.DataOffset, length, PlainDataHash(plain, length));
+        });
     }
+
+    private readonly Lazy<SealedFile> _mediumSealed;
+
+    /// <summary>A sealed model, its data section, and the hash a live reader of that section sees.</summary>
+    public sealed record SealedFile(string Path, long DataOffset, long DataLength, string LiveHash);
+
+    /// <summary>The medium model (about 100 MB) sealed to alice at CONFIDENTIAL: many
+    /// budgets' worth of pages (sealed on first use).</summary>
+    public SealedFile MediumSealed => _mediumSealed.Value;
 
     public string Directory { get; }
 

@@ -13,6 +13,10 @@
  *                "map-error <errno>" or "mapped"
  *   mmap-hold    as mmap, then prints "ready <pid> 0x0" and waits for the end of stdin
  *                before the hash line, so that a test can scan its memory meanwhile
+ *   mmap-twice-hold  as mmap, then reads the map a second time (under a small budget:
+ *                every page evicted and brought back), fails with "second-pass-differs"
+ *                (exit 4) unless it saw the same bytes, then prints "ready <pid> <hash>"
+ *                and waits for the end of stdin
  * A read error prints "read-error <errno>" and exits 3. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -68,6 +72,24 @@ int main(int argc, char **argv)
             fflush(stdout);
             while (read(0, buffer, sizeof buffer) > 0) {
             }
+        }
+    } else if (strcmp(mode, "mmap-twice-hold") == 0) {
+        int fd = open(path, O_RDONLY);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0) return fail("open");
+        unsigned char *map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) return fail("mmap");
+        feed(map + offset, length);
+        uint64_t first = hash;
+        hash = 0xcbf29ce484222325ULL;
+        feed(map + offset, length);
+        if (hash != first) {
+            printf("second-pass-differs %016llx %016llx\n", (unsigned long long)first, (unsigned long long)hash);
+            return 4;
+        }
+        printf("ready %d %016llx\n", (int)getpid(), (unsigned long long)hash);
+        fflush(stdout);
+        while (read(0, buffer, sizeof buffer) > 0) {
         }
     } else if (strcmp(mode, "mmap-fork") == 0) {
         int fd = open(path, O_RDONLY);

@@ -225,7 +225,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             {
                 _sealer.Retain(ref entry);
             }
-            else if (keepCopies && entry.State == PageState.Untouched)
+            else if (keepCopies && entry.State == PageState.Untouched && arena.RefetchesSource)
             {
                 // From the arena's source, installed write-protected (FaultService.KeepsCopy).
                 entry.State = PageState.Resident;

@@ -94,7 +94,7 @@ internal sealed unsafe class FaultService : IDisposable
     public long Faults => _faults;
     public long ReadAheadPages => _readAheadPages;
     public long ZeroFills => _zeroFills;
-    public long SourcedPages => _sourcedPages;
+    public long SourcedPages => _sourcedPages + (_worker?.Sourced ?? 0);
 
     /// <summary>First writes to pages that kept their sealed copy (write-protect faults).</summary>
     public long WriteFaults => _writeFaults;
@@ -220,8 +220,14 @@ internal sealed unsafe class FaultService : IDisposable
 
         if (arena.Entries[index].State == PageState.Untouched && arena.Source is { } source)
         {
-            source.BeginRun(index - before, before + count);
-            if (!PrefetchUnlocked(arena, source, index - before))
+            // A source whose long runs the fill worker shares (see FillAndInject): only the
+            // first slice now, so that the thread is woken before the rest is decrypted.
+            bool shared = source.FillsRunsConcurrently && _worker != null && before + count > InjectSlicePages;
+            if (shared)
+                source.BeginRun(index, Math.Min(count, InjectSlicePages));
+            else
+                source.BeginRun(index - before, before + count);
+            if (!PrefetchUnlocked(arena, source, shared ? index : index - before))
                 return true; // released meanwhile: unregistering woke the thread
         }
         byte* buffer = _buffer;
@@ -309,11 +315,16 @@ internal sealed unsafe class FaultService : IDisposable
     /// <summary>The read-ahead part of a fault: fills <paramref name="count"/> pages from
     /// <paramref name="first"/> on and installs them, a slice at a time (stopping at the
     /// first page that changed meanwhile or fails), and wipes the buffer. A long run's
-    /// second half, if all sealed, goes to the fill worker, and this thread does the first
-    /// (the one the program needs first).</summary>
-    private void FillAndInject(Arena arena, long first, int count, long epoch)
+    /// second half, if all sealed (or all untouched, of a source that fills runs on another
+    /// thread, unless <paramref name="sourcePrefetched"/> says the source holds them
+    /// already), goes to the fill worker, and this thread does the first (the one the
+    /// program needs first).</summary>
+    private void FillAndInject(Arena arena, long first, int count, long epoch, bool sourcePrefetched = false)
     {
-        int shared = count >= SharedRunPages ? SharedPart(arena, first + count / 2, count - count / 2) : 0;
+        bool fromSource = false;
+        int shared = 0;
+        if (count >= SharedRunPages)
+            shared = SharedPart(arena, first + count / 2, count - count / 2, sourcePrefetched, out fromSource);
         if (shared == 0)
         {
             FillAndInjectSerially(arena, first, count, epoch);
@@ -322,7 +333,9 @@ internal sealed unsafe class FaultService : IDisposable
 
         long sharedFirst = first + count - shared;
         int installed;
-        _worker!.Start(arena, sharedFirst, shared, _tracksWrites);
+        // Source pages keep their copy only where the arena refetches (see KeepsCopy).
+        bool keepCopies = _tracksWrites && (!fromSource || arena.RefetchesSource);
+        _worker!.Start(arena, sharedFirst, shared, keepCopies, fromSource);
         _workerRunning = true;
         try
         {
@@ -335,7 +348,7 @@ internal sealed unsafe class FaultService : IDisposable
         }
         if (installed > 0)
         {
-            _evictor.Admit(arena, sharedFirst, installed, _tracksWrites);
+            _evictor.Admit(arena, sharedFirst, installed, keepCopies);
             _collapser.Consider(arena, sharedFirst, installed);
             _readAheadPages += installed;
         }
@@ -346,16 +359,26 @@ internal sealed unsafe class FaultService : IDisposable
     }
 
     /// <summary>How many pages at the end of <paramref name="first"/>..+<paramref name="count"/>
-    /// the worker can take: sealed and uncompressed, through the end.</summary>
-    private int SharedPart(Arena arena, long first, int count)
+    /// the worker can take, through the end: sealed and uncompressed; or, with a source that
+    /// fills runs on another thread and has not read them ahead, untouched
+    /// (<paramref name="fromSource"/>).</summary>
+    private int SharedPart(Arena arena, long first, int count, bool sourcePrefetched, out bool fromSource)
     {
+        fromSource = false;
         if (_worker == null)
             return 0;
+        PageState kind = arena.Entries[first + count - 1].State;
+        if (kind == PageState.Untouched)
+        {
+            if (sourcePrefetched || arena.Source is not { FillsRunsConcurrently: true })
+                return 0;
+            fromSource = true;
+        }
         int shared = 0;
         for (long page = first + count - 1; page >= first; page--)
         {
             ref PageEntry entry = ref arena.Entries[page];
-            if (entry.State != PageState.Sealed || entry.IsCompressed)
+            if (fromSource ? entry.State != PageState.Untouched : entry.State != PageState.Sealed || entry.IsCompressed)
                 break;
             shared++;
         }
@@ -541,7 +564,7 @@ internal sealed unsafe class FaultService : IDisposable
                 if (!PrefetchUnlocked(arena, source, first))
                     return true;
             }
-            FillAndInject(arena, first, count, epoch);
+            FillAndInject(arena, first, count, epoch, sourcePrefetched: true);
         }
         finally
         {

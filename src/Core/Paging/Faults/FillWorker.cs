@@ -8,7 +8,9 @@ namespace Tibet.Core.Paging.Faults;
 
 /// <summary>
 /// A second thread for the fault service's long runs of sealed pages (a model map's
-/// 2 MiB range, a long read-ahead): while the handler decrypts and installs the first
+/// 2 MiB range, a long read-ahead), or of pages of a source that can fill runs on another
+/// thread (<see cref="IPageSource.FillsRunsConcurrently"/>: a sealed model's, read and
+/// decrypted again after eviction): while the handler decrypts and installs the first
 /// half of a run, this thread decrypts and installs the second half, so that two CPUs
 /// share the cryptography and the copies. The engine's books are not touched here: the
 /// handler admits what was installed once both halves are done.
@@ -47,9 +49,10 @@ internal sealed unsafe class FillWorker : IDisposable
     private long _first;
     private int _count;
     private bool _writeProtect;
+    private bool _fromSource; // the run's pages come from the arena's source, not the store
     // Written here before _finished is published, read by the handler after.
     private int _installed;
-    private long _opened;
+    private long _opened, _sourced;
     private Exception? _failure;
 
     private int _posted, _finished, _sleeping;
@@ -82,18 +85,24 @@ internal sealed unsafe class FillWorker : IDisposable
     /// <summary>Pages this thread opened (for the engine's count of decryptions).</summary>
     public long Opened => Volatile.Read(ref _opened);
 
+    /// <summary>Pages this thread filled from their arena's source.</summary>
+    public long Sourced => Volatile.Read(ref _sourced);
+
     /// <summary>
     /// Starts decrypting and installing <paramref name="count"/> sealed, uncompressed pages
-    /// of <paramref name="arena"/> from <paramref name="first"/> on. The caller holds the
-    /// engine lock until <see cref="Finish"/>, and reads no event meanwhile.
+    /// of <paramref name="arena"/> from <paramref name="first"/> on, or with
+    /// <paramref name="fromSource"/> untouched pages filled by its source (FillRun). The
+    /// caller holds the engine lock until <see cref="Finish"/>, and reads no event meanwhile.
     /// </summary>
-    public void Start(Arena arena, long first, int count, bool writeProtect)
+    public void Start(Arena arena, long first, int count, bool writeProtect, bool fromSource = false)
     {
         Debug.Assert(Volatile.Read(ref _finished) == _posted, "a run is already in progress");
+        Debug.Assert(!fromSource || arena.Source is { FillsRunsConcurrently: true });
         _arena = arena;
         _first = first;
         _count = count;
         _writeProtect = writeProtect;
+        _fromSource = fromSource;
         _installed = 0;
         _failure = null;
         Interlocked.Increment(ref _posted);
@@ -178,6 +187,22 @@ internal sealed unsafe class FillWorker : IDisposable
             int slice = Math.Min(SlicePages, _count - done);
             int opened = 0;
             bool failed = false;
+            if (_fromSource)
+            {
+                // Data only: zeros (past the end, dead material) and failures are the
+                // handler's to serve, page by page.
+                PageVerdict verdict = arena.Source!.FillRun(_first + done, slice, new Span<byte>(_buffer, slice * PageSize));
+                if (verdict == PageVerdict.Keep)
+                {
+                    opened = slice;
+                    _sourced += slice;
+                }
+                else
+                {
+                    Libc.memset(_buffer, 0, (nuint)(slice * PageSize));
+                    return;
+                }
+            }
             for (; opened < slice; opened++)
             {
                 long page = _first + done + opened;
@@ -187,7 +212,8 @@ internal sealed unsafe class FillWorker : IDisposable
                     break;
                 }
             }
-            _opened += opened;
+            if (!_fromSource)
+                _opened += opened;
             int installed = 0;
             if (opened > 0)
             {

@@ -1,0 +1,54 @@
+using System.Globalization;
+using Tibet.IntegrationTests.Hardening;
+using Tibet.IntegrationTests.Support;
+using Xunit;
+
+namespace Tibet.IntegrationTests.Sealing;
+
+/// <summary>
+/// A live sealed model whose key the custodian keeps is never sealed in the program: a page
+/// evicted from the program is dropped, and the custodian decrypts it from the file again
+/// when it is touched (Arena.RefetchesSource). So what was evicted is in the program in no
+/// form: not as plaintext, and not as ciphertext under a key of the program's, which the
+/// program's memory would hold too.
+/// </summary>
+/// <remarks>The proof from outside is a count, as in Programs.ServeSelfTests: the program
+/// reads the whole model twice under an 8 MiB budget, and then holds in RAM far less than
+/// the ~90 MB evicted. The control, with the pages sealed in the program
+/// (TIBET_REFETCH_SOURCE=0), holds their ciphertext, and the same count sees it.</remarks>
+public class SealedRefetchTests(SealedRunWorld world) : IClassFixture<SealedRunWorld>
+{
+    private const long Budget = 8 << 20;
+
+    private (long PresentBytes, string Hash) HoldTwiceRead(IDictionary<string, string?>? environment)
+    {
+        var model = world.MediumSealed;
+        using var held = HeldProgram.Start([TibetRun.Launcher, "-q", "--audit-log", world.PathOf($"audit-{Guid.NewGuid():N}.jsonl"),
+            "--threshold", "64K", "--budget", "8M", "--identity", world.Alice, "--claim", world.ClaimPath("valid"), "--",
+            world.Reader, model.Path, model.DataOffset.ToString(CultureInfo.InvariantCulture), model.DataLength.ToString(CultureInfo.InvariantCulture),
+            "mmap-twice-hold"], environment);
+        long present = MemoryScanner.PresentBytes(held.Pid);
+        string hash = held.CanaryAddress; // mmap-twice-hold's ready line carries the hash both passes saw
+        var (exitCode, stderr) = held.Finish();
+        Assert.True(exitCode == 0, stderr);
+        Assert.DoesNotContain("dead material", stderr);
+        return (present, hash);
+    }
+
+    [Fact]
+    public void A_live_sealed_models_evicted_pages_are_in_the_program_in_no_form()
+    {
+        long evicted = world.MediumSealed.DataLength - Budget;
+
+        var (present, hash) = HoldTwiceRead(environment: null);
+        Assert.Equal(world.MediumSealed.LiveHash, hash);
+        // Half of what was evicted: the program's runtime and libraries take some 20 MiB.
+        Assert.True(present < evicted / 2,
+            $"the program holds {present >> 20} MiB after reading a sealed model twice under an 8 MiB budget, {evicted >> 20} MiB of it evicted: enough to keep the evicted pages");
+
+        var (controlPresent, controlHash) = HoldTwiceRead(new Dictionary<string, string?> { ["TIBET_REFETCH_SOURCE"] = "0" });
+        Assert.Equal(world.MediumSealed.LiveHash, controlHash);
+        Assert.True(controlPresent >= evicted,
+            $"with the pages sealed in the program (TIBET_REFETCH_SOURCE=0), the count should see their ciphertext there: {controlPresent >> 20} MiB present, {evicted >> 20} MiB evicted");
+    }
+}
