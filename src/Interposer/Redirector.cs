@@ -320,7 +320,7 @@ internal sealed unsafe class Redirector
         bool bypassedPageCache = true;
         try
         {
-            IPageSource source = OpenModelSource(sealedFile, fd, offset, out bypassedPageCache);
+            PageSource source = OpenModelSource(sealedFile, fd, offset, out bypassedPageCache);
             try
             {
                 // A sealed model whose key the custodian keeps: its pages are never sealed
@@ -360,7 +360,7 @@ internal sealed unsafe class Redirector
     /// zeroed for what this process may not see, when first touched), or the plain file
     /// read with O_DIRECT past the page cache. Nothing is read now.
     /// </summary>
-    private IPageSource OpenModelSource(SealedFileAccess? sealedFile, int fd, long offset, out bool bypassedPageCache)
+    private PageSource OpenModelSource(SealedFileAccess? sealedFile, int fd, long offset, out bool bypassedPageCache)
     {
         bypassedPageCache = true;
         if (sealedFile != null)
@@ -392,7 +392,7 @@ internal sealed unsafe class Redirector
             address = _mmapSpace.Take(rounded, HugePageService.HugePageSize);
         if (address == 0)
             return 0;
-        IPageSource? source = null;
+        PageSource? source = null;
         try
         {
             source = OpenModelSource(sealedFile, fd, offset, out _);

@@ -77,7 +77,7 @@ internal static unsafe class CustodianClient
             return false;
         int size = sizeof(SealedAccessAnswer) + SealedAccessAnswer.MaxMessageBytes;
         byte* buffer = stackalloc byte[size];
-        Span<int> received = stackalloc int[2];
+        Span<int> received = stackalloc int[SealedPageService.Lanes + 1];
         int count = 0;
         try
         {
@@ -94,13 +94,13 @@ internal static unsafe class CustodianClient
             message = System.Text.Encoding.UTF8.GetString(buffer + sizeof(SealedAccessAnswer), answer->MessageBytes);
             if (status == SealedAccessAnswer.Decided && reason == Sealing.SealAccessReason.Live)
             {
-                if (count != 2 || answer->WindowPages <= 0 || answer->WindowPages > 4096)
+                if (count != SealedPageService.Lanes + 1 || answer->WindowPages <= 0 || answer->WindowPages > 4096)
                 {
                     problem = "a live answer came without its page session";
                     return false;
                 }
                 count = 0; // the opener owns them, and closes them if it cannot map the window
-                pages = new CustodianPageOpener(received[0], received[1], answer->WindowPages);
+                pages = new CustodianPageOpener(received[..SealedPageService.Lanes], received[SealedPageService.Lanes], answer->WindowPages);
             }
             return true;
         }

@@ -89,7 +89,7 @@ internal sealed unsafe class IdentityCustody : IDisposable
         byte* buffer = stackalloc byte[size];
         new Span<byte>(buffer, size).Clear();
         var answer = (SealedAccessAnswer*)buffer;
-        (int Session, int Window) pages = (-1, -1);
+        PageSession pages = PageSession.None;
         try
         {
             Libc.SetSocketTimeouts(reply, 5);
@@ -114,8 +114,8 @@ internal sealed unsafe class IdentityCustody : IDisposable
             text.AsSpan(0, length).CopyTo(new Span<byte>(buffer + sizeof(SealedAccessAnswer), length));
             answer->MessageBytes = length;
             nuint bytes = (nuint)(sizeof(SealedAccessAnswer) + length);
-            if (pages.Session >= 0)
-                Libc.SendWithDescriptors(reply, buffer, bytes, [pages.Session, pages.Window]);
+            if (pages.Exists)
+                Libc.SendWithDescriptors(reply, buffer, bytes, pages.Descriptors);
             else
                 Libc.send(reply, buffer, bytes, Libc.MSG_NOSIGNAL);
         }
@@ -136,9 +136,9 @@ internal sealed unsafe class IdentityCustody : IDisposable
 
     /// <summary>Decides for the model open as <paramref name="model"/> (closed when this
     /// returns), records the decision, and fills <paramref name="answer"/>; returns the message.</summary>
-    private string Decide(int model, int pid, SealedAccessAnswer* answer, out (int Session, int Window) pages)
+    private string Decide(int model, int pid, SealedAccessAnswer* answer, out PageSession pages)
     {
-        pages = (-1, -1);
+        pages = PageSession.None;
         string path = DescriptorPath(model);
         using var handle = new SafeFileHandle(model, ownsHandle: true);
         AccessDecision decision;
@@ -213,11 +213,10 @@ internal sealed unsafe class IdentityCustody : IDisposable
         }
     }
 
-    private static void ClosePages(ref (int Session, int Window) pages)
+    private static void ClosePages(ref PageSession pages)
     {
-        if (pages.Session >= 0) Libc.close(pages.Session);
-        if (pages.Window >= 0) Libc.close(pages.Window);
-        pages = (-1, -1);
+        pages.Close();
+        pages = PageSession.None;
     }
 
     private static string DescriptorPath(int fd)

@@ -22,7 +22,7 @@ namespace Tibet.Core.Files;
 /// dropped from the page cache (POSIX_FADV_DONTNEED) right after.</para>
 /// <para>Fill runs on the fault path under the engine lock: no allocation, no throwing.</para>
 /// </remarks>
-public sealed unsafe class FileSource : IPageSource
+public sealed unsafe class FileSource : PageSource
 {
     /// <summary>The most pages read from the file at once (2 MiB).</summary>
     public const int WindowPages = ReadAheadWindow.MaxPages;
@@ -84,7 +84,7 @@ public sealed unsafe class FileSource : IPageSource
     }
 
     /// <inheritdoc/>
-    public PageVerdict Fill(long pageIndex, Span<byte> page)
+    public override PageVerdict Fill(long pageIndex, Span<byte> page)
     {
         if (Volatile.Read(ref _references) <= 0)
             return PageVerdict.Tampered; // released: nothing can be served
@@ -103,10 +103,10 @@ public sealed unsafe class FileSource : IPageSource
     }
 
     /// <inheritdoc/>
-    public void BeginRun(long firstPage, int pages) => _window.Announce(firstPage, pages);
+    public override void BeginRun(long firstPage, int pages) => _window.Announce(firstPage, pages);
 
     /// <inheritdoc/>
-    public void Prefetch(long firstPage)
+    public override void Prefetch(long firstPage)
     {
         if (Volatile.Read(ref _references) > 0 && !_window.Holds(firstPage))
             Refill(firstPage);
@@ -115,7 +115,7 @@ public sealed unsafe class FileSource : IPageSource
     /// <inheritdoc/>
     /// <remarks>One read straight into the destination (O_DIRECT where the file system
     /// allows it: the destination is page-aligned and so is the offset), no window.</remarks>
-    public PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)
+    public override PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)
     {
         if (Volatile.Read(ref _references) <= 0)
             return PageVerdict.Tampered;
@@ -130,11 +130,11 @@ public sealed unsafe class FileSource : IPageSource
     }
 
     /// <summary>Wipes the pages read ahead that no one asked for.</summary>
-    public void EndOfFault() => _window.EndOfFault();
+    public override void EndOfFault() => _window.EndOfFault();
 
-    public void Retain() => Interlocked.Increment(ref _references);
+    public override void Retain() => Interlocked.Increment(ref _references);
 
-    public void Release()
+    public override void Release()
     {
         if (Interlocked.Decrement(ref _references) != 0)
             return;

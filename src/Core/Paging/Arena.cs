@@ -37,12 +37,16 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     internal long AheadLimit;
 
     /// <summary>Where untouched pages come from; null: they read as zeros.</summary>
-    internal IPageSource? Source;
+    internal PageSource? Source;
 
     /// <summary>Pages as the source gives them are installed write-protected and, while not
     /// written, dropped when evicted, never sealed: they come back from the source
     /// (see <see cref="AttachSource"/>, <see cref="PageEntry.HoldsSourceCopy"/>).</summary>
     internal bool RefetchesSource;
+
+    /// <summary><see cref="Source"/>'s PageSource.FillsRunsConcurrently, asked once when it
+    /// was attached.</summary>
+    internal bool SourceFillsRunsConcurrently;
 
     /// <summary>The program mapped the arena read-only (PROT_READ): it writes none of its
     /// pages, so lifting their write protection for a moment cannot miss a write it may
@@ -106,7 +110,7 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     /// no copy of it, so its key opens none of the source's pages (a sealed model whose
     /// key the custodian keeps). Needs EngineOptions.TrackWrites; without it, ignored.</param>
     /// <param name="mappedReadOnly">The program mapped it PROT_READ (see <see cref="MappedReadOnly"/>).</param>
-    public void AttachSource(IPageSource source, bool refetchWhenEvicted = false, bool mappedReadOnly = false) =>
+    public void AttachSource(PageSource source, bool refetchWhenEvicted = false, bool mappedReadOnly = false) =>
         Engine.AttachSource(this, source, refetchWhenEvicted, mappedReadOnly);
 
     /// <summary>Seals every resident page of this arena now.</summary>

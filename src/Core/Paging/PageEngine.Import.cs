@@ -6,7 +6,7 @@ namespace Tibet.Core.Paging;
 // file's pages), read from their source on first touch.
 public sealed unsafe partial class PageEngine
 {
-    internal void AttachSource(Arena arena, IPageSource source, bool refetchWhenEvicted, bool mappedReadOnly)
+    internal void AttachSource(Arena arena, PageSource source, bool refetchWhenEvicted, bool mappedReadOnly)
     {
         ArgumentNullException.ThrowIfNull(source);
         lock (_gate)
@@ -20,6 +20,7 @@ public sealed unsafe partial class PageEngine
             // must be sealed, not dropped.
             arena.RefetchesSource = refetchWhenEvicted && _tracksWrites;
             arena.MappedReadOnly = mappedReadOnly;
+            arena.SourceFillsRunsConcurrently = source.FillsRunsConcurrently;
             // MADV_COLLAPSE refuses areas marked MADV_NOHUGEPAGE (see RangeCollapser).
             if (_collapser.Enabled)
                 Libc.madvise(arena.Address, (nuint)arena.Length, Libc.MADV_HUGEPAGE);

@@ -1,7 +1,7 @@
 namespace Tibet.Core.Paging;
 
 /// <summary>What a page read from a file is, once it has been made into what the program
-/// may see (see <see cref="IPageSource"/>).</summary>
+/// may see (see <see cref="PageSource"/>).</summary>
 public enum PageVerdict
 {
     /// <summary>The page (possibly rewritten in place, e.g. decrypted) is the contents.</summary>

@@ -19,11 +19,11 @@ namespace Tibet.Core.Sealing;
 /// whole window, which matters when the key is the custodian's: one request per range
 /// instead of one per page. The window is locked and excluded from core dumps; each page
 /// is wiped from it when handed out, and the rest when the fault has been served.</para>
-/// <para>Runs on the fault path (see <see cref="IPageSource"/>): pread and the view's
+/// <para>Runs on the fault path (see <see cref="PageSource"/>): pread and the view's
 /// decryption allocate nothing and never throw. <c>onTampered</c>, which may do more,
 /// runs on the engine's reporter thread (<see cref="ReportTampered"/>).</para>
 /// </remarks>
-public sealed unsafe class SealedFileSource : IPageSource
+public sealed unsafe class SealedFileSource : PageSource
 {
     private const int PageSize = SealFormat.PageSize;
 
@@ -55,7 +55,7 @@ public sealed unsafe class SealedFileSource : IPageSource
     }
 
     /// <inheritdoc/>
-    public PageVerdict Fill(long pageIndex, Span<byte> page)
+    public override PageVerdict Fill(long pageIndex, Span<byte> page)
     {
         if (Volatile.Read(ref _references) <= 0)
             return PageVerdict.Tampered; // released: nothing can be served
@@ -94,12 +94,12 @@ public sealed unsafe class SealedFileSource : IPageSource
     }
 
     /// <inheritdoc/>
-    public void BeginRun(long firstPage, int pages) => _window?.Announce(firstPage, pages);
+    public override void BeginRun(long firstPage, int pages) => _window?.Announce(firstPage, pages);
 
     /// <inheritdoc/>
     /// <remarks>The run's read and its decryption (the custodian's round trip, when it keeps
     /// the key) happen here, without the engine lock.</remarks>
-    public void Prefetch(long firstPage)
+    public override void Prefetch(long firstPage)
     {
         if (_window != null && Volatile.Read(ref _references) > 0 && !_window.Holds(firstPage) && firstPage != _failedPage)
             Refill(_window, firstPage);
@@ -146,14 +146,14 @@ public sealed unsafe class SealedFileSource : IPageSource
 
     /// <inheritdoc/>
     /// <remarks>A live model's: FillRun reads with its own pread into the caller's buffer and
-    /// decrypts there; the key (SealedModelKey, or the custodian's session, which queues its
-    /// callers) takes concurrent calls. Nothing of the read-ahead window is touched.</remarks>
-    public bool FillsRunsConcurrently => _window != null;
+    /// decrypts there; the key (SealedModelKey, or the custodian's session, a lane per
+    /// caller) takes concurrent calls. Nothing of the read-ahead window is touched.</remarks>
+    public override bool FillsRunsConcurrently => _window != null;
 
     /// <inheritdoc/>
     /// <remarks>The run's ciphertext in one read, then its data pages decrypted in place as
     /// one run (one request when the custodian keeps the key).</remarks>
-    public PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)
+    public override PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)
     {
         long at = _fileOffset + firstPage * PageSize;
         if (PositionalRead.FillFrom(_fd, destination[..(pages * PageSize)], at) < 0)
@@ -168,18 +168,18 @@ public sealed unsafe class SealedFileSource : IPageSource
     }
 
     /// <summary>Wipes the pages decrypted ahead that no one asked for.</summary>
-    public void EndOfFault()
+    public override void EndOfFault()
     {
         _window?.EndOfFault();
         _failedPage = -1;
     }
 
     /// <inheritdoc/>
-    public void ReportTampered(long pageIndex) => _onTampered?.Invoke();
+    public override void ReportTampered(long pageIndex) => _onTampered?.Invoke();
 
-    public void Retain() => Interlocked.Increment(ref _references);
+    public override void Retain() => Interlocked.Increment(ref _references);
 
-    public void Release()
+    public override void Release()
     {
         if (Interlocked.Decrement(ref _references) == 0)
             _window?.Dispose();

@@ -15,11 +15,11 @@ public class PageSourceTests
     private const int PageSize = 4096;
 
     /// <summary>Page i is filled with (i * 7 + offset) bytes; every 10th page is zero; fills are counted.</summary>
-    private sealed class PatternSource : IPageSource
+    private sealed class PatternSource : PageSource
     {
         public int[] Fills = new int[1024];
 
-        public PageVerdict Fill(long pageIndex, Span<byte> page)
+        public override PageVerdict Fill(long pageIndex, Span<byte> page)
         {
             Interlocked.Increment(ref Fills[pageIndex]);
             if (pageIndex % 10 == 9)

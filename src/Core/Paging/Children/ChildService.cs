@@ -92,7 +92,7 @@ internal sealed unsafe class ChildService : IDisposable
     /// event was read, and the arena's key (kept alive by a reference). The ciphertext it
     /// points to stays valid because the store defers frees while any child lives.
     /// </summary>
-    private sealed class ChildRegion(nint address, long pageCount, PageEntry* entries, PageCipher cipher, IPageSource? source,
+    private sealed class ChildRegion(nint address, long pageCount, PageEntry* entries, PageCipher cipher, PageSource? source,
         ulong arenaId, string label)
     {
         public readonly ulong ArenaId = arenaId;
@@ -101,7 +101,7 @@ internal sealed unsafe class ChildService : IDisposable
         public readonly long PageCount = pageCount;
         public readonly PageEntry* Entries = entries;
         public readonly PageCipher Cipher = cipher;
-        public readonly IPageSource? Source = source;
+        public readonly PageSource? Source = source;
 
         /// <param name="keepCleanMarks">A grandchild's copy of a child's table keeps the
         /// child's marks: a page the child's agent had moved out before the fork is missing

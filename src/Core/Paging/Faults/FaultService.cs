@@ -41,7 +41,7 @@ internal sealed unsafe class FaultService : IDisposable
     // Shares long runs of sealed pages (null: one CPU, or EngineOptions.FillThreads 0).
     private readonly FillWorker? _worker;
     // The engine's lock, which the handler holds while it serves: let go around a source's
-    // file read and decryption (see IPageSource.Prefetch).
+    // file read and decryption (see PageSource.Prefetch).
     private readonly Lock _engineLock;
     // While the worker runs, no event may be read (see FillWorker): an install that meets
     // one ends the handler's part instead.
@@ -222,7 +222,7 @@ internal sealed unsafe class FaultService : IDisposable
         {
             // A source whose long runs the fill worker shares (see FillAndInject): only the
             // first slice now, so that the thread is woken before the rest is decrypted.
-            bool shared = source.FillsRunsConcurrently && _worker != null && before + count > InjectSlicePages;
+            bool shared = arena.SourceFillsRunsConcurrently && _worker != null && before + count > InjectSlicePages;
             if (shared)
                 source.BeginRun(index, Math.Min(count, InjectSlicePages));
             else
@@ -284,7 +284,7 @@ internal sealed unsafe class FaultService : IDisposable
     /// the pages meanwhile; an API call may release the arena (false: the fault needs no
     /// more), and the source stays alive through the reference held here.
     /// </summary>
-    private bool PrefetchUnlocked(Arena arena, IPageSource source, long firstPage)
+    private bool PrefetchUnlocked(Arena arena, PageSource source, long firstPage)
     {
         Debug.Assert(_engineLock.IsHeldByCurrentThread);
         source.Retain();
@@ -370,7 +370,7 @@ internal sealed unsafe class FaultService : IDisposable
         PageState kind = arena.Entries[first + count - 1].State;
         if (kind == PageState.Untouched)
         {
-            if (sourcePrefetched || arena.Source is not { FillsRunsConcurrently: true })
+            if (sourcePrefetched || !arena.SourceFillsRunsConcurrently)
                 return 0;
             fromSource = true;
         }
@@ -728,7 +728,7 @@ internal sealed unsafe class FaultService : IDisposable
     /// <summary>Fills <paramref name="destination"/> with page <paramref name="index"/> from
     /// <paramref name="source"/> (an arena's, or a forked child's copy of it); anything but
     /// data leaves it cleared. Fault path: no allocation; a throwing source counts as tampered.</summary>
-    public PageVerdict FillFromSource(IPageSource source, long index, byte* destination)
+    public PageVerdict FillFromSource(PageSource source, long index, byte* destination)
     {
         var page = new Span<byte>(destination, PageSize);
         PageVerdict verdict;

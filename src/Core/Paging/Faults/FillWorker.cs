@@ -9,7 +9,7 @@ namespace Tibet.Core.Paging.Faults;
 /// <summary>
 /// A second thread for the fault service's long runs of sealed pages (a model map's
 /// 2 MiB range, a long read-ahead), or of pages of a source that can fill runs on another
-/// thread (<see cref="IPageSource.FillsRunsConcurrently"/>: a sealed model's, read and
+/// thread (<see cref="PageSource.FillsRunsConcurrently"/>: a sealed model's, read and
 /// decrypted again after eviction): while the handler decrypts and installs the first
 /// half of a run, this thread decrypts and installs the second half, so that two CPUs
 /// share the cryptography and the copies. The engine's books are not touched here: the
@@ -97,7 +97,7 @@ internal sealed unsafe class FillWorker : IDisposable
     public void Start(Arena arena, long first, int count, bool writeProtect, bool fromSource = false)
     {
         Debug.Assert(Volatile.Read(ref _finished) == _posted, "a run is already in progress");
-        Debug.Assert(!fromSource || arena.Source is { FillsRunsConcurrently: true });
+        Debug.Assert(!fromSource || arena.SourceFillsRunsConcurrently);
         _arena = arena;
         _first = first;
         _count = count;

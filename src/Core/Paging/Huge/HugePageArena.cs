@@ -39,7 +39,7 @@ internal struct HugePageEntry
 
 /// <summary>
 /// A read-only file map (a model) served in 2 MiB pages from the hugetlb pool by a
-/// <see cref="HugePageService"/>. A page comes from an <see cref="IPageSource"/> when
+/// <see cref="HugePageService"/>. A page comes from an <see cref="PageSource"/> when
 /// touched; evicting it only drops the plaintext (its contents never change). It comes
 /// back from the source again, or, with sealed copies on, by decryption of the copy
 /// sealed into RAM on its first touch.
@@ -48,13 +48,13 @@ public sealed class HugePageArena : IDisposable, IAddressRange
 {
     internal readonly HugePageService Service;
     internal readonly HugePageEntry[] Entries;
-    internal readonly IPageSource Source;
+    internal readonly PageSource Source;
     /// <summary>This arena's own key (random, in libsodium secure memory).</summary>
     internal readonly Crypto.PageCipher Cipher;
     internal int Slot;
     internal bool Released;
 
-    internal HugePageArena(HugePageService service, nint address, long length, IPageSource source, string label)
+    internal HugePageArena(HugePageService service, nint address, long length, PageSource source, string label)
     {
         Service = service;
         Address = address;

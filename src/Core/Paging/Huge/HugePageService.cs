@@ -159,7 +159,7 @@ public sealed unsafe class HugePageService : IDisposable, IResidency
     /// goes back to PROT_NONE when the arena is released. The arena reads as
     /// <paramref name="source"/>, which it owns from now on.
     /// </summary>
-    public HugePageArena CreateArena(nint address, long length, IPageSource source, string label)
+    public HugePageArena CreateArena(nint address, long length, PageSource source, string label)
     {
         ArgumentNullException.ThrowIfNull(source);
         if ((address & (HugePageSize - 1)) != 0)

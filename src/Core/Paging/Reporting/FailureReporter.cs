@@ -50,7 +50,7 @@ internal sealed unsafe class FailureReporter
         public string? Label;
         public long PageIndex;
         public nint Address;
-        public IPageSource? Source;
+        public PageSource? Source;
         public int ChildPid; // 0: this process; -1: a forked child whose pid is not known yet
     }
 
@@ -137,7 +137,7 @@ internal sealed unsafe class FailureReporter
 
     /// <summary>Hands a tampered page to the reporter. Fault path: no allocation.</summary>
     public void Post(TamperKind kind, ulong arenaId, string? label, long pageIndex, nint address,
-        IPageSource? source, int childPid)
+        PageSource? source, int childPid)
     {
         _tampered++;
         long posted = _reportsPosted;

@@ -3,12 +3,21 @@ namespace Tibet.Core.Paging;
 
 /// <summary>
 /// Where an arena's untouched pages come from when they are not zeros: the file the
-/// arena maps. A page is read from its source on its first touch only; once evicted it
-/// lives in the store, sealed under the arena's key, like any other page.
+/// arena maps. A page is read from its source on its first touch; once evicted it lives
+/// in the store, sealed under the arena's key, like any other page, unless the arena
+/// refetches (Arena.AttachSource): then a page not written since it came from the source
+/// is dropped, untouched again, and read from the source at its next touch.
 /// </summary>
-/// <remarks>The engine owns the source once attached: it releases it with the arena, and
-/// retains it for every forked child that may still read the arena's untouched pages.</remarks>
-public interface IPageSource
+/// <remarks>
+/// <para>The engine owns the source once attached: it releases it with the arena, and
+/// retains it for every forked child that may still read the arena's untouched pages.</para>
+/// <para>An abstract class, not an interface, as AddressSpaceOps: the runtime resolves an
+/// interface call lazily at each call site, and a site that met a source type it had not
+/// met before called malloc on the fault path (the fill worker's FillRun, a forked child's
+/// fault served from a file: the malloc probe test); a virtual call goes through the
+/// method table.</para>
+/// </remarks>
+public abstract class PageSource
 {
     /// <summary>
     /// Writes the contents of page <paramref name="pageIndex"/> of the arena into
@@ -18,12 +27,12 @@ public interface IPageSource
     /// </summary>
     /// <remarks>Called by the fault handler under the engine lock: it must not allocate
     /// managed memory, call malloc, take locks a faulting thread may hold, or throw.</remarks>
-    PageVerdict Fill(long pageIndex, Span<byte> page);
+    public abstract PageVerdict Fill(long pageIndex, Span<byte> page);
 
     /// <summary>The fault being served will ask for pages <paramref name="firstPage"/> to
     /// <paramref name="firstPage"/> + <paramref name="pages"/> − 1, in order: a source that
     /// reads ahead can read exactly that run in one request. A hint only; same rules as Fill.</summary>
-    void BeginRun(long firstPage, int pages)
+    public virtual void BeginRun(long firstPage, int pages)
     {
     }
 
@@ -35,7 +44,7 @@ public interface IPageSource
     /// only the source's own state, and the handler holds a reference (<see cref="Retain"/>)
     /// meanwhile. No allocation, no throwing. Default: nothing (Fill reads).
     /// </summary>
-    void Prefetch(long firstPage) { }
+    public virtual void Prefetch(long firstPage) { }
 
     /// <summary>
     /// Writes pages <paramref name="firstPage"/> to <paramref name="firstPage"/> +
@@ -44,7 +53,7 @@ public interface IPageSource
     /// if none does, Tampered if any page must never be mapped. Sources that can read a
     /// run in one request override it; the default asks page by page. Same rules as Fill.
     /// </summary>
-    PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)
+    public virtual PageVerdict FillRun(long firstPage, int pages, Span<byte> destination)
     {
         bool any = false;
         for (int i = 0; i < pages; i++)
@@ -64,11 +73,11 @@ public interface IPageSource
     /// long run of this source's pages between the two threads, as it does a run of sealed
     /// pages. Default: false.
     /// </summary>
-    bool FillsRunsConcurrently => false;
+    public virtual bool FillsRunsConcurrently => false;
 
     /// <summary>The handler has served the fault (and its read-ahead run) it asked pages for:
     /// plaintext the source read ahead and no one took must not linger. Same rules as Fill.</summary>
-    void EndOfFault() { }
+    public virtual void EndOfFault() { }
 
     /// <summary>
     /// Page <paramref name="pageIndex"/> was refused (Fill said Tampered) and its reader
@@ -76,12 +85,13 @@ public interface IPageSource
     /// may format, write, audit, lock and allocate. Called after <see cref="Release"/> too
     /// when the arena went away meanwhile: it must not need what Release frees.
     /// </summary>
-    void ReportTampered(long pageIndex) { }
+    public virtual void ReportTampered(long pageIndex) { }
 
     /// <summary>Another holder (a forked child's snapshot of the arena) uses the source too.</summary>
-    void Retain() { }
+    public virtual void Retain() { }
 
     /// <summary>A holder is done with the source: the arena was released, or a child's
     /// snapshot was. The last release frees what the source holds.</summary>
-    void Release() { }
+    public virtual void Release() { }
 }
+
