@@ -49,6 +49,18 @@ static int fail(const char *what)
     return 3;
 }
 
+/* The whole file mapped read-only and shared, as llama.cpp maps a model; NULL (after
+ * fail() said why) if it cannot be. */
+static unsigned char *map_whole(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) { fail("open"); return NULL; }
+    unsigned char *map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) { fail("mmap"); return NULL; }
+    return map;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 5) {
@@ -61,11 +73,8 @@ int main(int argc, char **argv)
     static unsigned char buffer[100000];
 
     if (strcmp(mode, "mmap") == 0 || strcmp(mode, "mmap-hold") == 0) {
-        int fd = open(path, O_RDONLY);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0) return fail("open");
-        unsigned char *map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-        if (map == MAP_FAILED) return fail("mmap");
+        unsigned char *map = map_whole(path);
+        if (map == NULL) return 3;
         feed(map + offset, length);
         if (strcmp(mode, "mmap-hold") == 0) {
             printf("ready %d 0x0\n", (int)getpid());
@@ -74,11 +83,8 @@ int main(int argc, char **argv)
             }
         }
     } else if (strcmp(mode, "mmap-twice-hold") == 0) {
-        int fd = open(path, O_RDONLY);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0) return fail("open");
-        unsigned char *map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-        if (map == MAP_FAILED) return fail("mmap");
+        unsigned char *map = map_whole(path);
+        if (map == NULL) return 3;
         feed(map + offset, length);
         uint64_t first = hash;
         hash = 0xcbf29ce484222325ULL;
@@ -92,11 +98,8 @@ int main(int argc, char **argv)
         while (read(0, buffer, sizeof buffer) > 0) {
         }
     } else if (strcmp(mode, "mmap-fork") == 0) {
-        int fd = open(path, O_RDONLY);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0) return fail("open");
-        unsigned char *map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-        if (map == MAP_FAILED) return fail("mmap");
+        unsigned char *map = map_whole(path);
+        if (map == NULL) return 3;
         fflush(stdout);
         pid_t child = fork();
         if (child < 0) return fail("fork");
