@@ -119,6 +119,13 @@ internal static unsafe class Exports
         catch (Exception e) { InterposerRuntime.Failed("munmap", e); return 12; }
     }
 
+    [UnmanagedCallersOnly(EntryPoint = "tibet_managed_protect")]
+    private static void Protect(nint address, nuint length, int prot)
+    {
+        try { InterposerRuntime.Redirector?.MadeWritable(address, length); }
+        catch (Exception e) { InterposerRuntime.Failed("mprotect", e); }
+    }
+
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_mremap")]
     private static nint Mremap(nint old, nuint oldSize, nuint newSize, int flags, int* error)
     {

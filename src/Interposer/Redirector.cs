@@ -425,6 +425,19 @@ internal sealed unsafe class Redirector
     }
 
     /// <summary>munmap of a range that touches the mapping region: 0, or an errno.</summary>
+    /// <summary>The program makes [address, address + length) writable: a model map it
+    /// mapped read-only there is not read-only any more (see Arena.MappedReadOnly).</summary>
+    public void MadeWritable(nint address, nuint length)
+    {
+        long start = address, end = address + (long)Math.Min(length, (nuint)(long.MaxValue - address));
+        lock (_lock)
+        {
+            foreach (var (mapStart, arena) in _mappings)
+                if (mapStart < end && mapStart + arena.Length > start)
+                    arena.MarkWritable();
+        }
+    }
+
     public int Unmap(nint address, ulong length)
     {
         // The kernel's own checks (mm/mmap.c): a page-aligned start, a length that is not

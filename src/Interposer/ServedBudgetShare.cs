@@ -24,7 +24,7 @@ internal sealed unsafe class ServedBudgetShare : ResidentBudgetShare
         {
             if (_shared == null && Shim.ServedShare() is var counts && counts != null)
             {
-                var shared = new SharedCounterBudgetShare((nint)counts); // the page stays mapped for the process's life
+                var shared = new SharedCounterBudgetShare((nint)counts, custodianSide: false); // the page stays mapped for the process's life
                 shared.Admitted(_pendingResident, _pendingResident - _pendingCombined);
                 _pendingCombined = _pendingResident = 0;
                 _shared = shared;
@@ -78,4 +78,8 @@ internal sealed unsafe class ServedBudgetShare : ResidentBudgetShare
     public override void AddDemand(long pages, long cap) => Shared?.AddDemand(pages, cap);
 
     public override long TakeDemand(long max) => Shared?.TakeDemand(max) ?? 0;
+
+    public override void WithdrawDemand() => Shared?.WithdrawDemand();
+
+    public override void ReturnDemand(long pages) => Shared?.ReturnDemand(pages);
 }

@@ -72,6 +72,7 @@ internal sealed unsafe class SealedPageService
         nint window = 0;
         int memfd = -1;
         int started = 0;
+        SealedPageService? service = null;
         try
         {
             int* pair = stackalloc int[2];
@@ -83,7 +84,7 @@ internal sealed unsafe class SealedPageService
                 theirs[lane] = pair[1];
             }
             window = SharedWindow.Create("tibet-sealed-pages", Lanes * WindowPages, out memfd);
-            var service = new SealedPageService(key, ours, window, pid);
+            service = new SealedPageService(key, ours, window, pid);
             for (; started < Lanes; started++)
             {
                 int lane = started;
@@ -95,13 +96,18 @@ internal sealed unsafe class SealedPageService
         {
             if (started > 0)
             {
-                // The running lanes end when their connections do, and the last one
-                // destroys the key and gives the session back; the rest are closed here.
+                // The running lanes end when their connections do (closed here: nothing was
+                // handed out, so none of them is decrypting), and the last one gives the
+                // window and the session back. The lanes that never started are counted
+                // out now. The key is the caller's again: it disposes it (Dispose is
+                // idempotent, and a lane disposes it only as the last one ends).
                 for (int lane = 0; lane < Lanes; lane++)
                     if (theirs[lane] >= 0) Libc.close(theirs[lane]);
                 for (int lane = started; lane < Lanes; lane++)
                     Libc.close(ours[lane]);
                 if (memfd >= 0) Libc.close(memfd);
+                if (Interlocked.Add(ref service!._running, started - Lanes) == 0)
+                    service.EndSession();
                 throw e as InvalidOperationException ?? new InvalidOperationException(e.Message, e);
             }
             if (window != 0) Libc.munmap(window, Lanes * LaneBytes);
@@ -154,13 +160,15 @@ internal sealed unsafe class SealedPageService
             Libc.memset(window, 0, LaneBytes);
             Libc.close(session);
             if (Interlocked.Decrement(ref _running) == 0)
-            {
-                // The last lane: nothing decrypts any more.
-                Libc.munmap(_window, Lanes * LaneBytes);
-                _key.Dispose();
-                Ended(_pid);
-            }
+                EndSession(); // the last lane: nothing decrypts any more
         }
+    }
+
+    private void EndSession()
+    {
+        Libc.munmap(_window, Lanes * LaneBytes);
+        _key.Dispose();
+        Ended(_pid);
     }
 }
 

@@ -95,7 +95,7 @@ internal sealed unsafe class ServedProcess
             // First: if the window cannot be made, the finally below gives this back.
             share = SharedWindow.Create("tibet-budget-share", 1, out shareFd);
             nint window = SharedWindow.Create("tibet-take-out", windowPages, out int memfd);
-            _options = _options with { BudgetShare = new Paging.Eviction.SharedCounterBudgetShare(share) };
+            _options = _options with { BudgetShare = new Paging.Eviction.SharedCounterBudgetShare(share, custodianSide: true) };
             uffd = Userfaultfd.Adopt(_uffd);
             space = new AgentAddressSpace(uffd, _agent, window, windowPages); // owns the agent and the window
             ServedWelcome welcome = new()

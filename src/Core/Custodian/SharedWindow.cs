@@ -11,7 +11,8 @@ namespace Tibet.Core.Custodian;
 internal static class SharedWindow
 {
     /// <summary>Creates and maps a window of <paramref name="pages"/> pages; its memfd
-    /// (close-on-exec) is for the other side, to be closed once handed over.</summary>
+    /// (close-on-exec) is for the other side, to be closed once handed over. On failure
+    /// nothing is left open, and <paramref name="memfd"/> is -1.</summary>
     public static nint Create(string name, int pages, out int memfd)
     {
         nuint length = (nuint)(pages * Paging.Userfaultfd.PageSize);
@@ -25,6 +26,7 @@ internal static class SharedWindow
         {
             int errno = Libc.LastErrno;
             Libc.close(memfd);
+            memfd = -1; // closed: a caller's clean-up must not close a number reused since
             throw new InvalidOperationException($"sizing and sealing the {name} window failed: {Libc.Describe(errno)}");
         }
         nint window = Map(memfd, length);
@@ -32,6 +34,7 @@ internal static class SharedWindow
         {
             int errno = Libc.LastErrno;
             Libc.close(memfd);
+            memfd = -1;
             throw new InvalidOperationException($"mmap of the {name} window failed: {Libc.Describe(errno)}");
         }
         return window;

@@ -48,7 +48,8 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     /// was attached.</summary>
     internal bool SourceFillsRunsConcurrently;
 
-    /// <summary>The program mapped the arena read-only (PROT_READ): it writes none of its
+    /// <summary>The program mapped the arena read-only (PROT_READ) and has not made it
+    /// writable since (mprotect, see <see cref="MarkWritable"/>): it writes none of its
     /// pages, so lifting their write protection for a moment cannot miss a write it may
     /// make (see Collapse.RangeCollapser).</summary>
     internal bool MappedReadOnly;
@@ -112,6 +113,10 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     /// <param name="mappedReadOnly">The program mapped it PROT_READ (see <see cref="MappedReadOnly"/>).</param>
     public void AttachSource(PageSource source, bool refetchWhenEvicted = false, bool mappedReadOnly = false) =>
         Engine.AttachSource(this, source, refetchWhenEvicted, mappedReadOnly);
+
+    /// <summary>The program made the arena writable (mprotect): it is no longer trusted to
+    /// write none of its pages (see <see cref="MappedReadOnly"/>).</summary>
+    public void MarkWritable() => Engine.MarkWritable(this);
 
     /// <summary>Seals every resident page of this arena now.</summary>
     public void Evict() => Engine.EvictArena(this);

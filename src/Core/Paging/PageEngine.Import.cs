@@ -6,6 +6,14 @@ namespace Tibet.Core.Paging;
 // file's pages), read from their source on first touch.
 public sealed unsafe partial class PageEngine
 {
+    /// <summary>Under the lock, so that no collapse of the arena's protected ranges is
+    /// under way when the program's mprotect goes on (see Collapse.RangeCollapser).</summary>
+    internal void MarkWritable(Arena arena)
+    {
+        lock (_gate)
+            arena.MappedReadOnly = false;
+    }
+
     internal void AttachSource(Arena arena, PageSource source, bool refetchWhenEvicted, bool mappedReadOnly)
     {
         ArgumentNullException.ThrowIfNull(source);

@@ -58,6 +58,7 @@ extern int tibet_managed_file_opened(int fd); /* 1: a sealed model, reads go thr
 extern void tibet_managed_file_closed(int fd);
 extern ssize_t tibet_managed_read(int fd, void *buffer, size_t count, off_t offset, int at_position); /* or -errno */
 extern int tibet_managed_unmap(void *addr, size_t length); /* 0 or an errno */
+extern void tibet_managed_protect(void *addr, size_t length, int prot);
 extern void *tibet_managed_mremap(void *old, size_t old_size, size_t new_size, int flags, int *error);
 extern void tibet_managed_forked(int pid, int agent);
 extern int tibet_agent_wanted(void);
@@ -106,6 +107,8 @@ static malloc_fn real_pvalloc;
 static usable_size_fn real_usable_size;
 static mmap_fn real_mmap;
 static munmap_fn real_munmap;
+typedef int (*mprotect_fn)(void *, size_t, int);
+static mprotect_fn real_mprotect;
 static mremap_fn real_mremap;
 static fork_fn real_fork;
 typedef void (*exit_fn)(int);
@@ -430,6 +433,7 @@ static void resolve(void)
     real_pvalloc = (malloc_fn)dlsym(RTLD_NEXT, "pvalloc");
     real_mmap = (mmap_fn)dlsym(RTLD_NEXT, "mmap");
     real_munmap = (munmap_fn)dlsym(RTLD_NEXT, "munmap");
+    real_mprotect = (mprotect_fn)dlsym(RTLD_NEXT, "mprotect");
     real_mremap = (mremap_fn)dlsym(RTLD_NEXT, "mremap");
     real_fork = (fork_fn)dlsym(RTLD_NEXT, "fork");
     real__exit = (exit_fn)dlsym(RTLD_NEXT, "_exit");
@@ -1101,6 +1105,23 @@ EXPORT int munmap(void *addr, size_t length)
     if (shim_ready && served_by_custodian() && tibet_served_release(addr, length))
         return 0; /* served mappings reserved again */
     return real_munmap(addr, length);
+}
+
+/* mprotect of a model map the program mapped read-only, to make it writable: the engine
+ * learns it first (tibet_managed_protect), because it lifts such a map's write protection
+ * for a moment to collapse it into huge pages, trusting that the program writes no
+ * read-only map (RangeCollapser). Told before the kernel changes anything, so that no
+ * write can follow the change before the engine knows. */
+EXPORT int mprotect(void *addr, size_t length, int prot)
+{
+    if (UNLIKELY(!real_mprotect))
+        resolve();
+    if ((prot & PROT_WRITE) && overlaps_mmap(addr, length) && !in_tibet && !in_child() && !from_self(__builtin_return_address(0))) {
+        in_tibet = 1;
+        tibet_managed_protect(addr, length, prot);
+        in_tibet = 0;
+    }
+    return real_mprotect(addr, length, prot);
 }
 
 /* mremap of a served mapping (tibet_served_map: a forked child's, or the program's with

@@ -51,4 +51,24 @@ public class SealedRefetchTests(SealedRunWorld world) : IClassFixture<SealedRunW
         Assert.True(controlPresent >= evicted,
             $"with the pages sealed in the program (TIBET_REFETCH_SOURCE=0), the count should see their ciphertext there: {controlPresent >> 20} MiB present, {evicted >> 20} MiB evicted");
     }
+
+    /// <summary>A page written since it came from the model is sealed, not dropped: the
+    /// program maps the model read-only and private, reads it, makes it writable
+    /// (mprotect), writes a byte of every page, and reads it twice under an 8 MiB budget.</summary>
+    [Fact]
+    public void Pages_written_after_mprotect_survive_eviction()
+    {
+        var model = world.MediumSealed;
+        var result = TibetRun.Encrypted(["--audit-log", world.PathOf($"audit-{Guid.NewGuid():N}.jsonl"), "--threshold", "64K", "--budget", "8M",
+                "--identity", world.Alice, "--claim", world.ClaimPath("valid")],
+            [world.Reader, model.Path, model.DataOffset.ToString(CultureInfo.InvariantCulture), model.DataLength.ToString(CultureInfo.InvariantCulture), "private-write"]);
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains($"hash {model.WrittenHash} ", result.Stdout);
+        // The first read dropped pages back to the model (they were clean); the written ones
+        // were sealed when evicted, every one of them at least once in the two reads after.
+        long sealedEvictions = result.Stat("evictions") - result.Stat("sourceDrops");
+        Assert.True(result.Stat("sourceDrops") > 0, result.ToString());
+        Assert.True(sealedEvictions >= (model.DataLength - Budget) / 4096, result.ToString());
+    }
 }

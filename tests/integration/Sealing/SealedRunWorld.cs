@@ -70,14 +70,19 @@ public sealed class SealedRunWorld : IDisposable
             ModelSealer.Seal(plain, path, [_alice.Public], ClearanceLevel.Confidential, [_issuer.Public]);
             using var model = Tibet.Core.Sealing.SealedModel.Open(path);
             long length = model.DataPages * SealedModelKey.PageSize;
-            return new SealedFile(path, model.DataOffset, length, PlainDataHash(plain, length));
+            byte[] data = PlainData(plain, length);
+            string live = Fnv1a(data);
+            for (long at = 17; at < length; at += 4096)
+                data[at] ^= 0x5a;
+            return new SealedFile(path, model.DataOffset, length, live, Fnv1a(data));
         });
     }
 
     private readonly Lazy<SealedFile> _mediumSealed;
 
     /// <summary>A sealed model, its data section, and the hash a live reader of that section sees.</summary>
-    public sealed record SealedFile(string Path, long DataOffset, long DataLength, string LiveHash);
+    /// <param name="WrittenHash">What prog_sealed_read's private-write mode sees after its writes.</param>
+    public sealed record SealedFile(string Path, long DataOffset, long DataLength, string LiveHash, string WrittenHash);
 
     /// <summary>The medium model (about 100 MB) sealed to alice at CONFIDENTIAL: many
     /// budgets' worth of pages (sealed on first use).</summary>
@@ -185,7 +190,10 @@ public sealed class SealedRunWorld : IDisposable
 
     private void WriteClaim(string name, Claim claim) => ClaimFile.Write(ClaimPath(name), claim);
 
-    private static string PlainDataHash(string plainModel, long length)
+    private static string PlainDataHash(string plainModel, long length) => Fnv1a(PlainData(plainModel, length));
+
+    /// <summary>The plain model's data section, padded with zeros to <paramref name="length"/>.</summary>
+    private static byte[] PlainData(string plainModel, long length)
     {
         GgufFile header;
         using (var stream = File.OpenRead(plainModel))
@@ -194,7 +202,7 @@ public sealed class SealedRunWorld : IDisposable
         byte[] file = File.ReadAllBytes(plainModel);
         int available = (int)Math.Min(length, file.Length - header.DataOffset);
         Array.Copy(file, header.DataOffset, data, 0, available);
-        return Fnv1a(data);
+        return data;
     }
 
     private static string Fnv1a(byte[] data)

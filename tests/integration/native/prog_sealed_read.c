@@ -17,6 +17,10 @@
  *                every page evicted and brought back), fails with "second-pass-differs"
  *                (exit 4) unless it saw the same bytes, then prints "ready <pid> <hash>"
  *                and waits for the end of stdin
+ *   private-write  mmap(PROT_READ, MAP_PRIVATE) read once, then mprotect'ed writable, byte
+ *                17 of every page of the range XORed with 0x5a, and read twice (it fails
+ *                with "second-pass-differs" unless both saw the same): the hash line is
+ *                of the written bytes
  * A read error prints "read-error <errno>" and exits 3. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -96,6 +100,27 @@ int main(int argc, char **argv)
         printf("ready %d %016llx\n", (int)getpid(), (unsigned long long)hash);
         fflush(stdout);
         while (read(0, buffer, sizeof buffer) > 0) {
+        }
+    } else if (strcmp(mode, "private-write") == 0) {
+        int fd = open(path, O_RDONLY);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0) return fail("open");
+        unsigned char *map = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) return fail("mmap");
+        feed(map + offset, length);
+        if (mprotect(map, st.st_size, PROT_READ | PROT_WRITE) != 0) return fail("mprotect");
+        for (size_t at = 17; at < length; at += 4096)
+            map[offset + at] ^= 0x5a;
+        hash = 0xcbf29ce484222325ULL;
+        nonzero = total = 0;
+        feed(map + offset, length);
+        uint64_t first = hash;
+        hash = 0xcbf29ce484222325ULL;
+        nonzero = total = 0;
+        feed(map + offset, length);
+        if (hash != first) {
+            printf("second-pass-differs %016llx %016llx\n", (unsigned long long)first, (unsigned long long)hash);
+            return 4;
         }
     } else if (strcmp(mode, "mmap-fork") == 0) {
         unsigned char *map = map_whole(path);

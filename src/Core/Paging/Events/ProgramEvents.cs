@@ -210,9 +210,11 @@ internal sealed unsafe class ProgramEvents : IDisposable
     private bool DiscardPage(Arena arena, long index, bool offTheBooks)
     {
         ref PageEntry entry = ref arena.Entries[index];
-        // A discarded page of a file map reads as the file again, as natively (a private
-        // map's copy is dropped); of anonymous memory, as zeros.
-        PageState discarded = arena.Source != null ? PageState.Untouched : PageState.Zero;
+        // Zero, also in a model map (natively a discarded page of a file map reads as the
+        // file again): Zero is how the fault service tells a page the program gave up and
+        // the kernel has not zapped yet from one it must serve (AdmitFoundMapped,
+        // ServeWriteProtectFault). The README lists it among the known limitations.
+        const PageState discarded = PageState.Zero;
         switch (entry.State)
         {
             case PageState.Sealed:

@@ -125,7 +125,19 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         if (_share == null || Unlimited || _residentPages <= _halfPages)
             return false;
         long pages = _share.TakeDemand(Math.Min(_victims.Length, _residentPages - _halfPages));
-        return pages > 0 && EvictFromQueue((int)pages) > 0;
+        if (pages <= 0)
+            return false;
+        int evicted = EvictFromQueue((int)pages);
+        _share.ReturnDemand(pages - evicted); // nothing movable for the rest: it stands
+        return evicted > 0;
+    }
+
+    /// <summary>With a shared budget: what this engine asked of the other stands only while
+    /// it is owed room.</summary>
+    private void WithdrawIfNotOwed()
+    {
+        if (_share != null && !Unlimited && !OwedRoom)
+            _share.WithdrawDemand();
     }
 
     /// <summary>Pages left this engine's books: the shared count (if any) follows.</summary>
@@ -299,6 +311,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
                 break;
         }
         GiveWay();
+        WithdrawIfNotOwed();
     }
 
     /// <summary>When idle: gives way to the other engine's demand, or seals a batch if
@@ -465,8 +478,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
                     if (stillOurs)
                     {
                         _sealer.Forget(ref entry); // a kept copy no longer holds its contents
-                        // A file map's page reads as the file again (MADV_DONTNEED); else zeros.
-                        entry.State = arena.Source != null ? PageState.Untouched : PageState.Zero;
+                        entry.State = PageState.Zero; // as ProgramEvents.DiscardPage
                         entry.EvictionStamp = _clock.Stamp();
                         _residentPages--;
                         _zeroEvictions++;

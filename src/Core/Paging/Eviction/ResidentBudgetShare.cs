@@ -57,23 +57,36 @@ public abstract class ResidentBudgetShare
     /// to evict, the demand standing at most at <paramref name="cap"/>.</summary>
     public abstract void AddDemand(long pages, long cap);
 
+    /// <summary>This engine is no longer owed room: what it asked of the other and the
+    /// other has not met yet is withdrawn.</summary>
+    public abstract void WithdrawDemand();
+
     /// <summary>Takes up to <paramref name="max"/> pages of the other engine's demand (what
     /// this engine then evicts for it); 0 when none stands.</summary>
     public abstract long TakeDemand(long max);
+
+    /// <summary>Of a demand taken, <paramref name="pages"/> were not met (nothing movable to
+    /// evict): they stand again.</summary>
+    public abstract void ReturnDemand(long pages);
 }
 
-/// <summary>A <see cref="ResidentBudgetShare"/> over three 64-bit counts (the combined count,
-/// the resident pages, the standing demand) in memory both engines' processes map (a page the custodian
-/// creates per served process).</summary>
+/// <summary>A <see cref="ResidentBudgetShare"/> over four 64-bit counts in memory both
+/// engines' processes map (a page the custodian creates per served process): the combined
+/// count, the resident pages, and the demand standing on each side (what the program's
+/// engine is asked to evict, then the custodian's), each written by the side that asks.</summary>
 public sealed unsafe class SharedCounterBudgetShare : ResidentBudgetShare
 {
     private readonly long* _counts;
+    private readonly int _mine, _theirs; // the demand slots: asked of this engine, of the other
 
-    /// <param name="counts">Three aligned 64-bit counts, mapped for as long as the engine lives.</param>
-    public SharedCounterBudgetShare(nint counts)
+    /// <param name="counts">Four aligned 64-bit counts, mapped for as long as the engine lives.</param>
+    /// <param name="custodianSide">This is the custodian's engine (else the program's).</param>
+    public SharedCounterBudgetShare(nint counts, bool custodianSide)
     {
         ArgumentOutOfRangeException.ThrowIfNotEqual(counts & 7, 0, nameof(counts));
         _counts = (long*)counts;
+        _mine = custodianSide ? 3 : 2;
+        _theirs = custodianSide ? 2 : 3;
     }
 
     public override long Combined(long mine) => Math.Max(Volatile.Read(ref _counts[0]), mine);
@@ -96,22 +109,34 @@ public sealed unsafe class SharedCounterBudgetShare : ResidentBudgetShare
 
     public override void AddDemand(long pages, long cap)
     {
-        long seen = Volatile.Read(ref _counts[2]);
+        long seen = Volatile.Read(ref _counts[_theirs]);
         while (true)
         {
             long wanted = Math.Min(cap, Math.Max(0, seen) + pages);
             if (wanted <= seen)
                 return;
-            long was = Interlocked.CompareExchange(ref _counts[2], wanted, seen);
+            long was = Interlocked.CompareExchange(ref _counts[_theirs], wanted, seen);
             if (was == seen)
                 return;
             seen = was;
         }
     }
 
+    public override void WithdrawDemand()
+    {
+        if (Volatile.Read(ref _counts[_theirs]) != 0)
+            Interlocked.Exchange(ref _counts[_theirs], 0);
+    }
+
+    public override void ReturnDemand(long pages)
+    {
+        if (pages > 0)
+            Interlocked.Add(ref _counts[_mine], pages);
+    }
+
     public override long TakeDemand(long max)
     {
-        long seen = Volatile.Read(ref _counts[2]);
+        long seen = Volatile.Read(ref _counts[_mine]);
         while (true)
         {
             // The other side may be the served process itself: a negative or huge demand
@@ -119,7 +144,7 @@ public sealed unsafe class SharedCounterBudgetShare : ResidentBudgetShare
             long taken = Math.Clamp(seen, 0, Math.Max(0, max));
             if (taken == 0)
                 return 0;
-            long was = Interlocked.CompareExchange(ref _counts[2], seen - taken, seen);
+            long was = Interlocked.CompareExchange(ref _counts[_mine], seen - taken, seen);
             if (was == seen)
                 return taken;
             seen = was;

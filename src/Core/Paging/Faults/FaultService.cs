@@ -220,9 +220,11 @@ internal sealed unsafe class FaultService : IDisposable
 
         if (arena.Entries[index].State == PageState.Untouched && arena.Source is { } source)
         {
-            // A source whose long runs the fill worker shares (see FillAndInject): only the
-            // first slice now, so that the thread is woken before the rest is decrypted.
-            bool shared = arena.SourceFillsRunsConcurrently && _worker != null && before + count > InjectSlicePages;
+            // A source whose long runs the fill worker shares (see FillAndInject, which
+            // shares a part of at least SharedRunPages): only the first slice now, so that
+            // the thread is woken before the rest is decrypted. The handler then reads its
+            // half under the engine lock (the worker runs only while it is held).
+            bool shared = arena.SourceFillsRunsConcurrently && _worker != null && (count - 1 >= SharedRunPages || before >= SharedRunPages);
             if (shared)
                 source.BeginRun(index, Math.Min(count, InjectSlicePages));
             else
