@@ -25,10 +25,10 @@ internal sealed unsafe class SealedPageService
     public const int Lanes = 2;
 
     /// <summary>Sessions at once, in all and per process: each holds a thread per lane and
-    /// a locked window, and a process holding the grant could otherwise ask for them until
-    /// the custodian, which serves the whole tree, runs out (a process asks once per sealed
-    /// file it opens).</summary>
-    public const int MaxSessions = 256, MaxSessionsPerProcess = 64;
+    /// a locked 4 MiB window, and a process holding the grant could otherwise ask for them
+    /// until the custodian, which serves the whole tree, runs out (a process asks once per
+    /// sealed file it opens). 128 sessions: 256 threads, 512 MiB of windows.</summary>
+    public const int MaxSessions = 128, MaxSessionsPerProcess = 64;
 
     private const nuint LaneBytes = WindowPages * (nuint)SealFormat.PageSize;
 

@@ -31,6 +31,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     private readonly long _budgetPages;
     private readonly long _highPages, _lowPages;
     private readonly long _halfPages; // what each of two engines that share the budget is owed
+    private long _sizedFor; // the part of a shared budget the policy was last sized for
     private EvictionClock _clock;
 
     private readonly Victim[] _victims;
@@ -76,6 +77,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         _highPages = options.Watermarks.HighPages(_budgetPages);
         _lowPages = options.Watermarks.LowPages(_budgetPages);
         _halfPages = _budgetPages / 2;
+        _sizedFor = _budgetPages;
         ReadAheadLimit = _budgetPages == long.MaxValue ? int.MaxValue : options.Watermarks.ReadAheadLimit(_budgetPages);
         // The policy sizes its probation for the read-ahead runs of anonymous arenas, and
         // grows it when a model map's whole 2 MiB ranges start arriving (ExpectRuns).
@@ -312,6 +314,21 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         }
         GiveWay();
         WithdrawIfNotOwed();
+        ResizeForShare();
+    }
+
+    /// <summary>With a shared budget: sizes the policy for the part of the budget the other
+    /// engine leaves this one (at least its half), when that moved by a 32nd of the budget.</summary>
+    private void ResizeForShare()
+    {
+        if (_share == null || Unlimited || !_share.Live)
+            return;
+        long other = _share.Combined(OwnCounted) - OwnCounted;
+        long part = Math.Max(_halfPages, _budgetPages - other);
+        if (Math.Abs(part - _sizedFor) * 32 < _budgetPages)
+            return;
+        _sizedFor = part;
+        _residentSet.Resize(part);
     }
 
     /// <summary>When idle: gives way to the other engine's demand, or seals a batch if

@@ -41,6 +41,13 @@ internal abstract class ResidentSet : IDisposable
     {
     }
 
+    /// <summary>This engine may now hold <paramref name="pages"/> of the budget (it shares
+    /// it with another engine, whose pages take the rest): a policy that sizes its parts by
+    /// the budget sizes them by this instead.</summary>
+    public virtual void Resize(long pages)
+    {
+    }
+
     /// <summary>Queued elements, stale ones included.</summary>
     public abstract long Count { get; }
 
