@@ -41,11 +41,6 @@ run_once() { # config budget eviction cipher command-prefix...   (cipher "-" for
   local label=$config
   [ "$cipher" = - ] || label="$config $cipher"
   rm -f "$work/stats.json"
-  # The previous run's custodian outlives its program for a moment, and gives the 2 MiB
-  # pages that run added to the hugetlb pool back when it ends: started meanwhile, a
-  # --huge-pages run had its pool shrunk under it (EEXIST, SIGBUS; a known defect, see
-  # issue 12). Each run starts once the last one's custodian is gone.
-  for _ in $(seq 100); do pgrep -f "tibet-run.dll --custodian" > /dev/null || break; sleep 0.1; done
   sync; echo 3 > /proc/sys/vm/drop_caches
   "$@" "$work/llama_driver" --model "$work/model.gguf" --tokens "$tokens" --threads "$threads" \
       --prompt "The quick brown fox jumps over the lazy dog" > "$work/out.txt" 2> "$work/err.txt" \

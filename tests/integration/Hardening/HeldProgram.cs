@@ -66,11 +66,23 @@ internal sealed class HeldProgram : IDisposable
     /// <summary>Lets the program finish; returns its exit code and standard error.</summary>
     public (int ExitCode, string Stderr) Finish()
     {
+        var (exitCode, _, stderr) = FinishWithOutput();
+        return (exitCode, stderr);
+    }
+
+    /// <summary>Lets the program go on (ends its standard input) without waiting for it.</summary>
+    public void Release() => _process.StandardInput.Close();
+
+    /// <summary>Lets the program finish; returns its exit code, what it wrote on standard
+    /// output after its ready line, and its standard error.</summary>
+    public (int ExitCode, string Stdout, string Stderr) FinishWithOutput()
+    {
         _process.StandardInput.Close();
+        var stdout = _process.StandardOutput.ReadToEndAsync();
         if (!_process.WaitForExit(TimeSpan.FromMinutes(2)))
             _process.Kill(entireProcessTree: true);
         _process.WaitForExit();
-        return (_process.ExitCode, _stderr.Result);
+        return (_process.ExitCode, stdout.Result, _stderr.Result);
     }
 
     public void Dispose()

@@ -17,6 +17,8 @@
  *                every page evicted and brought back), fails with "second-pass-differs"
  *                (exit 4) unless it saw the same bytes, then prints "ready <pid> <hash>"
  *                and waits for the end of stdin
+ *   map-hold-read  maps as mmap, prints "ready <pid> 0x0" before touching a page, and
+ *                reads the map once stdin has ended
  *   private-write  mmap(PROT_READ, MAP_PRIVATE) read once, then mprotect'ed writable, byte
  *                17 of every page of the range XORed with 0x5a, and read twice (it fails
  *                with "second-pass-differs" unless both saw the same): the hash line is
@@ -76,16 +78,20 @@ int main(int argc, char **argv)
     size_t length = strtoull(argv[3], NULL, 10);
     static unsigned char buffer[100000];
 
-    if (strcmp(mode, "mmap") == 0 || strcmp(mode, "mmap-hold") == 0) {
+    if (strcmp(mode, "mmap") == 0 || strcmp(mode, "mmap-hold") == 0 || strcmp(mode, "map-hold-read") == 0) {
         unsigned char *map = map_whole(path);
         if (map == NULL) return 3;
-        feed(map + offset, length);
-        if (strcmp(mode, "mmap-hold") == 0) {
+        int read_first = strcmp(mode, "map-hold-read") != 0;
+        if (read_first)
+            feed(map + offset, length);
+        if (strcmp(mode, "mmap") != 0) {
             printf("ready %d 0x0\n", (int)getpid());
             fflush(stdout);
             while (read(0, buffer, sizeof buffer) > 0) {
             }
         }
+        if (!read_first)
+            feed(map + offset, length);
     } else if (strcmp(mode, "mmap-twice-hold") == 0) {
         unsigned char *map = map_whole(path);
         if (map == NULL) return 3;

@@ -7,17 +7,25 @@ namespace Tibet.Core.Paging.Huge;
 /// <summary>
 /// The kernel's pool of 2 MiB pages (vm.nr_hugepages). A <see cref="HugePageService"/>
 /// takes its pages from it, so the pool must hold the budget before the program starts;
-/// tibet-run (as root) grows it for the run and shrinks it back afterwards.
+/// tibet-run (as root) grows it for the run and shrinks it back afterwards, as far as no
+/// other run still needs the pages (see <see cref="HugePageLedger"/>).
 /// </summary>
 public sealed class HugePagePool : IDisposable
 {
     private const string NrHugePages = "/proc/sys/vm/nr_hugepages";
     private long _added;
+    private readonly long _reserved;
+    private readonly int _owner;
 
-    private HugePagePool(long added) => _added = added;
+    private HugePagePool(long added, long reserved, int owner)
+    {
+        _added = added;
+        _reserved = reserved;
+        _owner = owner;
+    }
 
     /// <summary>Pages this reservation added to the pool (0: it had enough free).</summary>
-    public long AddedPages => _added;
+    public long AddedPages => Math.Max(0, _added);
 
     /// <summary>
     /// Makes sure the pool has <paramref name="pages"/> free 2 MiB pages, growing it if
@@ -25,21 +33,27 @@ public sealed class HugePagePool : IDisposable
     /// times slower on this machine kind (docs/design/engine-groundwork.md, section 4).
     /// </summary>
     /// <exception cref="InvalidOperationException">The pool could not be grown; the message says why and what to do.</exception>
+    /// <remarks>Pages other live runs reserved and have not taken from the pool yet count as
+    /// taken (the ledger says how many they reserved; the pool, how many are in use).</remarks>
     public static HugePagePool Reserve(long pages)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(pages);
+        int owner = Environment.ProcessId; // tibet-run becomes the program: the run lives as long
+        using HugePageLedger? ledger = HugePageLedger.Open();
         long free = HugePageService.FreePoolPages();
+        long othersUnused = ledger == null ? 0 : Math.Max(0, ledger.ReservedByOthers(owner) - (ReadTotal() - free));
+        long needed = pages + othersUnused;
         long added = 0;
-        if (free < pages)
+        if (free < needed)
         {
             // Asked for more than there is, the kernel would take all it can find (the
             // whole machine's free memory, for a moment): refuse up front instead.
             long availableBytes = MemInfoKiB("MemAvailable:") * 1024;
-            if ((pages - free) > availableBytes / 2 / HugePageService.HugePageSize)
+            if ((needed - free) > availableBytes / 2 / HugePageService.HugePageSize)
                 throw new InvalidOperationException(
-                    $"{pages} pages of 2 MiB are more than half the memory available ({availableBytes >> 20} MiB); choose a smaller --huge-pages");
+                    $"{pages} pages of 2 MiB (and {othersUnused} other runs hold) are more than half the memory available ({availableBytes >> 20} MiB); choose a smaller --huge-pages");
             long total = ReadTotal();
-            long wanted = total + (pages - free);
+            long wanted = total + (needed - free);
             try
             {
                 File.WriteAllText(NrHugePages, wanted.ToString(CultureInfo.InvariantCulture));
@@ -51,7 +65,7 @@ public sealed class HugePagePool : IDisposable
             }
             added = ReadTotal() - total;
             free = HugePageService.FreePoolPages();
-            if (free < pages)
+            if (free < needed)
             {
                 Shrink(added);
                 throw new InvalidOperationException(
@@ -60,23 +74,65 @@ public sealed class HugePagePool : IDisposable
             }
         }
         Touch(pages);
-        return new HugePagePool(added);
+        if (ledger != null)
+        {
+            ledger.Owners.TryGetValue(owner, out HugePageLedger.Entry mine);
+            ledger.Owners[owner] = new HugePageLedger.Entry(mine.Reserved + pages, mine.Added + added, mine.Reservations + 1);
+            ledger.Save();
+        }
+        return new HugePagePool(added, pages, owner);
     }
 
-    /// <summary>Gives <paramref name="pages"/> added by a reservation of another process back
-    /// (the custodian, when the program it outlives has ended).</summary>
-    public static void GiveBack(long pages)
+    /// <summary>Gives back what the reservation of a program that has ended added to the
+    /// pool (the custodian, when the program it outlives has ended): now if no other run
+    /// lives, else by the last one to end.</summary>
+    /// <param name="added">What it added: given back as it was, when there is no ledger.</param>
+    public static void GiveBack(long added)
     {
-        if (pages > 0)
-            Shrink(pages);
+        using HugePageLedger? ledger = HugePageLedger.Open();
+        if (ledger == null)
+        {
+            if (added > 0)
+                Shrink(added);
+            return;
+        }
+        // The program has ended: its entry was dropped as the ledger was read, and what it
+        // added is owed.
+        SettleOwed(ledger);
     }
 
-    /// <summary>Gives the pages this reservation added back to the kernel.</summary>
+    /// <summary>Gives the pages this reservation added back to the kernel, as far as no
+    /// other run still needs them.</summary>
     public void Dispose()
     {
-        long added = Interlocked.Exchange(ref _added, 0);
-        if (added > 0)
-            Shrink(added);
+        long added = Interlocked.Exchange(ref _added, -1);
+        if (added < 0)
+            return;
+        using HugePageLedger? ledger = HugePageLedger.Open();
+        if (ledger == null)
+        {
+            if (added > 0)
+                Shrink(added);
+            return;
+        }
+        if (ledger.Owners.Remove(_owner, out HugePageLedger.Entry mine))
+        {
+            ledger.Owed += Math.Min(added, mine.Added);
+            if (mine.Reservations > 1)
+                ledger.Owners[_owner] = new HugePageLedger.Entry(Math.Max(0, mine.Reserved - _reserved), Math.Max(0, mine.Added - added), mine.Reservations - 1);
+        }
+        SettleOwed(ledger);
+    }
+
+    /// <summary>With no owner alive, what is owed goes back to the kernel.</summary>
+    private static void SettleOwed(HugePageLedger ledger)
+    {
+        if (ledger.Owners.Count == 0 && ledger.Owed > 0)
+        {
+            Shrink(ledger.Owed);
+            ledger.Owed = 0;
+        }
+        ledger.Save();
     }
 
     private static void Shrink(long pages)
