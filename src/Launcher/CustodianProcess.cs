@@ -54,7 +54,10 @@ internal static unsafe class CustodianProcess
     /// <param name="serveChildren">Serve forked children (false: TIBET_CUSTODIAN=0, the
     /// custodian only hosts --metrics or gives the hugetlb pool back).</param>
     /// <param name="metrics">--metrics' listening socket, served by the custodian from now on.</param>
-    /// <param name="hugePagesAdded">Pages added to the hugetlb pool for this run, given back when the custodian ends.</param>
+    /// <param name="hugePagesAdded">Pages added to the hugetlb pool for this run, or -1 when
+    /// it reserved none. With a reservation (even of pages that were free), the custodian
+    /// settles the pool's ledger when it ends: pages other runs left owed go back once no
+    /// run lives (HugePagePool.GiveBack).</param>
     /// <param name="identity">The custodian's identity descriptor (grant token, then the
     /// hand-off; see IdentityCustody), or -1: inherited by the custodian only.</param>
     public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded, int identity = -1)
@@ -189,7 +192,7 @@ internal static unsafe class CustodianProcess
             || args[7] is not ("auto" or "off")
             || !int.TryParse(args[8], NumberStyles.None, CultureInfo.InvariantCulture, out int verbosity)
             || !int.TryParse(args[9], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int metricsSocket)
-            || !long.TryParse(args[10], NumberStyles.None, CultureInfo.InvariantCulture, out long hugePagesAdded)
+            || !long.TryParse(args[10], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long hugePagesAdded)
             || !int.TryParse(args[11], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int identity))
         {
             Console.Error.WriteLine("tibet-run: --custodian is tibet-run's own: it is started by tibet-run, with arguments it chooses.");
@@ -238,7 +241,7 @@ internal static unsafe class CustodianProcess
         finally
         {
             custody?.Dispose(); // wipes the identity's key
-            if (hugePagesAdded > 0)
+            if (hugePagesAdded >= 0)
                 HugePagePool.GiveBack(hugePagesAdded);
         }
     }

@@ -340,7 +340,7 @@ internal static partial class Launcher
             return ExitRefused;
         if (encrypted && (custodianWanted || metrics != null || pool != null))
         {
-            var custodian = CustodianProcess.Start(options, account?.Uid, serveChildren: custodianWanted, metrics, pool?.AddedPages ?? 0,
+            var custodian = CustodianProcess.Start(options, account?.Uid, serveChildren: custodianWanted, metrics, pool?.AddedPages ?? -1,
                 identity: identity?.Custodian?.Descriptor ?? -1);
             if (custodian != null && custodianWanted)
             {
