@@ -5,9 +5,10 @@ using Tibet.IntegrationTests.Support;
 namespace Tibet.IntegrationTests.Hardening;
 
 /// <summary>
-/// native/prog_hold.c started (under tibet-run or otherwise) and held still until
-/// disposed, so that a test can look at its memory from outside: its pid and the address
-/// of its canary, once it has printed "ready".
+/// A program started (under tibet-run or otherwise) and held still until disposed, so that
+/// a test can look at its memory from outside, once it has printed "ready PID [WORD]":
+/// native/prog_hold.c (WORD: the address of its canary), prog_sealed_read's holding modes,
+/// prog_serve_self.
 /// </summary>
 internal sealed class HeldProgram : IDisposable
 {
@@ -31,10 +32,11 @@ internal sealed class HeldProgram : IDisposable
     /// <summary>The pid of prog_hold itself (not of tibet-run).</summary>
     public int Pid { get; }
 
-    /// <summary>Where the canary is, in hexadecimal with 0x.</summary>
+    /// <summary>The ready line's third word: for prog_hold, where the canary is, in
+    /// hexadecimal with 0x; empty when the line has none.</summary>
     public string CanaryAddress { get; }
 
-    /// <summary>Starts <paramref name="command"/>, whose last program is prog_hold, and waits for its "ready" line.</summary>
+    /// <summary>Starts <paramref name="command"/> and waits for its program's "ready" line.</summary>
     public static HeldProgram Start(string[] command, IDictionary<string, string?>? environment = null)
     {
         var start = new ProcessStartInfo(command[0])
@@ -60,7 +62,7 @@ internal sealed class HeldProgram : IDisposable
             throw new InvalidOperationException($"{string.Join(' ', command)} never said ready; stderr: {process.StandardError.ReadToEnd()}");
         }
         string[] words = ready.Split(' ');
-        return new HeldProgram(process, int.Parse(words[1], CultureInfo.InvariantCulture), words[2]);
+        return new HeldProgram(process, int.Parse(words[1], CultureInfo.InvariantCulture), words.Length > 2 ? words[2] : "");
     }
 
     /// <summary>Lets the program finish; returns its exit code and standard error.</summary>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using Tibet.IntegrationTests.Hardening;
 using Tibet.IntegrationTests.Identities;
 using Tibet.IntegrationTests.Support;
 using Xunit;
@@ -32,7 +33,7 @@ public class ServeSelfTests
     [Fact]
     public void The_programs_evicted_memory_and_its_keys_are_in_the_custodian_not_in_the_program()
     {
-        using var run = Held.Start([]);
+        using var run = Hold([]);
         int plaintext = MemoryScanner.CountInPresentPages(run.Pid, Marker);
         long inProgram = MemoryScanner.PresentBytes(run.Pid);
         int custodian = CustodianFinder.PidServing(run.Pid);
@@ -44,7 +45,7 @@ public class ServeSelfTests
         Assert.True(inProgram < Evicted / 2, "the program holds enough memory to keep the evicted data: " + context);
         Assert.True(inCustodian >= Evicted, "the custodian does not hold the evicted data's ciphertext: " + context);
 
-        var (exitCode, stdout, stderr) = run.Finish();
+        var (exitCode, stdout, stderr) = run.FinishWithOutput();
         Assert.True(exitCode == 0 && stdout.Contains($"self: 0 bad pages of {Pages}"), $"{context}\nexit {exitCode}\n{stdout}\n{stderr}");
         Assert.DoesNotContain("own engine encrypts it", stderr); // no allocation fell back to the program's engine
     }
@@ -54,13 +55,13 @@ public class ServeSelfTests
     [Fact]
     public void With_serve_program_the_same_scan_finds_the_evicted_data_in_the_program()
     {
-        using var run = Held.Start(["--serve", "program"]);
+        using var run = Hold(["--serve", "program"]);
         int plaintext = MemoryScanner.CountInPresentPages(run.Pid, Marker);
         long inProgram = MemoryScanner.PresentBytes(run.Pid);
         string context = $"program: {plaintext} of {Pages} pages in plaintext, {inProgram >> 20} MiB present; {Evicted >> 20} MiB evicted";
         Assert.True(plaintext <= BudgetPages, context);
         Assert.True(inProgram >= Evicted, "the program's own engine should hold the ciphertext in the program: " + context);
-        var (exitCode, stdout, stderr) = run.Finish();
+        var (exitCode, stdout, stderr) = run.FinishWithOutput();
         Assert.True(exitCode == 0 && stdout.Contains($"self: 0 bad pages of {Pages}"), $"{context}\nexit {exitCode}\n{stdout}\n{stderr}");
     }
 
@@ -83,59 +84,8 @@ public class ServeSelfTests
         Assert.Equal(0, Stat("authenticationFailures"));
     }
 
-    /// <summary>prog_serve_self under tibet-run, held until <see cref="Finish"/>.</summary>
-    private sealed class Held : IDisposable
-    {
-        private readonly Process _launcher;
-        private readonly Task<string> _stderr;
-
-        private Held(Process launcher, int pid)
-        {
-            _launcher = launcher;
-            _stderr = launcher.StandardError.ReadToEndAsync();
-            Pid = pid;
-        }
-
-        public int Pid { get; }
-
-        public static Held Start(string[] options)
-        {
-            string program = NativeBuild.Compile("prog_serve_self.c");
-            var start = new ProcessStartInfo(TibetRun.Launcher)
-            {
-                UseShellExecute = false,
-                RedirectStandardInput = true,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-            };
-            foreach (string a in (string[])["-q", "--budget", "8M", .. options, "--", program, $"{MiB}"])
-                start.ArgumentList.Add(a);
-            var launcher = Process.Start(start)!;
-            var line = launcher.StandardOutput.ReadLineAsync();
-            // A guard against a hang, not a timing assertion.
-            if (!line.Wait(TimeSpan.FromMinutes(2)) || line.Result is not { } ready || !ready.StartsWith("ready ", StringComparison.Ordinal))
-            {
-                launcher.Kill(entireProcessTree: true);
-                throw new InvalidOperationException($"prog_serve_self never said ready; stderr: {launcher.StandardError.ReadToEnd()}");
-            }
-            return new Held(launcher, int.Parse(ready.Split(' ')[1], CultureInfo.InvariantCulture));
-        }
-
-        public (int ExitCode, string Stdout, string Stderr) Finish()
-        {
-            _launcher.StandardInput.Close();
-            string stdout = _launcher.StandardOutput.ReadToEnd();
-            if (!_launcher.WaitForExit(TimeSpan.FromMinutes(2)))
-                _launcher.Kill(entireProcessTree: true);
-            _launcher.WaitForExit();
-            return (_launcher.ExitCode, stdout, _stderr.Result);
-        }
-
-        public void Dispose()
-        {
-            if (!_launcher.HasExited)
-                Finish();
-            _launcher.Dispose();
-        }
-    }
+    /// <summary>prog_serve_self under tibet-run with <paramref name="options"/>, held once
+    /// it has written its pages, until <see cref="HeldProgram.FinishWithOutput"/>.</summary>
+    private static HeldProgram Hold(string[] options) =>
+        HeldProgram.Start([TibetRun.Launcher, "-q", "--budget", "8M", .. options, "--", NativeBuild.Compile("prog_serve_self.c"), $"{MiB}"]);
 }

@@ -101,11 +101,15 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
 
     /// <summary>This engine's resident pages and, with a shared budget, the other engine's:
     /// what the budget bounds.</summary>
-    private long CountedPages => _share == null ? _residentPages : _share.Combined(_residentPages + _reserved);
+    private long CountedPages => _share == null ? _residentPages : _share.Combined(OwnCounted);
 
     /// <summary>This engine's pages as the shared count holds them (with the room its fault
     /// is making).</summary>
     private long OwnCounted => _residentPages + _reserved;
+
+    /// <summary>With a shared budget: the other engine's pages (and the room its faults are
+    /// making), as the shared count holds them.</summary>
+    private long OtherPages => _share!.Combined(OwnCounted) - OwnCounted;
 
     /// <summary>With a shared budget: whether this engine holds at most its half while the
     /// other holds more than its own. Then the other gives way, not this one (see
@@ -116,7 +120,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         {
             if (_share == null || Unlimited || OwnCounted > _halfPages || !_share.Live)
                 return false;
-            return _share.Combined(OwnCounted) - OwnCounted > _halfPages;
+            return OtherPages > _halfPages;
         }
     }
 
@@ -185,7 +189,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// rather than sleep until the next fault: the other engine's pages may grow, and then
     /// this engine's must give way, which it does only when it runs.</summary>
     public bool WatchesSharedBudget => _share != null && !Unlimited && _residentPages > 0 && _share.Live
-                                       && _share.Combined(_residentPages + _reserved) > _residentPages + _reserved; // the other engine holds pages
+                                       && OtherPages > 0; // the other engine holds pages
 
     /// <summary>The fault is served: the room it made and did not use goes back to the
     /// shared count now, not at the next fault (which may not come for a long time).</summary>
@@ -323,8 +327,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     {
         if (_share == null || Unlimited || !_share.Live)
             return;
-        long other = _share.Combined(OwnCounted) - OwnCounted;
-        long part = Math.Max(_halfPages, _budgetPages - other);
+        long part = Math.Max(_halfPages, _budgetPages - OtherPages);
         if (Math.Abs(part - _sizedFor) * 32 < _budgetPages)
             return;
         _sizedFor = part;

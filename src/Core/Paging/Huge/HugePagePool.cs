@@ -87,27 +87,22 @@ public sealed class HugePagePool : IDisposable
     /// pool (the custodian, when the program it outlives has ended): now if no other run
     /// lives, else by the last one to end.</summary>
     /// <param name="added">What it added: given back as it was, when there is no ledger.</param>
-    public static void GiveBack(long added)
-    {
-        using HugePageLedger? ledger = HugePageLedger.Open();
-        if (ledger == null)
-        {
-            if (added > 0)
-                Shrink(added);
-            return;
-        }
-        // The program has ended: its entry was dropped as the ledger was read, and what it
-        // added is owed.
-        SettleOwed(ledger);
-    }
+    public static void GiveBack(long added) => Release(added, owner: 0, reserved: 0);
 
     /// <summary>Gives the pages this reservation added back to the kernel, as far as no
     /// other run still needs them.</summary>
     public void Dispose()
     {
         long added = Interlocked.Exchange(ref _added, -1);
-        if (added < 0)
-            return;
+        if (added >= 0)
+            Release(added, _owner, _reserved);
+    }
+
+    /// <summary>Takes a reservation of <paramref name="owner"/> off the ledger (0: an owner
+    /// that has ended, dropped as the ledger was read, what it added owed already), and
+    /// with no owner alive gives what is owed back to the kernel.</summary>
+    private static void Release(long added, int owner, long reserved)
+    {
         using HugePageLedger? ledger = HugePageLedger.Open();
         if (ledger == null)
         {
@@ -115,18 +110,12 @@ public sealed class HugePagePool : IDisposable
                 Shrink(added);
             return;
         }
-        if (ledger.Owners.Remove(_owner, out HugePageLedger.Entry mine))
+        if (owner > 0 && ledger.Owners.Remove(owner, out HugePageLedger.Entry mine))
         {
             ledger.Owed += Math.Min(added, mine.Added);
             if (mine.Reservations > 1)
-                ledger.Owners[_owner] = new HugePageLedger.Entry(Math.Max(0, mine.Reserved - _reserved), Math.Max(0, mine.Added - added), mine.Reservations - 1);
+                ledger.Owners[owner] = new HugePageLedger.Entry(Math.Max(0, mine.Reserved - reserved), Math.Max(0, mine.Added - added), mine.Reservations - 1);
         }
-        SettleOwed(ledger);
-    }
-
-    /// <summary>With no owner alive, what is owed goes back to the kernel.</summary>
-    private static void SettleOwed(HugePageLedger ledger)
-    {
         if (ledger.Owners.Count == 0 && ledger.Owed > 0)
         {
             Shrink(ledger.Owed);
