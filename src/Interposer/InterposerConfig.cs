@@ -43,6 +43,11 @@ internal sealed record InterposerConfig
     /// page; unset (null, the default): only a live sealed model's whose key the custodian
     /// keeps, so that the program holds no key and no copy of it (see Arena.AttachSource).</summary>
     public bool? RefetchSourcePages { get; init; }
+    /// <summary>TIBET_CUSTODIAN_INSTALL: 1 (default) has the custodian install a live sealed
+    /// model's pages into the program's maps itself (it is handed the engine's userfaultfd);
+    /// 0 has it decrypt them in the session's shared window, from which the program copies
+    /// them (the way before; kept for comparison, bench/scripts/sealed-custodian.sh).</summary>
+    public bool CustodianInstallsPages { get; init; } = true;
     /// <summary>TIBET_CHILD_EVICTION: 1 (default) has forked children's agents take their
     /// clean pages out above the budget; 0 leaves what a child reads resident in it.</summary>
     public bool EvictInChildren { get; init; } = true;
@@ -114,6 +119,7 @@ internal sealed record InterposerConfig
             CollapseResidentRanges = Integer("TIBET_COLLAPSE", 1, 0, 1) == 1,
             TrackWrites = Integer("TIBET_TRACK_WRITES", 1, 0, 1) == 1,
             RefetchSourcePages = Environment.GetEnvironmentVariable("TIBET_REFETCH_SOURCE") is { Length: > 0 } ? Integer("TIBET_REFETCH_SOURCE", 0, 0, 1) == 1 : null,
+            CustodianInstallsPages = Integer("TIBET_CUSTODIAN_INSTALL", 1, 0, 1) == 1,
             EvictInChildren = Integer("TIBET_CHILD_EVICTION", 1, 0, 1) == 1,
             DecryptAheadRanges = (int)Integer("TIBET_DECRYPT_AHEAD", 1, 0, 8),
             FillThreads = Environment.GetEnvironmentVariable("TIBET_FILL_THREADS") is { Length: > 0 } ? (int)Integer("TIBET_FILL_THREADS", 0, 0, 1) : null,

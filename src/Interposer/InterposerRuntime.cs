@@ -99,7 +99,7 @@ internal static unsafe class InterposerRuntime
             // which then evicts what they read of their inherited arenas.
             if (engine.ServesChildAgents)
                 Shim.EnableChildAgents();
-            SealedFiles = new SealedFiles(identity, _config);
+            SealedFiles = new SealedFiles(identity, _config, _config.CustodianInstallsPages ? engine.UserfaultfdDescriptor : -1);
             Redirector = new Redirector(engine, _config, SealedFiles, StartHugePages());
             if (_config.Verbosity > 0)
                 Shim.WriteError($"tibet: encrypted RAM on for pid {Environment.ProcessId}: threshold {_config.ThresholdBytes} B, " +

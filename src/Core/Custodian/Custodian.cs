@@ -277,7 +277,15 @@ internal sealed unsafe class CustodianService
                 Libc.close(fds[i]);
             return false;
         }
-        int expected = hello.Kind switch { ServedProtocol.KindServe => 3, ServedProtocol.KindKeep => 0, ServedProtocol.KindStats => 1, _ => 2 };
+        int expected = hello.Kind switch
+        {
+            ServedProtocol.KindServe => 3,
+            ServedProtocol.KindKeep => 0,
+            ServedProtocol.KindStats => 1,
+            // the reply, the model, and the engine's userfaultfd if it has one
+            ServedProtocol.KindSealed when count == 3 => 3,
+            _ => 2,
+        };
         if (n != sizeof(ServedHello) || count != expected || hello.Magic != ServedProtocol.Magic || hello.Version != ServedProtocol.Version
             || hello.Kind > ServedProtocol.KindStats || hello.Pid != peerPid || (count > 0 && !CreatedBy(fds[0], hello.Pid)))
         {
@@ -296,7 +304,7 @@ internal sealed unsafe class CustodianService
         }
         if (hello.Kind == ServedProtocol.KindSealed)
         {
-            AnswerSealedRequest(fds[0], fds[1], hello.Pid);
+            AnswerSealedRequest(fds[0], fds[1], count == 3 ? fds[2] : -1, hello.Pid);
             return false;
         }
         int uffd = fds[expected - 1];
@@ -353,7 +361,7 @@ internal sealed unsafe class CustodianService
     /// <summary>A process asks for the key of a sealed model it opened: decided off this
     /// thread (it reads the model's tag table and writes the audit log), so that the
     /// registry keeps answering.</summary>
-    private void AnswerSealedRequest(int reply, int model, int pid)
+    private void AnswerSealedRequest(int reply, int model, int uffd, int pid)
     {
         if (_custody is not { } custody)
         {
@@ -362,12 +370,15 @@ internal sealed unsafe class CustodianService
             Interlocked.Increment(ref _refused);
             Libc.close(reply);
             Libc.close(model);
+            if (uffd >= 0)
+                Libc.close(uffd);
             _say($"tibet custodian: refused a sealed-model request of pid {pid}: tibet-run was given no identity");
             return;
         }
         reply = HighDescriptors.MoveAbove(reply);
         model = HighDescriptors.MoveAbove(model);
-        ThreadPool.UnsafeQueueUserWorkItem(_ => custody.Answer(reply, model, pid), null);
+        uffd = HighDescriptors.MoveAbove(uffd);
+        ThreadPool.UnsafeQueueUserWorkItem(_ => custody.Answer(reply, model, pid, uffd), null);
     }
 
     /// <summary>

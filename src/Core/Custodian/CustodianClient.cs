@@ -19,7 +19,7 @@ internal static unsafe class CustodianClient
     {
         if (CustodianName() is not { } name)
             return Libc.ENOENT;
-        int reply = Ask(name, ServedProtocol.KindApi, features, uffd, [], out _);
+        int reply = Ask(name, ServedProtocol.KindApi, features, [uffd], [], out _);
         if (reply < 0)
             return Libc.ENOENT;
         try
@@ -40,9 +40,11 @@ internal static unsafe class CustodianClient
     /// grant). On an answer, returns true with its status, reason and message, and, when
     /// the reason is Live, the model's pages: an opener that has the custodian decrypt
     /// them (the data key stays there). False, with <paramref name="problem"/>, when no
-    /// custodian answered.
+    /// custodian answered. <paramref name="uffd"/>: the userfaultfd of this process's engine,
+    /// into which the custodian then installs the model's pages (-1: none; they are then
+    /// decrypted through the session's window only).
     /// </summary>
-    public static bool RequestSealedAccess(int model, ReadOnlySpan<byte> token,
+    public static bool RequestSealedAccess(int model, ReadOnlySpan<byte> token, int uffd,
         out int status, out Sealing.SealAccessReason reason, out string message, out CustodianPageOpener? pages, out string problem)
     {
         if (CustodianName() is not { } name)
@@ -54,11 +56,11 @@ internal static unsafe class CustodianClient
             problem = $"{ServedProtocol.SocketVariable} does not name one in this process";
             return false;
         }
-        return RequestSealedAccess(name, model, token, out status, out reason, out message, out pages, out problem);
+        return RequestSealedAccess(name, model, token, uffd, out status, out reason, out message, out pages, out problem);
     }
 
     /// <summary>As above, of the custodian at the abstract socket <paramref name="name"/>.</summary>
-    internal static bool RequestSealedAccess(string name, int model, ReadOnlySpan<byte> token,
+    internal static bool RequestSealedAccess(string name, int model, ReadOnlySpan<byte> token, int uffd,
         out int status, out Sealing.SealAccessReason reason, out string message, out CustodianPageOpener? pages, out string problem)
     {
         status = SealedAccessAnswer.Refused;
@@ -71,7 +73,7 @@ internal static unsafe class CustodianClient
         SealedAccessRequest request;
         var requestBytes = new Span<byte>(&request, sizeof(SealedAccessRequest));
         token.CopyTo(requestBytes);
-        int reply = Ask(name, ServedProtocol.KindSealed, 0, model, requestBytes, out problem);
+        int reply = Ask(name, ServedProtocol.KindSealed, 0, uffd >= 0 ? [model, uffd] : [model], requestBytes, out problem);
         System.Security.Cryptography.CryptographicOperations.ZeroMemory(requestBytes);
         if (reply < 0)
             return false;
@@ -100,7 +102,8 @@ internal static unsafe class CustodianClient
                     return false;
                 }
                 count = 0; // the opener owns them, and closes them if it cannot map the window
-                pages = new CustodianPageOpener(received[..SealedPageService.Lanes], received[SealedPageService.Lanes], answer->WindowPages);
+                pages = new CustodianPageOpener(received[..SealedPageService.Lanes], received[SealedPageService.Lanes], answer->WindowPages,
+                    installs: uffd >= 0 && answer->Installs == 1);
             }
             return true;
         }
@@ -126,7 +129,7 @@ internal static unsafe class CustodianClient
     {
         if (CustodianName() is not { } name)
             return null;
-        int reply = Ask(name, ServedProtocol.KindStats, 0, -1, [], out _);
+        int reply = Ask(name, ServedProtocol.KindStats, 0, [], [], out _);
         if (reply < 0)
             return null;
         try
@@ -165,7 +168,7 @@ internal static unsafe class CustodianClient
     /// timeouts: the custodian is a .NET program, and its first answer may wait for its
     /// start-up), or -1 with <paramref name="problem"/>.
     /// </summary>
-    private static int Ask(string name, uint kind, ulong features, int attachment, ReadOnlySpan<byte> first, out string problem)
+    private static int Ask(string name, uint kind, ulong features, ReadOnlySpan<int> attachments, ReadOnlySpan<byte> first, out string problem)
     {
         int* pair = stackalloc int[2];
         if (Libc.socketpair(Libc.AF_UNIX, Libc.SOCK_SEQPACKET | Libc.SOCK_CLOEXEC, 0, pair) != 0)
@@ -193,7 +196,7 @@ internal static unsafe class CustodianClient
             };
             fixed (byte* data = first)
                 sent = (first.IsEmpty || Libc.send(pair[0], data, (nuint)first.Length, Libc.MSG_NOSIGNAL) == first.Length)
-                       && Libc.SendWithDescriptors(registry, &hello, (nuint)sizeof(ServedHello), attachment >= 0 ? [pair[1], attachment] : [pair[1]]) == sizeof(ServedHello);
+                       && Libc.SendWithDescriptors(registry, &hello, (nuint)sizeof(ServedHello), [pair[1], .. attachments]) == sizeof(ServedHello);
             problem = sent ? "" : "it did not take the request";
             if (sent)
                 Libc.SetSocketTimeouts(pair[0], 30);

@@ -5,16 +5,19 @@ namespace Tibet.Core.Custodian;
 
 /// <summary>
 /// A live sealed model's pages, decrypted by the custodian, which keeps the data key: the
-/// process's side of a page session (<see cref="SealedPageService"/>). The ciphertext of a
-/// run goes into a lane's part of the shared window, one request decrypts it there, and the
-/// plaintext comes back into the caller's buffer; the lane's window is wiped after each run.
+/// process's side of a page session (<see cref="SealedPageService"/>). Two ways:
+/// <see cref="InstallPages"/> has the custodian install pages of a map straight into this
+/// process (the fault path's way, when the custodian took the engine's userfaultfd), and
+/// <see cref="OpenPages"/> puts the ciphertext of a run into a lane's part of the shared
+/// window, one request decrypts it there, and the plaintext comes back into the caller's
+/// buffer (reads, and a forked child's faults); the lane's window is wiped after each run.
 /// </summary>
 /// <remarks>Allocation-free and malloc-free (the engine's fault handler and its fill worker
 /// call it), never throws. Each caller takes a free lane (a connection to its own thread in
 /// the custodian), so two callers are served at once; a third waits on a spin lock. A
 /// custodian that has gone opens nothing: the pages fail, so a map of them raises SIGBUS
 /// and a read fails with EIO, never zeros or ciphertext.</remarks>
-internal sealed unsafe class CustodianPageOpener : ISealedPageOpener, IDisposable
+internal sealed unsafe class CustodianPageOpener : SealedPageInstaller, ISealedPageOpener, IDisposable
 {
     private const int PageSize = SealFormat.PageSize;
 
@@ -23,12 +26,15 @@ internal sealed unsafe class CustodianPageOpener : ISealedPageOpener, IDisposabl
     private nint _window;
     private readonly int _windowPages; // per lane
     private volatile bool _gone;
+    private readonly bool _installs;
 
     /// <param name="lanes">This process's ends of the session's lanes (owned from now on).</param>
     /// <param name="windowFd">The window's memfd, <paramref name="windowPages"/> pages per lane (closed here once mapped).</param>
+    /// <param name="installs">Whether the session installs pages (the custodian took the engine's userfaultfd).</param>
     /// <exception cref="InvalidOperationException">The window cannot be mapped.</exception>
-    public CustodianPageOpener(ReadOnlySpan<int> lanes, int windowFd, int windowPages)
+    public CustodianPageOpener(ReadOnlySpan<int> lanes, int windowFd, int windowPages, bool installs = false)
     {
+        _installs = installs;
         _lanes = new int[lanes.Length];
         for (int i = 0; i < lanes.Length; i++)
             _lanes[i] = HighDescriptors.MoveAbove(lanes[i]);
@@ -66,8 +72,7 @@ internal sealed unsafe class CustodianPageOpener : ISealedPageOpener, IDisposabl
                 Libc.memcpy(window, pages + (long)done * PageSize, bytes);
                 SealedPagesRequest request = new() { FirstPage = firstPage + done, Count = run };
                 SealedPagesAnswer answer = default;
-                bool answered = Libc.send(session, &request, (nuint)sizeof(SealedPagesRequest), Libc.MSG_NOSIGNAL) == sizeof(SealedPagesRequest)
-                                && Receive(session, &answer);
+                bool answered = Ask(session, &request, &answer);
                 int opened = answered ? Math.Clamp(answer.Opened, 0, run) : 0;
                 if (!answered)
                     _gone = true;
@@ -86,6 +91,62 @@ internal sealed unsafe class CustodianPageOpener : ISealedPageOpener, IDisposabl
             Volatile.Write(ref _busy[lane], 0);
         }
     }
+
+    /// <inheritdoc/>
+    public override bool Installs => _installs;
+
+    /// <inheritdoc/>
+    /// <remarks>One request per 2 MiB: the custodian installs each request a slice at a
+    /// time, so the first pages' threads run again before the rest is decrypted.</remarks>
+    public override int InstallPages(long firstPage, int count, nint address, bool writeProtect, out int errno)
+    {
+        int lane = TakeLane();
+        try
+        {
+            int done = 0;
+            errno = 0;
+            while (done < count)
+            {
+                if (_gone)
+                {
+                    errno = Libc.ECONNABORTED;
+                    break;
+                }
+                int run = Math.Min(count - done, ProcessPageInstaller.MaxRequestPages);
+                SealedPagesRequest request = new()
+                {
+                    FirstPage = firstPage + done,
+                    Count = run,
+                    Flags = SealedPagesRequest.Install | (writeProtect ? SealedPagesRequest.WriteProtect : 0),
+                    Address = address + (nint)done * PageSize,
+                };
+                SealedPagesAnswer answer = default;
+                if (!Ask(_lanes[lane], &request, &answer))
+                {
+                    _gone = true;
+                    errno = Libc.ECONNABORTED;
+                    break;
+                }
+                int installed = Math.Clamp(answer.Opened, 0, run);
+                done += installed;
+                if (installed < run)
+                {
+                    errno = answer.Errno != 0 ? answer.Errno : Libc.EIO;
+                    break;
+                }
+            }
+            return done;
+        }
+        finally
+        {
+            Volatile.Write(ref _busy[lane], 0);
+        }
+    }
+
+    /// <summary>One request and its answer on a lane; false when the custodian is gone.</summary>
+    private static bool Ask(int session, SealedPagesRequest* request, SealedPagesAnswer* answer) =>
+        Libc.send(session, request, (nuint)sizeof(SealedPagesRequest), Libc.MSG_NOSIGNAL) == sizeof(SealedPagesRequest)
+        && Receive(session, answer);
 
     /// <summary>A free lane, taken; spins while every lane is in use.</summary>
     private int TakeLane()

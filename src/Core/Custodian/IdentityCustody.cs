@@ -13,8 +13,9 @@ namespace Tibet.Core.Custodian;
 /// sends the model's descriptor and its grant token (<see cref="CustodianGrant"/>); the
 /// custodian decides (<see cref="SealedModel.Decide(Identity.Identity?, Claim?, DateTimeOffset)"/>),
 /// writes the audit record, and answers with the verdict and, when the model is live, a
-/// page session (<see cref="SealedPageService"/>): the process sends ciphertext and gets
-/// plaintext back. Neither the identity's X25519 secret nor the model's data key leaves
+/// page session (<see cref="SealedPageService"/>): the custodian installs the model's pages
+/// into the process (when it sent its engine's userfaultfd), or the process sends
+/// ciphertext and gets plaintext back. Neither the identity's X25519 secret nor the model's data key leaves
 /// this process.
 /// </summary>
 /// <remarks>
@@ -80,10 +81,12 @@ internal sealed unsafe class IdentityCustody : IDisposable
     /// <summary>
     /// Answers one request: the token waits on <paramref name="reply"/>, the model is open
     /// as <paramref name="model"/>, and <paramref name="pid"/> asked (checked by the
-    /// registry). Closes both descriptors. Never throws: whatever fails, the process gets
-    /// an answer that keeps the model dead, or none (it then says the custodian is unreachable).
+    /// registry); <paramref name="uffd"/>, when not -1, is the userfaultfd of the process's
+    /// engine, into which a live session installs pages. Closes every descriptor. Never
+    /// throws: whatever fails, the process gets an answer that keeps the model dead, or
+    /// none (it then says the custodian is unreachable).
     /// </summary>
-    public void Answer(int reply, int model, int pid)
+    public void Answer(int reply, int model, int pid, int uffd = -1)
     {
         int size = sizeof(SealedAccessAnswer) + SealedAccessAnswer.MaxMessageBytes;
         byte* buffer = stackalloc byte[size];
@@ -105,9 +108,9 @@ internal sealed unsafe class IdentityCustody : IDisposable
             }
             else
             {
-                int owned = model;
-                model = -1; // Decide owns it from here: its stream closes it, whatever happens
-                message = Decide(owned, pid, answer, out pages);
+                int owned = model, ownedUffd = uffd;
+                model = uffd = -1; // Decide owns them from here, whatever happens
+                message = Decide(owned, ownedUffd, pid, answer, out pages);
             }
             byte[] text = System.Text.Encoding.UTF8.GetBytes(SealedModel.OneLine(message));
             int length = Math.Min(text.Length, SealedAccessAnswer.MaxMessageBytes);
@@ -129,27 +132,40 @@ internal sealed unsafe class IdentityCustody : IDisposable
             Libc.close(reply);
             if (model >= 0)
                 Libc.close(model);
+            if (uffd >= 0)
+                Libc.close(uffd);
             // Handed over (or never to be): the session's thread sees the end if nobody took it.
             ClosePages(ref pages);
         }
     }
 
-    /// <summary>Decides for the model open as <paramref name="model"/> (closed when this
-    /// returns), records the decision, and fills <paramref name="answer"/>; returns the message.</summary>
-    private string Decide(int model, int pid, SealedAccessAnswer* answer, out PageSession pages)
+    /// <summary>Decides for the model open as <paramref name="model"/>, records the
+    /// decision, and fills <paramref name="answer"/>; returns the message. Closes
+    /// <paramref name="model"/> and <paramref name="uffd"/>, or hands them to the session.</summary>
+    private string Decide(int model, int uffd, int pid, SealedAccessAnswer* answer, out PageSession pages)
     {
         pages = PageSession.None;
         string path = DescriptorPath(model);
+        // A copy of the model's descriptor for the session's installer, made before the
+        // stream below closes the original.
+        int file = uffd >= 0 ? Libc.fcntl(model, Libc.F_DUPFD_CLOEXEC, HighDescriptors.Floor) : -1;
+        int dupErrno = Libc.LastErrno;
         using var handle = new SafeFileHandle(model, ownsHandle: true);
         AccessDecision decision;
+        long dataOffset;
         try
         {
             using var stream = new FileStream(handle, FileAccess.Read, bufferSize: 0);
             using var sealedModel = SealedModel.Open(stream, path);
             decision = sealedModel.Decide(_identity, _claim, DateTimeOffset.UtcNow);
+            dataOffset = sealedModel.DataOffset;
         }
         catch (Exception e)
         {
+            if (uffd >= 0)
+                Libc.close(uffd);
+            if (file >= 0)
+                Libc.close(file);
             // Whatever the process sent (a write-only descriptor, a pipe, a file that
             // changes): refused, said, never a custodian that stops answering.
             answer->Status = SealedAccessAnswer.Refused;
@@ -168,8 +184,11 @@ internal sealed unsafe class IdentityCustody : IDisposable
                 try
                 {
                     // The key goes to the session's thread, which keeps it for the process.
-                    pages = SealedPageService.Start(decision.Key, pid);
+                    ProcessPageInstaller? installer = InstallerFor(uffd, file, dupErrno, dataOffset, pid);
+                    uffd = file = -1;
+                    pages = SealedPageService.Start(decision.Key, pid, installer);
                     handedOver = true;
+                    answer->Installs = installer != null ? 1 : 0;
                 }
                 catch (InvalidOperationException e)
                 {
@@ -210,7 +229,47 @@ internal sealed unsafe class IdentityCustody : IDisposable
         {
             if (!handedOver)
                 decision.Dispose();
+            if (uffd >= 0)
+                Libc.close(uffd);
+            if (file >= 0)
+                Libc.close(file);
         }
+    }
+
+    /// <summary>The installer of a live session, when the process sent its engine's
+    /// userfaultfd (<paramref name="uffd"/>; <paramref name="file"/> is the custodian's copy
+    /// of the model's descriptor, -1 with <paramref name="dupErrno"/> when none could be
+    /// made; both owned by the installer, or closed, from here). Null, said, when what came
+    /// is no userfaultfd or nothing can be installed: the session then decrypts in the
+    /// window only.</summary>
+    private ProcessPageInstaller? InstallerFor(int uffd, int file, int dupErrno, long dataOffset, int pid)
+    {
+        if (uffd < 0)
+        {
+            if (file >= 0)
+                Libc.close(file);
+            return null;
+        }
+        string? problem = !ProcessPageInstaller.IsUserfaultfd(uffd) ? "it sent something other than a userfaultfd with its request"
+            : file < 0 ? $"the model file cannot be kept open ({Libc.Describe(dupErrno)})"
+            : null;
+        if (problem == null)
+        {
+            try
+            {
+                return new ProcessPageInstaller(uffd, file, dataOffset, SealedPageService.Lanes);
+            }
+            catch (OutOfMemoryException e)
+            {
+                _say($"tibet custodian: pages of pid {pid}'s sealed model are decrypted in the window: no memory for installing them ({e.Message})");
+                return null; // the constructor closed both
+            }
+        }
+        Libc.close(uffd);
+        if (file >= 0)
+            Libc.close(file);
+        _say($"tibet custodian: pages of pid {pid}'s sealed model are decrypted in the window: {problem}");
+        return null;
     }
 
     private static void ClosePages(ref PageSession pages)

@@ -40,14 +40,16 @@ internal sealed unsafe class SealedPageService
     private readonly SealedModelKey _key;
     private readonly int[] _lanes;
     private readonly nint _window;
+    private readonly ProcessPageInstaller? _installer;
     private int _running;
 
-    private SealedPageService(SealedModelKey key, int[] lanes, nint window, int pid)
+    private SealedPageService(SealedModelKey key, int[] lanes, nint window, int pid, ProcessPageInstaller? installer)
     {
         _key = key;
         _lanes = lanes;
         _window = window;
         _pid = pid;
+        _installer = installer;
         _running = lanes.Length;
     }
 
@@ -55,16 +57,20 @@ internal sealed unsafe class SealedPageService
     /// Starts a session of process <paramref name="pid"/> for <paramref name="key"/> (owned
     /// from now on, once this returns): returns the process's ends of the lanes and the
     /// window's memfd (<see cref="Lanes"/> × <see cref="WindowPages"/> pages), for the
-    /// caller to hand over and close.
+    /// caller to hand over and close. With <paramref name="installer"/> (owned from now on,
+    /// whatever happens), the session also installs pages into the process.
     /// </summary>
     /// <exception cref="InvalidOperationException">Too many sessions, or no socket, window or thread for one.</exception>
-    public static PageSession Start(SealedModelKey key, int pid)
+    public static PageSession Start(SealedModelKey key, int pid, ProcessPageInstaller? installer = null)
     {
         lock (s_count)
         {
             int mine = s_byPid.GetValueOrDefault(pid);
             if (s_total >= MaxSessions || mine >= MaxSessionsPerProcess)
+            {
+                installer?.Dispose();
                 throw new InvalidOperationException($"{s_total} sessions are open, {mine} of them pid {pid}'s (at most {MaxSessions}, {MaxSessionsPerProcess} per process)");
+            }
             s_total++;
             s_byPid[pid] = mine + 1;
         }
@@ -84,7 +90,7 @@ internal sealed unsafe class SealedPageService
                 theirs[lane] = pair[1];
             }
             window = SharedWindow.Create("tibet-sealed-pages", Lanes * WindowPages, out memfd);
-            service = new SealedPageService(key, ours, window, pid);
+            service = new SealedPageService(key, ours, window, pid, installer);
             for (; started < Lanes; started++)
             {
                 int lane = started;
@@ -112,6 +118,7 @@ internal sealed unsafe class SealedPageService
             }
             if (window != 0) Libc.munmap(window, Lanes * LaneBytes);
             if (memfd >= 0) Libc.close(memfd);
+            installer?.Dispose();
             for (int lane = 0; lane < Lanes; lane++)
             {
                 if (ours[lane] >= 0) Libc.close(ours[lane]);
@@ -149,8 +156,18 @@ internal sealed unsafe class SealedPageService
                 if (n != sizeof(SealedPagesRequest))
                     return; // the process closed its end (or said nonsense)
                 SealedPagesAnswer answer = default;
-                if (request.Count > 0 && request.Count <= WindowPages && request.FirstPage >= 0)
+                if ((request.Flags & SealedPagesRequest.Install) != 0)
+                {
+                    if (_installer == null)
+                        answer.Errno = Libc.ENOSYS;
+                    else
+                        answer.Opened = _installer.Install(lane, _key, request.FirstPage, request.Count, (nint)request.Address,
+                            (request.Flags & SealedPagesRequest.WriteProtect) != 0, out answer.Errno);
+                }
+                else if (request.Count > 0 && request.Count <= WindowPages && request.FirstPage >= 0)
                     answer.Opened = _key.OpenPages(request.FirstPage, request.Count, window);
+                else
+                    answer.Errno = Libc.EINVAL;
                 if (Libc.send(session, &answer, (nuint)sizeof(SealedPagesAnswer), Libc.MSG_NOSIGNAL) != sizeof(SealedPagesAnswer))
                     return;
             }
@@ -167,6 +184,7 @@ internal sealed unsafe class SealedPageService
     private void EndSession()
     {
         Libc.munmap(_window, Lanes * LaneBytes);
+        _installer?.Dispose();
         _key.Dispose();
         Ended(_pid);
     }

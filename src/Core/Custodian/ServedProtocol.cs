@@ -22,8 +22,9 @@ internal static class ServedProtocol
     public const uint KindApi = 1;
 
     /// <summary><see cref="ServedHello.Kind"/>: decide access to a sealed model with the
-    /// identity the custodian keeps (a reply end and the model's descriptor attached; the
-    /// reply end carries a <see cref="SealedAccessRequest"/> first, and the answer, a
+    /// identity the custodian keeps (a reply end and the model's descriptor attached, and
+    /// the userfaultfd of the process's engine, into which the page session then installs
+    /// the model's pages, if it has one; the reply end carries a <see cref="SealedAccessRequest"/> first, and the answer, a
     /// <see cref="SealedAccessAnswer"/>, back). Managed on both sides: served.c never asks.</summary>
     public const uint KindSealed = 2;
 
@@ -168,24 +169,44 @@ internal unsafe struct SealedAccessAnswer
     public int MessageBytes;
     /// <summary>The page session's window, in pages, when live.</summary>
     public int WindowPages;
-}
-
-/// <summary>A request on a sealed model's page session: the process put the ciphertext of
-/// data pages [<see cref="FirstPage"/>, + <see cref="Count"/>) into the window; the
-/// custodian decrypts them there and answers with a <see cref="SealedPagesAnswer"/>.</summary>
-[StructLayout(LayoutKind.Sequential)]
-internal struct SealedPagesRequest
-{
-    public long FirstPage;
-    public int Count;
+    /// <summary>1 when the session also installs pages (<see cref="SealedPagesRequest.Install"/>):
+    /// the process sent its engine's userfaultfd with the request.</summary>
+    public int Installs;
     public int Reserved;
 }
 
-/// <summary>How many of the requested pages, from the first on, are plaintext now; the
-/// page after those failed authentication and is cleared.</summary>
+/// <summary>A request on a sealed model's page session, for data pages
+/// [<see cref="FirstPage"/>, + <see cref="Count"/>), answered with a <see cref="SealedPagesAnswer"/>.
+/// Without flags, the process put their ciphertext into its lane's part of the window, and
+/// the custodian decrypts them there. With <see cref="Install"/>, the custodian reads them
+/// from the model file itself, decrypts them in memory of its own, and installs them at
+/// <see cref="Address"/> in the process with UFFDIO_COPY on the userfaultfd the process
+/// sent (so the plaintext never passes through the window).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct SealedPagesRequest
+{
+    /// <summary><see cref="Flags"/>: install the pages instead of decrypting them in the window.</summary>
+    public const int Install = 1;
+
+    /// <summary><see cref="Flags"/>, with <see cref="Install"/>: install them write-protected (UFFDIO_COPY_MODE_WP).</summary>
+    public const int WriteProtect = 2;
+
+    public long FirstPage;
+    public int Count;
+    public int Flags;
+    /// <summary>With <see cref="Install"/>: where the first page goes in the process.</summary>
+    public long Address;
+}
+
+/// <summary>How many of the requested pages, from the first on, are plaintext now (in the
+/// window, or installed), and why not the next: 0 when all are; for an install, the errno
+/// UFFDIO_COPY gave (EAGAIN: an event waits to be read; EEXIST: the page is mapped; ENOENT:
+/// the range went away), EBADMSG when the next page failed authentication (it is cleared
+/// and never installed), EIO when the file could not be read, EINVAL for a request out of
+/// range, ENOSYS when the session installs nothing.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct SealedPagesAnswer
 {
     public int Opened;
-    public int Reserved;
+    public int Errno;
 }

@@ -269,6 +269,10 @@ public sealed unsafe partial class PageEngine : IDisposable
 
     public KernelFeatures Features { get; }
 
+    /// <summary>The descriptor of the engine's userfaultfd, for a custodian that installs
+    /// pages of this process's arenas (see PageSource.InstallsRuns). Owned by the engine.</summary>
+    internal int UserfaultfdDescriptor => _uffd.Descriptor;
+
     /// <summary>How long a SIGBUS for a tampered page (or for any fault after a handler
     /// failure) waits for its report; see <see cref="FailureReporter"/>.</summary>
     public const int ReportWaitMilliseconds = FailureReporter.ReportWaitMilliseconds;

@@ -75,6 +75,32 @@ public abstract class PageSource
     /// </summary>
     public virtual bool FillsRunsConcurrently => false;
 
+    /// <summary>
+    /// Whether the source installs runs of its pages into the engine's own address space
+    /// itself (<see cref="InstallRun"/>): a live sealed model whose key the custodian keeps,
+    /// which reads, decrypts and installs the pages from its own process. The fault service
+    /// then asks it for the untouched pages of its arena's own faults and read-ahead, and
+    /// fills no buffer; a forked child's faults still go through <see cref="Fill"/>. Default: false.
+    /// </summary>
+    public virtual bool InstallsRuns => false;
+
+    /// <summary>
+    /// Installs pages <paramref name="firstPage"/> to <paramref name="firstPage"/> +
+    /// <paramref name="pages"/> − 1 at <paramref name="address"/> (where the first of them
+    /// is mapped in the engine's address space; all absent), write-protected when asked,
+    /// and wakes their waiters, as AddressSpaceOps.Copy would with their contents. Returns
+    /// how many, from the first on, are installed; <paramref name="errno"/> says why not the
+    /// next: EAGAIN (an event waits to be read), EEXIST (mapped already), or any other (the
+    /// page is not the source's to install, failed authentication, its key holder is gone):
+    /// then the caller serves it with <see cref="Fill"/>, which says what it is. Called under
+    /// the engine lock, by the handler or the fill worker; same rules as Fill.
+    /// </summary>
+    public virtual int InstallRun(long firstPage, int pages, nint address, bool writeProtect, out int errno)
+    {
+        errno = Interop.Libc.EOPNOTSUPP;
+        return 0;
+    }
+
     /// <summary>The handler has served the fault (and its read-ahead run) it asked pages for:
     /// plaintext the source read ahead and no one took must not linger. Same rules as Fill.</summary>
     public virtual void EndOfFault() { }

@@ -33,6 +33,8 @@ public sealed unsafe class SealedFileSource : PageSource
     private readonly Action? _onTampered;
     // Live models only: decrypted pages read ahead (null: dead or refused, nothing to decrypt).
     private readonly ReadAheadWindow? _window;
+    // Live models whose key the custodian keeps and that install their pages themselves.
+    private readonly SealedPageInstaller? _installer;
     private long _failedPage = -1; // the page after the window's good ones failed authentication
     private int _references = 1;
 
@@ -52,6 +54,7 @@ public sealed unsafe class SealedFileSource : PageSource
         PositionalRead.Prepare(fd);
         if (view.IsLive)
             _window = new ReadAheadWindow();
+        _installer = view.Installer;
     }
 
     /// <inheritdoc/>
@@ -165,6 +168,25 @@ public sealed unsafe class SealedFileSource : PageSource
         if (fine < pages)
             return PageVerdict.Tampered;
         return any ? PageVerdict.Keep : PageVerdict.Zero;
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>A live model whose key the custodian keeps, when it took the engine's userfaultfd.</remarks>
+    public override bool InstallsRuns => _installer != null;
+
+    /// <inheritdoc/>
+    /// <remarks>Data pages only: a run that reaches into the header or the trailer (public,
+    /// served as stored) or past the end of the file is left to Fill (EOPNOTSUPP).</remarks>
+    public override int InstallRun(long firstPage, int pages, nint address, bool writeProtect, out int errno)
+    {
+        long at = _fileOffset + firstPage * PageSize;
+        if (_installer == null || Volatile.Read(ref _references) <= 0 || pages <= 0
+            || at < _view.DataOffset || at > _view.DataEnd - (long)pages * PageSize)
+        {
+            errno = Libc.EOPNOTSUPP;
+            return 0;
+        }
+        return _installer.InstallPages((at - _view.DataOffset) / PageSize, pages, address, writeProtect, out errno);
     }
 
     /// <summary>Wipes the pages decrypted ahead that no one asked for.</summary>

@@ -35,7 +35,12 @@ public sealed unsafe class SealedFileView : IDisposable
         FileLength = fileLength;
         _key = key;
         _refused = refused;
+        Installer = key is SealedPageInstaller { Installs: true } installer ? installer : null;
     }
+
+    /// <summary>What installs the data pages of a live view's maps straight into the
+    /// process (the custodian, when it took the engine's userfaultfd), or null.</summary>
+    public SealedPageInstaller? Installer { get; }
 
     /// <summary>A view that decrypts with <paramref name="key"/> (live: the model's key, or
     /// the custodian that keeps it), or shows zeros for every data page when it is null

@@ -30,12 +30,17 @@ internal sealed unsafe class SealedFiles
     private readonly ProcessIdentity _identity;
     private readonly string? _auditLogPath;
     private readonly int _verbosity;
+    private readonly int _engineUffd;
 
-    public SealedFiles(ProcessIdentity identity, InterposerConfig config)
+    /// <param name="engineUffd">The userfaultfd of the engine that serves model maps: the
+    /// custodian installs a live model's pages through it (-1: none; it then decrypts them
+    /// through the session's window).</param>
+    public SealedFiles(ProcessIdentity identity, InterposerConfig config, int engineUffd = -1)
     {
         _identity = identity;
         _auditLogPath = config.AuditLogPath;
         _verbosity = config.Verbosity;
+        _engineUffd = engineUffd;
     }
 
     /// <summary>The sealed model open as <paramref name="fd"/>, decided on first sight;
@@ -187,7 +192,7 @@ internal sealed unsafe class SealedFiles
     /// </summary>
     private SealedFileAccess DecideThroughCustodian(SealedModel model, int fd, string path, FileKey key, SafeFileHandle source)
     {
-        if (!Tibet.Core.Custodian.CustodianClient.RequestSealedAccess(fd, _identity.GrantToken,
+        if (!Tibet.Core.Custodian.CustodianClient.RequestSealedAccess(fd, _identity.GrantToken, _engineUffd,
                 out int status, out SealAccessReason reason, out string message, out var pages, out string problem))
         {
             Shim.WriteError($"tibet: '{path}' is dead material (zero pages) for this process: the custodian, which keeps the identity, " +

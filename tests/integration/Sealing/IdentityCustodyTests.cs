@@ -88,7 +88,7 @@ public class IdentityCustodyTests(SealedRunWorld world) : IClassFixture<SealedRu
             // Root may connect (the custodian accepts the tree's uids and root); a guessed
             // token is what an intruder of the tree's users without the grant would have.
             byte[] guessed = new byte[Tibet.Core.Identity.CustodianGrant.TokenSize];
-            answered = CustodianClient.RequestSealedAccess(name, (int)model.DangerousGetHandle(), guessed,
+            answered = CustodianClient.RequestSealedAccess(name, (int)model.DangerousGetHandle(), guessed, -1,
                 out status, out reason, out message, out var pages, out problem);
             opened = pages != null;
             pages?.Dispose();

@@ -23,6 +23,8 @@ internal static partial class Libc
     public const int EINVAL = 22;
     public const int ENOSYS = 38;
     public const int ELOOP = 40;
+    public const int EBADMSG = 74;
+    public const int EOPNOTSUPP = 95;
     public const int ECONNABORTED = 103;
 
     /// <summary>The errno the last import declared with <c>SetLastError = true</c> left on

@@ -218,6 +218,36 @@ internal sealed unsafe class FaultService : IDisposable
         if (_events.Epoch != epoch)
             return false;
 
+        if (!write && arena.Entries[index].State == PageState.Untouched && arena.Source is { InstallsRuns: true })
+        {
+            // The source installs its pages itself (the custodian, for a live sealed model):
+            // the first slice, the faulting page first, wakes the thread, and the rest of
+            // the range follows as read-ahead. Nothing installed (the page failed, or the
+            // custodian is gone): served below, the usual way, which says what it is.
+            int head = Math.Min(count, InjectSlicePages);
+            if (head > 1)
+            {
+                _evictor.MakeRoom(head - 1);
+                if (_events.Epoch != epoch)
+                    return false;
+            }
+            int installed = InstallFromSource(arena, index, head, KeepsCopy(arena, in arena.Entries[index]));
+            if (installed > 0)
+            {
+                RecordServed();
+                _readAheadPages += installed - 1;
+                if (count == installed && before == 0)
+                    return true;
+                _evictor.MakeRoom(count - installed + before);
+                if (_events.Epoch != epoch)
+                    return true;
+                FillAndInject(arena, index + installed, count - installed, epoch);
+                FillAndInject(arena, index - before, before, epoch);
+                return true;
+            }
+            if (_events.Epoch != epoch)
+                return false;
+        }
         if (arena.Entries[index].State == PageState.Untouched && arena.Source is { } source)
         {
             // A source whose long runs the fill worker shares (see FillAndInject, which
@@ -389,9 +419,67 @@ internal sealed unsafe class FaultService : IDisposable
 
     private void FillAndInjectSerially(Arena arena, long first, int count, long epoch)
     {
-        for (int done = 0; done < count && _events.Epoch == epoch; done += InjectSlicePages)
+        int done = 0;
+        if (count > 0 && arena.Source is { InstallsRuns: true })
+        {
+            // What the source installs itself, in one request; the rest slice by slice.
+            int untouched = 0;
+            while (untouched < count && arena.Entries[first + untouched].State == PageState.Untouched)
+                untouched++;
+            if (untouched > 0)
+            {
+                done = InstallFromSource(arena, first, untouched, KeepsCopy(arena, in arena.Entries[first]));
+                _readAheadPages += done;
+            }
+        }
+        for (; done < count && _events.Epoch == epoch; done += InjectSlicePages)
             if (!FillAndInjectSlice(arena, first + done, Math.Min(InjectSlicePages, count - done), epoch))
                 return;
+    }
+
+    /// <summary>
+    /// Has the arena's source install <paramref name="count"/> untouched pages from
+    /// <paramref name="index"/> on (see <see cref="PageSource.InstallsRuns"/>), with the
+    /// books kept as <see cref="TryInject"/> keeps them. Returns how many, from the first on,
+    /// are in now; the rest is for the usual path, which serves a page the source would not
+    /// install (outside its data, failed authentication, its custodian gone) and says why.
+    /// </summary>
+    private int InstallFromSource(Arena arena, long index, int count, bool keepCopies)
+    {
+        PageSource source = arena.Source!;
+        int done = 0;
+        while (done < count)
+        {
+            nint destination = arena.PageAddress(index + done);
+            int pages = source.InstallRun(index + done, count - done, destination, keepCopies, out int rc);
+            if (pages > 0)
+            {
+                _evictor.Admit(arena, index + done, pages, keepCopies);
+                _collapser.Consider(arena, index + done, pages);
+                _sourcedPages += pages;
+            }
+            done += pages;
+            if (done == count || pages > 0 && rc == 0)
+                continue;
+            switch (rc)
+            {
+                case Libc.EAGAIN when _workerRunning:
+                    return done; // no event is read while the fill worker runs
+                case Libc.EAGAIN:
+                    long epoch = _events.Epoch;
+                    _events.Drain();
+                    if (_events.Epoch != epoch)
+                        return done;
+                    break;
+                case Libc.EEXIST:
+                    AdmitFoundMapped(arena, index + done, destination);
+                    done++;
+                    break;
+                default:
+                    return done;
+            }
+        }
+        return done;
     }
 
     /// <returns>Whether every page of the slice was installed.</returns>
@@ -560,13 +648,16 @@ internal sealed unsafe class FaultService : IDisposable
         long epoch = _events.Epoch;
         try
         {
-            if (arena.Entries[first].State == PageState.Untouched && arena.Source is { } source)
+            // A source that installs its pages itself reads nothing ahead: its runs are
+            // installed by the handler and the fill worker (FillAndInject).
+            bool installs = arena.Source is { InstallsRuns: true };
+            if (!installs && arena.Entries[first].State == PageState.Untouched && arena.Source is { } source)
             {
                 source.BeginRun(first, count);
                 if (!PrefetchUnlocked(arena, source, first))
                     return true;
             }
-            FillAndInject(arena, first, count, epoch, sourcePrefetched: true);
+            FillAndInject(arena, first, count, epoch, sourcePrefetched: !installs);
         }
         finally
         {

@@ -22,6 +22,8 @@ namespace Tibet.Core.Paging.Faults;
 /// ciphertext meanwhile. An install the kernel refuses (EAGAIN while the program's own
 /// event waits to be read, EEXIST) ends this thread's part; the handler serves the rest
 /// of the run itself, the usual way, after reading the event.</para>
+/// <para>A source that installs its pages itself (<see cref="PageSource.InstallsRuns"/>)
+/// is asked for the whole part at once, and this thread only waits for it.</para>
 /// <para>Only uncompressed pages are handed over: the decompressor keeps state and
 /// belongs to the handler. Plaintext exists only in this thread's locked slice buffer,
 /// wiped after every slice. Allocation-free and malloc-free, like the handler; between
@@ -181,6 +183,14 @@ internal sealed unsafe class FillWorker : IDisposable
     private void Run()
     {
         Arena arena = _arena!;
+        if (_fromSource && arena.Source!.InstallsRuns)
+        {
+            // The source installs the whole part itself (the custodian, a slice at a time):
+            // nothing passes through this thread's buffer. What it leaves is the handler's.
+            _installed = arena.Source.InstallRun(_first, _count, arena.PageAddress(_first), _writeProtect, out _);
+            _sourced += _installed;
+            return;
+        }
         var staging = new Span<byte>(_staging, 2 * PageSize);
         for (int done = 0; done < _count;)
         {
