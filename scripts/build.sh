@@ -15,9 +15,15 @@ dotnet publish src/Interposer/Tibet.Interposer.csproj -c Release -o out/lib/nati
 cp out/lib/native-publish/libtibet.so out/lib/native-publish/libsodium.so out/lib/
 rm -rf out/lib/native-publish
 
+# ReadyToRun: the managed programs start from precompiled code. The custodian (tibet-run's
+# forked half) decides access, opens sealed models and serves its first faults while the
+# program starts; jitting all that on first use doubled llama.cpp's time to first token
+# with a sealed model (590 ms against 300, bench/results/2026-12-06-sealed-install.md).
+# All four projects alike: they share out/lib/tibet, and so Tibet.Core.dll.
 for project in src/Launcher/Tibet.Launcher.csproj src/Launcher/Cli/Tibet.Cli.csproj \
                bench/Tibet.Bench/Tibet.Bench.csproj tools/Tibet.GgufGen/Tibet.GgufGen.csproj; do
-  dotnet publish "$project" -c Release --no-self-contained -o out/lib/tibet --verbosity quiet -p:DebugType=none
+  dotnet publish "$project" -c Release --no-self-contained -r linux-x64 -p:PublishReadyToRun=true \
+    -o out/lib/tibet --verbosity quiet -p:DebugType=none
 done
 
 for command in tibet-run tibet tibet-bench tibet-gguf-gen; do

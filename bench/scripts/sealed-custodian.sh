@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 12: a sealed model whose key stays in the custodian (tibet-run --identity, the
-# default: evicted pages are dropped and decrypted again by the custodian), the same with
+# default: the custodian installs the pages into the program itself, and evicted pages are
+# dropped and installed again), the same through the shared window (TIBET_CUSTODIAN_INSTALL=0), the same with
 # its evicted pages sealed in the program under a key of the program's
 # (TIBET_REFETCH_SOURCE=0), and the key handed to the program (TIBET_CUSTODIAN=0),
 # beside native llama.cpp on the plain model: tokens/s and time to first token with a cold
@@ -56,10 +57,11 @@ PY
     for percent in 100 50; do
       budget=$(( size * percent / 100 / 4096 * 4096 ))
       [ $percent = 100 ] && budget=$(( size + (64 << 20) ))
-      for where in custodian custodian-sealed-here program; do
+      for where in custodian custodian-window custodian-sealed-here program; do
         switch=1; [ $where = program ] && switch=0
         refetch=; [ $where = custodian-sealed-here ] && refetch=0
-        run_once "$where" $percent "$work/model.sealed.gguf" env TIBET_CUSTODIAN=$switch TIBET_REFETCH_SOURCE=$refetch \
+        install=1; [ $where = custodian-window ] && install=0
+        run_once "$where" $percent "$work/model.sealed.gguf" env TIBET_CUSTODIAN=$switch TIBET_REFETCH_SOURCE=$refetch TIBET_CUSTODIAN_INSTALL=$install \
           out/bin/tibet-run -q --budget $budget --audit-log "$work/audit.jsonl" --identity "$work/alice.id" --claim "$work/alice.claim" --
       done
     done
@@ -78,7 +80,7 @@ def median(label, percent, key):
 native = {k: median("native", None, k) for k in ("tokensPerSecond", "firstTokenMs")}
 rows = []
 for percent in (100, 50):
-    for where in ("custodian", "custodian-sealed-here", "program"):
+    for where in ("custodian", "custodian-window", "custodian-sealed-here", "program"):
         t, f = median(where, percent, "tokensPerSecond"), median(where, percent, "firstTokenMs")
         rows.append({"budgetPercent": percent, "keyIn": where, "tokensPerSecond": t, "tokensVsNative": t / native["tokensPerSecond"],
                      "firstTokenMs": f, "firstTokenVsNative": f / native["firstTokenMs"]})
@@ -90,8 +92,9 @@ json.dump(doc, open(prefix + ".json", "w"), indent=1)
 lines = [f"# A sealed model with its key in the custodian, {doc['date'][:10]}", "",
          f"Machine: {cpu}, {doc['machine']['cpus']} CPUs, Linux {doc['machine']['kernel']}. Model: {size} bytes (tibet-gguf-gen --preset medium, Q8_0), sealed; "
          f"{tokens} tokens, {threads} threads, page cache dropped before each run, medians of {rounds} interleaved rounds. Every run decoded the native tokens.",
-         "'custodian': the default; the identity and the model's data key stay in the custodian, which decrypts each 2 MiB range for the program, "
-         "and evicted pages are dropped and decrypted again (no key or copy of them in the program). "
+         "'custodian': the default; the identity and the model's data key stay in the custodian, which reads, decrypts and installs the model's pages "
+         "into the program itself (UFFDIO_COPY on the program's userfaultfd), and evicted pages are dropped and installed again (no key or copy of them in the program). "
+         "'custodian-window': the same, with the pages decrypted in a window shared with the program, which copies them in (TIBET_CUSTODIAN_INSTALL=0, the way before). "
          "'custodian-sealed-here': the same with evicted pages sealed in the program under a key of the program's (TIBET_REFETCH_SOURCE=0). "
          "'program': TIBET_CUSTODIAN=0; the identity is handed to the program, which decrypts itself.", "",
          f"Native (plain model): {native['tokensPerSecond']:.1f} tokens/s, first token {native['firstTokenMs']:.0f} ms.", "",
@@ -101,8 +104,9 @@ for r in rows:
 open(prefix + ".md", "w").write("\n".join(lines) + "\n")
 with open(f"{work}/plot.dat", "w") as f:
     for percent in (100, 50):
-        c, s, p = (next(r for r in rows if r["budgetPercent"] == percent and r["keyIn"] == w) for w in ("custodian", "custodian-sealed-here", "program"))
-        f.write(f"\"{percent} %\" {c['tokensVsNative']} {s['tokensVsNative']} {p['tokensVsNative']} {c['firstTokenVsNative']} {s['firstTokenVsNative']} {p['firstTokenVsNative']}\n")
+        c, w, s, p = (next(r for r in rows if r["budgetPercent"] == percent and r["keyIn"] == k) for k in ("custodian", "custodian-window", "custodian-sealed-here", "program"))
+        f.write(f"\"{percent} %\" {c['tokensVsNative']} {w['tokensVsNative']} {s['tokensVsNative']} {p['tokensVsNative']} "
+                f"{c['firstTokenVsNative']} {w['firstTokenVsNative']} {s['firstTokenVsNative']} {p['firstTokenVsNative']}\n")
 PY
 gnuplot <<GP
 set terminal pngcairo size 900,500 noenhanced
@@ -114,7 +118,9 @@ set style data histogram
 set style histogram cluster gap 1
 set style fill solid 0.8 border -1
 set key outside right top
-plot "$work/plot.dat" using 2:xtic(1) title "tokens/s, custodian", "" using 3 title "tokens/s, custodian, sealed here", "" using 4 title "tokens/s, program", \\
-     "" using 5 title "first token time, custodian", "" using 6 title "first token time, custodian, sealed here", "" using 7 title "first token time, program"
+plot "$work/plot.dat" using 2:xtic(1) title "tokens/s, custodian (installs)", "" using 3 title "tokens/s, custodian, window", \\
+     "" using 4 title "tokens/s, custodian, sealed here", "" using 5 title "tokens/s, program", \\
+     "" using 6 title "first token time, custodian (installs)", "" using 7 title "first token time, custodian, window", \\
+     "" using 8 title "first token time, custodian, sealed here", "" using 9 title "first token time, program"
 GP
 cat "$prefix.md"

@@ -5,9 +5,11 @@ namespace Tibet.Core.Custodian;
 
 /// <summary>
 /// The custodian's side of a sealed model's page session: it keeps the model's data key
-/// for one process, which sends the ciphertext of data pages through a shared window and
-/// gets them back decrypted (<see cref="CustodianPageOpener"/> is the process's side). The
-/// session has <see cref="Lanes"/> lanes, each a connection, a thread and its own part of
+/// for one process (<see cref="CustodianPageOpener"/> is the process's side), installs the
+/// pages of the process's maps of the model into it (<see cref="ProcessPageInstaller"/>,
+/// when the process sent its engine's userfaultfd), and decrypts the ciphertext the
+/// process puts into a shared window (its reads of the file, its forked children's
+/// faults). The session has <see cref="Lanes"/> lanes, each a connection, a thread and its own part of
 /// the window, so that two threads of the process (its fault handler and its fill worker)
 /// have pages decrypted at once. It ends, destroying the key, when the process has closed
 /// every lane.
@@ -27,7 +29,8 @@ internal sealed unsafe class SealedPageService
     /// <summary>Sessions at once, in all and per process: each holds a thread per lane and
     /// a locked 4 MiB window, and a process holding the grant could otherwise ask for them
     /// until the custodian, which serves the whole tree, runs out (a process asks once per
-    /// sealed file it opens). 128 sessions: 256 threads, 512 MiB of windows.</summary>
+    /// sealed file it opens). 128 sessions: 256 threads, 512 MiB of windows, 32 MiB of
+    /// install buffers.</summary>
     public const int MaxSessions = 128, MaxSessionsPerProcess = 64;
 
     private const nuint LaneBytes = WindowPages * (nuint)SealFormat.PageSize;

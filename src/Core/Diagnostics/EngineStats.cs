@@ -49,6 +49,9 @@ public readonly record struct EngineStats
     public long ZeroEvictions { get; init; }
     /// <summary>Pages read from an arena's source (a mapped model file) on first touch.</summary>
     public long SourcedPages { get; init; }
+    /// <summary>Of <see cref="SourcedPages"/>, those the source installed itself: the
+    /// custodian, for a live sealed model whose key it keeps (PageSource.InstallsRuns).</summary>
+    public long SourceInstalls { get; init; }
     /// <summary>Sealed pages stored compressed.</summary>
     public long CompressedSeals { get; init; }
     /// <summary>Pages the kernel refused to move out (shared, pinned or reprotected).</summary>
@@ -128,6 +131,7 @@ public readonly record struct EngineStats
             PagesAhead = Long("pagesAhead"),
             WorkerDecrypts = Long("workerDecrypts"),
             SourcedPages = Long("sourcedPages"),
+            SourceInstalls = Long("sourceInstalls"),
             CompressedSeals = Long("compressedSeals"),
             EvictionsRefused = Long("evictionsRefused"),
             MovesReconciled = Long("movesReconciled"),
@@ -182,6 +186,7 @@ public readonly record struct EngineStats
         PagesAhead = PagesAhead + other.PagesAhead,
         WorkerDecrypts = WorkerDecrypts + other.WorkerDecrypts,
         SourcedPages = SourcedPages + other.SourcedPages,
+        SourceInstalls = SourceInstalls + other.SourceInstalls,
         CompressedSeals = CompressedSeals + other.CompressedSeals,
         EvictionsRefused = EvictionsRefused + other.EvictionsRefused,
         MovesReconciled = MovesReconciled + other.MovesReconciled,
@@ -243,6 +248,7 @@ public readonly record struct EngineStats
         w.WriteNumber("pagesAhead", PagesAhead);
         w.WriteNumber("workerDecrypts", WorkerDecrypts);
         w.WriteNumber("sourcedPages", SourcedPages);
+        w.WriteNumber("sourceInstalls", SourceInstalls);
         w.WriteNumber("compressedSeals", CompressedSeals);
         w.WriteNumber("evictionsRefused", EvictionsRefused);
         w.WriteNumber("movesReconciled", MovesReconciled);

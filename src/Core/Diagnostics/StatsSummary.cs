@@ -25,7 +25,8 @@ public static class StatsSummary
             return;
         }
         say($"  faults             {Get("faults"),12:N0}   wait p50 {Get("faultP50Ns") / 1000.0:F1} µs, p99 {Get("faultP99Ns") / 1000.0:F1} µs");
-        say($"  pages decrypted    {Get("decrypts"),12:N0}   read ahead {Get("readAheadPages"):N0}, zero-filled {Get("zeroFills"):N0}");
+        say($"  pages decrypted    {Get("decrypts"),12:N0}   read ahead {Get("readAheadPages"):N0}, zero-filled {Get("zeroFills"):N0}"
+            + (Get("sourceInstalls") > 0 ? $", installed by the custodian {Get("sourceInstalls"):N0}" : ""));
         say($"  pages evicted      {Get("evictions"),12:N0}   of them clean (copy kept) {Get("cleanEvictions"):N0}, dropped to the model file {Get("sourceDrops"):N0}, zero {Get("zeroEvictions"):N0}, refused {Get("evictionsRefused"):N0}");
         say($"  resident now       {Bytes(Get("residentBytes")),12}   peak {Bytes(Get("peakResidentBytes"))}, budget {(budget == long.MaxValue ? "unlimited" : Bytes(budget))}");
         say($"  sealed             {Bytes(Get("sealedBytes")),12}   store mapped {Bytes(Get("storeMappedBytes"))}");

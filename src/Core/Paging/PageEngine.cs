@@ -417,6 +417,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             CleanCopies = _sealer.RetainedPages,
             PagesAhead = _faults.PagesAhead,
             SourcedPages = _faults.SourcedPages,
+            SourceInstalls = _faults.SourceInstalls,
             CompressedSeals = _sealer.CompressedSeals,
             EvictionsRefused = _evictor.Refused,
             MovesReconciled = _evictor.Reconciled,

@@ -52,6 +52,40 @@ public class SealedRefetchTests(SealedRunWorld world) : IClassFixture<SealedRunW
             $"with the pages sealed in the program (TIBET_REFETCH_SOURCE=0), the count should see their ciphertext there: {controlPresent >> 20} MiB present, {evicted >> 20} MiB evicted");
     }
 
+    /// <summary>
+    /// The custodian installs a live model's pages into the program's map itself, with
+    /// UFFDIO_COPY on the userfaultfd the program sent (ProcessPageInstaller): the program's
+    /// engine counts every page of the two reads under 8 MiB as installed so, and the bytes
+    /// are the model's. Through the shared window instead (TIBET_CUSTODIAN_INSTALL=0),
+    /// nothing is installed by the custodian, and the bytes are the same.
+    /// </summary>
+    [Fact]
+    public void The_custodian_installs_a_live_models_pages_itself_and_the_window_gives_the_same_bytes()
+    {
+        var model = world.MediumSealed;
+        long dataPages = model.DataLength / 4096;
+        TibetRun.Result Read(string install) => TibetRun.Encrypted(
+            ["--audit-log", world.PathOf($"audit-{Guid.NewGuid():N}.jsonl"), "--threshold", "64K", "--budget", "8M",
+                "--identity", world.Alice, "--claim", world.ClaimPath("valid")],
+            [world.Reader, model.Path, model.DataOffset.ToString(CultureInfo.InvariantCulture), model.DataLength.ToString(CultureInfo.InvariantCulture), "mmap"],
+            environment: new Dictionary<string, string?> { ["TIBET_CUSTODIAN_INSTALL"] = install });
+
+        var installed = Read("1");
+        Assert.True(installed.ExitCode == 0, installed.ToString());
+        Assert.Contains($"hash {model.LiveHash} ", installed.Stdout);
+        Assert.DoesNotContain("decrypted in the window", installed.Stderr);
+        // Every data page came in at least once, and all but the few of a run's edges the
+        // custodian does not install (the header's and the trailer's pages) came that way.
+        Assert.True(installed.Stat("sourceInstalls") >= dataPages - 1024,
+            $"the custodian installed {installed.Stat("sourceInstalls")} pages of a model of {dataPages}\n{installed}");
+
+        var windowed = Read("0");
+        Assert.True(windowed.ExitCode == 0, windowed.ToString());
+        Assert.Contains($"hash {model.LiveHash} ", windowed.Stdout);
+        Assert.Equal(0, windowed.Stat("sourceInstalls"));
+        Assert.True(windowed.Stat("sourcedPages") >= dataPages - 1024, windowed.ToString());
+    }
+
     /// <summary>A page written since it came from the model is sealed, not dropped: the
     /// program maps the model read-only and private, reads it, makes it writable
     /// (mprotect), writes a byte of every page, and reads it twice under an 8 MiB budget.</summary>

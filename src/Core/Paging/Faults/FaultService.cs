@@ -53,7 +53,7 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly LatencyHistogram _latency = new();
     private long _received;
     private bool _recorded;
-    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _writeFaults, _pagesAhead;
+    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _sourceInstalls, _writeFaults, _pagesAhead;
 
     /// <param name="tracksWrites">The arenas are registered for write protection: pages
     /// opened from the store are installed write-protected and keep their sealed copy.</param>
@@ -95,6 +95,9 @@ internal sealed unsafe class FaultService : IDisposable
     public long ReadAheadPages => _readAheadPages;
     public long ZeroFills => _zeroFills;
     public long SourcedPages => _sourcedPages + (_worker?.Sourced ?? 0);
+
+    /// <summary>Of <see cref="SourcedPages"/>, those their source installed itself (PageSource.InstallsRuns).</summary>
+    public long SourceInstalls => _sourceInstalls + (_worker?.SourceInstalls ?? 0);
 
     /// <summary>First writes to pages that kept their sealed copy (write-protect faults).</summary>
     public long WriteFaults => _writeFaults;
@@ -457,6 +460,7 @@ internal sealed unsafe class FaultService : IDisposable
                 _evictor.Admit(arena, index + done, pages, keepCopies);
                 _collapser.Consider(arena, index + done, pages);
                 _sourcedPages += pages;
+                _sourceInstalls += pages;
             }
             done += pages;
             if (done == count || pages > 0 && rc == 0)

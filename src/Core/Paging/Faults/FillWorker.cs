@@ -54,7 +54,7 @@ internal sealed unsafe class FillWorker : IDisposable
     private bool _fromSource; // the run's pages come from the arena's source, not the store
     // Written here before _finished is published, read by the handler after.
     private int _installed;
-    private long _opened, _sourced;
+    private long _opened, _sourced, _sourceInstalls;
     private Exception? _failure;
 
     private int _posted, _finished, _sleeping;
@@ -89,6 +89,9 @@ internal sealed unsafe class FillWorker : IDisposable
 
     /// <summary>Pages this thread filled from their arena's source.</summary>
     public long Sourced => Volatile.Read(ref _sourced);
+
+    /// <summary>Of <see cref="Sourced"/>, those the source installed itself.</summary>
+    public long SourceInstalls => Volatile.Read(ref _sourceInstalls);
 
     /// <summary>
     /// Starts decrypting and installing <paramref name="count"/> sealed, uncompressed pages
@@ -189,6 +192,7 @@ internal sealed unsafe class FillWorker : IDisposable
             // nothing passes through this thread's buffer. What it leaves is the handler's.
             _installed = arena.Source.InstallRun(_first, _count, arena.PageAddress(_first), _writeProtect, out _);
             _sourced += _installed;
+            _sourceInstalls += _installed;
             return;
         }
         var staging = new Span<byte>(_staging, 2 * PageSize);
