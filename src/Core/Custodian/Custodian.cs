@@ -70,7 +70,13 @@ internal sealed unsafe class CustodianService
         // A served process's copies reach its forked child through fork events, served
         // from the process's books; the child's agent, whose end the process passes on
         // (ServedProcess.Forked), takes what the child reads back out under the budget.
-        _options = options with { ServeForkedChildren = features.EventFork, CollapseResidentRanges = false };
+        // Its take-outs are round trips to the served process's thread: evicted in batches.
+        _options = options with
+        {
+            ServeForkedChildren = features.EventFork,
+            CollapseResidentRanges = false,
+            Watermarks = Paging.Eviction.ResidentWatermarks.ForRoundTrips(options.EvictBatchPages),
+        };
         _registerWriteProtect = options.TrackWrites && features.CanEvict;
     }
 

@@ -38,6 +38,9 @@ public readonly record struct EngineStats
     /// dropped, never sealed, and read from the file again if touched
     /// (Arena.AttachSource).</summary>
     public long SourceDrops { get; init; }
+    /// <summary>Eviction steps that took pages out (Evictions / EvictionBatches: pages per
+    /// step; each step is a round trip to the process when the custodian serves it).</summary>
+    public long EvictionBatches { get; init; }
     /// <summary>First writes to pages that kept their sealed copy (write-protect faults).</summary>
     public long WriteFaults { get; init; }
     /// <summary>Resident pages whose sealed copy is kept now.</summary>
@@ -126,6 +129,7 @@ public readonly record struct EngineStats
             ZeroEvictions = Long("zeroEvictions"),
             CleanEvictions = Long("cleanEvictions"),
             SourceDrops = Long("sourceDrops"),
+            EvictionBatches = Long("evictionBatches"),
             WriteFaults = Long("writeFaults"),
             CleanCopies = Long("cleanCopies"),
             PagesAhead = Long("pagesAhead"),
@@ -181,6 +185,7 @@ public readonly record struct EngineStats
         ZeroEvictions = ZeroEvictions + other.ZeroEvictions,
         CleanEvictions = CleanEvictions + other.CleanEvictions,
         SourceDrops = SourceDrops + other.SourceDrops,
+        EvictionBatches = EvictionBatches + other.EvictionBatches,
         WriteFaults = WriteFaults + other.WriteFaults,
         CleanCopies = CleanCopies + other.CleanCopies,
         PagesAhead = PagesAhead + other.PagesAhead,
@@ -243,6 +248,7 @@ public readonly record struct EngineStats
         w.WriteNumber("zeroEvictions", ZeroEvictions);
         w.WriteNumber("cleanEvictions", CleanEvictions);
         w.WriteNumber("sourceDrops", SourceDrops);
+        w.WriteNumber("evictionBatches", EvictionBatches);
         w.WriteNumber("writeFaults", WriteFaults);
         w.WriteNumber("cleanCopies", CleanCopies);
         w.WriteNumber("pagesAhead", PagesAhead);

@@ -413,6 +413,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             ZeroEvictions = _evictor.ZeroEvictions,
             CleanEvictions = _sealer.CleanReseals,
             SourceDrops = _evictor.SourceDrops,
+            EvictionBatches = _evictor.Batches,
             WriteFaults = _faults.WriteFaults,
             CleanCopies = _sealer.RetainedPages,
             PagesAhead = _faults.PagesAhead,

@@ -6,8 +6,9 @@
  *
  * Every page starts with "tibet-self-canary:" and its index, then bytes of a xorshift
  * stream seeded by that index (ciphertext of them cannot be smaller). Prints
- * "ready PID" once all are written, reads standard input to its end, checks every page,
- * and prints "self: N bad pages of M".
+ * "ready PID" once all are written, reads standard input to its end, checks every page
+ * in a scattered order (a stride of 7919 pages: no read-ahead helps, so each evicted
+ * page is one fault), and prints "self: N bad pages of M".
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -43,7 +44,8 @@ int main(int argc, char **argv)
     }
     unsigned char expected[PAGE];
     uint64_t bad = 0;
-    for (uint64_t i = 0; i < pages; i++) {
+    for (uint64_t k = 0; k < pages; k++) {
+        uint64_t i = k * 7919 % pages; /* a permutation while pages is no multiple of 7919 */
         fill(expected, i);
         bad += memcmp(expected, data + i * PAGE, PAGE) != 0;
     }

@@ -21,8 +21,7 @@ namespace Tibet.Core.Paging.Eviction;
 /// </remarks>
 internal sealed unsafe class Evictor : IResidency, IDisposable
 {
-    private const int EvictAfterFaultPages = 16;
-
+    private readonly int _afterFaultPages;
     private readonly ArenaTable _arenas;
     private readonly PageSealer _sealer;
     private readonly AddressSpaceOps _space;
@@ -46,7 +45,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     // Pages a fault added to the shared count before bringing them in (see MakeRoom);
     // admitted pages use them up, and what is left goes back at the next fault.
     private long _reserved;
-    private long _evictions, _zeroEvictions, _refused, _reconciled, _refaults, _sourceDrops;
+    private long _evictions, _zeroEvictions, _refused, _reconciled, _refaults, _sourceDrops, _batches;
 
     private struct Victim
     {
@@ -76,6 +75,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             : Math.Max(1, options.ResidentBudgetBytes / Userfaultfd.PageSize);
         _highPages = options.Watermarks.HighPages(_budgetPages);
         _lowPages = options.Watermarks.LowPages(_budgetPages);
+        _afterFaultPages = options.Watermarks.AfterFaultPages;
         _halfPages = _budgetPages / 2;
         _sizedFor = _budgetPages;
         ReadAheadLimit = _budgetPages == long.MaxValue ? int.MaxValue : options.Watermarks.ReadAheadLimit(_budgetPages);
@@ -161,6 +161,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// <summary>Evictions of model pages as their source gives them: dropped, not sealed
     /// (see Arena.RefetchesSource).</summary>
     public long SourceDrops => _sourceDrops;
+
+    /// <summary>Eviction steps that took pages out: one round trip each where the take-out
+    /// is the served process's thread's (AgentAddressSpace).</summary>
+    public long Batches => _batches;
 
     /// <summary>Elements the resident set holds without growing (for tests).</summary>
     public long Capacity => _residentSet.Capacity;
@@ -355,7 +359,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         long counted;
         if (GiveWay() || Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0 || OwedRoom)
             return;
-        EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), Math.Min(EvictAfterFaultPages, _victims.Length)));
+        EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), Math.Min(_afterFaultPages, _victims.Length)));
     }
 
     /// <summary>Seals resident pages in the policy's order, the newest fault's included,
@@ -444,6 +448,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             start = end;
         }
         _space.BeginTakeOuts(_runs.AsSpan(0, runs));
+        _batches++;
         for (int i = 0; i < runs; i++)
             TakeOutOneRun(_runs[i].Slot, _runs[i].Pages);
 

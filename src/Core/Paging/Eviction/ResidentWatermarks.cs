@@ -18,6 +18,25 @@ public sealed record ResidentWatermarks
     /// <summary>Headroom below the budget at which it stops (at least <see cref="HighHeadroomPages"/>).</summary>
     public int LowHeadroomPages { get; init; } = 64;
 
+    /// <summary>Pages sealed after each served fault while above the high watermark (the
+    /// rest when the handler is idle): what a busy program pays per fault.</summary>
+    public int AfterFaultPages { get; init; } = 16;
+
+    /// <summary>
+    /// For an engine whose every take-out is a round trip to the served process's own
+    /// thread (the custodian's, AgentAddressSpace): the high watermark as usual, the low
+    /// one 256 pages further down, and a full batch after a fault. With the default (both
+    /// at 64 pages, 16 after a fault), a busy process at its budget paid one round trip
+    /// per fault for a page or two (Redis at half budget: SET 0.19× native served by the
+    /// custodian, against 0.27× in the program).
+    /// </summary>
+    public static ResidentWatermarks ForRoundTrips(int batchPages) => new()
+    {
+        HighHeadroomPages = 64,
+        LowHeadroomPages = 64 + 256,
+        AfterFaultPages = batchPages,
+    };
+
     /// <summary>The largest share of the budget a headroom, or one read-ahead run, may take.</summary>
     public double MaxFractionOfBudget { get; init; } = 0.25;
 
@@ -34,6 +53,8 @@ public sealed record ResidentWatermarks
     {
         if (HighHeadroomPages < 0)
             throw new ArgumentOutOfRangeException(nameof(HighHeadroomPages), HighHeadroomPages, "The high watermark's headroom must be at least 0 pages.");
+        if (AfterFaultPages < 1)
+            throw new ArgumentOutOfRangeException(nameof(AfterFaultPages), AfterFaultPages, "At least one page is sealed after a fault.");
         if (LowHeadroomPages < HighHeadroomPages)
             throw new ArgumentOutOfRangeException(nameof(LowHeadroomPages), LowHeadroomPages, "The low watermark's headroom must be at least the high one's.");
         if (MaxFractionOfBudget is <= 0 or > 0.5)
