@@ -75,7 +75,7 @@ internal sealed unsafe class CustodianService
         {
             ServeForkedChildren = features.EventFork,
             CollapseResidentRanges = false,
-            Watermarks = Paging.Eviction.ResidentWatermarks.ForRoundTrips(options.EvictBatchPages),
+            Watermarks = Paging.Eviction.ResidentWatermarks.ForRoundTrips,
         };
         _registerWriteProtect = options.TrackWrites && features.CanEvict;
     }

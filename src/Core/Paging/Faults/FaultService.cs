@@ -447,44 +447,8 @@ internal sealed unsafe class FaultService : IDisposable
     /// are in now; the rest is for the usual path, which serves a page the source would not
     /// install (outside its data, failed authentication, its custodian gone) and says why.
     /// </summary>
-    private int InstallFromSource(Arena arena, long index, int count, bool keepCopies)
-    {
-        PageSource source = arena.Source!;
-        int done = 0;
-        while (done < count)
-        {
-            nint destination = arena.PageAddress(index + done);
-            int pages = source.InstallRun(index + done, count - done, destination, keepCopies, out int rc);
-            if (pages > 0)
-            {
-                _evictor.Admit(arena, index + done, pages, keepCopies);
-                _collapser.Consider(arena, index + done, pages);
-                _sourcedPages += pages;
-                _sourceInstalls += pages;
-            }
-            done += pages;
-            if (done == count || pages > 0 && rc == 0)
-                continue;
-            switch (rc)
-            {
-                case Libc.EAGAIN when _workerRunning:
-                    return done; // no event is read while the fill worker runs
-                case Libc.EAGAIN:
-                    long epoch = _events.Epoch;
-                    _events.Drain();
-                    if (_events.Epoch != epoch)
-                        return done;
-                    break;
-                case Libc.EEXIST:
-                    AdmitFoundMapped(arena, index + done, destination);
-                    done++;
-                    break;
-                default:
-                    return done;
-            }
-        }
-        return done;
-    }
+    private int InstallFromSource(Arena arena, long index, int count, bool keepCopies) =>
+        Install(arena, index, count, plaintext: null, keepCopies, out _, out _);
 
     /// <returns>Whether every page of the slice was installed.</returns>
     private bool FillAndInjectSlice(Arena arena, long first, int count, long epoch)
@@ -718,12 +682,49 @@ internal sealed unsafe class FaultService : IDisposable
     /// (see <see cref="KeepsCopy"/>).</summary>
     private bool TryInject(Arena arena, long index, int count, byte* source, bool keepCopies = false)
     {
+        int done = Install(arena, index, count, source, keepCopies, out InstallStop stop, out int errno);
+        return stop switch
+        {
+            InstallStop.Complete => true,
+            InstallStop.WorkerRunning => false, // no event is read while the fill worker runs; the rest waits
+            InstallStop.EventsChanged => done > 0, // the faulting page is in; the rest waits for a fault of its own
+            _ => AbandonInjection(arena.PageAddress(index + done), errno) || done > 0,
+        };
+    }
+
+    /// <summary>Why <see cref="Install"/> stopped.</summary>
+    private enum InstallStop { Complete, WorkerRunning, EventsChanged, Refused }
+
+    /// <summary>
+    /// Installs <paramref name="count"/> pages from <paramref name="index"/> on, from
+    /// <paramref name="plaintext"/> (UFFDIO_COPY), or, when it is null, by the arena's
+    /// source itself (<see cref="PageSource.InstallRun"/>), and admits what went in. An
+    /// install that meets an unread event reads it (unless the fill worker runs) and goes
+    /// on if nothing changed; a page found mapped is counted back in. Returns how many
+    /// pages, from the first on, are done; <paramref name="stop"/> says why the rest is
+    /// not, <paramref name="errno"/> what the kernel or the source said when it refused.
+    /// </summary>
+    private int Install(Arena arena, long index, int count, byte* plaintext, bool keepCopies, out InstallStop stop, out int errno)
+    {
         int done = 0;
+        errno = 0;
         while (done < count)
         {
             nint destination = arena.PageAddress(index + done);
-            int rc = _space.Copy(destination, (nint)(source + (long)done * PageSize), (nuint)((count - done) * PageSize), keepCopies, out long copied);
-            int pages = (int)(copied / PageSize);
+            int rc, pages;
+            if (plaintext != null)
+            {
+                rc = _space.Copy(destination, (nint)(plaintext + (long)done * PageSize), (nuint)((count - done) * PageSize), keepCopies, out long copied);
+                pages = (int)(copied / PageSize);
+            }
+            else
+            {
+                pages = arena.Source!.InstallRun(index + done, count - done, destination, keepCopies, out rc);
+                if (pages == 0 && rc == 0)
+                    rc = Libc.EIO; // a source that did nothing and said nothing: refused, never asked again
+                _sourcedPages += pages;
+                _sourceInstalls += pages;
+            }
             if (pages > 0)
             {
                 _evictor.Admit(arena, index + done, pages, keepCopies);
@@ -736,22 +737,29 @@ internal sealed unsafe class FaultService : IDisposable
             switch (rc)
             {
                 case Libc.EAGAIN when _workerRunning:
-                    return false; // no event is read while the fill worker runs; the rest waits
+                    stop = InstallStop.WorkerRunning;
+                    return done;
                 case Libc.EAGAIN:
                     long epoch = _events.Epoch;
                     _events.Drain();
                     if (_events.Epoch != epoch)
-                        return done > 0; // the faulting page is in; the rest waits for a fault of its own
+                    {
+                        stop = InstallStop.EventsChanged;
+                        return done;
+                    }
                     break;
                 case Libc.EEXIST:
                     AdmitFoundMapped(arena, index + done, destination);
                     done++;
                     break;
                 default:
-                    return AbandonInjection(destination, rc) || done > 0;
+                    stop = InstallStop.Refused;
+                    errno = rc;
+                    return done;
             }
         }
-        return true;
+        stop = InstallStop.Complete;
+        return done;
     }
 
     /// <summary>
