@@ -18,7 +18,9 @@ namespace Tibet.Core.Custodian;
 /// ciphertext copied in, its plaintext copied out, the window wiped), and a 2 MiB range
 /// was served in 16 round trips; llama.cpp at half budget ran at half the speed it had
 /// with the key in the program. Installed from here, a page is read, decrypted and copied
-/// once, as in the process's own engine, and the plaintext is never in shared memory.</para>
+/// once, as in the process's own engine, and its plaintext is never in shared memory.
+/// (Pages the engine does not ask to be installed still come through the window: see
+/// docs/threat-model.md.)</para>
 /// <para>UFFDIO_COPY works on a userfaultfd of another process (UFFDIO_MOVE does not; see
 /// AddressSpaceOps). The process's engine keeps the books: it asks for pages it holds as
 /// absent under its lock, and reads its userfaultfd's events, so an install that meets an

@@ -11,7 +11,7 @@ namespace Tibet.Core.Custodian;
 internal static class ServedProtocol
 {
     public const uint Magic = 0x54494254; // "TIBT"
-    public const uint Version = 2; // 2: the welcome carries the budget share; a control message names a forked child
+    public const uint Version = 3; // 2: the welcome carries the budget share; a control message names a forked child; 3: sealed-page installs
 
     /// <summary><see cref="ServedHello.Kind"/>: serve this process (control, agent and
     /// userfaultfd attached).</summary>

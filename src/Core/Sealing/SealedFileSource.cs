@@ -175,18 +175,23 @@ public sealed unsafe class SealedFileSource : PageSource
     public override bool InstallsRuns => _installer != null;
 
     /// <inheritdoc/>
-    /// <remarks>Data pages only: a run that reaches into the header or the trailer (public,
-    /// served as stored) or past the end of the file is left to Fill (EOPNOTSUPP).</remarks>
+    /// <remarks>Data pages only: a run that starts in the header or the trailer (public,
+    /// served as stored) or past the end of the file is left to Fill (EOPNOTSUPP), and one
+    /// that reaches into the trailer is installed up to it.</remarks>
     public override int InstallRun(long firstPage, int pages, nint address, bool writeProtect, out int errno)
     {
         long at = _fileOffset + firstPage * PageSize;
         if (_installer == null || Volatile.Read(ref _references) <= 0 || pages <= 0
-            || at < _view.DataOffset || at > _view.DataEnd - (long)pages * PageSize)
+            || at < _view.DataOffset || at >= _view.DataEnd)
         {
             errno = Libc.EOPNOTSUPP;
             return 0;
         }
-        return _installer.InstallPages((at - _view.DataOffset) / PageSize, pages, address, writeProtect, out errno);
+        int data = (int)Math.Min(pages, (_view.DataEnd - at) / PageSize);
+        int installed = _installer.InstallPages((at - _view.DataOffset) / PageSize, data, address, writeProtect, out errno);
+        if (installed == data && data < pages)
+            errno = Libc.EOPNOTSUPP; // the trailer's pages: Fill's
+        return installed;
     }
 
     /// <summary>Wipes the pages decrypted ahead that no one asked for.</summary>

@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #define SERVED_MAGIC 0x54494254u /* "TIBT" */
-#define SERVED_VERSION 2u
+#define SERVED_VERSION 3u
 
 /* SERVED_KIND_SEALED (2) is managed on both sides (CustodianClient); KEEP attaches nothing
  * and keeps the connection open: the custodian stays while any such connection is. */

@@ -88,7 +88,9 @@ public class SealedRefetchTests(SealedRunWorld world) : IClassFixture<SealedRunW
 
     /// <summary>A page written since it came from the model is sealed, not dropped: the
     /// program maps the model read-only and private, reads it, makes it writable
-    /// (mprotect), writes a byte of every page, and reads it twice under an 8 MiB budget.</summary>
+    /// (mprotect), writes a byte of the first 16 pages of every 32, and reads it twice under
+    /// an 8 MiB budget. The faults on the unwritten pages have written (sealed) ones in
+    /// their runs, which the custodian must not install over with the file's bytes.</summary>
     [Fact]
     public void Pages_written_after_mprotect_survive_eviction()
     {
@@ -103,6 +105,6 @@ public class SealedRefetchTests(SealedRunWorld world) : IClassFixture<SealedRunW
         // were sealed when evicted, every one of them at least once in the two reads after.
         long sealedEvictions = result.Stat("evictions") - result.Stat("sourceDrops");
         Assert.True(result.Stat("sourceDrops") > 0, result.ToString());
-        Assert.True(sealedEvictions >= (model.DataLength - Budget) / 4096, result.ToString());
+        Assert.True(sealedEvictions >= (model.DataLength / 2 - Budget) / 4096, result.ToString());
     }
 }

@@ -72,8 +72,10 @@ public sealed class SealedRunWorld : IDisposable
             long length = model.DataPages * SealedModelKey.PageSize;
             byte[] data = PlainData(plain, length);
             string live = Fnv1a(data);
+            // As prog_sealed_read's private-write mode: the first 16 pages of every 32.
             for (long at = 17; at < length; at += 4096)
-                data[at] ^= 0x5a;
+                if (at / 4096 % 32 < 16)
+                    data[at] ^= 0x5a;
             return new SealedFile(path, model.DataOffset, length, live, Fnv1a(data));
         });
     }

@@ -448,7 +448,6 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             start = end;
         }
         _space.BeginTakeOuts(_runs.AsSpan(0, runs));
-        _batches++;
         for (int i = 0; i < runs; i++)
             TakeOutOneRun(_runs[i].Slot, _runs[i].Pages);
 
@@ -520,7 +519,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         }
 
         if (taken)
+        {
             _space.ReleaseTaken(count);
+            _batches++;
+        }
         Left(evicted);
         return evicted;
     }

@@ -227,7 +227,11 @@ internal sealed unsafe class FaultService : IDisposable
             // the first slice, the faulting page first, wakes the thread, and the rest of
             // the range follows as read-ahead. Nothing installed (the page failed, or the
             // custodian is gone): served below, the usual way, which says what it is.
-            int head = Math.Min(count, InjectSlicePages);
+            // Untouched pages only: the others of the run (sealed after a write, given up)
+            // are not the file's bytes, and are served below as the rest of the run.
+            int head = 1;
+            while (head < Math.Min(count, InjectSlicePages) && arena.Entries[index + head].State == PageState.Untouched)
+                head++;
             if (head > 1)
             {
                 _evictor.MakeRoom(head - 1);
@@ -423,7 +427,7 @@ internal sealed unsafe class FaultService : IDisposable
     private void FillAndInjectSerially(Arena arena, long first, int count, long epoch)
     {
         int done = 0;
-        if (count > 0 && arena.Source is { InstallsRuns: true })
+        if (count > 0 && arena.Source is { InstallsRuns: true } && _events.Epoch == epoch)
         {
             // What the source installs itself, in one request; the rest slice by slice.
             int untouched = 0;
@@ -431,8 +435,10 @@ internal sealed unsafe class FaultService : IDisposable
                 untouched++;
             if (untouched > 0)
             {
-                done = InstallFromSource(arena, first, untouched, KeepsCopy(arena, in arena.Entries[first]));
+                done = Install(arena, first, untouched, plaintext: null, KeepsCopy(arena, in arena.Entries[first]), out InstallStop stop, out _);
                 _readAheadPages += done;
+                if (stop is InstallStop.WorkerRunning or InstallStop.EventsChanged)
+                    return; // the rest waits for faults of its own, as a slice's would
             }
         }
         for (; done < count && _events.Epoch == epoch; done += InjectSlicePages)
@@ -747,6 +753,10 @@ internal sealed unsafe class FaultService : IDisposable
                         stop = InstallStop.EventsChanged;
                         return done;
                     }
+                    // The event is not readable yet (a fork or mremap under way): a source's
+                    // retry is a round trip that reads and decrypts a slice first.
+                    if (plaintext == null)
+                        Thread.Yield();
                     break;
                 case Libc.EEXIST:
                     AdmitFoundMapped(arena, index + done, destination);
