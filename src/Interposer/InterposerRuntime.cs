@@ -91,7 +91,7 @@ internal static unsafe class InterposerRuntime
                 // allocations, this engine the model maps, under one budget.
                 BudgetShare = Environment.GetEnvironmentVariable("TIBET_SERVE") == "custodian" ? new ServedBudgetShare() : null,
                 OnAuthenticationFailure = f => Shim.WriteError(
-                    $"tibet: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
+                    $"tibet: page at 0x{f.Address:x} was refused ({f.Detail}); its reader receives SIGBUS"),
                 // Through the shim's report descriptor, like every other line of tibet's.
                 OnHandlerFailure = Shim.WriteError,
             });

@@ -96,6 +96,9 @@ internal sealed unsafe class CustodianPageOpener : SealedPageInstaller, ISealedP
     public override bool Installs => _installs;
 
     /// <inheritdoc/>
+    public override bool KeyHolderGone => _gone;
+
+    /// <inheritdoc/>
     /// <remarks>One request per 2 MiB: the custodian installs each request a slice at a
     /// time, so the first pages' threads run again before the rest is decrypted.</remarks>
     public override int InstallPages(long firstPage, int count, nint address, bool writeProtect, out int errno)

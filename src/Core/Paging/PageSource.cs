@@ -113,6 +113,12 @@ public abstract class PageSource
     /// </summary>
     public virtual void ReportTampered(long pageIndex) { }
 
+    /// <summary>Why the source refused page <paramref name="pageIndex"/> (Fill said
+    /// Tampered), in words for the report, when it knows better than "its file was altered
+    /// or could not be read"; null otherwise. Called on the reporter thread, as
+    /// <see cref="ReportTampered"/>.</summary>
+    public virtual string? RefusalReason(long pageIndex) => null;
+
     /// <summary>Another holder (a forked child's snapshot of the arena) uses the source too.</summary>
     public virtual void Retain() { }
 

@@ -204,6 +204,11 @@ public sealed unsafe class SealedFileSource : PageSource
     /// <inheritdoc/>
     public override void ReportTampered(long pageIndex) => _onTampered?.Invoke();
 
+    /// <inheritdoc/>
+    public override string? RefusalReason(long pageIndex) => _view.KeyHolderGone
+        ? "the custodian, which keeps the model's key, has ended: its pages can no longer be decrypted"
+        : null;
+
     public override void Retain() => Interlocked.Increment(ref _references);
 
     public override void Release()

@@ -42,6 +42,10 @@ public sealed unsafe class SealedFileView : IDisposable
     /// process (the custodian, when it took the engine's userfaultfd), or null.</summary>
     public SealedPageInstaller? Installer { get; }
 
+    /// <summary>Whether the custodian that decrypts for this view has ended: the pages it
+    /// refused since were refused for that (see <see cref="TamperedPages"/>).</summary>
+    public bool KeyHolderGone => _key is SealedPageInstaller { KeyHolderGone: true };
+
     /// <summary>A view that decrypts with <paramref name="key"/> (live: the model's key, or
     /// the custodian that keeps it), or shows zeros for every data page when it is null
     /// (dead). The key stays owned by the caller.</summary>

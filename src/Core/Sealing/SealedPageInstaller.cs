@@ -15,6 +15,11 @@ public abstract unsafe class SealedPageInstaller
     /// <summary>Whether <see cref="InstallPages"/> works: the custodian took the engine's userfaultfd.</summary>
     public abstract bool Installs { get; }
 
+    /// <summary>Whether the custodian has ended (or stopped answering): nothing of the model
+    /// is decrypted any more, and a page refused since was refused for that, not because it
+    /// failed authentication.</summary>
+    public abstract bool KeyHolderGone { get; }
+
     /// <summary>
     /// Installs data pages [<paramref name="firstPage"/>, + <paramref name="count"/>) at
     /// <paramref name="address"/> (absent pages of a map of the file, registered with the

@@ -121,6 +121,15 @@ internal sealed unsafe class SealedFiles
     {
         if (Interlocked.Exchange(ref access.TamperingReported, 1) != 0)
             return;
+        if (access.View.KeyHolderGone)
+        {
+            // Not the file's fault: the custodian that decrypts it has ended (killed?).
+            string gone = $"CustodianGone: {access.View.TamperedPages} data page(s) could not be decrypted: the custodian, which keeps the identity and the model's key, has ended";
+            Shim.WriteError($"tibet: '{access.Path}': {gone}. A map of such a page raises SIGBUS, a read of it fails with EIO. " +
+                            "Run the program again under tibet-run.");
+            TryAudit(access.Path, AuditDecision.Denied, gone, out _);
+            return;
+        }
         string reason = $"DataTampered: {access.View.TamperedPages} data page(s) failed AES-256-GCM authentication";
         Shim.WriteError($"tibet: '{access.Path}': {reason}; the file was altered or damaged. A map of such a page raises SIGBUS, " +
                                 "a read of it fails with EIO. Get an intact copy of the sealed model.");

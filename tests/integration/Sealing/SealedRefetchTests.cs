@@ -86,6 +86,36 @@ public class SealedRefetchTests(SealedRunWorld world) : IClassFixture<SealedRunW
         Assert.True(windowed.Stat("sourcedPages") >= dataPages - 1024, windowed.ToString());
     }
 
+    /// <summary>
+    /// The custodian, which installs a live model's pages, is killed while the program
+    /// holds a map of the model it has not read yet. What the user sees: the program is
+    /// killed by SIGBUS on its first read of the model, never given zeros or ciphertext,
+    /// and it does not hang.
+    /// </summary>
+    [Fact]
+    public void When_the_custodian_is_killed_a_live_models_unread_pages_raise_SIGBUS_never_zeros()
+    {
+        var model = world.MediumSealed;
+        using var held = HeldProgram.Start([TibetRun.Launcher, "-q", "--audit-log", world.PathOf($"audit-{Guid.NewGuid():N}.jsonl"),
+            "--threshold", "64K", "--budget", "8M", "--identity", world.Alice, "--claim", world.ClaimPath("valid"), "--",
+            world.Reader, model.Path, model.DataOffset.ToString(CultureInfo.InvariantCulture), model.DataLength.ToString(CultureInfo.InvariantCulture),
+            "map-hold-read"]);
+        int custodian = CustodianFinder.PidServing(held.Pid);
+        System.Diagnostics.Process.GetProcessById(custodian).Kill();
+        for (int i = 0; i < 100 && Directory.Exists($"/proc/{custodian}/task"); i++)
+            Thread.Sleep(50);
+        Assert.False(Directory.Exists($"/proc/{custodian}/task"), $"the custodian (pid {custodian}) did not end when killed");
+
+        var (exitCode, stdout, stderr) = held.FinishWithOutput();
+
+        Assert.True(exitCode == 128 + 7, $"the reader must die of SIGBUS; exit {exitCode}\nstdout: {stdout}\nstderr: {stderr}");
+        Assert.DoesNotContain("hash ", stdout);
+        // Said as what it is: the custodian ended, not a damaged file.
+        Assert.Contains("CustodianGone", stderr);
+        Assert.Contains("the custodian, which keeps the model's key, has ended", stderr);
+        Assert.DoesNotContain("DataTampered", stderr);
+    }
+
     /// <summary>A page written since it came from the model is sealed, not dropped: the
     /// program maps the model read-only and private, reads it, makes it writable
     /// (mprotect), writes a byte of the first 16 pages of every 32, and reads it twice under

@@ -289,7 +289,7 @@ internal sealed unsafe class FailureReporter
         string where = report.ChildPid == 0 ? "" : report.ChildPid > 0 ? $" in forked child {report.ChildPid}" : " in a forked child";
         string detail = report.Kind == TamperKind.SealedPage
             ? _options.Cipher.Name.ToUpperInvariant() + " authentication failed: the ciphertext, tag or nonce of this page was altered" + where
-            : "the page's source refused it: its file was altered or could not be read" + where;
+            : (report.Source?.RefusalReason(report.PageIndex) ?? "the page's source refused it: its file was altered or could not be read") + where;
         if (_options.OnAuthenticationFailure is { } callback)
             callback(new AuthenticationFailure(report.ArenaId, report.PageIndex, report.Address, detail));
         else
