@@ -221,40 +221,77 @@ internal sealed unsafe class FaultService : IDisposable
         if (_events.Epoch != epoch)
             return false;
 
-        if (!write && arena.Entries[index].State == PageState.Untouched && arena.Source is { InstallsRuns: true })
+        int served = TryInstallHead(arena, index, count, write, epoch);
+        if (served < 0)
+            return false;
+        if (served == 0)
         {
-            // The source installs its pages itself (the custodian, for a live sealed model):
-            // the first slice, the faulting page first, wakes the thread, and the rest of
-            // the range follows as read-ahead. Nothing installed (the page failed, or the
-            // custodian is gone): served below, the usual way, which says what it is.
-            // Untouched pages only: the others of the run (sealed after a write, given up)
-            // are not the file's bytes, and are served below as the rest of the run.
-            int head = 1;
-            while (head < Math.Min(count, InjectSlicePages) && arena.Entries[index + head].State == PageState.Untouched)
-                head++;
-            if (head > 1)
+            switch (ServeFaultingPage(arena, index, count, before, write, threadId))
             {
-                _evictor.MakeRoom(head - 1);
-                if (_events.Epoch != epoch)
+                case FaultingPage.Retry:
                     return false;
-            }
-            int installed = InstallFromSource(arena, index, head, KeepsCopy(arena, in arena.Entries[index]));
-            if (installed > 0)
-            {
-                RecordServed();
-                _readAheadPages += installed - 1;
-                if (count == installed && before == 0)
+                case FaultingPage.Finished:
                     return true;
-                _evictor.MakeRoom(count - installed + before);
-                if (_events.Epoch != epoch)
-                    return true;
-                FillAndInject(arena, index + installed, count - installed, epoch);
-                FillAndInject(arena, index - before, before, epoch);
-                return true;
             }
-            if (_events.Epoch != epoch)
-                return false;
+            served = 1;
         }
+        if (count == served && before == 0)
+            return true;
+        _evictor.MakeRoom(count - served + before);
+        if (_events.Epoch != epoch)
+            return true;
+
+        FillAndInject(arena, index + served, count - served, epoch);
+        FillAndInject(arena, index - before, before, epoch);
+        return true;
+    }
+
+    /// <summary>
+    /// The faulting page and the untouched ones after it in its run (up to a slice),
+    /// installed by the arena's source itself (the custodian, for a live sealed model: see
+    /// <see cref="PageSource.InstallsRuns"/>), which wakes the thread. Untouched pages only:
+    /// the others of the run (sealed after a write, given up) are not the file's bytes.
+    /// Returns how many are in; 0 when the faulting page is for the usual path (a write,
+    /// or nothing installed: not the source's to install, failed authentication, its
+    /// custodian gone; the usual path says which), -1 when an event changed the pages.
+    /// </summary>
+    private int TryInstallHead(Arena arena, long index, int count, bool write, long epoch)
+    {
+        if (write || arena.Entries[index].State != PageState.Untouched || arena.Source is not { InstallsRuns: true })
+            return 0;
+        int head = 1;
+        while (head < Math.Min(count, InjectSlicePages) && arena.Entries[index + head].State == PageState.Untouched)
+            head++;
+        if (head > 1)
+        {
+            _evictor.MakeRoom(head - 1);
+            if (_events.Epoch != epoch)
+                return -1;
+        }
+        int installed = Install(arena, index, head, plaintext: null, KeepsCopy(arena, in arena.Entries[index]), out _, out _);
+        if (installed == 0)
+            return _events.Epoch != epoch ? -1 : 0;
+        RecordServed();
+        _readAheadPages += installed - 1;
+        return installed;
+    }
+
+    /// <summary>What became of the faulting page in <see cref="ServeFaultingPage"/>.</summary>
+    private enum FaultingPage
+    {
+        /// <summary>Installed, and the thread woken: the read-ahead run follows.</summary>
+        Injected,
+        /// <summary>Nothing more to do for this fault (poisoned, a zero page, released).</summary>
+        Finished,
+        /// <summary>An event changed the pages mid-way: the fault is served again.</summary>
+        Retry,
+    }
+
+    /// <summary>The faulting page alone, the usual way: from the source (its announced run
+    /// read ahead without the engine lock), the store, or zeros; poisoned if it cannot be
+    /// opened.</summary>
+    private FaultingPage ServeFaultingPage(Arena arena, long index, int count, int before, bool write, uint threadId)
+    {
         if (arena.Entries[index].State == PageState.Untouched && arena.Source is { } source)
         {
             // A source whose long runs the fill worker shares (see FillAndInject, which
@@ -267,7 +304,7 @@ internal sealed unsafe class FaultService : IDisposable
             else
                 source.BeginRun(index - before, before + count);
             if (!PrefetchUnlocked(arena, source, shared ? index : index - before))
-                return true; // released meanwhile: unregistering woke the thread
+                return FaultingPage.Finished; // released meanwhile: unregistering woke the thread
         }
         byte* buffer = _buffer;
         ref PageEntry first = ref arena.Entries[index];
@@ -279,19 +316,19 @@ internal sealed unsafe class FaultService : IDisposable
             if (!_sealer.TryOpen(arena.Cipher, index, in first, buffer))
             {
                 PoisonPage(arena, index, ref first, threadId, TamperKind.SealedPage);
-                return true;
+                return FaultingPage.Finished;
             }
         }
         else if (fromSource == PageVerdict.Tampered)
         {
             PoisonPage(arena, index, ref first, threadId, TamperKind.SourcePage);
-            return true;
+            return FaultingPage.Finished;
         }
         else if (fromSource == PageVerdict.Zero)
         {
             _zeroFills++;
             if (count == 1 && !write)
-                return TryInjectZeroPage(arena, index);
+                return TryInjectZeroPage(arena, index) ? FaultingPage.Finished : FaultingPage.Retry;
         }
 
         // The faulting thread is woken by the first page alone; the read-ahead run is
@@ -300,19 +337,10 @@ internal sealed unsafe class FaultService : IDisposable
         // unless the thread is about to write it.
         bool injected = TryInject(arena, index, 1, buffer, KeepsCopy(arena, in first) && !write);
         Libc.memset(buffer, 0, PageSize);
-        if (injected)
-            RecordServed();
         if (!injected)
-            return false;
-        if (count == 1 && before == 0)
-            return true;
-        _evictor.MakeRoom(count - 1 + before);
-        if (_events.Epoch != epoch)
-            return true;
-
-        FillAndInject(arena, index + 1, count - 1, epoch);
-        FillAndInject(arena, index - before, before, epoch);
-        return true;
+            return FaultingPage.Retry;
+        RecordServed();
+        return FaultingPage.Injected;
     }
 
     /// <summary>
@@ -445,16 +473,6 @@ internal sealed unsafe class FaultService : IDisposable
             if (!FillAndInjectSlice(arena, first + done, Math.Min(InjectSlicePages, count - done), epoch))
                 return;
     }
-
-    /// <summary>
-    /// Has the arena's source install <paramref name="count"/> untouched pages from
-    /// <paramref name="index"/> on (see <see cref="PageSource.InstallsRuns"/>), with the
-    /// books kept as <see cref="TryInject"/> keeps them. Returns how many, from the first on,
-    /// are in now; the rest is for the usual path, which serves a page the source would not
-    /// install (outside its data, failed authentication, its custodian gone) and says why.
-    /// </summary>
-    private int InstallFromSource(Arena arena, long index, int count, bool keepCopies) =>
-        Install(arena, index, count, plaintext: null, keepCopies, out _, out _);
 
     /// <returns>Whether every page of the slice was installed.</returns>
     private bool FillAndInjectSlice(Arena arena, long first, int count, long epoch)
