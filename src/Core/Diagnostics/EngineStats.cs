@@ -17,6 +17,9 @@ public readonly record struct EngineStats
     public string? EvictionPolicy { get; init; }
     /// <summary>2 MiB ranges of resident pages collapsed into transparent huge pages.</summary>
     public long CollapsedRanges { get; init; }
+    /// <summary>2 MiB ranges of model maps brought in whole, as transparent huge pages
+    /// (read into a staging huge page and moved in, never collapsed).</summary>
+    public long PlacedRanges { get; init; }
     /// <summary>Fully resident ranges the kernel would not collapse.</summary>
     public long CollapseFailures { get; init; }
     /// <summary>The page cipher's name (see EngineOptions.Cipher).</summary>
@@ -121,6 +124,7 @@ public readonly record struct EngineStats
             EvictionPolicy = Text("evictionPolicy"),
             Cipher = Text("cipher"),
             CollapsedRanges = Long("collapsedRanges"),
+            PlacedRanges = Long("placedRanges"),
             CollapseFailures = Long("collapseFailures"),
             Decrypts = Long("decrypts"),
             Decompressions = Long("decompressions"),
@@ -177,6 +181,7 @@ public readonly record struct EngineStats
         EvictionPolicy = EvictionPolicy ?? other.EvictionPolicy,
         Cipher = Cipher ?? other.Cipher,
         CollapsedRanges = CollapsedRanges + other.CollapsedRanges,
+        PlacedRanges = PlacedRanges + other.PlacedRanges,
         CollapseFailures = CollapseFailures + other.CollapseFailures,
         Decrypts = Decrypts + other.Decrypts,
         Decompressions = Decompressions + other.Decompressions,
@@ -240,6 +245,7 @@ public readonly record struct EngineStats
         w.WriteString("evictionPolicy", EvictionPolicy);
         w.WriteString("cipher", Cipher);
         w.WriteNumber("collapsedRanges", CollapsedRanges);
+        w.WriteNumber("placedRanges", PlacedRanges);
         w.WriteNumber("collapseFailures", CollapseFailures);
         w.WriteNumber("decrypts", Decrypts);
         w.WriteNumber("decompressions", Decompressions);

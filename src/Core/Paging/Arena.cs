@@ -54,6 +54,11 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     /// make (see Collapse.RangeCollapser).</summary>
     internal bool MappedReadOnly;
 
+    /// <summary>The kernel refused to move a staged range into this arena (UFFDIO_MOVE
+    /// answered EINVAL: the program locked or reprotected the map, so its flags differ from
+    /// the staging area's): its ranges come in page by page (see FaultService.TryPlaceRange).</summary>
+    internal bool RefusesPlacement;
+
     /// <summary>Another process's range, served by the custodian (PageEngine.AdoptArena):
     /// the process maps, registers and unmaps it; the engine keeps only the books.</summary>
     internal bool Adopted { get; init; }

@@ -84,7 +84,8 @@ public sealed unsafe partial class PageEngine : IDisposable
         Features = Userfaultfd.Probe();
         ulong wanted = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP
                        | UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_POISON | UFFD_FEATURE_PAGEFAULT_FLAG_WP
-                       | (options.ServeForkedChildren ? UFFD_FEATURE_EVENT_FORK : 0);
+                       | (options.ServeForkedChildren ? UFFD_FEATURE_EVENT_FORK : 0)
+                       | (options.CollapseResidentRanges ? UFFD_FEATURE_MOVE : 0); // model ranges placed whole (LocalAddressSpace.PlaceStaged)
         _uffd = served?.Uffd ?? Userfaultfd.Open(Features.Bits & wanted);
 
         // Write tracking serves eviction: without take-out there is nothing to save.
@@ -96,7 +97,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         }
         else if (Features.CanEvict)
         {
-            _takeOut = new LocalAddressSpace(_uffd, options.EvictBatchPages);
+            _takeOut = new LocalAddressSpace(_uffd, placesRanges: options.CollapseResidentRanges && Features.Move, options.EvictBatchPages);
             _space = _takeOut;
         }
         else
@@ -442,6 +443,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             ChildEvictions = _children.Evictions,
             Children = _children.Snapshot(),
             CollapsedRanges = _collapser.Collapsed,
+            PlacedRanges = _faults.PlacedRanges,
             CollapseFailures = _collapser.Failed,
         };
     }

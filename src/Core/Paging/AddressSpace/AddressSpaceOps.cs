@@ -56,6 +56,36 @@ internal abstract class AddressSpaceOps
     /// </summary>
     public abstract int Collapse(nint address, nuint length);
 
+    /// <summary>
+    /// A 2 MiB-aligned area of 2 MiB of engine memory, backed by a transparent huge page,
+    /// where the fault service prepares a whole range of a model map for
+    /// <see cref="PlaceStaged"/>; 0 where ranges cannot be placed whole (another process's
+    /// address space: UFFDIO_MOVE needs one mm; transparent huge pages disabled).
+    /// </summary>
+    public virtual nint HugeStaging => 0;
+
+    /// <summary>
+    /// Moves the staged range (<see cref="HugeStaging"/>) into the missing, 2 MiB-aligned
+    /// range at <paramref name="address"/> with UFFDIO_MOVE, which moves the huge page's
+    /// table entry itself: no copy, and the program reads the range through one TLB entry.
+    /// Wakes no one: the caller protects the range if it keeps a copy, then wakes it.
+    /// <paramref name="done"/>: bytes moved (all or none while the staging holds a huge
+    /// page); what was not moved stays staged until <see cref="DiscardStaged"/>.
+    /// <paramref name="huge"/>: whether it went in as a huge page (the kernel may have had
+    /// none free: then as 4 KiB pages).
+    /// </summary>
+    public virtual int PlaceStaged(nint address, out long done, out bool huge)
+    {
+        done = 0;
+        huge = false;
+        return Interop.Libc.ENOSYS;
+    }
+
+    /// <summary>Wipes what the staging area holds and gives its memory back.</summary>
+    public virtual void DiscardStaged()
+    {
+    }
+
     /// <summary>Whether <see cref="TakeOut"/> works on this address space.</summary>
     public abstract bool CanTakeOut { get; }
 

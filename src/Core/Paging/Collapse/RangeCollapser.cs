@@ -119,7 +119,7 @@ internal sealed unsafe class RangeCollapser
     /// <summary>The page index where the 2 MiB-aligned range holding <paramref name="page"/>
     /// starts (by address: an arena need not start on a 2 MiB boundary); may be negative
     /// or run past the arena, which <see cref="IsFullyResident"/> rejects.</summary>
-    private static long RangeStart(Arena arena, long page)
+    public static long RangeStart(Arena arena, long page)
     {
         long address = arena.Address + page * Userfaultfd.PageSize;
         long rangeAddress = address & ~(RangeBytes - 1);

@@ -53,7 +53,7 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly LatencyHistogram _latency = new();
     private long _received;
     private bool _recorded;
-    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _sourceInstalls, _writeFaults, _pagesAhead;
+    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _sourceInstalls, _writeFaults, _pagesAhead, _placedRanges;
 
     /// <param name="tracksWrites">The arenas are registered for write protection: pages
     /// opened from the store are installed write-protected and keep their sealed copy.</param>
@@ -101,6 +101,9 @@ internal sealed unsafe class FaultService : IDisposable
 
     /// <summary>First writes to pages that kept their sealed copy (write-protect faults).</summary>
     public long WriteFaults => _writeFaults;
+
+    /// <summary>2 MiB ranges of model maps brought in whole, as huge pages (see <see cref="TryPlaceRange"/>).</summary>
+    public long PlacedRanges => _placedRanges;
 
     /// <summary>Pages brought in ahead of the program (see <see cref="DecryptAhead"/>).</summary>
     public long PagesAhead => _pagesAhead;
@@ -221,6 +224,14 @@ internal sealed unsafe class FaultService : IDisposable
         if (_events.Epoch != epoch)
             return false;
 
+        switch (TryPlaceRange(arena, index, epoch, roomMade: 1))
+        {
+            case RangePlacement.Placed:
+                return true;
+            case RangePlacement.Retry:
+                return false;
+        }
+
         int served = TryInstallHead(arena, index, count, write, epoch);
         if (served < 0)
             return false;
@@ -243,6 +254,119 @@ internal sealed unsafe class FaultService : IDisposable
 
         FillAndInject(arena, index + served, count - served, epoch);
         FillAndInject(arena, index - before, before, epoch);
+        return true;
+    }
+
+    /// <summary>What became of a fault in <see cref="TryPlaceRange"/>.</summary>
+    private enum RangePlacement
+    {
+        /// <summary>Served: the range is in (or its arena went away), and its waiters are woken.</summary>
+        Placed,
+        /// <summary>Not for placing, or the kernel would not: the usual path serves the fault.</summary>
+        NotPlaced,
+        /// <summary>Some of the range went in: the fault is served again from the books.</summary>
+        Retry,
+    }
+
+    /// <summary>
+    /// The first touch of a 2 MiB range of a model map none of whose pages has been in:
+    /// the source reads the whole range into the address space's staging huge page
+    /// (<see cref="AddressSpaceOps.HugeStaging"/>), without the engine lock, and the huge
+    /// page is moved into the map (UFFDIO_MOVE of its table entry), which is then woken.
+    /// </summary>
+    /// <remarks>
+    /// <para>Why: page by page, a range costs 512 UFFDIO_COPY page copies and then a
+    /// collapse, which allocates a huge page and copies the 2 MiB again under the mmap lock
+    /// (0.9–2.7 ms, see RangeCollapser). Here the file is read into the huge page itself
+    /// (O_DIRECT, so the disk writes it there) and nothing is copied. llama.cpp's first
+    /// token with the model read cold: see bench/results (llama-budget).</para>
+    /// <para>Only while the budget has room for the whole range below its high watermark,
+    /// as for a collapse; only sources that fill runs into engine memory (not a custodian's
+    /// installs, which come from another process).</para>
+    /// </remarks>
+    /// <param name="roomMade">Pages of the range the budget has made room for already (the faulting page's).</param>
+    private RangePlacement TryPlaceRange(Arena arena, long index, long epoch, int roomMade)
+    {
+        const int RangePages = RangeCollapser.RangePages;
+        nint staging = _space.HugeStaging;
+        if (staging == 0 || arena.RefusesPlacement || arena.Source is not { InstallsRuns: false } source
+            || !_collapser.Enabled || !_evictor.HasRoomFor(RangePages))
+            return RangePlacement.NotPlaced;
+        long first = RangeCollapser.RangeStart(arena, index);
+        if (!IsUntouchedRange(arena, first))
+            return RangePlacement.NotPlaced;
+
+        _evictor.MakeRoom(RangePages - roomMade);
+        if (_events.Epoch != epoch)
+            return RangePlacement.Retry;
+
+        PageVerdict verdict;
+        source.Retain();
+        _engineLock.Exit();
+        try
+        {
+            verdict = source.FillRun(first, RangePages, new Span<byte>((void*)staging, RangePages * PageSize));
+        }
+        catch
+        {
+            verdict = PageVerdict.Tampered;
+        }
+        finally
+        {
+            _engineLock.Enter();
+        }
+        bool released = arena.Released;
+        source.Release();
+        if (released)
+        {
+            _space.DiscardStaged();
+            return RangePlacement.Placed; // unregistering woke the thread
+        }
+        // Only the handler reads events, so the books of the range cannot have changed;
+        // checked all the same, since a page placed over a page in would be lost.
+        if (verdict == PageVerdict.Tampered || _events.Epoch != epoch || !IsUntouchedRange(arena, first))
+        {
+            // A page that must never be mapped (or a read that failed): the usual path
+            // finds which and poisons it alone.
+            _space.DiscardStaged();
+            return RangePlacement.NotPlaced;
+        }
+
+        nint address = arena.PageAddress(first);
+        int rc = _space.PlaceStaged(address, out long moved, out bool huge);
+        int pages = (int)(moved / PageSize);
+        bool keepCopies = KeepsCopy(arena, in arena.Entries[first]);
+        if (pages > 0 && keepCopies && _space.Protect(address, (nuint)moved) != 0)
+            keepCopies = false; // counted as written: sealed when evicted, never dropped
+        if (pages > 0)
+        {
+            _evictor.Admit(arena, first, pages, keepCopies);
+            _sourcedPages += pages;
+            _readAheadPages += pages - 1;
+        }
+        _space.Wake(address, (nuint)(RangePages * PageSize));
+        if (pages == RangePages)
+        {
+            if (huge)
+                _placedRanges++;
+            else
+                _collapser.Consider(arena, first, RangePages); // counted collapsed, or refused
+            RecordServed();
+            return RangePlacement.Placed;
+        }
+        _space.DiscardStaged();
+        if (rc == Libc.EINVAL)
+            arena.RefusesPlacement = true;
+        return pages > 0 ? RangePlacement.Retry : RangePlacement.NotPlaced;
+    }
+
+    private static bool IsUntouchedRange(Arena arena, long first)
+    {
+        if (first < 0 || first + RangeCollapser.RangePages > arena.PageCount)
+            return false;
+        for (long i = first; i < first + RangeCollapser.RangePages; i++)
+            if (arena.Entries[i].State != PageState.Untouched)
+                return false;
         return true;
     }
 
@@ -622,6 +746,19 @@ internal sealed unsafe class FaultService : IDisposable
         long first = arena.AheadCursor, limit = Math.Min(arena.AheadLimit, arena.PageCount);
         while (first < limit && !IsAbsentModelPage(arena.Entries[first].State))
             first++;
+        if (first < limit && RangeCollapser.RangeStart(arena, first) == first)
+        {
+            // A whole untouched range goes in as a huge page, as a fault on it would have it.
+            switch (TryPlaceRange(arena, first, _events.Epoch, roomMade: 0))
+            {
+                case RangePlacement.Placed:
+                    arena.AheadCursor = first + RangeCollapser.RangePages;
+                    _pagesAhead += RangeCollapser.RangePages;
+                    return true;
+                case RangePlacement.Retry:
+                    return true;
+            }
+        }
         int count = 0;
         while (count < AheadSlicePages && first + count < limit && IsAbsentModelPage(arena.Entries[first + count].State))
             count++;
