@@ -397,7 +397,10 @@ internal sealed unsafe class CustodianService
     {
         const ulong granted = UserfaultfdAbi.UFFD_FEATURE_EVENT_FORK | UserfaultfdAbi.UFFD_FEATURE_EVENT_REMAP | UserfaultfdAbi.UFFD_FEATURE_EVENT_REMOVE
                               | UserfaultfdAbi.UFFD_FEATURE_EVENT_UNMAP | UserfaultfdAbi.UFFD_FEATURE_THREAD_ID | UserfaultfdAbi.UFFD_FEATURE_POISON
-                              | UserfaultfdAbi.UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+                              | UserfaultfdAbi.UFFD_FEATURE_PAGEFAULT_FLAG_WP
+                              // Moves within the process's own address space: its model ranges
+                              // placed whole (LocalAddressSpace.PlaceStaged). No privilege.
+                              | UserfaultfdAbi.UFFD_FEATURE_MOVE;
         if ((features & ~granted) != 0)
             return Libc.EINVAL;
         // Only on a userfaultfd: the custodian runs as root, and an ioctl on whatever a peer

@@ -281,15 +281,17 @@ internal sealed unsafe class FaultService : IDisposable
     /// (O_DIRECT, so the disk writes it there) and nothing is copied. llama.cpp's first
     /// token with the model read cold: see bench/results (llama-budget).</para>
     /// <para>Only while the budget has room for the whole range below its high watermark,
-    /// as for a collapse; only sources that fill runs into engine memory (not a custodian's
-    /// installs, which come from another process).</para>
+    /// as for a collapse. A source that installs its runs itself (a live sealed model whose
+    /// key the custodian keeps) fills the range here too (PageSource.FillRun: the custodian
+    /// decrypts it through the shared window): an install from another process is a
+    /// UFFDIO_COPY, which would leave the range to be collapsed.</para>
     /// </remarks>
     /// <param name="roomMade">Pages of the range the budget has made room for already (the faulting page's).</param>
     private RangePlacement TryPlaceRange(Arena arena, long index, long epoch, int roomMade)
     {
         const int RangePages = RangeCollapser.RangePages;
         nint staging = _space.HugeStaging;
-        if (staging == 0 || arena.RefusesPlacement || arena.Source is not { InstallsRuns: false } source
+        if (staging == 0 || arena.RefusesPlacement || arena.Source is not { } source
             || !_collapser.Enabled || !_evictor.HasRoomFor(RangePages))
             return RangePlacement.NotPlaced;
         long first = RangeCollapser.RangeStart(arena, index);
