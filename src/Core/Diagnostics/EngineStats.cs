@@ -20,6 +20,8 @@ public readonly record struct EngineStats
     /// <summary>2 MiB ranges of model maps brought in whole, as transparent huge pages
     /// (read into a staging huge page and moved in, never collapsed).</summary>
     public long PlacedRanges { get; init; }
+    /// <summary>Of <see cref="PlacedRanges"/>, those read ahead of the program (by the range reader).</summary>
+    public long PlacedReadAhead { get; init; }
     /// <summary>Fully resident ranges the kernel would not collapse.</summary>
     public long CollapseFailures { get; init; }
     /// <summary>The page cipher's name (see EngineOptions.Cipher).</summary>
@@ -125,6 +127,7 @@ public readonly record struct EngineStats
             Cipher = Text("cipher"),
             CollapsedRanges = Long("collapsedRanges"),
             PlacedRanges = Long("placedRanges"),
+            PlacedReadAhead = Long("placedReadAhead"),
             CollapseFailures = Long("collapseFailures"),
             Decrypts = Long("decrypts"),
             Decompressions = Long("decompressions"),
@@ -182,6 +185,7 @@ public readonly record struct EngineStats
         Cipher = Cipher ?? other.Cipher,
         CollapsedRanges = CollapsedRanges + other.CollapsedRanges,
         PlacedRanges = PlacedRanges + other.PlacedRanges,
+        PlacedReadAhead = PlacedReadAhead + other.PlacedReadAhead,
         CollapseFailures = CollapseFailures + other.CollapseFailures,
         Decrypts = Decrypts + other.Decrypts,
         Decompressions = Decompressions + other.Decompressions,
@@ -246,6 +250,7 @@ public readonly record struct EngineStats
         w.WriteString("cipher", Cipher);
         w.WriteNumber("collapsedRanges", CollapsedRanges);
         w.WriteNumber("placedRanges", PlacedRanges);
+        w.WriteNumber("placedReadAhead", PlacedReadAhead);
         w.WriteNumber("collapseFailures", CollapseFailures);
         w.WriteNumber("decrypts", Decrypts);
         w.WriteNumber("decompressions", Decompressions);

@@ -444,6 +444,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             Children = _children.Snapshot(),
             CollapsedRanges = _collapser.Collapsed,
             PlacedRanges = _faults.PlacedRanges,
+            PlacedReadAhead = _faults.PlacedReadAhead,
             CollapseFailures = _collapser.Failed,
         };
     }
@@ -471,10 +472,10 @@ public sealed unsafe partial class PageEngine : IDisposable
         }
         _sealer.Dispose();
         _evictor.Dispose();
+        _faults.Dispose(); // before the address space: its range reader wipes a staging slot there
         _uffd.Dispose();
         _takeOut?.Dispose();
         (_space as AgentAddressSpace)?.Dispose();
-        _faults.Dispose();
         _events.Dispose();
         Libc.close(_wakeFd);
     }
@@ -700,6 +701,6 @@ public sealed unsafe partial class PageEngine : IDisposable
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
         Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(Userfaultfd), typeof(PageEntry), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
-            typeof(CiphertextStore), typeof(Evictor), typeof(AgentAddressSpace), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(FillWorker), typeof(ChildService), typeof(ChildAgents), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
+            typeof(CiphertextStore), typeof(Evictor), typeof(AgentAddressSpace), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(FillWorker), typeof(RangeReader), typeof(ChildService), typeof(ChildAgents), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

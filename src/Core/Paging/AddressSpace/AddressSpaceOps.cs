@@ -57,32 +57,36 @@ internal abstract class AddressSpaceOps
     public abstract int Collapse(nint address, nuint length);
 
     /// <summary>
-    /// A 2 MiB-aligned area of 2 MiB of engine memory, backed by a transparent huge page,
-    /// where the fault service prepares a whole range of a model map for
-    /// <see cref="PlaceStaged"/>; 0 where ranges cannot be placed whole (another process's
-    /// address space: UFFDIO_MOVE needs one mm; transparent huge pages disabled).
+    /// Slots of staging: each a 2 MiB-aligned area of 2 MiB of engine memory, backed by a
+    /// transparent huge page, where a whole range of a model map is prepared for
+    /// <see cref="PlaceStaged"/> (the fault service fills one, its range reader the other).
+    /// 0 where ranges cannot be placed whole (another process's address space: UFFDIO_MOVE
+    /// needs one mm; transparent huge pages disabled).
     /// </summary>
-    public virtual nint HugeStaging => 0;
+    public virtual int HugeStagingSlots => 0;
+
+    /// <summary>Where staging slot <paramref name="slot"/> is, in engine memory.</summary>
+    public virtual nint HugeStaging(int slot) => 0;
 
     /// <summary>
-    /// Moves the staged range (<see cref="HugeStaging"/>) into the missing, 2 MiB-aligned
-    /// range at <paramref name="address"/> with UFFDIO_MOVE, which moves the huge page's
-    /// table entry itself: no copy, and the program reads the range through one TLB entry.
-    /// Wakes no one: the caller protects the range if it keeps a copy, then wakes it.
-    /// <paramref name="done"/>: bytes moved (all or none while the staging holds a huge
-    /// page); what was not moved stays staged until <see cref="DiscardStaged"/>.
+    /// Moves staging slot <paramref name="slot"/> into the missing, 2 MiB-aligned range at
+    /// <paramref name="address"/> with UFFDIO_MOVE, which moves the huge page's table entry
+    /// itself: no copy, and the program reads the range through one TLB entry. Wakes no one:
+    /// the caller protects the range if it keeps a copy, then wakes it.
+    /// <paramref name="done"/>: bytes moved (all or none while the slot holds a huge page);
+    /// what was not moved stays staged until <see cref="DiscardStaged"/>.
     /// <paramref name="huge"/>: whether it went in as a huge page (the kernel may have had
     /// none free: then as 4 KiB pages).
     /// </summary>
-    public virtual int PlaceStaged(nint address, out long done, out bool huge)
+    public virtual int PlaceStaged(int slot, nint address, out long done, out bool huge)
     {
         done = 0;
         huge = false;
         return Interop.Libc.ENOSYS;
     }
 
-    /// <summary>Wipes what the staging area holds and gives its memory back.</summary>
-    public virtual void DiscardStaged()
+    /// <summary>Wipes what staging slot <paramref name="slot"/> holds and gives its memory back.</summary>
+    public virtual void DiscardStaged(int slot)
     {
     }
 

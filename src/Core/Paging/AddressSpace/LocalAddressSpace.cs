@@ -52,39 +52,47 @@ internal sealed unsafe class LocalAddressSpace : UffdAddressSpace, IDisposable
         _staging = placesRanges && TransparentHugePages.Enabled ? MapStaging() : 0;
     }
 
-    /// <summary>2 MiB-aligned, allowed a transparent huge page (MADV_HUGEPAGE, so its first
-    /// touch gets one with THP "madvise" too), and like an arena in everything UFFDIO_MOVE
-    /// compares (read-write, private, anonymous, not locked). Never inherited by a forked
-    /// child: a page shared with a child could not be moved.</summary>
+    /// <summary>The staging slots: 2 MiB-aligned, allowed transparent huge pages
+    /// (MADV_HUGEPAGE, so a slot's first touch gets one with THP "madvise" too), and like an
+    /// arena in everything UFFDIO_MOVE compares (read-write, private, anonymous, not
+    /// locked). Never inherited by a forked child: a page shared with a child could not be
+    /// moved.</summary>
     private static nint MapStaging()
     {
-        nint staging = KernelMemory.MapAligned(StagingLength, StagingLength);
-        Libc.madvise(staging, StagingLength, Libc.MADV_HUGEPAGE);
-        Libc.madvise(staging, StagingLength, Libc.MADV_DONTDUMP); // plaintext, between the read and the move
-        Libc.madvise(staging, StagingLength, Libc.MADV_DONTFORK);
+        nint staging = KernelMemory.MapAligned(StagingLength * StagingSlots, StagingLength);
+        Libc.madvise(staging, StagingLength * StagingSlots, Libc.MADV_HUGEPAGE);
+        Libc.madvise(staging, StagingLength * StagingSlots, Libc.MADV_DONTDUMP); // plaintext, between the read and the move
+        Libc.madvise(staging, StagingLength * StagingSlots, Libc.MADV_DONTFORK);
         return staging;
     }
 
     private const nuint StagingLength = 2 << 20;
+    private const int StagingSlots = 2;
 
-    public override nint HugeStaging => _staging;
+    public override int HugeStagingSlots => _staging == 0 ? 0 : StagingSlots;
 
-    /// <remarks>The staging's first touch (the read into it) normally got a huge page; where
-    /// the kernel had none free it got 4 KiB pages, which MADV_COLLAPSE gathers into one
-    /// now if it can (on a huge page it only looks: 3–16 µs here).</remarks>
-    public override int PlaceStaged(nint address, out long done, out bool huge)
+    public override nint HugeStaging(int slot)
     {
-        Debug.Assert(_staging != 0 && (address & ((nint)StagingLength - 1)) == 0);
-        huge = Libc.madvise(_staging, StagingLength, Libc.MADV_COLLAPSE) == 0;
-        return Uffd.Move(address, _staging, StagingLength, out done);
+        Debug.Assert(_staging != 0 && (uint)slot < StagingSlots);
+        return _staging + slot * (nint)StagingLength;
     }
 
-    public override void DiscardStaged()
+    /// <remarks>The slot's first touch (the read into it) normally got a huge page; where
+    /// the kernel had none free it got 4 KiB pages, which MADV_COLLAPSE gathers into one
+    /// now if it can (on a huge page it only looks: 3–16 µs here).</remarks>
+    public override int PlaceStaged(int slot, nint address, out long done, out bool huge)
     {
-        if (_staging == 0)
-            return;
-        Libc.memset((void*)_staging, 0, StagingLength);
-        Libc.madvise(_staging, StagingLength, Libc.MADV_DONTNEED);
+        Debug.Assert((address & ((nint)StagingLength - 1)) == 0);
+        nint staged = HugeStaging(slot);
+        huge = Libc.madvise(staged, StagingLength, Libc.MADV_COLLAPSE) == 0;
+        return Uffd.Move(address, staged, StagingLength, out done);
+    }
+
+    public override void DiscardStaged(int slot)
+    {
+        nint staged = HugeStaging(slot);
+        Libc.memset((void*)staged, 0, StagingLength);
+        Libc.madvise(staged, StagingLength, Libc.MADV_DONTNEED);
     }
 
     public override bool CanTakeOut => true;
@@ -130,8 +138,9 @@ internal sealed unsafe class LocalAddressSpace : UffdAddressSpace, IDisposable
         KernelMemory.Unmap(_scratch, _scratchLength);
         if (_staging != 0)
         {
-            DiscardStaged();
-            KernelMemory.Unmap(_staging, StagingLength);
+            for (int slot = 0; slot < StagingSlots; slot++)
+                DiscardStaged(slot);
+            KernelMemory.Unmap(_staging, StagingLength * StagingSlots);
         }
     }
 }

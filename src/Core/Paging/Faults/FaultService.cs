@@ -40,6 +40,7 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly int _decryptAheadPages;
     // Shares long runs of sealed pages (null: one CPU, or EngineOptions.FillThreads 0).
     private readonly FillWorker? _worker;
+    private readonly RangeReader? _reader;
     // The engine's lock, which the handler holds while it serves: let go around a source's
     // file read and decryption (see PageSource.Prefetch).
     private readonly Lock _engineLock;
@@ -53,7 +54,7 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly LatencyHistogram _latency = new();
     private long _received;
     private bool _recorded;
-    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _sourceInstalls, _writeFaults, _pagesAhead, _placedRanges;
+    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _sourceInstalls, _writeFaults, _pagesAhead, _placedRanges, _placedReadAhead;
 
     /// <param name="tracksWrites">The arenas are registered for write protection: pages
     /// opened from the store are installed write-protected and keep their sealed copy.</param>
@@ -69,6 +70,8 @@ internal sealed unsafe class FaultService : IDisposable
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         if (options.FillThreads > 0)
             _worker = new FillWorker(sealer, space, options.SpinMicroseconds);
+        if (space.HugeStagingSlots > RangeReader.Slot && options.DecryptAheadRanges > 0 && options.CollapseResidentRanges)
+            _reader = new RangeReader(space);
         _collapser = collapser;
         _arenas = arenas;
         _evictor = evictor;
@@ -105,6 +108,9 @@ internal sealed unsafe class FaultService : IDisposable
     /// <summary>2 MiB ranges of model maps brought in whole, as huge pages (see <see cref="TryPlaceRange"/>).</summary>
     public long PlacedRanges => _placedRanges;
 
+    /// <summary>Of the ranges placed, those the range reader had read ahead of their fault (see <see cref="RangeReader"/>).</summary>
+    public long PlacedReadAhead => _placedReadAhead;
+
     /// <summary>Pages brought in ahead of the program (see <see cref="DecryptAhead"/>).</summary>
     public long PagesAhead => _pagesAhead;
     public LatencyHistogram Latency => _latency;
@@ -117,11 +123,13 @@ internal sealed unsafe class FaultService : IDisposable
     {
         Libc.memset(_buffer, 0, _bufferLength);
         _worker?.Wipe();
+        _reader?.Drop();
     }
 
     public void Dispose()
     {
         _worker?.Dispose(); // wipes and unmaps its own buffer
+        _reader?.Dispose(); // wipes its staging slot
         Libc.memset(_buffer, 0, _bufferLength);
         KernelMemory.Unmap((nint)_buffer, _bufferLength);
     }
@@ -290,8 +298,7 @@ internal sealed unsafe class FaultService : IDisposable
     private RangePlacement TryPlaceRange(Arena arena, long index, long epoch, int roomMade)
     {
         const int RangePages = RangeCollapser.RangePages;
-        nint staging = _space.HugeStaging;
-        if (staging == 0 || arena.RefusesPlacement || arena.Source is not { } source
+        if (_space.HugeStagingSlots == 0 || arena.RefusesPlacement || arena.Source is not { } source
             || !_collapser.Enabled || !_evictor.HasRoomFor(RangePages))
             return RangePlacement.NotPlaced;
         long first = RangeCollapser.RangeStart(arena, index);
@@ -302,12 +309,17 @@ internal sealed unsafe class FaultService : IDisposable
         if (_events.Epoch != epoch)
             return RangePlacement.Retry;
 
+        // Read ahead already (or being read), or read now into the fault service's own slot.
+        bool readAhead = _reader != null && _reader.Holds(arena, first);
+        int slot = readAhead ? RangeReader.Slot : 0;
         PageVerdict verdict;
         source.Retain();
         _engineLock.Exit();
         try
         {
-            verdict = source.FillRun(first, RangePages, new Span<byte>((void*)staging, RangePages * PageSize));
+            verdict = readAhead
+                ? _reader!.Wait()
+                : source.FillRun(first, RangePages, new Span<byte>((void*)_space.HugeStaging(slot), RangePages * PageSize));
         }
         catch
         {
@@ -321,7 +333,7 @@ internal sealed unsafe class FaultService : IDisposable
         source.Release();
         if (released)
         {
-            _space.DiscardStaged();
+            DiscardStaged(slot);
             return RangePlacement.Placed; // unregistering woke the thread
         }
         // Only the handler reads events, so the books of the range cannot have changed;
@@ -330,12 +342,12 @@ internal sealed unsafe class FaultService : IDisposable
         {
             // A page that must never be mapped (or a read that failed): the usual path
             // finds which and poisons it alone.
-            _space.DiscardStaged();
+            DiscardStaged(slot);
             return RangePlacement.NotPlaced;
         }
 
         nint address = arena.PageAddress(first);
-        int rc = _space.PlaceStaged(address, out long moved, out bool huge);
+        int rc = _space.PlaceStaged(slot, address, out long moved, out bool huge);
         int pages = (int)(moved / PageSize);
         bool keepCopies = KeepsCopy(arena, in arena.Entries[first]);
         if (pages > 0 && keepCopies && _space.Protect(address, (nuint)moved) != 0)
@@ -349,17 +361,50 @@ internal sealed unsafe class FaultService : IDisposable
         _space.Wake(address, (nuint)(RangePages * PageSize));
         if (pages == RangePages)
         {
+            if (readAhead)
+            {
+                _reader!.Placed();
+                _placedReadAhead++;
+            }
             if (huge)
                 _placedRanges++;
             else
                 _collapser.Consider(arena, first, RangePages); // counted collapsed, or refused
             RecordServed();
+            ReadNext(arena, source, first + RangePages);
             return RangePlacement.Placed;
         }
-        _space.DiscardStaged();
+        DiscardStaged(slot);
         if (rc == Libc.EINVAL)
             arena.RefusesPlacement = true;
         return pages > 0 ? RangePlacement.Retry : RangePlacement.NotPlaced;
+    }
+
+    private void DiscardStaged(int slot)
+    {
+        if (slot == RangeReader.Slot)
+            _reader!.Drop();
+        else
+            _space.DiscardStaged(slot);
+    }
+
+    /// <summary>Has the range reader read the range after one just placed, while the
+    /// program works on that one, if the reader is free, the range whole and untouched,
+    /// and the budget has room for it too (see <see cref="RangeReader"/>).</summary>
+    private void ReadNext(Arena arena, PageSource source, long next)
+    {
+        if (_reader is { HoldsJob: false } reader && IsUntouchedRange(arena, next) && _evictor.HasRoomFor(RangeCollapser.RangePages))
+            reader.Start(arena, source, next);
+    }
+
+    /// <summary>A range read ahead that no one is coming for: its arena went away, the
+    /// budget has no room left for it, or it waited too long (its plaintext waits outside
+    /// the budget's books). Dropped by the idle handler.</summary>
+    private void DropUnwantedReadAhead()
+    {
+        if (_reader is { HoldsJob: true } reader
+            && (reader.IsStale || reader.JobArena!.Released || !_evictor.HasRoomFor(RangeCollapser.RangePages)))
+            reader.Drop();
     }
 
     private static bool IsUntouchedRange(Arena arena, long first)
@@ -742,6 +787,7 @@ internal sealed unsafe class FaultService : IDisposable
     /// </summary>
     public bool DecryptAhead()
     {
+        DropUnwantedReadAhead();
         Arena? arena = _aheadArena;
         if (arena == null || arena.Released || arena.AheadCursor >= arena.AheadLimit)
             return false;
