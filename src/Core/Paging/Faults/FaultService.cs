@@ -40,7 +40,7 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly int _decryptAheadPages;
     // Shares long runs of sealed pages (null: one CPU, or EngineOptions.FillThreads 0).
     private readonly FillWorker? _worker;
-    private readonly RangeReader? _reader;
+    private readonly RangePlacer _placer;
     // The engine's lock, which the handler holds while it serves: let go around a source's
     // file read and decryption (see PageSource.Prefetch).
     private readonly Lock _engineLock;
@@ -54,7 +54,7 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly LatencyHistogram _latency = new();
     private long _received;
     private bool _recorded;
-    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _sourceInstalls, _writeFaults, _pagesAhead, _placedRanges, _placedReadAhead;
+    private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _sourceInstalls, _writeFaults, _pagesAhead;
 
     /// <param name="tracksWrites">The arenas are registered for write protection: pages
     /// opened from the store are installed write-protected and keep their sealed copy.</param>
@@ -70,9 +70,8 @@ internal sealed unsafe class FaultService : IDisposable
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         if (options.FillThreads > 0)
             _worker = new FillWorker(sealer, space, options.SpinMicroseconds);
-        if (space.HugeStagingSlots > RangeReader.Slot && options.DecryptAheadRanges > 0 && options.CollapseResidentRanges)
-            _reader = new RangeReader(space);
         _collapser = collapser;
+        _placer = new RangePlacer(options, space, evictor, events, collapser, tracksWrites, engineLock);
         _arenas = arenas;
         _evictor = evictor;
         _sealer = sealer;
@@ -97,7 +96,7 @@ internal sealed unsafe class FaultService : IDisposable
     public long Faults => _faults;
     public long ReadAheadPages => _readAheadPages;
     public long ZeroFills => _zeroFills;
-    public long SourcedPages => _sourcedPages + (_worker?.Sourced ?? 0);
+    public long SourcedPages => _sourcedPages + (_worker?.Sourced ?? 0) + _placer.SourcedPages;
 
     /// <summary>Of <see cref="SourcedPages"/>, those their source installed itself (PageSource.InstallsRuns).</summary>
     public long SourceInstalls => _sourceInstalls + (_worker?.SourceInstalls ?? 0);
@@ -105,11 +104,11 @@ internal sealed unsafe class FaultService : IDisposable
     /// <summary>First writes to pages that kept their sealed copy (write-protect faults).</summary>
     public long WriteFaults => _writeFaults;
 
-    /// <summary>2 MiB ranges of model maps brought in whole, as huge pages (see <see cref="TryPlaceRange"/>).</summary>
-    public long PlacedRanges => _placedRanges;
+    /// <summary>2 MiB ranges of model maps brought in whole, as huge pages (see <see cref="RangePlacer"/>).</summary>
+    public long PlacedRanges => _placer.PlacedRanges;
 
     /// <summary>Of the ranges placed, those the range reader had read ahead of their fault (see <see cref="RangeReader"/>).</summary>
-    public long PlacedReadAhead => _placedReadAhead;
+    public long PlacedReadAhead => _placer.PlacedReadAhead;
 
     /// <summary>Pages brought in ahead of the program (see <see cref="DecryptAhead"/>).</summary>
     public long PagesAhead => _pagesAhead;
@@ -123,13 +122,13 @@ internal sealed unsafe class FaultService : IDisposable
     {
         Libc.memset(_buffer, 0, _bufferLength);
         _worker?.Wipe();
-        _reader?.Drop();
+        _placer.Wipe();
     }
 
     public void Dispose()
     {
         _worker?.Dispose(); // wipes and unmaps its own buffer
-        _reader?.Dispose(); // wipes its staging slot
+        _placer.Dispose();
         Libc.memset(_buffer, 0, _bufferLength);
         KernelMemory.Unmap((nint)_buffer, _bufferLength);
     }
@@ -232,9 +231,12 @@ internal sealed unsafe class FaultService : IDisposable
         if (_events.Epoch != epoch)
             return false;
 
-        switch (TryPlaceRange(arena, index, epoch, roomMade: 1))
+        switch (_placer.TryPlace(arena, index, epoch, roomMade: 1))
         {
             case RangePlacement.Placed:
+                RecordServed();
+                if (!arena.Released)
+                    _readAheadPages += RangeCollapser.RangePages - 1;
                 return true;
             case RangePlacement.Retry:
                 return false;
@@ -262,158 +264,6 @@ internal sealed unsafe class FaultService : IDisposable
 
         FillAndInject(arena, index + served, count - served, epoch);
         FillAndInject(arena, index - before, before, epoch);
-        return true;
-    }
-
-    /// <summary>What became of a fault in <see cref="TryPlaceRange"/>.</summary>
-    private enum RangePlacement
-    {
-        /// <summary>Served: the range is in (or its arena went away), and its waiters are woken.</summary>
-        Placed,
-        /// <summary>Not for placing, or the kernel would not: the usual path serves the fault.</summary>
-        NotPlaced,
-        /// <summary>Some of the range went in: the fault is served again from the books.</summary>
-        Retry,
-    }
-
-    /// <summary>
-    /// The first touch of a 2 MiB range of a model map none of whose pages has been in:
-    /// the source reads the whole range into the address space's staging huge page
-    /// (<see cref="AddressSpaceOps.HugeStaging"/>), without the engine lock, and the huge
-    /// page is moved into the map (UFFDIO_MOVE of its table entry), which is then woken.
-    /// </summary>
-    /// <remarks>
-    /// <para>Why: page by page, a range costs 512 UFFDIO_COPY page copies and then a
-    /// collapse, which allocates a huge page and copies the 2 MiB again under the mmap lock
-    /// (0.9–2.7 ms, see RangeCollapser). Here the file is read into the huge page itself
-    /// (O_DIRECT, so the disk writes it there) and nothing is copied. llama.cpp's first
-    /// token with the model read cold: see bench/results (llama-budget).</para>
-    /// <para>Only while the budget has room for the whole range below its high watermark,
-    /// as for a collapse. A source that installs its runs itself (a live sealed model whose
-    /// key the custodian keeps) fills the range here too (PageSource.FillRun: the custodian
-    /// decrypts it through the shared window): an install from another process is a
-    /// UFFDIO_COPY, which would leave the range to be collapsed.</para>
-    /// </remarks>
-    /// <param name="roomMade">Pages of the range the budget has made room for already (the faulting page's).</param>
-    private RangePlacement TryPlaceRange(Arena arena, long index, long epoch, int roomMade)
-    {
-        const int RangePages = RangeCollapser.RangePages;
-        if (_space.HugeStagingSlots == 0 || arena.RefusesPlacement || arena.Source is not { } source
-            || !_collapser.Enabled || !_evictor.HasRoomFor(RangePages))
-            return RangePlacement.NotPlaced;
-        long first = RangeCollapser.RangeStart(arena, index);
-        if (!IsUntouchedRange(arena, first))
-            return RangePlacement.NotPlaced;
-
-        _evictor.MakeRoom(RangePages - roomMade);
-        if (_events.Epoch != epoch)
-            return RangePlacement.Retry;
-
-        // Read ahead already (or being read), or read now into the fault service's own slot.
-        bool readAhead = _reader != null && _reader.Holds(arena, first);
-        int slot = readAhead ? RangeReader.Slot : 0;
-        PageVerdict verdict;
-        source.Retain();
-        _engineLock.Exit();
-        try
-        {
-            verdict = readAhead
-                ? _reader!.Wait()
-                : source.FillRun(first, RangePages, new Span<byte>((void*)_space.HugeStaging(slot), RangePages * PageSize));
-        }
-        catch
-        {
-            verdict = PageVerdict.Tampered;
-        }
-        finally
-        {
-            _engineLock.Enter();
-        }
-        bool released = arena.Released;
-        source.Release();
-        if (released)
-        {
-            DiscardStaged(slot);
-            return RangePlacement.Placed; // unregistering woke the thread
-        }
-        // Only the handler reads events, so the books of the range cannot have changed;
-        // checked all the same, since a page placed over a page in would be lost.
-        if (verdict == PageVerdict.Tampered || _events.Epoch != epoch || !IsUntouchedRange(arena, first))
-        {
-            // A page that must never be mapped (or a read that failed): the usual path
-            // finds which and poisons it alone.
-            DiscardStaged(slot);
-            return RangePlacement.NotPlaced;
-        }
-
-        nint address = arena.PageAddress(first);
-        int rc = _space.PlaceStaged(slot, address, out long moved, out bool huge);
-        int pages = (int)(moved / PageSize);
-        bool keepCopies = KeepsCopy(arena, in arena.Entries[first]);
-        if (pages > 0 && keepCopies && _space.Protect(address, (nuint)moved) != 0)
-            keepCopies = false; // counted as written: sealed when evicted, never dropped
-        if (pages > 0)
-        {
-            _evictor.Admit(arena, first, pages, keepCopies);
-            _sourcedPages += pages;
-            _readAheadPages += pages - 1;
-        }
-        _space.Wake(address, (nuint)(RangePages * PageSize));
-        if (pages == RangePages)
-        {
-            if (readAhead)
-            {
-                _reader!.Placed();
-                _placedReadAhead++;
-            }
-            if (huge)
-                _placedRanges++;
-            else
-                _collapser.Consider(arena, first, RangePages); // counted collapsed, or refused
-            RecordServed();
-            ReadNext(arena, source, first + RangePages);
-            return RangePlacement.Placed;
-        }
-        DiscardStaged(slot);
-        if (rc == Libc.EINVAL)
-            arena.RefusesPlacement = true;
-        return pages > 0 ? RangePlacement.Retry : RangePlacement.NotPlaced;
-    }
-
-    private void DiscardStaged(int slot)
-    {
-        if (slot == RangeReader.Slot)
-            _reader!.Drop();
-        else
-            _space.DiscardStaged(slot);
-    }
-
-    /// <summary>Has the range reader read the range after one just placed, while the
-    /// program works on that one, if the reader is free, the range whole and untouched,
-    /// and the budget has room for it too (see <see cref="RangeReader"/>).</summary>
-    private void ReadNext(Arena arena, PageSource source, long next)
-    {
-        if (_reader is { HoldsJob: false } reader && IsUntouchedRange(arena, next) && _evictor.HasRoomFor(RangeCollapser.RangePages))
-            reader.Start(arena, source, next);
-    }
-
-    /// <summary>A range read ahead that no one is coming for: its arena went away, the
-    /// budget has no room left for it, or it waited too long (its plaintext waits outside
-    /// the budget's books). Dropped by the idle handler.</summary>
-    private void DropUnwantedReadAhead()
-    {
-        if (_reader is { HoldsJob: true } reader
-            && (reader.IsStale || reader.JobArena!.Released || !_evictor.HasRoomFor(RangeCollapser.RangePages)))
-            reader.Drop();
-    }
-
-    private static bool IsUntouchedRange(Arena arena, long first)
-    {
-        if (first < 0 || first + RangeCollapser.RangePages > arena.PageCount)
-            return false;
-        for (long i = first; i < first + RangeCollapser.RangePages; i++)
-            if (arena.Entries[i].State != PageState.Untouched)
-                return false;
         return true;
     }
 
@@ -787,7 +637,7 @@ internal sealed unsafe class FaultService : IDisposable
     /// </summary>
     public bool DecryptAhead()
     {
-        DropUnwantedReadAhead();
+        _placer.DropUnwantedReadAhead();
         Arena? arena = _aheadArena;
         if (arena == null || arena.Released || arena.AheadCursor >= arena.AheadLimit)
             return false;
@@ -797,7 +647,7 @@ internal sealed unsafe class FaultService : IDisposable
         if (first < limit && RangeCollapser.RangeStart(arena, first) == first)
         {
             // A whole untouched range goes in as a huge page, as a fault on it would have it.
-            switch (TryPlaceRange(arena, first, _events.Epoch, roomMade: 0))
+            switch (_placer.TryPlace(arena, first, _events.Epoch, roomMade: 0))
             {
                 case RangePlacement.Placed:
                     arena.AheadCursor = first + RangeCollapser.RangePages;
