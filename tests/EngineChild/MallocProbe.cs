@@ -74,7 +74,12 @@ internal static unsafe class MallocProbe
             for (int i = 4096; i < 5120; i++) ArenaMemory.Write(arena.Address + i * 4096, random);
             arena.Evict();
             for (int i = 4096; i < 5120; i++) ArenaMemory.Read(arena.Address + i * 4096, scratch);
+            // A second engine, with a budget that has room for whole 2 MiB ranges: a model
+            // map's ranges are placed whole and read ahead (FaultService's RangePlacer and
+            // its reader thread) where the kernel gives transparent huge pages.
+            using var roomy = PageEngine.Create(new EngineOptions { ResidentBudgetBytes = 64L << 20 });
             var warm = Exercise(engine, files);
+            warm = warm.Failure == null ? PlaceRanges(roomy, files, warm) : warm;
             if (warm.Failure is { } warmFailure)
             {
                 Console.WriteLine("warm-up failed: " + warmFailure);
@@ -113,6 +118,7 @@ internal static unsafe class MallocProbe
             // (the second round's writes to read-back pages were write-protect faults).
             arena.Evict();
             var armed = Exercise(engine, files);
+            armed = armed.Failure == null ? PlaceRanges(roomy, files, armed) : armed;
             // The reports of the last tampered page are delivered before its SIGBUS, so
             // by now every callback has run; give the reporter's bookkeeping a moment.
             Thread.Sleep(100);
@@ -128,6 +134,8 @@ internal static unsafe class MallocProbe
             Console.WriteLine($"clean-evictions {stats.CleanEvictions} write-faults {stats.WriteFaults} worker-decrypts {stats.WorkerDecrypts}");
             Console.WriteLine($"sourced {stats.SourcedPages} authentication-failures {stats.AuthenticationFailures} " +
                               $"peak-children {stats.PeakForkedChildren}");
+            var roomyStats = roomy.GetStats();
+            Console.WriteLine($"placed {roomyStats.PlacedRanges} placed-read-ahead {roomyStats.PlacedReadAhead}");
             Console.WriteLine($"exercise {(armed.Failure ?? "ok")} children-served {armed.ChildrenServed} " +
                               $"children-killed {armed.ChildrenKilled} parent-sigbus {armed.ParentSigbus}");
             lock (Gate)
@@ -211,6 +219,22 @@ internal static unsafe class MallocProbe
         return new Outcome(failure, served, killed, caught);
     }
 
+    /// <summary>A model map of <see cref="ProbeFiles.BigPlainBytes"/> read through in order,
+    /// as a model's first token would: its whole ranges are placed, the next read ahead.</summary>
+    private static Outcome PlaceRanges(PageEngine engine, ProbeFiles files, Outcome sofar)
+    {
+        using var arena = engine.CreateArena(files.BigPlainBytes.Length, "probe placed");
+        arena.AttachSource(FileSource.Open(files.BigPlainFd, 0));
+        var page = new byte[PageSize];
+        for (int i = 0; i * PageSize < files.BigPlainBytes.Length; i++)
+        {
+            ArenaMemory.Read(arena.Address + i * PageSize, page);
+            if (!page.AsSpan().SequenceEqual(files.BigPlainBytes.AsSpan(i * PageSize, PageSize)))
+                return sofar with { Failure = $"page {i} of the placed map differs from the file" };
+        }
+        return sofar;
+    }
+
     private static bool ChildExitedCleanly(PageEngine engine, int pid)
     {
         engine.ChildForked(pid);
@@ -236,6 +260,10 @@ internal static unsafe class MallocProbe
 
         public byte[] PlainBytes { get; private set; } = [];
         public int PlainFd { get; private set; }
+
+        /// <summary>A plain file of 12 MiB: several whole 2 MiB ranges wherever its map lands.</summary>
+        public byte[] BigPlainBytes { get; private set; } = [];
+        public int BigPlainFd { get; private set; }
         public int SealedFd { get; private set; }
         public int TamperedFd { get; private set; }
         public long TamperedPage { get; private set; }
@@ -254,6 +282,11 @@ internal static unsafe class MallocProbe
             string plainPath = Path.Combine(directory, "plain.bin");
             File.WriteAllBytes(plainPath, files.PlainBytes);
             files.PlainFd = files.OpenFd(plainPath);
+            files.BigPlainBytes = new byte[12 << 20];
+            new Random(13).NextBytes(files.BigPlainBytes);
+            string bigPath = Path.Combine(directory, "big.bin");
+            File.WriteAllBytes(bigPath, files.BigPlainBytes);
+            files.BigPlainFd = files.OpenFd(bigPath);
 
             string modelPath = Path.Combine(directory, "model.gguf");
             var writer = new GgufWriter();

@@ -14,7 +14,8 @@ public class MallocFreedomTests
     /// file (FileSource) and of a sealed model (SealedFileSource); forked children served
     /// from the store and from a file; and tampered pages (of the store and of a sealed
     /// file, read in the process and in children), whose reports must come from the
-    /// reporter thread, never from the handler.
+    /// reporter thread, never from the handler; and a model map's whole ranges placed and
+    /// read ahead (the range reader's thread counts as the fault path's).
     /// </summary>
     [Fact]
     public void The_handler_thread_never_calls_malloc()
@@ -74,7 +75,17 @@ public class MallocFreedomTests
         Assert.Equal("4", reports.Groups[2].Value);
         // …reported from the reporter thread only…
         Assert.Equal("tibet-report", reports.Groups[3].Value);
-        // …without one malloc on the handler.
+        // …a model map's whole ranges placed as huge pages and read ahead (by the range
+        // reader, a third thread on the fault path), where the kernel gives THP…
+        var placed = Regex.Match(stdout, @"placed (\d+) placed-read-ahead (\d+)");
+        Assert.True(placed.Success, stdout);
+        string thp = File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled");
+        if (thp.Contains("[always]", StringComparison.Ordinal) || thp.Contains("[madvise]", StringComparison.Ordinal))
+        {
+            Assert.True(long.Parse(placed.Groups[1].Value) >= 4, stdout);
+            Assert.True(long.Parse(placed.Groups[2].Value) >= 1, stdout);
+        }
+        // …without one malloc on the fault path's threads.
         Assert.Equal("0", counts.Groups[1].Value);
     }
 }

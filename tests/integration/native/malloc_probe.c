@@ -4,7 +4,7 @@
  * while it serves faults and evicts. This must be C: it replaces libc's allocator
  * symbols in a process, below anything managed code can see.
  *   tibet_probe_arm()            resets the counters and starts counting
- *   tibet_probe_count(which)     0: calls on "tibet-uffd" or "tibet-fill" (the fault path's
+ *   tibet_probe_count(which)     0: calls on "tibet-uffd", "tibet-fill" or "tibet-ahead" (the fault path's
  *                                threads); 1: calls on "probe-control";
  *                                2: calls on "tibet-report" (the reporter may malloc)
  * And the parts of the probe that must not run managed code:
@@ -52,10 +52,16 @@ static void note_site(void *caller, size_t size)
     if (i < SITES) { sites[i] = caller; site_sizes[i] = size; }
 }
 
+/* The fault path's threads: the handler, the fill worker, and the range reader. */
+static int on_fault_path(const char *name)
+{
+    return strcmp(name, "tibet-uffd") == 0 || strcmp(name, "tibet-fill") == 0 || strcmp(name, "tibet-ahead") == 0;
+}
+
 static int on_handler(void)
 {
     char name[16] = {0};
-    return armed && prctl(PR_GET_NAME, name, 0, 0, 0) == 0 && (strcmp(name, "tibet-uffd") == 0 || strcmp(name, "tibet-fill") == 0);
+    return armed && prctl(PR_GET_NAME, name, 0, 0, 0) == 0 && on_fault_path(name);
 }
 
 static void note(void)
@@ -65,7 +71,7 @@ static void note(void)
     char name[16] = {0};
     if (prctl(PR_GET_NAME, name, 0, 0, 0) != 0)
         return;
-    if (strcmp(name, "tibet-uffd") == 0 || strcmp(name, "tibet-fill") == 0) /* the fault path's two threads */
+    if (on_fault_path(name))
         __atomic_add_fetch(&counts[0], 1, __ATOMIC_RELAXED);
     else if (strcmp(name, "probe-control") == 0)
         __atomic_add_fetch(&counts[1], 1, __ATOMIC_RELAXED);

@@ -65,7 +65,7 @@ internal sealed unsafe class RangeReader : IDisposable
         Libc.write(_wakeFd, &one, sizeof(ulong));
         Libc.read(_wakeFd, &drained, sizeof(ulong));
         _ = Stopwatch.GetTimestamp();
-        _thread = new Thread(Loop) { IsBackground = true, Name = "tibet-range-read" };
+        _thread = new Thread(Loop) { IsBackground = true, Name = "tibet-ahead" };
         _thread.Start();
     }
 
