@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.AddressSpace;
 using Tibet.Core.Paging.Collapse;
