@@ -121,7 +121,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor),
             arena => ReleaseArenaLocked(arena));
         _collapser = new RangeCollapser(_space, _evictor, _sealer, options.CollapseResidentRanges && _takeOut != null);
-        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites, _gate)
+        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites, _gate, KickHandler)
         {
             PoisonUntracked = ServesAnotherProcess,
         };

@@ -56,6 +56,7 @@ internal sealed unsafe class FaultService : IDisposable
     private bool _recorded;
     private long _faults, _readAheadPages, _zeroFills, _sourcedPages, _sourceInstalls, _writeFaults, _pagesAhead;
 
+    /// <param name="wakeHandler">Wakes the handler from its poll (the range reader, when a range is read).</param>
     /// <param name="tracksWrites">The arenas are registered for write protection: pages
     /// opened from the store are installed write-protected and keep their sealed copy.</param>
     /// <summary>Faults on addresses in no arena get SIGBUS (an engine serving another
@@ -63,7 +64,7 @@ internal sealed unsafe class FaultService : IDisposable
     public bool PoisonUntracked { get; init; }
 
     public FaultService(EngineOptions options, ArenaTable arenas, Evictor evictor, PageSealer sealer, AddressSpaceOps space,
-        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites, Lock engineLock)
+        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites, Lock engineLock, Action wakeHandler)
     {
         _engineLock = engineLock;
         _tracksWrites = tracksWrites;
@@ -71,7 +72,7 @@ internal sealed unsafe class FaultService : IDisposable
         if (options.FillThreads > 0)
             _worker = new FillWorker(sealer, space, options.SpinMicroseconds);
         _collapser = collapser;
-        _placer = new RangePlacer(options, space, evictor, events, collapser, tracksWrites, engineLock);
+        _placer = new RangePlacer(options, space, evictor, events, collapser, tracksWrites, engineLock, wakeHandler);
         _arenas = arenas;
         _evictor = evictor;
         _sealer = sealer;
@@ -655,6 +656,8 @@ internal sealed unsafe class FaultService : IDisposable
                     return true;
                 case RangePlacement.Retry:
                     return true;
+                case RangePlacement.Pending:
+                    return false; // the reader wakes the handler when the range is read
             }
         }
         int count = 0;

@@ -15,6 +15,10 @@ internal enum RangePlacement
     NotPlaced,
     /// <summary>Some of the range went in: the fault is served again from the books.</summary>
     Retry,
+    /// <summary>Ahead of the program only: the range reader is still reading the range;
+    /// it wakes the handler when it is done, rather than have the idle handler wait for it
+    /// (a fault meanwhile would wait too).</summary>
+    Pending,
 }
 
 /// <summary>
@@ -40,7 +44,7 @@ internal sealed unsafe class RangePlacer : IDisposable
     private long _placedRanges, _placedReadAhead, _sourcedPages;
 
     public RangePlacer(EngineOptions options, AddressSpaceOps space, Evictor evictor, ProgramEvents events, RangeCollapser collapser,
-        bool tracksWrites, Lock engineLock)
+        bool tracksWrites, Lock engineLock, Action wakeHandler)
     {
         _space = space;
         _evictor = evictor;
@@ -49,7 +53,7 @@ internal sealed unsafe class RangePlacer : IDisposable
         _tracksWrites = tracksWrites;
         _engineLock = engineLock;
         if (space.HugeStagingSlots > RangeReader.Slot && options.DecryptAheadRanges > 0 && options.CollapseResidentRanges)
-            _reader = new RangeReader(space);
+            _reader = new RangeReader(space, wakeHandler);
     }
 
     /// <summary>2 MiB ranges of model maps brought in whole, as huge pages.</summary>
@@ -98,12 +102,14 @@ internal sealed unsafe class RangePlacer : IDisposable
         if (!IsUntouchedRange(arena, first))
             return RangePlacement.NotPlaced;
 
+        // Read ahead already (or being read), or read now into the fault service's own slot.
+        bool readAhead = _reader != null && _reader.Holds(arena, first);
+        if (readAhead && roomMade == 0 && !_reader!.IsDone)
+            return RangePlacement.Pending;
+
         _evictor.MakeRoom(RangePages - roomMade);
         if (_events.Epoch != epoch)
             return RangePlacement.Retry;
-
-        // Read ahead already (or being read), or read now into the fault service's own slot.
-        bool readAhead = _reader != null && _reader.Holds(arena, first);
         int slot = readAhead ? RangeReader.Slot : 0;
         PageVerdict verdict;
         source.Retain();

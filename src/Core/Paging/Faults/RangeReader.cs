@@ -37,6 +37,7 @@ internal sealed unsafe class RangeReader : IDisposable
     private const int RangePages = Collapse.RangeCollapser.RangePages;
 
     private readonly AddressSpaceOps _space;
+    private readonly Action _wakeHandler;
     private readonly int _wakeFd;
     private readonly Thread _thread;
 
@@ -53,10 +54,12 @@ internal sealed unsafe class RangeReader : IDisposable
     private volatile bool _stopping;
     private long _ranges;
 
-    public RangeReader(AddressSpaceOps space)
+    /// <param name="wakeHandler">Wakes the engine's handler: a range it asked for ahead is read.</param>
+    public RangeReader(AddressSpaceOps space, Action wakeHandler)
     {
         Debug.Assert(space.HugeStagingSlots > Slot);
         _space = space;
+        _wakeHandler = wakeHandler;
         _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC);
         if (_wakeFd < 0)
             throw new InvalidOperationException($"eventfd failed: {Libc.Describe(Libc.LastErrno)}");
@@ -82,6 +85,9 @@ internal sealed unsafe class RangeReader : IDisposable
     public Arena? JobArena => _arena;
 
     public long JobFirst => _first;
+
+    /// <summary>Whether a job is held and its read has finished.</summary>
+    public bool IsDone => _arena != null && Volatile.Read(ref _finished) == _posted;
 
     /// <summary>Whether the read has finished and it waited longer than <see cref="StaleAfterMilliseconds"/>.</summary>
     public bool IsStale =>
@@ -166,6 +172,7 @@ internal sealed unsafe class RangeReader : IDisposable
                 _ranges++;
                 Volatile.Write(ref _finishedAt, Stopwatch.GetTimestamp());
                 Volatile.Write(ref _finished, posted);
+                _wakeHandler(); // an idle handler places the range now, not at its next fault
                 continue;
             }
             if (_stopping)
