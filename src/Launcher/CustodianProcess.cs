@@ -60,6 +60,7 @@ internal static unsafe class CustodianProcess
     /// run lives (HugePagePool.GiveBack).</param>
     /// <param name="identity">The custodian's identity descriptor (grant token, then the
     /// hand-off; see IdentityCustody), or -1: inherited by the custodian only.</param>
+    [System.Diagnostics.CodeAnalysis.UnconditionalSuppressMessage("SingleFile", "IL3000", Justification = "Compiled ahead of time there is no assembly file: Location is empty, and ProcessPath is tibet-run itself.")]
     public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded, int identity = -1)
     {
         // Bound here, before the program starts, so that a child connecting before the
