@@ -56,7 +56,7 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
 
     /// <summary>The kernel refused to move a staged range into this arena (UFFDIO_MOVE
     /// answered EINVAL: the program locked or reprotected the map, so its flags differ from
-    /// the staging area's): its ranges come in page by page (see FaultService.TryPlaceRange).</summary>
+    /// the staging area's): its ranges come in page by page (see Faults.RangePlacer).</summary>
     internal bool RefusesPlacement;
 
     /// <summary>Another process's range, served by the custodian (PageEngine.AdoptArena):

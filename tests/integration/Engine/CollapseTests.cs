@@ -47,7 +47,7 @@ public class CollapseTests
                 "no range became a huge page: MADV_COLLAPSE needs Linux 6.1 or later and a free 2 MiB page. " + stats.ToJson());
             Assert.True(AnonHugePagesKb(arena.Address) * 1024 >= huge * Range,
                 $"smaps shows {AnonHugePagesKb(arena.Address)} kB of huge pages at the arena, {huge} ranges were reported placed or collapsed");
-            if (TransparentHugePagesEnabled)
+            if (Tibet.Core.Paging.Collapse.TransparentHugePages.Enabled)
             {
                 Assert.True(stats.PlacedRanges >= alignedRanges - 1,
                     "transparent huge pages are enabled here, so each whole untouched range (all but the first, which the first fault, at the unaligned " +
@@ -113,12 +113,6 @@ public class CollapseTests
             File.Delete(path);
         }
     }
-
-    /// <summary>The kernel's THP setting allows huge pages to ranges that ask (always or
-    /// madvise): read as the engine reads it, from /sys.</summary>
-    private static bool TransparentHugePagesEnabled =>
-        File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled") is var setting
-        && (setting.Contains("[always]", StringComparison.Ordinal) || setting.Contains("[madvise]", StringComparison.Ordinal));
 
     private static nint AlignUp(nint address) => (nint)(((long)address + Range - 1) & ~(Range - 1));
 

@@ -8,7 +8,7 @@ namespace Tibet.Core.Paging.Faults;
 /// Reads the next 2 MiB range of a model map from its source into a staging slot of its
 /// own (<see cref="Slot"/>) on a thread of its own, while the program works on the range
 /// the fault service has just placed, so that the next range is in memory, read and
-/// decrypted, when the program reaches it (FaultService.TryPlaceRange moves it in).
+/// decrypted, when the program reaches it (RangePlacer.TryPlace moves it in).
 /// </summary>
 /// <remarks>
 /// <para>Why: the fault service reads a range when the program faults on it, so the disk
@@ -18,7 +18,7 @@ namespace Tibet.Core.Paging.Faults;
 /// <para>One range at a time, and only one the budget has room for besides the range
 /// placed (the fault service checks before <see cref="Start"/>): its plaintext waits here,
 /// outside the program's page tables, at most until the handler is next idle for
-/// <see cref="StaleAfterMilliseconds"/> (FaultService.DecryptAhead drops it then).</para>
+/// <see cref="StaleAfterMilliseconds"/> (RangePlacer.DropUnwantedReadAhead drops it then).</para>
 /// <para>No engine state is touched here: the job is the source's FillRun into the slot
 /// (a source whose FillRun takes concurrent calls: a file's pread, a sealed model's
 /// decryption, by its own key or the custodian's lanes), and the handler keeps the books.
@@ -81,10 +81,8 @@ internal sealed unsafe class RangeReader : IDisposable
     /// <summary>Whether the range read (or being read) is <paramref name="first"/>.. of <paramref name="arena"/>.</summary>
     public bool Holds(Arena arena, long first) => _arena == arena && _first == first;
 
-    /// <summary>The job's arena and first page (the handler's, while <see cref="HoldsJob"/>).</summary>
+    /// <summary>The job's arena (the handler's, while <see cref="HoldsJob"/>).</summary>
     public Arena? JobArena => _arena;
-
-    public long JobFirst => _first;
 
     /// <summary>Whether a job is held and its read has finished.</summary>
     public bool IsDone => _arena != null && Volatile.Read(ref _finished) == _posted;
