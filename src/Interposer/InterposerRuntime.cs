@@ -82,6 +82,7 @@ internal static unsafe class InterposerRuntime
                 Eviction = _config.Eviction,
                 Cipher = _config.Cipher,
                 CollapseResidentRanges = _config.CollapseResidentRanges,
+                PlacesRangesUnderPressure = _config.PlacesRangesUnderPressure,
                 TrackWrites = _config.TrackWrites,
                 EvictInChildren = _config.EvictInChildren,
                 DecryptAheadRanges = _config.DecryptAheadRanges,

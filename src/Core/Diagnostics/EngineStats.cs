@@ -22,6 +22,14 @@ public readonly record struct EngineStats
     public long PlacedRanges { get; init; }
     /// <summary>Of <see cref="PlacedRanges"/>, those read ahead of the program (by the range reader).</summary>
     public long PlacedReadAhead { get; init; }
+    /// <summary>Of <see cref="PlacedRanges"/>, those decrypted from their sealed copies
+    /// under a full budget, after they had been evicted whole.</summary>
+    public long PlacedSealedRanges { get; init; }
+    /// <summary>Ranges placed whole that eviction took out whole (one move, no split).</summary>
+    public long RangeEvictions { get; init; }
+    /// <summary>Ranges filled into the huge page of a range just evicted whole, without
+    /// the kernel freeing, allocating and zeroing one.</summary>
+    public long RecycledRanges { get; init; }
     /// <summary>Fully resident ranges the kernel would not collapse.</summary>
     public long CollapseFailures { get; init; }
     /// <summary>The page cipher's name (see EngineOptions.Cipher).</summary>
@@ -128,6 +136,9 @@ public readonly record struct EngineStats
             CollapsedRanges = Long("collapsedRanges"),
             PlacedRanges = Long("placedRanges"),
             PlacedReadAhead = Long("placedReadAhead"),
+            PlacedSealedRanges = Long("placedSealedRanges"),
+            RangeEvictions = Long("rangeEvictions"),
+            RecycledRanges = Long("recycledRanges"),
             CollapseFailures = Long("collapseFailures"),
             Decrypts = Long("decrypts"),
             Decompressions = Long("decompressions"),
@@ -186,6 +197,9 @@ public readonly record struct EngineStats
         CollapsedRanges = CollapsedRanges + other.CollapsedRanges,
         PlacedRanges = PlacedRanges + other.PlacedRanges,
         PlacedReadAhead = PlacedReadAhead + other.PlacedReadAhead,
+        PlacedSealedRanges = PlacedSealedRanges + other.PlacedSealedRanges,
+        RangeEvictions = RangeEvictions + other.RangeEvictions,
+        RecycledRanges = RecycledRanges + other.RecycledRanges,
         CollapseFailures = CollapseFailures + other.CollapseFailures,
         Decrypts = Decrypts + other.Decrypts,
         Decompressions = Decompressions + other.Decompressions,
@@ -251,6 +265,9 @@ public readonly record struct EngineStats
         w.WriteNumber("collapsedRanges", CollapsedRanges);
         w.WriteNumber("placedRanges", PlacedRanges);
         w.WriteNumber("placedReadAhead", PlacedReadAhead);
+        w.WriteNumber("placedSealedRanges", PlacedSealedRanges);
+        w.WriteNumber("rangeEvictions", RangeEvictions);
+        w.WriteNumber("recycledRanges", RecycledRanges);
         w.WriteNumber("collapseFailures", CollapseFailures);
         w.WriteNumber("decrypts", Decrypts);
         w.WriteNumber("decompressions", Decompressions);

@@ -59,6 +59,12 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     /// the staging area's): its ranges come in page by page (see Faults.RangePlacer).</summary>
     internal bool RefusesPlacement;
 
+    /// <summary>Per 2 MiB range of a model map (null elsewhere): placed whole by
+    /// Faults.RangePlacer and resident since, so that eviction takes it out whole too
+    /// (Eviction.Evictor.TryEvictRange) rather than splitting its huge page 4 KiB at a
+    /// time. A hint: eviction checks the pages' books before it acts on it.</summary>
+    internal bool[]? PlacedWhole;
+
     /// <summary>Another process's range, served by the custodian (PageEngine.AdoptArena):
     /// the process maps, registers and unmaps it; the engine keeps only the books.</summary>
     internal bool Adopted { get; init; }

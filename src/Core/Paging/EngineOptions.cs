@@ -87,6 +87,13 @@ public sealed record EngineOptions
     /// native speed. Off: arenas stay in 4 KiB pages (MADV_NOHUGEPAGE).</summary>
     public bool CollapseResidentRanges { get; init; } = true;
 
+    /// <summary>With <see cref="CollapseResidentRanges"/>: a model map's 2 MiB ranges are
+    /// also placed whole when the budget is full, from their sealed copies as from their
+    /// source, and evicted whole (the evictor takes a range's huge page out and the next
+    /// range is decrypted into it; see Faults.RangePlacer, Eviction.Evictor.TryEvictRange).
+    /// Off: under a full budget ranges come and go 4 KiB at a time.</summary>
+    public bool PlacesRangesUnderPressure { get; init; } = true;
+
     /// <summary>Track writes with userfaultfd write protection, so that a page brought back
     /// from its sealed copy and not written since is evicted by keeping that copy: no
     /// encryption, and a read-only model is sealed once. Its cost is one write-protect

@@ -29,6 +29,7 @@ public sealed unsafe partial class PageEngine
             arena.RefetchesSource = refetchWhenEvicted && _tracksWrites;
             arena.MappedReadOnly = mappedReadOnly;
             arena.SourceFillsRunsConcurrently = source.FillsRunsConcurrently;
+            arena.PlacedWhole = new bool[(arena.PageCount + Collapse.RangeCollapser.RangePages - 1) / Collapse.RangeCollapser.RangePages];
             // MADV_COLLAPSE refuses areas marked MADV_NOHUGEPAGE (see RangeCollapser).
             if (_collapser.Enabled)
                 Libc.madvise(arena.Address, (nuint)arena.Length, Libc.MADV_HUGEPAGE);

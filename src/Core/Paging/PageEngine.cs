@@ -445,6 +445,9 @@ public sealed unsafe partial class PageEngine : IDisposable
             CollapsedRanges = _collapser.Collapsed,
             PlacedRanges = _faults.PlacedRanges,
             PlacedReadAhead = _faults.PlacedReadAhead,
+            PlacedSealedRanges = _faults.PlacedSealed,
+            RangeEvictions = _evictor.RangeEvictions,
+            RecycledRanges = _faults.RecycledRanges,
             CollapseFailures = _collapser.Failed,
         };
     }
@@ -530,6 +533,13 @@ public sealed unsafe partial class PageEngine : IDisposable
     {
         lock (_gate) return observe();
     }
+
+    /// <summary>Where staging slot <paramref name="slot"/> is (0: none), for tests that
+    /// check from the page tables that no plaintext stays there (see AddressSpaceOps.HugeStaging).</summary>
+    internal nint HugeStagingSlot(int slot) => _space.HugeStagingSlots > slot ? _space.HugeStaging(slot) : 0;
+
+    /// <summary>The staging slot whole ranges are evicted into (-1: none; see AddressSpaceOps.RecyclingSlot).</summary>
+    internal int RecyclingSlot => _space.RecyclingSlot;
 
     /// <summary>Where a sealed page's ciphertext lives, for tests that tamper with it.</summary>
     internal bool TryLocateCiphertext(Arena arena, long pageIndex, out nint address, out int length)

@@ -90,6 +90,26 @@ internal abstract class AddressSpaceOps
     {
     }
 
+    /// <summary>
+    /// Takes the present, 2 MiB-aligned range at <paramref name="address"/> out of the
+    /// address space into the empty staging slot <paramref name="slot"/> with UFFDIO_MOVE,
+    /// atomically against writers, as <see cref="TakeOut"/> does for pages: a huge page
+    /// moves as its one table entry, so the range leaves with one TLB flush, is not split,
+    /// and its page can be filled again and placed elsewhere without the kernel freeing,
+    /// allocating or zeroing 2 MiB. <paramref name="done"/>: bytes moved, from the first on;
+    /// what was moved stays in the slot until it is placed or discarded. ENOSYS where
+    /// <see cref="RecyclingSlot"/> is -1.
+    /// </summary>
+    public virtual int TakeOutRange(int slot, nint address, out long done)
+    {
+        done = 0;
+        return Interop.Libc.ENOSYS;
+    }
+
+    /// <summary>The staging slot <see cref="TakeOutRange"/> can move a range into (the
+    /// evictor's), or -1 where ranges cannot be taken out whole.</summary>
+    public virtual int RecyclingSlot => -1;
+
     /// <summary>Whether <see cref="TakeOut"/> works on this address space.</summary>
     public abstract bool CanTakeOut { get; }
 

@@ -50,7 +50,17 @@ internal sealed unsafe class LocalAddressSpace : UffdAddressSpace, IDisposable
         // refused move. Compiling it (JitWarmUp) does not bind the native call.
         _ = TookOutDespiteError(0, _scratch);
         _staging = placesRanges && TransparentHugePages.Enabled ? MapStaging() : 0;
+        // The recycling slot receives whole ranges taken out of arenas: a UFFDIO_MOVE's
+        // destination must be registered on the userfaultfd it is issued on. Write-protect
+        // mode only, as the take-out area: a touch of it is never a message to answer.
+        if (_staging != 0 && (_scratchUffd.Register(HugeStaging(RecyclingSlotIndex), StagingLength, UFFDIO_REGISTER_MODE_WP)
+                              & (1UL << _UFFDIO_MOVE)) == 0)
+            _recycles = false;
+        else
+            _recycles = _staging != 0;
     }
+
+    private readonly bool _recycles;
 
     /// <summary>The staging slots: 2 MiB-aligned, allowed transparent huge pages
     /// (MADV_HUGEPAGE, so a slot's first touch gets one with THP "madvise" too), and like an
@@ -67,7 +77,17 @@ internal sealed unsafe class LocalAddressSpace : UffdAddressSpace, IDisposable
     }
 
     private const nuint StagingLength = 2 << 20;
-    private const int StagingSlots = 2;
+    // 0: the fault service's; 1: the range reader's; 2: the evictor's, for recycling.
+    private const int StagingSlots = 3;
+    private const int RecyclingSlotIndex = 2;
+
+    public override int RecyclingSlot => _recycles ? RecyclingSlotIndex : -1;
+
+    public override int TakeOutRange(int slot, nint address, out long done)
+    {
+        Debug.Assert(slot == RecyclingSlotIndex && _recycles && (address & ((nint)StagingLength - 1)) == 0);
+        return _scratchUffd.Move(HugeStaging(slot), address, StagingLength, out done);
+    }
 
     public override int HugeStagingSlots => _staging == 0 ? 0 : StagingSlots;
 

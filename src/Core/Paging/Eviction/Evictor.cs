@@ -37,6 +37,11 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     private readonly TakeOutRun[] _runs;
     private readonly TakeOutcome[] _outcomes;
     private readonly ResidentQueue.Element[] _keptBack;
+    // The staging slot whole ranges are taken out into (-1: ranges are evicted page by
+    // page), and whether it holds one now (see TryEvictRange, TakeRecycled).
+    private readonly int _rangeSlot;
+    private bool _rangeHeld;
+    private long _rangeEvictions;
     private ulong _lastTicket;
     private ulong _newestFaultFirstTicket = ulong.MaxValue;
 
@@ -86,6 +91,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         _runs = new TakeOutRun[options.EvictBatchPages];
         _outcomes = new TakeOutcome[options.EvictBatchPages];
         _keptBack = new ResidentQueue.Element[options.MaxRunPages + 1];
+        _rangeSlot = options.PlacesRangesUnderPressure ? space.RecyclingSlot : -1;
     }
 
     public bool Unlimited => _budgetPages == long.MaxValue;
@@ -166,6 +172,9 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// is the served process's thread's (AgentAddressSpace).</summary>
     public long Batches => _batches;
 
+    /// <summary>2 MiB ranges placed whole that eviction took out whole (see <see cref="TryEvictRange"/>).</summary>
+    public long RangeEvictions => _rangeEvictions;
+
     /// <summary>Elements the resident set holds without growing (for tests).</summary>
     public long Capacity => _residentSet.Capacity;
 
@@ -196,8 +205,37 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
                                        && OtherPages > 0; // the other engine holds pages
 
     /// <summary>The fault is served: the room it made and did not use goes back to the
-    /// shared count now, not at the next fault (which may not come for a long time).</summary>
-    public void EndFault() => ReleaseReservation();
+    /// shared count now, not at the next fault (which may not come for a long time); a
+    /// range taken out whole and not placed again is wiped.</summary>
+    public void EndFault()
+    {
+        ReleaseReservation();
+        DiscardRange();
+    }
+
+    /// <summary>
+    /// Whether the recycling slot holds a range taken out whole by this fault's eviction:
+    /// if so, the caller takes it over, fills every byte of it anew and places it (or
+    /// discards it): the huge page is used again as it is, without the kernel freeing,
+    /// allocating and zeroing 2 MiB.
+    /// </summary>
+    public bool TakeRecycled(out int slot)
+    {
+        slot = _rangeSlot;
+        if (!_rangeHeld)
+            return false;
+        _rangeHeld = false;
+        return true;
+    }
+
+    /// <summary>Wipes a range taken out and not used again: its plaintext is outside the budget's books.</summary>
+    private void DiscardRange()
+    {
+        if (!_rangeHeld)
+            return;
+        _rangeHeld = false;
+        _space.DiscardStaged(_rangeSlot);
+    }
 
     /// <summary>Runs of <paramref name="pages"/> pages arrive (a model map's 2 MiB ranges):
     /// the policy keeps room for them (see ResidentSet.ExpectRuns).</summary>
@@ -348,7 +386,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             return true;
         if (Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0 || OwedRoom)
             return false;
-        return EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), _victims.Length)) > 0;
+        return EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), _victims.Length), takesRanges: false) > 0;
     }
 
     /// <summary>A small slice of background eviction after each served fault: a busy
@@ -359,7 +397,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         long counted;
         if (GiveWay() || Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0 || OwedRoom)
             return;
-        EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), Math.Min(_afterFaultPages, _victims.Length)));
+        EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), Math.Min(_afterFaultPages, _victims.Length)), takesRanges: false);
     }
 
     /// <summary>Seals resident pages in the policy's order, the newest fault's included,
@@ -406,12 +444,17 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
 
     public void Dispose() => _residentSet.Dispose();
 
-    /// <summary>Takes up to <paramref name="want"/> resident pages in the policy's order and seals them.</summary>
-    private int EvictFromQueue(int want)
+    /// <summary>Takes up to <paramref name="want"/> resident pages in the policy's order and
+    /// seals them. <paramref name="takesRanges"/> false (headroom made ahead of need): stops
+    /// at a range placed whole, which is left for a fault that needs the room, since that
+    /// fault fills the range's huge page again (<see cref="TakeRecycled"/>) where a range
+    /// evicted ahead would be wiped and freed, and the next allocated and zeroed.</summary>
+    private int EvictFromQueue(int want, bool takesRanges = true)
     {
-        int count = 0, kept = 0;
+        int count = 0, kept = 0, inRanges = 0;
         long candidates = _residentSet.Count;
-        while (count < want && kept < _keptBack.Length && candidates-- > 0 && _residentSet.TryTakeNext(out ResidentQueue.Element element))
+        while (count + inRanges < want && kept < _keptBack.Length && candidates-- > 0
+               && (takesRanges || !NextIsWholeRange()) && _residentSet.TryTakeNext(out ResidentQueue.Element element))
         {
             Arena? arena = _arenas.InSlot(element.ArenaSlot);
             if (arena == null || element.PageIndex >= arena.PageCount)
@@ -424,11 +467,104 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
                 _keptBack[kept++] = element;
                 continue;
             }
+            if (_rangeSlot >= 0 && arena.PlacedWhole is { } whole && whole[element.PageIndex / RangePages])
+            {
+                int taken = TryEvictRange(arena, element.PageIndex / RangePages);
+                if (taken > 0)
+                {
+                    inRanges += taken;
+                    continue;
+                }
+            }
             _victims[count++] = new Victim { Arena = arena, PageIndex = element.PageIndex, Ticket = element.Ticket };
         }
         for (int i = 0; i < kept; i++)
             _residentSet.Keep(in _keptBack[i]);
-        return count == 0 ? 0 : EvictVictims(count);
+        return inRanges + (count == 0 ? 0 : EvictVictims(count));
+    }
+
+    private const int RangePages = Collapse.RangeCollapser.RangePages;
+
+    /// <summary>Whether the policy's next candidate is a live page of a range placed whole.</summary>
+    private bool NextIsWholeRange()
+    {
+        if (_rangeSlot < 0 || !_residentSet.TryPeekNext(out ResidentQueue.Element next))
+            return false;
+        Arena? arena = _arenas.InSlot(next.ArenaSlot);
+        return arena?.PlacedWhole is { } whole && next.PageIndex < arena.PageCount && whole[next.PageIndex / RangePages]
+               && ((IResidency)this).IsLiveResident(in next);
+    }
+
+    /// <summary>
+    /// Evicts range <paramref name="range"/> of <paramref name="arena"/>, placed whole and
+    /// chosen by the policy through one of its pages, as a whole: one UFFDIO_MOVE takes its
+    /// huge page into the recycling slot (one TLB flush; taken 4 KiB at a time, it would be
+    /// split, and each page moved, wiped and freed), where its pages are dropped or sealed
+    /// as any page taken out. The huge page then waits there for the range the fault
+    /// brings in (<see cref="TakeRecycled"/>), or is wiped when the fault ends. Returns the
+    /// pages evicted; 0 when the range is not whole on the books any more (a page of it
+    /// was evicted or given up since) or the kernel moved none of it (then the page the
+    /// policy chose goes the usual way).
+    /// </summary>
+    private int TryEvictRange(Arena arena, long range)
+    {
+        arena.PlacedWhole![range] = false; // taken out now, or not whole any more
+        long first = range * RangePages;
+        if (first + RangePages > arena.PageCount)
+            return 0;
+        for (long i = first; i < first + RangePages; i++)
+            if (arena.Entries[i].State != PageState.Resident)
+                return 0;
+        DiscardRange();
+        _space.TakeOutRange(_rangeSlot, arena.PageAddress(first), out long moved);
+        int pages = (int)(moved / Userfaultfd.PageSize);
+        if (pages == 0)
+            return 0;
+        byte* taken = (byte*)_space.HugeStaging(_rangeSlot);
+        for (int i = 0; i < pages; i++)
+            RetireTaken(arena, first + i, ref arena.Entries[first + i], (nint)(taken + (long)i * Userfaultfd.PageSize), wipe: false);
+        _batches++;
+        _rangeEvictions++;
+        Left(pages);
+        _rangeHeld = true;
+        if (pages < RangePages)
+            DiscardRange(); // the rest is still mapped, and stays on the books
+        return pages;
+    }
+
+    /// <summary>
+    /// A page taken out of the address space into engine memory at <paramref name="page"/>
+    /// leaves the books: as its source gives it, dropped (read from the source again); not
+    /// written since its sealed copy was opened, that copy is its contents; else sealed.
+    /// <paramref name="wipe"/>: the plaintext is wiped here (a range's is wiped or
+    /// overwritten whole by its slot's next use).
+    /// </summary>
+    private void RetireTaken(Arena arena, long index, ref PageEntry entry, nint page, bool wipe)
+    {
+        if (entry.HoldsSourceCopy)
+        {
+            entry.Flags = 0;
+            entry.State = PageState.Untouched;
+            _sourceDrops++;
+            _evictions++;
+        }
+        else if (entry.HoldsCleanCopy)
+        {
+            _sealer.ResealClean(ref entry);
+            _evictions++;
+        }
+        else if (_sealer.Seal(arena, index, ref entry, new ReadOnlySpan<byte>((void*)page, Userfaultfd.PageSize)))
+        {
+            _evictions++;
+        }
+        else
+        {
+            _zeroEvictions++;
+        }
+        if (wipe)
+            Interop.Libc.memset((void*)page, 0, Userfaultfd.PageSize);
+        entry.EvictionStamp = _clock.Stamp();
+        _residentPages--;
     }
 
     /// <summary>
@@ -463,33 +599,9 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             {
                 case TakeOutcome.Taken:
                     taken = true;
-                    if (stillOurs && entry.HoldsSourceCopy)
+                    if (stillOurs)
                     {
-                        // As its source gives it: dropped, and read from the source again.
-                        Interop.Libc.memset((void*)_space.TakenPage(k), 0, Userfaultfd.PageSize);
-                        entry.Flags = 0;
-                        entry.State = PageState.Untouched;
-                        _sourceDrops++;
-                        _evictions++;
-                        entry.EvictionStamp = _clock.Stamp();
-                        _residentPages--;
-                        evicted++;
-                    }
-                    else if (stillOurs && entry.HoldsCleanCopy)
-                    {
-                        // Not written since its copy was opened: the copy is its contents.
-                        Interop.Libc.memset((void*)_space.TakenPage(k), 0, Userfaultfd.PageSize);
-                        _sealer.ResealClean(ref entry);
-                        _evictions++;
-                        entry.EvictionStamp = _clock.Stamp();
-                        _residentPages--;
-                        evicted++;
-                    }
-                    else if (stillOurs)
-                    {
-                        SealTakenPage(arena, victim.PageIndex, ref entry, k);
-                        entry.EvictionStamp = _clock.Stamp();
-                        _residentPages--;
+                        RetireTaken(arena, victim.PageIndex, ref entry, _space.TakenPage(k), wipe: true);
                         evicted++;
                     }
                     else
@@ -560,21 +672,6 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             // Anything else (EINVAL after mprotect, a vanished range): leave it be.
             _outcomes[first + done] = rc == Interop.Libc.ENOENT ? TakeOutcome.Gone : TakeOutcome.Refused;
             done++;
-        }
-    }
-
-    /// <summary>Seals a taken-out page into the store and wipes the plaintext.</summary>
-    private void SealTakenPage(Arena arena, long index, ref PageEntry entry, int slot)
-    {
-        nint page = _space.TakenPage(slot);
-        if (_sealer.Seal(arena, index, ref entry, new ReadOnlySpan<byte>((void*)page, Userfaultfd.PageSize)))
-        {
-            _evictions++;
-            Interop.Libc.memset((void*)page, 0, Userfaultfd.PageSize);
-        }
-        else
-        {
-            _zeroEvictions++;
         }
     }
 }

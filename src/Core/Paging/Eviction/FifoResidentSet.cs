@@ -17,6 +17,8 @@ internal sealed class FifoResidentSet(IResidency residency) : ResidentSet
 
     public override bool TryTakeNext(out ResidentQueue.Element element) => _queue.TryDequeue(out element);
 
+    public override bool TryPeekNext(out ResidentQueue.Element element) => _queue.TryPeek(out element);
+
     private void Append(in ResidentQueue.Element element)
     {
         // Shed stale elements before growing: with no budget nothing is ever dequeued.

@@ -60,6 +60,18 @@ internal sealed unsafe class ResidentQueue : IDisposable
 
     public void Enqueue(in Element element) => Enqueue(element.ArenaSlot, element.PageIndex, element.Ticket);
 
+    /// <summary>The element <see cref="TryDequeue"/> would return, left in place.</summary>
+    public bool TryPeek(out Element element)
+    {
+        if (_count == 0)
+        {
+            element = default;
+            return false;
+        }
+        element = _ring[_head];
+        return true;
+    }
+
     public bool TryDequeue(out Element element)
     {
         if (_count == 0)

@@ -26,6 +26,9 @@ internal abstract class ResidentSet : IDisposable
     /// <summary>The next candidate for eviction (possibly stale).</summary>
     public abstract bool TryTakeNext(out ResidentQueue.Element element);
 
+    /// <summary>The candidate <see cref="TryTakeNext"/> would return, left where it is.</summary>
+    public abstract bool TryPeekNext(out ResidentQueue.Element element);
+
     /// <summary>A candidate the kernel refused to move: it stays resident and is tried
     /// again after the pages that can be moved.</summary>
     public abstract void Return(in ResidentQueue.Element element);

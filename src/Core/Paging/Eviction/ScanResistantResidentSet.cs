@@ -116,6 +116,9 @@ internal sealed class ScanResistantResidentSet : ResidentSet
     public override bool TryTakeNext(out ResidentQueue.Element element)
         => _probation.TryDequeue(out element) || _protected.TryDequeue(out element) || _refused.TryDequeue(out element);
 
+    public override bool TryPeekNext(out ResidentQueue.Element element)
+        => _probation.TryPeek(out element) || _protected.TryPeek(out element) || _refused.TryPeek(out element);
+
     public override void Keep(in ResidentQueue.Element element) => Append(_probation, element);
 
     public override void Return(in ResidentQueue.Element element) => Append(_refused, element);

@@ -52,6 +52,7 @@ internal sealed unsafe class FillWorker : IDisposable
     private int _count;
     private bool _writeProtect;
     private bool _fromSource; // the run's pages come from the arena's source, not the store
+    private byte* _destination; // not null: the pages are opened into it, not installed
     // Written here before _finished is published, read by the handler after.
     private int _installed;
     private long _opened, _sourced, _sourceInstalls;
@@ -100,6 +101,9 @@ internal sealed unsafe class FillWorker : IDisposable
     /// caller holds the engine lock until <see cref="Finish"/>, and reads no event meanwhile.
     /// </summary>
     public void Start(Arena arena, long first, int count, bool writeProtect, bool fromSource = false)
+        => Post(arena, first, count, writeProtect, fromSource, destination: null);
+
+    private void Post(Arena arena, long first, int count, bool writeProtect, bool fromSource, byte* destination)
     {
         Debug.Assert(Volatile.Read(ref _finished) == _posted, "a run is already in progress");
         Debug.Assert(!fromSource || arena.SourceFillsRunsConcurrently);
@@ -108,6 +112,7 @@ internal sealed unsafe class FillWorker : IDisposable
         _count = count;
         _writeProtect = writeProtect;
         _fromSource = fromSource;
+        _destination = destination;
         _installed = 0;
         _failure = null;
         Interlocked.Increment(ref _posted);
@@ -117,6 +122,16 @@ internal sealed unsafe class FillWorker : IDisposable
             Libc.write(_wakeFd, &one, sizeof(ulong));
         }
     }
+
+    /// <summary>
+    /// Starts decrypting <paramref name="count"/> sealed, uncompressed pages of
+    /// <paramref name="arena"/> from <paramref name="first"/> on into
+    /// <paramref name="destination"/> (a staging huge page: RangePlacer), installing
+    /// nothing. <see cref="Finish"/> returns how many, from the first on, were opened. The
+    /// caller holds the engine lock until then, as for <see cref="Start"/>.
+    /// </summary>
+    public void StartOpen(Arena arena, long first, int count, byte* destination)
+        => Post(arena, first, count, writeProtect: false, fromSource: false, destination);
 
     /// <summary>Waits for the run started last; returns how many of its pages, from the
     /// first on, are installed. Throws what the thread met, for the handler's failure policy.</summary>
@@ -183,9 +198,25 @@ internal sealed unsafe class FillWorker : IDisposable
         }
     }
 
+    private void OpenInto(Arena arena)
+    {
+        var staging = new Span<byte>(_staging, 2 * PageSize);
+        int opened = 0;
+        while (opened < _count && _sealer.TryOpenUncompressed(arena.Cipher, _first + opened, in arena.Entries[_first + opened],
+                   _destination + (long)opened * PageSize, staging))
+            opened++;
+        _opened += opened;
+        _installed = opened;
+    }
+
     private void Run()
     {
         Arena arena = _arena!;
+        if (_destination != null)
+        {
+            OpenInto(arena);
+            return;
+        }
         if (_fromSource && arena.Source!.InstallsRuns)
         {
             // The source installs the whole part itself (the custodian, a slice at a time):

@@ -3,6 +3,7 @@ using Tibet.Core.Paging.AddressSpace;
 using Tibet.Core.Paging.Collapse;
 using Tibet.Core.Paging.Eviction;
 using Tibet.Core.Paging.Events;
+using Tibet.Core.Paging.Sealing;
 
 namespace Tibet.Core.Paging.Faults;
 
@@ -22,12 +23,22 @@ internal enum RangePlacement
 }
 
 /// <summary>
-/// Brings a model map's untouched 2 MiB ranges in whole, as transparent huge pages: read
-/// (or decrypted) straight into a staging huge page of the address space and moved into
-/// the map with UFFDIO_MOVE. Part of the fault service (FaultService asks it first, for a
-/// fault and when idle), on the handler thread, under the engine lock except around the
-/// read. Allocation-free, like the rest of the fault path.
+/// Brings a model map's 2 MiB ranges in whole, as transparent huge pages: read from the
+/// source (untouched ranges) or decrypted from the store (ranges evicted whole) straight
+/// into a staging huge page of the address space, and moved into the map with
+/// UFFDIO_MOVE. Part of the fault service (FaultService asks it first, for a fault and
+/// when idle), on the handler thread, under the engine lock except around a source's read.
+/// Allocation-free, like the rest of the fault path.
 /// </summary>
+/// <remarks>
+/// Under a full budget this is a cycle with the evictor (Evictor.TryEvictRange): the range
+/// the policy evicts leaves whole, as its huge page, into the recycling slot; the range
+/// the program wants is decrypted into that same page (two threads: this one and the fill
+/// worker) and moved in. Per 2 MiB: two table-entry moves, one TLB flush and 512
+/// decryptions, where page by page it was 512 take-outs, wipes, frees, allocations, copies
+/// and 4 KiB TLB entries (llama.cpp at half its model's budget: see bench/results,
+/// whole-ranges).
+/// </remarks>
 internal sealed unsafe class RangePlacer : IDisposable
 {
     private const int PageSize = Userfaultfd.PageSize;
@@ -37,15 +48,22 @@ internal sealed unsafe class RangePlacer : IDisposable
     private readonly ProgramEvents _events;
     private readonly RangeCollapser _collapser;
     private readonly bool _tracksWrites;
+    private readonly bool _underPressure;
     private readonly Lock _engineLock;
+    private readonly PageSealer _sealer;
+    // Decrypts the second half of a sealed range while the handler decrypts the first (null: one CPU).
+    private readonly FillWorker? _worker;
     // Reads the range after the one placed last, ahead of the program (null: no second
     // staging slot, or decryption ahead turned off).
     private readonly RangeReader? _reader;
-    private long _placedRanges, _placedReadAhead, _sourcedPages;
+    private long _placedRanges, _placedReadAhead, _placedSealed, _recycled, _sourcedPages;
 
     public RangePlacer(EngineOptions options, AddressSpaceOps space, Evictor evictor, ProgramEvents events, RangeCollapser collapser,
-        bool tracksWrites, Lock engineLock, Action wakeHandler)
+        bool tracksWrites, Lock engineLock, Action wakeHandler, PageSealer sealer, FillWorker? worker)
     {
+        _sealer = sealer;
+        _worker = worker;
+        _underPressure = options.PlacesRangesUnderPressure;
         _space = space;
         _evictor = evictor;
         _events = events;
@@ -62,6 +80,12 @@ internal sealed unsafe class RangePlacer : IDisposable
     /// <summary>Of <see cref="PlacedRanges"/>, those the range reader had read ahead of their fault.</summary>
     public long PlacedReadAhead => _placedReadAhead;
 
+    /// <summary>Of <see cref="PlacedRanges"/>, those decrypted from their sealed copies (evicted whole before).</summary>
+    public long PlacedSealed => _placedSealed;
+
+    /// <summary>Ranges filled into the huge page of a range just evicted whole (see Evictor.TakeRecycled).</summary>
+    public long Recycled => _recycled;
+
     /// <summary>Pages placed from their source (every page of a range placed, and of one
     /// placed in 4 KiB pages where the kernel had no huge page).</summary>
     public long SourcedPages => _sourcedPages;
@@ -73,10 +97,11 @@ internal sealed unsafe class RangePlacer : IDisposable
 
     /// <summary>
     /// A fault (or the idle handler, ahead of the program) on a 2 MiB range of a model map
-    /// none of whose pages has been in:
-    /// the source reads the whole range into the address space's staging huge page
-    /// (<see cref="AddressSpaceOps.HugeStaging"/>), without the engine lock, and the huge
-    /// page is moved into the map (UFFDIO_MOVE of its table entry), which is then woken.
+    /// none of whose pages is in: every page untouched, or every page sealed (uncompressed).
+    /// The source reads the whole range into a staging huge page
+    /// (<see cref="AddressSpaceOps.HugeStaging"/>) without the engine lock, or the sealed
+    /// pages are decrypted into it; the huge page is moved into the map (UFFDIO_MOVE of
+    /// its table entry), which is then woken.
     /// </summary>
     /// <remarks>
     /// <para>Why: page by page, a range costs 512 UFFDIO_COPY page copies and then a
@@ -84,8 +109,10 @@ internal sealed unsafe class RangePlacer : IDisposable
     /// (0.9–2.7 ms, see RangeCollapser). Here the file is read into the huge page itself
     /// (O_DIRECT, so the disk writes it there) and nothing is copied. llama.cpp's first
     /// token with the model read cold: see bench/results (llama-budget).</para>
-    /// <para>Only while the budget has room for the whole range below its high watermark,
-    /// as for a collapse. A source that installs its runs itself (a live sealed model whose
+    /// <para>Under a full budget (EngineOptions.PlacesRangesUnderPressure) room is made
+    /// for the range first, by evicting a whole range where the policy's next page is in
+    /// one (its huge page is then filled again: Evictor.TakeRecycled), ahead of the program
+    /// as for a fault (see FaultService.DecryptAhead). A source that installs its runs itself (a live sealed model whose
     /// key the custodian keeps) fills the range here too (PageSource.FillRun: the custodian
     /// decrypts it through the shared window): an install from another process is a
     /// UFFDIO_COPY, which would leave the range to be collapsed.</para>
@@ -94,23 +121,128 @@ internal sealed unsafe class RangePlacer : IDisposable
     /// <param name="roomMade">Pages of the range the budget has made room for already (the faulting page's).</param>
     public RangePlacement TryPlace(Arena arena, long index, long epoch, int roomMade)
     {
-        const int RangePages = RangeCollapser.RangePages;
-        if (_space.HugeStagingSlots == 0 || arena.RefusesPlacement || arena.Source is not { } source
-            || !_collapser.Enabled || !_evictor.HasRoomFor(RangePages))
+        if (_space.HugeStagingSlots == 0 || arena.RefusesPlacement || arena.Source is not { } source || !_collapser.Enabled)
             return RangePlacement.NotPlaced;
         long first = RangeCollapser.RangeStart(arena, index);
-        if (!IsUntouchedRange(arena, first))
+        RangeKind kind = KindOf(arena, first);
+        // Under a full budget only where the budget holds several ranges (a quarter of it
+        // is one fault's most, as for read-ahead runs); else only into room it has.
+        bool underPressure = _underPressure && _evictor.ReadAheadLimit >= RangePages;
+        if (kind == RangeKind.Mixed || (!underPressure && (kind == RangeKind.Sealed || !_evictor.HasRoomFor(RangePages))))
             return RangePlacement.NotPlaced;
 
         // Read ahead already (or being read), or read now into the fault service's own slot.
-        bool readAhead = _reader != null && _reader.Holds(arena, first);
+        bool readAhead = kind == RangeKind.Untouched && _reader != null && _reader.Holds(arena, first);
         if (readAhead && roomMade == 0 && !_reader!.IsDone)
             return RangePlacement.Pending;
 
         _evictor.MakeRoom(RangePages - roomMade);
         if (_events.Epoch != epoch)
             return RangePlacement.Retry;
-        int slot = readAhead ? RangeReader.Slot : 0;
+        // The huge page of a range the budget just evicted whole is filled again as it is.
+        int slot = readAhead ? RangeReader.Slot : FaultSlot;
+        if (!readAhead && _evictor.TakeRecycled(out int recycled))
+        {
+            slot = recycled;
+            _recycled++;
+        }
+        PageVerdict verdict = kind == RangeKind.Sealed
+            ? OpenSealed(arena, first, (byte*)_space.HugeStaging(slot))
+            : ReadFromSource(arena, source, first, slot, readAhead);
+        if (arena.Released)
+        {
+            DiscardStaged(slot);
+            return RangePlacement.Placed; // unregistering woke the thread
+        }
+        // Only the handler reads events, so the books of the range cannot have changed;
+        // checked all the same, since a page placed over a page in would be lost.
+        if (verdict != PageVerdict.Keep || _events.Epoch != epoch || KindOf(arena, first) != kind)
+        {
+            // A page that must never be mapped (or a read that failed): the usual path
+            // finds which and poisons it alone.
+            DiscardStaged(slot);
+            return RangePlacement.NotPlaced;
+        }
+
+        nint address = arena.PageAddress(first);
+        int rc = _space.PlaceStaged(slot, address, out long moved, out bool huge);
+        int pages = (int)(moved / PageSize);
+        // Installed write-protected, keeping a copy (as FaultService.KeepsCopy says for a
+        // page installed alone): the file, where the arena refetches; its sealed copies, in
+        // a map the program cannot write (the range is writable between the move and the
+        // protection: a write to a writable map then would be lost with the copy).
+        bool keepCopies = _tracksWrites && (kind == RangeKind.Sealed ? arena.MappedReadOnly : arena.RefetchesSource);
+        if (pages > 0 && keepCopies && _space.Protect(address, (nuint)moved) != 0)
+            keepCopies = false; // counted as written: sealed when evicted, never dropped
+        if (pages > 0)
+        {
+            _evictor.Admit(arena, first, pages, keepCopies);
+            if (kind == RangeKind.Untouched)
+                _sourcedPages += pages;
+        }
+        _space.Wake(address, (nuint)(RangePages * PageSize));
+        if (pages == RangePages)
+        {
+            _evictor.ExpectRuns(RangePages); // probation keeps room for a few ranges
+            if (readAhead)
+            {
+                _reader!.Placed();
+                _placedReadAhead++;
+            }
+            if (huge)
+            {
+                _placedRanges++;
+                if (kind == RangeKind.Sealed)
+                    _placedSealed++;
+                if (arena.PlacedWhole is { } whole)
+                    whole[first / RangePages] = true;
+            }
+            else
+            {
+                _collapser.Consider(arena, first, RangePages); // counted collapsed, or refused
+            }
+            if (kind == RangeKind.Untouched)
+                ReadNext(arena, source, first + RangePages);
+            return RangePlacement.Placed;
+        }
+        DiscardStaged(slot);
+        if (rc == Libc.EINVAL)
+            arena.RefusesPlacement = true;
+        return pages > 0 ? RangePlacement.Retry : RangePlacement.NotPlaced;
+    }
+
+    private const int RangePages = RangeCollapser.RangePages;
+
+    /// <summary>The staging slot a fault's range is read into when neither the range
+    /// reader nor eviction has one ready.</summary>
+    private const int FaultSlot = 0;
+
+    /// <summary>Which ranges can be placed whole: every page untouched (read from the
+    /// source), or every page sealed, uncompressed (decrypted from the store).</summary>
+    private enum RangeKind { Mixed, Untouched, Sealed }
+
+    private static RangeKind KindOf(Arena arena, long first)
+    {
+        if (first < 0 || first + RangePages > arena.PageCount)
+            return RangeKind.Mixed;
+        ref PageEntry head = ref arena.Entries[first];
+        RangeKind kind = head.State == PageState.Untouched ? RangeKind.Untouched
+            : head.State == PageState.Sealed && !head.IsCompressed ? RangeKind.Sealed
+            : RangeKind.Mixed;
+        if (kind == RangeKind.Mixed)
+            return kind;
+        for (long i = first + 1; i < first + RangePages; i++)
+        {
+            ref PageEntry entry = ref arena.Entries[i];
+            if (entry.State != head.State || entry.IsCompressed)
+                return RangeKind.Mixed;
+        }
+        return kind;
+    }
+
+    /// <summary>The source reads the range into the slot (or the range reader has), without the engine lock.</summary>
+    private PageVerdict ReadFromSource(Arena arena, PageSource source, long first, int slot, bool readAhead)
+    {
         PageVerdict verdict;
         source.Retain();
         _engineLock.Exit();
@@ -128,55 +260,26 @@ internal sealed unsafe class RangePlacer : IDisposable
         {
             _engineLock.Enter();
         }
-        bool released = arena.Released;
         source.Release();
-        if (released)
-        {
-            DiscardStaged(slot);
-            return RangePlacement.Placed; // unregistering woke the thread
-        }
-        // Only the handler reads events, so the books of the range cannot have changed;
-        // checked all the same, since a page placed over a page in would be lost.
-        if (verdict == PageVerdict.Tampered || _events.Epoch != epoch || !IsUntouchedRange(arena, first))
-        {
-            // A page that must never be mapped (or a read that failed): the usual path
-            // finds which and poisons it alone.
-            DiscardStaged(slot);
-            return RangePlacement.NotPlaced;
-        }
+        return verdict;
+    }
 
-        nint address = arena.PageAddress(first);
-        int rc = _space.PlaceStaged(slot, address, out long moved, out bool huge);
-        int pages = (int)(moved / PageSize);
-        // Installed write-protected, keeping the file as their copy, where the arena
-        // refetches (as FaultService.KeepsCopy says for an untouched page).
-        bool keepCopies = _tracksWrites && arena.RefetchesSource;
-        if (pages > 0 && keepCopies && _space.Protect(address, (nuint)moved) != 0)
-            keepCopies = false; // counted as written: sealed when evicted, never dropped
-        if (pages > 0)
-        {
-            _evictor.Admit(arena, first, pages, keepCopies);
-            _sourcedPages += pages;
-        }
-        _space.Wake(address, (nuint)(RangePages * PageSize));
-        if (pages == RangePages)
-        {
-            if (readAhead)
-            {
-                _reader!.Placed();
-                _placedReadAhead++;
-            }
-            if (huge)
-                _placedRanges++;
-            else
-                _collapser.Consider(arena, first, RangePages); // counted collapsed, or refused
-            ReadNext(arena, source, first + RangePages);
-            return RangePlacement.Placed;
-        }
-        DiscardStaged(slot);
-        if (rc == Libc.EINVAL)
-            arena.RefusesPlacement = true;
-        return pages > 0 ? RangePlacement.Retry : RangePlacement.NotPlaced;
+    /// <summary>
+    /// Decrypts the range's sealed pages into <paramref name="destination"/>, the second
+    /// half on the fill worker while this thread does the first: two CPUs share the 512
+    /// decryptions the faulting thread waits for. Under the engine lock, as the fault
+    /// service's runs of sealed pages (nothing reads an event meanwhile). Keep only if
+    /// every page opened; a page that fails is the usual path's to find and report.
+    /// </summary>
+    private PageVerdict OpenSealed(Arena arena, long first, byte* destination)
+    {
+        int mine = _worker != null ? RangePages / 2 : RangePages;
+        _worker?.StartOpen(arena, first + mine, RangePages - mine, destination + (long)mine * PageSize);
+        int opened = 0;
+        while (opened < mine && _sealer.TryOpen(arena.Cipher, first + opened, in arena.Entries[first + opened], destination + (long)opened * PageSize))
+            opened++;
+        int theirs = _worker?.Finish() ?? 0;
+        return opened == mine && theirs == RangePages - mine ? PageVerdict.Keep : PageVerdict.Tampered;
     }
 
     private void DiscardStaged(int slot)
@@ -192,7 +295,7 @@ internal sealed unsafe class RangePlacer : IDisposable
     /// and the budget has room for it too (see <see cref="RangeReader"/>).</summary>
     private void ReadNext(Arena arena, PageSource source, long next)
     {
-        if (_reader is { HoldsJob: false } reader && IsUntouchedRange(arena, next) && _evictor.HasRoomFor(RangeCollapser.RangePages))
+        if (_reader is { HoldsJob: false } reader && KindOf(arena, next) == RangeKind.Untouched && _evictor.HasRoomFor(RangePages))
             reader.Start(arena, source, next);
     }
 
@@ -204,15 +307,5 @@ internal sealed unsafe class RangePlacer : IDisposable
         if (_reader is { HoldsJob: true } reader
             && (reader.IsStale || reader.JobArena!.Released || !_evictor.HasRoomFor(RangeCollapser.RangePages)))
             reader.Drop();
-    }
-
-    private static bool IsUntouchedRange(Arena arena, long first)
-    {
-        if (first < 0 || first + RangeCollapser.RangePages > arena.PageCount)
-            return false;
-        for (long i = first; i < first + RangeCollapser.RangePages; i++)
-            if (arena.Entries[i].State != PageState.Untouched)
-                return false;
-        return true;
     }
 }
