@@ -78,8 +78,13 @@ internal static unsafe class MallocProbe
             // map's ranges are placed whole and read ahead (FaultService's RangePlacer and
             // its reader thread) where the kernel gives transparent huge pages.
             using var roomy = PageEngine.Create(new EngineOptions { ResidentBudgetBytes = 64L << 20 });
+            // A third, whose budget holds four ranges of the 12 MiB map: read through three
+            // times, its ranges are evicted whole and come back whole from their sealed
+            // copies, decrypted by the handler and the fill worker into recycled huge pages.
+            using var tight = PageEngine.Create(new EngineOptions { ResidentBudgetBytes = 8L << 20 });
             var warm = Exercise(engine, files);
             warm = warm.Failure == null ? PlaceRanges(roomy, files, warm) : warm;
+            warm = warm.Failure == null ? PlaceRanges(tight, files, warm, passes: 3) : warm;
             if (warm.Failure is { } warmFailure)
             {
                 Console.WriteLine("warm-up failed: " + warmFailure);
@@ -119,6 +124,7 @@ internal static unsafe class MallocProbe
             arena.Evict();
             var armed = Exercise(engine, files);
             armed = armed.Failure == null ? PlaceRanges(roomy, files, armed) : armed;
+            armed = armed.Failure == null ? PlaceRanges(tight, files, armed, passes: 3) : armed;
             // The reports of the last tampered page are delivered before its SIGBUS, so
             // by now every callback has run; give the reporter's bookkeeping a moment.
             Thread.Sleep(100);
@@ -136,6 +142,8 @@ internal static unsafe class MallocProbe
                               $"peak-children {stats.PeakForkedChildren}");
             var roomyStats = roomy.GetStats();
             Console.WriteLine($"placed {roomyStats.PlacedRanges} placed-read-ahead {roomyStats.PlacedReadAhead}");
+            var tightStats = tight.GetStats();
+            Console.WriteLine($"range-evictions {tightStats.RangeEvictions} placed-sealed {tightStats.PlacedSealedRanges} recycled {tightStats.RecycledRanges}");
             Console.WriteLine($"exercise {(armed.Failure ?? "ok")} children-served {armed.ChildrenServed} " +
                               $"children-killed {armed.ChildrenKilled} parent-sigbus {armed.ParentSigbus}");
             lock (Gate)
@@ -221,17 +229,18 @@ internal static unsafe class MallocProbe
 
     /// <summary>A model map of <see cref="ProbeFiles.BigPlainBytes"/> read through in order,
     /// as a model's first token would: its whole ranges are placed, the next read ahead.</summary>
-    private static Outcome PlaceRanges(PageEngine engine, ProbeFiles files, Outcome sofar)
+    private static Outcome PlaceRanges(PageEngine engine, ProbeFiles files, Outcome sofar, int passes = 1)
     {
         using var arena = engine.CreateArena(files.BigPlainBytes.Length, "probe placed");
         arena.AttachSource(FileSource.Open(files.BigPlainFd, 0));
         var page = new byte[PageSize];
-        for (int i = 0; i * PageSize < files.BigPlainBytes.Length; i++)
-        {
-            ArenaMemory.Read(arena.Address + i * PageSize, page);
-            if (!page.AsSpan().SequenceEqual(files.BigPlainBytes.AsSpan(i * PageSize, PageSize)))
-                return sofar with { Failure = $"page {i} of the placed map differs from the file" };
-        }
+        for (int pass = 0; pass < passes; pass++)
+            for (int i = 0; i * PageSize < files.BigPlainBytes.Length; i++)
+            {
+                ArenaMemory.Read(arena.Address + i * PageSize, page);
+                if (!page.AsSpan().SequenceEqual(files.BigPlainBytes.AsSpan(i * PageSize, PageSize)))
+                    return sofar with { Failure = $"page {i} of the placed map differs from the file (pass {pass})" };
+            }
         return sofar;
     }
 

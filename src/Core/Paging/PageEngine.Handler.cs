@@ -82,6 +82,7 @@ public sealed unsafe partial class PageEngine
                 // take-out or an install that met EAGAIN drains the userfaultfd): the
                 // kernel has no message left to wake the poll for them.
                 worked |= _events.QueuedFaults > 0;
+                _evictor.DiscardRecycled();
                 _handlerAllocatedBytes = GC.GetAllocatedBytesForCurrentThread() - allocationBaseline;
             }
 

@@ -15,7 +15,8 @@ public class MallocFreedomTests
     /// from the store and from a file; and tampered pages (of the store and of a sealed
     /// file, read in the process and in children), whose reports must come from the
     /// reporter thread, never from the handler; and a model map's whole ranges placed and
-    /// read ahead (the range reader's thread counts as the fault path's).
+    /// read ahead (the range reader's thread counts as the fault path's), and evicted whole
+    /// and decrypted whole into recycled huge pages under a smaller budget.
     /// </summary>
     [Fact]
     public void The_handler_thread_never_calls_malloc()
@@ -83,6 +84,16 @@ public class MallocFreedomTests
         {
             Assert.True(long.Parse(placed.Groups[1].Value) >= 4, stdout);
             Assert.True(long.Parse(placed.Groups[2].Value) >= 1, stdout);
+        }
+        // …and, under a budget smaller than the map, ranges evicted whole and decrypted
+        // whole into recycled huge pages (the handler and the fill worker)…
+        var cycled = Regex.Match(stdout, @"range-evictions (\d+) placed-sealed (\d+) recycled (\d+)");
+        Assert.True(cycled.Success, stdout);
+        if (Tibet.Core.Paging.Collapse.TransparentHugePages.Enabled)
+        {
+            Assert.True(long.Parse(cycled.Groups[1].Value) >= 2, stdout);
+            Assert.True(long.Parse(cycled.Groups[2].Value) >= 2, stdout);
+            Assert.True(long.Parse(cycled.Groups[3].Value) >= 1, stdout);
         }
         // …without one malloc on the fault path's threads.
         Assert.Equal("0", counts.Groups[1].Value);

@@ -210,7 +210,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     public void EndFault()
     {
         ReleaseReservation();
-        DiscardRange();
+        DiscardRecycled();
     }
 
     /// <summary>
@@ -228,8 +228,11 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         return true;
     }
 
-    /// <summary>Wipes a range taken out and not used again: its plaintext is outside the budget's books.</summary>
-    private void DiscardRange()
+    /// <summary>Wipes a range taken out and not used again: its plaintext is outside the
+    /// budget's books. Called at the end of every step of the handler (a fault served, a
+    /// range placed ahead, an idle eviction) and of every API call that evicts, so that it
+    /// never outlives the step that evicted it.</summary>
+    public void DiscardRecycled()
     {
         if (!_rangeHeld)
             return;
@@ -404,6 +407,18 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// until at most <paramref name="targetPages"/> remain (or none can be moved).</summary>
     public void TrimTo(long targetPages)
     {
+        try
+        {
+            TrimToCore(targetPages);
+        }
+        finally
+        {
+            DiscardRecycled();
+        }
+    }
+
+    private void TrimToCore(long targetPages)
+    {
         _newestFaultFirstTicket = ulong.MaxValue;
         long attempts = _residentSet.Count;
         while (_residentPages > targetPages && attempts > 0)
@@ -515,7 +530,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         for (long i = first; i < first + RangePages; i++)
             if (arena.Entries[i].State != PageState.Resident)
                 return 0;
-        DiscardRange();
+        DiscardRecycled();
         _space.TakeOutRange(_rangeSlot, arena.PageAddress(first), out long moved);
         int pages = (int)(moved / Userfaultfd.PageSize);
         if (pages == 0)
@@ -528,7 +543,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         Left(pages);
         _rangeHeld = true;
         if (pages < RangePages)
-            DiscardRange(); // the rest is still mapped, and stays on the books
+            DiscardRecycled(); // the rest is still mapped, and stays on the books
         return pages;
     }
 

@@ -90,8 +90,18 @@ internal sealed unsafe class RangePlacer : IDisposable
     /// placed in 4 KiB pages where the kernel had no huge page).</summary>
     public long SourcedPages => _sourcedPages;
 
-    /// <summary>Wipes what the range reader read ahead (after a failure).</summary>
-    public void Wipe() => _reader?.Drop();
+    /// <summary>Wipes every staging slot (after a failure, which may have struck while a
+    /// range was read or decrypted into one, or while eviction held one for recycling).</summary>
+    public void Wipe()
+    {
+        _reader?.Drop();
+        _evictor.DiscardRecycled();
+        if (_space.HugeStagingSlots == 0)
+            return;
+        _space.DiscardStaged(FaultSlot);
+        if (_space.RecyclingSlot >= 0)
+            _space.DiscardStaged(_space.RecyclingSlot);
+    }
 
     public void Dispose() => _reader?.Dispose(); // wipes its staging slot
 
