@@ -38,6 +38,9 @@ internal sealed record InterposerConfig
     /// <summary>TIBET_WHOLE_RANGES: 1 (default) places and evicts model ranges whole under a
     /// full budget too; 0 moves them 4 KiB at a time there (EngineOptions.PlacesRangesUnderPressure).</summary>
     public bool PlacesRangesUnderPressure { get; init; } = true;
+    /// <summary>TIBET_PIN_THREADS: 1 (default) pins the handler and the fill worker to two
+    /// different CPUs; 0 leaves them to the scheduler (EngineOptions.PinServiceThreads).</summary>
+    public bool PinServiceThreads { get; init; } = true;
     /// <summary>TIBET_TRACK_WRITES: 1 (default) evicts pages not written since their sealed
     /// copy was opened by keeping that copy; 0 seals every evicted page anew.</summary>
     public bool TrackWrites { get; init; } = true;
@@ -121,6 +124,7 @@ internal sealed record InterposerConfig
                 : Tibet.Core.Crypto.PageCipherSuite.Aes256Gcm,
             CollapseResidentRanges = Integer("TIBET_COLLAPSE", 1, 0, 1) == 1,
             PlacesRangesUnderPressure = Integer("TIBET_WHOLE_RANGES", 1, 0, 1) == 1,
+            PinServiceThreads = Integer("TIBET_PIN_THREADS", 1, 0, 1) == 1,
             TrackWrites = Integer("TIBET_TRACK_WRITES", 1, 0, 1) == 1,
             RefetchSourcePages = Environment.GetEnvironmentVariable("TIBET_REFETCH_SOURCE") is { Length: > 0 } ? Integer("TIBET_REFETCH_SOURCE", 0, 0, 1) == 1 : null,
             CustodianInstallsPages = Integer("TIBET_CUSTODIAN_INSTALL", 1, 0, 1) == 1,

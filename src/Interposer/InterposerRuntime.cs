@@ -83,6 +83,7 @@ internal static unsafe class InterposerRuntime
                 Cipher = _config.Cipher,
                 CollapseResidentRanges = _config.CollapseResidentRanges,
                 PlacesRangesUnderPressure = _config.PlacesRangesUnderPressure,
+                PinServiceThreads = _config.PinServiceThreads,
                 TrackWrites = _config.TrackWrites,
                 EvictInChildren = _config.EvictInChildren,
                 DecryptAheadRanges = _config.DecryptAheadRanges,

@@ -35,6 +35,10 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     // and where to stop (page indices); set by the faults that bring in whole ranges.
     internal long AheadCursor;
     internal long AheadLimit;
+    // Pages are brought ahead in slices only below this; whole ranges, up to AheadLimit,
+    // while AheadRangesLeft of them remain to be brought for the newest fault.
+    internal long AheadSliceLimit;
+    internal int AheadRangesLeft;
 
     /// <summary>Where untouched pages come from; null: they read as zeros.</summary>
     internal PageSource? Source;

@@ -66,6 +66,11 @@ public sealed record EngineOptions
     /// than one CPU.</summary>
     public int FillThreads { get; init; } = Environment.ProcessorCount > 1 ? 1 : 0;
 
+    /// <summary>With a fill thread: pin it and the handler to two different CPUs of those
+    /// the engine's creator may run on (see <see cref="Threading.ServiceCpus"/> for why).
+    /// Off: both are left to the scheduler.</summary>
+    public bool PinServiceThreads { get; init; } = true;
+
     /// <summary>The most pages one fault may bring in, whatever the arena.</summary>
     internal int MaxRunPages => Math.Max(ReadAheadMaxPages, SourceReadAheadMaxPages);
 

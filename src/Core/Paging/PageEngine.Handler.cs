@@ -39,6 +39,7 @@ public sealed unsafe partial class PageEngine
     /// </summary>
     private void HandlerLoop()
     {
+        Threading.ServiceCpus.PinCurrentThread(_serviceCpus.Handler);
         try
         {
             ServeNormally();
@@ -64,6 +65,7 @@ public sealed unsafe partial class PageEngine
         long allocationBaseline = GC.GetAllocatedBytesForCurrentThread();
         long spinTicks = _options.SpinMicroseconds * Stopwatch.Frequency / 1_000_000;
         long lastWork = Stopwatch.GetTimestamp();
+        var idle = new Threading.IdleWait(ownsCpu: _serviceCpus.Handler >= 0);
 
         while (!_stopping && _reporter.Failure == null)
         {
@@ -94,7 +96,7 @@ public sealed unsafe partial class PageEngine
             }
             if (now - lastWork < spinTicks)
             {
-                Thread.Yield();
+                idle.Step();
                 continue;
             }
             Sleep();

@@ -51,6 +51,8 @@ public sealed unsafe partial class PageEngine : IDisposable
     // Every change to the program's page tables goes through here (see AddressSpaceOps).
     private readonly AddressSpaceOps _space;
     private readonly LocalAddressSpace? _takeOut;
+    // Where the handler and the fill worker run (see EngineOptions.PinServiceThreads).
+    private readonly Threading.ServiceCpus _serviceCpus;
     // The parts, each with its own state (see README, "Follow one fault").
     private readonly ArenaTable _arenas = new();
     private readonly PageSealer _sealer;
@@ -121,7 +123,9 @@ public sealed unsafe partial class PageEngine : IDisposable
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor),
             arena => ReleaseArenaLocked(arena));
         _collapser = new RangeCollapser(_space, _evictor, _sealer, options.CollapseResidentRanges && _takeOut != null);
-        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites, _gate, KickHandler)
+        _serviceCpus = options.PinServiceThreads && options.FillThreads > 0 ? Threading.ServiceCpus.Choose() : Threading.ServiceCpus.None;
+        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites, _gate, KickHandler,
+            _serviceCpus)
         {
             PoisonUntracked = ServesAnotherProcess,
         };

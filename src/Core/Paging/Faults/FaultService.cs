@@ -64,13 +64,14 @@ internal sealed unsafe class FaultService : IDisposable
     public bool PoisonUntracked { get; init; }
 
     public FaultService(EngineOptions options, ArenaTable arenas, Evictor evictor, PageSealer sealer, AddressSpaceOps space,
-        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites, Lock engineLock, Action wakeHandler)
+        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites, Lock engineLock, Action wakeHandler,
+        Threading.ServiceCpus serviceCpus)
     {
         _engineLock = engineLock;
         _tracksWrites = tracksWrites;
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         if (options.FillThreads > 0)
-            _worker = new FillWorker(sealer, space, options.SpinMicroseconds);
+            _worker = new FillWorker(sealer, space, options.SpinMicroseconds, serviceCpus.Fill);
         _collapser = collapser;
         _placer = new RangePlacer(options, space, evictor, events, collapser, tracksWrites, engineLock, wakeHandler, sealer, _worker);
         _arenas = arenas;
@@ -623,9 +624,14 @@ internal sealed unsafe class FaultService : IDisposable
         if (_decryptAheadPages > 0)
         {
             // The ranges after this one are next: decrypt them while the program works.
-            if (_aheadArena != arena || arena.AheadCursor < rangeEnd || arena.AheadCursor > rangeEnd + _decryptAheadPages)
+            // Under a full budget the scan-resistant policy keeps some ranges resident, so
+            // the next absent ones may lie past them: looked for up to AheadScanRanges away.
+            long scanEnd = rangeEnd + _decryptAheadPages + AheadScanRanges * (long)RangePages;
+            if (_aheadArena != arena || arena.AheadCursor < rangeEnd || arena.AheadCursor > scanEnd)
                 arena.AheadCursor = rangeEnd;
-            arena.AheadLimit = Math.Min(arena.PageCount, rangeEnd + _decryptAheadPages);
+            arena.AheadLimit = Math.Min(arena.PageCount, scanEnd);
+            arena.AheadSliceLimit = Math.Min(arena.PageCount, rangeEnd + _decryptAheadPages);
+            arena.AheadRangesLeft = _decryptAheadPages / RangePages;
             _aheadArena = arena;
         }
         return before;
@@ -634,6 +640,9 @@ internal sealed unsafe class FaultService : IDisposable
     private static bool IsAbsentModelPage(PageState state) => state is PageState.Untouched or PageState.Sealed or PageState.Zero;
 
     private const int AheadSlicePages = 64;
+
+    /// <summary>How many resident ranges decryption ahead looks past for the next absent one.</summary>
+    private const int AheadScanRanges = 8;
 
     /// <summary>
     /// When the handler has nothing else to do: brings in the next slice (at most 64 pages)
@@ -657,13 +666,13 @@ internal sealed unsafe class FaultService : IDisposable
         long first = arena.AheadCursor, limit = Math.Min(arena.AheadLimit, arena.PageCount);
         while (first < limit && !IsAbsentModelPage(arena.Entries[first].State))
             first++;
-        if (first < limit && RangeCollapser.RangeStart(arena, first) == first)
+        if (first < limit && RangeCollapser.RangeStart(arena, first) == first && arena.AheadRangesLeft > 0)
         {
-            // A whole untouched range goes in as a huge page, as a fault on it would have it.
+            // A whole absent range goes in as a huge page, as a fault on it would have it.
             switch (_placer.TryPlace(arena, first, _events.Epoch, roomMade: 0))
             {
                 case RangePlacement.Placed:
-                    arena.AheadCursor = first + RangeCollapser.RangePages;
+                    arena.AheadCursor = --arena.AheadRangesLeft > 0 ? first + RangeCollapser.RangePages : arena.AheadLimit;
                     _pagesAhead += RangeCollapser.RangePages;
                     return true;
                 case RangePlacement.Retry:
@@ -672,6 +681,9 @@ internal sealed unsafe class FaultService : IDisposable
                     return false; // the reader wakes the handler when the range is read
             }
         }
+        // Pages that cannot come as a whole range come in slices, within the ranges right
+        // after the fault only.
+        limit = Math.Min(limit, arena.AheadSliceLimit);
         int count = 0;
         while (count < AheadSlicePages && first + count < limit && IsAbsentModelPage(arena.Entries[first + count].State))
             count++;

@@ -61,8 +61,14 @@ internal sealed unsafe class FillWorker : IDisposable
     private int _posted, _finished, _sleeping;
     private volatile bool _stopping;
 
-    public FillWorker(PageSealer sealer, AddressSpaceOps space, int spinMicroseconds)
+    private readonly int _cpu;
+    private readonly Threading.IdleWait _idle;
+
+    /// <param name="cpu">The CPU this thread is pinned to, or -1 (see Threading.ServiceCpus).</param>
+    public FillWorker(PageSealer sealer, AddressSpaceOps space, int spinMicroseconds, int cpu = -1)
     {
+        _cpu = cpu;
+        _idle = new Threading.IdleWait(ownsCpu: cpu >= 0);
         _sealer = sealer;
         _space = space;
         _bufferLength = (nuint)(SlicePages * PageSize + 2 * PageSize);
@@ -138,7 +144,7 @@ internal sealed unsafe class FillWorker : IDisposable
     public int Finish()
     {
         while (Volatile.Read(ref _finished) != _posted)
-            Thread.Yield();
+            _idle.Step(); // on the handler's thread, pinned apart from this one or not at all
         _arena = null;
         if (_failure is { } failure)
             throw new InvalidOperationException("the fill thread failed: " + failure.Message, failure);
@@ -161,6 +167,7 @@ internal sealed unsafe class FillWorker : IDisposable
 
     private void Loop()
     {
+        Threading.ServiceCpus.PinCurrentThread(_cpu);
         long lastWork = Stopwatch.GetTimestamp();
         while (true)
         {
@@ -183,7 +190,7 @@ internal sealed unsafe class FillWorker : IDisposable
                 return;
             if (Stopwatch.GetTimestamp() - lastWork < _spinTicks)
             {
-                Thread.Yield();
+                _idle.Step();
                 continue;
             }
             // Announce the sleep, then look once more: Start either sees the flag and
