@@ -627,7 +627,7 @@ internal sealed unsafe class FaultService : IDisposable
             // Under a full budget the scan-resistant policy keeps some ranges resident, so
             // the next absent ones may lie past them: looked for up to AheadScanRanges away.
             long scanEnd = rangeEnd + _decryptAheadPages + AheadScanRanges * (long)RangePages;
-            if (_aheadArena != arena || arena.AheadCursor < rangeEnd || arena.AheadCursor > scanEnd)
+            if (_aheadArena != arena || arena.AheadCursor < rangeEnd || arena.AheadCursor > rangeEnd + _decryptAheadPages)
                 arena.AheadCursor = rangeEnd;
             arena.AheadLimit = Math.Min(arena.PageCount, scanEnd);
             arena.AheadSliceLimit = Math.Min(arena.PageCount, rangeEnd + _decryptAheadPages);
