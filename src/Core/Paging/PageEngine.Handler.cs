@@ -65,7 +65,6 @@ public sealed unsafe partial class PageEngine
         long allocationBaseline = GC.GetAllocatedBytesForCurrentThread();
         long spinTicks = _options.SpinMicroseconds * Stopwatch.Frequency / 1_000_000;
         long lastWork = Stopwatch.GetTimestamp();
-        var idle = new Threading.IdleWait(ownsCpu: _serviceCpus.Handler >= 0);
 
         while (!_stopping && _reporter.Failure == null)
         {
@@ -96,7 +95,10 @@ public sealed unsafe partial class PageEngine
             }
             if (now - lastWork < spinTicks)
             {
-                idle.Step();
+                // Yielding, not pausing, even on a CPU of its own (see Threading.IdleWait):
+                // between faults the program may want this CPU. Redis at half budget:
+                // SET 0.40x native yielding, 0.20x pausing.
+                Thread.Yield();
                 continue;
             }
             Sleep();
