@@ -40,6 +40,46 @@ public class EvictionPolicyTests(ITestOutputHelper output)
             $"{pattern}: scan-resistant hit {scanResistant.HitRate:P1}, FIFO {fifo.HitRate:P1}");
     }
 
+    /// <summary>A 2 MiB range placed whole (ResidentSet.BeginRun) goes to one part of the
+    /// scan-resistant set: the protected part if the whole range fits, else probation, never
+    /// split (a range evicted whole through its probation part would take its protected
+    /// part along).</summary>
+    [Fact]
+    public void A_range_placed_whole_is_never_split_between_protected_and_probation()
+    {
+        const int budget = 4096, range = 512, refaulted = 1;
+        using var set = new ScanResistantResidentSet(budget, new AllLive(), range);
+        long protectedMax = set.ProtectedMax;
+        Assert.Equal(2048, protectedMax); // a floor of four ranges
+        ulong ticket = 0;
+        long page = 0;
+        // Fill the protected part to 48 pages short of full, page by page (refaults).
+        for (; page < protectedMax - 48; page++)
+            set.Admit(new ResidentQueue.Element(0, page, ++ticket), refaulted);
+        // A range that would have split (48 pages protected, 464 on probation) goes to
+        // probation whole: it is the first 512 candidates for eviction.
+        long rangeStart = page;
+        set.BeginRun(range);
+        for (int i = 0; i < range; i++, page++)
+            set.Admit(new ResidentQueue.Element(0, page, ++ticket), refaulted);
+        set.BeginRun(0);
+        for (int i = 0; i < range; i++)
+        {
+            Assert.True(set.TryTakeNext(out ResidentQueue.Element next));
+            Assert.True(next.PageIndex == rangeStart + i, $"candidate {i} is page {next.PageIndex}, not page {rangeStart + i} of the range on probation");
+        }
+        // The pages admitted one by one after it still fill the protected part's last room.
+        for (int i = 0; i < 48; i++, page++)
+            set.Admit(new ResidentQueue.Element(0, page, ++ticket), refaulted);
+        Assert.False(set.TryTakeNext(out ResidentQueue.Element protectedFirst) && protectedFirst.PageIndex >= rangeStart,
+            "pages admitted one by one with room in the protected part should have gone there, not to probation");
+    }
+
+    private sealed class AllLive : IResidency
+    {
+        public bool IsLiveResident(in ResidentQueue.Element element) => true;
+    }
+
     private EvictionWorkload.Result Run(EvictionPolicy policy, EvictionWorkload.Pattern pattern)
     {
         var result = EvictionWorkload.Run(policy, pattern, Pages, Budget, measuredPasses: 3, seed: 20261205);

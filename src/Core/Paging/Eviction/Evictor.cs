@@ -270,6 +270,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// </summary>
     public void Admit(Arena arena, long index, int count, bool keepCopies = false)
     {
+        if (count == RangePages)
+            _residentSet.BeginRun(count); // a range placed whole: kept together by the policy
         int admitted = 0;
         for (long i = index; i < index + count; i++)
         {
@@ -304,6 +306,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             _residentPages++;
             admitted++;
         }
+        if (count == RangePages)
+            _residentSet.BeginRun(0); // pages skipped above must not carry the run over
         if (_share != null && admitted > 0)
         {
             // Counted already as far as the fault made room for them (MakeRoom).

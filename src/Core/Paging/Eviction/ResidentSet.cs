@@ -44,6 +44,14 @@ internal abstract class ResidentSet : IDisposable
     {
     }
 
+    /// <summary>The next <paramref name="pages"/> admissions are one 2 MiB range placed
+    /// whole, which eviction takes out whole (Evictor.TryEvictRange): a policy that splits
+    /// pages between parts keeps these together, or a range evicted through one part takes
+    /// the pages the other part was keeping.</summary>
+    public virtual void BeginRun(int pages)
+    {
+    }
+
     /// <summary>This engine may now hold <paramref name="pages"/> of the budget (it shares
     /// it with another engine, whose pages take the rest): a policy that sizes its parts by
     /// the budget sizes them by this instead.</summary>
