@@ -1,4 +1,3 @@
-using System.Globalization;
 using Tibet.Core.Paging;
 using Tibet.IntegrationTests.Support;
 using Xunit;
@@ -45,8 +44,8 @@ public class CollapseTests
                 $"{stats.CollapsedRanges} collapsed and {stats.CollapseFailures} refused: " + stats.ToJson());
             Assert.True(huge >= 1,
                 "no range became a huge page: MADV_COLLAPSE needs Linux 6.1 or later and a free 2 MiB page. " + stats.ToJson());
-            Assert.True(AnonHugePagesKb(arena.Address) * 1024 >= huge * Range,
-                $"smaps shows {AnonHugePagesKb(arena.Address)} kB of huge pages at the arena, {huge} ranges were reported placed or collapsed");
+            Assert.True(Smaps.AnonHugePagesKb(arena.Address) * 1024 >= huge * Range,
+                $"smaps shows {Smaps.AnonHugePagesKb(arena.Address)} kB of huge pages at the arena, {huge} ranges were reported placed or collapsed");
             if (Tibet.Core.Paging.Collapse.TransparentHugePages.Enabled)
             {
                 Assert.True(stats.PlacedRanges >= alignedRanges - 1,
@@ -66,7 +65,7 @@ public class CollapseTests
             // Eviction takes 4 KiB pages out of the huge pages (the kernel splits them).
             arena.Evict();
             Assert.Equal(arena.Length / 4096, engine.GetStats().SealedPages);
-            Assert.Equal(0, AnonHugePagesKb(arena.Address));
+            Assert.Equal(0, Smaps.AnonHugePagesKb(arena.Address));
             Array.Clear(read);
             ArenaMemory.Read(arena.Address, read);
             Assert.True(read.AsSpan().SequenceEqual(contents), "pages taken out of huge pages did not read back exact");
@@ -91,8 +90,8 @@ public class CollapseTests
         ArenaMemory.Write(arena.Address, new byte[arena.Length].Select((_, i) => (byte)(i * 7 + 1)).ToArray());
         Thread.Sleep(200);
         Assert.Equal(0, engine.GetStats().CollapsedRanges);
-        Assert.Equal(0, AnonHugePagesKb(arena.Address));
-        Assert.Contains(" nh", VmFlags(arena.Address));
+        Assert.Equal(0, Smaps.AnonHugePagesKb(arena.Address));
+        Assert.Contains(" nh", Smaps.VmFlags(arena.Address));
         if (collapse)
             return;
 
@@ -106,7 +105,7 @@ public class CollapseTests
             var read = new byte[6 << 20];
             ArenaMemory.Read(model.Address, read);
             Assert.Equal(0, engine.GetStats().CollapsedRanges);
-            Assert.Equal(0, AnonHugePagesKb(model.Address));
+            Assert.Equal(0, Smaps.AnonHugePagesKb(model.Address));
         }
         finally
         {
@@ -117,25 +116,4 @@ public class CollapseTests
     private static nint AlignUp(nint address) => (nint)(((long)address + Range - 1) & ~(Range - 1));
 
     private static nint AlignDown(nint address) => (nint)((long)address & ~(Range - 1));
-
-    /// <summary>AnonHugePages of the mapping holding <paramref name="address"/>, in kB.</summary>
-    private static long AnonHugePagesKb(nint address) =>
-        long.Parse(SmapsField(address, "AnonHugePages:").Split(' ', StringSplitOptions.RemoveEmptyEntries)[0], CultureInfo.InvariantCulture);
-
-    private static string VmFlags(nint address) => SmapsField(address, "VmFlags:");
-
-    private static string SmapsField(nint address, string field)
-    {
-        bool inside = false;
-        foreach (string line in File.ReadLines("/proc/self/smaps"))
-        {
-            int dash = line.IndexOf('-');
-            if (dash > 0 && line.IndexOf(' ') > dash && ulong.TryParse(line[..dash], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong start)
-                && ulong.TryParse(line[(dash + 1)..line.IndexOf(' ')], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong end))
-                inside = (ulong)address >= start && (ulong)address < end;
-            else if (inside && line.StartsWith(field, StringComparison.Ordinal))
-                return line[field.Length..].Trim();
-        }
-        throw new InvalidOperationException($"no {field} for 0x{address:x} in /proc/self/smaps");
-    }
 }

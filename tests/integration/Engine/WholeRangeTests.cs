@@ -80,6 +80,11 @@ public class WholeRangeTests
                 "ranges evicted whole should come back whole from their sealed copies: " + stats.ToJson());
             Assert.True(stats.RecycledRanges >= alignedRanges,
                 "a range brought in under the full budget should reuse the huge page of the range just evicted: " + stats.ToJson());
+            // Ranges decrypted into recycled huge pages are huge pages in the map: the
+            // kernel's own count of the arena's huge pages says so.
+            long hugeKb = Smaps.AnonHugePagesKb(arena.Address);
+            Assert.True(hugeKb >= 2 * Range / 1024,
+                $"the budget holds five ranges, most of them placed whole, but smaps shows {hugeKb} kB of huge pages at the arena: " + stats.ToJson());
             if (mappedReadOnly)
                 Assert.True(stats.CleanEvictions >= alignedRanges * Range / 4096,
                     "a map the program cannot write keeps the sealed copies of its ranges: they leave without encryption: " + stats.ToJson());

@@ -76,9 +76,10 @@ internal abstract class AddressSpaceOps
     /// <paramref name="done"/>: bytes moved (all or none while the slot holds a huge page);
     /// what was not moved stays staged until <see cref="DiscardStaged"/>.
     /// <paramref name="huge"/>: whether it went in as a huge page (the kernel may have had
-    /// none free: then as 4 KiB pages).
+    /// none free: then as 4 KiB pages). <paramref name="stagedHuge"/>: the slot holds a
+    /// huge page taken out of a map whole (<see cref="TakeOutRange"/>), known huge.
     /// </summary>
-    public virtual int PlaceStaged(int slot, nint address, out long done, out bool huge)
+    public virtual int PlaceStaged(int slot, nint address, bool stagedHuge, out long done, out bool huge)
     {
         done = 0;
         huge = false;

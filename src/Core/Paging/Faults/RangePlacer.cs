@@ -151,9 +151,11 @@ internal sealed unsafe class RangePlacer : IDisposable
             return RangePlacement.Retry;
         // The huge page of a range the budget just evicted whole is filled again as it is.
         int slot = readAhead ? RangeReader.Slot : FaultSlot;
+        bool recycledSlot = false;
         if (!readAhead && _evictor.TakeRecycled(out int recycled))
         {
             slot = recycled;
+            recycledSlot = true;
             _recycled++;
         }
         PageVerdict verdict = kind == RangeKind.Sealed
@@ -175,7 +177,9 @@ internal sealed unsafe class RangePlacer : IDisposable
         }
 
         nint address = arena.PageAddress(first);
-        int rc = _space.PlaceStaged(slot, address, out long moved, out bool huge);
+        // A huge page recycled from a range placed whole is known to be one (a split since,
+        // under memory pressure, would only cost this range its one TLB entry).
+        int rc = _space.PlaceStaged(slot, address, stagedHuge: recycledSlot, out long moved, out bool huge);
         int pages = (int)(moved / PageSize);
         // Installed write-protected, keeping a copy (as FaultService.KeepsCopy says for a
         // page installed alone): the file, where the arena refetches; its sealed copies, in
