@@ -614,6 +614,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             Arena arena = victim.Arena!;
             ref PageEntry entry = ref arena.Entries[victim.PageIndex];
             bool stillOurs = entry.State == PageState.Resident && entry.ResidentTicket == victim.Ticket;
+            // A page taken out of a range placed whole splits its huge page: the range is
+            // not whole any more, even once its pages are all back (see TryEvictRange).
+            if (arena.PlacedWhole is { } whole && _outcomes[k] != TakeOutcome.Refused)
+                whole[victim.PageIndex / RangePages] = false;
             switch (_outcomes[k])
             {
                 case TakeOutcome.Taken:
