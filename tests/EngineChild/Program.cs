@@ -20,8 +20,17 @@ using Tibet.Core.Paging;
 //                  line on stderr (or, "routed", on stdout through OnHandlerFailure). If the
 //                  writes return, "WRITE-RETURNED" and exit code 3.
 
+//   tamper-range [aes-256-gcm|aegis-256]
+//                  a model map twice its budget is read until its 2 MiB ranges are evicted
+//                  whole and come back whole from their sealed copies; then one ciphertext
+//                  byte of a page in the middle of an evicted range is flipped, and the page
+//                  read. Prints "whole-ranges placed-sealed N range-evictions M", then
+//                  "reading"; if the read returns, "READ-RETURNED" and exit code 3.
+
 if (args is ["malloc-probe"])
     return Tibet.EngineChild.MallocProbe.Run();
+if (args is ["tamper-range", .. var rangeCipher])
+    return TamperRange(Tibet.Core.Crypto.PageCipherSuite.FromName(rangeCipher is [var c] ? c : "aes-256-gcm")!);
 if (args is ["handler-failure", .. var how])
     return HandlerFailure(routed: how is ["routed"]);
 if (args is not ["tamper", var mode, .. var cipherName] || cipherName.Length > 1
@@ -101,6 +110,61 @@ static int HandlerFailure(bool routed)
     }
     Console.WriteLine($"WRITE-RETURNED handler-failed={engine.GetStats().HandlerFailed}");
     return 3;
+}
+
+static int TamperRange(Tibet.Core.Crypto.PageCipherSuite cipher)
+{
+    const int rangePages = 512, pages = 12 * rangePages; // 24 MiB, under a 10 MiB budget
+    string path = Path.Combine(Path.GetTempPath(), $"tamper-range-{Guid.NewGuid():N}.bin");
+    var contents = new byte[pages * 4096L];
+    new Random(1207).NextBytes(contents);
+    File.WriteAllBytes(path, contents);
+    try
+    {
+        using var engine = PageEngine.Create(new EngineOptions { Cipher = cipher, ResidentBudgetBytes = 10L << 20 });
+        using var arena = engine.CreateArena(contents.Length, "model");
+        using var file = File.OpenHandle(path);
+        arena.AttachSource(Tibet.Core.Files.FileSource.Open((int)file.DangerousGetHandle(), 0), mappedReadOnly: true);
+        var page = new byte[4096];
+        for (int pass = 0; pass < 3; pass++)
+            for (int i = 0; i < pages; i++)
+                ArenaMemory.Read(arena.Address + (nint)(i * 4096L), page);
+        // An aligned range every page of which is sealed now: evicted whole, it comes back
+        // whole from the store (RangePlacer), unless one of its pages fails to open.
+        long first = (2L * 1024 * 1024 - arena.Address % (2L * 1024 * 1024)) % (2L * 1024 * 1024) / 4096;
+        long victim = -1;
+        for (long range = first; range + rangePages <= pages && victim < 0; range += rangePages)
+        {
+            bool sealedWhole = true;
+            for (long p = range; p < range + rangePages && sealedWhole; p++)
+                sealedWhole = arena.GetPageState(p) == PageState.Sealed;
+            if (sealedWhole)
+                victim = range + rangePages / 2;
+        }
+        var stats = engine.GetStats();
+        Console.WriteLine($"whole-ranges placed-sealed {stats.PlacedSealedRanges} range-evictions {stats.RangeEvictions}");
+        if (victim < 0)
+            return Fail("no range of the map was sealed whole");
+        unsafe
+        {
+            if (!engine.TryLocateCiphertext(arena, victim, out nint slot, out int length))
+                return Fail("the victim page has no ciphertext");
+            ((byte*)slot)[length / 2] ^= 0x01;
+        }
+        Console.WriteLine("reading");
+        Console.Out.Flush();
+        // A page before the victim first: the fault is on the range, whose placement whole
+        // must fail on the victim, and the victim must then be refused on its own.
+        ArenaMemory.Read(arena.Address + (nint)((victim - 7) * 4096), page);
+        ArenaMemory.Read(arena.Address + (nint)(victim * 4096), page);
+        bool same = page.AsSpan().SequenceEqual(contents.AsSpan((int)(victim * 4096), 4096));
+        Console.WriteLine($"READ-RETURNED matches-original={same}");
+        return 3;
+    }
+    finally
+    {
+        File.Delete(path);
+    }
 }
 
 static int Fail(string why)

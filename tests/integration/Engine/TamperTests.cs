@@ -30,6 +30,30 @@ public class TamperTests
         Assert.Contains("failed authentication", stderr);
     }
 
+    /// <summary>A tampered page inside a model range evicted whole: the range is not placed
+    /// whole (its decryption fails on that page), and the page, served on its own, is
+    /// refused and reported. Its neighbours still read.</summary>
+    [Theory]
+    [InlineData("aes-256-gcm")]
+    [InlineData("aegis-256")]
+    public void A_tampered_page_in_a_range_evicted_whole_gets_SIGBUS_and_never_the_bytes(string cipher)
+    {
+        var (exitCode, stdout, stderr) = RunChild("tamper-range", cipher);
+
+        var counts = System.Text.RegularExpressions.Regex.Match(stdout, @"whole-ranges placed-sealed (\d+) range-evictions (\d+)");
+        Assert.True(counts.Success, $"stdout: {stdout}\nstderr: {stderr}");
+        if (Tibet.Core.Paging.Collapse.TransparentHugePages.Enabled)
+        {
+            Assert.True(long.Parse(counts.Groups[1].Value) >= 1, "no range came back whole from its sealed copies before the tampering: " + stdout);
+            Assert.True(long.Parse(counts.Groups[2].Value) >= 1, "no range was evicted whole before the tampering: " + stdout);
+        }
+        Assert.Contains("reading", stdout);
+        Assert.DoesNotContain("READ-RETURNED", stdout);
+        Assert.True(exitCode == 128 + SigBus,
+            $"expected death by SIGBUS (exit {128 + SigBus}), got {exitCode}\nstdout: {stdout}\nstderr: {stderr}");
+        Assert.Contains("failed authentication", stderr);
+    }
+
     internal static (int ExitCode, string Stdout, string Stderr) RunChild(params string[] args) =>
         RunChildWith(new Dictionary<string, string>(), args);
 
