@@ -121,9 +121,10 @@ internal sealed unsafe class RangePlacer : IDisposable
     /// token with the model read cold: see bench/results (llama-budget).</para>
     /// <para>Under a full budget (EngineOptions.PlacesRangesUnderPressure) room is made
     /// for the range first, by evicting a whole range where the policy's next page is in
-    /// one (its huge page is then filled again: Evictor.TakeRecycled), ahead of the program
-    /// as for a fault (see FaultService.DecryptAhead). A source that installs its runs itself (a live sealed model whose
-    /// key the custodian keeps) fills the range here too (PageSource.FillRun: the custodian
+    /// one (its huge page is then filled again: Evictor.TakeRecycled), ahead of the
+    /// program as for a fault (see FaultService.DecryptAhead).</para>
+    /// <para>A source that installs its runs itself (a live sealed model whose key the
+    /// custodian keeps) fills the range here too (PageSource.FillRun: the custodian
     /// decrypts it through the shared window): an install from another process is a
     /// UFFDIO_COPY, which would leave the range to be collapsed.</para>
     /// </remarks>
