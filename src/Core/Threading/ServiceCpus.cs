@@ -17,14 +17,19 @@ namespace Tibet.Core.Threading;
 /// llama.cpp at half its model's budget: 42-54 tokens/s pinned, 21-50 not (medians 49
 /// and 33); Redis at half budget unchanged (bench/results whole-ranges).</para>
 /// <para>Chosen from the creating thread's allowed CPUs (taskset, cgroups), starting with
-/// the CPU it runs on, so that the engines of several processes spread; nothing is pinned
-/// where it allows fewer than two.</para>
+/// the CPU it runs on, so that the engines of several processes spread, and one further
+/// for each engine a process has created before (the custodian serves every process of
+/// the tree with an engine of its own: their handlers must not all share one CPU).
+/// Nothing is pinned where the thread may use fewer than two CPUs.</para>
 /// </remarks>
 internal readonly record struct ServiceCpus(int Handler, int Fill)
 {
     private const int MaskWords = 16; // 1024 CPUs, glibc's cpu_set_t
 
     public static ServiceCpus None => new(-1, -1);
+
+    // Engines this process has pinned threads for: each starts one allowed CPU further.
+    private static int s_chosen;
 
     /// <summary>Two different CPUs of the calling thread's allowed set: the one it runs on
     /// (the handler's) and the next allowed one after it (the fill worker's).</summary>
@@ -45,6 +50,8 @@ internal readonly record struct ServiceCpus(int Handler, int Fill)
         int handler = Libc.sched_getcpu();
         if (handler < 0 || handler >= MaskWords * 64 || !Allowed(mask, handler))
             handler = Next(mask, -1);
+        for (int before = (Interlocked.Increment(ref s_chosen) - 1) % allowed; before > 0; before--)
+            handler = Next(mask, handler);
         return new ServiceCpus(handler, Next(mask, handler));
     }
 
