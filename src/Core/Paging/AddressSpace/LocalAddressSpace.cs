@@ -53,11 +53,8 @@ internal sealed unsafe class LocalAddressSpace : UffdAddressSpace, IDisposable
         // The recycling slot receives whole ranges taken out of arenas: a UFFDIO_MOVE's
         // destination must be registered on the userfaultfd it is issued on. Write-protect
         // mode only, as the take-out area: a touch of it is never a message to answer.
-        if (_staging != 0 && (_scratchUffd.Register(HugeStaging(RecyclingSlotIndex), StagingLength, UFFDIO_REGISTER_MODE_WP)
-                              & (1UL << _UFFDIO_MOVE)) == 0)
-            _recycles = false;
-        else
-            _recycles = _staging != 0;
+        _recycles = _staging != 0
+                    && (_scratchUffd.Register(HugeStaging(RecyclingSlotIndex), StagingLength, UFFDIO_REGISTER_MODE_WP) & (1UL << _UFFDIO_MOVE)) != 0;
     }
 
     private readonly bool _recycles;

@@ -205,15 +205,17 @@ internal sealed unsafe class FillWorker : IDisposable
         }
     }
 
-    private void OpenInto(Arena arena)
+    /// <summary>Decrypts sealed, uncompressed pages into <paramref name="destination"/>
+    /// until one does not open; returns how many did (counted in <see cref="Opened"/>).</summary>
+    private int OpenPages(Arena arena, long first, int count, byte* destination)
     {
         var staging = new Span<byte>(_staging, 2 * PageSize);
         int opened = 0;
-        while (opened < _count && _sealer.TryOpenUncompressed(arena.Cipher, _first + opened, in arena.Entries[_first + opened],
-                   _destination + (long)opened * PageSize, staging))
+        while (opened < count && _sealer.TryOpenUncompressed(arena.Cipher, first + opened, in arena.Entries[first + opened],
+                   destination + (long)opened * PageSize, staging))
             opened++;
         _opened += opened;
-        _installed = opened;
+        return opened;
     }
 
     private void Run()
@@ -221,7 +223,7 @@ internal sealed unsafe class FillWorker : IDisposable
         Arena arena = _arena!;
         if (_destination != null)
         {
-            OpenInto(arena);
+            _installed = OpenPages(arena, _first, _count, _destination);
             return;
         }
         if (_fromSource && arena.Source!.InstallsRuns)
@@ -233,7 +235,6 @@ internal sealed unsafe class FillWorker : IDisposable
             _sourceInstalls += _installed;
             return;
         }
-        var staging = new Span<byte>(_staging, 2 * PageSize);
         for (int done = 0; done < _count;)
         {
             int slice = Math.Min(SlicePages, _count - done);
@@ -255,17 +256,11 @@ internal sealed unsafe class FillWorker : IDisposable
                     return;
                 }
             }
-            for (; opened < slice; opened++)
-            {
-                long page = _first + done + opened;
-                if (!_sealer.TryOpenUncompressed(arena.Cipher, page, in arena.Entries[page], _buffer + (long)opened * PageSize, staging))
-                {
-                    failed = true; // the handler finds out, serving that page itself
-                    break;
-                }
-            }
             if (!_fromSource)
-                _opened += opened;
+            {
+                opened = OpenPages(arena, _first + done, slice, _buffer);
+                failed = opened < slice; // the handler finds out, serving that page itself
+            }
             int installed = 0;
             if (opened > 0)
             {
