@@ -52,11 +52,16 @@ internal sealed unsafe class FillWorker : IDisposable
     private int _count;
     private bool _writeProtect;
     private bool _fromSource; // the run's pages come from the arena's source, not the store
-    private byte* _destination; // not null: the pages are opened into it, not installed
+    // Not null: a shared run (StartSharedOpen), whose pages are opened into it, not installed.
+    private byte* _destination;
     // Written here before _finished is published, read by the handler after.
     private int _installed;
     private long _opened, _sourced, _sourceInstalls;
     private Exception? _failure;
+
+    // A shared run's books: the first page no thread has claimed yet, and whether a page
+    // failed to open (then neither thread claims more).
+    private int _sharedNext, _sharedFailed;
 
     private int _posted, _finished, _sleeping;
     private volatile bool _stopping;
@@ -119,6 +124,8 @@ internal sealed unsafe class FillWorker : IDisposable
         _writeProtect = writeProtect;
         _fromSource = fromSource;
         _destination = destination;
+        _sharedNext = 0;
+        _sharedFailed = 0;
         _installed = 0;
         _failure = null;
         Interlocked.Increment(ref _posted);
@@ -129,15 +136,53 @@ internal sealed unsafe class FillWorker : IDisposable
         }
     }
 
+    /// <summary>Pages of a shared run a thread claims at a time (16 µs of AES-256-GCM):
+    /// small, so that the thread that finishes first waits at most one chunk for the other.</summary>
+    public const int SharedChunkPages = 16;
+
     /// <summary>
     /// Starts decrypting <paramref name="count"/> sealed, uncompressed pages of
     /// <paramref name="arena"/> from <paramref name="first"/> on into
-    /// <paramref name="destination"/> (a staging huge page: RangePlacer), installing
-    /// nothing. <see cref="Finish"/> returns how many, from the first on, were opened. The
-    /// caller holds the engine lock until then, as for <see cref="Start"/>.
+    /// <paramref name="destination"/>, shared with the caller: each thread claims
+    /// <see cref="SharedChunkPages"/> at a time (<see cref="TryClaim"/>) until none are left.
     /// </summary>
-    public void StartOpen(Arena arena, long first, int count, byte* destination)
+    /// <remarks>
+    /// Why not a half each, as runs installed page by page (<see cref="Start"/>): this thread shares its CPU with the
+    /// program's (llama.cpp's spin at their barriers while one of them waits for the fault),
+    /// and is woken from sleep when the run comes between tokens; with a fixed half, the
+    /// handler finished first and paused for it (11 % of all CPU time at half budget, perf).
+    /// Shared, whichever thread is faster decrypts more, and a thread woken late (about
+    /// 100 µs from sleep on these VMs) takes what is left. The caller holds the engine lock until
+    /// <see cref="FinishShared"/>, as for <see cref="Start"/>.
+    /// </remarks>
+    public void StartSharedOpen(Arena arena, long first, int count, byte* destination)
         => Post(arena, first, count, writeProtect: false, fromSource: false, destination);
+
+    /// <summary>Claims the next chunk of the shared run (offsets from its first page):
+    /// false when every page is claimed, or a page failed to open.</summary>
+    public bool TryClaim(out int start, out int pages)
+    {
+        pages = 0;
+        start = 0;
+        if (Volatile.Read(ref _sharedFailed) != 0)
+            return false;
+        start = Interlocked.Add(ref _sharedNext, SharedChunkPages) - SharedChunkPages;
+        if (start >= _count)
+            return false;
+        pages = Math.Min(SharedChunkPages, _count - start);
+        return true;
+    }
+
+    /// <summary>A page of the shared run did not open: neither thread claims more.</summary>
+    public void SharedPageFailed() => Volatile.Write(ref _sharedFailed, 1);
+
+    /// <summary>Waits for this thread's part of the shared run; true when every page of it
+    /// opened (a page that failed is the usual path's to find and report).</summary>
+    public bool FinishShared()
+    {
+        Finish();
+        return Volatile.Read(ref _sharedFailed) == 0;
+    }
 
     /// <summary>Waits for the run started last; returns how many of its pages, from the
     /// first on, are installed. Throws what the thread met, for the handler's failure policy.</summary>
@@ -223,7 +268,13 @@ internal sealed unsafe class FillWorker : IDisposable
         Arena arena = _arena!;
         if (_destination != null)
         {
-            _installed = OpenPages(arena, _first, _count, _destination);
+            while (TryClaim(out int start, out int pages))
+            {
+                int opened = OpenPages(arena, _first + start, pages, _destination + (long)start * PageSize);
+                _installed += opened;
+                if (opened < pages)
+                    SharedPageFailed();
+            }
             return;
         }
         if (_fromSource && arena.Source!.InstallsRuns)

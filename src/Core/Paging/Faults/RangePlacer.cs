@@ -280,21 +280,35 @@ internal sealed unsafe class RangePlacer : IDisposable
     }
 
     /// <summary>
-    /// Decrypts the range's sealed pages into <paramref name="destination"/>, the second
-    /// half on the fill worker while this thread does the first: two CPUs share the 512
-    /// decryptions the faulting thread waits for. Under the engine lock, as the fault
-    /// service's runs of sealed pages (nothing reads an event meanwhile). Keep only if
-    /// every page opened; a page that fails is the usual path's to find and report.
+    /// Decrypts the range's sealed pages into <paramref name="destination"/>, with the fill
+    /// worker: the two threads claim chunks of the range until none are left
+    /// (FillWorker.StartSharedOpen), so that two CPUs share the 512 decryptions the
+    /// faulting thread waits for, each as fast as its CPU lets it. Under the engine lock, as
+    /// the fault service's runs of sealed pages (nothing reads an event meanwhile). Keep
+    /// only if every page opened; a page that fails is the usual path's to find and report.
     /// </summary>
     private PageVerdict OpenSealed(Arena arena, long first, byte* destination)
     {
-        int mine = _worker != null ? RangePages / 2 : RangePages;
-        _worker?.StartOpen(arena, first + mine, RangePages - mine, destination + (long)mine * PageSize);
-        int opened = 0;
-        while (opened < mine && _sealer.TryOpen(arena.Cipher, first + opened, in arena.Entries[first + opened], destination + (long)opened * PageSize))
-            opened++;
-        int theirs = _worker?.Finish() ?? 0;
-        return opened == mine && theirs == RangePages - mine ? PageVerdict.Keep : PageVerdict.Tampered;
+        if (_worker is not { } worker)
+        {
+            for (int page = 0; page < RangePages; page++)
+                if (!_sealer.TryOpen(arena.Cipher, first + page, in arena.Entries[first + page], destination + (long)page * PageSize))
+                    return PageVerdict.Tampered;
+            return PageVerdict.Keep;
+        }
+        worker.StartSharedOpen(arena, first, RangePages, destination);
+        while (worker.TryClaim(out int start, out int pages))
+        {
+            for (int page = start; page < start + pages; page++)
+            {
+                if (!_sealer.TryOpen(arena.Cipher, first + page, in arena.Entries[first + page], destination + (long)page * PageSize))
+                {
+                    worker.SharedPageFailed();
+                    break;
+                }
+            }
+        }
+        return worker.FinishShared() ? PageVerdict.Keep : PageVerdict.Tampered;
     }
 
     private void DiscardStaged(int slot)
