@@ -27,6 +27,7 @@ internal static unsafe class SodiumLoader
         if (_handle == 0)
             throw new InvalidOperationException($"cannot load {path}: {Marshal.PtrToStringUTF8((nint)Dl.dlerror())}; reinstall tibet (scripts/build.sh)");
         NativeLibrary.SetDllImportResolver(typeof(NSec.Cryptography.Key).Assembly, Resolve);
+        NativeLibrary.SetDllImportResolver(typeof(Tibet.Core.Crypto.PageCipherSuite).Assembly, Resolve); // Core.Interop.Sodium
     }
 
     private static nint Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath) =>

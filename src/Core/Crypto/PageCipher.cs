@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Security.Cryptography;
 using NSec.Cryptography;
+using Tibet.Core.Interop;
 
 namespace Tibet.Core.Crypto;
 
@@ -27,8 +28,13 @@ namespace Tibet.Core.Crypto;
 /// authenticate: it was sealed under an older nonce.</para>
 /// <para>Seal and Open allocate nothing and do not call malloc (libsodium's AEAD works
 /// on caller buffers), so they are safe on the fault path.</para>
+/// <para>AES-256-GCM runs from a key schedule expanded once per key (libsodium's afternm
+/// interface, see <see cref="Interop.Sodium"/>), held in libsodium's guarded heap as the
+/// key is (locked, out of core dumps, wiped when freed); the key itself is not kept. The
+/// schedule is only read after it is made, so the handler and the fill worker use it at
+/// once. AEGIS-256 goes through NSec: its key setup is part of every call anyway.</para>
 /// </remarks>
-internal sealed class PageCipher : IDisposable
+internal sealed unsafe class PageCipher : IDisposable
 {
     public const int KeySize = 32;
     private const int MaxNonceSize = 32;
@@ -36,7 +42,9 @@ internal sealed class PageCipher : IDisposable
     private const ulong AadMagic = 0x3147504554454954; // "TIBETPG1" little-endian
 
     private readonly AeadAlgorithm _algorithm;
-    private readonly Key _key;
+    private readonly Key? _key; // AEGIS-256
+    private void* _aesState; // AES-256-GCM: the expanded key schedule; null for AEGIS-256, and once released
+    private readonly nuint _aesStateSize;
     private readonly ulong _arenaId;
     private ulong _lastNonce;
     private int _references = 1;
@@ -51,8 +59,21 @@ internal sealed class PageCipher : IDisposable
         try
         {
             SecureRandom.Fill(keyBytes);
-            var parameters = new KeyCreationParameters { ExportPolicy = KeyExportPolicies.None };
-            _key = Key.Import(_algorithm, keyBytes, KeyBlobFormat.RawSymmetricKey, in parameters);
+            if (suite == PageCipherSuite.Aes256Gcm)
+            {
+                _aesStateSize = Sodium.crypto_aead_aes256gcm_statebytes();
+                _aesState = Sodium.sodium_malloc(_aesStateSize);
+                if (_aesState == null)
+                    throw new InsufficientMemoryException("libsodium cannot allocate locked memory for an arena's AES-256-GCM key schedule (sodium_malloc failed).");
+                Debug.Assert(((nuint)_aesState & 15) == 0, "libsodium's AES-256-GCM state must be 16-byte aligned");
+                fixed (byte* key = keyBytes)
+                    Sodium.crypto_aead_aes256gcm_beforenm(_aesState, key);
+            }
+            else
+            {
+                var parameters = new KeyCreationParameters { ExportPolicy = KeyExportPolicies.None };
+                _key = Key.Import(_algorithm, keyBytes, KeyBlobFormat.RawSymmetricKey, in parameters);
+            }
         }
         finally
         {
@@ -82,7 +103,17 @@ internal sealed class PageCipher : IDisposable
         WriteNonce(nonce, counter);
         Span<byte> aad = stackalloc byte[AssociatedDataSize];
         WriteAssociatedData(aad, pageIndex, flags, plaintext.Length);
-        _algorithm.Encrypt(_key, nonce, aad, plaintext, sealedOutput);
+        if (_aesState != null)
+        {
+            ulong written;
+            fixed (byte* m = plaintext, c = sealedOutput, n = nonce, ad = aad)
+                Sodium.crypto_aead_aes256gcm_encrypt_afternm(c, &written, m, (ulong)plaintext.Length, ad, AssociatedDataSize, null, n, _aesState);
+            Debug.Assert(written == (ulong)sealedOutput.Length);
+        }
+        else
+        {
+            _algorithm.Encrypt(_key ?? ThrowReleased(), nonce, aad, plaintext, sealedOutput);
+        }
         return counter;
     }
 
@@ -99,7 +130,19 @@ internal sealed class PageCipher : IDisposable
         WriteNonce(nonce, nonceCounter);
         Span<byte> aad = stackalloc byte[AssociatedDataSize];
         WriteAssociatedData(aad, pageIndex, flags, plaintext.Length);
-        if (_algorithm.Decrypt(_key, nonce, aad, sealedInput, plaintext))
+        bool authentic;
+        if (_aesState != null)
+        {
+            ulong opened;
+            fixed (byte* m = plaintext, c = sealedInput, n = nonce, ad = aad)
+                authentic = Sodium.crypto_aead_aes256gcm_decrypt_afternm(m, &opened, null, c, (ulong)sealedInput.Length, ad, AssociatedDataSize, n, _aesState) == 0
+                            && opened == (ulong)plaintext.Length;
+        }
+        else
+        {
+            authentic = _algorithm.Decrypt(_key ?? ThrowReleased(), nonce, aad, sealedInput, plaintext);
+        }
+        if (authentic)
             return true;
         plaintext.Clear();
         return false;
@@ -111,8 +154,15 @@ internal sealed class PageCipher : IDisposable
     /// <summary>Drops one reference; the last one destroys the key (libsodium wipes it).</summary>
     public void Release()
     {
-        if (--_references == 0)
-            _key.Dispose();
+        if (--_references != 0)
+            return;
+        _key?.Dispose();
+        if (_aesState != null)
+        {
+            Sodium.sodium_memzero(_aesState, _aesStateSize); // sodium_free wipes too: said here, not assumed
+            Sodium.sodium_free(_aesState);
+            _aesState = null;
+        }
     }
 
     public void Dispose() => Release();
@@ -133,6 +183,10 @@ internal sealed class PageCipher : IDisposable
         BinaryPrimitives.WriteUInt32LittleEndian(aad[24..], flags);
         BinaryPrimitives.WriteUInt32LittleEndian(aad[28..], (uint)length);
     }
+
+    // An AES-256-GCM cipher released has neither schedule nor key (NSec throws for AEGIS-256's).
+    private static Key ThrowReleased() =>
+        throw new ObjectDisposedException(nameof(PageCipher), "the arena's key has been destroyed");
 
     private static void ThrowNonceSpaceExhausted() =>
         throw new CryptographicException("The arena key has used all 2^64 nonces; refusing to seal under it again.");
