@@ -2,7 +2,6 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Security.Cryptography;
 using NSec.Cryptography;
-using Tibet.Core.Interop;
 
 namespace Tibet.Core.Crypto;
 
@@ -28,13 +27,11 @@ namespace Tibet.Core.Crypto;
 /// authenticate: it was sealed under an older nonce.</para>
 /// <para>Seal and Open allocate nothing and do not call malloc (libsodium's AEAD works
 /// on caller buffers), so they are safe on the fault path.</para>
-/// <para>AES-256-GCM runs from a key schedule expanded once per key (libsodium's afternm
-/// interface, see <see cref="Interop.Sodium"/>), held in libsodium's guarded heap as the
-/// key is (locked, out of core dumps, wiped when freed); the key itself is not kept. The
-/// schedule is only read after it is made, so the handler and the fill worker use it at
-/// once. AEGIS-256 goes through NSec: its key setup is part of every call anyway.</para>
+/// <para>AES-256-GCM runs from a key schedule expanded once per key
+/// (<see cref="AesGcmKeySchedule"/>); the key itself is not kept. AEGIS-256 goes through
+/// NSec: its key setup is part of every call anyway.</para>
 /// </remarks>
-internal sealed unsafe class PageCipher : IDisposable
+internal sealed class PageCipher : IDisposable
 {
     public const int KeySize = 32;
     private const int MaxNonceSize = 32;
@@ -43,8 +40,7 @@ internal sealed unsafe class PageCipher : IDisposable
 
     private readonly AeadAlgorithm _algorithm;
     private readonly Key? _key; // AEGIS-256
-    private void* _aesState; // AES-256-GCM: the expanded key schedule; null for AEGIS-256, and once released
-    private readonly nuint _aesStateSize;
+    private AesGcmKeySchedule? _aes; // AES-256-GCM; null for AEGIS-256, and once released
     private readonly ulong _arenaId;
     private ulong _lastNonce;
     private int _references = 1;
@@ -61,13 +57,7 @@ internal sealed unsafe class PageCipher : IDisposable
             SecureRandom.Fill(keyBytes);
             if (suite == PageCipherSuite.Aes256Gcm)
             {
-                _aesStateSize = Sodium.crypto_aead_aes256gcm_statebytes();
-                _aesState = Sodium.sodium_malloc(_aesStateSize);
-                if (_aesState == null)
-                    throw new InsufficientMemoryException("libsodium cannot allocate locked memory for an arena's AES-256-GCM key schedule (sodium_malloc failed).");
-                Debug.Assert(((nuint)_aesState & 15) == 0, "libsodium's AES-256-GCM state must be 16-byte aligned");
-                fixed (byte* key = keyBytes)
-                    Sodium.crypto_aead_aes256gcm_beforenm(_aesState, key);
+                _aes = new AesGcmKeySchedule(keyBytes);
             }
             else
             {
@@ -103,12 +93,9 @@ internal sealed unsafe class PageCipher : IDisposable
         WriteNonce(nonce, counter);
         Span<byte> aad = stackalloc byte[AssociatedDataSize];
         WriteAssociatedData(aad, pageIndex, flags, plaintext.Length);
-        if (_aesState != null)
+        if (_aes != null)
         {
-            ulong written;
-            fixed (byte* m = plaintext, c = sealedOutput, n = nonce, ad = aad)
-                Sodium.crypto_aead_aes256gcm_encrypt_afternm(c, &written, m, (ulong)plaintext.Length, ad, AssociatedDataSize, null, n, _aesState);
-            Debug.Assert(written == (ulong)sealedOutput.Length);
+            _aes.Seal(nonce, aad, plaintext, sealedOutput);
         }
         else
         {
@@ -131,12 +118,9 @@ internal sealed unsafe class PageCipher : IDisposable
         Span<byte> aad = stackalloc byte[AssociatedDataSize];
         WriteAssociatedData(aad, pageIndex, flags, plaintext.Length);
         bool authentic;
-        if (_aesState != null)
+        if (_aes != null)
         {
-            ulong opened;
-            fixed (byte* m = plaintext, c = sealedInput, n = nonce, ad = aad)
-                authentic = Sodium.crypto_aead_aes256gcm_decrypt_afternm(m, &opened, null, c, (ulong)sealedInput.Length, ad, AssociatedDataSize, n, _aesState) == 0
-                            && opened == (ulong)plaintext.Length;
+            authentic = _aes.TryOpen(nonce, aad, sealedInput, plaintext);
         }
         else
         {
@@ -157,12 +141,8 @@ internal sealed unsafe class PageCipher : IDisposable
         if (--_references != 0)
             return;
         _key?.Dispose();
-        if (_aesState != null)
-        {
-            Sodium.sodium_memzero(_aesState, _aesStateSize); // sodium_free wipes too: said here, not assumed
-            Sodium.sodium_free(_aesState);
-            _aesState = null;
-        }
+        _aes?.Dispose();
+        _aes = null;
     }
 
     public void Dispose() => Release();

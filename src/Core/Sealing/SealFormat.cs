@@ -103,6 +103,14 @@ internal static class SealFormat
         return Key.Import(Aead, dataKey, KeyBlobFormat.RawSymmetricKey, in parameters);
     }
 
+    /// <summary>The raw data key expanded for opening pages (its schedule in libsodium
+    /// secure memory), on a CPU that has AES-256-GCM in hardware.</summary>
+    public static Crypto.AesGcmKeySchedule ScheduleDataKey(ReadOnlySpan<byte> dataKey)
+    {
+        _ = Aead; // refuses a CPU without AES-NI, as for sealing
+        return new Crypto.AesGcmKeySchedule(dataKey);
+    }
+
     /// <summary>macKey = HKDF-SHA256(ikm = dataKey, salt = file id, info = "tibet seal mac v1").</summary>
     public static Key DeriveMacKey(ReadOnlySpan<byte> dataKey, ReadOnlySpan<byte> fileId)
     {

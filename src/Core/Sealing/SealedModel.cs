@@ -172,7 +172,7 @@ public sealed class SealedModel : IDisposable
 
         Span<byte> dataKeyBytes = stackalloc byte[SealFormat.DataKeySize];
         bool granted = false;
-        Key? dataKey = null;
+        Crypto.AesGcmKeySchedule? dataKey = null;
         NativeBuffer? block = null;
         try
         {
@@ -180,7 +180,7 @@ public sealed class SealedModel : IDisposable
             if (unwrapFailure is not null)
                 return unwrapFailure;
 
-            dataKey = SealFormat.ImportDataKey(dataKeyBytes);
+            dataKey = SealFormat.ScheduleDataKey(dataKeyBytes);
             // Kept only if the decision is live (wiped below otherwise).
             if (!grantedDataKey.IsEmpty)
                 dataKeyBytes.CopyTo(grantedDataKey);

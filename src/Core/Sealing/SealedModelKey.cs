@@ -1,5 +1,3 @@
-using NSec.Cryptography;
-
 namespace Tibet.Core.Sealing;
 
 /// <summary>
@@ -8,8 +6,9 @@ namespace Tibet.Core.Sealing;
 /// inside a userfaultfd fault handler.
 /// </summary>
 /// <remarks>
-/// <para>The data key lives in libsodium secure memory (an NSec <see cref="Key"/>: mlocked,
-/// excluded from core dumps, wiped when freed). The tag table, the per-file part of the
+/// <para>The data key lives as its expanded AES-256-GCM schedule in libsodium secure memory
+/// (<see cref="Crypto.AesGcmKeySchedule"/>: mlocked, excluded from core dumps, wiped when
+/// freed), so no page expands it again. The tag table, the per-file part of the
 /// associated data and a scratch buffer live in one block of native memory allocated
 /// here, never on the managed heap.</para>
 /// <para>After construction, <see cref="TryDecryptPage"/> allocates no managed memory,
@@ -33,8 +32,7 @@ public sealed unsafe class SealedModelKey : IDisposable, ISealedPageOpener
     private const int ScratchSize = ScratchAadOffset + SealFormat.AadSize;
     private const int TagTableOffset = ScratchOffset + ScratchSize;
 
-    private readonly Key _key;
-    private readonly AeadAlgorithm _aead;
+    private readonly Crypto.AesGcmKeySchedule _key;
     private readonly NativeBuffer _block;
     private readonly byte[] _fileId;
     private int _scratchInUse;
@@ -42,10 +40,9 @@ public sealed unsafe class SealedModelKey : IDisposable, ISealedPageOpener
 
     /// <summary>Takes ownership of <paramref name="dataKey"/> and <paramref name="block"/>
     /// (from <see cref="AllocateBlock"/>, its tag table already filled and authenticated).</summary>
-    internal SealedModelKey(Key dataKey, NativeBuffer block, byte[] fileId, ReadOnlySpan<byte> headerHash, long dataPages)
+    internal SealedModelKey(Crypto.AesGcmKeySchedule dataKey, NativeBuffer block, byte[] fileId, ReadOnlySpan<byte> headerHash, long dataPages)
     {
         _key = dataKey;
-        _aead = SealFormat.Aead;
         _block = block;
         _fileId = fileId;
         DataPages = dataPages;
@@ -76,11 +73,12 @@ public sealed unsafe class SealedModelKey : IDisposable, ISealedPageOpener
             return false;
         }
 
-        bool referenced = false;
+        bool referenced = false, keyReferenced = false;
         try
         {
-            // Keeps the native block alive should Dispose race with this call.
+            // Keeps the native block and the key alive should Dispose race with this call.
             _block.DangerousAddRef(ref referenced);
+            _key.DangerousAddRef(ref keyReferenced);
             if (Interlocked.CompareExchange(ref _scratchInUse, 1, 0) == 0)
             {
                 try
@@ -102,6 +100,8 @@ public sealed unsafe class SealedModelKey : IDisposable, ISealedPageOpener
         }
         finally
         {
+            if (keyReferenced)
+                _key.DangerousRelease();
             if (referenced)
                 _block.DangerousRelease();
         }
@@ -137,8 +137,8 @@ public sealed unsafe class SealedModelKey : IDisposable, ISealedPageOpener
 
     private bool Decrypt(long pageIndex, ReadOnlySpan<byte> ciphertextPage, Span<byte> plaintextPage, Span<byte> scratch)
     {
-        // NSec takes the tag appended to the ciphertext, so the two meet in the scratch
-        // buffer; copying the ciphertext first is also what makes in-place decryption safe.
+        // libsodium's combined form takes the tag appended to the ciphertext, so the two
+        // meet in the scratch buffer; copying the ciphertext first is also what makes in-place decryption safe.
         Span<byte> sealedPage = scratch[..SealedPageSize];
         Span<byte> nonce = scratch.Slice(ScratchNonceOffset, SealFormat.NonceSize);
         Span<byte> aad = scratch.Slice(ScratchAadOffset, SealFormat.AadSize);
@@ -148,9 +148,6 @@ public sealed unsafe class SealedModelKey : IDisposable, ISealedPageOpener
         SealFormat.WriteNonce(nonce, pageIndex);
         new ReadOnlySpan<byte>(_block.Pointer + AadTemplateOffset, SealFormat.AadSize).CopyTo(aad);
         SealFormat.SetAadPageIndex(aad, pageIndex);
-        if (_aead.Decrypt(_key, nonce, aad, sealedPage, plaintextPage))
-            return true;
-        plaintextPage.Clear();
-        return false;
+        return _key.TryOpen(nonce, aad, sealedPage, plaintextPage); // clears the page when it does not authenticate
     }
 }
