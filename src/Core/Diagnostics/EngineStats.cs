@@ -38,6 +38,9 @@ public readonly record struct EngineStats
     public long Decrypts { get; init; }
     /// <summary>Of those, pages the fill worker decrypted (a second thread sharing long runs).</summary>
     public long WorkerDecrypts { get; init; }
+    /// <summary>Pages the fill worker filled from a source, its share of ranges read by
+    /// two threads (a live sealed model's, decrypted by the custodian on two lanes).</summary>
+    public long WorkerSourcedPages { get; init; }
     /// <summary>Pages that were also decompressed.</summary>
     public long Decompressions { get; init; }
     /// <summary>Pages mapped as zeros (untouched or known zero), with no cryptography.</summary>
@@ -152,6 +155,7 @@ public readonly record struct EngineStats
             CleanCopies = Long("cleanCopies"),
             PagesAhead = Long("pagesAhead"),
             WorkerDecrypts = Long("workerDecrypts"),
+            WorkerSourcedPages = Long("workerSourcedPages"),
             SourcedPages = Long("sourcedPages"),
             SourceInstalls = Long("sourceInstalls"),
             CompressedSeals = Long("compressedSeals"),
@@ -213,6 +217,7 @@ public readonly record struct EngineStats
         CleanCopies = CleanCopies + other.CleanCopies,
         PagesAhead = PagesAhead + other.PagesAhead,
         WorkerDecrypts = WorkerDecrypts + other.WorkerDecrypts,
+        WorkerSourcedPages = WorkerSourcedPages + other.WorkerSourcedPages,
         SourcedPages = SourcedPages + other.SourcedPages,
         SourceInstalls = SourceInstalls + other.SourceInstalls,
         CompressedSeals = CompressedSeals + other.CompressedSeals,
@@ -281,6 +286,7 @@ public readonly record struct EngineStats
         w.WriteNumber("cleanCopies", CleanCopies);
         w.WriteNumber("pagesAhead", PagesAhead);
         w.WriteNumber("workerDecrypts", WorkerDecrypts);
+        w.WriteNumber("workerSourcedPages", WorkerSourcedPages);
         w.WriteNumber("sourcedPages", SourcedPages);
         w.WriteNumber("sourceInstalls", SourceInstalls);
         w.WriteNumber("compressedSeals", CompressedSeals);

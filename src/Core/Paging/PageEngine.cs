@@ -412,6 +412,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             Cipher = _options.Cipher.Name,
             Decrypts = _sealer.Opens + _faults.WorkerOpens,
             WorkerDecrypts = _faults.WorkerOpens,
+            WorkerSourcedPages = _faults.WorkerSharedFills,
             Decompressions = _sealer.Decompressions,
             ZeroFills = _faults.ZeroFills,
             Evictions = _evictor.Evictions,

@@ -140,4 +140,46 @@ public class SealedRefetchTests(SealedRunWorld world) : IClassFixture<SealedRunW
         Assert.True(result.Stat("sourceDrops") > 0, result.ToString());
         Assert.True(sealedEvictions >= (model.DataLength / 2 - Budget) / 4096, result.ToString());
     }
+
+    /// <summary>
+    /// Under a budget of a few ranges, a live model's 2 MiB ranges are read whole, and the
+    /// handler and the fill worker each have the custodian decrypt a half of each on a lane
+    /// of their own (RangePlacer.FillShared). A byte flipped in the second half of a range,
+    /// the worker's half, is found there as anywhere: the reader dies of SIGBUS, the failure
+    /// is said once, and no zeros or ciphertext are handed out. The control, an intact
+    /// copy read the same way, gives the model's bytes, with the worker's share counted.
+    /// </summary>
+    [Fact]
+    public void A_flipped_byte_in_the_half_of_a_range_the_fill_worker_reads_raises_SIGBUS()
+    {
+        var model = world.MediumSealed;
+        TibetRun.Result Read(string path) => TibetRun.Encrypted(
+            ["--audit-log", world.PathOf($"audit-{Guid.NewGuid():N}.jsonl"), "--threshold", "64K", "--budget", "8M",
+                "--identity", world.Alice, "--claim", world.ClaimPath("valid")],
+            [world.Reader, path, model.DataOffset.ToString(CultureInfo.InvariantCulture), model.DataLength.ToString(CultureInfo.InvariantCulture), "mmap"]);
+
+        var intact = Read(model.Path);
+        Assert.True(intact.ExitCode == 0, intact.ToString());
+        Assert.Contains($"hash {model.LiveHash} ", intact.Stdout);
+        Assert.True(intact.Stat("placedRanges") > 0, "no range was read whole under an 8 MiB budget\n" + intact);
+        if (Environment.ProcessorCount > 1)
+            Assert.True(intact.Stat("workerSourcedPages") > 0, "the fill worker read no half of a range\n" + intact);
+
+        // The 300th page of the file's fifth 2 MiB range from the data's start: in the
+        // second half of a range of the map, whichever way the map is aligned to the file.
+        string tampered = world.PathOf($"worker-half-{Guid.NewGuid():N}.gguf");
+        File.Copy(model.Path, tampered);
+        using (var file = new FileStream(tampered, FileMode.Open, FileAccess.ReadWrite))
+        {
+            file.Position = model.DataOffset + (4 * 512 + 300) * 4096L + 17;
+            int original = file.ReadByte();
+            file.Position -= 1;
+            file.WriteByte((byte)(original ^ 0x80));
+        }
+        var flipped = Read(tampered);
+        Assert.True(flipped.ExitCode == 128 + 7, "the map reader must die of SIGBUS\n" + flipped);
+        Assert.DoesNotContain("hash ", flipped.Stdout);
+        Assert.Single(flipped.Stderr.Split('\n'), line => line.Contains("DataTampered", StringComparison.Ordinal));
+        File.Delete(tampered);
+    }
 }

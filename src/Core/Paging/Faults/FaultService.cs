@@ -125,6 +125,9 @@ internal sealed unsafe class FaultService : IDisposable
     /// <summary>Pages the fill worker decrypted (the sealer counts the handler's).</summary>
     public long WorkerOpens => _worker?.Opened ?? 0;
 
+    /// <summary>Pages the fill worker filled from a source as its share of a range (RangePlacer).</summary>
+    public long WorkerSharedFills => _worker?.SharedFilled ?? 0;
+
     /// <summary>Clears the inject buffers (after a failure, or at the end).</summary>
     public void Wipe()
     {

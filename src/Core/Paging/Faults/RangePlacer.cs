@@ -263,8 +263,8 @@ internal sealed unsafe class RangePlacer : IDisposable
         _engineLock.Exit();
         try
         {
-            verdict = readAhead
-                ? _reader!.Wait()
+            verdict = readAhead ? _reader!.Wait()
+                : _worker != null && arena.SourceFillsRunsConcurrently ? FillShared(_worker, arena, source, first, (byte*)_space.HugeStaging(slot))
                 : source.FillRun(first, RangePages, new Span<byte>((void*)_space.HugeStaging(slot), RangePages * PageSize));
         }
         catch
@@ -277,6 +277,45 @@ internal sealed unsafe class RangePlacer : IDisposable
         }
         source.Release();
         return verdict;
+    }
+
+    /// <summary>The source fills the range into <paramref name="destination"/> from two
+    /// threads, this one and the fill worker (FillWorker.StartSharedFill). Without the
+    /// engine lock, as any source read of a range.</summary>
+    private static PageVerdict FillShared(FillWorker worker, Arena arena, PageSource source, long first, byte* destination)
+    {
+        worker.StartSharedFill(arena, source, first, RangePages, destination);
+        bool kept = false, whole;
+        try
+        {
+            while (worker.TryClaim(out int start, out int pages))
+            {
+                PageVerdict verdict = source.FillRun(first + start, pages, new Span<byte>(destination + (long)start * PageSize, pages * PageSize));
+                if (verdict == PageVerdict.Keep)
+                {
+                    kept = true;
+                }
+                else if (verdict != PageVerdict.Zero)
+                {
+                    worker.SharedPageFailed();
+                    break;
+                }
+            }
+        }
+        catch
+        {
+            worker.SharedPageFailed();
+            throw;
+        }
+        finally
+        {
+            // Whatever happened here, the worker is done with the destination before the
+            // caller hands it on (and before the handler posts the worker's next run).
+            whole = worker.FinishShared();
+        }
+        if (!whole)
+            return PageVerdict.Tampered;
+        return kept || worker.SharedRunKept ? PageVerdict.Keep : PageVerdict.Zero;
     }
 
     /// <summary>
