@@ -111,6 +111,11 @@ internal static unsafe class CustodianProcess
                          Invariant(options.Verbosity), Invariant(metricsSocket), Invariant(hugePagesAdded), Invariant(identity),
                      })
                 start.ArgumentList.Add(argument);
+            // The custodian writes the statistics of a program that ended without (StatisticsWitness).
+            if (options.StatsJsonPath != null)
+                start.Environment[StatisticsWitness.JsonVariable] = Path.GetFullPath(options.StatsJsonPath);
+            if (options.Stats)
+                start.Environment[StatisticsWitness.SummaryVariable] = "1";
             // The custodian writes the audit records of sealed-model decisions.
             if (options.AuditLogPath != null)
                 start.Environment[Tibet.Core.Audit.AuditLogLocation.EnvironmentVariable] = options.AuditLogPath;
@@ -206,6 +211,7 @@ internal static unsafe class CustodianProcess
             if (fd >= 0)
                 Libc.fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
         Dumpability.MakeNonDumpable();
+        StatisticsWitness? witness = StatisticsWitness.Start(program, ProgramPid(program));
         using MetricsServer? metrics = metricsSocket >= 0 ? MetricsServer.Adopt(metricsSocket) : null;
         IdentityCustody? custody = null;
         try
@@ -241,6 +247,7 @@ internal static unsafe class CustodianProcess
         }
         finally
         {
+            witness?.WaitDone(TimeSpan.FromSeconds(2));
             custody?.Dispose(); // wipes the identity's key
             if (hugePagesAdded >= 0)
                 HugePagePool.GiveBack(hugePagesAdded);

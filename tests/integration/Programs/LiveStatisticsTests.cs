@@ -55,6 +55,59 @@ public class LiveStatisticsTests
         Assert.True(child.GetProperty("cleanResidentBytes").GetInt64() <= (4 << 20) + (512 << 12), json.Stdout);
     }
 
+    /// <summary>
+    /// A program killed by a signal runs no exit handler, so it cannot write the statistics
+    /// --stats-json and --stats asked for. The custodian, which outlives it, writes the
+    /// figures it last read from the program (marked endedWithoutStatistics) over a stale
+    /// file of an earlier run, and prints the summary, saying what happened. A program
+    /// that ends normally writes its own, which the custodian leaves alone.
+    /// </summary>
+    [Fact]
+    public void A_program_killed_by_a_signal_leaves_its_last_statistics_and_one_that_exits_its_own()
+    {
+        string python = TibetRun.Require("python3", "python3");
+        string statsFile = Path.Combine(Path.GetTempPath(), $"tibet-killed-{Guid.NewGuid():N}.json");
+        const string Fill = "a = bytearray(96 << 20)\nfor i in range(0, len(a), 4096): a[i] = 1\n";
+        TibetRun.Result Run(string end)
+        {
+            File.WriteAllText(statsFile, "{\"stale\": true}"); // an earlier run's
+            return TibetRun.Run(TibetRun.Launcher, ["-q", "--budget", "16M", "--stats", "--stats-json", statsFile, "--", python, "-c", Fill + end]);
+        }
+        try
+        {
+            // Held for 1.5 s after the fill, so that the figures read last include it.
+            var killed = Run("import os, time\ntime.sleep(1.5)\nos.kill(os.getpid(), 9)\n");
+            Assert.True(killed.ExitCode == 128 + 9, killed.ToString());
+            using (var document = JsonDocument.Parse(File.ReadAllText(statsFile)))
+            {
+                JsonElement stats = document.RootElement;
+                Assert.False(stats.TryGetProperty("stale", out _), "the stale file was left in place\n" + killed);
+                Assert.True(stats.GetProperty("endedWithoutStatistics").GetBoolean(), stats.ToString());
+                Assert.True(stats.GetProperty("secondsBeforeEnd").GetDouble() >= 0, stats.ToString());
+                Assert.True(stats.GetProperty("encrypted").GetBoolean(), stats.ToString());
+                // 96 MiB written under 16 MiB: the figures are of after the fill, in which the
+                // custodian, which serves it, evicted some 80 MiB (64 MiB leaves room for the
+                // resident pages' count at the moment of the reading).
+                Assert.True(stats.GetProperty("evictions").GetInt64() >= (64 << 20) / 4096, stats.ToString());
+            }
+            Assert.Contains("ended without writing its statistics (killed by a signal, or _exit)", killed.Stderr);
+            Assert.Contains("tibet-run: statistics for pid", killed.Stderr);
+
+            var exited = Run("");
+            Assert.True(exited.ExitCode == 0, exited.ToString());
+            using (var document = JsonDocument.Parse(File.ReadAllText(statsFile)))
+            {
+                Assert.False(document.RootElement.TryGetProperty("stale", out _), exited.ToString());
+                Assert.False(document.RootElement.TryGetProperty("endedWithoutStatistics", out _), "the custodian replaced the program's own statistics\n" + exited);
+            }
+            Assert.DoesNotContain("ended without writing its statistics", exited.Stderr);
+        }
+        finally
+        {
+            File.Delete(statsFile);
+        }
+    }
+
     [Fact]
     public void Tibet_stats_of_a_process_not_under_tibet_says_so()
     {

@@ -1,0 +1,140 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Tibet.Core.Diagnostics;
+using Tibet.Core.Interop;
+
+namespace Tibet.Launcher;
+
+/// <summary>
+/// In the custodian: keeps the program's latest statistics while it runs, and when the
+/// program ends without writing its own (<c>--stats-json</c>, <c>--stats</c>), writes and
+/// prints those, marked as such.
+/// </summary>
+/// <remarks>
+/// <para>Why: the program writes its statistics in its exit handler, and a program killed
+/// by a signal (SIGKILL from a supervisor or the OOM killer, a crash) or ending by
+/// <c>_exit</c> runs none. The user asked for the file and would find nothing, or last
+/// run's. The custodian outlives the program (tibet-run becomes the program; the custodian
+/// is not its child, so it cannot learn how it ended).</para>
+/// <para>How: every second while the program lives, its live statistics
+/// (<see cref="LiveStatsClient"/>: the same JSON as the exit file, the custodian's part
+/// included) are read and kept. When the program's pidfd reads ready, the file is looked
+/// at: written since the program started (its size or modification time changed), it is
+/// the program's, and left alone; else the last figures are written with
+/// <c>"endedWithoutStatistics": true</c> and the age of the figures.</para>
+/// </remarks>
+internal sealed class StatisticsWitness
+{
+    /// <summary>The custodian's environment: the --stats-json path (tibet-run's %p pattern
+    /// allowed), and "1" for --stats.</summary>
+    public const string JsonVariable = "TIBET_WITNESS_STATS_JSON", SummaryVariable = "TIBET_WITNESS_STATS_SUMMARY";
+
+    // Read often at first, so that a program killed early still leaves figures, then once a second.
+    private static readonly TimeSpan FirstInterval = TimeSpan.FromMilliseconds(100), Interval = TimeSpan.FromSeconds(1);
+    private const int FirstReads = 10;
+
+    private readonly int _programFd;
+    private readonly int _pid;
+    private readonly string? _path;
+    private readonly bool _summary;
+    private readonly (bool Exists, long Length, DateTime Modified) _before;
+    private string? _last;
+    private DateTime _lastAt;
+    private readonly ManualResetEventSlim _done = new();
+
+    private StatisticsWitness(int programFd, int pid, string? path, bool summary)
+    {
+        _programFd = programFd;
+        _pid = pid;
+        _path = path;
+        _summary = summary;
+        _before = Look(path);
+    }
+
+    /// <summary>Starts watching program <paramref name="pid"/> (through a duplicate of its
+    /// pidfd <paramref name="programFd"/>) when tibet-run asked for statistics; null when
+    /// it did not.</summary>
+    public static StatisticsWitness? Start(int programFd, int pid)
+    {
+        string? path = Environment.GetEnvironmentVariable(JsonVariable) is { Length: > 0 } pattern
+            ? pattern.Replace("%p", pid.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
+            : null;
+        bool summary = Environment.GetEnvironmentVariable(SummaryVariable) == "1";
+        if ((path == null && !summary) || pid <= 0)
+            return null;
+        int own = Libc.fcntl(programFd, Libc.F_DUPFD_CLOEXEC, 3);
+        if (own < 0)
+            return null;
+        var witness = new StatisticsWitness(own, pid, path, summary);
+        new Thread(witness.Watch) { IsBackground = true, Name = "tibet-witness" }.Start();
+        return witness;
+    }
+
+    private unsafe void Watch()
+    {
+        for (int reads = 0; ; reads++)
+        {
+            Libc.PollFd ended = new() { Fd = _programFd, Events = Libc.POLLIN };
+            int ready = Libc.poll(&ended, 1, (int)(reads < FirstReads ? FirstInterval : Interval).TotalMilliseconds);
+            if (ready < 0 && Libc.LastErrno == Libc.EINTR)
+                continue;
+            if (ready != 0)
+                break;
+            using JsonDocument? now = LiveStatsClient.TryRead(_pid, out _);
+            if (now != null)
+            {
+                _last = now.RootElement.GetRawText();
+                _lastAt = DateTime.UtcNow;
+            }
+        }
+        try
+        {
+            ProgramEnded();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
+        {
+            Console.Error.WriteLine($"tibet-run: the program ended without writing its statistics, and they cannot be written to {_path}: {e.Message}");
+        }
+        finally
+        {
+            Libc.close(_programFd);
+            _done.Set();
+        }
+    }
+
+    /// <summary>Waits (at most <paramref name="timeout"/>) until the program has ended and
+    /// what it left undone is written: the custodian must not end before.</summary>
+    public void WaitDone(TimeSpan timeout) => _done.Wait(timeout);
+
+    private void ProgramEnded()
+    {
+        if (_path != null && Look(_path) != _before)
+            return; // the program wrote its own
+        double age = (DateTime.UtcNow - _lastAt).TotalSeconds;
+        if (_last == null)
+        {
+            Console.Error.WriteLine($"tibet-run: the program (pid {_pid}) ended without writing its statistics (killed by a signal, or _exit), " +
+                                    "before the custodian had read any: there are none" + (_path != null ? $"; {_path} was not written." : "."));
+            return;
+        }
+        var json = JsonNode.Parse(_last)!.AsObject();
+        json["endedWithoutStatistics"] = true;
+        json["secondsBeforeEnd"] = Math.Round(age, 1);
+        string text = json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+        Console.Error.WriteLine($"tibet-run: the program (pid {_pid}) ended without writing its statistics (killed by a signal, or _exit); " +
+                                $"its figures from {age:F1} s before it ended follow" + (_path != null ? $", and are in {_path}." : "."));
+        if (_path != null)
+            File.WriteAllText(_path, text);
+        if (_summary)
+            StatsSummary.Print(text, $"pid {_pid} (its last figures)", line => Console.Error.WriteLine(line));
+    }
+
+    private static (bool Exists, long Length, DateTime Modified) Look(string? path)
+    {
+        if (path == null)
+            return default;
+        var file = new FileInfo(path);
+        return file.Exists ? (true, file.Length, file.LastWriteTimeUtc) : default;
+    }
+}
