@@ -12,8 +12,10 @@ namespace Tibet.Core.Paging.Faults;
 /// thread (<see cref="PageSource.FillsRunsConcurrently"/>: a sealed model's, read and
 /// decrypted again after eviction): while the handler decrypts and installs the first
 /// half of a run, this thread decrypts and installs the second half, so that two CPUs
-/// share the cryptography and the copies. The engine's books are not touched here: the
-/// handler admits what was installed once both halves are done.
+/// share the cryptography and the copies. A 2 MiB range placed whole (RangePlacer) is
+/// shared instead chunk by chunk, each thread claiming the next until none is left
+/// (<see cref="StartSharedOpen"/>, <see cref="StartSharedFill"/>). The engine's books are
+/// not touched here: the handler admits what was installed once both parts are done.
 /// </summary>
 /// <remarks>
 /// <para>Why this is safe without the engine lock: the handler holds it for the whole
@@ -26,7 +28,8 @@ namespace Tibet.Core.Paging.Faults;
 /// is asked for the whole part at once, and this thread only waits for it.</para>
 /// <para>Only uncompressed pages are handed over: the decompressor keeps state and
 /// belongs to the handler. Plaintext exists only in this thread's locked slice buffer,
-/// wiped after every slice. Allocation-free and malloc-free, like the handler; between
+/// wiped after every slice, and in the staging huge page of a shared range, which is the
+/// handler's to move into place or wipe. Allocation-free and malloc-free, like the handler; between
 /// runs it spins for a while (waking an idle vCPU costs ~100 µs on the VMs we measured),
 /// then sleeps on an eventfd.</para>
 /// </remarks>
@@ -52,7 +55,7 @@ internal sealed unsafe class FillWorker : IDisposable
     private int _count;
     private bool _writeProtect;
     private bool _fromSource; // the run's pages come from the arena's source, not the store
-    // Not null: a shared run (StartSharedOpen), whose pages are opened into it, not installed.
+    // Not null: a shared run (StartSharedOpen, StartSharedFill), whose pages go into it, not installed.
     private byte* _destination;
     // Written here before _finished is published, read by the handler after.
     private int _installed;
@@ -228,6 +231,7 @@ internal sealed unsafe class FillWorker : IDisposable
         while (Volatile.Read(ref _finished) != _posted)
             _idle.Step(); // on the handler's thread, pinned apart from this one or not at all
         _arena = null;
+        _sharedSource = null;
         if (_failure is { } failure)
             throw new InvalidOperationException("the fill thread failed: " + failure.Message, failure);
         return _installed;
@@ -314,7 +318,9 @@ internal sealed unsafe class FillWorker : IDisposable
                     _sharedFilled += pages;
                 }
                 else if (verdict != PageVerdict.Zero)
+                {
                     SharedPageFailed();
+                }
             }
             return;
         }
