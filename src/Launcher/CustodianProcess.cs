@@ -61,7 +61,11 @@ internal static unsafe class CustodianProcess
     /// <param name="identity">The custodian's identity descriptor (grant token, then the
     /// hand-off; see IdentityCustody), or -1: inherited by the custodian only.</param>
     [System.Diagnostics.CodeAnalysis.UnconditionalSuppressMessage("SingleFile", "IL3000", Justification = "Compiled ahead of time there is no assembly file: Location is empty, and ProcessPath is tibet-run itself.")]
-    public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded, int identity = -1)
+    /// <param name="statsWitnessFile">With --stats and no --stats-json: the file the program
+    /// is to write its statistics to, for the custodian to tell whether it did (see
+    /// StatisticsWitness); null otherwise.</param>
+    public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded, int identity = -1,
+        string? statsWitnessFile = null)
     {
         // Bound here, before the program starts, so that a child connecting before the
         // custodian runs waits in the backlog instead of being refused.
@@ -114,6 +118,8 @@ internal static unsafe class CustodianProcess
             // The custodian writes the statistics of a program that ended without (StatisticsWitness).
             if (options.StatsJsonPath != null)
                 start.Environment[StatisticsWitness.JsonVariable] = Path.GetFullPath(options.StatsJsonPath);
+            else if (statsWitnessFile != null)
+                start.Environment[StatisticsWitness.PrivateJsonVariable] = statsWitnessFile;
             if (options.Stats)
                 start.Environment[StatisticsWitness.SummaryVariable] = "1";
             // The custodian writes the audit records of sealed-model decisions.

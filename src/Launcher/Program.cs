@@ -338,10 +338,17 @@ internal static partial class Launcher
         IdentityDescriptors? identity = null;
         if (handOff != null && !TryPrepareIdentityDescriptors(handOff, identityPublic!, custodianWanted, out identity))
             return ExitRefused;
+        // --stats alone: the program also writes its statistics to a file of the run's, so
+        // that the custodian can tell whether it printed them (StatisticsWitness).
+        string? statsWitnessFile = options.Stats && options.StatsJsonPath == null
+            ? Path.Combine(Path.GetTempPath(), $"tibet-stats-{Environment.ProcessId}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8))}.json")
+            : null;
         if (encrypted && (custodianWanted || metrics != null || pool != null))
         {
             var custodian = CustodianProcess.Start(options, account?.Uid, serveChildren: custodianWanted, metrics, pool?.AddedPages ?? -1,
-                identity: identity?.Custodian?.Descriptor ?? -1);
+                identity: identity?.Custodian?.Descriptor ?? -1, statsWitnessFile);
+            if (custodian != null && statsWitnessFile != null)
+                environment["TIBET_STATS_JSON"] = statsWitnessFile; // the custodian removes it
             if (custodian != null && custodianWanted)
             {
                 environment[CustodianProcess.SocketVariable] = custodian;

@@ -22,13 +22,17 @@ namespace Tibet.Launcher;
 /// included) are read and kept. When the program's pidfd reads ready, the file is looked
 /// at: written since the program started (its size or modification time changed), it is
 /// the program's, and left alone; else the last figures are written with
-/// <c>"endedWithoutStatistics": true</c> and the age of the figures.</para>
+/// <c>"endedWithoutStatistics": true</c> and the age of the figures. With --stats alone
+/// the program writes to a file of the run's (tibet-run names it in /tmp), which tells
+/// the same, and is removed here.</para>
 /// </remarks>
 internal sealed class StatisticsWitness
 {
     /// <summary>The custodian's environment: the --stats-json path (tibet-run's %p pattern
-    /// allowed), and "1" for --stats.</summary>
-    public const string JsonVariable = "TIBET_WITNESS_STATS_JSON", SummaryVariable = "TIBET_WITNESS_STATS_SUMMARY";
+    /// allowed), or with --stats alone the run's own file the program writes them to (read
+    /// and removed here), and "1" for --stats.</summary>
+    public const string JsonVariable = "TIBET_WITNESS_STATS_JSON", PrivateJsonVariable = "TIBET_WITNESS_STATS_PRIVATE",
+        SummaryVariable = "TIBET_WITNESS_STATS_SUMMARY";
 
     // Read often at first, so that a program killed early still leaves figures, then once a second.
     private static readonly TimeSpan FirstInterval = TimeSpan.FromMilliseconds(100), Interval = TimeSpan.FromSeconds(1);
@@ -36,18 +40,20 @@ internal sealed class StatisticsWitness
 
     private readonly int _programFd;
     private readonly int _pid;
-    private readonly string? _path;
+    private readonly string _path;
+    private readonly bool _private; // the run's own file, not the user's: removed, never written here
     private readonly bool _summary;
     private readonly (bool Exists, long Length, DateTime Modified) _before;
     private string? _last;
     private DateTime _lastAt;
     private readonly ManualResetEventSlim _done = new();
 
-    private StatisticsWitness(int programFd, int pid, string? path, bool summary)
+    private StatisticsWitness(int programFd, int pid, string path, bool isPrivate, bool summary)
     {
         _programFd = programFd;
         _pid = pid;
         _path = path;
+        _private = isPrivate;
         _summary = summary;
         _before = Look(path);
     }
@@ -60,13 +66,14 @@ internal sealed class StatisticsWitness
         string? path = Environment.GetEnvironmentVariable(JsonVariable) is { Length: > 0 } pattern
             ? pattern.Replace("%p", pid.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
             : null;
+        string? own = path == null && Environment.GetEnvironmentVariable(PrivateJsonVariable) is { Length: > 0 } file ? file : null;
         bool summary = Environment.GetEnvironmentVariable(SummaryVariable) == "1";
-        if ((path == null && !summary) || pid <= 0)
+        if ((path ?? own) is not { } watched || pid <= 0)
             return null;
-        int own = Libc.fcntl(programFd, Libc.F_DUPFD_CLOEXEC, 3);
-        if (own < 0)
+        int fd = Libc.fcntl(programFd, Libc.F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
             return null;
-        var witness = new StatisticsWitness(own, pid, path, summary);
+        var witness = new StatisticsWitness(fd, pid, watched, isPrivate: own != null, summary);
         new Thread(witness.Watch) { IsBackground = true, Name = "tibet-witness" }.Start();
         return witness;
     }
@@ -109,13 +116,16 @@ internal sealed class StatisticsWitness
 
     private void ProgramEnded()
     {
-        if (_path != null && Look(_path) != _before)
-            return; // the program wrote its own
+        bool written = Look(_path) != _before;
+        if (_private)
+            File.Delete(_path);
+        if (written)
+            return; // the program wrote (and printed) its own
         double age = (DateTime.UtcNow - _lastAt).TotalSeconds;
         if (_last == null)
         {
             Console.Error.WriteLine($"tibet-run: the program (pid {_pid}) ended without writing its statistics (killed by a signal, or _exit), " +
-                                    "before the custodian had read any: there are none" + (_path != null ? $"; {_path} was not written." : "."));
+                                    "before the custodian had read any: there are none" + (_private ? "." : $"; {_path} was not written."));
             return;
         }
         var json = JsonNode.Parse(_last)!.AsObject();
@@ -123,17 +133,15 @@ internal sealed class StatisticsWitness
         json["secondsBeforeEnd"] = Math.Round(age, 1);
         string text = json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
         Console.Error.WriteLine($"tibet-run: the program (pid {_pid}) ended without writing its statistics (killed by a signal, or _exit); " +
-                                $"its figures from {age:F1} s before it ended follow" + (_path != null ? $", and are in {_path}." : "."));
-        if (_path != null)
+                                $"its figures from {age:F1} s before it ended follow" + (_private ? "." : $", and are in {_path}."));
+        if (!_private)
             File.WriteAllText(_path, text);
         if (_summary)
             StatsSummary.Print(text, $"pid {_pid} (its last figures)", line => Console.Error.WriteLine(line));
     }
 
-    private static (bool Exists, long Length, DateTime Modified) Look(string? path)
+    private static (bool Exists, long Length, DateTime Modified) Look(string path)
     {
-        if (path == null)
-            return default;
         var file = new FileInfo(path);
         return file.Exists ? (true, file.Length, file.LastWriteTimeUtc) : default;
     }

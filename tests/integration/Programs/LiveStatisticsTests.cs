@@ -108,6 +108,35 @@ public class LiveStatisticsTests
         }
     }
 
+    /// <summary>
+    /// With --stats alone there is no file of the user's to look at: the program writes its
+    /// statistics to a file of the run's as well, which tells the custodian whether it
+    /// printed them, and which the custodian removes. Killed, the program leaves the
+    /// summary printed by the custodian; ended normally, only its own.
+    /// </summary>
+    [Fact]
+    public void With_stats_alone_a_killed_program_still_gets_its_summary_and_no_file_is_left()
+    {
+        string python = TibetRun.Require("python3", "python3");
+        const string Fill = "import os, sys, time\nprint(os.getpid(), flush=True)\na = bytearray(96 << 20)\nfor i in range(0, len(a), 4096): a[i] = 1\n";
+        string temp = Path.GetTempPath();
+        TibetRun.Result Run(string end) => TibetRun.Run(TibetRun.Launcher, ["-q", "--budget", "16M", "--stats", "--", python, "-c", Fill + end]);
+        string[] Left(TibetRun.Result run) => Directory.GetFiles(temp, $"tibet-stats-{run.Stdout.Trim()}-*.json");
+
+        var killed = Run("time.sleep(1.5)\nos.kill(os.getpid(), 9)\n");
+        Assert.True(killed.ExitCode == 128 + 9, killed.ToString());
+        Assert.Contains("ended without writing its statistics (killed by a signal, or _exit); its figures from", killed.Stderr);
+        Assert.Contains("(its last figures)", killed.Stderr);
+        Assert.Contains("pages evicted", killed.Stderr);
+        Assert.Empty(Left(killed));
+
+        var exited = Run("");
+        Assert.True(exited.ExitCode == 0, exited.ToString());
+        Assert.Single(exited.Stderr.Split('\n'), line => line.StartsWith("tibet-run: statistics for", StringComparison.Ordinal));
+        Assert.DoesNotContain("ended without writing its statistics", exited.Stderr);
+        Assert.Empty(Left(exited));
+    }
+
     [Fact]
     public void Tibet_stats_of_a_process_not_under_tibet_says_so()
     {
