@@ -62,6 +62,16 @@ internal static unsafe class Exports
         catch (Exception e) { return InterposerRuntime.Failed("mmap"u8, e, length); }
     }
 
+    /// <summary>A writable anonymous MAP_FIXED map of the program's, at or above the
+    /// threshold, which the kernel will serve in plaintext: 0 to let it (counted and
+    /// said), or PlaintextFallbacks.Refused under --require-encryption.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "tibet_managed_fixed_map")]
+    private static nint FixedMap(nuint length)
+    {
+        try { return PlaintextFallbacks.Forward(PlaintextReason.FixedAddress, "mmap"u8, length); }
+        catch (Exception e) { return InterposerRuntime.Failed("mmap"u8, e, length); }
+    }
+
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_map_file")]
     private static nint MapFile(nuint length, int prot, int flags, int fd, long offset, int* error)
     {

@@ -26,6 +26,10 @@ internal enum PlaintextReason
 
     /// <summary>An exception inside tibet on an allocation path.</summary>
     InternalError,
+
+    /// <summary>A writable anonymous map at an address the program chose (MAP_FIXED): the
+    /// kernel puts fresh memory there, replacing whatever was mapped, so no arena can.</summary>
+    FixedAddress,
 }
 
 /// <summary>How often, and for how many bytes, memory ran unencrypted for one reason;
@@ -56,7 +60,7 @@ internal static unsafe class PlaintextFallbacks
     public static readonly PlaintextReason[] Reasons =
     [
         PlaintextReason.UserfaultfdMissing, PlaintextReason.RegionExhausted, PlaintextReason.ArenaCreationFailed,
-        PlaintextReason.TooLarge, PlaintextReason.ForkedChild, PlaintextReason.InternalError,
+        PlaintextReason.TooLarge, PlaintextReason.ForkedChild, PlaintextReason.InternalError, PlaintextReason.FixedAddress,
     ];
 
     private const int Slots = 32; // room for reasons to come, without resizing on a hot path
@@ -146,6 +150,7 @@ internal static unsafe class PlaintextFallbacks
         PlaintextReason.TooLarge => "tooLarge",
         PlaintextReason.ForkedChild => "forkedChild",
         PlaintextReason.InternalError => "internalError",
+        PlaintextReason.FixedAddress => "fixedAddress",
         _ => "reason" + ((int)reason).ToString(CultureInfo.InvariantCulture),
     };
 
@@ -158,6 +163,7 @@ internal static unsafe class PlaintextFallbacks
         PlaintextReason.TooLarge => "it is larger than tibet's 1 TiB address region can ever hold"u8,
         PlaintextReason.ForkedChild => "a forked child allocates, and tibet does not serve forked children"u8,
         PlaintextReason.InternalError => "tibet failed inside (the line before names the error)"u8,
+        PlaintextReason.FixedAddress => "the program mapped it at an address of its own choosing (MAP_FIXED), where the kernel replaces what was mapped and no encrypted arena can be put"u8,
         _ => "of an unnamed reason"u8,
     };
 
@@ -169,6 +175,7 @@ internal static unsafe class PlaintextFallbacks
         PlaintextReason.TooLarge => "allocate it in smaller pieces"u8,
         PlaintextReason.ForkedChild => "have the child exec a program, which then runs under tibet"u8,
         PlaintextReason.InternalError => "please report the error line"u8,
+        PlaintextReason.FixedAddress => "let the kernel choose the address (jemalloc commits so only where vm.overcommit_memory is 2)"u8,
         _ => "see the statistics"u8,
     };
 

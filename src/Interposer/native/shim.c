@@ -53,6 +53,7 @@ extern void *tibet_managed_alloc(size_t size, size_t alignment);
 extern void tibet_managed_free(void *p);
 extern void *tibet_managed_realloc(void *p, size_t size);
 extern void *tibet_managed_mmap(size_t length);
+extern void *tibet_managed_fixed_map(size_t length);
 extern void *tibet_managed_map_file(size_t length, int prot, int flags, int fd, off_t offset, int *error);
 extern int tibet_managed_file_opened(int fd); /* 1: a sealed model, reads go through tibet */
 extern void tibet_managed_file_closed(int fd);
@@ -1001,6 +1002,17 @@ static int redirectable_mapping(void *addr, size_t length, int prot, int flags, 
         && !(flags & refused) && prot == (PROT_READ | PROT_WRITE) && length >= mmap_threshold;
 }
 
+/* A writable anonymous private map at an address the program chose: memory the kernel
+ * serves in plaintext (it replaces what was there, an arena of ours included), so it is
+ * counted and said, or refused under --require-encryption. jemalloc commits reserved
+ * memory so when the system does not overcommit; runtimes place their heaps so. */
+static int fixed_anonymous_allocation(void *addr, size_t length, int prot, int flags, int fd)
+{
+    return addr != NULL && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && fd == -1 && (flags & MAP_ANONYMOUS)
+        && (flags & MAP_TYPE) == MAP_PRIVATE && (prot & PROT_WRITE) && !(flags & (MAP_STACK | MAP_GROWSDOWN))
+        && length >= mmap_threshold;
+}
+
 /* Whether the file open as fd may be a GGUF model: it starts with the GGUF magic. Only
  * such files are the managed side's business; the test costs an fstat and a 4-byte read,
  * and happens on opens and maps of files, never on the allocation paths. A descriptor
@@ -1063,6 +1075,15 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
             return p;
         if (error) {
             errno = error;
+            return MAP_FAILED;
+        }
+    }
+    if (fixed_anonymous_allocation(addr, length, prot, flags, fd) && !hostile_size(length) && may_redirect(ret)) {
+        in_tibet = 1;
+        void *answer = tibet_managed_fixed_map(length);
+        in_tibet = 0;
+        if (answer == TIBET_REFUSED) {
+            errno = ENOMEM;
             return MAP_FAILED;
         }
     }

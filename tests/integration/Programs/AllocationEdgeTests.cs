@@ -116,4 +116,30 @@ public class AllocationEdgeTests
             count++;
         return count;
     }
+
+    /// <summary>
+    /// A writable anonymous map at an address the program chose (a runtime reserving its
+    /// heap with PROT_NONE and mapping it writable with MAP_FIXED; jemalloc committing so
+    /// on a host that does not overcommit) gets fresh memory from the kernel, which no
+    /// arena can be: it runs in plaintext, so it is said once and counted (fixedAddress),
+    /// and refused (ENOMEM) under --require-encryption.
+    /// </summary>
+    [Fact]
+    public void A_fixed_address_map_is_said_and_counted_or_refused_when_encryption_is_required()
+    {
+        string program = NativeBuild.Compile("prog_fixed_map.c");
+
+        var plain = TibetRun.Encrypted(["-q"], [program]);
+        Assert.True(plain.ExitCode == 0, plain.ToString());
+        Assert.Contains("fixed-map ok", plain.Stdout);
+        Assert.Single(plain.Stderr.Split('\n'), line => line.Contains("MAP_FIXED", StringComparison.Ordinal));
+        var fixedAddress = plain.Stats!.Value.GetProperty("unencrypted").GetProperty("fixedAddress");
+        Assert.Equal(1, fixedAddress.GetProperty("count").GetInt64());
+        Assert.Equal(64L << 20, fixedAddress.GetProperty("bytes").GetInt64());
+
+        var required = TibetRun.Encrypted(["-q", "--require-encryption"], [program]);
+        Assert.True(required.ExitCode == 0, required.ToString());
+        Assert.Contains("fixed-map error 12", required.Stdout); // ENOMEM
+        Assert.Equal(1, required.Stats!.Value.GetProperty("unencrypted").GetProperty("fixedAddress").GetProperty("refused").GetInt64());
+    }
 }

@@ -1,0 +1,28 @@
+/* A runtime's way to place its heap: reserve 64 MiB with PROT_NONE (the kernel picks the
+ * address), then map it writable at that address with MAP_FIXED, and fill it with 'S'.
+ * Prints "fixed-map ok" or "fixed-map error ERRNO" (the map refused). Under tibet-run the
+ * fixed map is plaintext (no arena can be put at an address the program chose): it must
+ * be counted and said, or refused under --require-encryption. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+int main(void)
+{
+    size_t length = 64 << 20;
+    char *reserved = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (reserved == MAP_FAILED) {
+        printf("reserve error %d\n", errno);
+        return 1;
+    }
+    char *heap = mmap(reserved, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (heap == MAP_FAILED) {
+        printf("fixed-map error %d\n", errno);
+        return 0;
+    }
+    memset(heap, 'S', length);
+    printf("fixed-map ok\n");
+    return 0;
+}
