@@ -36,14 +36,23 @@ internal sealed unsafe class AesGcmKeySchedule : System.Runtime.InteropServices.
     {
         if (key.Length != KeySize)
             throw new ArgumentException($"an AES-256-GCM key is {KeySize} bytes, not {key.Length}", nameof(key));
+        // NSec initialises libsodium on its first use, which may not have come yet.
+        if (Sodium.sodium_init() < 0)
+            throw new InvalidOperationException("libsodium cannot be initialised (sodium_init failed)");
         _stateSize = Sodium.crypto_aead_aes256gcm_statebytes();
         void* state = Sodium.sodium_malloc(_stateSize);
         if (state == null)
             throw new InsufficientMemoryException("libsodium cannot allocate guarded memory for an AES-256-GCM key schedule (sodium_malloc failed: the process is out of memory or address space).");
         Debug.Assert(((nuint)state & 15) == 0, "libsodium's AES-256-GCM state must be 16-byte aligned");
+        SetHandle((IntPtr)state); // freed by Dispose from here on, whatever follows
+        int expanded;
         fixed (byte* k = key)
-            Sodium.crypto_aead_aes256gcm_beforenm(state, k);
-        SetHandle((IntPtr)state);
+            expanded = Sodium.crypto_aead_aes256gcm_beforenm(state, k);
+        if (expanded != 0)
+        {
+            Dispose();
+            throw new PlatformNotSupportedException("libsodium cannot run AES-256-GCM on this CPU (it needs AES-NI and CLMUL); tibet does not fall back to a software cipher.");
+        }
     }
 
     public override bool IsInvalid => handle == IntPtr.Zero;
