@@ -115,7 +115,11 @@ internal static unsafe class CustodianProcess
                          Invariant(options.Verbosity), Invariant(metricsSocket), Invariant(hugePagesAdded), Invariant(identity),
                      })
                 start.ArgumentList.Add(argument);
-            // The custodian writes the statistics of a program that ended without (StatisticsWitness).
+            // The custodian writes the statistics of a program that ended without (StatisticsWitness),
+            // and removes the run's own file: only what this tibet-run names, never a
+            // variable inherited from whoever started it.
+            foreach (string variable in (string[])[StatisticsWitness.JsonVariable, StatisticsWitness.PrivateJsonVariable, StatisticsWitness.SummaryVariable])
+                start.Environment.Remove(variable);
             if (options.StatsJsonPath != null)
                 start.Environment[StatisticsWitness.JsonVariable] = Path.GetFullPath(options.StatsJsonPath);
             else if (statsWitnessFile != null)

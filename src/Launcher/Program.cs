@@ -340,9 +340,7 @@ internal static partial class Launcher
             return ExitRefused;
         // --stats alone: the program also writes its statistics to a file of the run's, so
         // that the custodian can tell whether it printed them (StatisticsWitness).
-        string? statsWitnessFile = options.Stats && options.StatsJsonPath == null
-            ? Path.Combine(Path.GetTempPath(), $"tibet-stats-{Environment.ProcessId}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8))}.json")
-            : null;
+        string? statsWitnessFile = options.Stats && options.StatsJsonPath == null ? StatisticsWitness.RunFile(Environment.ProcessId) : null;
         if (encrypted && (custodianWanted || metrics != null || pool != null))
         {
             var custodian = CustodianProcess.Start(options, account?.Uid, serveChildren: custodianWanted, metrics, pool?.AddedPages ?? -1,

@@ -66,7 +66,7 @@ internal sealed class StatisticsWitness
         string? path = Environment.GetEnvironmentVariable(JsonVariable) is { Length: > 0 } pattern
             ? pattern.Replace("%p", pid.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
             : null;
-        string? own = path == null && Environment.GetEnvironmentVariable(PrivateJsonVariable) is { Length: > 0 } file ? file : null;
+        string? own = path == null && Environment.GetEnvironmentVariable(PrivateJsonVariable) is { Length: > 0 } file && IsRunFile(file, pid) ? file : null;
         bool summary = Environment.GetEnvironmentVariable(SummaryVariable) == "1";
         if ((path ?? own) is not { } watched || pid <= 0)
             return null;
@@ -139,6 +139,21 @@ internal sealed class StatisticsWitness
         if (_summary)
             StatsSummary.Print(text, $"pid {_pid} (its last figures)", line => Console.Error.WriteLine(line));
     }
+
+    /// <summary>Whether <paramref name="path"/> has the shape of the file tibet-run names for
+    /// a run of <paramref name="pid"/> (tibet-stats-PID-16 hex digits.json), the only kind
+    /// the custodian removes.</summary>
+    internal static bool IsRunFile(string path, int pid)
+    {
+        string name = Path.GetFileName(path);
+        string prefix = $"tibet-stats-{pid.ToString(CultureInfo.InvariantCulture)}-";
+        return Path.IsPathRooted(path) && name.StartsWith(prefix, StringComparison.Ordinal) && name.EndsWith(".json", StringComparison.Ordinal)
+            && name.Length == prefix.Length + 16 + 5 && name.AsSpan(prefix.Length, 16).IndexOfAnyExcept("0123456789abcdef") < 0;
+    }
+
+    /// <summary>The name tibet-run gives the run's own file (see <see cref="IsRunFile"/>).</summary>
+    public static string RunFile(int pid) =>
+        Path.GetFullPath(Path.Combine(Path.GetTempPath(), $"tibet-stats-{pid.ToString(CultureInfo.InvariantCulture)}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8))}.json"));
 
     private static (bool Exists, long Length, DateTime Modified) Look(string path)
     {

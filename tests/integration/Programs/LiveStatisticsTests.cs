@@ -137,6 +137,40 @@ public class LiveStatisticsTests
         Assert.Empty(Left(exited));
     }
 
+    /// <summary>
+    /// The custodian's statistics variables come from tibet-run alone: ones inherited from
+    /// whoever started tibet-run neither make the custodian write over a file nor remove
+    /// one (the custodian may run as root), even when the program is killed.
+    /// </summary>
+    [Fact]
+    public void Inherited_statistics_variables_of_the_custodian_touch_no_file()
+    {
+        string python = TibetRun.Require("python3", "python3");
+        string written = Path.Combine(Path.GetTempPath(), $"tibet-victim-{Guid.NewGuid():N}.json");
+        string removed = Path.Combine(Path.GetTempPath(), $"tibet-victim-{Guid.NewGuid():N}.txt");
+        File.WriteAllText(written, "keep me");
+        File.WriteAllText(removed, "keep me too");
+        try
+        {
+            var run = TibetRun.Run(TibetRun.Launcher, ["-q", "--budget", "16M", "--", python, "-c", "import os, time\ntime.sleep(0.5)\nos.kill(os.getpid(), 9)\n"],
+                environment: new Dictionary<string, string?>
+                {
+                    ["TIBET_WITNESS_STATS_JSON"] = written,
+                    ["TIBET_WITNESS_STATS_PRIVATE"] = removed,
+                    ["TIBET_WITNESS_STATS_SUMMARY"] = "1",
+                });
+            Assert.True(run.ExitCode == 128 + 9, run.ToString());
+            Assert.Equal("keep me", File.ReadAllText(written));
+            Assert.Equal("keep me too", File.ReadAllText(removed));
+            Assert.DoesNotContain("ended without writing its statistics", run.Stderr);
+        }
+        finally
+        {
+            File.Delete(written);
+            File.Delete(removed);
+        }
+    }
+
     [Fact]
     public void Tibet_stats_of_a_process_not_under_tibet_says_so()
     {
