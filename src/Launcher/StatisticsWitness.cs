@@ -114,6 +114,9 @@ internal sealed class StatisticsWitness
     /// what it left undone is written: the custodian must not end before.</summary>
     public void WaitDone(TimeSpan timeout) => _done.Wait(timeout);
 
+    // The custodian is not the program's parent: it cannot tell which.
+    private const string HowItMayEnd = "killed by a signal, ended by _exit, or became by exec a program tibet does not reach";
+
     private void ProgramEnded()
     {
         bool written = Look(_path) != _before;
@@ -124,7 +127,7 @@ internal sealed class StatisticsWitness
         double age = (DateTime.UtcNow - _lastAt).TotalSeconds;
         if (_last == null)
         {
-            Console.Error.WriteLine($"tibet-run: the program (pid {_pid}) ended without writing its statistics (killed by a signal, or _exit), " +
+            Console.Error.WriteLine($"tibet-run: the program (pid {_pid}) ended without writing its statistics ({HowItMayEnd}), " +
                                     "before the custodian had read any: there are none" + (_private ? "." : $"; {_path} was not written."));
             return;
         }
@@ -132,7 +135,7 @@ internal sealed class StatisticsWitness
         json["endedWithoutStatistics"] = true;
         json["secondsBeforeEnd"] = Math.Round(age, 1);
         string text = json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
-        Console.Error.WriteLine($"tibet-run: the program (pid {_pid}) ended without writing its statistics (killed by a signal, or _exit); " +
+        Console.Error.WriteLine($"tibet-run: the program (pid {_pid}) ended without writing its statistics ({HowItMayEnd}); " +
                                 $"its figures from {age:F1} s before it ended follow" + (_private ? "." : $", and are in {_path}."));
         if (!_private)
             File.WriteAllText(_path, text);
