@@ -98,7 +98,7 @@ PY
   done
 } > "$work/rows.jsonl"
 
-machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) vCPU, Linux $(uname -r)"
+machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) vCPU, Linux $(uname -r), idle $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo unknown)$([ -r /sys/module/haltpoll/parameters/guest_halt_poll_ns ] && echo " (guest_halt_poll_ns $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns))" || true)"
 python3 - "$work/rows.jsonl" "$prefix" "$machine" "$size" "$tokens" "$threads" "$ciphers" <<'PY'
 import json, statistics, sys, datetime
 rows = [json.loads(l) for l in open(sys.argv[1])]
