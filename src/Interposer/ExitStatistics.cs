@@ -40,12 +40,20 @@ internal static unsafe class ExitStatistics
                 w.WriteString("wholeProcess", PlaintextFallbacks.Name(whole));
             else
                 w.WriteNull("wholeProcess");
-            ulong childCount, childBytes, childRefused;
+            ulong childCount, childBytes, childRefused, fixedCount, fixedBytes, fixedRefused;
             Shim.ChildPlaintext(&childCount, &childBytes, &childRefused);
+            Shim.ChildFixed(&fixedCount, &fixedBytes, &fixedRefused);
             foreach (var count in PlaintextFallbacks.Snapshot())
             {
                 w.WriteStartObject(count.Name);
-                if (count.Reason == PlaintextReason.ForkedChild)
+                if (count.Reason == PlaintextReason.FixedAddress)
+                {
+                    // Forked children's are counted by the shim (this process's here).
+                    w.WriteNumber("count", count.Count + (long)Math.Min(fixedCount, long.MaxValue));
+                    w.WriteNumber("bytes", count.Bytes + (long)Math.Min(fixedBytes, long.MaxValue));
+                    w.WriteNumber("refused", count.Refused + (long)Math.Min(fixedRefused, long.MaxValue));
+                }
+                else if (count.Reason == PlaintextReason.ForkedChild)
                 {
                     // The children's calls are counted by the shim, never in managed code.
                     w.WriteNumber("count", count.Count + (long)Math.Min(childCount, long.MaxValue));

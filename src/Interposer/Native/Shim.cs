@@ -43,6 +43,10 @@ internal static unsafe partial class Shim
     [LibraryImport(Library, EntryPoint = "tibet_shim_child_plaintext")]
     public static partial void ChildPlaintext(ulong* count, ulong* bytes, ulong* refused);
 
+    /// <summary>What forked children mapped with MAP_FIXED, writable, at or above the threshold (plaintext), and were refused.</summary>
+    [LibraryImport(Library, EntryPoint = "tibet_shim_child_fixed")]
+    public static partial void ChildFixed(ulong* count, ulong* bytes, ulong* refused);
+
     /// <summary>From now on, each fork of this process makes a socketpair for the child's
     /// agent (native/agent.c), which takes the child's pages out when the engine asks; the
     /// engine gets its end through tibet_managed_forked.</summary>

@@ -528,9 +528,11 @@ EXPORT void tibet_shim_report(const char *line, size_t length)
 struct child_counts {
     uint64_t plaintext_count, plaintext_bytes; /* forwarded to libc: not encrypted */
     uint64_t refused_count;                    /* failed with ENOMEM (--require-encryption) */
+    uint64_t fixed_count, fixed_bytes, fixed_refused; /* MAP_FIXED maps (fixed_anonymous_allocation) */
 };
 static struct child_counts *child_counts;
 static pid_t child_announced, child_refusal_announced; /* pids that said their line */
+static pid_t child_fixed_announced;
 
 static char *append(char *at, const char *text)
 {
@@ -589,6 +591,38 @@ static void *child_large_allocation(size_t size)
     at = append(at, "; this child's further such allocations are counted, not reported); --require-encryption refuses them\n");
     tibet_shim_report(line, (size_t)(at - line));
     return NULL;
+}
+
+/* A forked child's writable anonymous MAP_FIXED map at or above the threshold: the
+ * kernel's, plaintext (see fixed_anonymous_allocation). The process tibet runs in counts
+ * its own in managed code; a forked child runs none, so it counts here, into the page its
+ * parent reads, and says so once per child; or it is refused under --require-encryption.
+ * Returns NULL (let the kernel map it) or TIBET_REFUSED. */
+static void *child_fixed_map(size_t size)
+{
+    if (child_counts) {
+        if (require_encryption)
+            __atomic_fetch_add(&child_counts->fixed_refused, 1, __ATOMIC_RELAXED);
+        else {
+            __atomic_fetch_add(&child_counts->fixed_count, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&child_counts->fixed_bytes, size, __ATOMIC_RELAXED);
+        }
+    }
+    pid_t self = (pid_t)syscall(SYS_getpid);
+    if (__atomic_exchange_n(&child_fixed_announced, self, __ATOMIC_RELAXED) != self) {
+        char line[512], *at = line;
+        at = append(at, "tibet: pid ");
+        at = append_number(at, (uint64_t)self);
+        at = append(at, ", a forked child of pid ");
+        at = append_number(at, (uint64_t)owner_pid);
+        at = append(at, require_encryption ? ", was refused (ENOMEM) a map of " : ", mapped ");
+        at = append_number(at, size);
+        at = append(at, require_encryption
+            ? " bytes at an address of its own choosing (MAP_FIXED), which would not be encrypted\n"
+            : " bytes at an address of its own choosing (MAP_FIXED), where no encrypted arena can be put: not encrypted (this child's further such maps are counted, not reported); --require-encryption refuses them\n");
+        tibet_shim_report(line, (size_t)(at - line));
+    }
+    return require_encryption ? TIBET_REFUSED : NULL;
 }
 
 /* With TIBET_SERVE=custodian, an allocation of the program's that the custodian did not
@@ -1078,10 +1112,15 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
             return MAP_FAILED;
         }
     }
-    if (fixed_anonymous_allocation(addr, length, prot, flags, fd) && !hostile_size(length) && may_redirect(ret)) {
-        in_tibet = 1;
-        void *answer = tibet_managed_fixed_map(length);
-        in_tibet = 0;
+    if (fixed_anonymous_allocation(addr, length, prot, flags, fd) && !hostile_size(length) && !tibet_caller(ret) && shim_ready) {
+        void *answer;
+        if (in_child()) {
+            answer = child_fixed_map(length);
+        } else {
+            in_tibet = 1;
+            answer = tibet_managed_fixed_map(length);
+            in_tibet = 0;
+        }
         if (answer == TIBET_REFUSED) {
             errno = ENOMEM;
             return MAP_FAILED;
@@ -1726,6 +1765,16 @@ EXPORT void tibet_shim_child_plaintext(uint64_t *count, uint64_t *bytes, uint64_
     if (count) *count = c ? __atomic_load_n(&c->plaintext_count, __ATOMIC_RELAXED) : 0;
     if (bytes) *bytes = c ? __atomic_load_n(&c->plaintext_bytes, __ATOMIC_RELAXED) : 0;
     if (refused) *refused = c ? __atomic_load_n(&c->refused_count, __ATOMIC_RELAXED) : 0;
+}
+
+/* What forked children (and their descendants) mapped with MAP_FIXED, writable, at or
+ * above the threshold: plaintext (count, bytes), and refused. Any pointer may be NULL. */
+EXPORT void tibet_shim_child_fixed(uint64_t *count, uint64_t *bytes, uint64_t *refused)
+{
+    struct child_counts *c = child_counts;
+    if (count) *count = c ? __atomic_load_n(&c->fixed_count, __ATOMIC_RELAXED) : 0;
+    if (bytes) *bytes = c ? __atomic_load_n(&c->fixed_bytes, __ATOMIC_RELAXED) : 0;
+    if (refused) *refused = c ? __atomic_load_n(&c->fixed_refused, __ATOMIC_RELAXED) : 0;
 }
 
 /* Whether the custodian serves this process's own large anonymous allocations

@@ -142,4 +142,25 @@ public class AllocationEdgeTests
         Assert.Contains("fixed-map error 12", required.Stdout); // ENOMEM
         Assert.Equal(1, required.Stats!.Value.GetProperty("unencrypted").GetProperty("fixedAddress").GetProperty("refused").GetInt64());
     }
+
+    /// <summary>The same in a forked child, which runs no managed code: the shim counts it
+    /// into the page its parent's statistics read, and says so once for the child.</summary>
+    [Fact]
+    public void A_forked_childs_fixed_address_map_is_said_and_counted_or_refused_when_encryption_is_required()
+    {
+        string program = NativeBuild.Compile("prog_fixed_map.c");
+
+        var plain = TibetRun.Encrypted(["-q"], [program, "child"]);
+        Assert.True(plain.ExitCode == 0, plain.ToString());
+        Assert.Contains("fixed-map ok", plain.Stdout);
+        Assert.Single(plain.Stderr.Split('\n'), line => line.Contains("a forked child of pid", StringComparison.Ordinal) && line.Contains("MAP_FIXED", StringComparison.Ordinal));
+        var fixedAddress = plain.Stats!.Value.GetProperty("unencrypted").GetProperty("fixedAddress");
+        Assert.Equal(1, fixedAddress.GetProperty("count").GetInt64());
+        Assert.Equal(64L << 20, fixedAddress.GetProperty("bytes").GetInt64());
+
+        var required = TibetRun.Encrypted(["-q", "--require-encryption"], [program, "child"]);
+        Assert.True(required.ExitCode == 0, required.ToString());
+        Assert.Contains("fixed-map error 12", required.Stdout); // ENOMEM
+        Assert.Equal(1, required.Stats!.Value.GetProperty("unencrypted").GetProperty("fixedAddress").GetProperty("refused").GetInt64());
+    }
 }

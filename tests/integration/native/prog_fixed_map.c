@@ -1,15 +1,18 @@
 /* A runtime's way to place its heap: reserve 64 MiB with PROT_NONE (the kernel picks the
  * address), then map it writable at that address with MAP_FIXED, and fill it with 'S'.
- * Prints "fixed-map ok" or "fixed-map error ERRNO" (the map refused). Under tibet-run the
- * fixed map is plaintext (no arena can be put at an address the program chose): it must
- * be counted and said, or refused under --require-encryption. */
+ * Prints "fixed-map ok" or "fixed-map error ERRNO" (the map refused). With the argument
+ * "child" a forked child does it, and the parent waits for it. Under tibet-run the fixed
+ * map is plaintext (no arena can be put at an address the program chose): it must be
+ * counted and said, or refused under --require-encryption. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-int main(void)
+static int fixed_map(void)
 {
     size_t length = 64 << 20;
     char *reserved = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -25,4 +28,24 @@ int main(void)
     memset(heap, 'S', length);
     printf("fixed-map ok\n");
     return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "child") != 0)
+        return fixed_map();
+    fflush(stdout);
+    pid_t child = fork();
+    if (child < 0) {
+        printf("fork error %d\n", errno);
+        return 1;
+    }
+    if (child == 0) {
+        int rc = fixed_map();
+        fflush(stdout);
+        _exit(rc);
+    }
+    int status;
+    waitpid(child, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
