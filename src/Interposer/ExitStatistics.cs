@@ -40,32 +40,23 @@ internal static unsafe class ExitStatistics
                 w.WriteString("wholeProcess", PlaintextFallbacks.Name(whole));
             else
                 w.WriteNull("wholeProcess");
-            ulong childCount, childBytes, childRefused, fixedCount, fixedBytes, fixedRefused;
-            Shim.ChildPlaintext(&childCount, &childBytes, &childRefused);
-            Shim.ChildFixed(&fixedCount, &fixedBytes, &fixedRefused);
             foreach (var count in PlaintextFallbacks.Snapshot())
             {
+                // Forked children run no managed code: the shim counts what they do, into a
+                // page this process reads; this process's own are counted here.
+                ulong childCount = 0, childBytes = 0, childRefused = 0;
+                int childKind = count.Reason switch
+                {
+                    PlaintextReason.ForkedChild => Shim.ChildAllocations,
+                    PlaintextReason.FixedAddress => Shim.ChildFixedMaps,
+                    _ => -1,
+                };
+                if (childKind >= 0)
+                    Shim.ChildTally(childKind, &childCount, &childBytes, &childRefused);
                 w.WriteStartObject(count.Name);
-                if (count.Reason == PlaintextReason.FixedAddress)
-                {
-                    // Forked children's are counted by the shim (this process's here).
-                    w.WriteNumber("count", count.Count + (long)Math.Min(fixedCount, long.MaxValue));
-                    w.WriteNumber("bytes", count.Bytes + (long)Math.Min(fixedBytes, long.MaxValue));
-                    w.WriteNumber("refused", count.Refused + (long)Math.Min(fixedRefused, long.MaxValue));
-                }
-                else if (count.Reason == PlaintextReason.ForkedChild)
-                {
-                    // The children's calls are counted by the shim, never in managed code.
-                    w.WriteNumber("count", count.Count + (long)Math.Min(childCount, long.MaxValue));
-                    w.WriteNumber("bytes", count.Bytes + (long)Math.Min(childBytes, long.MaxValue));
-                    w.WriteNumber("refused", count.Refused + (long)Math.Min(childRefused, long.MaxValue));
-                }
-                else
-                {
-                    w.WriteNumber("count", count.Count);
-                    w.WriteNumber("bytes", count.Bytes);
-                    w.WriteNumber("refused", count.Refused);
-                }
+                w.WriteNumber("count", count.Count + (long)Math.Min(childCount, long.MaxValue));
+                w.WriteNumber("bytes", count.Bytes + (long)Math.Min(childBytes, long.MaxValue));
+                w.WriteNumber("refused", count.Refused + (long)Math.Min(childRefused, long.MaxValue));
                 w.WriteEndObject();
             }
             w.WriteEndObject();

@@ -60,10 +60,10 @@ internal static unsafe class CustodianProcess
     /// run lives (HugePagePool.GiveBack).</param>
     /// <param name="identity">The custodian's identity descriptor (grant token, then the
     /// hand-off; see IdentityCustody), or -1: inherited by the custodian only.</param>
-    [System.Diagnostics.CodeAnalysis.UnconditionalSuppressMessage("SingleFile", "IL3000", Justification = "Compiled ahead of time there is no assembly file: Location is empty, and ProcessPath is tibet-run itself.")]
     /// <param name="statsWitnessFile">With --stats and no --stats-json: the file the program
     /// is to write its statistics to, for the custodian to tell whether it did (see
     /// StatisticsWitness); null otherwise.</param>
+    [System.Diagnostics.CodeAnalysis.UnconditionalSuppressMessage("SingleFile", "IL3000", Justification = "Compiled ahead of time there is no assembly file: Location is empty, and ProcessPath is tibet-run itself.")]
     public static string? Start(LaunchOptions options, uint? programUid, bool serveChildren, MetricsServer? metrics, long hugePagesAdded, int identity = -1,
         string? statsWitnessFile = null)
     {

@@ -12,7 +12,7 @@ internal static unsafe partial class Shim
 
     /// <summary>Turns redirection on: thresholds, the two reserved regions, and the table
     /// of malloc block sizes that free/malloc_usable_size read without managed code.
-    /// Also creates the shared page that forked children count into (<see cref="ChildPlaintext"/>).</summary>
+    /// Also creates the shared page that forked children count into (<see cref="ChildTally"/>).</summary>
     [LibraryImport(Library, EntryPoint = "tibet_shim_configure")]
     public static partial void Configure(nuint mallocThreshold, nuint mmapThreshold,
         nuint mallocBase, nuint mallocLimit, nuint mmapBase, nuint mmapLimit, nuint* blockSizes, uint unitShift);
@@ -40,12 +40,14 @@ internal static unsafe partial class Shim
     [LibraryImport(Library, EntryPoint = "tibet_shim_served_share")]
     public static partial long* ServedShare();
 
-    [LibraryImport(Library, EntryPoint = "tibet_shim_child_plaintext")]
-    public static partial void ChildPlaintext(ulong* count, ulong* bytes, ulong* refused);
+    /// <summary>Kinds of <see cref="ChildTally"/>: large allocations no custodian took on,
+    /// and writable MAP_FIXED maps (native/shim.c, CHILD_ALLOCATIONS and CHILD_FIXED_MAPS).</summary>
+    public const int ChildAllocations = 0, ChildFixedMaps = 1;
 
-    /// <summary>What forked children mapped with MAP_FIXED, writable, at or above the threshold (plaintext), and were refused.</summary>
-    [LibraryImport(Library, EntryPoint = "tibet_shim_child_fixed")]
-    public static partial void ChildFixed(ulong* count, ulong* bytes, ulong* refused);
+    /// <summary>What forked children did of <paramref name="kind"/> that ran unencrypted
+    /// (count, bytes), and were refused (--require-encryption).</summary>
+    [LibraryImport(Library, EntryPoint = "tibet_shim_child_tally")]
+    public static partial void ChildTally(int kind, ulong* count, ulong* bytes, ulong* refused);
 
     /// <summary>From now on, each fork of this process makes a socketpair for the child's
     /// agent (native/agent.c), which takes the child's pages out when the engine asks; the

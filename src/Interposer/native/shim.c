@@ -525,14 +525,35 @@ EXPORT void tibet_shim_report(const char *line, size_t length)
 
 /* Counts of a forked child's large allocations, in a MAP_SHARED page created at
  * configuration, so the parent (and its statistics) see what every descendant did. */
+struct child_tally {
+    uint64_t count, bytes; /* forwarded to libc: not encrypted */
+    uint64_t refused;      /* failed with ENOMEM (--require-encryption) */
+};
+/* Indexed by the kinds tibet_shim_child_tally names. */
+enum { CHILD_ALLOCATIONS = 0, CHILD_FIXED_MAPS = 1, CHILD_KINDS = 2 };
 struct child_counts {
-    uint64_t plaintext_count, plaintext_bytes; /* forwarded to libc: not encrypted */
-    uint64_t refused_count;                    /* failed with ENOMEM (--require-encryption) */
-    uint64_t fixed_count, fixed_bytes, fixed_refused; /* MAP_FIXED maps (fixed_anonymous_allocation) */
+    struct child_tally kinds[CHILD_KINDS];
 };
 static struct child_counts *child_counts;
-static pid_t child_announced, child_refusal_announced; /* pids that said their line */
-static pid_t child_fixed_announced;
+static pid_t child_announced[CHILD_KINDS]; /* per kind, the last pid that said its line */
+
+/* Counts memory of a forked child's that would not be encrypted (or, under
+ * --require-encryption, is refused) into the page its parent's statistics read; true when
+ * this child has not said so yet for this kind, and should. */
+static int child_unencrypted(int kind, size_t size)
+{
+    if (child_counts) {
+        struct child_tally *t = &child_counts->kinds[kind];
+        if (require_encryption)
+            __atomic_fetch_add(&t->refused, 1, __ATOMIC_RELAXED);
+        else {
+            __atomic_fetch_add(&t->count, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&t->bytes, size, __ATOMIC_RELAXED);
+        }
+    }
+    pid_t self = (pid_t)syscall(SYS_getpid);
+    return __atomic_exchange_n(&child_announced[kind], self, __ATOMIC_RELAXED) != self;
+}
 
 static char *append(char *at, const char *text)
 {
@@ -557,62 +578,43 @@ static char *append_number(char *at, uint64_t n)
  * (TIBET_REFUSED) with its own line. Returns NULL (forward to libc) or TIBET_REFUSED. */
 static void *child_large_allocation(size_t size)
 {
-    pid_t self = (pid_t)syscall(SYS_getpid);
-    char line[512], *at = line;
-    at = append(at, "tibet: pid ");
-    at = append_number(at, (uint64_t)self);
-    /* The process tibet runs in, not getppid(): a daemon's parent has usually exited by
-     * now, and the child was re-parented to init. */
-    at = append(at, ", a forked child of pid ");
-    at = append_number(at, (uint64_t)owner_pid);
-    if (require_encryption) {
-        if (child_counts)
-            __atomic_fetch_add(&child_counts->refused_count, 1, __ATOMIC_RELAXED);
-        if (__atomic_exchange_n(&child_refusal_announced, self, __ATOMIC_RELAXED) == self)
-            return TIBET_REFUSED;
-        at = append(at, ", was refused ");
-        at = append_number(at, size);
-        at = append(at, " bytes (ENOMEM): ");
-        at = append(at, tibet_served_why_not());
-        at = append(at, ", and --require-encryption refuses memory that would not be encrypted\n");
+    if (child_unencrypted(CHILD_ALLOCATIONS, size)) {
+        char line[512], *at = line;
+        at = append(at, "tibet: pid ");
+        at = append_number(at, (uint64_t)syscall(SYS_getpid));
+        /* The process tibet runs in, not getppid(): a daemon's parent has usually exited by
+         * now, and the child was re-parented to init. */
+        at = append(at, ", a forked child of pid ");
+        at = append_number(at, (uint64_t)owner_pid);
+        if (require_encryption) {
+            at = append(at, ", was refused ");
+            at = append_number(at, size);
+            at = append(at, " bytes (ENOMEM): ");
+            at = append(at, tibet_served_why_not());
+            at = append(at, ", and --require-encryption refuses memory that would not be encrypted\n");
+        } else {
+            at = append(at, ", allocated ");
+            at = append_number(at, size);
+            at = append(at, " bytes that are not encrypted (");
+            at = append(at, tibet_served_why_not());
+            at = append(at, "; this child's further such allocations are counted, not reported); --require-encryption refuses them\n");
+        }
         tibet_shim_report(line, (size_t)(at - line));
-        return TIBET_REFUSED;
     }
-    if (child_counts) {
-        __atomic_fetch_add(&child_counts->plaintext_count, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&child_counts->plaintext_bytes, size, __ATOMIC_RELAXED);
-    }
-    if (__atomic_exchange_n(&child_announced, self, __ATOMIC_RELAXED) == self)
-        return NULL;
-    at = append(at, ", allocated ");
-    at = append_number(at, size);
-    at = append(at, " bytes that are not encrypted (");
-    at = append(at, tibet_served_why_not());
-    at = append(at, "; this child's further such allocations are counted, not reported); --require-encryption refuses them\n");
-    tibet_shim_report(line, (size_t)(at - line));
-    return NULL;
+    return require_encryption ? TIBET_REFUSED : NULL;
 }
 
 /* A forked child's writable anonymous MAP_FIXED map at or above the threshold: the
  * kernel's, plaintext (see fixed_anonymous_allocation). The process tibet runs in counts
- * its own in managed code; a forked child runs none, so it counts here, into the page its
- * parent reads, and says so once per child; or it is refused under --require-encryption.
- * Returns NULL (let the kernel map it) or TIBET_REFUSED. */
+ * its own in managed code; a forked child runs none, so it counts here, and says so once
+ * per child; or it is refused under --require-encryption. Returns NULL (let the kernel
+ * map it) or TIBET_REFUSED. */
 static void *child_fixed_map(size_t size)
 {
-    if (child_counts) {
-        if (require_encryption)
-            __atomic_fetch_add(&child_counts->fixed_refused, 1, __ATOMIC_RELAXED);
-        else {
-            __atomic_fetch_add(&child_counts->fixed_count, 1, __ATOMIC_RELAXED);
-            __atomic_fetch_add(&child_counts->fixed_bytes, size, __ATOMIC_RELAXED);
-        }
-    }
-    pid_t self = (pid_t)syscall(SYS_getpid);
-    if (__atomic_exchange_n(&child_fixed_announced, self, __ATOMIC_RELAXED) != self) {
+    if (child_unencrypted(CHILD_FIXED_MAPS, size)) {
         char line[512], *at = line;
         at = append(at, "tibet: pid ");
-        at = append_number(at, (uint64_t)self);
+        at = append_number(at, (uint64_t)syscall(SYS_getpid));
         at = append(at, ", a forked child of pid ");
         at = append_number(at, (uint64_t)owner_pid);
         at = append(at, require_encryption ? ", was refused (ENOMEM) a map of " : ", mapped ");
@@ -1757,24 +1759,16 @@ EXPORT void tibet_shim_set_policy(int require)
     require_encryption = require != 0;
 }
 
-/* What forked children (and their descendants) allocated at or above the threshold since
- * configuration: forwarded as plaintext (count, bytes), and refused. Any pointer may be NULL. */
-EXPORT void tibet_shim_child_plaintext(uint64_t *count, uint64_t *bytes, uint64_t *refused)
+/* What forked children (and their descendants) did since configuration that runs
+ * unencrypted, of one kind: 0, allocations at or above the threshold no custodian took on;
+ * 1, writable MAP_FIXED maps at or above it. Forwarded as plaintext (count, bytes), and
+ * refused. Any pointer may be NULL. */
+EXPORT void tibet_shim_child_tally(int kind, uint64_t *count, uint64_t *bytes, uint64_t *refused)
 {
-    struct child_counts *c = child_counts;
-    if (count) *count = c ? __atomic_load_n(&c->plaintext_count, __ATOMIC_RELAXED) : 0;
-    if (bytes) *bytes = c ? __atomic_load_n(&c->plaintext_bytes, __ATOMIC_RELAXED) : 0;
-    if (refused) *refused = c ? __atomic_load_n(&c->refused_count, __ATOMIC_RELAXED) : 0;
-}
-
-/* What forked children (and their descendants) mapped with MAP_FIXED, writable, at or
- * above the threshold: plaintext (count, bytes), and refused. Any pointer may be NULL. */
-EXPORT void tibet_shim_child_fixed(uint64_t *count, uint64_t *bytes, uint64_t *refused)
-{
-    struct child_counts *c = child_counts;
-    if (count) *count = c ? __atomic_load_n(&c->fixed_count, __ATOMIC_RELAXED) : 0;
-    if (bytes) *bytes = c ? __atomic_load_n(&c->fixed_bytes, __ATOMIC_RELAXED) : 0;
-    if (refused) *refused = c ? __atomic_load_n(&c->fixed_refused, __ATOMIC_RELAXED) : 0;
+    struct child_tally *t = child_counts && kind >= 0 && kind < CHILD_KINDS ? &child_counts->kinds[kind] : NULL;
+    if (count) *count = t ? __atomic_load_n(&t->count, __ATOMIC_RELAXED) : 0;
+    if (bytes) *bytes = t ? __atomic_load_n(&t->bytes, __ATOMIC_RELAXED) : 0;
+    if (refused) *refused = t ? __atomic_load_n(&t->refused, __ATOMIC_RELAXED) : 0;
 }
 
 /* Whether the custodian serves this process's own large anonymous allocations

@@ -63,8 +63,8 @@ internal sealed unsafe class FillWorker : IDisposable
     private Exception? _failure;
 
     // A shared run's books: the pages a claim takes, the first page no thread has claimed
-    // yet, whether a page failed (then neither thread claims more), and for a run filled
-    // from a source (_sharedSource), whether any chunk held data (PageVerdict.Keep).
+    // yet, whether a page failed (then neither thread claims more), whether any page was
+    // brought in (a fill from a source, _sharedSource, may find only zeros).
     private int _chunkPages, _sharedNext, _sharedFailed, _sharedKept;
     private PageSource? _sharedSource;
 
@@ -152,38 +152,29 @@ internal sealed unsafe class FillWorker : IDisposable
     /// small, so that the thread that finishes first waits at most one chunk for the other.</summary>
     public const int SharedChunkPages = 16;
 
+    /// <summary>Pages of a shared fill a thread claims at a time: a read and, for a sealed
+    /// model whose key the custodian keeps, a round trip to it, so a range's halves (5
+    /// interleaved runs at half budget: medians 42 tokens/s in halves, 39 in quarters).</summary>
+    public const int SharedSourceChunkPages = 256;
+
     /// <summary>
     /// Starts decrypting <paramref name="count"/> sealed, uncompressed pages of
     /// <paramref name="arena"/> from <paramref name="first"/> on into
-    /// <paramref name="destination"/>, shared with the caller: each thread claims
-    /// <see cref="SharedChunkPages"/> at a time (<see cref="TryClaim"/>) until none are left.
+    /// <paramref name="destination"/>, shared with the caller, who then calls
+    /// <see cref="ShareAndFinish"/>: each thread claims <see cref="SharedChunkPages"/> at a
+    /// time until none are left.
     /// </summary>
     /// <remarks>
-    /// Why not a half each, as runs installed page by page (<see cref="Start"/>): this thread shares its CPU with the
-    /// program's (llama.cpp's spin at their barriers while one of them waits for the fault),
-    /// and is woken from sleep when the run comes between tokens; with a fixed half, the
-    /// handler finished first and paused for it (11 % of all CPU time at half budget, perf).
-    /// Shared, whichever thread is faster decrypts more, and a thread woken late (about
-    /// 100 µs from sleep on these VMs) takes what is left. The caller holds the engine lock until
-    /// <see cref="FinishShared"/>, as for <see cref="Start"/>.
+    /// Why not a half each, as runs installed page by page (<see cref="Start"/>): this
+    /// thread shares its CPU with the program's (llama.cpp's spin at their barriers while
+    /// one of them waits for the fault), and is woken from sleep when the run comes between
+    /// tokens; with a fixed half, the handler finished first and paused for it (11 % of all
+    /// CPU time at half budget, perf). Shared, whichever thread is faster decrypts more,
+    /// and a thread woken late (about 100 µs from sleep on these VMs) takes what is left.
+    /// The caller holds the engine lock throughout, as for <see cref="Start"/>.
     /// </remarks>
     public void StartSharedOpen(Arena arena, long first, int count, byte* destination)
         => Post(arena, first, count, writeProtect: false, fromSource: false, destination);
-
-    /// <summary>Claims the next chunk of the shared run (offsets from its first page):
-    /// false when every page is claimed, or a page failed to open.</summary>
-    public bool TryClaim(out int start, out int pages)
-    {
-        pages = 0;
-        start = 0;
-        if (Volatile.Read(ref _sharedFailed) != 0)
-            return false;
-        start = Interlocked.Add(ref _sharedNext, _chunkPages) - _chunkPages;
-        if (start >= _count)
-            return false;
-        pages = Math.Min(_chunkPages, _count - start);
-        return true;
-    }
 
     /// <summary>
     /// Starts filling <paramref name="count"/> pages of <paramref name="source"/> from
@@ -191,8 +182,8 @@ internal sealed unsafe class FillWorker : IDisposable
     /// caller as <see cref="StartSharedOpen"/> is, <see cref="SharedSourceChunkPages"/> at
     /// a time (PageSource.FillRun, which such a source takes from two threads at once:
     /// <see cref="PageSource.FillsRunsConcurrently"/>). The caller holds a reference to
-    /// the source and keeps the destination until <see cref="FinishShared"/>; it need not
-    /// hold the engine lock, since nothing here touches the engine's books.
+    /// the source and keeps the destination until <see cref="ShareAndFinish"/> returns; it
+    /// need not hold the engine lock, since nothing here touches the engine's books.
     /// </summary>
     /// <remarks>Why: a live sealed model whose key the custodian keeps comes back a range at
     /// a time, read and decrypted by the custodian through one lane of its session, one
@@ -202,26 +193,75 @@ internal sealed unsafe class FillWorker : IDisposable
     public void StartSharedFill(Arena arena, PageSource source, long first, int count, byte* destination)
         => Post(arena, first, count, writeProtect: false, fromSource: true, destination, SharedSourceChunkPages, source);
 
-    /// <summary>Pages of a shared fill a thread claims at a time: a read and, for a sealed
-    /// model whose key the custodian keeps, a round trip to it, so a range's halves (5
-    /// interleaved runs at half budget: medians 42 tokens/s in halves, 39 in quarters).</summary>
-    public const int SharedSourceChunkPages = 256;
-
-    /// <summary>A page of the shared run did not open: neither thread claims more.</summary>
-    public void SharedPageFailed() => Volatile.Write(ref _sharedFailed, 1);
-
-    /// <summary>A chunk of a shared fill held data (its verdict was Keep, not Zero).</summary>
-    public void SharedChunkKept() => Volatile.Write(ref _sharedKept, 1);
-
-    /// <summary>After <see cref="FinishShared"/>: whether any chunk of a shared fill held data.</summary>
-    public bool SharedRunKept => Volatile.Read(ref _sharedKept) != 0;
-
-    /// <summary>Waits for this thread's part of the shared run; true when every page of it
-    /// opened (a page that failed is the usual path's to find and report).</summary>
-    public bool FinishShared()
+    /// <summary>
+    /// The caller's part of the shared run started last (the same claims as this thread's,
+    /// on the caller's own buffers), then waits for this thread's. Keep: every page is in
+    /// the destination; Zero: a fill found only pages that read as zeros; Tampered: a page
+    /// did not open or the read failed (the usual path finds which, and reports it).
+    /// Throws what either thread met, once this thread is done with the destination.
+    /// </summary>
+    public PageVerdict ShareAndFinish()
     {
-        Finish();
-        return Volatile.Read(ref _sharedFailed) == 0;
+        try
+        {
+            Share(onHandler: true);
+        }
+        catch
+        {
+            Volatile.Write(ref _sharedFailed, 1);
+            throw;
+        }
+        finally
+        {
+            Finish();
+        }
+        return Volatile.Read(ref _sharedFailed) != 0 ? PageVerdict.Tampered
+            : Volatile.Read(ref _sharedKept) != 0 ? PageVerdict.Keep
+            : PageVerdict.Zero;
+    }
+
+    /// <summary>Claims chunks of the shared run until none are left or a page failed, and
+    /// fills or opens them: on the handler with the sealer's own buffers (its count of
+    /// decryptions), here with this thread's. Returns the pages this call brought in.</summary>
+    private int Share(bool onHandler)
+    {
+        Arena arena = _arena!;
+        int done = 0;
+        while (Volatile.Read(ref _sharedFailed) == 0)
+        {
+            int start = Interlocked.Add(ref _sharedNext, _chunkPages) - _chunkPages;
+            if (start >= _count)
+                break;
+            int pages = Math.Min(_chunkPages, _count - start);
+            byte* destination = _destination + (long)start * PageSize;
+            int brought;
+            if (_sharedSource is { } source)
+            {
+                PageVerdict verdict = source.FillRun(_first + start, pages, new Span<byte>(destination, pages * PageSize));
+                brought = verdict == PageVerdict.Keep ? pages : 0;
+                if (verdict is not (PageVerdict.Keep or PageVerdict.Zero))
+                    Volatile.Write(ref _sharedFailed, 1);
+            }
+            else
+            {
+                brought = onHandler ? OpenOnHandler(arena, _first + start, pages, destination) : OpenPages(arena, _first + start, pages, destination);
+                if (brought < pages)
+                    Volatile.Write(ref _sharedFailed, 1);
+            }
+            if (brought > 0)
+                Volatile.Write(ref _sharedKept, 1);
+            done += brought;
+        }
+        return done;
+    }
+
+    /// <summary>The handler's decryptions of a shared run: through the sealer, which counts them.</summary>
+    private int OpenOnHandler(Arena arena, long first, int count, byte* destination)
+    {
+        int opened = 0;
+        while (opened < count && _sealer.TryOpen(arena.Cipher, first + opened, in arena.Entries[first + opened], destination + (long)opened * PageSize))
+            opened++;
+        return opened;
     }
 
     /// <summary>Waits for the run started last; returns how many of its pages, from the
@@ -307,32 +347,11 @@ internal sealed unsafe class FillWorker : IDisposable
     private void Run()
     {
         Arena arena = _arena!;
-        if (_sharedSource is { } source)
-        {
-            while (TryClaim(out int start, out int pages))
-            {
-                PageVerdict verdict = source.FillRun(_first + start, pages, new Span<byte>(_destination + (long)start * PageSize, pages * PageSize));
-                if (verdict == PageVerdict.Keep)
-                {
-                    SharedChunkKept();
-                    _sharedFilled += pages;
-                }
-                else if (verdict != PageVerdict.Zero)
-                {
-                    SharedPageFailed();
-                }
-            }
-            return;
-        }
         if (_destination != null)
         {
-            while (TryClaim(out int start, out int pages))
-            {
-                int opened = OpenPages(arena, _first + start, pages, _destination + (long)start * PageSize);
-                _installed += opened;
-                if (opened < pages)
-                    SharedPageFailed();
-            }
+            int brought = Share(onHandler: false); // OpenPages counts this thread's decryptions
+            if (_sharedSource != null)
+                _sharedFilled += brought;
             return;
         }
         if (_fromSource && arena.Source!.InstallsRuns)

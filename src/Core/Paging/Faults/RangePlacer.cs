@@ -279,45 +279,6 @@ internal sealed unsafe class RangePlacer : IDisposable
         return verdict;
     }
 
-    /// <summary>The source fills the range into <paramref name="destination"/> from two
-    /// threads, this one and the fill worker (FillWorker.StartSharedFill). Without the
-    /// engine lock, as any source read of a range.</summary>
-    private static PageVerdict FillShared(FillWorker worker, Arena arena, PageSource source, long first, byte* destination)
-    {
-        worker.StartSharedFill(arena, source, first, RangePages, destination);
-        bool kept = false, whole;
-        try
-        {
-            while (worker.TryClaim(out int start, out int pages))
-            {
-                PageVerdict verdict = source.FillRun(first + start, pages, new Span<byte>(destination + (long)start * PageSize, pages * PageSize));
-                if (verdict == PageVerdict.Keep)
-                {
-                    kept = true;
-                }
-                else if (verdict != PageVerdict.Zero)
-                {
-                    worker.SharedPageFailed();
-                    break;
-                }
-            }
-        }
-        catch
-        {
-            worker.SharedPageFailed();
-            throw;
-        }
-        finally
-        {
-            // Whatever happened here, the worker is done with the destination before the
-            // caller hands it on (and before the handler posts the worker's next run).
-            whole = worker.FinishShared();
-        }
-        if (!whole)
-            return PageVerdict.Tampered;
-        return kept || worker.SharedRunKept ? PageVerdict.Keep : PageVerdict.Zero;
-    }
-
     /// <summary>
     /// Decrypts the range's sealed pages into <paramref name="destination"/>, with the fill
     /// worker: the two threads claim chunks of the range until none are left
@@ -336,18 +297,16 @@ internal sealed unsafe class RangePlacer : IDisposable
             return PageVerdict.Keep;
         }
         worker.StartSharedOpen(arena, first, RangePages, destination);
-        while (worker.TryClaim(out int start, out int pages))
-        {
-            for (int page = start; page < start + pages; page++)
-            {
-                if (!_sealer.TryOpen(arena.Cipher, first + page, in arena.Entries[first + page], destination + (long)page * PageSize))
-                {
-                    worker.SharedPageFailed();
-                    break;
-                }
-            }
-        }
-        return worker.FinishShared() ? PageVerdict.Keep : PageVerdict.Tampered;
+        return worker.ShareAndFinish();
+    }
+
+    /// <summary>The source fills the range into <paramref name="destination"/> from two
+    /// threads, this one and the fill worker (FillWorker.StartSharedFill), without the
+    /// engine lock, as any source read of a range.</summary>
+    private static PageVerdict FillShared(FillWorker worker, Arena arena, PageSource source, long first, byte* destination)
+    {
+        worker.StartSharedFill(arena, source, first, RangePages, destination);
+        return worker.ShareAndFinish();
     }
 
     private void DiscardStaged(int slot)
