@@ -572,6 +572,17 @@ static char *append_number(char *at, uint64_t n)
     return at;
 }
 
+/* "tibet: pid P, a forked child of pid O": how a child's lines begin. O is the process
+ * tibet runs in, not getppid(): a daemon's parent has usually exited by now, and the
+ * child was re-parented to init. Returns where the line goes on. */
+static char *child_line(char *at)
+{
+    at = append(at, "tibet: pid ");
+    at = append_number(at, (uint64_t)syscall(SYS_getpid));
+    at = append(at, ", a forked child of pid ");
+    return append_number(at, (uint64_t)owner_pid);
+}
+
 /* A forked child's allocation of `size` bytes at or above the threshold that the
  * custodian did not take on (native/served.c; tibet_served_why_not says why), so it is
  * plaintext: counted and said once per child, or under --require-encryption refused
@@ -579,13 +590,7 @@ static char *append_number(char *at, uint64_t n)
 static void *child_large_allocation(size_t size)
 {
     if (child_unencrypted(CHILD_ALLOCATIONS, size)) {
-        char line[512], *at = line;
-        at = append(at, "tibet: pid ");
-        at = append_number(at, (uint64_t)syscall(SYS_getpid));
-        /* The process tibet runs in, not getppid(): a daemon's parent has usually exited by
-         * now, and the child was re-parented to init. */
-        at = append(at, ", a forked child of pid ");
-        at = append_number(at, (uint64_t)owner_pid);
+        char line[512], *at = child_line(line);
         if (require_encryption) {
             at = append(at, ", was refused ");
             at = append_number(at, size);
@@ -612,11 +617,7 @@ static void *child_large_allocation(size_t size)
 static void *child_fixed_map(size_t size)
 {
     if (child_unencrypted(CHILD_FIXED_MAPS, size)) {
-        char line[512], *at = line;
-        at = append(at, "tibet: pid ");
-        at = append_number(at, (uint64_t)syscall(SYS_getpid));
-        at = append(at, ", a forked child of pid ");
-        at = append_number(at, (uint64_t)owner_pid);
+        char line[512], *at = child_line(line);
         at = append(at, require_encryption ? ", was refused (ENOMEM) a map of " : ", mapped ");
         at = append_number(at, size);
         at = append(at, require_encryption
