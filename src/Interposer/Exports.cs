@@ -136,6 +136,16 @@ internal static unsafe class Exports
         catch (Exception e) { InterposerRuntime.Failed("mprotect", e); }
     }
 
+    /// <summary>1 when [address, address+length) lies wholly inside one anonymous arena of
+    /// the program's own engine: a MAP_FIXED map there is a commit inside it (the shim's
+    /// commit_in_arena), not a replacement by plaintext.</summary>
+    [UnmanagedCallersOnly(EntryPoint = "tibet_managed_covers")]
+    private static int Covers(nint address, nuint length)
+    {
+        try { return InterposerRuntime.Redirector?.CoversAnonymous(address, length) == true ? 1 : 0; }
+        catch (Exception e) { InterposerRuntime.Failed("mmap", e); return 0; }
+    }
+
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_mremap")]
     private static nint Mremap(nint old, nuint oldSize, nuint newSize, int flags, int* error)
     {

@@ -438,6 +438,23 @@ internal sealed unsafe class Redirector
         }
     }
 
+    /// <summary>Whether [address, address+length) lies wholly inside one anonymous arena
+    /// (an mmap of the program's, not a model map).</summary>
+    public bool CoversAnonymous(nint address, nuint length)
+    {
+        long start = address;
+        if (length == 0 || length > (nuint)(long.MaxValue - start))
+            return false;
+        long end = start + (long)length;
+        lock (_lock)
+        {
+            foreach (var (mapStart, arena) in _mappings)
+                if (mapStart <= start && end <= mapStart + arena.Length)
+                    return arena.Source == null && arena.HoldsAllPages(address, end - start);
+        }
+        return false;
+    }
+
     public int Unmap(nint address, ulong length)
     {
         // The kernel's own checks (mm/mmap.c): a page-aligned start, a length that is not

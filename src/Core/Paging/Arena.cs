@@ -111,6 +111,9 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     /// <summary>Pages not yet unmapped by the program.</summary>
     public long MappedPageCount => Engine.MappedPageCount(this);
 
+    /// <summary>Whether no page of [address, address+length) was unmapped by the program.</summary>
+    public bool HoldsAllPages(nint address, long length) => Engine.HoldsAllPages(this, address, length);
+
     /// <summary>Grows the arena in place to <paramref name="newLength"/> bytes. The
     /// range after it must be a reservation of the caller's (see
     /// <see cref="PageEngine.CreateArenaAt"/>); the new pages read as zeros.</summary>

@@ -688,6 +688,23 @@ public sealed unsafe partial class PageEngine : IDisposable
         }
     }
 
+    /// <summary>Whether every page of [address, address+length) is still the arena's
+    /// (none unmapped by the program): only then is a map placed there a commit inside
+    /// the arena rather than over a hole the kernel owns.</summary>
+    internal bool HoldsAllPages(Arena arena, nint address, long length)
+    {
+        long first = (address - arena.Address) / Userfaultfd.PageSize;
+        long end = first + (length + Userfaultfd.PageSize - 1) / Userfaultfd.PageSize;
+        lock (_gate)
+        {
+            if (arena.Released || first < 0 || end > arena.PageCount)
+                return false;
+            for (long i = first; i < end; i++)
+                if (arena.Entries[i].State == PageState.Unmapped) return false;
+            return true;
+        }
+    }
+
     private void RequireEviction()
     {
         if (!_space.CanTakeOut)

@@ -932,6 +932,20 @@ size_t tibet_served_mapping(const void *start)
     return length;
 }
 
+/* See served.h. */
+int tibet_served_covers(const void *start, size_t length)
+{
+    if (!own_state() || length == 0)
+        return 0;
+    uintptr_t a = (uintptr_t)start, b = a + length;
+    int covered = 0;
+    spin_lock(&served.maps_lock);
+    for (uint32_t i = 0; i < served.map_count && !covered; i++)
+        covered = served.maps[i].start <= a && b <= served.maps[i].start + served.maps[i].length && b > a;
+    spin_unlock(&served.maps_lock);
+    return covered;
+}
+
 /* See served.h. A mapping cut in two is forgotten (an mremap of either part is the
  * kernel's); one cut at an end keeps the rest. */
 void tibet_served_unmapped(const void *start, size_t length)

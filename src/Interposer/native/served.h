@@ -56,6 +56,9 @@ void tibet_served_free(void *p);
  * mremap of it must not be the kernel's, which would leave its grown part registered but
  * unserved (SIGBUS). */
 size_t tibet_served_mapping(const void *start);
+/* Whether [start, start+length) lies wholly inside one served mapping of this process's:
+ * a MAP_FIXED map there is a commit inside the mapping (see the shim's commit_in_arena). */
+int tibet_served_covers(const void *start, size_t length);
 /* munmap of [start, start+length) inside the mappings' pool: the served mappings in it
  * (or their parts) become reservation again, to be given out once the custodian has read
  * their UNMAP events (a head or a middle never: see served.c); the rest of the range is

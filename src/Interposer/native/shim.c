@@ -60,6 +60,7 @@ extern void tibet_managed_file_closed(int fd);
 extern ssize_t tibet_managed_read(int fd, void *buffer, size_t count, off_t offset, int at_position); /* or -errno */
 extern int tibet_managed_unmap(void *addr, size_t length); /* 0 or an errno */
 extern void tibet_managed_protect(void *addr, size_t length, int prot);
+extern int tibet_managed_covers(void *addr, size_t length); /* 1: inside one anonymous arena */
 extern void *tibet_managed_mremap(void *old, size_t old_size, size_t new_size, int flags, int *error);
 extern void tibet_managed_forked(int pid, int agent);
 extern int tibet_agent_wanted(void);
@@ -1032,11 +1033,77 @@ int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)
 
 /* ---- mappings --------------------------------------------------------------------- */
 
+/* A large anonymous private map the kernel may place: writable memory, or a reservation
+ * (PROT_NONE) that the program commits piece by piece later, with mprotect or with
+ * MAP_FIXED maps inside it (V8's heap, jemalloc where the system does not overcommit, a
+ * runtime placing its heap). Both become arenas: a reservation is an arena made
+ * inaccessible (see reserve_in_arena), so that what the program makes accessible in it is
+ * served, sealed and evicted like any arena page, not left to the kernel in plaintext. */
 static int redirectable_mapping(void *addr, size_t length, int prot, int flags, int fd)
 {
     const int refused = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK | MAP_HUGETLB | MAP_LOCKED;
     return addr == NULL && fd == -1 && (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE
-        && !(flags & refused) && prot == (PROT_READ | PROT_WRITE) && length >= mmap_threshold;
+        && !(flags & refused) && (prot == (PROT_READ | PROT_WRITE) || prot == PROT_NONE) && length >= mmap_threshold;
+}
+
+/* Gives an arena handed out by tibet_served_map or tibet_managed_mmap back, as the
+ * program's munmap of it would (the shim's own munmap calls go straight to the kernel). */
+static void give_back_arena(void *p, size_t length, int served)
+{
+    if (served) {
+        tibet_served_release(p, length);
+    } else {
+        in_tibet = 1;
+        tibet_managed_unmap(p, length);
+        in_tibet = 0;
+    }
+}
+
+/* A reservation taken into an arena: the arena is made inaccessible, as the program asked.
+ * The userfaultfd registration stays with the range through every later mprotect, so the
+ * pages the program makes accessible fault to the engine. 0, or -1 with the arena given
+ * back (the caller lets the kernel reserve instead: nothing can be stored in a reservation,
+ * and what is committed in it later is said, see fixed_anonymous_allocation). */
+static int reserve_in_arena(void *p, size_t length, int served)
+{
+    if (syscall(SYS_mprotect, p, length, PROT_NONE) == 0)
+        return 0;
+    give_back_arena(p, length, served);
+    return -1;
+}
+
+/* Is [addr, addr+length) wholly inside one anonymous arena of this process's (a served
+ * mapping, or the program's own engine's)? */
+static int inside_anonymous_arena(void *addr, size_t length)
+{
+    if (served_by_custodian() && tibet_served_covers(addr, length))
+        return 1;
+    if (!overlaps_mmap(addr, length) || in_child())
+        return 0;
+    in_tibet = 1;
+    int covered = tibet_managed_covers(addr, length);
+    in_tibet = 0;
+    return covered;
+}
+
+/* A MAP_FIXED anonymous private map inside an arena of ours: a runtime committing (or,
+ * with PROT_NONE, decommitting) part of a reservation it made. The kernel would replace
+ * the arena's pages with fresh plaintext ones; the same meaning is given inside the arena
+ * instead: the pages are discarded (MADV_DONTNEED, which the engine hears as a REMOVE
+ * event and drops their sealed copies for, so they read as zeros) and the protection is
+ * changed. Executable maps are left to the kernel (JIT code is no secret; an executable
+ * page could not be moved out by eviction), and said if writable. 1 when done. */
+static int commit_in_arena(void *addr, size_t length, int prot, int flags, int fd)
+{
+    const int refused = MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK | MAP_HUGETLB | MAP_LOCKED;
+    if (addr == NULL || !(flags & MAP_FIXED) || (flags & refused) || fd != -1 || !(flags & MAP_ANONYMOUS)
+        || (flags & MAP_TYPE) != MAP_PRIVATE || (prot & ~(PROT_READ | PROT_WRITE)) || ((uintptr_t)addr & 4095)
+        || length == 0 || hostile_size(length) || !shim_ready)
+        return 0;
+    size_t rounded = (length + 4095) & ~(size_t)4095;
+    if (!inside_anonymous_arena(addr, rounded))
+        return 0;
+    return syscall(SYS_madvise, addr, rounded, MADV_DONTNEED) == 0 && syscall(SYS_mprotect, addr, rounded, prot) == 0;
 }
 
 /* A writable anonymous private map at an address the program chose: memory the kernel
@@ -1084,8 +1151,9 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
         resolve();
     if (redirectable_mapping(addr, length, prot, flags, fd) && !hostile_size(length) && !tibet_caller(ret)) {
         void *p = NULL;
+        int served = 0;
         if (may_redirect(ret)) {
-            if (serve_self && !(p = tibet_served_map(length)))
+            if (serve_self && !(served = (p = tibet_served_map(length)) != NULL))
                 self_fallback(length);
             if (!p) {
                 in_tibet = 1;
@@ -1093,7 +1161,7 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
                 in_tibet = 0;
             }
         } else if (shim_ready && in_child()) {
-            p = tibet_served_map(length);
+            served = (p = tibet_served_map(length)) != NULL;
             if (!p)
                 p = child_large_allocation(length);
         }
@@ -1101,7 +1169,7 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
             errno = ENOMEM;
             return MAP_FAILED;
         }
-        if (p)
+        if (p && (prot != PROT_NONE || reserve_in_arena(p, length, served) == 0))
             return p;
     } else if (addr == NULL && may_redirect(ret) && candidate_file_mapping(flags, fd)) {
         int error = 0;
@@ -1115,6 +1183,8 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
             return MAP_FAILED;
         }
     }
+    if (!tibet_caller(ret) && commit_in_arena(addr, length, prot, flags, fd))
+        return addr;
     if (fixed_anonymous_allocation(addr, length, prot, flags, fd) && !hostile_size(length) && !tibet_caller(ret) && shim_ready) {
         void *answer;
         if (in_child()) {

@@ -118,11 +118,11 @@ public class AllocationEdgeTests
     }
 
     /// <summary>
-    /// A writable anonymous map at an address the program chose (a runtime reserving its
-    /// heap with PROT_NONE and mapping it writable with MAP_FIXED; jemalloc committing so
-    /// on a host that does not overcommit) gets fresh memory from the kernel, which no
-    /// arena can be: it runs in plaintext, so it is said once and counted (fixedAddress),
-    /// and refused (ENOMEM) under --require-encryption.
+    /// A writable anonymous map at an address the program chose, over memory that is not
+    /// an arena (here a read-only map; inside a reservation tibet took, it would be a
+    /// commit in the arena, see ReservationTests), gets fresh memory from the kernel: it
+    /// runs in plaintext, so it is said once and counted (fixedAddress), and refused
+    /// (ENOMEM) under --require-encryption.
     /// </summary>
     [Fact]
     public void A_fixed_address_map_is_said_and_counted_or_refused_when_encryption_is_required()

@@ -1,9 +1,11 @@
-/* A runtime's way to place its heap: reserve 64 MiB with PROT_NONE (the kernel picks the
- * address), then map it writable at that address with MAP_FIXED, and fill it with 'S'.
+/* A writable map at an address the program chose, over memory that is not tibet's: 64 MiB
+ * mapped read-only (which tibet leaves to the kernel: a read-only anonymous map holds only
+ * zeros), then mapped writable at that address with MAP_FIXED, and filled with 'S'.
  * Prints "fixed-map ok" or "fixed-map error ERRNO" (the map refused). With the argument
  * "child" a forked child does it, and the parent waits for it. Under tibet-run the fixed
- * map is plaintext (no arena can be put at an address the program chose): it must be
- * counted and said, or refused under --require-encryption. */
+ * map is plaintext (no arena is there): it must be counted and said, or refused under
+ * --require-encryption. (A MAP_FIXED map inside a PROT_NONE reservation is a commit inside
+ * an arena: prog_reserve_commit.c.) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -15,7 +17,7 @@
 static int fixed_map(void)
 {
     size_t length = 64 << 20;
-    char *reserved = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    char *reserved = mmap(NULL, length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (reserved == MAP_FAILED) {
         printf("reserve error %d\n", errno);
         return 1;
