@@ -34,6 +34,8 @@ command -v python3 >/dev/null 2>&1 || apt_install python3
 command -v node >/dev/null 2>&1 || apt_install nodejs
 command -v go >/dev/null 2>&1 || apt_install golang-go
 command -v npm >/dev/null 2>&1 || apt_install npm
+# The JVM: a runtime that reserves its heap and commits it with MAP_FIXED maps inside.
+command -v java >/dev/null 2>&1 && command -v javac >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless
 # Forked workers and prefork servers the custodian serves.
 command -v stress-ng >/dev/null 2>&1 || apt_install stress-ng
 [ -x /usr/lib/postgresql/15/bin/postgres ] && command -v pgbench >/dev/null 2>&1 || apt_install postgresql postgresql-contrib
