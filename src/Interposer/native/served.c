@@ -150,7 +150,10 @@ static struct {
     struct served_block *retired[SERVED_RETIRED];
     int maps_lock;
     uint32_t map_count;
-    struct { uintptr_t start; uint64_t length; } maps[SERVED_MAPS];
+    /* A served mapping, or what is left of one: booked_end is where the custodian's books
+     * of it end (its end when it was made), so that a release of a part ending there is
+     * known to be the mapping's tail (see take_part). */
+    struct { uintptr_t start; uint64_t length; uintptr_t booked_end; } maps[SERVED_MAPS];
 } served = { .device = -1, .uffd = -1, .control = -1, .agent = -1, .scratch_uffd = -1 };
 
 /* See served.h: read by the shim's free() on every call, so one plain variable, set
@@ -844,6 +847,7 @@ void *tibet_served_map(size_t length)
     if (remembered) {
         served.maps[served.map_count].start = at;
         served.maps[served.map_count].length = rounded;
+        served.maps[served.map_count].booked_end = at + rounded;
         served.map_count++;
     }
     spin_unlock(&served.maps_lock);
@@ -872,7 +876,7 @@ static int take_part(uintptr_t a, uintptr_t b, uintptr_t *x, uintptr_t *y, int *
          * so a whole mapping or its tail may be given out again. A head or a middle stays
          * on its books as unmapped pages until the rest goes: given out again, it would be
          * refused, every time. */
-        *relist = *y == e;
+        *relist = *y == served.maps[i].booked_end;
         if (*x == s && *y == e) {
             served.maps[i] = served.maps[--served.map_count];
         } else if (*x == s) {
@@ -885,6 +889,7 @@ static int take_part(uintptr_t a, uintptr_t b, uintptr_t *x, uintptr_t *y, int *
             if (served.map_count < SERVED_MAPS) {
                 served.maps[served.map_count].start = *y;
                 served.maps[served.map_count].length = e - *y;
+                served.maps[served.map_count].booked_end = served.maps[i].booked_end;
                 served.map_count++;
             } /* else the rest is never released: held to the process's end (address space
                * of the reservation; its pages are the custodian's) */
@@ -946,8 +951,10 @@ int tibet_served_covers(const void *start, size_t length)
     return covered;
 }
 
-/* See served.h. A mapping cut in two is forgotten (an mremap of either part is the
- * kernel's); one cut at an end keeps the rest. */
+/* See served.h. A mapping cut in two (a map of the program's placed in its middle: the
+ * JVM maps archived heap regions from a file inside its heap) is kept as its two parts,
+ * still served; with the table full, it is forgotten (a MAP_FIXED commit in it is then the
+ * kernel's, said, and an mremap of either part too). */
 void tibet_served_unmapped(const void *start, size_t length)
 {
     if (!own_state() || length == 0)
@@ -969,6 +976,12 @@ void tibet_served_unmapped(const void *start, size_t length)
             served.maps[i].length = e - b;
         } else if (b >= e) {
             served.maps[i].length = a - s;
+        } else if (served.map_count < SERVED_MAPS) {
+            served.maps[i].length = a - s;
+            served.maps[served.map_count].start = b;
+            served.maps[served.map_count].length = e - b;
+            served.maps[served.map_count].booked_end = served.maps[i].booked_end;
+            served.map_count++;
         } else {
             served.maps[i] = served.maps[--served.map_count];
             continue;

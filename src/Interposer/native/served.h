@@ -65,7 +65,7 @@ int tibet_served_covers(const void *start, size_t length);
  * left as it is. 1 if the range is the pool's (done), 0 if not (the caller unmaps). */
 int tibet_served_release(void *start, size_t length);
 /* A mapping of the program's own (MAP_FIXED, MREMAP_FIXED) replaced [start,
- * start+length): the served mappings there are forgotten, not released (their range holds
+ * start+length): the served mappings' parts there are forgotten, not released (their range holds
  * the program's mapping now). */
 void tibet_served_unmapped(const void *start, size_t length);
 size_t tibet_served_usable_size(const void *p);

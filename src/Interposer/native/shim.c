@@ -1033,16 +1033,19 @@ int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)
 
 /* ---- mappings --------------------------------------------------------------------- */
 
-/* A large anonymous private map the kernel may place: writable memory, or a reservation
+/* A large anonymous private map the kernel may place (with no address, or with an address
+ * as a hint, which the kernel too may pass over: V8 asks for every reservation at a random
+ * address of its own, HotSpot for its heap below 32 GiB, and both take what they get):
+ * writable memory, or a reservation
  * (PROT_NONE) that the program commits piece by piece later, with mprotect or with
  * MAP_FIXED maps inside it (V8's heap, jemalloc where the system does not overcommit, a
  * runtime placing its heap). Both become arenas: a reservation is an arena made
  * inaccessible (see reserve_in_arena), so that what the program makes accessible in it is
  * served, sealed and evicted like any arena page, not left to the kernel in plaintext. */
-static int redirectable_mapping(void *addr, size_t length, int prot, int flags, int fd)
+static int redirectable_mapping(size_t length, int prot, int flags, int fd)
 {
-    const int refused = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK | MAP_HUGETLB | MAP_LOCKED;
-    return addr == NULL && fd == -1 && (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE
+    const int refused = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK | MAP_HUGETLB | MAP_LOCKED | MAP_32BIT;
+    return fd == -1 && (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE
         && !(flags & refused) && (prot == (PROT_READ | PROT_WRITE) || prot == PROT_NONE) && length >= mmap_threshold;
 }
 
@@ -1149,7 +1152,7 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
 {
     if (UNLIKELY(!real_mmap))
         resolve();
-    if (redirectable_mapping(addr, length, prot, flags, fd) && !hostile_size(length) && !tibet_caller(ret)) {
+    if (redirectable_mapping(length, prot, flags, fd) && !hostile_size(length) && !tibet_caller(ret)) {
         void *p = NULL;
         int served = 0;
         if (may_redirect(ret)) {
