@@ -1033,15 +1033,16 @@ int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)
 
 /* ---- mappings --------------------------------------------------------------------- */
 
-/* A large anonymous private map the kernel may place (with no address, or with an address
- * as a hint, which the kernel too may pass over: V8 asks for every reservation at a random
- * address of its own, HotSpot for its heap below 32 GiB, and both take what they get):
- * writable memory, or a reservation
- * (PROT_NONE) that the program commits piece by piece later, with mprotect or with
- * MAP_FIXED maps inside it (V8's heap, jemalloc where the system does not overcommit, a
- * runtime placing its heap). Both become arenas: a reservation is an arena made
- * inaccessible (see reserve_in_arena), so that what the program makes accessible in it is
- * served, sealed and evicted like any arena page, not left to the kernel in plaintext. */
+/* A large anonymous private map the kernel may place: with no address, or with an address
+ * as a hint, which the kernel too may pass over (V8 asks for every reservation at a random
+ * address of its own, HotSpot for its heap below 32 GiB, and both take what they get;
+ * MAP_32BIT is a demand, not a hint). Two kinds become arenas:
+ * - writable memory;
+ * - a reservation (PROT_NONE) that the program commits piece by piece later, with mprotect
+ *   or with MAP_FIXED maps inside it (V8's and HotSpot's heaps, jemalloc where the system
+ *   does not overcommit). It is an arena made inaccessible (see reserve_in_arena), so that
+ *   what the program makes accessible in it is served, sealed and evicted like any arena
+ *   page, not left to the kernel in plaintext (see commit_in_arena). */
 static int redirectable_mapping(size_t length, int prot, int flags, int fd)
 {
     const int refused = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK | MAP_HUGETLB | MAP_LOCKED | MAP_32BIT;
