@@ -14,6 +14,9 @@ namespace Tibet.IntegrationTests.Programs;
 /// of the process's present pages finds at most a budget's worth of the 16384 canaries
 /// the program wrote (all of them natively, the control), and the program reads every
 /// canary back, sees its mprotect round trips keep them, and its decommits read as zeros.
+/// A file mapped into the middle of the reservation (as HotSpot maps archived classes into
+/// its heap) leaves the rest of it served: a commit after it is encrypted too, not counted
+/// as a fixed-address map.
 /// </summary>
 public class ReservationTests
 {

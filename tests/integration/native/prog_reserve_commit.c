@@ -12,7 +12,10 @@
  * 5. Makes piece 1 inaccessible and accessible again (mprotect): its canaries stay.
  * 6. Decommits piece 2 (MAP_FIXED PROT_NONE map, or MADV_DONTNEED and mprotect, as V8
  *    does) and commits it again: it reads as zeros.
- * 7. Prints "reserve-commit ok", or "reserve-commit error <what>".
+ * 7. Maps a file into the middle of the reservation's uncommitted part (as HotSpot maps
+ *    archived classes into its heap), then commits the last 16 MiB, after it, and checks
+ *    that it reads as zeros and keeps what is written.
+ * 8. Prints "reserve-commit ok", or "reserve-commit error <what>".
  * With "child" a forked child does all of it, and the parent waits for it. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -106,6 +109,24 @@ static int run(void)
             return fail("a decommitted page kept its contents");
     if (wrong_canaries(base, 3 * per_piece, per_piece) != 0 || wrong_canaries(base, 0, per_piece) != 0)
         return fail("canaries changed by a decommit elsewhere");
+    FILE *file = tmpfile();
+    if (!file || fwrite(canary, 1, sizeof canary, file) != sizeof canary || fflush(file) != 0)
+        return fail("tmpfile");
+    char *mapped = mmap(base + 4 * PIECE, PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fileno(file), 0);
+    if (mapped != base + 4 * PIECE || memcmp(mapped, canary, sizeof canary) != 0)
+        return fail("file map");
+    char *last = base + length - PIECE;
+    if (commit(last, PIECE, PROT_READ | PROT_WRITE) != 0)
+        return fail("commit after a file map");
+    for (size_t i = 0; i < PIECE; i += PAGE) {
+        if (*(uint64_t *)(last + i) != 0)
+            return fail("a page committed after a file map is not zero");
+        last[i] = (char)(i / PAGE) | 1;
+    }
+    for (size_t i = 0; i < PIECE; i += PAGE)
+        if (last[i] != ((char)(i / PAGE) | 1))
+            return fail("a page committed after a file map lost what was written");
+    fclose(file);
     if (munmap(base, length) != 0)
         return fail("munmap");
     printf("reserve-commit ok\n");
