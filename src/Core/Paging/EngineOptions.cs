@@ -145,6 +145,12 @@ public sealed record EngineOptions
     /// keep the page, so it stops serving rather than lose it. Unlimited by default.</summary>
     public long StoreLimitBytes { get; init; } = Unlimited;
 
+    /// <summary>For tests: called on the handler thread while it decrypts a read-ahead
+    /// slice or a whole range without the engine lock (Faults.FaultService.OpenWithoutLock,
+    /// Faults.RangePlacer.OpenSealed), with the arena. What it does happens in that window: an API call that must not wait for the
+    /// cipher, an arena released under the decryption. Null (nothing called) in use.</summary>
+    internal Action<Arena>? WhileOpeningWithoutLock { get; init; }
+
     internal void Validate()
     {
         if (ResidentBudgetBytes < 4096)

@@ -47,6 +47,8 @@ public sealed unsafe partial class PageEngine : IDisposable
 
     private readonly EngineOptions _options;
     private readonly Lock _gate = new();
+    // The same lock as the handler lets go of it mid-step, around file reads and decryption.
+    private readonly Threading.EngineLockWindow _handlerWindow;
     private readonly Userfaultfd _uffd;
     // Every change to the program's page tables goes through here (see AddressSpaceOps).
     private readonly AddressSpaceOps _space;
@@ -79,6 +81,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// custodian serves it; see <see cref="ServeProcess"/>); null: this process.</param>
     private PageEngine(EngineOptions options, (Userfaultfd Uffd, AgentAddressSpace Space)? served = null)
     {
+        _handlerWindow = new Threading.EngineLockWindow(_gate);
         options.Validate();
         _options = options;
         _sealer = new PageSealer(new CiphertextStore(options.StoreLimitBytes, PageSize + options.Cipher.TagSize),
@@ -124,7 +127,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             arena => ReleaseArenaLocked(arena));
         _collapser = new RangeCollapser(_space, _evictor, _sealer, options.CollapseResidentRanges && _takeOut != null);
         _serviceCpus = options.PinServiceThreads && options.FillThreads > 0 ? Threading.ServiceCpus.Choose() : Threading.ServiceCpus.None;
-        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites, _gate, KickHandler,
+        _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites, _handlerWindow, KickHandler,
             _serviceCpus)
         {
             PoisonUntracked = ServesAnotherProcess,
@@ -536,7 +539,17 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// touch arena memory.</summary>
     internal T ObserveUnderLock<T>(Func<T> observe)
     {
-        lock (_gate) return observe();
+        // Between the handler's steps: inside one, it may have let go of the lock around a
+        // decryption, with a range taken out and not yet given back (EngineLockWindow).
+        while (true)
+        {
+            lock (_gate)
+            {
+                if (!_handlerWindow.IsOpen)
+                    return observe();
+            }
+            Thread.Sleep(1);
+        }
     }
 
     /// <summary>Where staging slot <paramref name="slot"/> is (0: none), for tests that

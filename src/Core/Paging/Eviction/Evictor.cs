@@ -219,6 +219,12 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// discards it): the huge page is used again as it is, without the kernel freeing,
     /// allocating and zeroing 2 MiB.
     /// </summary>
+    /// <summary>While set, no range is taken out whole (<see cref="TryEvictRange"/>): the
+    /// range placer fills a staging huge page without the engine lock (Faults.RangePlacer),
+    /// possibly the recycling slot, into which an API call's eviction would otherwise take
+    /// a range meanwhile. Changed under the engine lock.</summary>
+    public bool RangeEvictionPaused { get; set; }
+
     public bool TakeRecycled(out int slot)
     {
         slot = _rangeSlot;
@@ -527,6 +533,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// </summary>
     private int TryEvictRange(Arena arena, long range)
     {
+        if (RangeEvictionPaused)
+            return 0; // page by page instead; the range stays placed whole on the books
         arena.PlacedWhole![range] = false; // taken out now, or not whole any more
         long first = range * RangePages;
         if (first + RangePages > arena.PageCount)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Tibet.Core.Crypto;
 using Tibet.Core.Diagnostics;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.AddressSpace;
@@ -43,7 +44,7 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly RangePlacer _placer;
     // The engine's lock, which the handler holds while it serves: let go around a source's
     // file read and decryption (see PageSource.Prefetch).
-    private readonly Lock _engineLock;
+    private readonly Threading.EngineLockWindow _engineLock;
     // While the worker runs, no event may be read (see FillWorker): an install that meets
     // one ends the handler's part instead.
     private bool _workerRunning;
@@ -51,6 +52,14 @@ internal sealed unsafe class FaultService : IDisposable
     private Arena? _aheadArena;
     private readonly byte* _buffer;
     private readonly nuint _bufferLength;
+    // A slice's pages as they were when it was prepared, to open its sealed ones without
+    // the engine lock and find out afterwards whether any changed (OpenWithoutLock).
+    private readonly PageEntry[] _sliceEntries = new PageEntry[InjectSlicePages];
+    private readonly int[] _sliceSealed = new int[InjectSlicePages];
+    // Where a store that copies puts a sealed page read without the lock (see
+    // SealedPageStore.Read); the sealer's own staging is its callers', under the lock.
+    private readonly byte[] _unlockedStaging = new byte[PageSize + Crypto.PageCipherSuite.MaxTagSize];
+    private readonly Action<Arena>? _whileOpeningWithoutLock;
     private readonly LatencyHistogram _latency = new();
     private long _received;
     private bool _recorded;
@@ -64,10 +73,11 @@ internal sealed unsafe class FaultService : IDisposable
     public bool PoisonUntracked { get; init; }
 
     public FaultService(EngineOptions options, ArenaTable arenas, Evictor evictor, PageSealer sealer, AddressSpaceOps space,
-        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites, Lock engineLock, Action wakeHandler,
+        ProgramEvents events, FailureReporter reporter, RangeCollapser collapser, bool tracksWrites, Threading.EngineLockWindow engineLock, Action wakeHandler,
         Threading.ServiceCpus serviceCpus)
     {
         _engineLock = engineLock;
+        _whileOpeningWithoutLock = options.WhileOpeningWithoutLock;
         _tracksWrites = tracksWrites;
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         if (options.FillThreads > 0)
@@ -274,6 +284,8 @@ internal sealed unsafe class FaultService : IDisposable
             return true;
 
         FillAndInject(arena, index + served, count - served, epoch);
+        if (arena.Released)
+            return true; // released while its pages were decrypted without the lock
         FillAndInject(arena, index - before, before, epoch);
         return true;
     }
@@ -387,14 +399,14 @@ internal sealed unsafe class FaultService : IDisposable
     {
         Debug.Assert(_engineLock.IsHeldByCurrentThread);
         source.Retain();
-        _engineLock.Exit();
+        _engineLock.LetGo();
         try
         {
             source.Prefetch(firstPage);
         }
         finally
         {
-            _engineLock.Enter();
+            _engineLock.TakeBack();
         }
         bool released = arena.Released;
         if (released)
@@ -509,7 +521,13 @@ internal sealed unsafe class FaultService : IDisposable
     /// <returns>Whether every page of the slice was installed.</returns>
     private bool FillAndInjectSlice(Arena arena, long first, int count, long epoch)
     {
+        Debug.Assert(count <= InjectSlicePages);
         byte* buffer = _buffer;
+        // Sealed, uncompressed pages are opened after this loop, without the engine lock,
+        // unless the fill worker runs meanwhile: it installs pages the handler vouches for,
+        // and so relies on the lock that keeps them unchanged (see FillWorker).
+        bool deferOpens = !_workerRunning;
+        int deferred = 0;
         int filled = 0;
         for (; filled < count; filled++)
         {
@@ -517,6 +535,7 @@ internal sealed unsafe class FaultService : IDisposable
             ref PageEntry entry = ref arena.Entries[page];
             if (entry.State is not (PageState.Sealed or PageState.Untouched or PageState.Zero))
                 break; // an event (or the thread itself) changed it meanwhile
+            _sliceEntries[filled] = entry;
             byte* slot = buffer + (long)filled * PageSize;
             if (entry.State == PageState.Untouched && arena.Source != null)
             {
@@ -532,9 +551,16 @@ internal sealed unsafe class FaultService : IDisposable
                 _zeroFills++;
                 continue; // the buffer is all zeros between uses
             }
+            if (deferOpens && !entry.IsCompressed)
+            {
+                _sliceSealed[deferred++] = filled;
+                continue;
+            }
             if (!_sealer.TryOpen(arena.Cipher, page, in entry, slot))
                 break; // a bad page ahead is poisoned when someone touches it
         }
+        if (deferred > 0)
+            filled = OpenWithoutLock(arena, first, filled, deferred);
         _readAheadPages += filled;
         // Installed in runs of one kind: pages opened from the store write-protected
         // (they keep their copy), the others (zeros, the source's) writable.
@@ -550,6 +576,68 @@ internal sealed unsafe class FaultService : IDisposable
         }
         Libc.memset(buffer, 0, (nuint)((long)filled * PageSize));
         return installed;
+    }
+
+    /// <summary>
+    /// Opens the sealed pages of a slice that <see cref="FillAndInjectSlice"/> set aside
+    /// (<paramref name="deferred"/> of them, listed in <see cref="_sliceSealed"/>), with the
+    /// engine lock let go: the program's threads that map, unmap, evict or ask for
+    /// statistics meanwhile do not wait for the cipher. Returns how many of the slice's
+    /// <paramref name="filled"/> pages are good to install, and wipes the others.
+    /// </summary>
+    /// <remarks>
+    /// What keeps this safe while the lock is free: only the handler reads userfaultfd
+    /// events, so no event changes the pages; the arena's key is held (PageCipher.Retain),
+    /// so a release of the arena does not destroy it under the decryption; the store is
+    /// pinned, so no slot read here is freed and given out again (CiphertextStore.Pin). An
+    /// API call may still change the arena: release it, or evict and seal its pages. So
+    /// afterwards, under the lock again, every page of the slice is checked against its
+    /// entry as it was (state, slot, nonce); the slice ends at the first page that changed,
+    /// or that failed authentication (poisoned when someone touches it, as under the lock).
+    /// </remarks>
+    private int OpenWithoutLock(Arena arena, long first, int filled, int deferred)
+    {
+        Debug.Assert(_engineLock.IsHeldByCurrentThread && !_workerRunning);
+        PageCipher cipher = arena.Cipher;
+        cipher.Retain();
+        _sealer.Store.Pin();
+        _engineLock.LetGo();
+        int failedAt = filled;
+        try
+        {
+            _whileOpeningWithoutLock?.Invoke(arena);
+            for (int i = 0; i < deferred; i++)
+            {
+                int at = _sliceSealed[i];
+                if (!_sealer.TryOpenUncompressed(cipher, first + at, in _sliceEntries[at], _buffer + (long)at * PageSize, _unlockedStaging))
+                {
+                    failedAt = at;
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            _engineLock.TakeBack();
+            _sealer.Store.Unpin();
+            cipher.Release();
+        }
+
+        int good = arena.Released ? 0 : failedAt;
+        for (int at = 0; at < good; at++)
+        {
+            ref PageEntry now = ref arena.Entries[first + at];
+            ref PageEntry then = ref _sliceEntries[at];
+            if (now.State != then.State || now.Slot != then.Slot || now.Nonce != then.Nonce)
+                good = at;
+        }
+        int opened = 0;
+        for (int i = 0; i < deferred && _sliceSealed[i] < good; i++)
+            opened++;
+        _sealer.CountOpened(opened);
+        if (good < filled)
+            Libc.memset(_buffer + (long)good * PageSize, 0, (nuint)((long)(filled - good) * PageSize));
+        return good;
     }
 
     /// <summary>Whether a page about to be installed is installed write-protected and keeps

@@ -57,6 +57,14 @@ internal sealed unsafe class FillWorker : IDisposable
     private bool _fromSource; // the run's pages come from the arena's source, not the store
     // Not null: a shared run (StartSharedOpen, StartSharedFill), whose pages go into it, not installed.
     private byte* _destination;
+    // A shared open's entries, as the caller copied them under the engine lock: read
+    // instead of the arena's books, which an API call may free while the lock is free.
+    private PageEntry* _sharedEntries;
+    // Pages the caller decrypted in its part of a shared open (ShareAndFinish): counted by
+    // the caller once it holds the engine lock again (PageSealer.CountOpened).
+    private int _callerOpened;
+    // The caller's staging for a store that copies, in its part of a shared open.
+    private readonly byte[] _callerStaging = new byte[2 * PageSize];
     // Written here before _finished is published, read by the handler after.
     private int _installed;
     private long _opened, _sourced, _sourceInstalls, _sharedFilled;
@@ -123,7 +131,7 @@ internal sealed unsafe class FillWorker : IDisposable
         => Post(arena, first, count, writeProtect, fromSource, destination: null);
 
     private void Post(Arena arena, long first, int count, bool writeProtect, bool fromSource, byte* destination,
-        int chunkPages = SharedChunkPages, PageSource? sharedSource = null)
+        int chunkPages = SharedChunkPages, PageSource? sharedSource = null, PageEntry* sharedEntries = null)
     {
         Debug.Assert(Volatile.Read(ref _finished) == _posted, "a run is already in progress");
         Debug.Assert(!fromSource || arena.SourceFillsRunsConcurrently);
@@ -133,6 +141,8 @@ internal sealed unsafe class FillWorker : IDisposable
         _writeProtect = writeProtect;
         _fromSource = fromSource;
         _destination = destination;
+        _sharedEntries = sharedEntries;
+        _callerOpened = 0;
         _chunkPages = chunkPages;
         _sharedSource = sharedSource;
         _sharedNext = 0;
@@ -171,10 +181,17 @@ internal sealed unsafe class FillWorker : IDisposable
     /// tokens; with a fixed half, the handler finished first and paused for it (11 % of all
     /// CPU time at half budget, perf). Shared, whichever thread is faster decrypts more,
     /// and a thread woken late (about 100 µs from sleep on these VMs) takes what is left.
-    /// The caller holds the engine lock throughout, as for <see cref="Start"/>.
+    /// The pages are read as <paramref name="entries"/> has them: a copy of the run's
+    /// entries, which the caller made under the engine lock and keeps until
+    /// <see cref="ShareAndFinish"/> returns. The caller need not hold the lock meanwhile
+    /// if it holds the arena's key and pins the store (Faults.RangePlacer.OpenSealed), and
+    /// counts its own decryptions afterwards (<see cref="CallerOpened"/>).
     /// </remarks>
-    public void StartSharedOpen(Arena arena, long first, int count, byte* destination)
-        => Post(arena, first, count, writeProtect: false, fromSource: false, destination);
+    public void StartSharedOpen(Arena arena, long first, int count, byte* destination, PageEntry* entries)
+        => Post(arena, first, count, writeProtect: false, fromSource: false, destination, sharedEntries: entries);
+
+    /// <summary>Pages the caller decrypted in its part of the shared open finished last.</summary>
+    public int CallerOpened => _callerOpened;
 
     /// <summary>
     /// Starts filling <paramref name="count"/> pages of <paramref name="source"/> from
@@ -244,7 +261,7 @@ internal sealed unsafe class FillWorker : IDisposable
             }
             else
             {
-                brought = onHandler ? OpenOnHandler(arena, _first + start, pages, destination) : OpenPages(arena, _first + start, pages, destination);
+                brought = onHandler ? OpenForCaller(arena, start, pages, destination) : OpenPages(arena, _first + start, pages, destination, _sharedEntries + start);
                 if (brought < pages)
                     Volatile.Write(ref _sharedFailed, 1);
             }
@@ -255,12 +272,15 @@ internal sealed unsafe class FillWorker : IDisposable
         return done;
     }
 
-    /// <summary>The handler's decryptions of a shared run: through the sealer, which counts them.</summary>
-    private int OpenOnHandler(Arena arena, long first, int count, byte* destination)
+    /// <summary>The caller's decryptions of a shared open, from the run's <paramref name="start"/>
+    /// on, with its own staging; counted in <see cref="CallerOpened"/>.</summary>
+    private int OpenForCaller(Arena arena, int start, int count, byte* destination)
     {
         int opened = 0;
-        while (opened < count && _sealer.TryOpen(arena.Cipher, first + opened, in arena.Entries[first + opened], destination + (long)opened * PageSize))
+        while (opened < count && _sealer.TryOpenUncompressed(arena.Cipher, _first + start + opened, in _sharedEntries[start + opened],
+                   destination + (long)opened * PageSize, _callerStaging))
             opened++;
+        _callerOpened += opened;
         return opened;
     }
 
@@ -333,11 +353,11 @@ internal sealed unsafe class FillWorker : IDisposable
 
     /// <summary>Decrypts sealed, uncompressed pages into <paramref name="destination"/>
     /// until one does not open; returns how many did (counted in <see cref="Opened"/>).</summary>
-    private int OpenPages(Arena arena, long first, int count, byte* destination)
+    private int OpenPages(Arena arena, long first, int count, byte* destination, PageEntry* entries)
     {
         var staging = new Span<byte>(_staging, 2 * PageSize);
         int opened = 0;
-        while (opened < count && _sealer.TryOpenUncompressed(arena.Cipher, first + opened, in arena.Entries[first + opened],
+        while (opened < count && _sealer.TryOpenUncompressed(arena.Cipher, first + opened, in entries[opened],
                    destination + (long)opened * PageSize, staging))
             opened++;
         _opened += opened;
@@ -386,7 +406,7 @@ internal sealed unsafe class FillWorker : IDisposable
             }
             if (!_fromSource)
             {
-                opened = OpenPages(arena, _first + done, slice, _buffer);
+                opened = OpenPages(arena, _first + done, slice, _buffer, arena.Entries + _first + done);
                 failed = opened < slice; // the handler finds out, serving that page itself
             }
             int installed = 0;

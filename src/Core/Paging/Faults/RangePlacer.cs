@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using Tibet.Core.Crypto;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.AddressSpace;
 using Tibet.Core.Paging.Collapse;
@@ -49,7 +51,7 @@ internal sealed unsafe class RangePlacer : IDisposable
     private readonly RangeCollapser _collapser;
     private readonly bool _tracksWrites;
     private readonly bool _underPressure;
-    private readonly Lock _engineLock;
+    private readonly Threading.EngineLockWindow _engineLock;
     private readonly PageSealer _sealer;
     // Decrypts the second half of a sealed range while the handler decrypts the first (null: one CPU).
     private readonly FillWorker? _worker;
@@ -57,9 +59,14 @@ internal sealed unsafe class RangePlacer : IDisposable
     // staging slot, or decryption ahead turned off).
     private readonly RangeReader? _reader;
     private long _placedRanges, _placedReadAhead, _placedSealed, _recycled, _sourcedPages;
+    // A sealed range's entries as they were when its decryption began (OpenSealed):
+    // native, so that the fill worker reads them through a pointer.
+    private readonly PageEntry* _rangeEntries = (PageEntry*)NativeMemory.AllocZeroed(RangePages, (nuint)sizeof(PageEntry));
+    private readonly byte[] _openStaging = new byte[PageSize + Crypto.PageCipherSuite.MaxTagSize];
+    private readonly Action<Arena>? _whileOpeningWithoutLock;
 
     public RangePlacer(EngineOptions options, AddressSpaceOps space, Evictor evictor, ProgramEvents events, RangeCollapser collapser,
-        bool tracksWrites, Lock engineLock, Action wakeHandler, PageSealer sealer, FillWorker? worker)
+        bool tracksWrites, Threading.EngineLockWindow engineLock, Action wakeHandler, PageSealer sealer, FillWorker? worker)
     {
         _sealer = sealer;
         _worker = worker;
@@ -70,6 +77,7 @@ internal sealed unsafe class RangePlacer : IDisposable
         _collapser = collapser;
         _tracksWrites = tracksWrites;
         _engineLock = engineLock;
+        _whileOpeningWithoutLock = options.WhileOpeningWithoutLock;
         if (space.HugeStagingSlots > RangeReader.Slot && options.DecryptAheadRanges > 0 && options.CollapseResidentRanges)
             _reader = new RangeReader(space, wakeHandler);
     }
@@ -103,7 +111,11 @@ internal sealed unsafe class RangePlacer : IDisposable
             _space.DiscardStaged(_space.RecyclingSlot);
     }
 
-    public void Dispose() => _reader?.Dispose(); // wipes its staging slot
+    public void Dispose()
+    {
+        _reader?.Dispose(); // wipes its staging slot
+        NativeMemory.Free(_rangeEntries);
+    }
 
     /// <summary>
     /// A fault (or the idle handler, ahead of the program) on a 2 MiB range of a model map
@@ -159,9 +171,20 @@ internal sealed unsafe class RangePlacer : IDisposable
             recycledSlot = true;
             _recycled++;
         }
-        PageVerdict verdict = kind == RangeKind.Sealed
-            ? OpenSealed(arena, first, (byte*)_space.HugeStaging(slot))
-            : ReadFromSource(arena, source, first, slot, readAhead);
+        // Both let the engine lock go while they fill the slot, and take it again before
+        // they return, also when they throw.
+        PageVerdict verdict;
+        _evictor.RangeEvictionPaused = true;
+        try
+        {
+            verdict = kind == RangeKind.Sealed
+                ? OpenSealed(arena, first, (byte*)_space.HugeStaging(slot))
+                : ReadFromSource(arena, source, first, slot, readAhead);
+        }
+        finally
+        {
+            _evictor.RangeEvictionPaused = false;
+        }
         if (arena.Released)
         {
             DiscardStaged(slot);
@@ -260,7 +283,7 @@ internal sealed unsafe class RangePlacer : IDisposable
     {
         PageVerdict verdict;
         source.Retain();
-        _engineLock.Exit();
+        _engineLock.LetGo();
         try
         {
             verdict = readAhead ? _reader!.Wait()
@@ -273,7 +296,7 @@ internal sealed unsafe class RangePlacer : IDisposable
         }
         finally
         {
-            _engineLock.Enter();
+            _engineLock.TakeBack();
         }
         source.Release();
         return verdict;
@@ -283,21 +306,68 @@ internal sealed unsafe class RangePlacer : IDisposable
     /// Decrypts the range's sealed pages into <paramref name="destination"/>, with the fill
     /// worker: the two threads claim chunks of the range until none are left
     /// (FillWorker.StartSharedOpen), so that two CPUs share the 512 decryptions the
-    /// faulting thread waits for, each as fast as its CPU lets it. Under the engine lock, as
-    /// the fault service's runs of sealed pages (nothing reads an event meanwhile). Keep
-    /// only if every page opened; a page that fails is the usual path's to find and report.
+    /// faulting thread waits for, each as fast as its CPU lets it. Without the engine lock,
+    /// as the fault service's read-ahead slices (FaultService.OpenWithoutLock, which says
+    /// what keeps it safe): the pages are read as they were copied under the lock, and
+    /// checked against the books afterwards. Keep only if every page opened and none
+    /// changed; a page that fails is the usual path's to find and report.
     /// </summary>
     private PageVerdict OpenSealed(Arena arena, long first, byte* destination)
     {
-        if (_worker is not { } worker)
+        for (int page = 0; page < RangePages; page++)
+            _rangeEntries[page] = arena.Entries[first + page];
+        PageCipher cipher = arena.Cipher;
+        cipher.Retain();
+        _sealer.Store.Pin();
+        _engineLock.LetGo();
+        PageVerdict verdict = PageVerdict.Keep;
+        int opened = 0;
+        try
+        {
+            _whileOpeningWithoutLock?.Invoke(arena);
+            if (_worker is { } worker)
+            {
+                worker.StartSharedOpen(arena, first, RangePages, destination, _rangeEntries);
+                try
+                {
+                    verdict = worker.ShareAndFinish();
+                }
+                finally
+                {
+                    opened = worker.CallerOpened;
+                }
+            }
+            else
+            {
+                for (; opened < RangePages; opened++)
+                    if (!_sealer.TryOpenUncompressed(cipher, first + opened, in _rangeEntries[opened], destination + (long)opened * PageSize, _openStaging))
+                    {
+                        verdict = PageVerdict.Tampered;
+                        break;
+                    }
+            }
+        }
+        finally
+        {
+            _engineLock.TakeBack();
+            _sealer.Store.Unpin();
+            cipher.Release();
+            _sealer.CountOpened(opened);
+        }
+        // An API call may have released the arena (the caller checks) or changed its pages
+        // (evicted and sealed them anew, say) meanwhile: then the range is not placed, and
+        // the usual path serves what the pages are now.
+        if (verdict == PageVerdict.Keep && !arena.Released)
         {
             for (int page = 0; page < RangePages; page++)
-                if (!_sealer.TryOpen(arena.Cipher, first + page, in arena.Entries[first + page], destination + (long)page * PageSize))
+            {
+                ref PageEntry now = ref arena.Entries[first + page];
+                ref PageEntry then = ref _rangeEntries[page];
+                if (now.State != then.State || now.Slot != then.Slot || now.Nonce != then.Nonce)
                     return PageVerdict.Tampered;
-            return PageVerdict.Keep;
+            }
         }
-        worker.StartSharedOpen(arena, first, RangePages, destination);
-        return worker.ShareAndFinish();
+        return verdict;
     }
 
     /// <summary>The source fills the range into <paramref name="destination"/> from two

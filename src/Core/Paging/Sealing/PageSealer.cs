@@ -142,6 +142,10 @@ internal sealed unsafe class PageSealer : IDisposable
         return cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, new Span<byte>(destination, PageSize));
     }
 
+    /// <summary>Counts pages opened by <see cref="TryOpenUncompressed"/> on the handler's
+    /// behalf (its counters change under the engine lock only).</summary>
+    public void CountOpened(int pages) => _opens += pages;
+
     /// <summary>Frees the slot a page holds, if any: a sealed page's (it became resident
     /// again without its copy being kept, was discarded, unmapped or found tampered), or a
     /// resident page's kept copy (it was written, or discarded); and a resident page's claim
