@@ -1,8 +1,10 @@
 /* How long a program thread's large malloc + free waits while another thread touches a
- * model map for the first time (issue 11: no engine lock held across I/O).
- * Usage: lock_probe MODEL.gguf
- * One thread touches every page of a read-only shared map of MODEL (under tibet-run the
- * engine serves it from the file, 2 MiB ranges at a time); meanwhile the main thread
+ * model map (issue 11: no engine lock held across I/O or cryptography).
+ * Usage: lock_probe MODEL.gguf [PASSES]
+ * One thread touches every page of a read-only shared map of MODEL, PASSES times (default
+ * 1: the first touch, which under tibet-run the engine serves from the file, 2 MiB ranges
+ * at a time; later passes under a budget below the model come from the sealed copies of
+ * the pages evicted, decrypted by the engine); meanwhile the main thread
  * mallocs and frees 2 MiB (above tibet's threshold: an arena each time, which takes the
  * engine's lock) every 200 µs and times each pair. Prints one JSON line:
  * {"pairs": N, "p50Us": .., "p99Us": .., "maxUs": .., "touchMs": .., "checksum": ..}. */
@@ -22,6 +24,7 @@ static size_t model_size;
 static volatile int touching = 1;
 static unsigned long checksum;
 static double touch_ms;
+static int passes = 1;
 
 static double now_us(void)
 {
@@ -35,8 +38,9 @@ static void *touch(void *unused)
     (void)unused;
     double start = now_us();
     unsigned long sum = 0;
-    for (size_t i = 0; i < model_size; i += 4096)
-        sum += model[i];
+    for (int pass = 0; pass < passes; pass++)
+        for (size_t i = 0; i < model_size; i += 4096)
+            sum += model[i];
     checksum = sum;
     touch_ms = (now_us() - start) / 1e3;
     touching = 0;
@@ -51,7 +55,10 @@ static int compare(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) { fprintf(stderr, "usage: lock_probe MODEL.gguf\n"); return 2; }
+    if (argc < 2 || argc > 3 || (argc == 3 && (passes = atoi(argv[2])) < 1)) {
+        fprintf(stderr, "usage: lock_probe MODEL.gguf [PASSES]\n");
+        return 2;
+    }
     int fd = open(argv[1], O_RDONLY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) { perror(argv[1]); return 1; }

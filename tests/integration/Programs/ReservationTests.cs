@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using Tibet.IntegrationTests.Support;
@@ -141,42 +140,15 @@ public class ReservationTests
         public override string ToString() => $"exit {ExitCode}, {CanariesPresent} canaries present\nstdout: {Output}\nstderr: {Errors}\nstats: {Stats}";
     }
 
-    /// <summary>Runs the command until the program says READY with its pid, counts the
-    /// canaries in that process's present pages, and lets it finish.</summary>
+    /// <summary>Runs the command until the program says it is ready, with its pid, counts
+    /// the canaries in that process's present pages, and lets it finish.</summary>
     private static Held RunHeld(string[] command, byte[] needle, string? statsFile)
     {
-        var start = new ProcessStartInfo(command[0])
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (string argument in command[1..])
-            start.ArgumentList.Add(argument);
-        using var process = Process.Start(start)!;
-        var errors = process.StandardError.ReadToEndAsync();
-        try
-        {
-            string? ready = process.StandardOutput.ReadLine();
-            if (ready == null || !ready.StartsWith("READY ", StringComparison.Ordinal))
-            {
-                process.WaitForExit(30_000);
-                Assert.Fail($"no READY line: '{ready}' {process.StandardOutput.ReadToEnd()}\nstderr: {errors.Result}");
-            }
-            int present = MemoryScanner.CountInPresentPages(int.Parse(ready[6..]), needle);
-            process.StandardInput.WriteLine("go");
-            process.StandardInput.Close();
-            string output = process.StandardOutput.ReadToEnd();
-            Assert.True(process.WaitForExit(120_000), "the program did not finish within two minutes");
-            JsonElement? stats = statsFile != null && File.Exists(statsFile)
-                ? JsonDocument.Parse(File.ReadAllText(statsFile)).RootElement.Clone() : null;
-            return new Held(process.ExitCode, output, errors.Result, present, stats);
-        }
-        finally
-        {
-            if (!process.HasExited)
-                process.Kill(entireProcessTree: true);
-        }
+        using var held = Hardening.HeldProgram.Start(command);
+        int present = MemoryScanner.CountInPresentPages(held.Pid, needle);
+        var (exitCode, output, errors) = held.FinishWithOutput();
+        JsonElement? stats = statsFile != null && File.Exists(statsFile)
+            ? JsonDocument.Parse(File.ReadAllText(statsFile)).RootElement.Clone() : null;
+        return new Held(exitCode, output, errors, present, stats);
     }
 }

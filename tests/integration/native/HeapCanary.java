@@ -1,6 +1,6 @@
 // A Java heap full of secrets: N arrays of 8000 bytes (two pages each, so that a page
 // holds at most one canary), each starting with "TIBET-JAVA-HEAP-CANARY:" and its index.
-// Prints "READY <pid>", waits for a line on stdin (the test scans the process's present
+// Prints "ready <pid>", waits until stdin ends (the test scans the process's present
 // pages meanwhile), then checks every array (the garbage collector may have moved them,
 // and tibet may have sealed and brought them back) and prints "heap ok N".
 // Usage: java -cp DIR HeapCanary N
@@ -30,9 +30,10 @@ public class HeapCanary {
             array[7999] = (byte) i;
             heap.add(array);
         }
-        System.out.println("READY " + ProcessHandle.current().pid());
+        System.out.println("ready " + ProcessHandle.current().pid());
         System.out.flush();
-        new BufferedReader(new InputStreamReader(System.in)).readLine();
+        BufferedReader input = new BufferedReader(new InputStreamReader(System.in));
+        while (input.readLine() != null) { }
         byte[] expected = new byte[TAG.length + 8];
         for (int i = 0; i < count; i++) {
             byte[] array = heap.get(i);

@@ -1,6 +1,6 @@
 // A V8 heap full of secrets: N strings of 4100 one-byte characters (so that a page holds
 // at most one canary), each starting with "TIBET-NODE-HEAP-CANARY:" and its index. Prints
-// "READY <pid>", waits for a line on stdin (the test scans the process's present pages
+// "ready <pid>", waits until stdin ends (the test scans the process's present pages
 // meanwhile), then checks every string (the garbage collector may have moved them, and
 // tibet may have sealed and brought them back) and prints "heap ok N".
 // Usage: node heap_canary.js N
@@ -16,11 +16,9 @@ function mark(i) {
 }
 const heap = [];
 for (let i = 0; i < count; i++) heap.push(mark(i));
-console.log("READY " + process.pid);
-let input = "";
-process.stdin.on("data", (chunk) => {
-    input += chunk;
-    if (!input.includes("\n")) return;
+console.log("ready " + process.pid);
+process.stdin.resume();
+process.stdin.on("end", () => {
     for (let i = 0; i < count; i++)
         if (heap[i] !== mark(i)) {
             console.log("heap changed at string " + i);
