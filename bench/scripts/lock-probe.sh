@@ -60,7 +60,7 @@ doc = {"benchmark": "lock-probe", "date": datetime.datetime.now(datetime.timezon
        "command": f"bench/scripts/lock-probe.sh ({rounds} rounds" + (f", baseline {baseline})" if baseline else ")"),
        "medians": med, "runs": runs}
 json.dump(doc, open(prefix + ".json", "w"), indent=1)
-lines = [f"# A large malloc + free while another thread first-touches a model map, {doc['date'][:10]}", "",
+lines = [f"# A large malloc + free while another thread touches a model map, {doc['date'][:10]}", "",
          f"Machine: {cpu}, {doc['machine']['cpus']} CPUs, Linux {doc['machine']['kernel']}. A 97 MB GGUF model (tibet-gguf-gen --preset medium) mapped read-only and touched page by page by one thread, page cache dropped first: once, with a budget of 512M (the file read), and four times with a budget of half the model (later passes decrypt what was evicted); "
          f"the main thread mallocs and frees 2 MiB every 200 µs meanwhile (under tibet-run --serve program: an arena each time, which takes the engine's lock). Medians of {rounds} interleaved rounds.",
          ("'baseline': " + baseline if baseline else ""), "",
