@@ -27,6 +27,11 @@ using Tibet.Core.Paging;
 //                  read. Prints "whole-ranges placed-sealed N range-evictions M", then
 //                  "reading"; if the read returns, "READ-RETURNED" and exit code 3.
 
+//   heap-canary N  a plain .NET program whose GC heap holds N canaries (HeapCanary), for
+//                  the test that a .NET program's heap is encrypted under tibet-run.
+
+if (args is ["heap-canary", var canaries] && int.TryParse(canaries, out int canaryCount))
+    return Tibet.EngineChild.HeapCanary.Run(canaryCount);
 if (args is ["malloc-probe"])
     return Tibet.EngineChild.MallocProbe.Run();
 if (args is ["tamper-range", .. var rangeCipher])

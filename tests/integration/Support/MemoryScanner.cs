@@ -16,17 +16,26 @@ internal static class MemoryScanner
         int hits = 0;
         using var pagemap = File.OpenRead($"/proc/{pid}/pagemap");
         using var mem = File.OpenRead($"/proc/{pid}/mem");
-        var page = new byte[4096 + needle.Length];
+        var page = new byte[4096 + needle.Length - 1];
         foreach (var (start, entries) in ReadableRanges(pid, pagemap))
         {
-            for (long i = 0; i < entries.Length / 8; i++)
+            long pages = entries.Length / 8;
+            for (long i = 0; i < pages; i++)
             {
-                if ((BinaryPrimitives.ReadUInt64LittleEndian(entries.AsSpan((int)(i * 8))) & (1UL << 63)) == 0)
+                if (!Present(entries, i))
                     continue;
+                // A needle that starts in this page may run into the next: read that far
+                // when the next page is present too. Every match in what is read then
+                // starts in this page, so none is counted twice.
+                int wanted = i + 1 < pages && Present(entries, i + 1) ? page.Length : 4096;
                 mem.Position = start + i * 4096;
-                int read;
-                try { read = mem.Read(page, 0, 4096); }
-                catch (IOException) { continue; }
+                int read = 0;
+                try
+                {
+                    for (int n; read < wanted && (n = mem.Read(page, read, wanted - read)) > 0;)
+                        read += n;
+                }
+                catch (IOException) { if (read < 4096) continue; }
                 hits += Count(page.AsSpan(0, read), needle);
             }
         }
@@ -65,6 +74,9 @@ internal static class MemoryScanner
             yield return (start, entries);
         }
     }
+
+    private static bool Present(byte[] entries, long page) =>
+        (BinaryPrimitives.ReadUInt64LittleEndian(entries.AsSpan((int)(page * 8))) & (1UL << 63)) != 0;
 
     private static int Count(ReadOnlySpan<byte> haystack, ReadOnlySpan<byte> needle)
     {
