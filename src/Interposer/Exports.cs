@@ -55,10 +55,12 @@ internal static unsafe class Exports
         }
     }
 
+    /// <summary>A large anonymous map: readable and writable, or with <paramref name="prot"/>
+    /// PROT_NONE a reservation, mapped inaccessible (the shim's redirectable_mapping).</summary>
     [UnmanagedCallersOnly(EntryPoint = "tibet_managed_mmap")]
-    private static nint Mmap(nuint length)
+    private static nint Mmap(nuint length, int prot)
     {
-        try { return InterposerRuntime.Redirector?.Map(length) ?? 0; }
+        try { return InterposerRuntime.Redirector?.Map(length, inaccessible: prot == Tibet.Core.Interop.Libc.PROT_NONE) ?? 0; }
         catch (Exception e) { return InterposerRuntime.Failed("mmap"u8, e, length); }
     }
 

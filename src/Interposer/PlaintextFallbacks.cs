@@ -27,7 +27,8 @@ internal enum PlaintextReason
     /// <summary>An exception inside tibet on an allocation path.</summary>
     InternalError,
 
-    /// <summary>A writable anonymous map at an address the program chose (MAP_FIXED): the
+    /// <summary>A writable anonymous map at an address the program chose (MAP_FIXED), not a
+    /// commit inside a reservation tibet took (outside its arenas, or executable): the
     /// kernel puts fresh memory there, replacing whatever was mapped, so no arena can.</summary>
     FixedAddress,
 }
@@ -163,7 +164,7 @@ internal static unsafe class PlaintextFallbacks
         PlaintextReason.TooLarge => "it is larger than tibet's 1 TiB address region can ever hold"u8,
         PlaintextReason.ForkedChild => "a forked child allocates, and tibet does not serve forked children"u8,
         PlaintextReason.InternalError => "tibet failed inside (the line before names the error)"u8,
-        PlaintextReason.FixedAddress => "the program mapped it at an address of its own choosing (MAP_FIXED), where the kernel replaces what was mapped and no encrypted arena can be put"u8,
+        PlaintextReason.FixedAddress => "the program mapped it at an address of its own choosing (MAP_FIXED) outside tibet's arenas, or writable and executable (JIT code), where the kernel replaces what was mapped and no encrypted arena can be put"u8,
         _ => "of an unnamed reason"u8,
     };
 

@@ -202,15 +202,17 @@ internal sealed unsafe class Redirector
     /// <summary>A private anonymous read-write mmap of at least the threshold: a new
     /// arena, or what <see cref="PlaintextFallbacks"/> decides (0: the shim maps it with
     /// libc, unencrypted, counted and announced; or refused).</summary>
-    public nint Map(ulong length)
+    /// <summary>An arena for an anonymous map of the program's; <paramref name="inaccessible"/>:
+    /// a reservation (PROT_NONE), which the program commits piece by piece later.</summary>
+    public nint Map(ulong length, bool inaccessible = false)
     {
         if (length == 0 || !_mmapSpace.CanEverHold(length, AddressSpace.Unit))
             return length == 0 ? 0 : PlaintextFallbacks.Forward(PlaintextReason.TooLarge, "mmap"u8, length);
-        nint address = TryMap((long)length, out PlaintextReason failure, out string? detail);
+        nint address = TryMap((long)length, inaccessible, out PlaintextReason failure, out string? detail);
         return address != 0 ? address : PlaintextFallbacks.Forward(failure, "mmap"u8, length, detail);
     }
 
-    private nint TryMap(long length, out PlaintextReason failure, out string? detail)
+    private nint TryMap(long length, bool inaccessible, out PlaintextReason failure, out string? detail)
     {
         long rounded = AddressSpace.RoundUp(length, PageSize);
         detail = null;
@@ -224,7 +226,7 @@ internal sealed unsafe class Redirector
             }
             try
             {
-                _mappings[address] = _engine.CreateArenaAt((nint)address, rounded, "mmap");
+                _mappings[address] = _engine.CreateArenaAt((nint)address, rounded, "mmap", inaccessible);
             }
             catch (Exception e)
             {
@@ -537,14 +539,16 @@ internal sealed unsafe class Redirector
             return old;
         }
         const int MREMAP_MAYMOVE = 1;
-        if ((flags & MREMAP_MAYMOVE) == 0)
+        // A reservation's contents cannot be copied (parts of it may be inaccessible): it
+        // shrinks in place (above), and does not move (ENOMEM, as for a move that finds no room).
+        if ((flags & MREMAP_MAYMOVE) == 0 || arena.MappedAsReservation)
         {
             error = Libc.ENOMEM; // growing in place would run into the next mapping
             return Libc.MAP_FAILED;
         }
         // Into a new arena, or not at all: the mapping's contents are never moved out
         // into plaintext.
-        nint moved = TryMap(newLength, out _, out _);
+        nint moved = TryMap(newLength, inaccessible: false, out _, out _);
         if (moved == 0)
         {
             error = Libc.ENOMEM;

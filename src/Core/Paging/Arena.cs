@@ -76,6 +76,10 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     /// <summary>Released pages go back to a PROT_NONE reservation rather than being unmapped.</summary>
     internal bool KeepsReservation { get; init; }
 
+    /// <summary>Mapped inaccessible, as a reservation of the program's (PageEngine.CreateArenaAt):
+    /// parts of it may still be, so its contents cannot be copied as a whole.</summary>
+    public bool MappedAsReservation { get; init; }
+
     internal Arena(PageEngine engine, nint address, long length, ulong id, string label)
     {
         Engine = engine;

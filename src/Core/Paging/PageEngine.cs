@@ -291,7 +291,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     public EngineOptions Options => _options;
 
     /// <summary>Maps a new arena of <paramref name="length"/> bytes (rounded up to pages).</summary>
-    public Arena CreateArena(long length, string label = "arena") => CreateArena(0, length, label);
+    public Arena CreateArena(long length, string label = "arena") => CreateArena(0, length, label, inaccessible: false);
 
     /// <summary>
     /// Maps a new arena over <paramref name="fixedAddress"/>, a range the caller has
@@ -299,24 +299,28 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// unmapping, so the range never becomes free for someone else's mapping. The
     /// interposer carves every redirected allocation out of such a reservation.
     /// </summary>
-    public Arena CreateArenaAt(nint fixedAddress, long length, string label)
+    /// <param name="inaccessible">Mapped PROT_NONE, as a reservation the program makes parts
+    /// of accessible later (mprotect): those parts are served as any arena page. No commit
+    /// is charged for the arena meanwhile, as for the program's own reservation.</param>
+    public Arena CreateArenaAt(nint fixedAddress, long length, string label, bool inaccessible = false)
     {
         ArgumentOutOfRangeException.ThrowIfZero(fixedAddress);
         if ((fixedAddress & (PageSize - 1)) != 0)
             throw new ArgumentException("The address of an arena must be page-aligned.", nameof(fixedAddress));
-        return CreateArena(fixedAddress, length, label);
+        return CreateArena(fixedAddress, length, label, inaccessible);
     }
 
     /// <summary>Arenas are registered for missing pages, and for write protection when
     /// writes are tracked (see <see cref="EngineOptions.TrackWrites"/>).</summary>
     private ulong RegistrationMode => UFFDIO_REGISTER_MODE_MISSING | (_tracksWrites ? UFFDIO_REGISTER_MODE_WP : 0);
 
-    private Arena CreateArena(nint fixedAddress, long length, string label)
+    private Arena CreateArena(nint fixedAddress, long length, string label, bool inaccessible)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
         long rounded = (length + PageSize - 1) & ~(long)(PageSize - 1);
         int flags = Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE | (fixedAddress != 0 ? Libc.MAP_FIXED : 0);
-        nint address = Libc.mmap(fixedAddress, (nuint)rounded, Libc.PROT_READ | Libc.PROT_WRITE, flags, -1, 0);
+        int prot = inaccessible ? Libc.PROT_NONE : Libc.PROT_READ | Libc.PROT_WRITE;
+        nint address = Libc.mmap(fixedAddress, (nuint)rounded, prot, flags, -1, 0);
         if (address == Libc.MAP_FAILED)
             throw new OutOfMemoryException($"mmap of a {rounded}-byte arena failed: {Libc.Describe(Libc.LastErrno)}");
         // No transparent huge pages behind the engine's back (khugepaged, with THP
@@ -341,7 +345,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             throw;
         }
 
-        var arena = new Arena(this, address, rounded, NewArenaId(), label) { KeepsReservation = fixedAddress != 0 };
+        var arena = new Arena(this, address, rounded, NewArenaId(), label) { KeepsReservation = fixedAddress != 0, MappedAsReservation = inaccessible };
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -515,8 +519,25 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// </summary>
     public (int Children, long Pages) HandOverChildren()
     {
-        lock (_gate)
+        // Between the handler's steps: the children's pages are decrypted in the fault
+        // service's buffer, which the handler fills without the lock inside a step.
+        using (EnterBetweenSteps())
             return _children.HandOver();
+    }
+
+    /// <summary>Takes the engine lock at a moment the handler is between steps, not inside
+    /// one with the lock let go (see <see cref="Threading.EngineLockWindow"/>): then its
+    /// buffers are free and its books whole, and stay so while the lock is held.</summary>
+    private Lock.Scope EnterBetweenSteps()
+    {
+        while (true)
+        {
+            var scope = _gate.EnterScope();
+            if (!_handlerWindow.IsOpen)
+                return scope;
+            scope.Dispose();
+            Thread.Sleep(1);
+        }
     }
 
     internal long ResidentQueueCapacity
@@ -541,15 +562,8 @@ public sealed unsafe partial class PageEngine : IDisposable
     {
         // Between the handler's steps: inside one, it may have let go of the lock around a
         // decryption, with a range taken out and not yet given back (EngineLockWindow).
-        while (true)
-        {
-            lock (_gate)
-            {
-                if (!_handlerWindow.IsOpen)
-                    return observe();
-            }
-            Thread.Sleep(1);
-        }
+        using (EnterBetweenSteps())
+            return observe();
     }
 
     /// <summary>Where staging slot <paramref name="slot"/> is (0: none), for tests that

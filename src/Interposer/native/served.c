@@ -153,7 +153,7 @@ static struct {
     /* A served mapping, or what is left of one: booked_end is where the custodian's books
      * of it end (its end when it was made), so that a release of a part ending there is
      * known to be the mapping's tail (see take_part). */
-    struct { uintptr_t start; uint64_t length; uintptr_t booked_end; } maps[SERVED_MAPS];
+    struct { uintptr_t start; uint64_t length; uintptr_t booked_end; int reservation; } maps[SERVED_MAPS];
 } served = { .device = -1, .uffd = -1, .control = -1, .agent = -1, .scratch_uffd = -1 };
 
 /* See served.h: read by the shim's free() on every call, so one plain variable, set
@@ -819,7 +819,7 @@ void *tibet_served_alloc(size_t size, size_t alignment, int zeroed)
  * that event (measured: SIGBUS in a program whose threads map and unmap concurrently).
  * A reservation range is given out again only after its UNMAP event was read (uncarve).
  * The program's munmap and mremap of it come back here (tibet_served_release). */
-void *tibet_served_map(size_t length)
+void *tibet_served_map(size_t length, int prot)
 {
     if (__atomic_load_n(&served.state, __ATOMIC_ACQUIRE) == SERVED_NONE || !own_state() || !ready())
         return NULL;
@@ -832,7 +832,10 @@ void *tibet_served_map(size_t length)
     if (!at)
         return NULL;
     void *p = (void *)at;
-    if (mmap(p, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
+    /* A reservation (PROT_NONE) is mapped so from the start: the kernel charges no commit
+     * for it, as for the program's own reservation, even where MAP_NORESERVE is ignored
+     * (vm.overcommit_memory=2); userfaultfd registers it all the same. */
+    if (mmap(p, rounded, prot == PROT_NONE ? PROT_NONE : PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED) {
         uncarve(&served.maps_pool, at, rounded);
         return NULL;
     }
@@ -848,6 +851,7 @@ void *tibet_served_map(size_t length)
         served.maps[served.map_count].start = at;
         served.maps[served.map_count].length = rounded;
         served.maps[served.map_count].booked_end = at + rounded;
+        served.maps[served.map_count].reservation = prot == PROT_NONE;
         served.map_count++;
     }
     spin_unlock(&served.maps_lock);
@@ -890,6 +894,7 @@ static int take_part(uintptr_t a, uintptr_t b, uintptr_t *x, uintptr_t *y, int *
                 served.maps[served.map_count].start = *y;
                 served.maps[served.map_count].length = e - *y;
                 served.maps[served.map_count].booked_end = served.maps[i].booked_end;
+                served.maps[served.map_count].reservation = served.maps[i].reservation;
                 served.map_count++;
             } /* else the rest is never released: held to the process's end (address space
                * of the reservation; its pages are the custodian's) */
@@ -922,8 +927,9 @@ int tibet_served_release(void *start, size_t length)
 }
 
 /* See served.h. */
-size_t tibet_served_mapping(const void *start)
+size_t tibet_served_mapping(const void *start, int *reservation)
 {
+    *reservation = 0;
     if (!own_state())
         return 0;
     size_t length = 0;
@@ -931,6 +937,7 @@ size_t tibet_served_mapping(const void *start)
     for (uint32_t i = 0; i < served.map_count; i++)
         if (served.maps[i].start == (uintptr_t)start) {
             length = served.maps[i].length;
+            *reservation = served.maps[i].reservation;
             break;
         }
     spin_unlock(&served.maps_lock);
@@ -981,6 +988,7 @@ void tibet_served_unmapped(const void *start, size_t length)
             served.maps[served.map_count].start = b;
             served.maps[served.map_count].length = e - b;
             served.maps[served.map_count].booked_end = served.maps[i].booked_end;
+            served.maps[served.map_count].reservation = served.maps[i].reservation;
             served.map_count++;
         } else {
             served.maps[i] = served.maps[--served.map_count];

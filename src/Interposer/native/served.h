@@ -47,15 +47,17 @@ int64_t *tibet_served_share(void);
 /* The parent's side of a fork while served: the child's agent connection end goes to
  * the custodian, which matches it to the child `pid` (its fork event). Closes `agent`. */
 void tibet_served_forked(pid_t pid, int agent);
-/* A block (malloc) or a mapping (mmap) served by the custodian, or NULL if this child is
- * not served (no custodian, it refused, or it is gone). */
+/* A block (malloc) or a mapping (mmap: readable and writable, or with `prot` PROT_NONE a
+ * reservation, inaccessible until the program makes parts of it accessible) served by the
+ * custodian, or NULL if this process is not served (no custodian, it refused, or it is gone). */
 void *tibet_served_alloc(size_t size, size_t alignment, int zeroed);
-void *tibet_served_map(size_t length);
+void *tibet_served_map(size_t length, int prot);
 void tibet_served_free(void *p);
 /* The length of the served mapping (tibet_served_map) that starts at `start`, or 0: an
  * mremap of it must not be the kernel's, which would leave its grown part registered but
- * unserved (SIGBUS). */
-size_t tibet_served_mapping(const void *start);
+ * unserved (SIGBUS). *reservation: it was mapped PROT_NONE (parts of it may still be
+ * inaccessible, so its contents cannot be copied). */
+size_t tibet_served_mapping(const void *start, int *reservation);
 /* Whether [start, start+length) lies wholly inside one served mapping of this process's:
  * a MAP_FIXED map there is a commit inside the mapping (see the shim's commit_in_arena). */
 int tibet_served_covers(const void *start, size_t length);

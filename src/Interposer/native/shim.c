@@ -52,7 +52,7 @@ extern int tibet_managed_init(void);
 extern void *tibet_managed_alloc(size_t size, size_t alignment);
 extern void tibet_managed_free(void *p);
 extern void *tibet_managed_realloc(void *p, size_t size);
-extern void *tibet_managed_mmap(size_t length);
+extern void *tibet_managed_mmap(size_t length, int prot); /* prot: PROT_READ|PROT_WRITE or PROT_NONE */
 extern void *tibet_managed_fixed_map(size_t length);
 extern void *tibet_managed_map_file(size_t length, int prot, int flags, int fd, off_t offset, int *error);
 extern int tibet_managed_file_opened(int fd); /* 1: a sealed model, reads go through tibet */
@@ -623,7 +623,7 @@ static void *child_fixed_map(size_t size)
         at = append_number(at, size);
         at = append(at, require_encryption
             ? " bytes at an address of its own choosing (MAP_FIXED), which would not be encrypted\n"
-            : " bytes at an address of its own choosing (MAP_FIXED), where no encrypted arena can be put: not encrypted (this child's further such maps are counted, not reported); --require-encryption refuses them\n");
+            : " bytes at an address of its own choosing (MAP_FIXED), outside tibet's arenas or executable, where no encrypted arena can be put: not encrypted (this child's further such maps are counted, not reported); --require-encryption refuses them\n");
         tibet_shim_report(line, (size_t)(at - line));
     }
     return require_encryption ? TIBET_REFUSED : NULL;
@@ -1040,40 +1040,15 @@ int pthread_create(pthread_t *thread, const pthread_attr_t *attr, void *(*start)
  * - writable memory;
  * - a reservation (PROT_NONE) that the program commits piece by piece later, with mprotect
  *   or with MAP_FIXED maps inside it (V8's and HotSpot's heaps, jemalloc where the system
- *   does not overcommit). It is an arena made inaccessible (see reserve_in_arena), so that
- *   what the program makes accessible in it is served, sealed and evicted like any arena
- *   page, not left to the kernel in plaintext (see commit_in_arena). */
+ *   does not overcommit). It is an arena mapped inaccessible (charged no commit, as the
+ *   program's own reservation), so that what the program makes accessible in it is
+ *   served, sealed and evicted like any arena page, not left to the kernel in plaintext
+ *   (see commit_in_arena). */
 static int redirectable_mapping(size_t length, int prot, int flags, int fd)
 {
     const int refused = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK | MAP_HUGETLB | MAP_LOCKED | MAP_32BIT;
     return fd == -1 && (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE
         && !(flags & refused) && (prot == (PROT_READ | PROT_WRITE) || prot == PROT_NONE) && length >= mmap_threshold;
-}
-
-/* Gives an arena handed out by tibet_served_map or tibet_managed_mmap back, as the
- * program's munmap of it would (the shim's own munmap calls go straight to the kernel). */
-static void give_back_arena(void *p, size_t length, int served)
-{
-    if (served) {
-        tibet_served_release(p, length);
-    } else {
-        in_tibet = 1;
-        tibet_managed_unmap(p, length);
-        in_tibet = 0;
-    }
-}
-
-/* A reservation taken into an arena: the arena is made inaccessible, as the program asked.
- * The userfaultfd registration stays with the range through every later mprotect, so the
- * pages the program makes accessible fault to the engine. 0, or -1 with the arena given
- * back (the caller lets the kernel reserve instead: nothing can be stored in a reservation,
- * and what is committed in it later is said, see fixed_anonymous_allocation). */
-static int reserve_in_arena(void *p, size_t length, int served)
-{
-    if (syscall(SYS_mprotect, p, length, PROT_NONE) == 0)
-        return 0;
-    give_back_arena(p, length, served);
-    return -1;
 }
 
 /* Is [addr, addr+length) wholly inside one anonymous arena of this process's (a served
@@ -1155,17 +1130,16 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
         resolve();
     if (redirectable_mapping(length, prot, flags, fd) && !hostile_size(length) && !tibet_caller(ret)) {
         void *p = NULL;
-        int served = 0;
         if (may_redirect(ret)) {
-            if (serve_self && !(served = (p = tibet_served_map(length)) != NULL))
+            if (serve_self && !(p = tibet_served_map(length, prot)))
                 self_fallback(length);
             if (!p) {
                 in_tibet = 1;
-                p = tibet_managed_mmap(length);
+                p = tibet_managed_mmap(length, prot);
                 in_tibet = 0;
             }
         } else if (shim_ready && in_child()) {
-            served = (p = tibet_served_map(length)) != NULL;
+            p = tibet_served_map(length, prot);
             if (!p)
                 p = child_large_allocation(length);
         }
@@ -1173,7 +1147,7 @@ static void *do_mmap(void *addr, size_t length, int prot, int flags, int fd, off
             errno = ENOMEM;
             return MAP_FAILED;
         }
-        if (p && (prot != PROT_NONE || reserve_in_arena(p, length, served) == 0))
+        if (p)
             return p;
     } else if (addr == NULL && may_redirect(ret) && candidate_file_mapping(flags, fd)) {
         int error = 0;
@@ -1269,7 +1243,7 @@ EXPORT int mprotect(void *addr, size_t length, int prot)
  * follows (its UNMAP event); growing in place is refused (ENOMEM, which mremap without
  * MREMAP_MAYMOVE may always answer), and shrinking in place releases the tail. Costs a
  * copy where the kernel would move page tables. */
-static void *remap_served(void *old, size_t old_size, size_t new_size, int flags, const void *ret)
+static void *remap_served(void *old, size_t old_size, size_t new_size, int flags, int reservation, const void *ret)
 {
     size_t page = 4096, old_rounded = (old_size + page - 1) & ~(page - 1), new_rounded = (new_size + page - 1) & ~(page - 1);
     if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) || new_size == 0) {
@@ -1278,7 +1252,9 @@ static void *remap_served(void *old, size_t old_size, size_t new_size, int flags
     }
     if (new_rounded == old_rounded)
         return old;
-    if (!(flags & MREMAP_MAYMOVE)) {
+    /* A reservation's contents cannot be copied (parts of it may be inaccessible): it only
+     * shrinks in place, and does not move (ENOMEM, as for a move that finds no room). */
+    if (!(flags & MREMAP_MAYMOVE) || reservation) {
         if (new_rounded > old_rounded) {
             errno = ENOMEM;
             return MAP_FAILED;
@@ -1306,9 +1282,10 @@ EXPORT void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
         va_end(ap);
     }
     if (shim_ready && !in_tibet && served_by_custodian()) {
-        size_t served_length = tibet_served_mapping(old);
+        int reservation;
+        size_t served_length = tibet_served_mapping(old, &reservation);
         if (served_length && ((old_size + 4095) & ~(size_t)4095) == served_length)
-            return remap_served(old, old_size, new_size, flags, __builtin_return_address(0));
+            return remap_served(old, old_size, new_size, flags, reservation, __builtin_return_address(0));
     }
     if (shim_ready && ours_mmap(old) && !in_tibet && !in_child()) {
         if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP)) {

@@ -15,7 +15,11 @@
  * 7. Maps a file into the middle of the reservation's uncommitted part (as HotSpot maps
  *    archived classes into its heap), then commits the last 16 MiB, after it, and checks
  *    that it reads as zeros and keeps what is written.
- * 8. Prints "reserve-commit ok", or "reserve-commit error <what>".
+ * 8. A second reservation, committed whole (one mapping, as mremap needs) and filled, is
+ *    grown with mremap (MREMAP_MAYMOVE:
+ *    moved by the kernel; refused with ENOMEM under tibet, whose arena cannot be copied
+ *    while parts of it are inaccessible) and then shrunk in place: what was written stays.
+ * 9. Prints "reserve-commit ok", or "reserve-commit error <what>".
  * With "child" a forked child does all of it, and the parent waits for it. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -128,6 +132,26 @@ static int run(void)
     fclose(file);
     if (munmap(base, length) != 0)
         return fail("munmap");
+
+    size_t small = 32 * MiB;
+    char *second = mmap(NULL, small, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (second == MAP_FAILED || commit(second, small, PROT_READ | PROT_WRITE) != 0)
+        return fail("second reservation");
+    for (size_t i = 0; i < small; i += PAGE)
+        second[i] = (char)(i / PAGE) | 1;
+    char *grown = mremap(second, small, 2 * small, MREMAP_MAYMOVE);
+    if (grown == MAP_FAILED && errno != ENOMEM)
+        return fail("mremap grow");
+    if (grown != MAP_FAILED)
+        second = grown;
+    char *shrunk = mremap(second, grown != MAP_FAILED ? 2 * small : small, small / 4, 0);
+    if (shrunk != second)
+        return fail("mremap shrink");
+    for (size_t i = 0; i < small / 4; i += PAGE)
+        if (second[i] != ((char)(i / PAGE) | 1))
+            return fail("a reservation's pages changed through mremap");
+    if (munmap(second, small / 4) != 0)
+        return fail("munmap of the second reservation");
     printf("reserve-commit ok\n");
     return 0;
 }
