@@ -141,6 +141,11 @@ static volatile int shim_ready;
 static pid_t owner_pid; /* the process tibet runs in; any other pid is a forked child */
 static size_t malloc_threshold = (size_t)PTRDIFF_MAX + 1;
 static size_t mmap_threshold = (size_t)PTRDIFF_MAX + 1;
+/* Reservations (PROT_NONE) are taken from a lower size: V8 reserves each 256 KiB page of
+ * its heap on its own (508 KiB, trimmed to alignment), and a reservation costs no memory
+ * until the program commits it. The threshold or 256 KiB, whichever is lower. */
+#define RESERVATION_THRESHOLD_MOST ((size_t)256 << 10)
+static size_t reservation_threshold = (size_t)PTRDIFF_MAX + 1;
 static uintptr_t malloc_base, malloc_limit; /* blocks handed out by our malloc family */
 static uintptr_t mmap_base, mmap_limit;     /* mappings handed out by our mmap */
 static const size_t *block_sizes;          /* usable size of a malloc block, per unit */
@@ -1048,7 +1053,8 @@ static int redirectable_mapping(size_t length, int prot, int flags, int fd)
 {
     const int refused = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK | MAP_HUGETLB | MAP_LOCKED | MAP_32BIT;
     return fd == -1 && (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE
-        && !(flags & refused) && (prot == (PROT_READ | PROT_WRITE) || prot == PROT_NONE) && length >= mmap_threshold;
+        && !(flags & refused)
+        && ((prot == (PROT_READ | PROT_WRITE) && length >= mmap_threshold) || (prot == PROT_NONE && length >= reservation_threshold));
 }
 
 /* Is [addr, addr+length) wholly inside one anonymous arena of this process's (a served
@@ -1801,6 +1807,7 @@ EXPORT void tibet_shim_configure(size_t malloc_min, size_t mmap_min, uintptr_t m
     const size_t most = (size_t)PTRDIFF_MAX + 1; /* larger sizes must still take the slow path */
     malloc_threshold = malloc_min < most ? malloc_min : most;
     mmap_threshold = mmap_min < most ? mmap_min : most;
+    reservation_threshold = mmap_threshold < RESERVATION_THRESHOLD_MOST ? mmap_threshold : RESERVATION_THRESHOLD_MOST;
     __atomic_store_n(&shim_ready, 1, __ATOMIC_RELEASE);
 }
 
