@@ -241,19 +241,17 @@ internal sealed unsafe class ProgramEvents : IDisposable
     /// Write-protects the present pages of a range the program just gave up (missing ones
     /// are left as they are). The kernel answers EAGAIN until the thread that called
     /// madvise, woken by our reading of the event, has run again; that takes a scheduler
-    /// round on this VM, so the reader yields its CPU meanwhile, for at most 200 ms. False
+    /// round on this VM, so the reader yields its CPU meanwhile, for at most 2 ms. False
     /// if it could not: the pages then stay on the books as resident (see DiscardPage),
     /// where an eviction may seal the given-up bytes, which the program would read back
-    /// instead of zeros.
+    /// instead of zeros (seen once, in a loaded CI run of ReadAheadTests).
     /// </summary>
-    /// <remarks>The bound was 2 ms, until a CI run on a loaded 2-vCPU machine saw the
-    /// madvising thread wait longer for a CPU, and a discarded block read old bytes
-    /// (ReadAheadTests): since the event may now be read by a program's thread that evicts
-    /// while the handler decrypts without the lock, both may be waiting for the two CPUs.
-    /// The wait is that thread's scheduling delay, not work: taken only while it lasts.</remarks>
+    /// <remarks>Not longer: the reader holds the engine lock, and under the custodian the
+    /// madvising thread is another process's, which may wait for the custodian itself. With
+    /// 200 ms, a CI run of the fork stress test under the custodian spun here for minutes.</remarks>
     private bool TryProtect(nint address, nuint length)
     {
-        long deadline = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 5;
+        long deadline = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 500;
         while (true)
         {
             int rc = _space.Protect(address, length);
