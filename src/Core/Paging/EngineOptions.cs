@@ -151,6 +151,16 @@ public sealed record EngineOptions
     /// cipher, an arena released under the decryption. Null (nothing called) in use.</summary>
     internal Action<Arena>? WhileOpeningWithoutLock { get; init; }
 
+    /// <summary>For tests: pages the program gives up (madvise) are never write-protected
+    /// in time, as on a loaded machine where the madvising thread waits for a CPU longer
+    /// than the event's reader waits for it (Events.ProgramEvents.TryProtect).</summary>
+    internal bool ProtectAfterDiscardFails { get; init; }
+
+    /// <summary>For tests: called under the engine lock, on the thread that read the event,
+    /// right after a resident page the program gave up stayed on the books unprotected,
+    /// before the madvising thread can have the kernel zap it: what eviction does then.</summary>
+    internal Action<Arena>? AfterGivingUp { get; init; }
+
     internal void Validate()
     {
         if (ResidentBudgetBytes < 4096)

@@ -124,7 +124,11 @@ public sealed unsafe partial class PageEngine : IDisposable
         // forgets pages on the evictor's books: each is handed the other through the engine.
         _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain());
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor),
-            arena => ReleaseArenaLocked(arena));
+            arena => ReleaseArenaLocked(arena))
+        {
+            ProtectAfterDiscardFails = options.ProtectAfterDiscardFails,
+            AfterGivingUp = options.AfterGivingUp,
+        };
         _collapser = new RangeCollapser(_space, _evictor, _sealer, options.CollapseResidentRanges && _takeOut != null);
         _serviceCpus = options.PinServiceThreads && options.FillThreads > 0 ? Threading.ServiceCpus.Choose() : Threading.ServiceCpus.None;
         _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites, _handlerWindow, KickHandler,

@@ -42,6 +42,15 @@ internal struct PageEntry
     /// <see cref="HoldsSourceCopy"/>).</summary>
     public const byte FlagSourceCopy = 2;
 
+    /// <summary>Set on a resident page the program gave up (madvise) whose mapping could
+    /// not be write-protected then (Events.ProgramEvents.DiscardPage): the bytes it holds
+    /// may be the given-up ones, which eviction must never seal, since the program would
+    /// read them back instead of zeros (Eviction.Evictor.SetAsideGivenUp). Cleared when the
+    /// page is the program's data again (a write-protect fault: Sealing.PageSealer.Forget).</summary>
+    public const byte FlagGivenUp = 4;
+
+    public readonly bool IsGivenUp => State == PageState.Resident && (Flags & FlagGivenUp) != 0;
+
     public readonly bool IsCompressed => (Flags & FlagCompressed) != 0;
 
     /// <summary>A resident page installed write-protected from its sealed copy, and not

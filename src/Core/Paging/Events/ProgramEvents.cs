@@ -60,6 +60,13 @@ internal sealed unsafe class ProgramEvents : IDisposable
         _readBuffer = (uffd_msg*)KernelMemory.Map((nuint)(MessagesPerRead * sizeof(uffd_msg)));
     }
 
+    /// <summary>For tests (EngineOptions.ProtectAfterDiscardFails): the protection of pages
+    /// the program gave up is never set in time, as on a loaded machine.</summary>
+    internal bool ProtectAfterDiscardFails { get; init; }
+
+    /// <summary>For tests (EngineOptions.AfterGivingUp).</summary>
+    internal Action<Arena>? AfterGivingUp { get; init; }
+
     /// <summary>Events handled so far: a change means pages may have changed under a fault.</summary>
     public long Epoch => _epoch;
 
@@ -229,7 +236,12 @@ internal sealed unsafe class ProgramEvents : IDisposable
                 // Its kept copy (if any) is not what it will read once the kernel zaps it.
                 _sealer.Forget(ref entry);
                 if (!offTheBooks)
+                {
+                    // Eviction leaves it be until it can be protected (Evictor.SetAsideGivenUp).
+                    entry.Flags |= PageEntry.FlagGivenUp;
+                    AfterGivingUp?.Invoke(arena);
                     break;
+                }
                 _evictor.Forget(ref entry);
                 entry.State = discarded;
                 return true;
@@ -278,7 +290,8 @@ internal sealed unsafe class ProgramEvents : IDisposable
             long last = Math.Min(arena.PageCount, (end - arena.Address + PageSize - 1) / PageSize);
             // Pages the kernel has not zapped yet (or, after MADV_FREE, may never zap) may
             // leave the books only once a write to them reaches the engine (see DiscardPage).
-            bool offTheBooks = !unmap && _tracksWrites && TryProtect(arena.PageAddress(first), (nuint)((last - first) * PageSize));
+            bool offTheBooks = !unmap && _tracksWrites && !ProtectAfterDiscardFails
+                               && TryProtect(arena.PageAddress(first), (nuint)((last - first) * PageSize));
             for (long i = first; i < last; i++)
             {
                 if (unmap) Unmap(ref arena.Entries[i]);

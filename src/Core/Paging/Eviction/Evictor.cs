@@ -600,6 +600,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// </summary>
     private int EvictVictims(int count)
     {
+        int givenUp = 0;
+        count = SetAsideGivenUp(count, ref givenUp);
+        if (count == 0)
+            return givenUp;
         int runs = 0;
         for (int start = 0; start < count;)
         {
@@ -667,7 +671,52 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             _batches++;
         }
         Left(evicted);
-        return evicted;
+        return evicted + givenUp;
+    }
+
+    /// <summary>
+    /// Takes the victims the program gave up, whose mapping could not be write-protected
+    /// when it did (PageEntry.FlagGivenUp), out of the batch: their bytes may be the given-up
+    /// ones, and sealed they would come back instead of zeros. Protected now, they leave
+    /// the books as ProgramEvents.DiscardPage would have them leave (counted in
+    /// <paramref name="left"/>: still mapped, a write brings them back); still refused (the
+    /// madvising thread has not run yet), they go back to the resident set for later.
+    /// Returns how many victims remain, in order.
+    /// </summary>
+    private int SetAsideGivenUp(int count, ref int left)
+    {
+        int kept = 0;
+        for (int k = 0; k < count; k++)
+        {
+            ref Victim victim = ref _victims[k];
+            Arena arena = victim.Arena!;
+            ref PageEntry entry = ref arena.Entries[victim.PageIndex];
+            if (!entry.IsGivenUp || entry.ResidentTicket != victim.Ticket)
+            {
+                _victims[kept++] = victim;
+                continue;
+            }
+            int rc = _space.Protect(arena.PageAddress(victim.PageIndex), Userfaultfd.PageSize);
+            if (rc == Interop.Libc.EAGAIN)
+            {
+                _refused++;
+                _residentSet.Return(new ResidentQueue.Element(arena.Slot, victim.PageIndex, victim.Ticket));
+            }
+            else
+            {
+                // Protected, or gone from the map (ENOENT): zeros from now on, as discarded.
+                Forget(ref entry);
+                entry.Flags &= unchecked((byte)~PageEntry.FlagGivenUp);
+                entry.State = PageState.Zero;
+                entry.EvictionStamp = _clock.Stamp();
+                _zeroEvictions++;
+                left++;
+            }
+            victim.Arena = null;
+        }
+        for (int k = kept; k < count; k++)
+            _victims[k].Arena = null; // moved down, or set aside
+        return kept;
     }
 
     private void TakeOutOneRun(int first, int length)

@@ -152,7 +152,8 @@ internal sealed unsafe class PageSealer : IDisposable
     /// that its source holds its contents (<see cref="PageEntry.HoldsSourceCopy"/>).</summary>
     public void Forget(ref PageEntry entry)
     {
-        entry.Flags &= unchecked((byte)~PageEntry.FlagSourceCopy); // written or gone: the source no longer holds it
+        // Written or gone: the source no longer holds it, and it is not given up (any more).
+        entry.Flags &= unchecked((byte)~(PageEntry.FlagSourceCopy | PageEntry.FlagGivenUp));
         if (entry.State == PageState.Sealed)
             _sealedPages--;
         else if (entry.HoldsCleanCopy)
