@@ -206,8 +206,10 @@ internal sealed unsafe class ProgramEvents : IDisposable
     /// missing page and gets zeros; after MADV_FREE a read may still see the old bytes
     /// (which MADV_FREE allows), and a write, which must survive, is a write-protect
     /// fault that puts the page back on the books (FaultService.ServeWriteProtectFault).
-    /// Without write tracking, or when the protection cannot be set in time, it stays on
-    /// the books as resident, and the window remains.</para>
+    /// When the protection cannot be set in time, it stays on the books as resident,
+    /// marked given up (PageEntry.FlagGivenUp): eviction never seals it, but protects it
+    /// then and lets it leave the books, or leaves it for later (Evictor.SetAsideGivenUp).
+    /// Without write tracking it stays on the books as resident, and the window remains.</para>
     /// <para>One race is left: after MADV_FREE, the program may write a page after madvise
     /// returns and before the protection is set (the kernel refuses it until the madvising
     /// thread has run again). That write lands, and is kept, but the page is then off the
@@ -254,9 +256,8 @@ internal sealed unsafe class ProgramEvents : IDisposable
     /// are left as they are). The kernel answers EAGAIN until the thread that called
     /// madvise, woken by our reading of the event, has run again; that takes a scheduler
     /// round on this VM, so the reader yields its CPU meanwhile, for at most 2 ms. False
-    /// if it could not: the pages then stay on the books as resident (see DiscardPage),
-    /// where an eviction may seal the given-up bytes, which the program would read back
-    /// instead of zeros (seen once, in a loaded CI run of ReadAheadTests).
+    /// if it could not: the pages then stay on the books as resident, marked given up, so
+    /// that no eviction seals the bytes they gave up (see DiscardPage).
     /// </summary>
     /// <remarks>Not longer: the reader holds the engine lock, and under the custodian the
     /// madvising thread is another process's, which may wait for the custodian itself. With
