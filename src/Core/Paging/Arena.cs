@@ -113,10 +113,17 @@ public sealed unsafe class Arena : IDisposable, IAddressRange
     }
 
     /// <summary>Pages not yet unmapped by the program.</summary>
-    public long MappedPageCount => Engine.MappedPageCount(this);
+    public long MappedPageCount => Engine.MappedPageCount(this, 0, count: -1);
 
-    /// <summary>Whether no page of [address, address+length) was unmapped by the program.</summary>
-    public bool HoldsAllPages(nint address, long length) => Engine.HoldsAllPages(this, address, length);
+    /// <summary>Whether no page of [address, address+length) was unmapped by the program:
+    /// only then is a map the program places there a commit inside the arena, not one over
+    /// a hole the kernel owns.</summary>
+    public bool HoldsAllPages(nint address, long length)
+    {
+        long first = (address - Address) / Userfaultfd.PageSize;
+        long count = (length + Userfaultfd.PageSize - 1) / Userfaultfd.PageSize;
+        return count > 0 && Engine.MappedPageCount(this, first, count) == count;
+    }
 
     /// <summary>Grows the arena in place to <paramref name="newLength"/> bytes. The
     /// range after it must be a reservation of the caller's (see

@@ -708,31 +708,20 @@ public sealed unsafe partial class PageEngine : IDisposable
     }
 
     /// <summary>Pages of the arena that the program has not unmapped.</summary>
-    internal long MappedPageCount(Arena arena)
+    /// <summary>How many of the arena's pages from <paramref name="first"/> on, <paramref name="count"/>
+    /// of them (all from there: -1), the program has not unmapped (0 once the arena is released).</summary>
+    internal long MappedPageCount(Arena arena, long first, long count)
     {
         lock (_gate)
         {
+            if (count == -1)
+                count = arena.PageCount - first;
+            if (arena.Released || first < 0 || count < 0 || first + count > arena.PageCount)
+                return 0;
             long mapped = 0;
-            for (long i = 0; i < arena.PageCount; i++)
+            for (long i = first; i < first + count; i++)
                 if (arena.Entries[i].State != PageState.Unmapped) mapped++;
             return mapped;
-        }
-    }
-
-    /// <summary>Whether every page of [address, address+length) is still the arena's
-    /// (none unmapped by the program): only then is a map placed there a commit inside
-    /// the arena rather than over a hole the kernel owns.</summary>
-    internal bool HoldsAllPages(Arena arena, nint address, long length)
-    {
-        long first = (address - arena.Address) / Userfaultfd.PageSize;
-        long end = first + (length + Userfaultfd.PageSize - 1) / Userfaultfd.PageSize;
-        lock (_gate)
-        {
-            if (arena.Released || first < 0 || end > arena.PageCount)
-                return false;
-            for (long i = first; i < end; i++)
-                if (arena.Entries[i].State == PageState.Unmapped) return false;
-            return true;
         }
     }
 

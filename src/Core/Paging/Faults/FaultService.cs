@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using Tibet.Core.Crypto;
 using Tibet.Core.Diagnostics;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.AddressSpace;
@@ -56,10 +55,7 @@ internal sealed unsafe class FaultService : IDisposable
     // the engine lock and find out afterwards whether any changed (OpenWithoutLock).
     private readonly PageEntry[] _sliceEntries = new PageEntry[InjectSlicePages];
     private readonly int[] _sliceSealed = new int[InjectSlicePages];
-    // Where a store that copies puts a sealed page read without the lock (see
-    // SealedPageStore.Read); the sealer's own staging is its callers', under the lock.
-    private readonly byte[] _unlockedStaging = new byte[PageSize + Crypto.PageCipherSuite.MaxTagSize];
-    private readonly Action<Arena>? _whileOpeningWithoutLock;
+    private readonly UnlockedOpener _opener;
     private readonly LatencyHistogram _latency = new();
     private long _received;
     private bool _recorded;
@@ -77,13 +73,13 @@ internal sealed unsafe class FaultService : IDisposable
         Threading.ServiceCpus serviceCpus)
     {
         _engineLock = engineLock;
-        _whileOpeningWithoutLock = options.WhileOpeningWithoutLock;
+        _opener = new UnlockedOpener(engineLock, sealer, options.WhileOpeningWithoutLock);
         _tracksWrites = tracksWrites;
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         if (options.FillThreads > 0)
             _worker = new FillWorker(sealer, space, options.SpinMicroseconds, serviceCpus.Fill);
         _collapser = collapser;
-        _placer = new RangePlacer(options, space, evictor, events, collapser, tracksWrites, engineLock, wakeHandler, sealer, _worker);
+        _placer = new RangePlacer(options, space, evictor, events, collapser, tracksWrites, engineLock, wakeHandler, sealer, _worker, _opener);
         _arenas = arenas;
         _evictor = evictor;
         _sealer = sealer;
@@ -585,52 +581,30 @@ internal sealed unsafe class FaultService : IDisposable
     /// statistics meanwhile do not wait for the cipher. Returns how many of the slice's
     /// <paramref name="filled"/> pages are good to install, and wipes the others.
     /// </summary>
-    /// <remarks>
-    /// What keeps this safe while the lock is free: only the handler reads userfaultfd
-    /// events, so no event changes the pages; the arena's key is held (PageCipher.Retain),
-    /// so a release of the arena does not destroy it under the decryption; the store is
-    /// pinned, so no slot read here is freed and given out again (CiphertextStore.Pin). An
-    /// API call may still change the arena: release it, or evict and seal its pages. So
-    /// afterwards, under the lock again, every page of the slice is checked against its
-    /// entry as it was (state, slot, nonce); the slice ends at the first page that changed,
-    /// or that failed authentication (poisoned when someone touches it, as under the lock).
-    /// </remarks>
+    /// <remarks>What keeps this safe: see <see cref="UnlockedOpener"/>. The slice ends at the
+    /// first page that changed meanwhile, or that failed authentication (poisoned when
+    /// someone touches it, as under the lock).</remarks>
     private int OpenWithoutLock(Arena arena, long first, int filled, int deferred)
     {
         Debug.Assert(_engineLock.IsHeldByCurrentThread && !_workerRunning);
-        PageCipher cipher = arena.Cipher;
-        cipher.Retain();
-        _sealer.Store.Pin();
-        _engineLock.LetGo();
         int failedAt = filled;
-        try
+        using (_opener.LetGo(arena))
         {
-            _whileOpeningWithoutLock?.Invoke(arena);
             for (int i = 0; i < deferred; i++)
             {
                 int at = _sliceSealed[i];
-                if (!_sealer.TryOpenUncompressed(cipher, first + at, in _sliceEntries[at], _buffer + (long)at * PageSize, _unlockedStaging))
+                if (!_opener.TryOpen(arena.Cipher, first + at, in _sliceEntries[at], _buffer + (long)at * PageSize))
                 {
                     failedAt = at;
                     break;
                 }
             }
         }
-        finally
-        {
-            _engineLock.TakeBack();
-            _sealer.Store.Unpin();
-            cipher.Release();
-        }
 
         int good = arena.Released ? 0 : failedAt;
         for (int at = 0; at < good; at++)
-        {
-            ref PageEntry now = ref arena.Entries[first + at];
-            ref PageEntry then = ref _sliceEntries[at];
-            if (now.State != then.State || now.Slot != then.Slot || now.Nonce != then.Nonce)
+            if (!UnlockedOpener.Unchanged(in arena.Entries[first + at], in _sliceEntries[at]))
                 good = at;
-        }
         int opened = 0;
         for (int i = 0; i < deferred && _sliceSealed[i] < good; i++)
             opened++;

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using Tibet.Core.Crypto;
 using Tibet.Core.Interop;
 using Tibet.Core.Paging.AddressSpace;
 using Tibet.Core.Paging.Collapse;
@@ -62,11 +61,11 @@ internal sealed unsafe class RangePlacer : IDisposable
     // A sealed range's entries as they were when its decryption began (OpenSealed):
     // native, so that the fill worker reads them through a pointer.
     private readonly PageEntry* _rangeEntries = (PageEntry*)NativeMemory.AllocZeroed(RangePages, (nuint)sizeof(PageEntry));
-    private readonly byte[] _openStaging = new byte[PageSize + Crypto.PageCipherSuite.MaxTagSize];
-    private readonly Action<Arena>? _whileOpeningWithoutLock;
+    private readonly UnlockedOpener _opener;
 
     public RangePlacer(EngineOptions options, AddressSpaceOps space, Evictor evictor, ProgramEvents events, RangeCollapser collapser,
-        bool tracksWrites, Threading.EngineLockWindow engineLock, Action wakeHandler, PageSealer sealer, FillWorker? worker)
+        bool tracksWrites, Threading.EngineLockWindow engineLock, Action wakeHandler, PageSealer sealer, FillWorker? worker,
+        UnlockedOpener opener)
     {
         _sealer = sealer;
         _worker = worker;
@@ -77,7 +76,7 @@ internal sealed unsafe class RangePlacer : IDisposable
         _collapser = collapser;
         _tracksWrites = tracksWrites;
         _engineLock = engineLock;
-        _whileOpeningWithoutLock = options.WhileOpeningWithoutLock;
+        _opener = opener;
         if (space.HugeStagingSlots > RangeReader.Slot && options.DecryptAheadRanges > 0 && options.CollapseResidentRanges)
             _reader = new RangeReader(space, wakeHandler);
     }
@@ -307,24 +306,18 @@ internal sealed unsafe class RangePlacer : IDisposable
     /// worker: the two threads claim chunks of the range until none are left
     /// (FillWorker.StartSharedOpen), so that two CPUs share the 512 decryptions the
     /// faulting thread waits for, each as fast as its CPU lets it. Without the engine lock,
-    /// as the fault service's read-ahead slices (FaultService.OpenWithoutLock, which says
-    /// what keeps it safe): the pages are read as they were copied under the lock, and
-    /// checked against the books afterwards. Keep only if every page opened and none
-    /// changed; a page that fails is the usual path's to find and report.
+    /// as the fault service's read-ahead slices (<see cref="UnlockedOpener"/> says what keeps
+    /// it safe). Keep only if every page opened and none changed; a page that fails is the
+    /// usual path's to find and report.
     /// </summary>
     private PageVerdict OpenSealed(Arena arena, long first, byte* destination)
     {
         for (int page = 0; page < RangePages; page++)
             _rangeEntries[page] = arena.Entries[first + page];
-        PageCipher cipher = arena.Cipher;
-        cipher.Retain();
-        _sealer.Store.Pin();
-        _engineLock.LetGo();
         PageVerdict verdict = PageVerdict.Keep;
         int opened = 0;
-        try
+        using (_opener.LetGo(arena))
         {
-            _whileOpeningWithoutLock?.Invoke(arena);
             if (_worker is { } worker)
             {
                 worker.StartSharedOpen(arena, first, RangePages, destination, _rangeEntries);
@@ -340,32 +333,22 @@ internal sealed unsafe class RangePlacer : IDisposable
             else
             {
                 for (; opened < RangePages; opened++)
-                    if (!_sealer.TryOpenUncompressed(cipher, first + opened, in _rangeEntries[opened], destination + (long)opened * PageSize, _openStaging))
+                    if (!_opener.TryOpen(arena.Cipher, first + opened, in _rangeEntries[opened], destination + (long)opened * PageSize))
                     {
                         verdict = PageVerdict.Tampered;
                         break;
                     }
             }
         }
-        finally
-        {
-            _engineLock.TakeBack();
-            _sealer.Store.Unpin();
-            cipher.Release();
-            _sealer.CountOpened(opened);
-        }
+        _sealer.CountOpened(opened);
         // An API call may have released the arena (the caller checks) or changed its pages
         // (evicted and sealed them anew, say) meanwhile: then the range is not placed, and
         // the usual path serves what the pages are now.
         if (verdict == PageVerdict.Keep && !arena.Released)
         {
             for (int page = 0; page < RangePages; page++)
-            {
-                ref PageEntry now = ref arena.Entries[first + page];
-                ref PageEntry then = ref _rangeEntries[page];
-                if (now.State != then.State || now.Slot != then.Slot || now.Nonce != then.Nonce)
+                if (!UnlockedOpener.Unchanged(in arena.Entries[first + page], in _rangeEntries[page]))
                     return PageVerdict.Tampered;
-            }
         }
         return verdict;
     }
