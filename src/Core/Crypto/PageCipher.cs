@@ -83,11 +83,33 @@ internal sealed class PageCipher : IDisposable
     /// </summary>
     public ulong Seal(ulong pageIndex, uint flags, ReadOnlySpan<byte> plaintext, Span<byte> sealedOutput)
     {
-        Debug.Assert(sealedOutput.Length == plaintext.Length + TagSize);
+        ulong counter = ReserveNonce();
+        SealWith(counter, pageIndex, flags, plaintext, sealedOutput);
+        return counter;
+    }
+
+    /// <summary>
+    /// Takes the next nonce counter for a later <see cref="SealWith"/>: eviction reserves
+    /// it under the engine lock and encrypts with the lock let go (Paging.Sealing.UnlockedSealer).
+    /// A counter reserved and never used is skipped, never given out again.
+    /// </summary>
+    /// <remarks>Not thread-safe: called under the engine lock, as <see cref="Seal"/> is.</remarks>
+    public ulong ReserveNonce()
+    {
         if (_lastNonce == ulong.MaxValue)
             ThrowNonceSpaceExhausted();
-        ulong counter = ++_lastNonce;
+        return ++_lastNonce;
+    }
 
+    /// <summary>
+    /// Seals <paramref name="plaintext"/> under nonce <paramref name="counter"/>, which
+    /// <see cref="ReserveNonce"/> gave out for this one sealing. Touches no state of the
+    /// cipher's, so it may run on any thread while the key is held (<see cref="Retain"/>).
+    /// </summary>
+    public void SealWith(ulong counter, ulong pageIndex, uint flags, ReadOnlySpan<byte> plaintext, Span<byte> sealedOutput)
+    {
+        Debug.Assert(sealedOutput.Length == plaintext.Length + TagSize);
+        Debug.Assert(counter != 0 && counter <= _lastNonce, "a nonce not reserved");
         Span<byte> nonce = stackalloc byte[MaxNonceSize];
         nonce = nonce[.._algorithm.NonceSize];
         WriteNonce(nonce, counter);
@@ -101,7 +123,6 @@ internal sealed class PageCipher : IDisposable
         {
             _algorithm.Encrypt(_key ?? ThrowReleased(), nonce, aad, plaintext, sealedOutput);
         }
-        return counter;
     }
 
     /// <summary>

@@ -151,6 +151,19 @@ public sealed record EngineOptions
     /// cipher, an arena released under the decryption. Null (nothing called) in use.</summary>
     internal Action<Arena>? WhileOpeningWithoutLock { get; init; }
 
+    /// <summary>
+    /// Whether the handler's own evictions (after a fault, when idle) seal their pages with
+    /// the engine lock let go (Sealing.UnlockedSealer), so that the program's threads that
+    /// map, unmap or ask for statistics do not wait for the cipher. Default: true. Off, the
+    /// pages are sealed under the lock, as evictions an API call asks for always are.
+    /// </summary>
+    public bool SealsWithoutLock { get; init; } = true;
+
+    /// <summary>For tests: called on the handler thread while it seals an eviction batch
+    /// without the engine lock (<see cref="SealsWithoutLock"/>), with the arena of the
+    /// batch's first page. Null (nothing called) in use.</summary>
+    internal Action<Arena>? WhileSealingWithoutLock { get; init; }
+
     /// <summary>For tests: pages the program gives up (madvise) are never write-protected
     /// in time, as on a loaded machine where the madvising thread waits for a CPU longer
     /// than the event's reader waits for it (Events.ProgramEvents.TryProtect).</summary>

@@ -60,6 +60,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     private readonly PageSealer _sealer;
     private readonly FailureReporter _reporter;
     private readonly Evictor _evictor;
+    private readonly UnlockedSealer? _unlockedSealer;
     private readonly ProgramEvents _events;
     private readonly FaultService _faults;
     private readonly ChildService _children;
@@ -122,7 +123,9 @@ public sealed unsafe partial class PageEngine : IDisposable
         _reporter = new FailureReporter(options, KickHandler, Features.Poison);
         // The evictor drains events when a take-out meets EAGAIN; the events part
         // forgets pages on the evictor's books: each is handed the other through the engine.
-        _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain());
+        if (options.SealsWithoutLock && _space.CanTakeOut)
+            _unlockedSealer = new UnlockedSealer(_handlerWindow, _sealer, options.EvictBatchPages, options.WhileSealingWithoutLock);
+        _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain(), _unlockedSealer);
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor),
             arena => ReleaseArenaLocked(arena))
         {
@@ -363,7 +366,9 @@ public sealed unsafe partial class PageEngine : IDisposable
     public void Trim(long residentBytes)
     {
         RequireEviction();
-        lock (_gate)
+        // Between the handler's steps: it may be sealing pages from the take-out area with
+        // the lock let go (Sealing.UnlockedSealer), and this eviction would take out into it.
+        using (EnterBetweenSteps())
         {
             RequireHealthy();
             try
@@ -490,6 +495,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             _disposed = true;
         }
         _sealer.Dispose();
+        _unlockedSealer?.Dispose();
         _evictor.Dispose();
         _faults.Dispose(); // before the address space: its range reader wipes a staging slot there
         _uffd.Dispose();
@@ -605,7 +611,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     internal void EvictArena(Arena arena)
     {
         RequireEviction();
-        lock (_gate)
+        using (EnterBetweenSteps()) // as Trim
         {
             ObjectDisposedException.ThrowIf(arena.Released, arena);
             RequireHealthy();
@@ -752,7 +758,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
-        Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(Userfaultfd), typeof(PageEntry), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
+        Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(UnlockedSealer), typeof(Userfaultfd), typeof(PageEntry), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
             typeof(CiphertextStore), typeof(Evictor), typeof(AgentAddressSpace), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(FillWorker), typeof(RangeReader), typeof(ChildService), typeof(ChildAgents), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }
 }

@@ -24,6 +24,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     private readonly int _afterFaultPages;
     private readonly ArenaTable _arenas;
     private readonly PageSealer _sealer;
+    // Seals the pages of the handler's own evictions with the engine lock let go (null:
+    // every sealing under the lock); _unlockedVictims[i] is the victim of its ith page.
+    private readonly UnlockedSealer? _unlocked;
+    private readonly int[] _unlockedVictims;
     private readonly AddressSpaceOps _space;
     private readonly Action _drainEvents;
     private readonly ResidentSet _residentSet;
@@ -68,10 +72,16 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
 
     /// <param name="drainEvents">Reads and handles the events the kernel holds: a take-out
     /// answers EAGAIN until they are read.</param>
-    public Evictor(EngineOptions options, ArenaTable arenas, PageSealer sealer, AddressSpaceOps space, Action drainEvents)
+    /// <param name="unlocked">Seals the handler's evictions after a fault and when idle
+    /// with the engine lock let go; null: all under the lock.</param>
+    public Evictor(EngineOptions options, ArenaTable arenas, PageSealer sealer, AddressSpaceOps space, Action drainEvents,
+        UnlockedSealer? unlocked = null)
     {
         _arenas = arenas;
         _sealer = sealer;
+        _unlocked = unlocked;
+        _unlockedVictims = new int[options.EvictBatchPages];
+        System.Diagnostics.Debug.Assert(unlocked == null || unlocked.Capacity >= options.EvictBatchPages);
         _space = space;
         _drainEvents = drainEvents;
         _share = options.BudgetShare;
@@ -399,7 +409,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             return true;
         if (Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0 || OwedRoom)
             return false;
-        return EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), _victims.Length), takesRanges: false) > 0;
+        return EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), _victims.Length), takesRanges: false,
+            sealsUnlocked: true) > 0;
     }
 
     /// <summary>A small slice of background eviction after each served fault: a busy
@@ -410,7 +421,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         long counted;
         if (GiveWay() || Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0 || OwedRoom)
             return;
-        EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), Math.Min(_afterFaultPages, _victims.Length)), takesRanges: false);
+        EvictFromQueue((int)Math.Min(Math.Min(counted - _lowPages, _residentPages), Math.Min(_afterFaultPages, _victims.Length)), takesRanges: false,
+            sealsUnlocked: true);
     }
 
     /// <summary>Seals resident pages in the policy's order, the newest fault's included,
@@ -473,8 +485,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// seals them. <paramref name="takesRanges"/> false (headroom made ahead of need): stops
     /// at a range placed whole, which is left for a fault that needs the room, since that
     /// fault fills the range's huge page again (<see cref="TakeRecycled"/>) where a range
-    /// evicted ahead would be wiped and freed, and the next allocated and zeroed.</summary>
-    private int EvictFromQueue(int want, bool takesRanges = true)
+    /// evicted ahead would be wiped and freed, and the next allocated and zeroed.
+    /// <paramref name="sealsUnlocked"/>: the pages are sealed with the engine lock let go
+    /// (the handler's own evictions at the end of a step: see <see cref="UnlockedSealer"/>).</summary>
+    private int EvictFromQueue(int want, bool takesRanges = true, bool sealsUnlocked = false)
     {
         int count = 0, kept = 0, inRanges = 0;
         long candidates = _residentSet.Count;
@@ -505,7 +519,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         }
         for (int i = 0; i < kept; i++)
             _residentSet.Keep(in _keptBack[i]);
-        return inRanges + (count == 0 ? 0 : EvictVictims(count));
+        return inRanges + (count == 0 ? 0 : EvictVictims(count, sealsUnlocked));
     }
 
     private const int RangePages = Collapse.RangeCollapser.RangePages;
@@ -598,8 +612,9 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// Takes the victims out of their arenas (runs of neighbours in one take-out), seals
     /// what was taken, and gives the take-out area back.
     /// </summary>
-    private int EvictVictims(int count)
+    private int EvictVictims(int count, bool sealsUnlocked = false)
     {
+        UnlockedSealer? unlocked = sealsUnlocked ? _unlocked : null;
         int givenUp = 0;
         count = SetAsideGivenUp(count, ref givenUp);
         if (count == 0)
@@ -634,7 +649,13 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             {
                 case TakeOutcome.Taken:
                     taken = true;
-                    if (stillOurs)
+                    if (stillOurs && unlocked != null && !entry.HoldsSourceCopy && !entry.HoldsCleanCopy)
+                    {
+                        // Sealed below, with the lock let go; counted once installed.
+                        _unlockedVictims[unlocked.Count] = k;
+                        unlocked.Add(arena, victim.PageIndex, _space.TakenPage(k));
+                    }
+                    else if (stillOurs)
                     {
                         RetireTaken(arena, victim.PageIndex, ref entry, _space.TakenPage(k), wipe: true);
                         evicted++;
@@ -665,6 +686,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             victim.Arena = null;
         }
 
+        if (unlocked is { Count: > 0 })
+            evicted += SealUnlocked(unlocked);
         if (taken)
         {
             _space.ReleaseTaken(count);
@@ -672,6 +695,55 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         }
         Left(evicted);
         return evicted + givenUp;
+    }
+
+    /// <summary>
+    /// Seals the pages handed to <paramref name="unlocked"/> with the engine lock let go,
+    /// then, with it back, installs each whose entry is still the one taken out (its arena
+    /// not released, the page still resident under the same ticket: an API call may have
+    /// unmapped it meanwhile, and then the books already let it go). Every plaintext is
+    /// wiped. Returns the pages that left the books here.
+    /// </summary>
+    private int SealUnlocked(UnlockedSealer unlocked)
+    {
+        int left = 0;
+        try
+        {
+            unlocked.SealAll();
+            for (int i = 0; i < unlocked.Count; i++)
+            {
+                ref Victim victim = ref _victims[_unlockedVictims[i]];
+                Arena arena = unlocked.ArenaOf(i);
+                if (!arena.Released && victim.PageIndex < arena.PageCount)
+                {
+                    ref PageEntry entry = ref arena.Entries[victim.PageIndex];
+                    if (entry.State == PageState.Resident && entry.ResidentTicket == victim.Ticket)
+                    {
+                        if (unlocked.Install(i, _sealer, ref entry))
+                        {
+                            _evictions++;
+                        }
+                        else
+                        {
+                            _sealer.Forget(ref entry);
+                            entry.State = PageState.Zero; // all zeros: nothing stored, as PageSealer.Seal
+                            _zeroEvictions++;
+                        }
+                        entry.EvictionStamp = _clock.Stamp();
+                        _residentPages--;
+                        left++;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            for (int i = 0; i < unlocked.Count; i++)
+                Interop.Libc.memset((void*)_space.TakenPage(_unlockedVictims[i]), 0, Userfaultfd.PageSize);
+            unlocked.Wipe();
+            unlocked.Clear();
+        }
+        return left;
     }
 
     /// <summary>

@@ -32,6 +32,12 @@ internal sealed unsafe class PageSealer : IDisposable
 
     private long _sealedPages, _retainedPages, _seals, _compressedSeals, _opens, _decompressions, _cleanReseals;
 
+    /// <summary>What a page's compressed payload may take, tag included (see <see cref="TryCompress"/>).</summary>
+    public int CompressedKeepBytes => _compressedKeepBytes;
+
+    /// <summary>Whether pages are compressed where it pays.</summary>
+    public bool Compresses => _compressor != null;
+
     public PageSealer(SealedPageStore store, CompressionMode compression, int compressedKeepBytes)
     {
         _store = store;
@@ -82,26 +88,49 @@ internal sealed unsafe class PageSealer : IDisposable
 
         ReadOnlySpan<byte> payload = page;
         byte flags = 0;
-        if (TryCompress(arena, page, out int compressedLength))
+        var compressed = new Span<byte>((void*)_staging, _compressedKeepBytes - arena.Cipher.TagSize);
+        if (TryCompress(_compressor, arena, page, compressed, out int compressedLength))
         {
-            payload = new ReadOnlySpan<byte>((void*)_staging, compressedLength);
+            payload = compressed[..compressedLength];
             flags = PageEntry.FlagCompressed;
-            _compressedSeals++;
         }
 
         int sealedLength = payload.Length + arena.Cipher.TagSize;
         Span<byte> slot = _store.Reserve(sealedLength, out ulong handle);
-        entry.Nonce = arena.Cipher.Seal((ulong)index, flags, payload, slot);
+        ulong nonce = arena.Cipher.Seal((ulong)index, flags, payload, slot);
         _store.Commit(handle);
+        Stored(ref entry, handle, sealedLength, nonce, flags);
+        if (flags != 0)
+            Libc.memset((void*)_staging, 0, (nuint)compressedLength);
+        return true;
+    }
+
+    /// <summary>
+    /// Makes <paramref name="entry"/> a sealed page whose sealing was made elsewhere
+    /// (UnlockedSealer, with the engine lock let go): <paramref name="sealedBytes"/> is
+    /// the payload's ciphertext and tag under <paramref name="nonce"/>, which the arena's
+    /// cipher reserved for it. Under the engine lock: the store is this sealer's.
+    /// </summary>
+    public void Install(ref PageEntry entry, ReadOnlySpan<byte> sealedBytes, ulong nonce, byte flags)
+    {
+        Forget(ref entry);
+        Span<byte> slot = _store.Reserve(sealedBytes.Length, out ulong handle);
+        sealedBytes.CopyTo(slot);
+        _store.Commit(handle);
+        Stored(ref entry, handle, sealedBytes.Length, nonce, flags);
+    }
+
+    private void Stored(ref PageEntry entry, ulong handle, int sealedLength, ulong nonce, byte flags)
+    {
+        entry.Nonce = nonce;
         entry.Slot = handle;
         entry.SealedLength = (ushort)sealedLength;
         entry.Flags = flags;
         entry.State = PageState.Sealed;
         _sealedPages++;
         _seals++;
-        if (flags != 0)
-            Libc.memset((void*)_staging, 0, (nuint)compressedLength);
-        return true;
+        if ((flags & PageEntry.FlagCompressed) != 0)
+            _compressedSeals++;
     }
 
     /// <summary>Authenticates and decrypts a sealed page into <paramref name="destination"/>.
@@ -224,22 +253,22 @@ internal sealed unsafe class PageSealer : IDisposable
     }
 
     /// <summary>
-    /// zstd where it pays: a page is kept compressed only when the result is at most
-    /// <see cref="EngineOptions.CompressedKeepBytes"/>, and an arena whose pages keep
-    /// failing stops trying for a while.
+    /// zstd where it pays: a page is kept compressed only when the result fits
+    /// <paramref name="destination"/> (<see cref="EngineOptions.CompressedKeepBytes"/> less
+    /// the tag), and an arena whose pages keep failing stops trying for a while. Null
+    /// <paramref name="compressor"/>: compression is off.
     /// </summary>
-    private bool TryCompress(Arena arena, ReadOnlySpan<byte> page, out int length)
+    internal static bool TryCompress(PageCompressor? compressor, Arena arena, ReadOnlySpan<byte> page, Span<byte> destination, out int length)
     {
         length = 0;
-        if (_compressor == null)
+        if (compressor == null)
             return false;
         if (arena.CompressionSkips > 0)
         {
             arena.CompressionSkips--;
             return false;
         }
-        var destination = new Span<byte>((void*)_staging, _compressedKeepBytes - arena.Cipher.TagSize);
-        if (_compressor.TryCompress(page, destination, out length))
+        if (compressor.TryCompress(page, destination, out length))
         {
             arena.IncompressibleStreak = 0;
             return true;
