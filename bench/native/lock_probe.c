@@ -1,6 +1,11 @@
 /* How long a program thread's large malloc + free waits while another thread touches a
- * model map (issue 11: no engine lock held across I/O or cryptography).
+ * model map, or writes anonymous memory (issue 11: no engine lock held across I/O or
+ * cryptography).
  * Usage: lock_probe MODEL.gguf [PASSES]
+ *        lock_probe --anon MIB [PASSES]
+ * With --anon, the other thread mallocs MIB MiB and writes every page of it, PASSES times,
+ * each pass different bytes: under a budget below MIB every eviction seals written pages
+ * (the encryption the engine does on eviction), where a model's pages are sealed once.
  * One thread touches every page of a read-only shared map of MODEL, PASSES times (default
  * 1: the first touch, which under tibet-run the engine serves from the file, 2 MiB ranges
  * at a time; later passes under a budget below the model come from the sealed copies of
@@ -25,6 +30,7 @@ static volatile int touching = 1;
 static unsigned long checksum;
 static double touch_ms;
 static int passes = 1;
+static unsigned char *anon; /* --anon: written, not read */
 
 static double now_us(void)
 {
@@ -39,8 +45,19 @@ static void *touch(void *unused)
     double start = now_us();
     unsigned long sum = 0;
     for (int pass = 0; pass < passes; pass++)
-        for (size_t i = 0; i < model_size; i += 4096)
-            sum += model[i];
+        for (size_t i = 0; i < model_size; i += 4096) {
+            if (anon) {
+                /* a page's worth of bytes that differ by page and pass (compress poorly) */
+                unsigned long x = (i / 4096 + 1) * 0x9E3779B97F4A7C15ul + (unsigned long)pass;
+                for (size_t j = 0; j < 4096; j += 8) {
+                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                    memcpy(anon + i + j, &x, 8);
+                }
+                sum += anon[i];
+            } else {
+                sum += model[i];
+            }
+        }
     checksum = sum;
     touch_ms = (now_us() - start) / 1e3;
     touching = 0;
@@ -55,16 +72,26 @@ static int compare(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3 || (argc == 3 && (passes = atoi(argv[2])) < 1)) {
-        fprintf(stderr, "usage: lock_probe MODEL.gguf [PASSES]\n");
+    int anon_mode = argc >= 3 && strcmp(argv[1], "--anon") == 0;
+    int first = anon_mode ? 2 : 1;
+    if (argc < first + 1 || argc > first + 2 || (argc == first + 2 && (passes = atoi(argv[first + 1])) < 1)) {
+        fprintf(stderr, "usage: lock_probe MODEL.gguf [PASSES]\n       lock_probe --anon MIB [PASSES]\n");
         return 2;
     }
-    int fd = open(argv[1], O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) { perror(argv[1]); return 1; }
-    model_size = (size_t)st.st_size;
-    model = mmap(NULL, model_size, PROT_READ, MAP_SHARED, fd, 0);
-    if (model == MAP_FAILED) { perror("mmap"); return 1; }
+    if (anon_mode) {
+        long mib = atol(argv[2]);
+        if (mib < 1 || mib > 1 << 20) { fprintf(stderr, "lock_probe: --anon wants 1 to 1048576 MiB, not %s\n", argv[2]); return 2; }
+        model_size = (size_t)mib << 20;
+        anon = malloc(model_size);
+        if (!anon) { perror("malloc"); return 1; }
+    } else {
+        int fd = open(argv[1], O_RDONLY);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0) { perror(argv[1]); return 1; }
+        model_size = (size_t)st.st_size;
+        model = mmap(NULL, model_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (model == MAP_FAILED) { perror("mmap"); return 1; }
+    }
     static double latencies[1 << 20];
     size_t pairs = 0;
     pthread_t toucher;

@@ -6,7 +6,8 @@
 # (from the second pass on, ranges and runs decrypted from their sealed copies); natively,
 # under tibet-run, and under a baseline tibet-run when TIBET_BENCH_BASELINE names one (say a
 # build of an older commit), rounds interleaved, medians kept. Every run of a scenario must
-# read the same checksum.
+# read the same checksum. A third scenario writes anonymous memory instead (lock_probe --anon):
+# twice the budget, three passes, so that every eviction encrypts written pages.
 # Writes PREFIX.json, PREFIX.md and PREFIX.png (gnuplot).
 # Usage: bench/scripts/lock-probe.sh bench/results/$(date +%F)-lock-probe
 # Environment: TIBET_BENCH_ROUNDS (default 5), TIBET_BENCH_BASELINE (a tibet-run to compare with),
@@ -29,19 +30,29 @@ trap 'rm -rf "$work"' EXIT
 gcc -O2 -Wall -Wextra -pthread -o "$work/lock_probe" bench/native/lock_probe.c
 out/bin/tibet-gguf-gen --out "$work/model.gguf" --preset medium > /dev/null
 half=$(( $(stat -c %s "$work/model.gguf") / 2 / 1048576 ))M
+anon_mib=128
 run() { # config passes command-prefix...
   local config=$1 passes=$2; shift 2
   sync; echo 3 > /proc/sys/vm/drop_caches
-  echo "{\"config\": \"$config\", \"passes\": $passes, \"result\": $("$@" "$work/lock_probe" "$work/model.gguf" "$passes")}"
+  echo "{\"config\": \"$config\", \"scenario\": \"model\", \"passes\": $passes, \"result\": $("$@" "$work/lock_probe" "$work/model.gguf" "$passes")}"
+}
+run_anon() { # config command-prefix...
+  local config=$1; shift
+  echo "{\"config\": \"$config\", \"scenario\": \"anon\", \"passes\": 3, \"result\": $("$@" "$work/lock_probe" --anon "$anon_mib" 3)}"
 }
 {
-  for _ in $(seq "$rounds"); do
+  for round in $(seq "$rounds"); do
+    # Which of tibet-run and the baseline runs first alternates: the first run after the
+    # native one was seen reading the cold model three times slower, whichever it was.
+    builds=(out/bin/tibet-run); names=(tibet-run)
+    [ -z "$baseline" ] || { builds+=("$baseline"); names+=(baseline); }
+    if (( round % 2 == 0 )) && [ -n "$baseline" ]; then builds=("${builds[1]}" "${builds[0]}"); names=("${names[1]}" "${names[0]}"); fi
     run native 1 env
-    run tibet-run 1 out/bin/tibet-run -q --serve program --budget 512M --
-    [ -z "$baseline" ] || run baseline 1 "$baseline" -q --serve program --budget 512M --
+    for i in "${!builds[@]}"; do run "${names[i]}" 1 "${builds[i]}" -q --serve program --budget 512M --; done
     run "native, 4 passes" 4 env
-    run "tibet-run, half budget, 4 passes" 4 out/bin/tibet-run -q --serve program --budget "$half" --
-    [ -z "$baseline" ] || run "baseline, half budget, 4 passes" 4 "$baseline" -q --serve program --budget "$half" --
+    for i in "${!builds[@]}"; do run "${names[i]}, half budget, 4 passes" 4 "${builds[i]}" -q --serve program --budget "$half" --; done
+    run_anon "native, writing 128 MiB" env
+    for i in "${!builds[@]}"; do run_anon "${names[i]}, writing 128 MiB, budget 64M" "${builds[i]}" -q --serve program --budget 64M --; done
   done
 } > "$work/runs.jsonl"
 
@@ -49,10 +60,11 @@ python3 - "$prefix" "$work" "$rounds" "$baseline_name" <<'PY'
 import json, platform, subprocess, sys, datetime, statistics
 prefix, work, rounds, baseline = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 runs = [json.loads(l) for l in open(f"{work}/runs.jsonl")]
-for passes in {r["passes"] for r in runs}:
-    assert len({r["result"]["checksum"] for r in runs if r["passes"] == passes}) == 1, "the runs read different bytes"
+for kind in {(r["scenario"], r["passes"]) for r in runs}:
+    assert len({r["result"]["checksum"] for r in runs if (r["scenario"], r["passes"]) == kind}) == 1, "the runs read different bytes"
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
-configs = [c for c in ("native", "tibet-run", "baseline", "native, 4 passes", "tibet-run, half budget, 4 passes", "baseline, half budget, 4 passes")
+configs = [c for c in ("native", "tibet-run", "baseline", "native, 4 passes", "tibet-run, half budget, 4 passes", "baseline, half budget, 4 passes",
+                       "native, writing 128 MiB", "tibet-run, writing 128 MiB, budget 64M", "baseline, writing 128 MiB, budget 64M")
            if any(r["config"] == c for r in runs)]
 med = {c: {k: statistics.median(r["result"][k] for r in runs if r["config"] == c) for k in ("pairs", "p50Us", "p99Us", "maxUs", "touchMs")} for c in configs}
 doc = {"benchmark": "lock-probe", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -62,9 +74,10 @@ doc = {"benchmark": "lock-probe", "date": datetime.datetime.now(datetime.timezon
 json.dump(doc, open(prefix + ".json", "w"), indent=1)
 lines = [f"# A large malloc + free while another thread touches a model map, {doc['date'][:10]}", "",
          f"Machine: {cpu}, {doc['machine']['cpus']} CPUs, Linux {doc['machine']['kernel']}. A 97 MB GGUF model (tibet-gguf-gen --preset medium) mapped read-only and touched page by page by one thread, page cache dropped first: once, with a budget of 512M (the file read), and four times with a budget of half the model (later passes decrypt what was evicted); "
+         f"or, in the rows 'writing 128 MiB', a thread writes every page of a 128 MiB malloc three times, different bytes each pass, under a 64M budget (every eviction encrypts written pages); "
          f"the main thread mallocs and frees 2 MiB every 200 µs meanwhile (under tibet-run --serve program: an arena each time, which takes the engine's lock). Medians of {rounds} interleaved rounds.",
          ("'baseline': " + baseline if baseline else ""), "",
-         "| run | pairs timed | malloc+free p50 µs | p99 µs | max µs | touching the model ms |", "|---|--:|--:|--:|--:|--:|"]
+         "| run | pairs timed | malloc+free p50 µs | p99 µs | max µs | touching the model (or writing) ms |", "|---|--:|--:|--:|--:|--:|"]
 for c in configs:
     m = med[c]
     lines.append(f"| {c} | {m['pairs']:.0f} | {m['p50Us']:.1f} | {m['p99Us']:.1f} | {m['maxUs']:.1f} | {m['touchMs']:.1f} |")
