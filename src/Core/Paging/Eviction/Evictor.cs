@@ -348,7 +348,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     }
 
     /// <summary>Evicts until <paramref name="incoming"/> more pages fit the budget.</summary>
-    public void MakeRoom(int incoming)
+    /// <param name="sealsUnlocked">The pages are sealed with the engine lock let go
+    /// (<see cref="UnlockedSealer"/>): an API call may then release any arena meanwhile,
+    /// the faulting one included, which the caller checks afterwards.</param>
+    public void MakeRoom(int incoming, bool sealsUnlocked = false)
     {
         if (Unlimited)
             return;
@@ -378,7 +381,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             // with a forked child, or reprotected); trying the rest of the queue on every
             // fault would cost a failed take-out per page. The budget is exceeded until
             // they become movable, as the README states.
-            if (EvictFromQueue(want) == 0)
+            if (EvictFromQueue(want, sealsUnlocked: sealsUnlocked) == 0)
                 break;
         }
         GiveWay();

@@ -243,10 +243,14 @@ internal sealed unsafe class FaultService : IDisposable
         int before = SourceRangeBefore(arena, index, ref count);
         long epoch = _events.Epoch;
         // Room for the faulting page only: the thread waits for this part. The read-ahead
-        // run makes its own room after the thread is running again.
-        _evictor.MakeRoom(1);
+        // run makes its own room after the thread is running again. Sealed with the lock
+        // let go (Sealing.UnlockedSealer): an arena released meanwhile needs nothing more,
+        // as in FillAndInject (its release woke the thread, or the process unmapped it).
+        _evictor.MakeRoom(1, sealsUnlocked: true);
         if (_events.Epoch != epoch)
             return false;
+        if (arena.Released)
+            return true;
 
         switch (_placer.TryPlace(arena, index, epoch, roomMade: 1))
         {
@@ -275,8 +279,8 @@ internal sealed unsafe class FaultService : IDisposable
         }
         if (count == served && before == 0)
             return true;
-        _evictor.MakeRoom(count - served + before);
-        if (_events.Epoch != epoch)
+        _evictor.MakeRoom(count - served + before, sealsUnlocked: true);
+        if (_events.Epoch != epoch || arena.Released)
             return true;
 
         FillAndInject(arena, index + served, count - served, epoch);
