@@ -151,6 +151,10 @@ public sealed record EngineOptions
     /// cipher, an arena released under the decryption. Null (nothing called) in use.</summary>
     internal Action<Arena>? WhileOpeningWithoutLock { get; init; }
 
+    /// <summary>For tests: as <see cref="WhileOpeningWithoutLock"/>, while the handler
+    /// decrypts the page a thread faulted on (Faults.FaultService.ServeFaultingPage).</summary>
+    internal Action<Arena>? WhileOpeningFaultingPageWithoutLock { get; init; }
+
     /// <summary>
     /// Whether the handler's own evictions (after a fault, when idle) seal their pages with
     /// the engine lock let go (Sealing.UnlockedSealer), so that the program's threads that

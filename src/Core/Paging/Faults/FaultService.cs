@@ -73,7 +73,7 @@ internal sealed unsafe class FaultService : IDisposable
         Threading.ServiceCpus serviceCpus)
     {
         _engineLock = engineLock;
-        _opener = new UnlockedOpener(engineLock, sealer, options.WhileOpeningWithoutLock);
+        _opener = new UnlockedOpener(engineLock, sealer, options.WhileOpeningWithoutLock, options.WhileOpeningFaultingPageWithoutLock);
         _tracksWrites = tracksWrites;
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         if (options.FillThreads > 0)
@@ -357,7 +357,33 @@ internal sealed unsafe class FaultService : IDisposable
             : PageVerdict.Zero;
         if (first.State == PageState.Sealed)
         {
-            if (!_sealer.TryOpen(arena.Cipher, index, in first, buffer))
+            bool opened;
+            if (!first.IsCompressed && !_workerRunning)
+            {
+                // Without the engine lock, as a read-ahead slice (OpenWithoutLock): the
+                // faulting thread waits for this page anyway, the program's others need not.
+                PageEntry copied = first;
+                using (_opener.LetGo(arena, faultingPage: true))
+                    opened = _opener.TryOpen(arena.Cipher, index, in copied, buffer);
+                if (arena.Released)
+                {
+                    Libc.memset(buffer, 0, PageSize);
+                    return FaultingPage.Finished; // unregistering woke the thread
+                }
+                first = ref arena.Entries[index]; // the table may have been replaced (ExtendArena)
+                if (!UnlockedOpener.Unchanged(in first, in copied))
+                {
+                    Libc.memset(buffer, 0, PageSize);
+                    return FaultingPage.Retry;
+                }
+                if (opened)
+                    _sealer.CountOpened(1);
+            }
+            else
+            {
+                opened = _sealer.TryOpen(arena.Cipher, index, in first, buffer);
+            }
+            if (!opened)
             {
                 PoisonPage(arena, index, ref first, threadId, TamperKind.SealedPage);
                 return FaultingPage.Finished;

@@ -6,8 +6,8 @@ namespace Tibet.Core.Paging.Faults;
 
 /// <summary>
 /// Decryption of sealed pages on the handler thread with the engine lock let go
-/// (FaultService.OpenWithoutLock for read-ahead slices, RangePlacer.OpenSealed for whole
-/// ranges), so that the program's threads that map, unmap, evict or ask for statistics
+/// (FaultService.OpenWithoutLock for read-ahead slices, FaultService.ServeFaultingPage for
+/// the page a thread faulted on, RangePlacer.OpenSealed for whole ranges), so that the program's threads that map, unmap, evict or ask for statistics
 /// meanwhile do not wait for the cipher.
 /// </summary>
 /// <remarks>
@@ -24,15 +24,18 @@ namespace Tibet.Core.Paging.Faults;
 /// one that changed (released, discarded, evicted and sealed anew) is not installed.</item>
 /// </list>
 /// </remarks>
-internal sealed unsafe class UnlockedOpener(EngineLockWindow engineLock, PageSealer sealer, Action<Arena>? whileOpening)
+internal sealed unsafe class UnlockedOpener(EngineLockWindow engineLock, PageSealer sealer, Action<Arena>? whileOpening,
+    Action<Arena>? whileOpeningFaultingPage)
 {
     // Where a store that copies puts a sealed page (SealedPageStore.Read): the sealer's own
     // staging is for its callers under the lock.
     private readonly byte[] _staging = new byte[Userfaultfd.PageSize + PageCipherSuite.MaxTagSize];
 
     /// <summary>Lets the engine lock go, holding <paramref name="arena"/>'s key and pinning
-    /// the store; disposing the scope takes the lock back, then lets both go.</summary>
-    public Scope LetGo(Arena arena)
+    /// the store; disposing the scope takes the lock back, then lets both go.
+    /// <paramref name="faultingPage"/>: the page a thread waits on (its test hook differs:
+    /// a test must not release an arena a thread of its own is faulting on).</summary>
+    public Scope LetGo(Arena arena, bool faultingPage = false)
     {
         PageCipher cipher = arena.Cipher;
         cipher.Retain();
@@ -41,7 +44,8 @@ internal sealed unsafe class UnlockedOpener(EngineLockWindow engineLock, PageSea
         var scope = new Scope(engineLock, sealer, cipher);
         try
         {
-            whileOpening?.Invoke(arena); // EngineOptions.WhileOpeningWithoutLock: tests only
+            // EngineOptions.WhileOpeningWithoutLock, WhileOpeningFaultingPageWithoutLock: tests only
+            (faultingPage ? whileOpeningFaultingPage : whileOpening)?.Invoke(arena);
         }
         catch
         {
