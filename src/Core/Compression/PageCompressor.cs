@@ -8,8 +8,9 @@ namespace Tibet.Core.Compression;
 /// <remarks>
 /// Decompressing a page costs several times what decrypting it does (docs/background.md: ~410 MB/s
 /// against ~3 GB/s), so the engine compresses only when asked and keeps the result only
-/// when it is small enough to pay for that cost in memory saved. Not thread-safe: used
-/// under the engine lock.
+/// when it is small enough to pay for that cost in memory saved. Not thread-safe: each
+/// instance has one user at a time (the sealer's, under the engine lock; the handler's
+/// own outside it, in Paging.Sealing.UnlockedSealer and Paging.Faults.UnlockedOpener).
 /// </remarks>
 internal sealed class PageCompressor : IDisposable
 {

@@ -146,6 +146,7 @@ internal sealed unsafe class FaultService : IDisposable
     {
         _worker?.Dispose(); // wipes and unmaps its own buffer
         _placer.Dispose();
+        _opener.Dispose();
         Libc.memset(_buffer, 0, _bufferLength);
         KernelMemory.Unmap((nint)_buffer, _bufferLength);
     }
@@ -358,7 +359,7 @@ internal sealed unsafe class FaultService : IDisposable
         if (first.State == PageState.Sealed)
         {
             bool opened;
-            if (!first.IsCompressed && !_workerRunning)
+            if (!_workerRunning)
             {
                 // Without the engine lock, as a read-ahead slice (OpenWithoutLock): the
                 // faulting thread waits for this page anyway, the program's others need not.
@@ -549,7 +550,7 @@ internal sealed unsafe class FaultService : IDisposable
     {
         Debug.Assert(count <= InjectSlicePages);
         byte* buffer = _buffer;
-        // Sealed, uncompressed pages are opened after this loop, without the engine lock,
+        // Sealed pages are opened after this loop, without the engine lock,
         // unless the fill worker runs meanwhile: it installs pages the handler vouches for,
         // and so relies on the lock that keeps them unchanged (see FillWorker).
         bool deferOpens = !_workerRunning;
@@ -577,7 +578,7 @@ internal sealed unsafe class FaultService : IDisposable
                 _zeroFills++;
                 continue; // the buffer is all zeros between uses
             }
-            if (deferOpens && !entry.IsCompressed)
+            if (deferOpens)
             {
                 _sliceSealed[deferred++] = filled;
                 continue;

@@ -138,23 +138,48 @@ internal sealed unsafe class PageSealer : IDisposable
     /// The page stays sealed: the caller decides when its slot is freed.</summary>
     public bool TryOpen(PageCipher cipher, long index, in PageEntry entry, byte* destination)
     {
-        var page = new Span<byte>(destination, PageSize);
-        // A store that copies (not this process's) fills the staging area.
-        var staging = new Span<byte>((void*)(_staging + PageSize), entry.SealedLength);
-        ReadOnlySpan<byte> sealedBytes = _store.Read(entry.Slot, entry.SealedLength, staging);
         _opens++;
+        bool ok = OpenInto(cipher, index, in entry, destination, (byte*)_staging, _compressor);
+        if (ok && entry.IsCompressed)
+            _decompressions++;
+        return ok;
+    }
+
+    /// <summary>Bytes of staging <see cref="OpenInto"/> needs: a compressed page's
+    /// plaintext, then a store's read staging.</summary>
+    public const int OpenStagingLength = StagingLength;
+
+    /// <summary>
+    /// Authenticates and decrypts a sealed page into <paramref name="destination"/> with
+    /// the caller's <paramref name="staging"/> (<see cref="OpenStagingLength"/> bytes,
+    /// locked: a compressed page's plaintext passes through it) and
+    /// <paramref name="decompressor"/>, touching no counter or buffer of this sealer's, so
+    /// that a caller without the engine lock may use it on an entry it copied under the
+    /// lock (Faults.UnlockedOpener). False (and <paramref name="destination"/> cleared)
+    /// when it fails authentication or decompression; the staging is left clear.
+    /// </summary>
+    public bool OpenInto(PageCipher cipher, long index, in PageEntry entry, byte* destination, byte* staging, PageCompressor? decompressor)
+    {
+        var page = new Span<byte>(destination, PageSize);
+        // A store that copies (not this process's) fills the read staging.
+        var readStaging = new Span<byte>(staging + PageSize, entry.SealedLength);
+        ReadOnlySpan<byte> sealedBytes = _store.Read(entry.Slot, entry.SealedLength, readStaging);
         if (!entry.IsCompressed)
             return cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, page);
 
         int compressedLength = entry.SealedLength - cipher.TagSize;
-        var compressed = new Span<byte>((void*)_staging, compressedLength);
+        var compressed = new Span<byte>(staging, compressedLength);
         bool ok = cipher.Open((ulong)index, entry.Flags, entry.Nonce, sealedBytes, compressed)
-                  && _compressor != null && _compressor.TryDecompress(compressed, page);
+                  && decompressor != null && decompressor.TryDecompress(compressed, page);
         compressed.Clear();
-        if (ok) _decompressions++;
-        else page.Clear();
+        if (!ok)
+            page.Clear();
         return ok;
     }
+
+    /// <summary>Counts decompressions made on the handler's behalf by <see cref="OpenInto"/>
+    /// (the counters change under the engine lock only).</summary>
+    public void CountDecompressed(int pages) => _decompressions += pages;
 
     /// <summary>
     /// Authenticates and decrypts a sealed, uncompressed page into
