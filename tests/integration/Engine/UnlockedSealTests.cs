@@ -23,21 +23,16 @@ public class UnlockedSealTests
     [Fact]
     public void An_api_call_does_not_wait_for_the_handlers_sealing()
     {
+        var probe = new LockProbe(8);
         PageEngine? engine = null;
-        Arena? arena = null;
-        int windows = 0, unanswered = 0, trims = 0;
+        int trims = 0;
         engine = Engines.Create(new EngineOptions
         {
             ResidentBudgetBytes = Budget,
-            WhileSealingWithoutLock = _ =>
+            WhileSealingWithoutLock = arena =>
             {
-                int window = Interlocked.Increment(ref windows);
-                if (window > 8)
-                    return;
-                var stats = Task.Run(() => engine!.TryGetStats(TimeSpan.FromSeconds(2))).GetAwaiter().GetResult();
-                if (stats == null)
-                    Interlocked.Increment(ref unanswered);
-                if (window % 2 == 0)
+                probe.Probe(arena);
+                if (probe.Windows <= 8 && probe.Windows % 2 == 0)
                 {
                     // An eviction asked for meanwhile takes out into the same area: it must
                     // wait until the handler is done with it, and not deadlock.
@@ -47,11 +42,12 @@ public class UnlockedSealTests
                 }
             },
         });
+        probe.Engine = engine;
         using (engine)
         {
             Engines.RequireEviction(engine);
-            arena = engine.CreateArena(Pages * 4096L, "unlocked-seal");
-            byte[] written = Pattern(Pages * 4096, seed: 21);
+            var arena = engine.CreateArena(Pages * 4096L, "unlocked-seal");
+            byte[] written = TestBytes.Random(Pages * 4096, seed: 21);
             for (int page = 0; page < Pages; page++)
                 ArenaMemory.Write(arena.Address + page * 4096, written.AsSpan(page * 4096, 4096));
 
@@ -61,8 +57,8 @@ public class UnlockedSealTests
 
             var stats = engine.GetStats();
             Assert.True(written.AsSpan().SequenceEqual(read), "the pages read back differ from those written; " + stats.ToJson());
-            Assert.True(windows > 0, "no eviction batch was sealed without the lock; " + stats.ToJson());
-            Assert.Equal(0, Volatile.Read(ref unanswered));
+            Assert.True(probe.Windows > 0, "no eviction batch was sealed without the lock; " + stats.ToJson());
+            Assert.Equal(0, probe.Unanswered);
             Assert.True(trims > 0, "no eviction asked for by the API waited for the handler's sealing window");
             Assert.Equal(0, stats.AuthenticationFailures);
             Assert.False(stats.HandlerFailed, stats.ToJson());
@@ -106,11 +102,11 @@ public class UnlockedSealTests
         });
         Engines.RequireEviction(engine);
         victim = engine.CreateArena(Pages * 4096L, "released-under-sealing");
-        ArenaMemory.Write(victim.Address, Pattern(Pages * 4096, seed: 5));
+        ArenaMemory.Write(victim.Address, TestBytes.Random(Pages * 4096, seed: 5));
         Volatile.Write(ref armed, true);
 
         using var other = engine.CreateArena(Pages * 4096L, "after-the-release");
-        byte[] written = Pattern(Pages * 4096, seed: 23);
+        byte[] written = TestBytes.Random(Pages * 4096, seed: 23);
         for (int page = 0; page < Pages; page++)
             ArenaMemory.Write(other.Address + page * 4096, written.AsSpan(page * 4096, 4096));
         Assert.True(hookDone.Wait(TimeSpan.FromSeconds(30)), "no eviction of the first arena was sealed without the lock");
@@ -149,7 +145,7 @@ public class UnlockedSealTests
             for (int round = 0; round < rounds; round++)
             {
                 using var arena = engine.CreateArena(arenaPages * 4096L, $"churn-{t}-{round}");
-                byte[] written = Pattern(arenaPages * 4096, seed: t * 1000 + round);
+                byte[] written = TestBytes.Random(arenaPages * 4096, seed: t * 1000 + round);
                 for (int page = 0; page < arenaPages; page++)
                     ArenaMemory.Write(arena.Address + page * 4096, written.AsSpan(page * 4096, 4096));
                 var read = new byte[written.Length];
@@ -170,12 +166,5 @@ public class UnlockedSealTests
         Assert.Equal(0, stats.ResidentBytes);
         Assert.Equal(0, stats.SealedPages);
         Assert.Equal(0, stats.SealedBytes);
-    }
-
-    private static byte[] Pattern(int length, int seed)
-    {
-        var bytes = new byte[length];
-        new Random(seed).NextBytes(bytes);
-        return bytes;
     }
 }
