@@ -112,12 +112,7 @@ public class UnlockedSealTests
         Assert.True(hookDone.Wait(TimeSpan.FromSeconds(30)), "no eviction of the first arena was sealed without the lock");
         Assert.True(releasedInTime, "the release from another thread waited for the handler's sealing");
 
-        var read = new byte[written.Length];
-        ArenaMemory.Read(other.Address, read);
-        var stats = engine.GetStats();
-        Assert.True(written.AsSpan().SequenceEqual(read), "another arena's pages read back differ; " + stats.ToJson());
-        Assert.False(stats.HandlerFailed, stats.ToJson());
-        Assert.Equal(0, stats.AuthenticationFailures);
+        Engines.AssertReadsBack(engine, other, written, "another arena");
 
         other.Evict();
         Assert.Equal(Pages, engine.SealedNonces(other).Count);

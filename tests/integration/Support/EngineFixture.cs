@@ -21,6 +21,19 @@ internal static class Engines
         }
     }
 
+    /// <summary>Reads the whole of <paramref name="arena"/> back and asserts it holds
+    /// exactly <paramref name="written"/>, and that the engine is healthy: its handler has
+    /// not failed, and no page failed authentication.</summary>
+    public static void AssertReadsBack(PageEngine engine, Arena arena, byte[] written, string what)
+    {
+        var read = new byte[written.Length];
+        ArenaMemory.Read(arena.Address, read);
+        var stats = engine.GetStats();
+        Xunit.Assert.True(written.AsSpan().SequenceEqual(read), $"{what}: the pages read back differ; {stats.ToJson()}");
+        Xunit.Assert.False(stats.HandlerFailed, stats.ToJson());
+        Xunit.Assert.Equal(0, stats.AuthenticationFailures);
+    }
+
     public static void RequireEviction(PageEngine engine)
     {
         if (!engine.Features.CanEvict)
