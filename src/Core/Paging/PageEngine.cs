@@ -540,13 +540,22 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// buffers are free and its books whole, and stay so while the lock is held.</summary>
     private Lock.Scope EnterBetweenSteps()
     {
-        while (true)
+        // Announced, so that the handler opens no new window meanwhile (EngineLockWindow.MayLetGo).
+        _handlerWindow.RequestBetweenSteps();
+        try
         {
-            var scope = _gate.EnterScope();
-            if (!_handlerWindow.IsOpen)
-                return scope;
-            scope.Dispose();
-            Thread.Sleep(1);
+            while (true)
+            {
+                var scope = _gate.EnterScope();
+                if (!_handlerWindow.IsOpen)
+                    return scope;
+                scope.Dispose();
+                Thread.Sleep(1);
+            }
+        }
+        finally
+        {
+            _handlerWindow.EndRequest();
         }
     }
 

@@ -4,21 +4,38 @@ namespace Tibet.Core.Threading;
 
 /// <summary>
 /// The engine lock as the handler lets go of it in the middle of a step, around a file
-/// read or a decryption (Faults.FaultService.OpenWithoutLock, Faults.RangePlacer), so that
-/// the program's threads that map, unmap, evict or ask for statistics meanwhile do not
-/// wait for it. Whoever takes the lock in such a window sees the handler's step half done
-/// (a range taken out and not yet given back, a staging slot being filled): <see cref="IsOpen"/>
-/// says so, for observers that want a picture between steps (PageEngine.ObserveUnderLock).
+/// read, a decryption or an eviction's sealing (Faults.UnlockedOpener, Faults.RangePlacer,
+/// Sealing.UnlockedSealer), so that the program's threads that map, unmap or ask for
+/// statistics meanwhile do not wait for it. Whoever takes the lock in such a window sees
+/// the handler's step half done (pages taken out and not yet sealed, a staging slot being
+/// filled): <see cref="IsOpen"/> says so, for callers that want the engine between steps
+/// (PageEngine.EnterBetweenSteps: evictions an API call asks for, observers).
 /// </summary>
+/// <remarks>Such a caller announces itself (<see cref="RequestBetweenSteps"/>), and the
+/// handler opens no new window of cryptography while one waits (<see cref="MayLetGo"/>):
+/// with a window in every fault, a caller that found the lock inside one and tried again
+/// later could otherwise wait for as long as the program faults.</remarks>
 internal sealed class EngineLockWindow(Lock engineLock)
 {
     // Changed under the lock only: read under it, it says whether the handler is away.
     private int _open;
+    // Threads waiting to take the lock between the handler's steps.
+    private int _waitingBetweenSteps;
 
     /// <summary>Whether the handler has let go of the lock mid-step: read under the lock.</summary>
     public bool IsOpen => _open != 0;
 
     public bool IsHeldByCurrentThread => engineLock.IsHeldByCurrentThread;
+
+    /// <summary>Whether the handler may open a window of cryptography now: no thread waits
+    /// to take the lock between its steps. Otherwise it does the work under the lock.</summary>
+    public bool MayLetGo => Volatile.Read(ref _waitingBetweenSteps) == 0;
+
+    /// <summary>A thread starts waiting to take the lock between the handler's steps; it
+    /// calls <see cref="EndRequest"/> once it has (or gives up).</summary>
+    public void RequestBetweenSteps() => Interlocked.Increment(ref _waitingBetweenSteps);
+
+    public void EndRequest() => Interlocked.Decrement(ref _waitingBetweenSteps);
 
     /// <summary>Lets go of the lock, which the caller holds (once).</summary>
     public void LetGo()

@@ -638,10 +638,52 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
 
         int evicted = 0;
         bool taken = false;
+        try
+        {
+            evicted = RetireVictims(count, unlocked, ref taken);
+        }
+        catch
+        {
+            // The engine fails (see PageEngine.Fail); the pages handed over go unsealed, and
+            // their plaintext and keys with them.
+            if (unlocked != null)
+                DropUnlocked(unlocked);
+            throw;
+        }
+
+        if (unlocked is { Count: > 0 })
+            evicted += SealUnlocked(unlocked);
+        if (taken)
+        {
+            _space.ReleaseTaken(count);
+            _batches++;
+        }
+        Left(evicted);
+        return evicted + givenUp;
+    }
+
+    /// <summary>What becomes of each victim once the take-outs are done: sealed (or handed
+    /// to <paramref name="unlocked"/> to be sealed with the lock let go), dropped, made a
+    /// zero page, or back to the resident set. Returns the pages that left the books.</summary>
+    private int RetireVictims(int count, UnlockedSealer? unlocked, ref bool taken)
+    {
+        int evicted = 0;
         for (int k = 0; k < count; k++)
         {
             ref Victim victim = ref _victims[k];
             Arena arena = victim.Arena!;
+            if (arena.Released)
+            {
+                // Released by an event a take-out read (EAGAIN drains them): its books are
+                // gone, and whatever was taken of it is only wiped.
+                if (_outcomes[k] == TakeOutcome.Taken)
+                {
+                    taken = true;
+                    Interop.Libc.memset((void*)_space.TakenPage(k), 0, Userfaultfd.PageSize);
+                }
+                victim.Arena = null;
+                continue;
+            }
             ref PageEntry entry = ref arena.Entries[victim.PageIndex];
             bool stillOurs = entry.State == PageState.Resident && entry.ResidentTicket == victim.Ticket;
             // A page taken out of a range placed whole splits its huge page: the range is
@@ -688,16 +730,17 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             }
             victim.Arena = null;
         }
+        return evicted;
+    }
 
-        if (unlocked is { Count: > 0 })
-            evicted += SealUnlocked(unlocked);
-        if (taken)
-        {
-            _space.ReleaseTaken(count);
-            _batches++;
-        }
-        Left(evicted);
-        return evicted + givenUp;
+    /// <summary>Wipes the plaintext of the pages handed to <paramref name="unlocked"/> and
+    /// forgets them (their keys go): after a failure, or once they are sealed.</summary>
+    private void DropUnlocked(UnlockedSealer unlocked)
+    {
+        for (int i = 0; i < unlocked.Count; i++)
+            Interop.Libc.memset((void*)_space.TakenPage(_unlockedVictims[i]), 0, Userfaultfd.PageSize);
+        unlocked.Wipe();
+        unlocked.Clear();
     }
 
     /// <summary>
@@ -741,10 +784,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         }
         finally
         {
-            for (int i = 0; i < unlocked.Count; i++)
-                Interop.Libc.memset((void*)_space.TakenPage(_unlockedVictims[i]), 0, Userfaultfd.PageSize);
-            unlocked.Wipe();
-            unlocked.Clear();
+            DropUnlocked(unlocked);
         }
         return left;
     }

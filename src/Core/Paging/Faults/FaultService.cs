@@ -228,13 +228,21 @@ internal sealed unsafe class FaultService : IDisposable
     /// <returns>False when an event changed the pages mid-way and the fault must be re-served.</returns>
     private bool TryServeMissingPage(Arena arena, long index, bool write, uint threadId)
     {
+        // Held for the fault: the arena may be released while the lock is let go (a
+        // sealing, a decryption), and the source's read-ahead is wiped all the same.
+        PageSource? source = arena.Source;
+        source?.Retain();
         try
         {
             return TryServeMissingPageCore(arena, index, write, threadId);
         }
         finally
         {
-            arena.Source?.EndOfFault();
+            if (source != null)
+            {
+                source.EndOfFault();
+                source.Release();
+            }
         }
     }
 

@@ -75,12 +75,16 @@ internal sealed unsafe class UnlockedOpener : IDisposable
         PageCipher cipher = arena.Cipher;
         cipher.Retain();
         _sealer.Store.Pin();
-        _engineLock.LetGo();
-        var scope = new Scope(this, cipher);
+        // Kept while a thread waits to come in between the handler's steps (EngineLockWindow.MayLetGo).
+        bool letGo = _engineLock.MayLetGo;
+        if (letGo)
+            _engineLock.LetGo();
+        var scope = new Scope(this, cipher, letGo);
         try
         {
             // EngineOptions.WhileOpeningWithoutLock, WhileOpeningFaultingPageWithoutLock: tests only
-            (faultingPage ? _whileOpeningFaultingPage : _whileOpening)?.Invoke(arena);
+            if (letGo)
+                (faultingPage ? _whileOpeningFaultingPage : _whileOpening)?.Invoke(arena);
         }
         catch
         {
@@ -111,11 +115,12 @@ internal sealed unsafe class UnlockedOpener : IDisposable
     public static bool Unchanged(in PageEntry now, in PageEntry copied) =>
         now.State == copied.State && now.Slot == copied.Slot && now.Nonce == copied.Nonce;
 
-    public readonly ref struct Scope(UnlockedOpener opener, PageCipher cipher)
+    public readonly ref struct Scope(UnlockedOpener opener, PageCipher cipher, bool letGo)
     {
         public void Dispose()
         {
-            opener._engineLock.TakeBack();
+            if (letGo)
+                opener._engineLock.TakeBack();
             opener._sealer.Store.Unpin();
             cipher.Release();
             opener._sealer.CountDecompressed(opener._decompressions);

@@ -112,16 +112,21 @@ internal sealed unsafe class UnlockedSealer : IDisposable
     {
         if (_count == 0)
             return;
-        _engineLock.LetGo();
+        // Kept while a thread waits to come in between the handler's steps (EngineLockWindow.MayLetGo).
+        bool letGo = _engineLock.MayLetGo;
+        if (letGo)
+            _engineLock.LetGo();
         try
         {
-            _whileSealing?.Invoke(_pending[0].Arena!);
+            if (letGo)
+                _whileSealing?.Invoke(_pending[0].Arena!);
             for (int i = 0; i < _count; i++)
                 SealOne(ref _pending[i], (byte*)_buffer + PageSize + (long)i * SealedSlotBytes);
         }
         finally
         {
-            _engineLock.TakeBack();
+            if (letGo)
+                _engineLock.TakeBack();
         }
     }
 
@@ -181,6 +186,7 @@ internal sealed unsafe class UnlockedSealer : IDisposable
 
     public void Dispose()
     {
+        Clear(); // pages left by a failure: their keys go
         Wipe();
         KernelMemory.Unmap(_buffer, _bufferLength);
         _compressor?.Dispose();
