@@ -174,8 +174,13 @@ public sealed record EngineOptions
     internal bool ProtectAfterDiscardFails { get; init; }
 
     /// <summary>For tests: called under the engine lock, on the thread that read the event,
-    /// right after a resident page the program gave up stayed on the books unprotected,
-    /// before the madvising thread can have the kernel zap it: what eviction does then.</summary>
+    /// right after the resident pages of an arena the program gave up (one madvise range)
+    /// stayed on the books unprotected, before the madvising thread can have the kernel
+    /// zap them: what eviction does then. Once per range, after every page of it is on the
+    /// books as given up: an eviction inside the loop would take pages the event has not
+    /// reached yet, which no eviction can in use (the loop holds the engine lock), and
+    /// after MADV_FREE those may already hold what the program wrote since (the madvising
+    /// thread runs on once the event is read, before it is handled).</summary>
     internal Action<Arena>? AfterGivingUp { get; init; }
 
     internal void Validate()

@@ -85,7 +85,10 @@ public class EventTests
     /// them (EngineOptions.AfterGivingUp): the program reads zeros, never the bytes it gave
     /// up. Before, the eviction sealed those bytes and the program read them back (seen
     /// once in a loaded CI run of ReadAheadTests). And a page given up with MADV_FREE and
-    /// written again keeps what was written.
+    /// written again keeps what was written, also when the program writes it before the
+    /// event is handled (the madvising thread runs on once the event is read; seen in one
+    /// run of this test in four when the hook still evicted after the range's first page,
+    /// taking pages the event had not reached yet, which the event then discarded).
     /// </summary>
     [Fact]
     public void Pages_given_up_and_evicted_before_the_kernel_zaps_them_read_zeros()

@@ -241,7 +241,6 @@ internal sealed unsafe class ProgramEvents : IDisposable
                 {
                     // Eviction leaves it be until it can be protected (Evictor.SetAsideGivenUp).
                     entry.Flags |= PageEntry.FlagGivenUp;
-                    AfterGivingUp?.Invoke(arena);
                     break;
                 }
                 _evictor.Forget(ref entry);
@@ -293,11 +292,18 @@ internal sealed unsafe class ProgramEvents : IDisposable
             // leave the books only once a write to them reaches the engine (see DiscardPage).
             bool offTheBooks = !unmap && _tracksWrites && !ProtectAfterDiscardFails
                                && TryProtect(arena.PageAddress(first), (nuint)((last - first) * PageSize));
+            bool givenUpOnTheBooks = false;
             for (long i = first; i < last; i++)
             {
                 if (unmap) Unmap(ref arena.Entries[i]);
-                else DiscardPage(arena, i, offTheBooks);
+                else
+                {
+                    DiscardPage(arena, i, offTheBooks);
+                    givenUpOnTheBooks |= arena.Entries[i].IsGivenUp;
+                }
             }
+            if (givenUpOnTheBooks)
+                AfterGivingUp?.Invoke(arena); // EngineOptions.AfterGivingUp: tests only
             cursor = arena.Address + (nint)arena.Length;
             // A served process freed a block: its books go with it.
             if (unmap && arena.Adopted && first == 0 && last == arena.PageCount)
