@@ -28,7 +28,8 @@ namespace Tibet.Core.Paging.Sealing;
 /// take-out that meets EAGAIN reads them);</item>
 /// <item>the ciphertexts are made in this class's own buffer and the store is touched
 /// under the lock only; the sealer's compressor and staging are not used here (this
-/// class has its own);</item>
+/// class has its own); an arena's compression back-off counters are changed here, and
+/// only ever by sealing, which nobody else does meanwhile;</item>
 /// <item>the evictor checks each page's entry once the lock is back: a page whose arena was
 /// released or whose entry changed (unmapped, say) is not installed, only wiped.</item>
 /// </list>
