@@ -47,7 +47,7 @@ public sealed unsafe partial class PageEngine : IDisposable
 
     private readonly EngineOptions _options;
     private readonly Lock _gate = new();
-    // The same lock as the handler lets go of it mid-step, around file reads and decryption.
+    // The same lock as the handler lets go of it mid-step, around file reads, decryption and sealing.
     private readonly Threading.EngineLockWindow _handlerWindow;
     private readonly Userfaultfd _uffd;
     // Every change to the program's page tables goes through here (see AddressSpaceOps).

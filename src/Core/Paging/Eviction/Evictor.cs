@@ -223,18 +223,18 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         DiscardRecycled();
     }
 
-    /// <summary>
-    /// Whether the recycling slot holds a range taken out whole by this fault's eviction:
-    /// if so, the caller takes it over, fills every byte of it anew and places it (or
-    /// discards it): the huge page is used again as it is, without the kernel freeing,
-    /// allocating and zeroing 2 MiB.
-    /// </summary>
     /// <summary>While set, no range is taken out whole (<see cref="TryEvictRange"/>): the
     /// range placer fills a staging huge page without the engine lock (Faults.RangePlacer),
     /// possibly the recycling slot, into which an API call's eviction would otherwise take
     /// a range meanwhile. Changed under the engine lock.</summary>
     public bool RangeEvictionPaused { get; set; }
 
+    /// <summary>
+    /// Whether the recycling slot holds a range taken out whole by this fault's eviction:
+    /// if so, the caller takes it over, fills every byte of it anew and places it (or
+    /// discards it): the huge page is used again as it is, without the kernel freeing,
+    /// allocating and zeroing 2 MiB.
+    /// </summary>
     public bool TakeRecycled(out int slot)
     {
         slot = _rangeSlot;
@@ -607,6 +607,13 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         }
         if (wipe)
             Interop.Libc.memset((void*)page, 0, Userfaultfd.PageSize);
+        LeftByEviction(ref entry);
+    }
+
+    /// <summary>A resident page left the books by eviction (sealed, dropped or made a zero
+    /// page): stamped, so that its refault distance can be told if it comes back.</summary>
+    private void LeftByEviction(ref PageEntry entry)
+    {
         entry.EvictionStamp = _clock.Stamp();
         _residentPages--;
     }
@@ -621,7 +628,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         int givenUp = 0;
         count = SetAsideGivenUp(count, ref givenUp);
         if (count == 0)
+        {
+            Left(givenUp);
             return givenUp;
+        }
         int runs = 0;
         for (int start = 0; start < count;)
         {
@@ -658,7 +668,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             _space.ReleaseTaken(count);
             _batches++;
         }
-        Left(evicted);
+        Left(evicted + givenUp);
         return evicted + givenUp;
     }
 
@@ -714,10 +724,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
                     // Not mapped any more: the program discarded it (MADV_DONTNEED/FREE).
                     if (stillOurs)
                     {
-                        _sealer.Forget(ref entry); // a kept copy no longer holds its contents
-                        entry.State = PageState.Zero; // as ProgramEvents.DiscardPage
-                        entry.EvictionStamp = _clock.Stamp();
-                        _residentPages--;
+                        _sealer.MakeZero(ref entry); // as ProgramEvents.DiscardPage
+                        LeftByEviction(ref entry);
                         _zeroEvictions++;
                         evicted++;
                     }
@@ -766,17 +774,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
                     if (entry.State == PageState.Resident && entry.ResidentTicket == victim.Ticket)
                     {
                         if (unlocked.Install(i, _sealer, ref entry))
-                        {
                             _evictions++;
-                        }
                         else
-                        {
-                            _sealer.Forget(ref entry);
-                            entry.State = PageState.Zero; // all zeros: nothing stored, as PageSealer.Seal
                             _zeroEvictions++;
-                        }
-                        entry.EvictionStamp = _clock.Stamp();
-                        _residentPages--;
+                        LeftByEviction(ref entry);
                         left++;
                     }
                 }
@@ -820,10 +821,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             else
             {
                 // Protected, or gone from the map (ENOENT): zeros from now on, as discarded.
-                Forget(ref entry);
-                entry.Flags &= unchecked((byte)~PageEntry.FlagGivenUp);
-                entry.State = PageState.Zero;
-                entry.EvictionStamp = _clock.Stamp();
+                _sealer.MakeZero(ref entry); // no longer given up, either
+                LeftByEviction(ref entry);
                 _zeroEvictions++;
                 left++;
             }

@@ -366,33 +366,28 @@ internal sealed unsafe class FaultService : IDisposable
             : PageVerdict.Zero;
         if (first.State == PageState.Sealed)
         {
+            // Without the engine lock, as a read-ahead slice (OpenWithoutLock): the faulting
+            // thread waits for this page anyway, the program's others need not. The fill
+            // worker, which relies on the lock, starts only once this page is in.
+            Debug.Assert(!_workerRunning);
+            PageEntry copied = first;
             bool opened;
-            if (!_workerRunning)
+            using (_opener.LetGo(arena, faultingPage: true))
+                opened = _opener.TryOpen(arena.Cipher, index, in copied, buffer);
+            if (arena.Released)
             {
-                // Without the engine lock, as a read-ahead slice (OpenWithoutLock): the
-                // faulting thread waits for this page anyway, the program's others need not.
-                PageEntry copied = first;
-                using (_opener.LetGo(arena, faultingPage: true))
-                    opened = _opener.TryOpen(arena.Cipher, index, in copied, buffer);
-                if (arena.Released)
-                {
-                    Libc.memset(buffer, 0, PageSize);
-                    return FaultingPage.Finished; // unregistering woke the thread
-                }
-                first = ref arena.Entries[index]; // the table may have been replaced (ExtendArena)
-                if (!UnlockedOpener.Unchanged(in first, in copied))
-                {
-                    Libc.memset(buffer, 0, PageSize);
-                    return FaultingPage.Retry;
-                }
-                if (opened)
-                    _sealer.CountOpened(1);
+                Libc.memset(buffer, 0, PageSize);
+                return FaultingPage.Finished; // unregistering woke the thread
             }
+            first = ref arena.Entries[index]; // the table may have been replaced (ExtendArena)
+            if (!UnlockedOpener.Unchanged(in first, in copied))
+            {
+                Libc.memset(buffer, 0, PageSize);
+                return FaultingPage.Retry;
+            }
+            if (opened)
+                _sealer.CountOpened(1);
             else
-            {
-                opened = _sealer.TryOpen(arena.Cipher, index, in first, buffer);
-            }
-            if (!opened)
             {
                 PoisonPage(arena, index, ref first, threadId, TamperKind.SealedPage);
                 return FaultingPage.Finished;

@@ -79,12 +79,12 @@ internal sealed unsafe class PageSealer : IDisposable
     public bool Seal(Arena arena, long index, ref PageEntry entry, ReadOnlySpan<byte> page)
     {
         // A page with a kept copy is evicted by ResealClean; one sealed anew drops the copy.
-        Forget(ref entry);
         if (!page.ContainsAnyExcept((byte)0))
         {
-            entry.State = PageState.Zero;
+            MakeZero(ref entry);
             return false;
         }
+        Forget(ref entry);
 
         ReadOnlySpan<byte> payload = page;
         byte flags = 0;
@@ -103,6 +103,14 @@ internal sealed unsafe class PageSealer : IDisposable
         if (flags != 0)
             Libc.memset((void*)_staging, 0, (nuint)compressedLength);
         return true;
+    }
+
+    /// <summary>Makes <paramref name="entry"/> a zero page: nothing stored, and whatever
+    /// slot it held (a sealed copy, a kept copy) freed.</summary>
+    public void MakeZero(ref PageEntry entry)
+    {
+        Forget(ref entry);
+        entry.State = PageState.Zero;
     }
 
     /// <summary>

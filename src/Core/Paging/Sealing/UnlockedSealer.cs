@@ -157,14 +157,17 @@ internal sealed unsafe class UnlockedSealer : IDisposable
     /// <summary>
     /// Under the lock, once the caller has checked that the page's entry is still the one
     /// it took out: makes <paramref name="entry"/> the <paramref name="i"/>th page's
-    /// sealing in <paramref name="sealer"/>'s store. False for an all-zero page (nothing
-    /// stored: the caller makes it Zero).
+    /// sealing in <paramref name="sealer"/>'s store, or, for an all-zero page, a zero page
+    /// (nothing stored; returns false), as PageSealer.Seal does.
     /// </summary>
     public bool Install(int i, PageSealer sealer, ref PageEntry entry)
     {
         ref Pending pending = ref _pending[i];
         if (pending.SealedLength == 0)
+        {
+            sealer.MakeZero(ref entry);
             return false;
+        }
         byte* sealedBytes = (byte*)_buffer + PageSize + (long)i * SealedSlotBytes;
         sealer.Install(ref entry, new ReadOnlySpan<byte>(sealedBytes, pending.SealedLength), pending.Nonce, pending.Flags);
         return true;
