@@ -183,6 +183,13 @@ public sealed record EngineOptions
     /// thread runs on once the event is read, before it is handled).</summary>
     internal Action<Arena>? AfterGivingUp { get; init; }
 
+    /// <summary>For tests: called under the engine lock, on the evicting thread, before
+    /// each run of an eviction batch is taken out of the address space, with the run's
+    /// arena and first page (Eviction.Evictor.TakeOutOneRun). What the program does in it
+    /// (a madvise whose event the take-out will find waiting) races the take-out as a
+    /// program thread can. Null (nothing called) in use.</summary>
+    internal Action<Arena, long>? BeforeTakingOut { get; init; }
+
     internal void Validate()
     {
         if (ResidentBudgetBytes < 4096)

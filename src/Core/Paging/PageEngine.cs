@@ -121,11 +121,11 @@ public sealed unsafe partial class PageEngine : IDisposable
             throw new InvalidOperationException($"eventfd failed: {Libc.Describe(Libc.LastErrno)}");
 
         _reporter = new FailureReporter(options, KickHandler, Features.Poison);
-        // The evictor drains events when a take-out meets EAGAIN; the events part
-        // forgets pages on the evictor's books: each is handed the other through the engine.
+        // The events part forgets pages on the evictor's books. A take-out never waits for
+        // the program's events (see Evictor.TakeOutOneRun), so the evictor reads none.
         if (options.SealsWithoutLock && _space.CanTakeOut)
             _unlockedSealer = new UnlockedSealer(_handlerWindow, _sealer, options.EvictBatchPages, options.WhileSealingWithoutLock);
-        _evictor = new Evictor(options, _arenas, _sealer, _space, () => _events!.Drain(), _unlockedSealer);
+        _evictor = new Evictor(options, _arenas, _sealer, _space, _unlockedSealer);
         _events = new ProgramEvents(_uffd, _arenas, _sealer, _evictor, _space, _tracksWrites, descriptor => _children!.AdoptFromParent(descriptor),
             arena => ReleaseArenaLocked(arena))
         {

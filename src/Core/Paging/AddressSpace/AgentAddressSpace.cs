@@ -18,9 +18,10 @@ namespace Tibet.Core.Paging.AddressSpace;
 /// its lock until the page is sealed.</para>
 /// <para>One request per eviction batch, naming all its runs (<see cref="BeginTakeOuts"/>);
 /// its answer says per window slot whether the page was moved, gone (nothing mapped: the
-/// program discarded it), met EAGAIN (an event waits to be read) or was refused. The
-/// engine's take-out calls are answered from it, and only pages that met EAGAIN are asked
-/// for again. So a page is never asked for twice once moved: the second move would find
+/// program discarded it), met EAGAIN (not expected: the move is issued on the agent's
+/// scratch userfaultfd, which asks for no events; see Evictor.TakeOutOneRun) or was
+/// refused. The engine's take-out calls are answered from it, and only pages that met
+/// EAGAIN or were not asked yet are asked for again. So a page is never asked for twice once moved: the second move would find
 /// it gone, and its contents, in the window, would be taken for a discard.</para>
 /// <para>Blocking: the engine's handler waits for the answer. Only this process's engine
 /// waits (each served process has its own); a stopped process holds only itself.</para>
@@ -78,8 +79,8 @@ internal sealed unsafe class AgentAddressSpace : UffdAddressSpace, IDisposable
             return Libc.EBUSY;
         if (_asked[slot] != address || _outcomes[slot] is Outcome.Unknown or Outcome.Again)
         {
-            // Not asked in this batch, or the kernel said EAGAIN (an event waited; the
-            // caller has read it): ask again from here, keeping what was moved already.
+            // Not asked in this batch, or the kernel said EAGAIN: ask again from here, once,
+            // keeping what was moved already (the caller refuses the rest if EAGAIN stays).
             Span<TakeOutRun> again = [new TakeOutRun(address, pages, slot)];
             if (!Ask(again))
                 return Libc.EBUSY;

@@ -29,7 +29,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     private readonly UnlockedSealer? _unlocked;
     private readonly int[] _unlockedVictims;
     private readonly AddressSpaceOps _space;
-    private readonly Action _drainEvents;
+    private readonly Action<Arena, long>? _beforeTakingOut; // EngineOptions.BeforeTakingOut: tests only
     private readonly ResidentSet _residentSet;
     private readonly long _budgetPages;
     private readonly long _highPages, _lowPages;
@@ -70,11 +70,9 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         Refused,
     }
 
-    /// <param name="drainEvents">Reads and handles the events the kernel holds: a take-out
-    /// answers EAGAIN until they are read.</param>
     /// <param name="unlocked">Seals the handler's evictions after a fault and when idle
     /// with the engine lock let go; null: all under the lock.</param>
-    public Evictor(EngineOptions options, ArenaTable arenas, PageSealer sealer, AddressSpaceOps space, Action drainEvents,
+    public Evictor(EngineOptions options, ArenaTable arenas, PageSealer sealer, AddressSpaceOps space,
         UnlockedSealer? unlocked = null)
     {
         _arenas = arenas;
@@ -83,7 +81,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         _unlockedVictims = new int[options.EvictBatchPages];
         System.Diagnostics.Debug.Assert(unlocked == null || unlocked.Capacity >= options.EvictBatchPages);
         _space = space;
-        _drainEvents = drainEvents;
+        _beforeTakingOut = options.BeforeTakingOut;
         _share = options.BudgetShare;
         _budgetPages = options.ResidentBudgetBytes == EngineOptions.Unlimited
             ? long.MaxValue
@@ -682,10 +680,12 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         {
             ref Victim victim = ref _victims[k];
             Arena arena = victim.Arena!;
+            // Nothing between the take-outs and here reads the program's events or lets the
+            // engine lock go (see TakeOutOneRun), so no arena is released meanwhile. Were one,
+            // its books are gone, and whatever was taken of it is only wiped.
+            System.Diagnostics.Debug.Assert(!arena.Released, "an arena was released between its take-out and its retirement");
             if (arena.Released)
             {
-                // Released by an event a take-out read (EAGAIN drains them): its books are
-                // gone, and whatever was taken of it is only wiped.
                 if (_outcomes[k] == TakeOutcome.Taken)
                 {
                     taken = true;
@@ -833,12 +833,29 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         return kept;
     }
 
+    /// <summary>
+    /// Takes one run of victims out, as far as the address space lets it.
+    /// </summary>
+    /// <remarks>
+    /// A take-out never waits for the program's events. The kernel answers EAGAIN for
+    /// events pending on the userfaultfd a move is issued on, and that is the scratch
+    /// area's (UFFDIO_MOVE wants its destination registered on it), which asks for no
+    /// events. A madvise, munmap, mremap or fork of the program holds its thread until the
+    /// engine reads the event, and the engine reads events under the lock this runs under:
+    /// so a page taken out while such a call waits holds what it held before the call, and
+    /// the event, read after the batch, finds it sealed and does what the call says
+    /// (GivenUpDuringTakeOutTests). Were EAGAIN ever answered, the rest of the run is
+    /// refused (back to the resident set), not retried after reading the events: once a
+    /// madvise's thread has run on, a page it gave up may hold what the program wrote since
+    /// (MADV_FREE) or the bytes it gave up (MADV_DONTNEED, not yet zapped), and only the
+    /// books, settled between batches, tell which pages to take then.
+    /// </remarks>
     private void TakeOutOneRun(int first, int length)
     {
         Arena arena = _victims[first].Arena!;
         long pageIndex = _victims[first].PageIndex;
         int done = 0;
-        int retries = 0;
+        _beforeTakingOut?.Invoke(arena, pageIndex);
         while (done < length)
         {
             int rc = _space.TakeOut(first + done, arena.PageAddress(pageIndex + done),
@@ -850,17 +867,18 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             if (rc == 0 || pages > 0)
                 continue;
 
-            if (rc == Interop.Libc.EAGAIN && ++retries < 1000)
-            {
-                _drainEvents();
-                continue;
-            }
             if (_space.TookOutDespiteError(first + done, arena.PageAddress(pageIndex + done)))
             {
                 _outcomes[first + done] = TakeOutcome.Taken;
                 _reconciled++;
                 done++;
                 continue;
+            }
+            if (rc == Interop.Libc.EAGAIN)
+            {
+                for (; done < length; done++)
+                    _outcomes[first + done] = TakeOutcome.Refused;
+                break;
             }
             // ENOENT: nothing mapped there. EBUSY: shared with a child or pinned.
             // Anything else (EINVAL after mprotect, a vanished range): leave it be.
