@@ -111,6 +111,8 @@ static mmap_fn real_mmap;
 static munmap_fn real_munmap;
 typedef int (*mprotect_fn)(void *, size_t, int);
 static mprotect_fn real_mprotect;
+typedef int (*madvise_fn)(void *, size_t, int);
+static madvise_fn real_madvise;
 static mremap_fn real_mremap;
 static fork_fn real_fork;
 typedef void (*exit_fn)(int);
@@ -441,6 +443,7 @@ static void resolve(void)
     real_mmap = (mmap_fn)dlsym(RTLD_NEXT, "mmap");
     real_munmap = (munmap_fn)dlsym(RTLD_NEXT, "munmap");
     real_mprotect = (mprotect_fn)dlsym(RTLD_NEXT, "mprotect");
+    real_madvise = (madvise_fn)dlsym(RTLD_NEXT, "madvise");
     real_mremap = (mremap_fn)dlsym(RTLD_NEXT, "mremap");
     real_fork = (fork_fn)dlsym(RTLD_NEXT, "fork");
     real__exit = (exit_fn)dlsym(RTLD_NEXT, "_exit");
@@ -1239,6 +1242,37 @@ EXPORT int mprotect(void *addr, size_t length, int prot)
         in_tibet = 0;
     }
     return real_mprotect(addr, length, prot);
+}
+
+/* Is [addr, addr+length) wholly memory tibet serves: the regions its mmap and malloc
+ * families hand out (in this process, or inherited by a forked child), or a mapping the
+ * custodian serves? Private anonymous memory, all of it, from the kernel's side. */
+static int served_memory(void *addr, size_t length)
+{
+    uintptr_t a = (uintptr_t)addr;
+    if (!shim_ready || hostile_size(length) || a + length < a)
+        return 0;
+    if ((a >= mmap_base && a + length <= mmap_limit) || (a >= malloc_base && a + length <= malloc_limit))
+        return 1;
+    return served_by_custodian() && tibet_served_covers(addr, length);
+}
+
+/* madvise(MADV_FREE) of memory tibet serves is MADV_DONTNEED. After MADV_FREE a page
+ * reads as it was, or as zeros once the kernel has freed it, until it is written again;
+ * MADV_DONTNEED is the second at once, which MADV_FREE allows (madvise(2)). Left as FREE,
+ * the kernel keeps the page mapped until it needs the memory, and the engine, which cannot
+ * tell when that is, takes it off its books at once (sealing it could bring back bytes
+ * given up, where the program may expect zeros): its plaintext would stay in RAM, outside
+ * the budget, until reclaimed. DONTNEED zaps it before madvise returns. Runtimes release
+ * their garbage-collected heaps so (.NET, V8), and so do jemalloc and mimalloc. A raw
+ * madvise system call is not seen here: threat-model.md says what it leaves. */
+EXPORT int madvise(void *addr, size_t length, int advice)
+{
+    if (UNLIKELY(!real_madvise))
+        resolve();
+    if (advice == MADV_FREE && served_memory(addr, length))
+        advice = MADV_DONTNEED;
+    return real_madvise(addr, length, advice);
 }
 
 /* mremap of a served mapping (tibet_served_map: a forked child's, or the program's with

@@ -214,7 +214,9 @@ internal sealed unsafe class ProgramEvents : IDisposable
     /// returns and before the protection is set (the kernel refuses it until the madvising
     /// thread has run again). That write lands, and is kept, but the page is then off the
     /// books: plaintext outside the budget until it is written again, discarded or unmapped
-    /// (seen once in a CI run of EventTests).</para>
+    /// (seen once in a CI run of EventTests). The interposer makes a libc madvise(MADV_FREE)
+    /// of served memory a MADV_DONTNEED (native/shim.c), so only a raw system call, or a
+    /// test, gets here with MADV_FREE.</para>
     /// </remarks>
     private bool DiscardPage(Arena arena, long index, bool offTheBooks)
     {
