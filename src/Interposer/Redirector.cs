@@ -426,7 +426,6 @@ internal sealed unsafe class Redirector
         return 0;
     }
 
-    /// <summary>munmap of a range that touches the mapping region: 0, or an errno.</summary>
     /// <summary>The program makes [address, address + length) writable: a model map it
     /// mapped read-only there is not read-only any more (see Arena.MappedReadOnly).</summary>
     public void MadeWritable(nint address, nuint length)
@@ -457,6 +456,7 @@ internal sealed unsafe class Redirector
         return false;
     }
 
+    /// <summary>munmap of a range that touches the mapping region: 0, or an errno.</summary>
     public int Unmap(nint address, ulong length)
     {
         // The kernel's own checks (mm/mmap.c): a page-aligned start, a length that is not
@@ -514,15 +514,36 @@ internal sealed unsafe class Redirector
         return 0;
     }
 
+    /// <summary>
+    /// mremap of a mapping in the region, or of part of one, as the kernel would do it with
+    /// the contents kept encrypted: shrinking unmaps the range's tail; growing moves it
+    /// (with MREMAP_MAYMOVE) into a new arena, copied, and unmaps the old range; growing in
+    /// place is refused with ENOMEM, which mremap may always answer. The errors are the
+    /// kernel's: EINVAL for a misaligned start or a zero size, EFAULT for a range that is
+    /// not wholly mapped inside one mapping.
+    /// </summary>
     public nint Remap(nint old, ulong oldSize, ulong newSize, int flags, out int error)
     {
         error = 0;
-        Arena? arena;
-        lock (_lock)
-            _mappings.TryGetValue(old, out arena);
-        if (arena == null || (old & (PageSize - 1)) != 0 || newSize == 0 || oldSize > (ulong)arena.Length)
+        if ((old & (PageSize - 1)) != 0 || newSize == 0 || oldSize == 0 || oldSize > (ulong)(long.MaxValue - old) - PageSize)
         {
             error = Libc.EINVAL;
+            return Libc.MAP_FAILED;
+        }
+        Arena? arena = null;
+        long start = old, end = start + AddressSpace.RoundUp((long)oldSize, PageSize);
+        lock (_lock)
+        {
+            foreach (var (mapStart, candidate) in _mappings)
+                if (mapStart <= start && end <= mapStart + candidate.Length)
+                {
+                    arena = candidate.HoldsAllPages(old, end - start) ? candidate : null;
+                    break;
+                }
+        }
+        if (arena == null)
+        {
+            error = Libc.EFAULT; // a hole the program unmapped, or past the mapping's end
             return Libc.MAP_FAILED;
         }
         if (!_mmapSpace.CanEverHold(newSize, AddressSpace.Unit))

@@ -927,21 +927,21 @@ int tibet_served_release(void *start, size_t length)
 }
 
 /* See served.h. */
-size_t tibet_served_mapping(const void *start, int *reservation)
+int tibet_served_part(const void *start, size_t length, int *reservation)
 {
     *reservation = 0;
-    if (!own_state())
+    if (!own_state() || length == 0)
         return 0;
-    size_t length = 0;
+    uintptr_t a = (uintptr_t)start, b = a + length;
+    int found = 0;
     spin_lock(&served.maps_lock);
-    for (uint32_t i = 0; i < served.map_count; i++)
-        if (served.maps[i].start == (uintptr_t)start) {
-            length = served.maps[i].length;
+    for (uint32_t i = 0; i < served.map_count && !found; i++)
+        if (served.maps[i].start <= a && b <= served.maps[i].start + served.maps[i].length && b > a) {
+            found = 1;
             *reservation = served.maps[i].reservation;
-            break;
         }
     spin_unlock(&served.maps_lock);
-    return length;
+    return found;
 }
 
 /* See served.h. */

@@ -53,11 +53,12 @@ void tibet_served_forked(pid_t pid, int agent);
 void *tibet_served_alloc(size_t size, size_t alignment, int zeroed);
 void *tibet_served_map(size_t length, int prot);
 void tibet_served_free(void *p);
-/* The length of the served mapping (tibet_served_map) that starts at `start`, or 0: an
- * mremap of it must not be the kernel's, which would leave its grown part registered but
- * unserved (SIGBUS). *reservation: it was mapped PROT_NONE (parts of it may still be
- * inaccessible, so its contents cannot be copied). */
-size_t tibet_served_mapping(const void *start, int *reservation);
+/* Whether [start, start+length) lies wholly inside one served mapping (tibet_served_map)
+ * of this process's, or a part of one left by unmaps: an mremap of it must not be the
+ * kernel's, which would leave its grown part registered but unserved (SIGBUS).
+ * *reservation: the mapping was mapped PROT_NONE (parts of it may still be inaccessible,
+ * so its contents cannot be copied). */
+int tibet_served_part(const void *start, size_t length, int *reservation);
 /* Whether [start, start+length) lies wholly inside one served mapping of this process's:
  * a MAP_FIXED map there is a commit inside the mapping (see the shim's commit_in_arena). */
 int tibet_served_covers(const void *start, size_t length);

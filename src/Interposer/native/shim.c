@@ -1276,8 +1276,9 @@ EXPORT int madvise(void *addr, size_t length, int advice)
 }
 
 /* mremap of a served mapping (tibet_served_map: a forked child's, or the program's with
- * TIBET_SERVE=custodian). The kernel would move or grow it with its registration, and the
- * grown part would be registered but unknown to the custodian: a fault there gets SIGBUS.
+ * TIBET_SERVE=custodian), or of part of one. The kernel would move or grow it with its
+ * registration, and the grown part would be registered but unknown to the custodian: a
+ * fault there gets SIGBUS.
  * So a move or a resize is a new mapping (served again, or plaintext as any large one the
  * custodian cannot take, said), a copy, and a release of the old, which the custodian
  * follows (its UNMAP event); growing in place is refused (ENOMEM, which mremap without
@@ -1323,8 +1324,8 @@ EXPORT void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
     }
     if (shim_ready && !in_tibet && served_by_custodian()) {
         int reservation;
-        size_t served_length = tibet_served_mapping(old, &reservation);
-        if (served_length && ((old_size + 4095) & ~(size_t)4095) == served_length)
+        if (((uintptr_t)old & 4095) == 0 && old_size != 0 && !hostile_size(old_size)
+            && tibet_served_part(old, (old_size + 4095) & ~(size_t)4095, &reservation))
             return remap_served(old, old_size, new_size, flags, reservation, __builtin_return_address(0));
     }
     if (shim_ready && ours_mmap(old) && !in_tibet && !in_child()) {
