@@ -534,6 +534,12 @@ internal sealed unsafe class Redirector
         long start = old, end = start + AddressSpace.RoundUp((long)oldSize, PageSize);
         lock (_lock)
         {
+            foreach (var (hugeStart, (hugeArena, _)) in _hugeMappings)
+                if (hugeStart <= start && start < hugeStart + hugeArena.Length)
+                {
+                    error = Libc.EINVAL; // a map in 2 MiB pages does not move (README)
+                    return Libc.MAP_FAILED;
+                }
             foreach (var (mapStart, candidate) in _mappings)
                 if (mapStart <= start && end <= mapStart + candidate.Length)
                 {
@@ -561,8 +567,11 @@ internal sealed unsafe class Redirector
         }
         const int MREMAP_MAYMOVE = 1;
         // A reservation's contents cannot be copied (parts of it may be inaccessible): it
-        // shrinks in place (above), and does not move (ENOMEM, as for a move that finds no room).
-        if ((flags & MREMAP_MAYMOVE) == 0 || arena.MappedAsReservation)
+        // shrinks in place (above), and does not move (ENOMEM, as for a move that finds no
+        // room). Nor does a model map: moved, its pages would be copied into anonymous
+        // memory sealed under the program's key, and the grown part would read zeros
+        // where the kernel would map more of the file.
+        if ((flags & MREMAP_MAYMOVE) == 0 || arena.MappedAsReservation || arena.Source != null)
         {
             error = Libc.ENOMEM; // growing in place would run into the next mapping
             return Libc.MAP_FAILED;
@@ -575,7 +584,14 @@ internal sealed unsafe class Redirector
             error = Libc.ENOMEM;
             return Libc.MAP_FAILED;
         }
-        Libc.memcpy((void*)moved, (void*)old, (nuint)oldLength);
+        // Not memcpy: a part the program made inaccessible would kill it with SIGSEGV
+        // here, where the kernel would have moved it. Refused (EFAULT), nothing moved.
+        if (!Libc.CopyMapped((void*)moved, (void*)old, (nuint)oldLength))
+        {
+            Unmap(moved, (ulong)newLength);
+            error = Libc.EFAULT;
+            return Libc.MAP_FAILED;
+        }
         Unmap(old, (ulong)oldLength);
         return moved;
     }

@@ -79,9 +79,9 @@ public sealed unsafe partial class PageEngine
                     worked = _evictor.EvictInBackground();
                 if (!worked)
                     worked = _faults.DecryptAhead();
-                // Eviction and decryption ahead may have read faults into the queue (a
-                // take-out or an install that met EAGAIN drains the userfaultfd): the
-                // kernel has no message left to wake the poll for them.
+                // The work above may have read faults into the queue (an install that met
+                // EAGAIN drains the userfaultfd): the kernel has no message left to wake
+                // the poll for them.
                 worked |= _events.QueuedFaults > 0;
                 _evictor.DiscardRecycled();
                 _handlerAllocatedBytes = GC.GetAllocatedBytesForCurrentThread() - allocationBaseline;

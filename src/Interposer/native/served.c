@@ -945,6 +945,20 @@ int tibet_served_part(const void *start, size_t length, int *reservation)
 }
 
 /* See served.h. */
+int tibet_served_overlaps(const void *start, size_t length)
+{
+    if (!own_state() || length == 0)
+        return 0;
+    uintptr_t a = (uintptr_t)start, b = a + length;
+    int overlaps = 0;
+    spin_lock(&served.maps_lock);
+    for (uint32_t i = 0; i < served.map_count && !overlaps; i++)
+        overlaps = served.maps[i].start < b && a < served.maps[i].start + served.maps[i].length;
+    spin_unlock(&served.maps_lock);
+    return overlaps;
+}
+
+/* See served.h. */
 int tibet_served_covers(const void *start, size_t length)
 {
     if (!own_state() || length == 0)

@@ -59,6 +59,10 @@ void tibet_served_free(void *p);
  * *reservation: the mapping was mapped PROT_NONE (parts of it may still be inaccessible,
  * so its contents cannot be copied). */
 int tibet_served_part(const void *start, size_t length, int *reservation);
+/* Whether [start, start+length) overlaps any served mapping of this process's: an mremap
+ * of a range that does without lying inside one (two neighbours the kernel merged into
+ * one area, say) is refused, never left to the kernel. */
+int tibet_served_overlaps(const void *start, size_t length);
 /* Whether [start, start+length) lies wholly inside one served mapping of this process's:
  * a MAP_FIXED map there is a commit inside the mapping (see the shim's commit_in_arena). */
 int tibet_served_covers(const void *start, size_t length);

@@ -39,6 +39,7 @@
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "served.h"
@@ -1244,17 +1245,22 @@ EXPORT int mprotect(void *addr, size_t length, int prot)
     return real_mprotect(addr, length, prot);
 }
 
-/* Is [addr, addr+length) wholly memory tibet serves: the regions its mmap and malloc
- * families hand out (in this process, or inherited by a forked child), or a mapping the
- * custodian serves? Private anonymous memory, all of it, from the kernel's side. */
-static int served_memory(void *addr, size_t length)
+/* Is [addr, addr+length) wholly anonymous memory tibet serves: malloc blocks (the region
+ * the program's engine hands them out from, or the custodian's pool: nothing else is
+ * mapped there), or one anonymous mapping of the program's engine or of the custodian
+ * (inside_anonymous_arena: not a model map, nor a file the program mapped over part of
+ * one, where MADV_FREE natively fails with EINVAL, and DONTNEED would drop what the
+ * program wrote to its private copy). */
+static int served_anonymous_memory(void *addr, size_t length)
 {
     uintptr_t a = (uintptr_t)addr;
-    if (!shim_ready || hostile_size(length) || a + length < a)
+    if (!shim_ready || in_tibet || length == 0 || hostile_size(length) || a + length < a)
         return 0;
-    if ((a >= mmap_base && a + length <= mmap_limit) || (a >= malloc_base && a + length <= malloc_limit))
+    if (a >= malloc_base && a + length <= malloc_limit)
         return 1;
-    return served_by_custodian() && tibet_served_covers(addr, length);
+    if (tibet_served_owns(addr) && tibet_served_owns((char *)addr + length - 1))
+        return 1;
+    return inside_anonymous_arena(addr, length);
 }
 
 /* madvise(MADV_FREE) of memory tibet serves is MADV_DONTNEED. After MADV_FREE a page
@@ -1270,9 +1276,20 @@ EXPORT int madvise(void *addr, size_t length, int advice)
 {
     if (UNLIKELY(!real_madvise))
         resolve();
-    if (advice == MADV_FREE && served_memory(addr, length))
+    if (advice == MADV_FREE && served_anonymous_memory(addr, length))
         advice = MADV_DONTNEED;
     return real_madvise(addr, length, advice);
+}
+
+/* Copies length bytes from `from` to `to` (both this process's), or returns 0 where a
+ * page of `from` cannot be read (the program made it PROT_NONE or write-only): a memcpy
+ * would die of SIGSEGV inside tibet there, where the kernel's mremap would have moved
+ * the pages. process_vm_readv on this process answers EFAULT instead, and its reads of
+ * sealed pages fault to their engine as the program's own would. */
+static int copy_mapped(void *to, const void *from, size_t length)
+{
+    struct iovec local = { to, length }, remote = { (void *)from, length };
+    return syscall(SYS_process_vm_readv, (pid_t)syscall(SYS_getpid), &local, 1UL, &remote, 1UL, 0UL) == (long)length;
 }
 
 /* mremap of a served mapping (tibet_served_map: a forked child's, or the program's with
@@ -1303,10 +1320,28 @@ static void *remap_served(void *old, size_t old_size, size_t new_size, int flags
         tibet_served_release((char *)old + new_rounded, old_rounded - new_rounded); /* in the pool, as every served mapping */
         return old;
     }
-    void *moved = do_mmap(NULL, new_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, ret);
+    /* Served again whatever its size (a part may be below the threshold): what was
+     * encrypted stays so. do_mmap, which says what it cannot serve, only if that fails. */
+    void *moved = tibet_served_map(new_size, PROT_READ | PROT_WRITE);
+    int served_again = moved != NULL;
+    if (!served_again)
+        moved = do_mmap(NULL, new_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, ret);
     if (moved == MAP_FAILED)
         return MAP_FAILED;
-    memcpy(moved, old, old_rounded < new_rounded ? old_rounded : new_rounded);
+    if (!copy_mapped(moved, old, old_rounded < new_rounded ? old_rounded : new_rounded)) {
+        /* A part the program made inaccessible: refused, nothing moved. */
+        if (served_again) {
+            tibet_served_release(moved, new_rounded);
+        } else if (overlaps_mmap(moved, new_rounded) && !in_child()) {
+            in_tibet = 1; /* the program's engine took it (do_mmap): its books let it go */
+            tibet_managed_unmap(moved, new_rounded);
+            in_tibet = 0;
+        } else {
+            real_munmap(moved, new_rounded);
+        }
+        errno = EFAULT;
+        return MAP_FAILED;
+    }
     tibet_served_release(old, old_rounded);
     return moved;
 }
@@ -1324,9 +1359,15 @@ EXPORT void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
     }
     if (shim_ready && !in_tibet && served_by_custodian()) {
         int reservation;
-        if (((uintptr_t)old & 4095) == 0 && old_size != 0 && !hostile_size(old_size)
-            && tibet_served_part(old, (old_size + 4095) & ~(size_t)4095, &reservation))
-            return remap_served(old, old_size, new_size, flags, reservation, __builtin_return_address(0));
+        if (((uintptr_t)old & 4095) == 0 && old_size != 0 && !hostile_size(old_size)) {
+            size_t rounded = (old_size + 4095) & ~(size_t)4095;
+            if (tibet_served_part(old, rounded, &reservation))
+                return remap_served(old, old_size, new_size, flags, reservation, __builtin_return_address(0));
+            if (tibet_served_overlaps(old, rounded)) {
+                errno = EFAULT; /* across served mappings, or past one's end */
+                return MAP_FAILED;
+            }
+        }
     }
     if (shim_ready && ours_mmap(old) && !in_tibet && !in_child()) {
         if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP)) {

@@ -11,23 +11,26 @@ namespace Tibet.IntegrationTests.Programs;
 /// MADV_DONTNEED for memory it serves, which MADV_FREE allows, so the pages are gone when
 /// madvise returns. Scanned from outside, through pagemap and /proc/PID/mem: the secret
 /// is in every page before, and in none after. The program then checks that what it
-/// writes again reads back, and that the rest reads as MADV_FREE allows.
+/// writes again reads back, and that the rest reads as MADV_FREE allows. The pages come
+/// from mmap or from a malloc block, each served by the program's engine or the custodian.
 /// </summary>
 public class MadvFreeTests
 {
     private const int Pages = 256;
 
     [Theory]
-    [InlineData("custodian")]
-    [InlineData("program")]
-    public async Task Pages_given_up_with_madv_free_leave_no_plaintext(string serve)
+    [InlineData("custodian", "mmap")]
+    [InlineData("program", "mmap")]
+    [InlineData("custodian", "malloc")]
+    [InlineData("program", "malloc")]
+    public async Task Pages_given_up_with_madv_free_leave_no_plaintext(string serve, string allocation)
     {
         string program = NativeBuild.Compile("prog_madv_free.c");
         var start = new ProcessStartInfo(TibetRun.Launcher)
         {
             RedirectStandardOutput = true, RedirectStandardInput = true, RedirectStandardError = true, UseShellExecute = false,
         };
-        foreach (string a in (string[])["--threshold", "64K", "--budget", "16M", "--serve", serve, "--", program])
+        foreach (string a in (string[])["--threshold", "64K", "--budget", "16M", "--serve", serve, "--", program, allocation])
             start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
         var stderr = process.StandardError.ReadToEndAsync();

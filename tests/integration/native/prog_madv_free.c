@@ -7,9 +7,12 @@
  *   writes pages 0..127 again and checks every page: those read back what was written,
  *   the others read zeros or what they held before (both allowed after MADV_FREE).
  * It keeps the secret only masked, so that the pages are the only places it is in.
+ * Usage: prog_madv_free [mmap|malloc]: the pages come from mmap (default), or from a
+ * page-aligned malloc block (posix_memalign).
  * Exit 0, or 3 with a line on stderr. */
 #define _GNU_SOURCE
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -23,12 +26,19 @@ static int wait_line(void)
     return fgets(line, sizeof line, stdin) != NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     unsigned char secret[32], masked[32];
     if (getrandom(secret, sizeof secret, 0) != sizeof secret) return 2;
-    unsigned char *p = mmap(NULL, PAGES * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return 2;
+    unsigned char *p;
+    if (argc > 1 && strcmp(argv[1], "malloc") == 0) {
+        void *block;
+        if (posix_memalign(&block, 4096, PAGES * 4096) != 0) return 2;
+        p = block;
+    } else {
+        p = mmap(NULL, PAGES * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return 2;
+    }
     for (int i = 0; i < PAGES; i++) memcpy(p + i * 4096 + AT, secret, sizeof secret);
     char hex[65];
     for (int i = 0; i < 32; i++) {

@@ -4,9 +4,13 @@
  * that the grown parts read zeros and keep what it writes there. It does it in the
  * process itself, then in a forked child on a mapping of the child's own, so that both
  * the program's engine (or the custodian, serving the program) and the custodian serving
- * a child are reached. Exit 0; 1 with a line on stderr; a signal if one hit it (SIGBUS
- * from a part the kernel grew and nobody serves). */
+ * a child are reached. Then the edges, where only an answer is required, never a crash:
+ * a part the program made PROT_NONE, moved and grown (natively moved; tibet may refuse
+ * it with EFAULT, it cannot read it), and a range across a hole it unmapped (EFAULT
+ * natively; tibet may answer the same). Exit 0; 1 with a line on stderr; a signal if one
+ * hit it (SIGBUS from a part the kernel grew and nobody serves, SIGSEGV from a copy). */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -67,6 +71,17 @@ static int exercise(const char *who)
         || !holds(m + 12 * MIB, 12 * MIB / PAGE, 2 * MIB / PAGE, who)
         || !holds(q, 10 * MIB / PAGE, 2 * MIB / PAGE, who) || !holds(r, 14 * MIB / PAGE, 2 * MIB / PAGE, who))
         return 0;
+    /* A small part (16 KiB, below any threshold) moves and grows, its contents kept. */
+    unsigned char *s = mremap(m + 1 * MIB, 16384, 32768, MREMAP_MAYMOVE);
+    if (s == MAP_FAILED) { fprintf(stderr, "%s: ", who); perror("mremap move of a small part"); return 0; }
+    if (!holds(s, 1 * MIB / PAGE, 4, who) || !zeros_then_written(s + 16384, 16384, who)) return 0;
+
+    /* Edges: an answer, never a crash. */
+    if (mprotect(m + 2 * MIB, 64 * 1024, PROT_NONE) != 0) { perror("mprotect"); return 0; }
+    unsigned char *n = mremap(m + 2 * MIB, 64 * 1024, 128 * 1024, MREMAP_MAYMOVE);
+    printf("%s: inaccessible part %s\n", who, n == MAP_FAILED ? (errno == EFAULT ? "refused (EFAULT)" : "refused (other)") : "moved");
+    unsigned char *h = mremap(m + 5 * MIB, 2 * MIB, 4 * MIB, MREMAP_MAYMOVE); /* [6, 8) MiB was unmapped above */
+    printf("%s: across a hole %s\n", who, h == MAP_FAILED ? (errno == EFAULT ? "refused (EFAULT)" : "refused (other)") : "moved");
     printf("%s: ok\n", who);
     fflush(stdout);
     return 1;

@@ -12,8 +12,10 @@ namespace Tibet.Core.Paging.Events;
 /// events are handled as soon as they are read, faults read with them wait in a queue.
 /// </summary>
 /// <remarks>
-/// <para>The kernel refuses to change page tables (UFFDIO_COPY, MOVE answer EAGAIN) while
-/// an event waits to be read, so whoever meets EAGAIN calls <see cref="Drain"/>. An event
+/// <para>The kernel refuses to install pages into the arenas (UFFDIO_COPY, and a MOVE into
+/// them, answer EAGAIN) while an event waits to be read, so whoever meets EAGAIN there
+/// calls <see cref="Drain"/>. A take-out is issued on the scratch area's userfaultfd and
+/// never waits for these events (Eviction.Evictor.TakeOutOneRun). An event
 /// can change the pages a fault is being served from: <see cref="Epoch"/> counts events,
 /// and the fault service starts a fault afresh when it moved.</para>
 /// <para>Called under the engine lock, on the fault path: allocation-free (the queue and

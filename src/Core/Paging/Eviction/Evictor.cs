@@ -840,15 +840,17 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// A take-out never waits for the program's events. The kernel answers EAGAIN for
     /// events pending on the userfaultfd a move is issued on, and that is the scratch
     /// area's (UFFDIO_MOVE wants its destination registered on it), which asks for no
-    /// events. A madvise, munmap, mremap or fork of the program holds its thread until the
-    /// engine reads the event, and the engine reads events under the lock this runs under:
-    /// so a page taken out while such a call waits holds what it held before the call, and
-    /// the event, read after the batch, finds it sealed and does what the call says
-    /// (GivenUpDuringTakeOutTests). Were EAGAIN ever answered, the rest of the run is
-    /// refused (back to the resident set), not retried after reading the events: once a
-    /// madvise's thread has run on, a page it gave up may hold what the program wrote since
-    /// (MADV_FREE) or the bytes it gave up (MADV_DONTNEED, not yet zapped), and only the
-    /// books, settled between batches, tell which pages to take then.
+    /// events. A madvise holds its thread, before the kernel zaps or frees anything, until
+    /// the engine reads its REMOVE event, and the engine reads events under the lock this
+    /// runs under: so a page taken out while such a call waits holds what it held before
+    /// the call, and the event, read after the batch, finds it sealed and does what the
+    /// call says (GivenUpDuringTakeOutTests). munmap and mremap differ: the kernel has
+    /// changed the page tables by the time their events wait, and a page they took away is
+    /// found gone. Were EAGAIN ever answered, the page is refused (back to
+    /// the resident set), never retaken after reading the events: once a madvise's thread
+    /// has run on, a page it gave up may hold what the program wrote since (MADV_FREE) or
+    /// the bytes it gave up (MADV_DONTNEED, not yet zapped), and only the books, settled
+    /// between batches, tell which pages to take then.
     /// </remarks>
     private void TakeOutOneRun(int first, int length)
     {
@@ -874,14 +876,11 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
                 done++;
                 continue;
             }
-            if (rc == Interop.Libc.EAGAIN)
-            {
-                for (; done < length; done++)
-                    _outcomes[first + done] = TakeOutcome.Refused;
-                break;
-            }
-            // ENOENT: nothing mapped there. EBUSY: shared with a child or pinned.
-            // Anything else (EINVAL after mprotect, a vanished range): leave it be.
+            // ENOENT: nothing mapped there. EBUSY: shared with a child or pinned. EAGAIN:
+            // not expected (above); the page stays, and the rest of the run is asked for, as
+            // after any refusal: an agent that met it may have moved the pages after it
+            // (AgentAddressSpace answers those from its record). Anything else (EINVAL after
+            // mprotect, a vanished range): leave it be.
             _outcomes[first + done] = rc == Interop.Libc.ENOENT ? TakeOutcome.Gone : TakeOutcome.Refused;
             done++;
         }

@@ -24,8 +24,8 @@ namespace Tibet.Core.Paging.Sealing;
 /// not destroy it under the encryption;</item>
 /// <item>the plaintext stays in the take-out area, which nobody else uses meanwhile: only
 /// the handler evicts with the lock let go, API calls that evict wait until it is back
-/// (PageEngine.EnterBetweenSteps), and only the handler reads userfaultfd events (a
-/// take-out that meets EAGAIN reads them);</item>
+/// (PageEngine.EnterBetweenSteps), and only the handler reads userfaultfd events (never
+/// in the middle of a take-out: see Eviction.Evictor.TakeOutOneRun);</item>
 /// <item>the ciphertexts are made in this class's own buffer and the store is touched
 /// under the lock only; the sealer's compressor and staging are not used here (this
 /// class has its own); an arena's compression back-off counters are changed here, and
