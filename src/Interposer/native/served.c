@@ -926,51 +926,38 @@ int tibet_served_release(void *start, size_t length)
     return 1;
 }
 
-/* See served.h. */
-int tibet_served_part(const void *start, size_t length, int *reservation)
+/* Looks [start, start+length) up in the table: a served mapping (or a part of one left
+ * by unmaps) that holds it wholly (inside), or that overlaps it. 1 and, if asked, that
+ * mapping's reservation flag; 0 if there is none. */
+static int look_up(const void *start, size_t length, int inside, int *reservation)
 {
-    *reservation = 0;
-    if (!own_state() || length == 0)
-        return 0;
     uintptr_t a = (uintptr_t)start, b = a + length;
+    if (!own_state() || length == 0 || b <= a)
+        return 0;
     int found = 0;
     spin_lock(&served.maps_lock);
-    for (uint32_t i = 0; i < served.map_count && !found; i++)
-        if (served.maps[i].start <= a && b <= served.maps[i].start + served.maps[i].length && b > a) {
-            found = 1;
+    for (uint32_t i = 0; i < served.map_count && !found; i++) {
+        uintptr_t s = served.maps[i].start, e = s + served.maps[i].length;
+        found = inside ? s <= a && b <= e : s < b && a < e;
+        if (found && reservation)
             *reservation = served.maps[i].reservation;
-        }
+    }
     spin_unlock(&served.maps_lock);
     return found;
 }
 
 /* See served.h. */
-int tibet_served_overlaps(const void *start, size_t length)
+int tibet_served_part(const void *start, size_t length, int *reservation)
 {
-    if (!own_state() || length == 0)
-        return 0;
-    uintptr_t a = (uintptr_t)start, b = a + length;
-    int overlaps = 0;
-    spin_lock(&served.maps_lock);
-    for (uint32_t i = 0; i < served.map_count && !overlaps; i++)
-        overlaps = served.maps[i].start < b && a < served.maps[i].start + served.maps[i].length;
-    spin_unlock(&served.maps_lock);
-    return overlaps;
+    *reservation = 0;
+    return look_up(start, length, 1, reservation);
 }
 
 /* See served.h. */
-int tibet_served_covers(const void *start, size_t length)
-{
-    if (!own_state() || length == 0)
-        return 0;
-    uintptr_t a = (uintptr_t)start, b = a + length;
-    int covered = 0;
-    spin_lock(&served.maps_lock);
-    for (uint32_t i = 0; i < served.map_count && !covered; i++)
-        covered = served.maps[i].start <= a && b <= served.maps[i].start + served.maps[i].length && b > a;
-    spin_unlock(&served.maps_lock);
-    return covered;
-}
+int tibet_served_overlaps(const void *start, size_t length) { return look_up(start, length, 0, NULL); }
+
+/* See served.h. */
+int tibet_served_covers(const void *start, size_t length) { return look_up(start, length, 1, NULL); }
 
 /* See served.h. A mapping cut in two (a map of the program's placed in its middle: the
  * JVM maps archived heap regions from a file inside its heap) is kept as its two parts,
