@@ -1304,8 +1304,8 @@ static int copy_mapped(void *to, const void *from, size_t length)
 static void *remap_served(void *old, size_t old_size, size_t new_size, int flags, int reservation, const void *ret)
 {
     size_t page = 4096, old_rounded = (old_size + page - 1) & ~(page - 1), new_rounded = (new_size + page - 1) & ~(page - 1);
-    if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) || new_size == 0) {
-        errno = EINVAL;
+    if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) || new_size == 0 || hostile_size(new_size)) {
+        errno = EINVAL; /* a size that wraps when rounded would read as a shrink to nothing */
         return MAP_FAILED;
     }
     if (new_rounded == old_rounded)

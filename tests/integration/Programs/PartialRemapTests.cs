@@ -38,6 +38,7 @@ public class PartialRemapTests
             // a crash, never another error.
             Assert.Contains($"{who}: across a hole refused (EFAULT)", run.Stdout);
             Assert.Contains($"{who}: inaccessible part refused (EFAULT)", run.Stdout);
+            Assert.Contains($"{who}: hostile size refused", run.Stdout); // and the part keeps its bytes (checked there)
         }
         Assert.DoesNotContain("mremap moved", run.Stderr); // the engine's report of a part the kernel moved
         Assert.True(run.Stat("evictions") > 0, "nothing was evicted under a 4M budget: " + run);

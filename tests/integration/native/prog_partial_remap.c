@@ -82,6 +82,10 @@ static int exercise(const char *who)
     printf("%s: inaccessible part %s\n", who, n == MAP_FAILED ? (errno == EFAULT ? "refused (EFAULT)" : "refused (other)") : "moved");
     unsigned char *h = mremap(m + 5 * MIB, 2 * MIB, 4 * MIB, MREMAP_MAYMOVE); /* [6, 8) MiB was unmapped above */
     printf("%s: across a hole %s\n", who, h == MAP_FAILED ? (errno == EFAULT ? "refused (EFAULT)" : "refused (other)") : "moved");
+    /* A hostile size: refused, and the part keeps its contents. */
+    unsigned char *x = mremap(m + 3 * MIB, 16384, (size_t)-1, 0);
+    printf("%s: hostile size %s\n", who, x == MAP_FAILED ? "refused" : "accepted");
+    if (!holds(m + 3 * MIB, 3 * MIB / PAGE, 4, who)) return 0;
     printf("%s: ok\n", who);
     fflush(stdout);
     return 1;
