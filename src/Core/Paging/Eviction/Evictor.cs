@@ -681,19 +681,8 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             ref Victim victim = ref _victims[k];
             Arena arena = victim.Arena!;
             // Nothing between the take-outs and here reads the program's events or lets the
-            // engine lock go (see TakeOutOneRun), so no arena is released meanwhile. Were one,
-            // its books are gone, and whatever was taken of it is only wiped.
+            // engine lock go (see TakeOutOneRun), so no arena is released meanwhile.
             System.Diagnostics.Debug.Assert(!arena.Released, "an arena was released between its take-out and its retirement");
-            if (arena.Released)
-            {
-                if (_outcomes[k] == TakeOutcome.Taken)
-                {
-                    taken = true;
-                    Interop.Libc.memset((void*)_space.TakenPage(k), 0, Userfaultfd.PageSize);
-                }
-                victim.Arena = null;
-                continue;
-            }
             ref PageEntry entry = ref arena.Entries[victim.PageIndex];
             bool stillOurs = entry.State == PageState.Resident && entry.ResidentTicket == victim.Ticket;
             // A page taken out of a range placed whole splits its huge page: the range is
