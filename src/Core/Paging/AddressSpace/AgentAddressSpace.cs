@@ -18,9 +18,9 @@ namespace Tibet.Core.Paging.AddressSpace;
 /// its lock until the page is sealed.</para>
 /// <para>One request per eviction batch, naming all its runs (<see cref="BeginTakeOuts"/>);
 /// its answer says per window slot whether the page was moved, gone (nothing mapped: the
-/// program discarded it), met EAGAIN (not expected: the move is issued on the agent's
-/// scratch userfaultfd, which asks for no events; see Evictor.TakeOutOneRun) or was
-/// refused. The engine's take-out calls are answered from it, and only pages that met
+/// program discarded it), met EAGAIN (a huge page that could not be split just then: the
+/// move is issued on the agent's scratch userfaultfd, which asks for no events; see
+/// Evictor.TakeOutOneRun) or was refused. The engine's take-out calls are answered from it, and only pages that met
 /// EAGAIN or were not asked yet are asked for again. So a page is never asked for twice once moved: the second move would find
 /// it gone, and its contents, in the window, would be taken for a discard.</para>
 /// <para>Blocking: the engine's handler waits for the answer. Only this process's engine

@@ -829,23 +829,27 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// A take-out never waits for the program's events. The kernel answers EAGAIN for
     /// events pending on the userfaultfd a move is issued on, and that is the scratch
     /// area's (UFFDIO_MOVE wants its destination registered on it), which asks for no
-    /// events. A madvise holds its thread, before the kernel zaps or frees anything, until
+    /// events. (It also answers EAGAIN when a huge page it must split cannot be split for
+    /// the moment: that take-out is asked again, as it is.) A madvise holds its thread, before the kernel zaps or frees anything, until
     /// the engine reads its REMOVE event, and the engine reads events under the lock this
     /// runs under: so a page taken out while such a call waits holds what it held before
     /// the call, and the event, read after the batch, finds it sealed and does what the
     /// call says (GivenUpDuringTakeOutTests). munmap and mremap differ: the kernel has
     /// changed the page tables by the time their events wait, and a page they took away is
-    /// found gone. Were EAGAIN ever answered, the page is refused (back to
-    /// the resident set), never retaken after reading the events: once a madvise's thread
+    /// found gone. Were the events ever read in the middle of a batch, a page would have to
+    /// be refused (back to the resident set), never retaken: once a madvise's thread
     /// has run on, a page it gave up may hold what the program wrote since (MADV_FREE) or
     /// the bytes it gave up (MADV_DONTNEED, not yet zapped), and only the books, settled
     /// between batches, tell which pages to take then.
     /// </remarks>
+    private const int MaxTakeOutRetries = 1000;
+
     private void TakeOutOneRun(int first, int length)
     {
         Arena arena = _victims[first].Arena!;
         long pageIndex = _victims[first].PageIndex;
         int done = 0;
+        int retries = 0;
         _beforeTakingOut?.Invoke(arena, pageIndex);
         while (done < length)
         {
@@ -858,6 +862,15 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
             if (rc == 0 || pages > 0)
                 continue;
 
+            // EAGAIN: a huge page the move must split could not be split just now (the
+            // kernel found it referenced elsewhere for a moment). Asked again as it is,
+            // without reading any event (see above).
+            if (rc == Interop.Libc.EAGAIN && ++retries < MaxTakeOutRetries)
+            {
+                if (retries > 8)
+                    Thread.Yield(); // let whoever holds the reference let it go
+                continue;
+            }
             if (_space.TookOutDespiteError(first + done, arena.PageAddress(pageIndex + done)))
             {
                 _outcomes[first + done] = TakeOutcome.Taken;
@@ -865,9 +878,9 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
                 done++;
                 continue;
             }
-            // ENOENT: nothing mapped there. EBUSY: shared with a child or pinned. EAGAIN:
-            // not expected (above); the page stays, and the rest of the run is asked for, as
-            // after any refusal: an agent that met it may have moved the pages after it
+            // ENOENT: nothing mapped there. EBUSY: shared with a child or pinned. EAGAIN that
+            // lasts: the page stays, and the rest of the run is asked for, as after any
+            // refusal: an agent that met it may have moved the pages after it
             // (AgentAddressSpace answers those from its record). Anything else (EINVAL after
             // mprotect, a vanished range): leave it be.
             _outcomes[first + done] = rc == Interop.Libc.ENOENT ? TakeOutcome.Gone : TakeOutcome.Refused;
