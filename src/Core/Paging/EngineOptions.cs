@@ -155,6 +155,11 @@ public sealed record EngineOptions
     /// decrypts the page a thread faulted on (Faults.FaultService.ServeFaultingPage).</summary>
     internal Action<Arena>? WhileOpeningFaultingPageWithoutLock { get; init; }
 
+    /// <summary>For tests: called on the fill worker's thread after it filled or decrypted a
+    /// slice of its part of a run without the engine lock, before it takes the lock to
+    /// install the slice (Faults.FillWorker), with the arena. Null (nothing called) in use.</summary>
+    internal Action<Arena>? WhileFillingWithoutLock { get; init; }
+
     /// <summary>
     /// Whether the handler's own evictions (after a fault, when idle) seal their pages with
     /// the engine lock let go (Sealing.UnlockedSealer), so that the program's threads that

@@ -51,4 +51,13 @@ internal sealed class EngineLockWindow(Lock engineLock)
         engineLock.Enter();
         _open--;
     }
+
+    /// <summary>Takes the lock on a thread that works beside the handler while the handler
+    /// has let go of it (the fill worker installing its part of a run: Faults.FillWorker),
+    /// for as long as the scope lives. It leaves <see cref="IsOpen"/> as it is: the
+    /// handler's step is still half done.</summary>
+    public Lock.Scope EnterBesideHandler()
+    {
+        return engineLock.EnterScope();
+    }
 }

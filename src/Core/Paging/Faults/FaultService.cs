@@ -47,6 +47,11 @@ internal sealed unsafe class FaultService : IDisposable
     // While the worker runs, no event may be read (see FillWorker): an install that meets
     // one ends the handler's part instead.
     private bool _workerRunning;
+    // The worker's part of the run under way, as its entries were when it started: it fills
+    // them without the engine lock, which the handler lets go meanwhile (FillAndInject).
+    private readonly PageEntry* _workerEntries;
+    private readonly nuint _workerEntriesLength;
+    private bool _workerUnlocked;
     // The model map whose ranges are decrypted ahead: the one the newest range fault was in.
     private Arena? _aheadArena;
     private readonly byte* _buffer;
@@ -77,7 +82,7 @@ internal sealed unsafe class FaultService : IDisposable
         _tracksWrites = tracksWrites;
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         if (options.FillThreads > 0)
-            _worker = new FillWorker(sealer, space, options.SpinMicroseconds, serviceCpus.Fill);
+            _worker = new FillWorker(sealer, space, engineLock, options.SpinMicroseconds, serviceCpus.Fill, options.WhileFillingWithoutLock);
         _collapser = collapser;
         _placer = new RangePlacer(options, space, evictor, events, collapser, tracksWrites, engineLock, wakeHandler, sealer, _worker, _opener);
         _arenas = arenas;
@@ -90,6 +95,8 @@ internal sealed unsafe class FaultService : IDisposable
         _sourceReadAheadMaxPages = options.SourceReadAheadMaxPages;
         _bufferLength = (nuint)(options.MaxRunPages * PageSize);
         _buffer = (byte*)KernelMemory.Map(_bufferLength);
+        _workerEntriesLength = (nuint)(options.MaxRunPages * sizeof(PageEntry));
+        _workerEntries = (PageEntry*)KernelMemory.Map(_workerEntriesLength);
         // Plaintext passes through this buffer: keep it out of swap and core dumps.
         Libc.mlock((nint)_buffer, _bufferLength);
         Libc.madvise((nint)_buffer, _bufferLength, Libc.MADV_DONTDUMP);
@@ -147,6 +154,7 @@ internal sealed unsafe class FaultService : IDisposable
         _worker?.Dispose(); // wipes and unmaps its own buffer
         _placer.Dispose();
         _opener.Dispose();
+        KernelMemory.Unmap((nint)_workerEntries, _workerEntriesLength);
         Libc.memset(_buffer, 0, _bufferLength);
         KernelMemory.Unmap((nint)_buffer, _bufferLength);
     }
@@ -473,22 +481,66 @@ internal sealed unsafe class FaultService : IDisposable
         }
 
         long sharedFirst = first + count - shared;
-        int installed;
         // Source pages keep their copy only where the arena refetches (see KeepsCopy).
         bool keepCopies = _tracksWrites && (!fromSource || arena.RefetchesSource);
-        _worker!.Start(arena, sharedFirst, shared, keepCopies, fromSource);
+        PageSource? source = fromSource ? arena.Source : null;
+        // Without the engine lock, unless a thread waits to come in between the handler's
+        // steps, or a source that installs runs itself (the custodian) does the worker's
+        // part: those installs happen in another process, where no lock of ours can order
+        // them against the arena's release.
+        bool unlocked = _engineLock.MayLetGo && source is not { InstallsRuns: true };
+        int installed = 0;
+        Crypto.PageCipher cipher = arena.Cipher;
+        Debug.Assert((nuint)shared * (nuint)sizeof(PageEntry) <= _workerEntriesLength, "a run longer than EngineOptions.MaxRunPages");
+        if (unlocked)
+        {
+            System.Buffer.MemoryCopy(arena.Entries + sharedFirst, _workerEntries, (long)shared * sizeof(PageEntry), (long)shared * sizeof(PageEntry));
+            // What the worker reads while the lock is free: the arena's key and source, and
+            // the store's slots, none of which a release may free meanwhile.
+            cipher.Retain();
+            source?.Retain();
+            _sealer.Store.Pin();
+        }
+        _worker!.Start(arena, sharedFirst, shared, keepCopies, fromSource, source, unlocked ? _workerEntries : null);
         _workerRunning = true;
+        _workerUnlocked = unlocked;
         try
         {
             FillAndInjectSerially(arena, first, count - shared, epoch);
         }
         finally
         {
-            installed = _worker.Finish();
+            if (unlocked)
+            {
+                // Always let go here, whatever MayLetGo says now: the worker takes the
+                // lock to install its slices.
+                _engineLock.LetGo();
+                try
+                {
+                    installed = _worker.Finish();
+                }
+                finally
+                {
+                    _engineLock.TakeBack();
+                    _sealer.Store.Unpin();
+                    source?.Release();
+                    cipher.Release();
+                }
+            }
+            else
+            {
+                installed = _worker.Finish();
+            }
             _workerRunning = false;
+            _workerUnlocked = false;
         }
+        if (arena.Released)
+            return; // its range went with it, the worker's pages too
         if (installed > 0)
         {
+            // Installed under the lock, each page found unchanged then; nothing since could
+            // change them but a release (an eviction an API call asks for waits until the
+            // handler is between steps, and events are read only here).
             _evictor.Admit(arena, sharedFirst, installed, keepCopies);
             _collapser.Consider(arena, sharedFirst, installed);
             _readAheadPages += installed;
@@ -553,10 +605,10 @@ internal sealed unsafe class FaultService : IDisposable
     {
         Debug.Assert(count <= InjectSlicePages);
         byte* buffer = _buffer;
-        // Sealed pages are opened after this loop, without the engine lock,
-        // unless the fill worker runs meanwhile: it installs pages the handler vouches for,
-        // and so relies on the lock that keeps them unchanged (see FillWorker).
-        bool deferOpens = !_workerRunning;
+        // Sealed pages are opened after this loop, without the engine lock, unless the
+        // fill worker runs meanwhile under it: then it installs pages the handler vouches
+        // for, and so relies on the lock that keeps them unchanged (see FillWorker).
+        bool deferOpens = !_workerRunning || _workerUnlocked;
         int deferred = 0;
         int filled = 0;
         for (; filled < count; filled++)
@@ -620,7 +672,7 @@ internal sealed unsafe class FaultService : IDisposable
     /// someone touches it, as under the lock).</remarks>
     private int OpenWithoutLock(Arena arena, long first, int filled, int deferred)
     {
-        Debug.Assert(_engineLock.IsHeldByCurrentThread && !_workerRunning);
+        Debug.Assert(_engineLock.IsHeldByCurrentThread && (!_workerRunning || _workerUnlocked));
         int failedAt = filled;
         using (_opener.LetGo(arena))
         {

@@ -18,12 +18,23 @@ namespace Tibet.Core.Paging.Faults;
 /// not touched here: the handler admits what was installed once both parts are done.
 /// </summary>
 /// <remarks>
-/// <para>Why this is safe without the engine lock: the handler holds it for the whole
-/// run and reads no userfaultfd event until this thread has finished (see
-/// FaultService.FillAndInject), so nothing changes the pages, their entries or their
-/// ciphertext meanwhile. An install the kernel refuses (EAGAIN while the program's own
-/// event waits to be read, EEXIST) ends this thread's part; the handler serves the rest
-/// of the run itself, the usual way, after reading the event.</para>
+/// <para>A run's part is filled and decrypted without the engine lock, and installed a
+/// slice at a time under it (<see cref="Start"/> with the entries copied): the handler
+/// lets go of the lock while it decrypts its own part and while it waits for this
+/// thread's, so the program's threads that map, unmap or ask for statistics do not wait
+/// for either. What keeps that safe is what keeps the handler's own unlocked decryptions
+/// safe (UnlockedOpener): no userfaultfd event is read until this thread has finished
+/// (FaultService.FillAndInject), the caller holds the arena's key, its source and a pin
+/// on the store, the pages are filled from the entries as the caller copied them under the
+/// lock, and each slice is installed only after its pages were found unchanged, and the
+/// arena not released, with the lock held (<see cref="InstallUnchanged"/>). A page this
+/// thread installed is on the books only once the handler admits it, after the run.</para>
+/// <para>When the handler could not let go (a thread waits to come in between its steps:
+/// Threading.EngineLockWindow.MayLetGo), it holds the lock for the whole run, and this
+/// thread reads the live entries and installs without it, as the handler vouches for them.</para>
+/// <para>An install the kernel refuses (EAGAIN while the program's own event waits to be
+/// read, EEXIST) ends this thread's part; the handler serves the rest of the run itself,
+/// the usual way, after reading the event.</para>
 /// <para>A source that installs its pages itself (<see cref="PageSource.InstallsRuns"/>)
 /// is asked for the whole part at once, and this thread only waits for it.</para>
 /// <para>Only uncompressed pages are handed over: the decompressor keeps state and
@@ -42,6 +53,9 @@ internal sealed unsafe class FillWorker : IDisposable
 
     private readonly PageSealer _sealer;
     private readonly AddressSpaceOps _space;
+    private readonly Threading.EngineLockWindow _engineLock;
+    // EngineOptions.WhileFillingWithoutLock: tests only.
+    private readonly Action<Arena>? _whileFilling;
     private readonly byte* _buffer;
     private readonly nuint _bufferLength;
     private readonly byte* _staging;
@@ -55,6 +69,10 @@ internal sealed unsafe class FillWorker : IDisposable
     private int _count;
     private bool _writeProtect;
     private bool _fromSource; // the run's pages come from the arena's source, not the store
+    // Not null: the run's entries as the caller copied them under the engine lock, which it
+    // lets go meanwhile; slices are installed under the lock, if unchanged (Start).
+    private PageEntry* _copiedEntries;
+    private PageSource? _source; // the run's source, which the caller holds for it
     // Not null: a shared run (StartSharedOpen, StartSharedFill), whose pages go into it, not installed.
     private byte* _destination;
     // A shared open's entries, as the caller copied them under the engine lock: read
@@ -83,8 +101,15 @@ internal sealed unsafe class FillWorker : IDisposable
     private readonly Threading.IdleWait _idle;
 
     /// <param name="cpu">The CPU this thread is pinned to, or -1 (see Threading.ServiceCpus).</param>
-    public FillWorker(PageSealer sealer, AddressSpaceOps space, int spinMicroseconds, int cpu = -1)
+    /// <param name="engineLock">The engine lock, taken here to install a slice of a run the
+    /// handler let go of it for.</param>
+    /// <param name="whileFilling">For tests: called here with the arena after each slice of such
+    /// a run is filled, before the lock is taken to install it.</param>
+    public FillWorker(PageSealer sealer, AddressSpaceOps space, Threading.EngineLockWindow engineLock, int spinMicroseconds, int cpu = -1,
+        Action<Arena>? whileFilling = null)
     {
+        _engineLock = engineLock;
+        _whileFilling = whileFilling;
         _cpu = cpu;
         _idle = new Threading.IdleWait(ownsCpu: cpu >= 0);
         _sealer = sealer;
@@ -124,15 +149,31 @@ internal sealed unsafe class FillWorker : IDisposable
     /// <summary>
     /// Starts decrypting and installing <paramref name="count"/> sealed, uncompressed pages
     /// of <paramref name="arena"/> from <paramref name="first"/> on, or with
-    /// <paramref name="fromSource"/> untouched pages filled by its source (FillRun). The
-    /// caller holds the engine lock until <see cref="Finish"/>, and reads no event meanwhile.
+    /// <paramref name="fromSource"/> untouched pages filled by <paramref name="source"/>
+    /// (FillRun; the arena's, which the caller holds for this run). The caller reads no
+    /// event until <see cref="Finish"/>. With <paramref name="copiedEntries"/> (the run's
+    /// entries as the caller copied them under the engine lock, kept until Finish), the
+    /// caller holds the arena's key and pins the store, and it must not hold the lock while
+    /// it waits in Finish: each slice is installed under it, if unchanged. Without, the
+    /// caller holds the lock until Finish, and slices are installed as the live entries say.
     /// </summary>
-    public void Start(Arena arena, long first, int count, bool writeProtect, bool fromSource = false)
-        => Post(arena, first, count, writeProtect, fromSource, destination: null);
+    public void Start(Arena arena, long first, int count, bool writeProtect, bool fromSource, PageSource? source, PageEntry* copiedEntries)
+    {
+        Debug.Assert(!fromSource || source != null);
+        Debug.Assert(copiedEntries == null || !(fromSource && source!.InstallsRuns), "a source that installs runs itself is asked under the lock");
+        _copiedEntries = copiedEntries;
+        _source = source;
+        Post(arena, first, count, writeProtect, fromSource, destination: null);
+    }
 
     private void Post(Arena arena, long first, int count, bool writeProtect, bool fromSource, byte* destination,
         int chunkPages = SharedChunkPages, PageSource? sharedSource = null, PageEntry* sharedEntries = null)
     {
+        if (destination != null)
+        {
+            _copiedEntries = null;
+            _source = null;
+        }
         Debug.Assert(Volatile.Read(ref _finished) == _posted, "a run is already in progress");
         Debug.Assert(!fromSource || arena.SourceFillsRunsConcurrently);
         _arena = arena;
@@ -292,6 +333,8 @@ internal sealed unsafe class FillWorker : IDisposable
             _idle.Step(); // on the handler's thread, pinned apart from this one or not at all
         _arena = null;
         _sharedSource = null;
+        _source = null;
+        _copiedEntries = null;
         if (_failure is { } failure)
             throw new InvalidOperationException("the fill thread failed: " + failure.Message, failure);
         return _installed;
@@ -314,6 +357,10 @@ internal sealed unsafe class FillWorker : IDisposable
     private void Loop()
     {
         Threading.ServiceCpus.PinCurrentThread(_cpu);
+        // The lock's first use on a thread sets up its thread id: here, not in a run.
+        using (_engineLock.EnterBesideHandler())
+        {
+        }
         long lastWork = Stopwatch.GetTimestamp();
         while (true)
         {
@@ -374,11 +421,11 @@ internal sealed unsafe class FillWorker : IDisposable
                 _sharedFilled += brought;
             return;
         }
-        if (_fromSource && arena.Source!.InstallsRuns)
+        if (_fromSource && _source!.InstallsRuns)
         {
             // The source installs the whole part itself (the custodian, a slice at a time):
             // nothing passes through this thread's buffer. What it leaves is the handler's.
-            _installed = arena.Source.InstallRun(_first, _count, arena.PageAddress(_first), _writeProtect, out _);
+            _installed = _source.InstallRun(_first, _count, arena.PageAddress(_first), _writeProtect, out _);
             _sourced += _installed;
             _sourceInstalls += _installed;
             return;
@@ -392,7 +439,7 @@ internal sealed unsafe class FillWorker : IDisposable
             {
                 // Data only: zeros (past the end, dead material) and failures are the
                 // handler's to serve, page by page.
-                PageVerdict verdict = arena.Source!.FillRun(_first + done, slice, new Span<byte>(_buffer, slice * PageSize));
+                PageVerdict verdict = _source!.FillRun(_first + done, slice, new Span<byte>(_buffer, slice * PageSize));
                 if (verdict == PageVerdict.Keep)
                 {
                     opened = slice;
@@ -406,20 +453,46 @@ internal sealed unsafe class FillWorker : IDisposable
             }
             if (!_fromSource)
             {
-                opened = OpenPages(arena, _first + done, slice, _buffer, arena.Entries + _first + done);
+                PageEntry* entries = _copiedEntries != null ? _copiedEntries + done : arena.Entries + _first + done;
+                opened = OpenPages(arena, _first + done, slice, _buffer, entries);
                 failed = opened < slice; // the handler finds out, serving that page itself
             }
             int installed = 0;
             if (opened > 0)
-            {
-                _space.Copy(arena.PageAddress(_first + done), (nint)_buffer, (nuint)(opened * PageSize), _writeProtect, out long copied);
-                installed = (int)(copied / PageSize);
-            }
+                installed = _copiedEntries != null ? InstallUnchanged(arena, done, opened) : Install(arena, done, opened);
             Libc.memset(_buffer, 0, (nuint)((opened + (failed ? 1 : 0)) * PageSize));
             done += installed;
             _installed = done;
             if (installed < slice)
                 return;
+        }
+    }
+
+    /// <summary>Installs <paramref name="pages"/> pages of the run from <paramref name="done"/>
+    /// on out of this thread's buffer; returns how many went in.</summary>
+    private int Install(Arena arena, int done, int pages)
+    {
+        _space.Copy(arena.PageAddress(_first + done), (nint)_buffer, (nuint)(pages * PageSize), _writeProtect, out long copied);
+        return (int)(copied / PageSize);
+    }
+
+    /// <summary>
+    /// As <see cref="Install"/>, for a run whose caller let go of the engine lock: takes it,
+    /// and installs the slice up to its first page whose entry is no longer the one copied
+    /// (the arena released, a page evicted or given up meanwhile), so that nothing goes into
+    /// a range that is no longer the arena's, nor over a page the books changed.
+    /// </summary>
+    private int InstallUnchanged(Arena arena, int done, int pages)
+    {
+        _whileFilling?.Invoke(arena);
+        using (_engineLock.EnterBesideHandler())
+        {
+            if (arena.Released)
+                return 0;
+            int unchanged = 0;
+            while (unchanged < pages && UnlockedOpener.Unchanged(in arena.Entries[_first + done + unchanged], in _copiedEntries[done + unchanged]))
+                unchanged++;
+            return unchanged > 0 ? Install(arena, done, unchanged) : 0;
         }
     }
 }
