@@ -84,6 +84,7 @@ internal static unsafe class InterposerRuntime
                 CollapseResidentRanges = _config.CollapseResidentRanges,
                 PlacesRangesUnderPressure = _config.PlacesRangesUnderPressure,
                 PinServiceThreads = _config.PinServiceThreads,
+                HandlerPerCpu = _config.HandlerPerCpu,
                 TrackWrites = _config.TrackWrites,
                 EvictInChildren = _config.EvictInChildren,
                 DecryptAheadRanges = _config.DecryptAheadRanges,

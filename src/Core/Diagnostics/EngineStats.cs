@@ -32,6 +32,9 @@ public readonly record struct EngineStats
     public long RecycledRanges { get; init; }
     /// <summary>Fully resident ranges the kernel would not collapse.</summary>
     public long CollapseFailures { get; init; }
+    /// <summary>Times the service passed from one handler to another, pinned to the CPU the
+    /// program's faults came from (EngineOptions.HandlerPerCpu).</summary>
+    public long HandlerHandovers { get; init; }
     /// <summary>The page cipher's name (see EngineOptions.Cipher).</summary>
     public string? Cipher { get; init; }
     /// <summary>Pages authenticated and decrypted.</summary>
@@ -143,6 +146,7 @@ public readonly record struct EngineStats
             RangeEvictions = Long("rangeEvictions"),
             RecycledRanges = Long("recycledRanges"),
             CollapseFailures = Long("collapseFailures"),
+            HandlerHandovers = Long("handlerHandovers"),
             Decrypts = Long("decrypts"),
             Decompressions = Long("decompressions"),
             ZeroFills = Long("zeroFills"),
@@ -205,6 +209,7 @@ public readonly record struct EngineStats
         RangeEvictions = RangeEvictions + other.RangeEvictions,
         RecycledRanges = RecycledRanges + other.RecycledRanges,
         CollapseFailures = CollapseFailures + other.CollapseFailures,
+        HandlerHandovers = HandlerHandovers + other.HandlerHandovers,
         Decrypts = Decrypts + other.Decrypts,
         Decompressions = Decompressions + other.Decompressions,
         ZeroFills = ZeroFills + other.ZeroFills,
@@ -274,6 +279,7 @@ public readonly record struct EngineStats
         w.WriteNumber("rangeEvictions", RangeEvictions);
         w.WriteNumber("recycledRanges", RecycledRanges);
         w.WriteNumber("collapseFailures", CollapseFailures);
+        w.WriteNumber("handlerHandovers", HandlerHandovers);
         w.WriteNumber("decrypts", Decrypts);
         w.WriteNumber("decompressions", Decompressions);
         w.WriteNumber("zeroFills", ZeroFills);

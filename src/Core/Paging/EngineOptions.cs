@@ -71,6 +71,13 @@ public sealed record EngineOptions
     /// Off: both are left to the scheduler.</summary>
     public bool PinServiceThreads { get; init; } = true;
 
+    /// <summary>With <see cref="PinServiceThreads"/>: a handler thread pinned to each CPU the
+    /// engine's creator may run on (at most Threading.ServiceCpus.MaxHandlers; beyond, one),
+    /// so that a fault is served on the CPU of the thread that took it, with no wake-up of
+    /// another CPU. One serves at a time. Off: one handler. Default: on. See
+    /// <see cref="Threading.ServiceCpus"/> for what it is worth.</summary>
+    public bool HandlerPerCpu { get; init; } = true;
+
     /// <summary>The most pages one fault may bring in, whatever the arena.</summary>
     internal int MaxRunPages => Math.Max(ReadAheadMaxPages, SourceReadAheadMaxPages);
 

@@ -21,10 +21,13 @@ namespace Tibet.Core.Paging;
 /// this engine's handler thread (authenticate, decrypt, inject, wake).
 /// </summary>
 /// <remarks>
-/// <para><b>Threads.</b> One handler thread reads the userfaultfd and serves faults and
-/// events. Every change to page tables, the store and the resident queue happens under
-/// one lock (<see cref="_gate"/>), taken by the handler per batch of messages and by API
-/// calls. Whoever holds the lock never touches arena memory, so a fault can never wait
+/// <para><b>Threads.</b> A handler thread reads the userfaultfd and serves faults and
+/// events; with <see cref="EngineOptions.HandlerPerCpu"/> there is one pinned to each CPU,
+/// and the one that takes the baton (<see cref="_baton"/>) serves, one step at a time, so
+/// that the rest of the engine sees one handler: a fault is served on the CPU it was taken
+/// on. Every change to page tables, the store and the resident queue happens under one
+/// lock (<see cref="_gate"/>), taken by the serving handler per batch of messages and by
+/// API calls. Whoever holds the lock never touches arena memory, so a fault can never wait
 /// for its own lock holder.</para>
 /// <para><b>Eviction.</b> A resident page is taken out of the arena with UFFDIO_MOVE
 /// into a scratch area registered on a second userfaultfd. The move is atomic against
@@ -47,6 +50,9 @@ public sealed unsafe partial class PageEngine : IDisposable
 
     private readonly EngineOptions _options;
     private readonly Lock _gate = new();
+    // Held by the handler that serves, for a whole step, including the windows in which it
+    // lets go of _gate: the other handlers wait for it, so only one reads events and serves.
+    private readonly Lock _baton = new();
     // The same lock as the handler lets go of it mid-step, around file reads, decryption and sealing.
     private readonly Threading.EngineLockWindow _handlerWindow;
     private readonly Userfaultfd _uffd;
@@ -65,9 +71,27 @@ public sealed unsafe partial class PageEngine : IDisposable
     private readonly FaultService _faults;
     private readonly ChildService _children;
     private readonly RangeCollapser _collapser;
-    private Libc.PollFd[] _pollSet = new Libc.PollFd[2 + 2 * 16];
-    private readonly Thread _handler;
-    private readonly int _wakeFd;
+    // Per handler: its thread, its poll set (replaced under the lock by FillPollSet on that
+    // thread), the eventfd that kicks it, what it allocated.
+    private readonly Thread[] _handlers;
+    private readonly Libc.PollFd[][] _pollSets;
+    private readonly int[] _wakeFds;
+    private readonly long[] _handlerAllocated;
+    // Set by the first handler that switches to SIGBUS-only service; the others end.
+    private int _degradedServer;
+    // The handler that serves: the only one polling the userfaultfd (the others sleep on
+    // their eventfds, so a fault wakes one thread), passed on to the handler on the CPU the
+    // faults come from (PageEngine.Handler.cs, ConsiderHandover).
+    private volatile int _activeHandler;
+    private long _handovers;
+    // ConsiderHandover's state: faults since the last look at a faulting thread's CPU, the
+    // handler the last looks named (other than the active one) and how many in a row.
+    private int _faultsSinceLook, _candidate = -1, _candidateVotes;
+    // Whether the last look found the faulting thread on the serving handler's CPU: then
+    // the handler does not spin after its work (ServeNormally).
+    private bool _faultsLookedLocal;
+    // /proc/TID/stat is read through here (Threading.ThreadCpu); null with one handler.
+    private readonly byte* _threadCpuBuffer;
     private volatile bool _stopping;
     private bool _disposed;
     private readonly bool _tracksWrites;
@@ -76,7 +100,6 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// <summary>Whether forked children's pages are evicted through their agents
     /// (native/agent.c): the interposer then has each fork make the agent's connection.</summary>
     public bool ServesChildAgents => _childAgents != null;
-    private long _handlerAllocatedBytes;
 
     /// <param name="served">Another process's userfaultfd and address space (the
     /// custodian serves it; see <see cref="ServeProcess"/>); null: this process.</param>
@@ -116,9 +139,28 @@ public sealed unsafe partial class PageEngine : IDisposable
                 "A resident budget was requested, but " + string.Join("; ", Features.Shortcomings()) + ".");
         }
 
-        _wakeFd = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
-        if (_wakeFd < 0)
-            throw new InvalidOperationException($"eventfd failed: {Libc.Describe(Libc.LastErrno)}");
+        // A handler per CPU, or one (see Threading.ServiceCpus): chosen before anything
+        // that kicks them exists.
+        _serviceCpus = options.PinServiceThreads && (options.FillThreads > 0 || options.HandlerPerCpu)
+            ? Threading.ServiceCpus.Choose(options.HandlerPerCpu) : Threading.ServiceCpus.None;
+        int handlers = _serviceCpus.HandlerCount;
+        _handlers = new Thread[handlers];
+        _pollSets = new Libc.PollFd[handlers][];
+        _wakeFds = new int[handlers];
+        _handlerAllocated = new long[handlers];
+        if (handlers > 1)
+        {
+            _threadCpuBuffer = (byte*)KernelMemory.Map(Threading.ThreadCpu.BufferLength);
+            // First the handler on the creator's CPU: in a program, its main thread.
+            _activeHandler = Math.Max(0, HandlerOnCpu(Libc.sched_getcpu()));
+        }
+        for (int i = 0; i < handlers; i++)
+        {
+            _pollSets[i] = new Libc.PollFd[2 + 2 * 16];
+            _wakeFds[i] = Libc.eventfd(0, Libc.EFD_CLOEXEC | Libc.EFD_NONBLOCK);
+            if (_wakeFds[i] < 0)
+                throw new InvalidOperationException($"eventfd failed: {Libc.Describe(Libc.LastErrno)}");
+        }
 
         _reporter = new FailureReporter(options, KickHandler, Features.Poison);
         // The events part forgets pages on the evictor's books. A take-out never waits for
@@ -133,7 +175,6 @@ public sealed unsafe partial class PageEngine : IDisposable
             AfterGivingUp = options.AfterGivingUp,
         };
         _collapser = new RangeCollapser(_space, _evictor, _sealer, options.CollapseResidentRanges && _takeOut != null);
-        _serviceCpus = options.PinServiceThreads && options.FillThreads > 0 ? Threading.ServiceCpus.Choose() : Threading.ServiceCpus.None;
         _faults = new FaultService(options, _arenas, _evictor, _sealer, _space, _events, _reporter, _collapser, _tracksWrites, _handlerWindow, KickHandler,
             _serviceCpus)
         {
@@ -147,8 +188,12 @@ public sealed unsafe partial class PageEngine : IDisposable
             options.ResidentBudgetBytes == EngineOptions.Unlimited ? long.MaxValue : Math.Max(1, options.ResidentBudgetBytes / Userfaultfd.PageSize), _tracksWrites);
         WarmUp();
         _reporter.Start();
-        _handler = new Thread(HandlerLoop) { IsBackground = true, Name = "tibet-uffd" };
-        _handler.Start();
+        for (int i = 0; i < handlers; i++)
+        {
+            // One name for all: the malloc probe (MallocFreedomTests) counts the fault path by it.
+            _handlers[i] = new Thread(HandlerLoop) { IsBackground = true, Name = "tibet-uffd" };
+            _handlers[i].Start(i);
+        }
     }
 
     /// <summary>What this kernel's userfaultfd offers. Throws
@@ -457,7 +502,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             FaultP50Nanoseconds = _faults.Latency.Percentile(0.50),
             FaultP99Nanoseconds = _faults.Latency.Percentile(0.99),
             FaultMaxNanoseconds = _faults.Latency.MaxNanoseconds,
-            HandlerAllocatedBytes = _handlerAllocatedBytes,
+            HandlerAllocatedBytes = HandlerAllocatedBytes(),
             HandlerFailed = _reporter.Failure != null,
             ForkedChildren = _children.Count,
             PeakForkedChildren = _children.Peak,
@@ -470,7 +515,16 @@ public sealed unsafe partial class PageEngine : IDisposable
             RangeEvictions = _evictor.RangeEvictions,
             RecycledRanges = _faults.RecycledRanges,
             CollapseFailures = _collapser.Failed,
+            HandlerHandovers = _handovers,
         };
+    }
+
+    private long HandlerAllocatedBytes()
+    {
+        long total = 0;
+        foreach (long allocated in _handlerAllocated)
+            total += allocated;
+        return total;
     }
 
     /// <summary>Forgets the fault latencies recorded so far (for benchmarks that measure phases).</summary>
@@ -483,8 +537,9 @@ public sealed unsafe partial class PageEngine : IDisposable
     {
         if (_disposed) return;
         _stopping = true;
-        KickHandler();
-        _handler.Join();
+        KickAllHandlers();
+        foreach (Thread handler in _handlers)
+            handler.Join();
         _reporter.Stop();
         lock (_gate)
         {
@@ -502,7 +557,10 @@ public sealed unsafe partial class PageEngine : IDisposable
         _takeOut?.Dispose();
         (_space as AgentAddressSpace)?.Dispose();
         _events.Dispose();
-        Libc.close(_wakeFd);
+        foreach (int wakeFd in _wakeFds)
+            Libc.close(wakeFd);
+        if (_threadCpuBuffer != null)
+            KernelMemory.Unmap((nint)_threadCpuBuffer, Threading.ThreadCpu.BufferLength);
     }
 
     /// <summary>
@@ -748,10 +806,29 @@ public sealed unsafe partial class PageEngine : IDisposable
 
     private static ulong NewArenaId() => Crypto.SecureRandom.NextUInt64();
 
-    private void KickHandler()
+    /// <summary>Wakes the serving handler from its poll.</summary>
+    private void KickHandler() => KickHandler(_activeHandler);
+
+    private void KickHandler(int index)
     {
         ulong one = 1;
-        Libc.write(_wakeFd, &one, sizeof(ulong));
+        Libc.write(_wakeFds[index], &one, sizeof(ulong));
+    }
+
+    /// <summary>Wakes every handler: to stop, or after a failure.</summary>
+    private void KickAllHandlers()
+    {
+        for (int i = 0; i < _wakeFds.Length; i++)
+            KickHandler(i);
+    }
+
+    /// <summary>The handler pinned to <paramref name="cpu"/>, or -1.</summary>
+    private int HandlerOnCpu(int cpu)
+    {
+        for (int i = 0; i < _serviceCpus.HandlerCount; i++)
+            if (cpu >= 0 && _serviceCpus.Handler(i) == cpu)
+                return i;
+        return -1;
     }
 
     /// <summary>
@@ -767,6 +844,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _ = Stopwatch.GetTimestamp();
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
+        Threading.LockWarmUp.ForceContention(_baton);
         Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(UnlockedSealer), typeof(UnlockedOpener), typeof(PageCompressor), typeof(Userfaultfd), typeof(PageEntry), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
             typeof(CiphertextStore), typeof(Evictor), typeof(AgentAddressSpace), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(FillWorker), typeof(RangeReader), typeof(ChildService), typeof(ChildAgents), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock));
     }

@@ -26,6 +26,12 @@ internal static partial class Libc
     [LibraryImport(Library, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int open(string pathname, int flags, uint mode);
 
+    /// <summary>open(2) of a NUL-terminated path the caller wrote itself: nothing is
+    /// marshalled, so it may run on the fault path (Threading.ThreadCpu).</summary>
+    // https://man7.org/linux/man-pages/man2/open.2.html
+    [LibraryImport(Library, EntryPoint = "open", SetLastError = true)]
+    public static unsafe partial int open(byte* pathname, int flags);
+
     // https://man7.org/linux/man-pages/man2/close.2.html
     [LibraryImport(Library, EntryPoint = "close", SetLastError = true)]
     public static partial int close(int fd);

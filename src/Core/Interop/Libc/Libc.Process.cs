@@ -9,6 +9,10 @@ internal static partial class Libc
     [LibraryImport(Library, EntryPoint = "getpid")]
     public static partial int getpid();
 
+    // https://man7.org/linux/man-pages/man2/gettid.2.html
+    [LibraryImport(Library, EntryPoint = "gettid")]
+    public static partial int gettid();
+
     // https://man7.org/linux/man-pages/man2/geteuid.2.html
     [LibraryImport(Library, EntryPoint = "geteuid")]
     public static partial uint geteuid();

@@ -2,8 +2,9 @@ using System.Runtime.InteropServices;
 
 namespace Tibet.Core.Interop;
 
-/// <summary>sched_getaffinity(2) and sched_setaffinity(2), on the calling thread (pid 0;
-/// the mask is a bit per CPU, in 64-bit words), and sched_getcpu(3). Do not call malloc.</summary>
+/// <summary>sched_getaffinity(2) and sched_setaffinity(2), on the calling thread (pid 0)
+/// or another thread of the process (its tid; the mask is a bit per CPU, in 64-bit
+/// words), and sched_getcpu(3). Do not call malloc.</summary>
 internal static unsafe partial class Libc
 {
     // https://man7.org/linux/man-pages/man2/sched_setaffinity.2.html

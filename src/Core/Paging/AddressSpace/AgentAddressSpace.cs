@@ -162,7 +162,7 @@ internal sealed unsafe class AgentAddressSpace : UffdAddressSpace, IDisposable
                 return false;
             if (System.Diagnostics.Stopwatch.GetTimestamp() > spinUntil)
                 break;
-            Thread.SpinWait(8);
+            Thread.Yield();
         }
         while (true)
         {

@@ -141,6 +141,11 @@ internal sealed unsafe class FaultService : IDisposable
     /// <summary>Pages the fill worker filled from a source as its share of a range (RangePlacer).</summary>
     public long WorkerSharedFills => _worker?.SharedFilled ?? 0;
 
+    /// <summary>The handler pinned to <paramref name="handlerCpu"/> took the baton: the fill
+    /// worker's next run is on <paramref name="partnerCpu"/> if it is on the handler's CPU
+    /// (see FillWorker.ServedFrom).</summary>
+    public void HandlerServesOn(int handlerCpu, int partnerCpu) => _worker?.ServedFrom(handlerCpu, partnerCpu);
+
     /// <summary>Clears the inject buffers (after a failure, or at the end).</summary>
     public void Wipe()
     {

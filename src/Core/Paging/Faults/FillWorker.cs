@@ -97,7 +97,11 @@ internal sealed unsafe class FillWorker : IDisposable
     private int _posted, _finished, _sleeping;
     private volatile bool _stopping;
 
-    private readonly int _cpu;
+    // The CPU this thread is pinned to (-1: none), changed by the handler that takes the
+    // baton on it (MoveOff) while this thread has no run.
+    private int _cpu;
+    private int _tid;
+    private int _servingCpu = -1, _servingPartner = -1;
     private readonly Threading.IdleWait _idle;
 
     /// <param name="cpu">The CPU this thread is pinned to, or -1 (see Threading.ServiceCpus).</param>
@@ -132,6 +136,32 @@ internal sealed unsafe class FillWorker : IDisposable
         _ = Stopwatch.GetTimestamp();
         _thread = new Thread(Loop) { IsBackground = true, Name = "tibet-fill" };
         _thread.Start();
+        while (Volatile.Read(ref _tid) == 0)
+            Thread.Yield(); // MoveOff needs it
+    }
+
+    /// <summary>
+    /// The handler pinned to <paramref name="handlerCpu"/> serves from now on (it took the
+    /// baton): before this thread's next run, if it is pinned there too, it moves to
+    /// <paramref name="partnerCpu"/>, so that the two share a run on two CPUs (see
+    /// Threading.ServiceCpus). Only then: a handler that takes the baton and finds nothing
+    /// to do must not move it. Called by that handler between runs.
+    /// </summary>
+    public void ServedFrom(int handlerCpu, int partnerCpu)
+    {
+        _servingCpu = handlerCpu;
+        _servingPartner = partnerCpu;
+    }
+
+    /// <summary>Moves this thread off the serving handler's CPU (see <see cref="ServedFrom"/>).
+    /// Allocation-free; on the handler's thread, between runs.</summary>
+    private void MoveOffServingCpu()
+    {
+        Debug.Assert(Volatile.Read(ref _finished) == _posted, "moved during a run");
+        if (_cpu != _servingCpu || _servingPartner < 0 || _servingPartner == _servingCpu)
+            return;
+        if (Threading.ServiceCpus.PinThread(_tid, _servingPartner))
+            _cpu = _servingPartner;
     }
 
     /// <summary>Pages this thread opened (for the engine's count of decryptions).</summary>
@@ -176,6 +206,7 @@ internal sealed unsafe class FillWorker : IDisposable
         }
         Debug.Assert(Volatile.Read(ref _finished) == _posted, "a run is already in progress");
         Debug.Assert(!fromSource || arena.SourceFillsRunsConcurrently);
+        MoveOffServingCpu();
         _arena = arena;
         _first = first;
         _count = count;
@@ -357,6 +388,7 @@ internal sealed unsafe class FillWorker : IDisposable
     private void Loop()
     {
         Threading.ServiceCpus.PinCurrentThread(_cpu);
+        Volatile.Write(ref _tid, Libc.gettid());
         // The lock's first use on a thread sets up its thread id: here, not in a run.
         using (_engineLock.EnterBesideHandler())
         {
