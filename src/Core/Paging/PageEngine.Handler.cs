@@ -46,6 +46,7 @@ public sealed unsafe partial class PageEngine
         Threading.ServiceCpus.PinCurrentThread(_serviceCpus.Handler(index));
         try
         {
+            WarmUpHandlerThread(index);
             ServeNormally(index);
         }
         catch (Exception e)
@@ -54,6 +55,31 @@ public sealed unsafe partial class PageEngine
         }
         if (_reporter.Failure != null && !_stopping && Interlocked.Exchange(ref _degradedServer, 1) == 0)
             ServeAfterFailure(index);
+    }
+
+    /// <summary>
+    /// Runs on each handler thread, before it serves, what a step runs that a thread does
+    /// once: a cipher's round trip and the compressor (the sealer's self-test), the look at
+    /// a thread's CPU, the waits. With a handler per CPU, one may serve for the first time
+    /// long after start-up, when the service passes to it, and the first use on a thread
+    /// of what the native libraries keep per thread calls malloc (seen: 8 bytes from the
+    /// dynamic linker, MallocFreedomTests), which the fault path must not.
+    /// </summary>
+    private void WarmUpHandlerThread(int index)
+    {
+        if (_handlers.Length == 1)
+            return; // the one handler serves from the start: the constructor warmed up the rest
+        lock (_baton)
+        lock (_gate)
+        {
+            _sealer.WarmUp(_options.Cipher, _faults.Buffer);
+            Threading.ThreadCpu.Of(Libc.gettid(), _threadCpuBuffer);
+        }
+        Libc.PollFd wake = new() { Fd = _wakeFds[index], Events = Libc.POLLIN };
+        Libc.poll(&wake, 1, 0);
+        Thread.Yield();
+        _ = Stopwatch.GetTimestamp();
+        _ = GC.GetAllocatedBytesForCurrentThread();
     }
 
     /// <summary>Marks the engine failed (the first failure wins) and wakes both threads:

@@ -95,7 +95,7 @@ public class MallocFreedomTests
             Assert.True(long.Parse(cycled.Groups[2].Value) >= 2, stdout);
             Assert.True(long.Parse(cycled.Groups[3].Value) >= 1, stdout);
         }
-        // …without one malloc on the fault path's threads.
-        Assert.Equal("0", counts.Groups[1].Value);
+        // …without one malloc on the fault path's threads (stdout says where the first came from).
+        Assert.True(counts.Groups[1].Value == "0", $"{counts.Groups[1].Value} malloc calls on the fault path's threads: {stdout}");
     }
 }

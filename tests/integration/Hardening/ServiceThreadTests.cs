@@ -4,19 +4,35 @@ using Xunit;
 namespace Tibet.IntegrationTests.Hardening;
 
 /// <summary>
-/// The engine's handler and fill worker run pinned to two different CPUs of those the
-/// program may use (Threading.ServiceCpus), seen from outside in /proc; a program held to
-/// one CPU keeps its engine there, with no fill worker; TIBET_PIN_THREADS=0 leaves them to
-/// the scheduler.
+/// The engine runs a handler pinned to each CPU the program may use, and a fill worker
+/// pinned to one of them (Threading.ServiceCpus), seen from outside in /proc; with
+/// TIBET_HANDLER_PER_CPU=0 one handler and the fill worker are pinned to two different
+/// CPUs; a program held to one CPU keeps its engine there, with no fill worker;
+/// TIBET_PIN_THREADS=0 leaves them to the scheduler.
 /// </summary>
 public class ServiceThreadTests
 {
     [Fact]
-    public void Handler_and_fill_worker_are_pinned_to_two_different_allowed_cpus()
+    public void A_handler_is_pinned_to_each_allowed_cpu_and_the_fill_worker_to_one()
+    {
+        Assert.True(Environment.ProcessorCount is >= 2 and <= Tibet.Core.Threading.ServiceCpus.MaxHandlers,
+            $"this test needs 2 to {Tibet.Core.Threading.ServiceCpus.MaxHandlers} CPUs (a handler each); the test process may use {Environment.ProcessorCount}");
+        var threads = EngineThreads(null, null, pinnedThreads: Environment.ProcessorCount + 1);
+        string program = Assert.Single(threads, t => t.Name == "prog_hold").Cpus;
+        Assert.False(int.TryParse(program, out _), $"the program's own thread must keep every CPU it had, not only {program}");
+        var handlers = threads.Where(t => t.Name == "tibet-uffd").Select(t => t.Cpus).Order().ToList();
+        Assert.True(handlers.All(c => int.TryParse(c, out _)), $"every handler should be pinned to one CPU: {string.Join(", ", handlers)}");
+        Assert.Equal(Enumerable.Range(0, Environment.ProcessorCount).Select(AllowedCpu(program)).Order().ToList(), handlers);
+        string fill = Assert.Single(threads, t => t.Name == "tibet-fill").Cpus;
+        Assert.True(int.TryParse(fill, out _), $"the fill worker should be pinned to one CPU, it may run on {fill}");
+    }
+
+    [Fact]
+    public void One_handler_and_the_fill_worker_are_pinned_to_two_different_allowed_cpus()
     {
         Assert.True(Environment.ProcessorCount >= 2,
             $"this test needs at least 2 CPUs to see the engine's threads pinned apart; the test process may use {Environment.ProcessorCount}");
-        var threads = EngineThreads(null, null, pinned: true);
+        var threads = EngineThreads(null, new Dictionary<string, string?> { ["TIBET_HANDLER_PER_CPU"] = "0" }, pinnedThreads: 2);
         string handler = Assert.Single(threads, t => t.Name == "tibet-uffd").Cpus;
         string fill = Assert.Single(threads, t => t.Name == "tibet-fill").Cpus;
         Assert.True(int.TryParse(handler, out _), $"the handler should be pinned to one CPU, it may run on {handler}");
@@ -26,6 +42,20 @@ public class ServiceThreadTests
         Assert.False(int.TryParse(program, out _), $"the program's own thread must keep every CPU it had, not only {program}");
     }
 
+    /// <summary>The i-th CPU of an allowed list such as "0-1" or "0,2-3".</summary>
+    private static Func<int, string> AllowedCpu(string list)
+    {
+        var cpus = new List<int>();
+        foreach (string part in list.Split(','))
+        {
+            string[] range = part.Split('-');
+            int low = int.Parse(range[0]), high = range.Length > 1 ? int.Parse(range[1]) : low;
+            for (int cpu = low; cpu <= high; cpu++)
+                cpus.Add(cpu);
+        }
+        return i => cpus[i].ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     [Fact]
     public void A_program_held_to_one_cpu_keeps_its_engine_there_and_pinning_can_be_turned_off()
     {
@@ -33,21 +63,21 @@ public class ServiceThreadTests
             $"this test needs at least 2 CPUs to hold a program to one of them; the test process may use {Environment.ProcessorCount}");
         string taskset = TibetRun.Require("taskset", "util-linux");
         int cpu = Environment.ProcessorCount - 1;
-        var held = EngineThreads([taskset, "-c", cpu.ToString(System.Globalization.CultureInfo.InvariantCulture)], null, pinned: false);
+        var held = EngineThreads([taskset, "-c", cpu.ToString(System.Globalization.CultureInfo.InvariantCulture)], null, pinnedThreads: 0);
         Assert.Equal(cpu.ToString(System.Globalization.CultureInfo.InvariantCulture), Assert.Single(held, t => t.Name == "tibet-uffd").Cpus);
         Assert.DoesNotContain(held, t => t.Name == "tibet-fill"); // one CPU: no second thread to share runs with
 
-        var loose = EngineThreads(null, new Dictionary<string, string?> { ["TIBET_PIN_THREADS"] = "0" }, pinned: false);
+        var loose = EngineThreads(null, new Dictionary<string, string?> { ["TIBET_PIN_THREADS"] = "0" }, pinnedThreads: 0);
         string all = Assert.Single(loose, t => t.Name == "prog_hold").Cpus;
         Assert.Equal(all, Assert.Single(loose, t => t.Name == "tibet-uffd").Cpus);
         Assert.Equal(all, Assert.Single(loose, t => t.Name == "tibet-fill").Cpus);
     }
 
     /// <summary>The threads of prog_hold under tibet-run (its own engine serving it), with
-    /// the CPUs each may run on (Cpus_allowed_list), read from /proc while it holds. With
-    /// <paramref name="pinned"/>, read again (for up to 10 s) until both engine threads have
-    /// pinned themselves, which each does first thing when it starts.</summary>
-    private static List<(string Name, string Cpus)> EngineThreads(string[]? prefix, IDictionary<string, string?>? environment, bool pinned)
+    /// the CPUs each may run on (Cpus_allowed_list), read from /proc while it holds, again
+    /// (for up to 10 s) until <paramref name="pinnedThreads"/> engine threads have pinned
+    /// themselves, which each does first thing when it starts.</summary>
+    private static List<(string Name, string Cpus)> EngineThreads(string[]? prefix, IDictionary<string, string?>? environment, int pinnedThreads)
     {
         using var held = HeldProgram.Start([.. prefix ?? [], TibetRun.Launcher, "--serve", "program", "--budget", "8M", "--", HeldProgram.Path], environment);
         var threads = new List<(string Name, string Cpus)>();
@@ -61,7 +91,7 @@ public class ServiceThreadTests
                     .Split(':', 2)[1].Trim();
                 threads.Add((name, cpus));
             }
-            if (!pinned || threads.Count(t => t.Name is "tibet-uffd" or "tibet-fill" && int.TryParse(t.Cpus, out _)) == 2)
+            if (threads.Count(t => t.Name is "tibet-uffd" or "tibet-fill" && int.TryParse(t.Cpus, out _)) >= pinnedThreads)
                 break;
             Thread.Sleep(20);
         }

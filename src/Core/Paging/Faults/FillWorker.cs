@@ -132,6 +132,7 @@ internal sealed unsafe class FillWorker : IDisposable
         ulong one = 1, drained;
         Libc.write(_wakeFd, &one, sizeof(ulong));
         Libc.read(_wakeFd, &drained, sizeof(ulong));
+        _ = Libc.gettid();
         Thread.Yield();
         _ = Stopwatch.GetTimestamp();
         _thread = new Thread(Loop) { IsBackground = true, Name = "tibet-fill" };
