@@ -87,6 +87,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     // ConsiderHandover's state: faults since the last look at a faulting thread's CPU, the
     // handler the last looks named (other than the active one) and how many in a row.
     private int _faultsSinceLook, _candidate = -1, _candidateVotes;
+    private long _lastHandover;
     // Whether the last look found the faulting thread on the serving handler's CPU: then
     // the handler does not spin after its work (ServeNormally).
     private bool _faultsLookedLocal;
