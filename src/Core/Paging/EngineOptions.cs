@@ -66,9 +66,10 @@ public sealed record EngineOptions
     /// than one CPU.</summary>
     public int FillThreads { get; init; } = Environment.ProcessorCount > 1 ? 1 : 0;
 
-    /// <summary>With a fill thread: pin it and the handler to two different CPUs of those
-    /// the engine's creator may run on (see <see cref="Threading.ServiceCpus"/> for why).
-    /// Off: both are left to the scheduler.</summary>
+    /// <summary>Pin the handlers (see <see cref="HandlerPerCpu"/>) and the fill thread to
+    /// CPUs of those the engine's creator may run on, the fill thread apart from the serving
+    /// handler (see <see cref="Threading.ServiceCpus"/> for why). Off: one handler, and all
+    /// are left to the scheduler.</summary>
     public bool PinServiceThreads { get; init; } = true;
 
     /// <summary>With <see cref="PinServiceThreads"/>: a handler thread pinned to each CPU the

@@ -46,7 +46,14 @@ public sealed unsafe partial class PageEngine
         Threading.ServiceCpus.PinCurrentThread(_serviceCpus.Handler(index));
         try
         {
-            WarmUpHandlerThread(index);
+            try
+            {
+                WarmUpHandlerThread(index);
+            }
+            finally
+            {
+                _handlersReady.Signal(); // the constructor waits for every handler to be pinned and warm
+            }
             ServeNormally(index);
         }
         catch (Exception e)
@@ -54,7 +61,10 @@ public sealed unsafe partial class PageEngine
             Fail(e);
         }
         if (_reporter.Failure != null && !_stopping && Interlocked.Exchange(ref _degradedServer, 1) == 0)
+        {
+            BecomeTheOnlyHandler(index);
             ServeAfterFailure(index);
+        }
     }
 
     /// <summary>
@@ -82,12 +92,22 @@ public sealed unsafe partial class PageEngine
         _ = GC.GetAllocatedBytesForCurrentThread();
     }
 
-    /// <summary>Marks the engine failed (the first failure wins) and wakes both threads:
-    /// the reporter writes the line, the handler switches to SIGBUS-only service.</summary>
+    /// <summary>Marks the engine failed (the first failure wins) and wakes the reporter and
+    /// every handler: the reporter writes the line, one handler switches to SIGBUS-only
+    /// service, the others end.</summary>
     private void Fail(Exception failure)
     {
         _reporter.Fail(failure);
         KickAllHandlers();
+    }
+
+    /// <summary>The handler that won <see cref="_degradedServer"/> becomes the only one:
+    /// it waits out a step another handler may still be in (that one sees the failure at
+    /// its next step and ends), and takes the kicks from now on.</summary>
+    private void BecomeTheOnlyHandler(int index)
+    {
+        lock (_baton)
+            _activeHandler = index;
     }
 
     private void ServeNormally(int index)
@@ -219,7 +239,8 @@ public sealed unsafe partial class PageEngine
     /// CPU).</remarks>
     private void ConsiderHandover(int index, uint threadId)
     {
-        if (_threadCpuBuffer == null || ++_faultsSinceLook < FaultsPerLook)
+        // Not after a hand-over in this step: the looks are the new handler's to make.
+        if (_threadCpuBuffer == null || _activeHandler != index || ++_faultsSinceLook < FaultsPerLook)
             return;
         _faultsSinceLook = 0;
         int target = HandlerOnCpu(Threading.ThreadCpu.Of((int)threadId, _threadCpuBuffer));

@@ -26,8 +26,9 @@ namespace Tibet.Core.Paging;
 /// and the one that takes the baton (<see cref="_baton"/>) serves, one step at a time, so
 /// that the rest of the engine sees one handler: a fault is served on the CPU it was taken
 /// on. Every change to page tables, the store and the resident queue happens under one
-/// lock (<see cref="_gate"/>), taken by the serving handler per batch of messages and by
-/// API calls. Whoever holds the lock never touches arena memory, so a fault can never wait
+/// lock (<see cref="_gate"/>), taken by the serving handler per batch of messages, by the
+/// fill worker for each slice it installs while the handler has let go of it, and by API
+/// calls. Whoever holds the lock never touches arena memory, so a fault can never wait
 /// for its own lock holder.</para>
 /// <para><b>Eviction.</b> A resident page is taken out of the arena with UFFDIO_MOVE
 /// into a scratch area registered on a second userfaultfd. The move is atomic against
@@ -88,6 +89,9 @@ public sealed unsafe partial class PageEngine : IDisposable
     // handler the last looks named (other than the active one) and how many in a row.
     private int _faultsSinceLook, _candidate = -1, _candidateVotes;
     private long _lastHandover;
+    // Counts down as each handler has pinned itself and warmed up: the constructor waits,
+    // so that no handler does either while the program runs (or a malloc probe is armed).
+    private readonly CountdownEvent _handlersReady;
     // Whether the last look found the faulting thread on the serving handler's CPU: then
     // the handler does not spin after its work (ServeNormally).
     private bool _faultsLookedLocal;
@@ -149,6 +153,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _pollSets = new Libc.PollFd[handlers][];
         _wakeFds = new int[handlers];
         _handlerAllocated = new long[handlers];
+        _handlersReady = new CountdownEvent(handlers);
         if (handlers > 1)
         {
             _threadCpuBuffer = (byte*)KernelMemory.Map(Threading.ThreadCpu.BufferLength);
@@ -195,6 +200,7 @@ public sealed unsafe partial class PageEngine : IDisposable
             _handlers[i] = new Thread(HandlerLoop) { IsBackground = true, Name = "tibet-uffd" };
             _handlers[i].Start(i);
         }
+        _handlersReady.Wait();
     }
 
     /// <summary>What this kernel's userfaultfd offers. Throws
@@ -541,6 +547,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         KickAllHandlers();
         foreach (Thread handler in _handlers)
             handler.Join();
+        _handlersReady.Dispose();
         _reporter.Stop();
         lock (_gate)
         {

@@ -14,7 +14,9 @@ namespace Tibet.Core.Threading;
 /// <remarks>Such a caller announces itself (<see cref="RequestBetweenSteps"/>), and the
 /// handler opens no new window of cryptography while one waits (<see cref="MayLetGo"/>):
 /// with a window in every fault, a caller that found the lock inside one and tried again
-/// later could otherwise wait for as long as the program faults.</remarks>
+/// later could otherwise wait for as long as the program faults. One window is opened
+/// regardless: the handler's wait for the fill worker's part of a run it started without
+/// the lock (the worker needs the lock to install), which ends with that run.</remarks>
 internal sealed class EngineLockWindow(Lock engineLock)
 {
     // Changed under the lock only: read under it, it says whether the handler is away.
@@ -43,6 +45,9 @@ internal sealed class EngineLockWindow(Lock engineLock)
         Debug.Assert(engineLock.IsHeldByCurrentThread);
         _open++;
         engineLock.Exit();
+        // Held twice, it would still be held here, and a fill worker waiting for it to
+        // install its slices would never come (FaultService.FillAndInject waits for it).
+        Debug.Assert(!engineLock.IsHeldByCurrentThread, "the engine lock let go while held twice");
     }
 
     /// <summary>Takes the lock again after <see cref="LetGo"/>.</summary>

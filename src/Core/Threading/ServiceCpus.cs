@@ -8,9 +8,9 @@ namespace Tibet.Core.Threading;
 /// <see cref="Paging.EngineOptions.HandlerPerCpu"/>), or none: left to the scheduler.
 /// </summary>
 /// <remarks>
-/// <para><b>A handler per CPU.</b> A thread that faults wakes every handler polling the
-/// userfaultfd; the one pinned to the faulting thread's CPU runs as soon as that thread
-/// sleeps, with no interrupt to another CPU, which on these VMs may have to be woken from
+/// <para><b>A handler per CPU.</b> The serving handler is passed to the CPU the faults come
+/// from (PageEngine.ConsiderHandover); a thread that faults then wakes the handler pinned
+/// to its own CPU, which runs as soon as that thread sleeps, with no interrupt to another CPU, which on these VMs may have to be woken from
 /// a halt, and the page tables it changes are the ones that CPU has loaded. A single
 /// thread touching random pages of a 64 MiB map under an 8M budget (AMD EPYC, 2 vCPU), its
 /// handler pinned to its CPU against the other one: p50 15–17 µs against 31–36 µs, 63–70k

@@ -47,11 +47,11 @@ public unsafe class HandlerPerCpuTests
     [Fact]
     public void Faults_are_served_on_the_cpu_of_the_thread_that_takes_them()
     {
-        int[] cpus = AllowedCpus();
+        int[] cpus = AllowedCpus()[..2];
         int first = cpus[0], second = cpus[1];
         byte[] written = TestBytes.Random(Pages * 4096, seed: 41);
         var before = HandlerThreads();
-        using var engine = Engines.Create(new EngineOptions { ResidentBudgetBytes = 256 * 4096, ReadAheadMaxPages = 1 });
+        using var engine = CreateOn(cpus, new EngineOptions { ResidentBudgetBytes = 256 * 4096, ReadAheadMaxPages = 1 });
         Engines.RequireEviction(engine);
         var handlers = HandlerThreads().Where(t => !before.ContainsKey(t.Key)).ToDictionary(t => t.Key, t => t.Value);
         Assert.True(handlers.Count == cpus.Length,
@@ -95,9 +95,9 @@ public unsafe class HandlerPerCpuTests
     [Fact]
     public void One_handler_when_asked()
     {
-        AllowedCpus();
+        int[] cpus = AllowedCpus()[..2];
         var before = HandlerThreads();
-        using var engine = Engines.Create(new EngineOptions { ResidentBudgetBytes = 256 * 4096, HandlerPerCpu = false });
+        using var engine = CreateOn(cpus, new EngineOptions { ResidentBudgetBytes = 256 * 4096, HandlerPerCpu = false });
         var handlers = HandlerThreads().Where(t => !before.ContainsKey(t.Key)).ToList();
         Assert.Single(handlers);
         Engines.RequireEviction(engine);
@@ -122,19 +122,41 @@ public unsafe class HandlerPerCpuTests
     /// <summary>The CPUs this process may run on; the tests need two.</summary>
     private static int[] AllowedCpus()
     {
-        string list = File.ReadLines("/proc/self/status").First(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal))
-            .Split(':')[1].Trim();
-        var cpus = new List<int>();
-        foreach (string part in list.Split(','))
+        string list = CpuList.AllowedList("/proc/self/status");
+        int[] cpus = CpuList.Parse(list);
+        Assert.True(cpus.Length >= 2, $"this test needs two CPUs to run on; this process may use {list} (taskset, cgroups, or a one-CPU machine)");
+        return cpus;
+    }
+
+    /// <summary>An engine created by a thread that may run on <paramref name="cpus"/> only:
+    /// its handlers go there (Threading.ServiceCpus chooses from the creator's CPUs), on a
+    /// machine of any size.</summary>
+    private static PageEngine CreateOn(int[] cpus, EngineOptions options)
+    {
+        PageEngine? engine = null;
+        Exception? failure = null;
+        var creator = new Thread(() =>
         {
-            string[] range = part.Split('-');
-            int low = int.Parse(range[0]), high = range.Length > 1 ? int.Parse(range[1]) : low;
-            for (int cpu = low; cpu <= high; cpu++)
-                cpus.Add(cpu);
-        }
-        Assert.True(cpus.Count >= 2, $"this test needs two CPUs to run on; this process may use {list} (taskset, cgroups, or a one-CPU machine)");
-        Assert.True(cpus.Count <= ServiceCpus.MaxHandlers, $"this test needs at most {ServiceCpus.MaxHandlers} CPUs (a handler each); this process may use {cpus.Count}");
-        return cpus.ToArray();
+            try
+            {
+                ulong* mask = stackalloc ulong[16];
+                for (int i = 0; i < 16; i++)
+                    mask[i] = 0;
+                foreach (int cpu in cpus)
+                    mask[cpu / 64] |= 1UL << (cpu % 64);
+                Assert.True(Libc.sched_setaffinity(0, 16 * sizeof(ulong), mask) == 0, $"cannot hold the creating thread to CPUs {string.Join(",", cpus)}");
+                engine = Engines.Create(options);
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+        });
+        creator.Start();
+        creator.Join();
+        if (failure != null)
+            throw new InvalidOperationException("creating the engine failed: " + failure.Message, failure);
+        return engine!;
     }
 
     /// <summary>This process's handler threads (named tibet-uffd): tid → the CPU list it is pinned to.</summary>
@@ -147,9 +169,7 @@ public unsafe class HandlerPerCpuTests
             {
                 if (File.ReadAllText(Path.Combine(task, "comm")).Trim() != "tibet-uffd")
                     continue;
-                string allowed = File.ReadLines(Path.Combine(task, "status")).First(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal))
-                    .Split(':')[1].Trim();
-                threads[int.Parse(Path.GetFileName(task))] = allowed;
+                threads[int.Parse(Path.GetFileName(task))] = CpuList.AllowedList(Path.Combine(task, "status"));
             }
             catch (IOException)
             {

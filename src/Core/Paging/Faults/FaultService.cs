@@ -543,9 +543,10 @@ internal sealed unsafe class FaultService : IDisposable
             return; // its range went with it, the worker's pages too
         if (installed > 0)
         {
-            // Installed under the lock, each page found unchanged then; nothing since could
-            // change them but a release (an eviction an API call asks for waits until the
-            // handler is between steps, and events are read only here).
+            // Without the lock, installed under it, each page found unchanged then; nothing
+            // since could change them but a release (an eviction an API call asks for waits
+            // until the handler is between steps, and events are read only here). Under the
+            // lock throughout, nothing could.
             _evictor.Admit(arena, sharedFirst, installed, keepCopies);
             _collapser.Consider(arena, sharedFirst, installed);
             _readAheadPages += installed;

@@ -97,8 +97,8 @@ internal sealed unsafe class FillWorker : IDisposable
     private int _posted, _finished, _sleeping;
     private volatile bool _stopping;
 
-    // The CPU this thread is pinned to (-1: none), changed by the handler that takes the
-    // baton on it (MoveOff) while this thread has no run.
+    // The CPU this thread is pinned to (-1: none), changed by the serving handler before a
+    // run when the two would share a CPU (MoveOffServingCpu).
     private int _cpu;
     private int _tid;
     private int _servingCpu = -1, _servingPartner = -1;
@@ -138,7 +138,7 @@ internal sealed unsafe class FillWorker : IDisposable
         _thread = new Thread(Loop) { IsBackground = true, Name = "tibet-fill" };
         _thread.Start();
         while (Volatile.Read(ref _tid) == 0)
-            Thread.Yield(); // MoveOff needs it
+            Thread.Yield(); // MoveOffServingCpu needs it
     }
 
     /// <summary>
