@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 11, "serving on the faulting CPU": a handler thread per CPU, the one on the
-# faulting thread's CPU serving (TIBET_HANDLER_PER_CPU=1, the default), against one handler
-# (TIBET_HANDLER_PER_CPU=0), in the same run, rounds interleaved, medians kept:
+# faulting thread's CPU serving (TIBET_HANDLER_PER_CPU=1), against one handler
+# (TIBET_HANDLER_PER_CPU=0, the default), in the same run, rounds interleaved, medians kept:
 #  - random single-page reads of a 64 MiB map under an 8M budget (bench/native/random_touch.c:
 #    p50/p99 as the program's thread sees them, and reads per second), with the program's own
 #    engine (--serve program) and with the custodian;
@@ -79,7 +79,7 @@ json.dump(doc, open(prefix + ".json", "w"), indent=1)
 nat = redis["native"]
 lines = [f"# A handler per CPU against one, {doc['date'][:10]}", "",
          f"Machine: {cpu}, {doc['machine']['cpus']} CPUs, Linux {doc['machine']['kernel']}. Medians of {rounds} interleaved rounds "
-         "(TIBET_HANDLER_PER_CPU=1, the default, against 0). AES-256-GCM.", "",
+         "(TIBET_HANDLER_PER_CPU=1 against 0, the default). AES-256-GCM.", "",
          "## Random single-page reads of a 64 MiB map, budget 8M (bench/native/random_touch.c, 40000 reads timed in the program)", "",
          "| run | p50 µs | p90 µs | p99 µs | reads/s | hand-overs |", "|---|--:|--:|--:|--:|--:|"]
 for name, m in touch.items():

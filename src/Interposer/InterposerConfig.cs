@@ -41,9 +41,9 @@ internal sealed record InterposerConfig
     /// <summary>TIBET_PIN_THREADS: 1 (default) pins the handler and the fill worker to two
     /// different CPUs; 0 leaves them to the scheduler (EngineOptions.PinServiceThreads).</summary>
     public bool PinServiceThreads { get; init; } = true;
-    /// <summary>TIBET_HANDLER_PER_CPU: 1 (default) runs a handler thread on each CPU, so a
-    /// fault is served where it was taken; 0 runs one (EngineOptions.HandlerPerCpu).</summary>
-    public bool HandlerPerCpu { get; init; } = true;
+    /// <summary>TIBET_HANDLER_PER_CPU: 1 runs a handler thread on each CPU, so a fault is
+    /// served where it was taken; 0 (default) runs one (EngineOptions.HandlerPerCpu).</summary>
+    public bool HandlerPerCpu { get; init; }
     /// <summary>TIBET_TRACK_WRITES: 1 (default) evicts pages not written since their sealed
     /// copy was opened by keeping that copy; 0 seals every evicted page anew.</summary>
     public bool TrackWrites { get; init; } = true;
@@ -128,7 +128,7 @@ internal sealed record InterposerConfig
             CollapseResidentRanges = Integer("TIBET_COLLAPSE", 1, 0, 1) == 1,
             PlacesRangesUnderPressure = Integer("TIBET_WHOLE_RANGES", 1, 0, 1) == 1,
             PinServiceThreads = Integer("TIBET_PIN_THREADS", 1, 0, 1) == 1,
-            HandlerPerCpu = Integer("TIBET_HANDLER_PER_CPU", 1, 0, 1) == 1,
+            HandlerPerCpu = Integer("TIBET_HANDLER_PER_CPU", 0, 0, 1) == 1,
             TrackWrites = Integer("TIBET_TRACK_WRITES", 1, 0, 1) == 1,
             RefetchSourcePages = Environment.GetEnvironmentVariable("TIBET_REFETCH_SOURCE") is { Length: > 0 } ? Integer("TIBET_REFETCH_SOURCE", 0, 0, 1) == 1 : null,
             CustodianInstallsPages = Integer("TIBET_CUSTODIAN_INSTALL", 1, 0, 1) == 1,

@@ -242,7 +242,7 @@ internal static unsafe class CustodianProcess
                 Eviction = eviction,
                 Compression = args[7] == "auto" ? CompressionMode.Auto : CompressionMode.Off,
                 TrackWrites = Environment.GetEnvironmentVariable("TIBET_TRACK_WRITES") != "0",
-                HandlerPerCpu = Environment.GetEnvironmentVariable("TIBET_HANDLER_PER_CPU") != "0",
+                HandlerPerCpu = Environment.GetEnvironmentVariable("TIBET_HANDLER_PER_CPU") == "1",
                 OnAuthenticationFailure = f => Console.Error.WriteLine(
                     $"tibet custodian: page at 0x{f.Address:x} failed authentication ({f.Detail}); its reader receives SIGBUS"),
             };

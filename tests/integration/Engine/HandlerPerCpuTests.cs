@@ -51,7 +51,7 @@ public unsafe class HandlerPerCpuTests
         int first = cpus[0], second = cpus[1];
         byte[] written = TestBytes.Random(Pages * 4096, seed: 41);
         var before = HandlerThreads();
-        using var engine = CreateOn(cpus, new EngineOptions { ResidentBudgetBytes = 256 * 4096, ReadAheadMaxPages = 1 });
+        using var engine = CreateOn(cpus, new EngineOptions { ResidentBudgetBytes = 256 * 4096, ReadAheadMaxPages = 1, HandlerPerCpu = true });
         Engines.RequireEviction(engine);
         var handlers = HandlerThreads().Where(t => !before.ContainsKey(t.Key)).ToDictionary(t => t.Key, t => t.Value);
         Assert.True(handlers.Count == cpus.Length,

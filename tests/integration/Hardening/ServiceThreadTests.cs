@@ -4,10 +4,10 @@ using Xunit;
 namespace Tibet.IntegrationTests.Hardening;
 
 /// <summary>
-/// The engine runs a handler pinned to each CPU the program may use, and a fill worker
-/// pinned to one of them (Threading.ServiceCpus), seen from outside in /proc; with
-/// TIBET_HANDLER_PER_CPU=0 one handler and the fill worker are pinned to two different
-/// CPUs; a program held to one CPU keeps its engine there, with no fill worker;
+/// With TIBET_HANDLER_PER_CPU=1 the engine runs a handler pinned to each CPU the program
+/// may use, and a fill worker pinned to one of them (Threading.ServiceCpus), seen from
+/// outside in /proc; with one handler (0, the default) it and the fill worker are pinned
+/// to two different CPUs; a program held to one CPU keeps its engine there, with no fill worker;
 /// TIBET_PIN_THREADS=0 leaves them to the scheduler.
 /// </summary>
 public class ServiceThreadTests
@@ -22,7 +22,7 @@ public class ServiceThreadTests
             $"this test needs at least 2 CPUs to see a handler pinned to each; the test process may use {allowed.Length}");
         string taskset = TibetRun.Require("taskset", "util-linux");
         string two = $"{allowed[0]},{allowed[1]}";
-        var threads = EngineThreads([taskset, "-c", two], null, pinnedThreads: 3);
+        var threads = EngineThreads([taskset, "-c", two], new Dictionary<string, string?> { ["TIBET_HANDLER_PER_CPU"] = "1" }, pinnedThreads: 3);
         string program = Assert.Single(threads, t => t.Name == "prog_hold").Cpus;
         Assert.False(int.TryParse(program, out _), $"the program's own thread must keep every CPU it had, not only {program}");
         var handlers = threads.Where(t => t.Name == "tibet-uffd").Select(t => t.Cpus).Order().ToList();

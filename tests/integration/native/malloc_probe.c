@@ -44,12 +44,17 @@ static long counts[3];
 #define SITES 16
 static void *sites[SITES];
 static size_t site_sizes[SITES];
+static char site_threads[SITES][16];
 static int site_count;
 
 static void note_site(void *caller, size_t size)
 {
     int i = __atomic_fetch_add(&site_count, 1, __ATOMIC_RELAXED);
-    if (i < SITES) { sites[i] = caller; site_sizes[i] = size; }
+    if (i < SITES) {
+        sites[i] = caller;
+        site_sizes[i] = size;
+        prctl(PR_GET_NAME, site_threads[i], 0, 0, 0);
+    }
 }
 
 /* The fault path's threads: the handler, the fill worker, and the range reader. */
@@ -109,10 +114,10 @@ void tibet_probe_report(void)
     for (int i = 0; i < n; i++) {
         Dl_info info;
         if (dladdr(sites[i], &info) && info.dli_fname)
-            printf("handler-malloc %zu bytes from %s+0x%lx (%s)\n", site_sizes[i], info.dli_fname,
+            printf("handler-malloc %zu bytes on %s from %s+0x%lx (%s)\n", site_sizes[i], site_threads[i], info.dli_fname,
                    (unsigned long)((char *)sites[i] - (char *)info.dli_fbase), info.dli_sname ? info.dli_sname : "?");
         else
-            printf("handler-malloc %zu bytes from %p\n", site_sizes[i], sites[i]);
+            printf("handler-malloc %zu bytes on %s from %p\n", site_sizes[i], site_threads[i], sites[i]);
     }
     fflush(stdout);
 }
