@@ -165,6 +165,14 @@ public sealed record EngineOptions
     /// decrypts the page a thread faulted on (Faults.FaultService.ServeFaultingPage).</summary>
     internal Action<Arena>? WhileOpeningFaultingPageWithoutLock { get; init; }
 
+    /// <summary>
+    /// Whether the fill worker decrypts its part of a long run without the engine lock,
+    /// installing each slice under it if unchanged (Faults.FillWorker). Default: off, until
+    /// a budget overshoot of one page seen once with it on (WholeRangeTests, a CI run on
+    /// 2026-12-07: peak resident 10489856 against a budget of 10485760) is understood.
+    /// </summary>
+    public bool FillsWithoutLock { get; init; }
+
     /// <summary>For tests: called on the fill worker's thread after it filled or decrypted a
     /// slice of its part of a run without the engine lock, before it takes the lock to
     /// install the slice (Faults.FillWorker), with the arena. Null (nothing called) in use.</summary>
