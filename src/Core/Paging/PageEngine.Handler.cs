@@ -129,23 +129,27 @@ public sealed unsafe partial class PageEngine
             // The baton for the whole step: inside it the lock may be let go (around
             // decryption, sealing, file reads), and no other handler may step in then.
             lock (_baton)
-            lock (_gate)
             {
-                if (_reporter.Failure != null)
-                    break; // an API call failed under the lock
-                _faults.HandlerServesOn(cpu, partner);
-                worked = _reporter.ReleaseHeldSignals(all: false);
-                worked |= PumpLocked(index);
-                if (!worked)
-                    worked = _evictor.EvictInBackground();
-                if (!worked)
-                    worked = _faults.DecryptAhead();
-                // The work above may have read faults into the queue (an install that met
-                // EAGAIN drains the userfaultfd): the kernel has no message left to wake
-                // the poll for them.
-                worked |= _events.QueuedFaults > 0;
-                _evictor.DiscardRecycled();
-                _handlerAllocated[index] = GC.GetAllocatedBytesForCurrentThread() - allocationBaseline;
+                lock (_gate)
+                {
+                    if (_reporter.Failure != null)
+                        break; // an API call failed under the lock
+                    _faults.HandlerServesOn(cpu, partner);
+                    worked = _reporter.ReleaseHeldSignals(all: false);
+                    worked |= PumpLocked();
+                    if (!worked)
+                        worked = _evictor.EvictInBackground();
+                    if (!worked)
+                        worked = _faults.DecryptAhead();
+                    // The work above may have read faults into the queue (an install that met
+                    // EAGAIN drains the userfaultfd): the kernel has no message left to wake
+                    // the poll for them.
+                    worked |= _events.QueuedFaults > 0;
+                    _evictor.DiscardRecycled();
+                    _handlerAllocated[index] = GC.GetAllocatedBytesForCurrentThread() - allocationBaseline;
+                }
+                // With the baton, not the lock: the look reads /proc, and API calls need not wait for it.
+                ConsiderHandover(index);
             }
 
             long now = Stopwatch.GetTimestamp();
@@ -225,8 +229,8 @@ public sealed unsafe partial class PageEngine
     private static readonly long HandoverIntervalTicks = Stopwatch.Frequency / 200;
 
     /// <summary>
-    /// Every <see cref="FaultsPerLook"/> faults, finds the CPU the faulting thread
-    /// <paramref name="threadId"/> took its fault on, and when the last
+    /// After a step, every <see cref="FaultsPerLook"/> faults, finds the CPU the last
+    /// faulting thread took its fault on, and when the last
     /// <see cref="LooksToHandOver"/> looks named the same CPU with a handler of its own
     /// other than <paramref name="index"/>, makes that handler the serving one and wakes
     /// it. It steps in once this step ends (the baton); this handler then sleeps.
@@ -237,13 +241,12 @@ public sealed unsafe partial class PageEngine
     /// at once was slower than one: each fault then woke them all (random touches under an
     /// 8M budget: 20–24k/s against 25–31k with one handler, 60k with one on the program's
     /// CPU).</remarks>
-    private void ConsiderHandover(int index, uint threadId)
+    private void ConsiderHandover(int index)
     {
-        // Not after a hand-over in this step: the looks are the new handler's to make.
-        if (_threadCpuBuffer == null || _activeHandler != index || ++_faultsSinceLook < FaultsPerLook)
+        if (_threadCpuBuffer == null || _faultsSinceLook < FaultsPerLook)
             return;
         _faultsSinceLook = 0;
-        int target = HandlerOnCpu(Threading.ThreadCpu.Of((int)threadId, _threadCpuBuffer));
+        int target = HandlerOnCpu(Threading.ThreadCpu.Of((int)_lastFaultThread, _threadCpuBuffer));
         _faultsLookedLocal = target == index;
         if (target < 0 || target == index)
         {
@@ -366,7 +369,7 @@ public sealed unsafe partial class PageEngine
     }
 
     /// <summary>Reads what the kernel has and serves everything queued. True if there was anything.</summary>
-    private bool PumpLocked(int index)
+    private bool PumpLocked()
     {
         bool childWork = _children.Count > 0 && _children.Pump(ref _inFlight);
         int read = _events.ReadIntoQueue() + (childWork ? 1 : 0);
@@ -381,7 +384,8 @@ public sealed unsafe partial class PageEngine
                 _inFlight = new StrandedFault(_space, message.pagefault_address, message.pagefault_feat_ptid, 0);
                 _faults.Serve(in message, received);
                 _inFlight = default;
-                ConsiderHandover(index, message.pagefault_feat_ptid);
+                _faultsSinceLook++;
+                _lastFaultThread = message.pagefault_feat_ptid; // for ConsiderHandover, after this step
             }
             else
             {

@@ -88,6 +88,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     // ConsiderHandover's state: faults since the last look at a faulting thread's CPU, the
     // handler the last looks named (other than the active one) and how many in a row.
     private int _faultsSinceLook, _candidate = -1, _candidateVotes;
+    private uint _lastFaultThread;
     private long _lastHandover;
     // Counts down as each handler has pinned itself and warmed up: the constructor waits,
     // so that no handler does either while the program runs (or a malloc probe is armed).
