@@ -168,8 +168,9 @@ public sealed record EngineOptions
     /// <summary>
     /// Whether the fill worker decrypts its part of a long run without the engine lock,
     /// installing each slice under it if unchanged (Faults.FillWorker). Default: off, until
-    /// a budget overshoot of one page seen once with it on (WholeRangeTests, a CI run on
-    /// 2026-12-07: peak resident 10489856 against a budget of 10485760) is understood.
+    /// a budget overshoot of one page in WholeRangeTests (CI runs on 2026-12-07: peak
+    /// resident 10489856 against a budget of 10485760) is understood; it was seen with this
+    /// off too, so it may not be this option's.
     /// </summary>
     public bool FillsWithoutLock { get; init; }
 
