@@ -145,7 +145,7 @@ public sealed unsafe partial class PageEngine
                     // EAGAIN drains the userfaultfd): the kernel has no message left to wake
                     // the poll for them.
                     worked |= _events.QueuedFaults > 0;
-                    _evictor.DiscardRecycled();
+                    _evictor.EndStep(); // a range placed ahead may have made room it did not fill
                     _handlerAllocated[index] = GC.GetAllocatedBytesForCurrentThread() - allocationBaseline;
                 }
                 // With the baton, not the lock: the look reads /proc, and API calls need not wait for it.

@@ -51,8 +51,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
 
     private long _residentPages, _peakResidentPages;
     private readonly ResidentBudgetShare? _share;
-    // Pages a fault added to the shared count before bringing them in (see MakeRoom);
-    // admitted pages use them up, and what is left goes back at the next fault.
+    // Pages a step (a fault, a range placed ahead) made room for and has not brought in
+    // yet (see MakeRoom): counted against the budget until admitted pages use them up,
+    // and what is left goes back when the step ends. With a shared budget the shared
+    // count holds them too.
     private long _reserved;
     private long _evictions, _zeroEvictions, _refused, _reconciled, _refaults, _sourceDrops, _batches;
 
@@ -113,9 +115,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// the budget (<see cref="EngineOptions.BudgetShare"/>).</summary>
     public long PeakResidentPages => _peakResidentPages;
 
-    /// <summary>This engine's resident pages and, with a shared budget, the other engine's:
-    /// what the budget bounds.</summary>
-    private long CountedPages => _share == null ? _residentPages : _share.Combined(OwnCounted);
+    /// <summary>This engine's resident pages and the room its step is making for more
+    /// (see <see cref="MakeRoom"/>) and, with a shared budget, the other engine's: what the
+    /// budget bounds.</summary>
+    private long CountedPages => _share == null ? OwnCounted : _share.Combined(OwnCounted);
 
     /// <summary>This engine's pages as the shared count holds them (with the room its fault
     /// is making).</summary>
@@ -212,10 +215,10 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     public bool WatchesSharedBudget => _share != null && !Unlimited && _residentPages > 0 && _share.Live
                                        && OtherPages > 0; // the other engine holds pages
 
-    /// <summary>The fault is served: the room it made and did not use goes back to the
-    /// shared count now, not at the next fault (which may not come for a long time); a
-    /// range taken out whole and not placed again is wiped.</summary>
-    public void EndFault()
+    /// <summary>The fault is served (or the handler's step is done): the room it made and
+    /// did not use goes back now, not at the next fault (which may not come for a long
+    /// time); a range taken out whole and not placed again is wiped.</summary>
+    public void EndStep()
     {
         ReleaseReservation();
         DiscardRecycled();
@@ -265,13 +268,12 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         ReleaseReservation();
     }
 
-    /// <summary>Gives the shared count back the pages the last fault made room for and did
-    /// not bring in.</summary>
+    /// <summary>Gives back the room the last step made and did not bring pages into.</summary>
     private void ReleaseReservation()
     {
         if (_reserved > 0)
         {
-            _share!.Reserve(-_reserved);
+            _share?.Reserve(-_reserved);
             _reserved = 0;
         }
     }
@@ -322,12 +324,12 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         }
         if (count == RangePages)
             _residentSet.BeginRun(0); // pages skipped above must not carry the run over
-        if (_share != null && admitted > 0)
+        if (admitted > 0)
         {
-            // Counted already as far as the fault made room for them (MakeRoom).
+            // Counted already as far as the step made room for them (MakeRoom).
             long reserved = Math.Min(_reserved, admitted);
             _reserved -= reserved;
-            _share.Admitted(admitted, reserved);
+            _share?.Admitted(admitted, reserved);
         }
         long counted = _share == null ? _residentPages : _share.Resident(_residentPages);
         if (counted > _peakResidentPages)
@@ -345,7 +347,11 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
         }
     }
 
-    /// <summary>Evicts until <paramref name="incoming"/> more pages fit the budget.</summary>
+    /// <summary>Evicts until <paramref name="incoming"/> more pages fit the budget, besides
+    /// those the step made room for already and has not brought in: the room adds up, so
+    /// that a fault may make room for its faulting page first and for the rest of its run
+    /// (or range) after. Counted as room made until admitted (or the step ends), it never
+    /// lets two calls count the same free page.</summary>
     /// <param name="sealsUnlocked">The pages are sealed with the engine lock let go
     /// (<see cref="UnlockedSealer"/>): an API call may then release any arena meanwhile,
     /// the faulting one included, which the caller checks afterwards.</param>
@@ -353,21 +359,17 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     {
         if (Unlimited)
             return;
-        if (_share != null)
-        {
-            // Counted before the room is made: an engine that faults at the same time
-            // then sees these pages, and makes room for its own besides them.
-            _share.Reserve(incoming);
-            _reserved += incoming;
-            incoming = 0;
-        }
+        // Counted before the room is made. With a shared budget, an engine that faults at
+        // the same time then sees these pages, and makes room for its own besides them.
+        _share?.Reserve(incoming);
+        _reserved += incoming;
         long attempts = _residentSet.Count;
         long counted;
-        while ((counted = CountedPages) + incoming > _budgetPages && attempts > 0)
+        while ((counted = CountedPages) > _budgetPages && attempts > 0)
         {
             // With a shared budget the other engine's pages count too, but only this
             // engine's can be evicted here: at most all of them.
-            int want = (int)Math.Min(_victims.Length, Math.Min(_residentPages, counted + incoming - _budgetPages));
+            int want = (int)Math.Min(_victims.Length, Math.Min(_residentPages, counted - _budgetPages));
             if (want <= 0)
                 break;
             // Below its half while the other engine holds more: this engine's pages still
@@ -419,6 +421,7 @@ internal sealed unsafe class Evictor : IResidency, IDisposable
     /// would evict a single page with three system calls of its own.</summary>
     public void EvictAfterFault()
     {
+        ReleaseReservation(); // the fault's pages are in: room it made and did not fill is not headroom
         long counted;
         if (GiveWay() || Unlimited || (counted = CountedPages) <= _highPages || _residentPages == 0 || OwedRoom)
             return;

@@ -187,7 +187,7 @@ internal sealed unsafe class FaultService : IDisposable
         _received = received;
         _recorded = false;
         ServeCore(in message);
-        _evictor.EndFault();
+        _evictor.EndStep();
         RecordServed();
     }
 
