@@ -167,12 +167,12 @@ public sealed record EngineOptions
 
     /// <summary>
     /// Whether the fill worker decrypts its part of a long run without the engine lock,
-    /// installing each slice under it if unchanged (Faults.FillWorker). Default: off, until
-    /// a budget overshoot of one page in WholeRangeTests (CI runs on 2026-12-07: peak
-    /// resident 10489856 against a budget of 10485760) is understood; it was seen with this
-    /// off too, so it may not be this option's.
+    /// installing each slice under it if unchanged (Faults.FillWorker). Default: true. Off,
+    /// the handler holds the lock for the whole run, both parts' decryption included.
+    /// (It was off for a while on a wrong attribution: the one-page budget overshoot CI saw
+    /// in WholeRangeTests was the room a fault makes not adding up, Evictor.MakeRoom.)
     /// </summary>
-    public bool FillsWithoutLock { get; init; }
+    public bool FillsWithoutLock { get; init; } = true;
 
     /// <summary>For tests: called on the fill worker's thread after it filled or decrypted a
     /// slice of its part of a run without the engine lock, before it takes the lock to
