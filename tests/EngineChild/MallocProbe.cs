@@ -47,8 +47,15 @@ internal static unsafe class MallocProbe
         {
             using var files = ProbeFiles.Create(directory);
             const int pages = 8192;
+            // As the interposer and the custodian read it: a handler per CPU, the service
+            // passed between them as the faulting thread moves.
+            bool handlerPerCpu = Environment.GetEnvironmentVariable("TIBET_HANDLER_PER_CPU") == "1";
+            // Two CPUs, and this thread moved between them while armed, so that the service
+            // passes from handler to handler, on a machine of any size.
+            int[] cpus = handlerPerCpu ? HoldToTwoCpus() : [];
             using var engine = PageEngine.Create(new EngineOptions
             {
+                HandlerPerCpu = handlerPerCpu,
                 ResidentBudgetBytes = 512 * 4096,
                 Compression = CompressionMode.Auto,
                 ServeForkedChildren = true,
@@ -57,6 +64,19 @@ internal static unsafe class MallocProbe
             if (!engine.Features.EventFork)
                 throw new InvalidOperationException("this kernel has no UFFD_FEATURE_EVENT_FORK; forked children cannot be probed");
             using var arena = engine.CreateArena(pages * 4096L, "probe");
+            // A second engine, with a budget that has room for whole 2 MiB ranges: a model
+            // map's ranges are placed whole and read ahead (FaultService's RangePlacer and
+            // its reader thread) where the kernel gives transparent huge pages.
+            using var roomy = PageEngine.Create(new EngineOptions { ResidentBudgetBytes = 64L << 20, HandlerPerCpu = handlerPerCpu });
+            // A third, whose budget holds four ranges of the 12 MiB map: read through three
+            // times, its ranges are evicted whole and come back whole from their sealed
+            // copies, decrypted by the handler and the fill worker into recycled huge pages.
+            using var tight = PageEngine.Create(new EngineOptions { ResidentBudgetBytes = 8L << 20, HandlerPerCpu = handlerPerCpu });
+            // Every engine made while this thread may use both CPUs (each has a handler on
+            // each), then warmed up on the serving handler's CPU: the first hand-over of each
+            // engine comes while armed, as it may come long after start-up in use.
+            if (handlerPerCpu)
+                MoveTo(engine.ServingHandlerCpu);
             var random = new byte[4096];
             var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("compressible text 0123456789 ", 200)))[..4096];
             var scratch = new byte[4096];
@@ -74,16 +94,12 @@ internal static unsafe class MallocProbe
             for (int i = 4096; i < 5120; i++) ArenaMemory.Write(arena.Address + i * 4096, random);
             arena.Evict();
             for (int i = 4096; i < 5120; i++) ArenaMemory.Read(arena.Address + i * 4096, scratch);
-            // A second engine, with a budget that has room for whole 2 MiB ranges: a model
-            // map's ranges are placed whole and read ahead (FaultService's RangePlacer and
-            // its reader thread) where the kernel gives transparent huge pages.
-            using var roomy = PageEngine.Create(new EngineOptions { ResidentBudgetBytes = 64L << 20 });
-            // A third, whose budget holds four ranges of the 12 MiB map: read through three
-            // times, its ranges are evicted whole and come back whole from their sealed
-            // copies, decrypted by the handler and the fill worker into recycled huge pages.
-            using var tight = PageEngine.Create(new EngineOptions { ResidentBudgetBytes = 8L << 20 });
             var warm = Exercise(engine, files);
+            if (handlerPerCpu)
+                MoveTo(roomy.ServingHandlerCpu);
             warm = warm.Failure == null ? PlaceRanges(roomy, files, warm) : warm;
+            if (handlerPerCpu)
+                MoveTo(tight.ServingHandlerCpu);
             warm = warm.Failure == null ? PlaceRanges(tight, files, warm, passes: 3) : warm;
             if (warm.Failure is { } warmFailure)
             {
@@ -91,6 +107,8 @@ internal static unsafe class MallocProbe
                 return 4;
             }
 
+            long Handovers() => engine.GetStats().HandlerHandovers + roomy.GetStats().HandlerHandovers + tight.GetStats().HandlerHandovers;
+            long handoversBefore = Handovers();
             int gcBefore = GC.CollectionCount(0);
             arm();
             var control = new Thread(() =>
@@ -102,6 +120,8 @@ internal static unsafe class MallocProbe
 
             for (int round = 0; round < 2; round++)
             {
+                if (handlerPerCpu)
+                    MoveTo(round == 0 ? Other(cpus, engine.ServingHandlerCpu) : cpus[0]);
                 for (int i = 0; i < pages; i++)
                     ArenaMemory.Write(arena.Address + i * 4096, i % 3 == 0 ? text : random);
                 for (int i = 0; i < pages; i += 7)
@@ -123,7 +143,11 @@ internal static unsafe class MallocProbe
             // (the second round's writes to read-back pages were write-protect faults).
             arena.Evict();
             var armed = Exercise(engine, files);
+            if (handlerPerCpu)
+                MoveTo(Other(cpus, roomy.ServingHandlerCpu));
             armed = armed.Failure == null ? PlaceRanges(roomy, files, armed) : armed;
+            if (handlerPerCpu)
+                MoveTo(Other(cpus, tight.ServingHandlerCpu));
             armed = armed.Failure == null ? PlaceRanges(tight, files, armed, passes: 3) : armed;
             // The reports of the last tampered page are delivered before its SIGBUS, so
             // by now every callback has run; give the reporter's bookkeeping a moment.
@@ -140,6 +164,7 @@ internal static unsafe class MallocProbe
             Console.WriteLine($"clean-evictions {stats.CleanEvictions} write-faults {stats.WriteFaults} worker-decrypts {stats.WorkerDecrypts}");
             Console.WriteLine($"sourced {stats.SourcedPages} authentication-failures {stats.AuthenticationFailures} " +
                               $"peak-children {stats.PeakForkedChildren}");
+            Console.WriteLine($"handlers-per-cpu {handlerPerCpu} handovers-before-arming {handoversBefore} handovers {Handovers() - handoversBefore}");
             var roomyStats = roomy.GetStats();
             Console.WriteLine($"placed {roomyStats.PlacedRanges} placed-read-ahead {roomyStats.PlacedReadAhead}");
             var tightStats = tight.GetStats();
@@ -157,6 +182,38 @@ internal static unsafe class MallocProbe
         }
     }
 
+
+    /// <summary>Holds this thread (and so the engines it creates: their handlers go to the
+    /// CPUs their creator may use) to the first two CPUs it may run on.</summary>
+    private static int[] HoldToTwoCpus()
+    {
+        ulong* mask = stackalloc ulong[16];
+        if (Libc.sched_getaffinity(0, 16 * sizeof(ulong), mask) != 0)
+            throw new InvalidOperationException("sched_getaffinity failed");
+        var cpus = new List<int>();
+        for (int cpu = 0; cpu < 16 * 64 && cpus.Count < 2; cpu++)
+            if ((mask[cpu / 64] & (1UL << (cpu % 64))) != 0)
+                cpus.Add(cpu);
+        if (cpus.Count < 2)
+            throw new InvalidOperationException("a handler per CPU needs two CPUs to pass the service between; this process may run on one (taskset, cgroups, or a one-CPU machine)");
+        for (int i = 0; i < 16; i++)
+            mask[i] = 0;
+        foreach (int cpu in cpus)
+            mask[cpu / 64] |= 1UL << (cpu % 64);
+        if (Libc.sched_setaffinity(0, 16 * sizeof(ulong), mask) != 0)
+            throw new InvalidOperationException($"cannot hold this thread to CPUs {cpus[0]},{cpus[1]}");
+        return [.. cpus];
+    }
+
+    private static int Other(int[] cpus, int cpu) => cpus[0] == cpu ? cpus[1] : cpus[0];
+
+    /// <summary>Moves this thread to <paramref name="cpu"/>: its next faults are taken there.</summary>
+    private static void MoveTo(int cpu)
+    {
+        if (!Tibet.Core.Threading.ServiceCpus.PinThread(0, cpu))
+            throw new InvalidOperationException($"cannot move this thread to CPU {cpu}");
+        Thread.Sleep(6); // past the least time between two hand-overs
+    }
     private static void NoteReport(ref int counter)
     {
         lock (Gate)

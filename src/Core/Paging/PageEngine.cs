@@ -659,6 +659,9 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// <summary>The staging slot whole ranges are evicted into (-1: none; see AddressSpaceOps.RecyclingSlot).</summary>
     internal int RecyclingSlot => _space.RecyclingSlot;
 
+    /// <summary>For tests: the CPU the serving handler is pinned to (-1: not pinned).</summary>
+    internal int ServingHandlerCpu => _serviceCpus.Handler(_activeHandler);
+
     /// <summary>Where a sealed page's ciphertext lives, for tests that tamper with it.</summary>
     internal bool TryLocateCiphertext(Arena arena, long pageIndex, out nint address, out int length)
     {

@@ -25,7 +25,10 @@ namespace Tibet.Core.Paging.Faults;
 internal sealed unsafe class FaultService : IDisposable
 {
     private const int PageSize = Userfaultfd.PageSize;
-    private static readonly double NanosecondsPerTick = 1e9 / Stopwatch.Frequency;
+    // An instance field, set when the engine is made: a static one is set by the class's
+    // static constructor at its first read, on the handler, and running that calls malloc
+    // (see PageEngine._handoverIntervalTicks).
+    private readonly double _nanosecondsPerTick = 1e9 / Stopwatch.Frequency;
 
     private readonly ArenaTable _arenas;
     private readonly Evictor _evictor;
@@ -176,7 +179,7 @@ internal sealed unsafe class FaultService : IDisposable
         if (_recorded)
             return;
         _recorded = true;
-        _latency.Record((long)((Stopwatch.GetTimestamp() - _received) * NanosecondsPerTick));
+        _latency.Record((long)((Stopwatch.GetTimestamp() - _received) * _nanosecondsPerTick));
     }
 
     /// <summary>Serves one fault message: the faulting thread runs again when this returns
