@@ -119,44 +119,33 @@ public class WholeRangeTests
     [Fact]
     public void A_range_placed_into_room_made_page_by_page_stays_within_the_budget()
     {
-        string path = Path.Combine(RepoPaths.DiskTemp, $"whole-ranges-{Guid.NewGuid():N}.bin");
-        var contents = new byte[12 << 20];
-        new Random(1208).NextBytes(contents);
-        File.WriteAllBytes(path, contents);
-        try
+        using var file = TempFile.WithRandomBytes("whole-ranges", 12 << 20, seed: 1208);
+        const long budget = 10 << 20;
+        using var engine = Engines.Create(new EngineOptions
         {
-            const long budget = 10 << 20;
-            using var engine = Engines.Create(new EngineOptions
-            {
-                ResidentBudgetBytes = budget,
-                Watermarks = new ResidentWatermarks { HighHeadroomPages = 0, LowHeadroomPages = 0 },
-            });
-            Engines.RequireEviction(engine);
-            using var anonymous = engine.CreateArena(budget, "anonymous");
-            var written = new byte[budget];
-            new Random(1209).NextBytes(written);
-            ArenaMemory.Write(anonymous.Address, written);
+            ResidentBudgetBytes = budget,
+            Watermarks = new ResidentWatermarks { HighHeadroomPages = 0, LowHeadroomPages = 0 },
+        });
+        Engines.RequireEviction(engine);
+        using var anonymous = engine.CreateArena(budget, "anonymous");
+        byte[] written = TestBytes.Random((int)budget, seed: 1209);
+        ArenaMemory.Write(anonymous.Address, written);
 
-            using var model = engine.CreateArena(contents.Length, "model");
-            using (var file = File.OpenHandle(path))
-                model.AttachSource(Tibet.Core.Files.FileSource.Open((int)file.DangerousGetHandle(), 0), mappedReadOnly: true);
-            var read = new byte[contents.Length];
-            ArenaMemory.Read(model.Address, read);
-            Assert.True(read.AsSpan().SequenceEqual(contents), "the model map read back other bytes than its file's");
+        using var model = engine.CreateArena(file.Contents.Length, "model");
+        using (var handle = File.OpenHandle(file.Path))
+            model.AttachSource(Tibet.Core.Files.FileSource.Open((int)handle.DangerousGetHandle(), 0), mappedReadOnly: true);
+        var read = new byte[file.Contents.Length];
+        ArenaMemory.Read(model.Address, read);
+        Assert.True(read.AsSpan().SequenceEqual(file.Contents), "the model map read back other bytes than its file's");
 
-            var stats = engine.GetStats();
-            Assert.True(stats.PeakResidentBytes <= budget, $"peak resident {stats.PeakResidentBytes} above the budget {budget}: " + stats.ToJson());
-            if (TransparentHugePages.Enabled)
-                Assert.True(stats.PlacedRanges > 0, "transparent huge pages are enabled, but no range of the model was placed whole: " +
-                                                    "the test did not reach the path it is for: " + stats.ToJson());
-            var back = new byte[budget];
-            ArenaMemory.Read(anonymous.Address, back);
-            Assert.True(back.AsSpan().SequenceEqual(written), "the anonymous arena's pages, evicted to make room, read back other bytes");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        var stats = engine.GetStats();
+        Assert.True(stats.PeakResidentBytes <= budget, $"peak resident {stats.PeakResidentBytes} above the budget {budget}: " + stats.ToJson());
+        if (TransparentHugePages.Enabled)
+            Assert.True(stats.PlacedRanges > 0, "transparent huge pages are enabled, but no range of the model was placed whole: " +
+                                                "the test did not reach the path it is for: " + stats.ToJson());
+        var back = new byte[budget];
+        ArenaMemory.Read(anonymous.Address, back);
+        Assert.True(back.AsSpan().SequenceEqual(written), "the anonymous arena's pages, evicted to make room, read back other bytes");
     }
 
     private static int FirstDifference(byte[] actual, byte[] expected)
