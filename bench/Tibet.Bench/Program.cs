@@ -37,15 +37,21 @@ var scaletestJsonOption = new Option<FileInfo?>("--json")
 {
     Description = "Also write every measurement and the summary against the targets as JSON (with date and machine) to this file.",
 };
+var handlerPerCpuOption = new Option<bool>("--handler-per-cpu")
+{
+    Description = "Run the engines with a handler thread per CPU, the one on the faulting thread's CPU serving (EngineOptions.HandlerPerCpu, TIBET_HANDLER_PER_CPU=1 under tibet-run); default: one handler.",
+};
 var scaletest = new Command("scaletest",
     "Benchmark: page-by-page reads of sealed arenas (64 to 16384 pages), encrypt-only and zstd+encrypt, with AES-256-GCM and AEGIS-256, random and text-like data, beside native memory.");
 scaletest.Options.Add(maxPagesOption);
 scaletest.Options.Add(repeatOption);
 scaletest.Options.Add(scaletestJsonOption);
 scaletest.Options.Add(markdownOption);
+scaletest.Options.Add(handlerPerCpuOption);
 scaletest.SetAction(parseResult => Guard(() => ScaleTest.Run(
     parseResult.GetValue(maxPagesOption), parseResult.GetValue(repeatOption),
-    parseResult.GetValue(scaletestJsonOption), parseResult.GetValue(markdownOption))));
+    parseResult.GetValue(scaletestJsonOption), parseResult.GetValue(markdownOption),
+    parseResult.GetValue(handlerPerCpuOption))));
 
 var modelOption = new Option<FileInfo>("--model")
 {

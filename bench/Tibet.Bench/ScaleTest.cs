@@ -52,12 +52,12 @@ internal static class ScaleTest
     /// <summary>One timed pass: throughput and per-touch percentiles.</summary>
     private readonly record struct Pass(double MegabytesPerSecond, double P50, double P99);
 
-    public static int Run(int maxPages, int repeat, FileInfo? json, FileInfo? markdown)
+    public static int Run(int maxPages, int repeat, FileInfo? json, FileInfo? markdown, bool handlerPerCpu = false)
     {
         int[] sizes = AllSizes.Where(s => s <= maxPages).ToArray();
         if (sizes.Length == 0) sizes = [Math.Max(1, maxPages)];
         int largest = sizes.Max();
-        string command = $"{MachineInfo.TasksetPrefix()}tibet-bench scaletest --max-pages {maxPages} --repeat {repeat}";
+        string command = $"{MachineInfo.TasksetPrefix()}tibet-bench scaletest --max-pages {maxPages} --repeat {repeat}" + (handlerPerCpu ? " --handler-per-cpu" : "");
 
         var machine = MachineInfo.Read();
         Console.WriteLine($"tibet scaletest — {string.Join(", ", sizes)} pages of 4 KiB, median of {repeat} run(s)");
@@ -82,7 +82,7 @@ internal static class ScaleTest
             var suites = PageCiphers.Supported();
             foreach (var compression in (CompressionMode[])[CompressionMode.Off, CompressionMode.Auto])
                 foreach (var suite in suites)
-                    engines.Add(new(PageEngine.Create(new EngineOptions { Compression = compression, Cipher = suite }),
+                    engines.Add(new(PageEngine.Create(new EngineOptions { Compression = compression, Cipher = suite, HandlerPerCpu = handlerPerCpu }),
                         suite.Name, compression == CompressionMode.Off ? "encrypt" : "zstd+encrypt"));
             setup = setup with
             {
@@ -91,7 +91,7 @@ internal static class ScaleTest
                 CompressedKeepBytes = engines[^1].Engine.Options.CompressedKeepBytes,
             };
             Console.WriteLine($"ciphers: {string.Join(", ", setup.Ciphers)}; engine: read-ahead up to {setup.Defaults.ReadAheadMaxPages} pages, " +
-                              $"handler spin {setup.Defaults.SpinMicroseconds} µs, compressed pages kept when sealed <= {setup.CompressedKeepBytes} B");
+                              $"handler spin {setup.Defaults.SpinMicroseconds} µs, {(setup.Defaults.HandlerPerCpu ? "a handler per CPU" : "one handler")}, compressed pages kept when sealed <= {setup.CompressedKeepBytes} B");
             return MeasureAndReport(setup, sizes, kinds, data, engines, json, markdown);
         }
         finally
@@ -380,7 +380,7 @@ internal static class ScaleTest
         md.AppendLine();
         md.AppendLine($"Data: `random` is seeded random bytes (zstd-3 page ratio {setup.RandomRatio:F2}x); `text-like` is English-ish prose with numbers " +
                       $"(zstd-3 page ratio {setup.TextRatio:F2}x). Ciphers: {string.Join(", ", setup.Ciphers)}. Engine defaults: read-ahead up to " +
-                      $"{setup.Defaults.ReadAheadMaxPages} pages, handler spin {setup.Defaults.SpinMicroseconds} µs, a compressed page is kept when sealed <= {setup.CompressedKeepBytes} B.");
+                      $"{setup.Defaults.ReadAheadMaxPages} pages, handler spin {setup.Defaults.SpinMicroseconds} µs, {(setup.Defaults.HandlerPerCpu ? "a handler per CPU" : "one handler")}, a compressed page is kept when sealed <= {setup.CompressedKeepBytes} B.");
         md.AppendLine();
         md.AppendLine("## " + SummaryTitle(setup.Largest).TrimEnd(':'));
         md.AppendLine();
@@ -411,6 +411,7 @@ internal static class ScaleTest
         w.WriteStartObject("engine");
         w.WriteNumber("readAheadMaxPages", setup.Defaults.ReadAheadMaxPages);
         w.WriteNumber("spinMicroseconds", setup.Defaults.SpinMicroseconds);
+        w.WriteBoolean("handlerPerCpu", setup.Defaults.HandlerPerCpu);
         w.WriteNumber("compressedKeepBytes", setup.CompressedKeepBytes);
         w.WriteEndObject();
         w.WriteStartObject("zstdPageRatio");

@@ -6,7 +6,9 @@
 #    p50/p99 as the program's thread sees them, and reads per second), with the program's own
 #    engine (--serve program) and with the custodian;
 #  - redis-benchmark SET and GET of 40k x 4 KiB values at a budget of half the data (80M),
-#    custodian, beside native Redis.
+#    custodian, beside native Redis;
+#  - tibet-bench scaletest of 16384 pages (in-process engine, no budget, AES-256-GCM, random
+#    data): sequential MB/s and random p50/p99, with --handler-per-cpu and without.
 # Writes PREFIX.json, PREFIX.md and PREFIX.png (gnuplot).
 # Usage: bench/scripts/handler-per-cpu.sh bench/results/$(date +%F)-handler-per-cpu
 # Environment: TIBET_BENCH_ROUNDS (default 4).
@@ -27,6 +29,17 @@ gcc -O2 -Wall -Wextra -o "$work/random_touch" bench/native/random_touch.c
 
 touch_run() { # per-cpu serve
   echo "{\"bench\": \"random-touch\", \"perCpu\": $1, \"serve\": \"$2\", \"result\": $(TIBET_HANDLER_PER_CPU=$1 out/bin/tibet-run -q --serve "$2" --budget 8M --stats-json "$work/stats.json" -- "$work/random_touch" 40000), \"handovers\": $(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['handlerHandovers'])" "$work/stats.json")}"
+}
+scale_run() { # per-cpu
+  local flag=""; [ "$1" = 1 ] && flag=--handler-per-cpu
+  out/bin/tibet-bench scaletest --max-pages 16384 --json "$work/scale.json" $flag >/dev/null
+  python3 - "$work/scale.json" "$1" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+row = next(r for r in d["summary"]["rows"] if r["memory"] == "tibet, encrypt" and r["cipher"] == "aes-256-gcm")
+print(json.dumps({"bench": "scaletest", "perCpu": int(sys.argv[2]), "seqMBps": row["sequentialMegabytesPerSecond"],
+                  "p50Us": row["randomP50Microseconds"], "p99Us": row["randomP99Microseconds"]}))
+PY
 }
 redis_run() { # per-cpu (or "native")
   redis-cli -p $port shutdown nosave >/dev/null 2>&1 || true
@@ -51,6 +64,7 @@ redis_run() { # per-cpu (or "native")
     for serve in program custodian; do for p in $order; do touch_run $p $serve; done; done
     redis_run native
     for p in $order; do redis_run $p; done
+    for p in $order; do scale_run $p; done
   done
 } > "$work/runs.jsonl"
 
@@ -72,9 +86,14 @@ for p, name in (("native", "native"), ("1", "custodian, a handler per CPU"), ("0
     rs = [r for r in runs if r["bench"] == "redis" and r["perCpu"] == p]
     redis[name] = {"set": med([r["set"] for r in rs]), "get": med([r["get"] for r in rs]),
                    "allSet": [r["set"] for r in rs], "allGet": [r["get"] for r in rs]}
+scale = {}
+for p in (1, 0):
+    rs = [r for r in runs if r["bench"] == "scaletest" and r["perCpu"] == p]
+    scale["a handler per CPU" if p else "one handler"] = {k: med([r[k] for r in rs]) for k in ("seqMBps", "p50Us", "p99Us")} | {
+        "allSeqMBps": [r["seqMBps"] for r in rs], "allP99Us": [r["p99Us"] for r in rs]}
 doc = {"benchmark": "handler-per-cpu", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
        "machine": {"cpu": cpu, "cpus": subprocess.check_output(["nproc"], text=True).strip(), "kernel": platform.release()},
-       "command": f"bench/scripts/handler-per-cpu.sh ({rounds} rounds)", "randomTouch": touch, "redisHalfBudget": redis, "runs": runs}
+       "command": f"bench/scripts/handler-per-cpu.sh ({rounds} rounds)", "randomTouch": touch, "redisHalfBudget": redis, "scaletest16384": scale, "runs": runs}
 json.dump(doc, open(prefix + ".json", "w"), indent=1)
 nat = redis["native"]
 lines = [f"# A handler per CPU against one, {doc['date'][:10]}", "",
@@ -88,18 +107,25 @@ lines += ["", "## redis-benchmark, 40k x 4 KiB values, budget 80M (half the data
           "| run | SET ops/s | × native | GET ops/s | × native |", "|---|--:|--:|--:|--:|"]
 for name, m in redis.items():
     lines.append(f"| {name} | {m['set']:.0f} | {m['set'] / nat['set']:.2f} | {m['get']:.0f} | {m['get'] / nat['get']:.2f} |")
+lines += ["", "## tibet-bench scaletest, 16384 pages, random data, AES-256-GCM (in-process engine, no budget)", "",
+          "| run | sequential MB/s | random p50 µs | random p99 µs | all sequential | all p99 |", "|---|--:|--:|--:|---|---|"]
+for name, m in scale.items():
+    lines.append(f"| {name} | {m['seqMBps']:.0f} | {m['p50Us']:.1f} | {m['p99Us']:.1f} | {m['allSeqMBps']} | {m['allP99Us']} |")
 open(prefix + ".md", "w").write("\n".join(lines) + "\n")
 with open(f"{work}/touch.dat", "w") as f:
     for name, m in touch.items():
         f.write(f"\"{name}\" {m['p50Us']} {m['p99Us']}\n")
+with open(f"{work}/scale.dat", "w") as f:
+    for name, m in scale.items():
+        f.write(f"\"{name}\" {m['p50Us']} {m['p99Us']} {m['seqMBps']}\n")
 with open(f"{work}/redis.dat", "w") as f:
     for name, m in redis.items():
         f.write(f"\"{name}\" {m['set'] / nat['set']} {m['get'] / nat['get']}\n")
 PY
 gnuplot <<GP
-set terminal pngcairo size 1200,500 noenhanced
+set terminal pngcairo size 1800,500 noenhanced
 set output "$prefix.png"
-set multiplot layout 1,2
+set multiplot layout 1,3
 set style data histogram
 set style histogram cluster gap 1
 set style fill solid 0.8 border -1
@@ -111,6 +137,9 @@ plot "$work/touch.dat" using 2:xtic(1) title "p50", "" using 3 title "p99"
 set title "Redis at half budget (custodian)"
 set ylabel "× native"
 plot "$work/redis.dat" using 2:xtic(1) title "SET", "" using 3 title "GET"
+set title "scaletest 16384 pages, in-process: random faults"
+set ylabel "µs"
+plot "$work/scale.dat" using 2:xtic(1) title "p50", "" using 3 title "p99"
 unset multiplot
 GP
 cat "$prefix.md"

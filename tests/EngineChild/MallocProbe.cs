@@ -121,7 +121,7 @@ internal static unsafe class MallocProbe
             for (int round = 0; round < 2; round++)
             {
                 if (handlerPerCpu)
-                    MoveTo(round == 0 ? Other(cpus, engine.ServingHandlerCpu) : cpus[0]);
+                    MoveTo(Other(cpus, engine.ServingHandlerCpu));
                 for (int i = 0; i < pages; i++)
                     ArenaMemory.Write(arena.Address + i * 4096, i % 3 == 0 ? text : random);
                 for (int i = 0; i < pages; i += 7)
@@ -182,7 +182,6 @@ internal static unsafe class MallocProbe
         }
     }
 
-
     /// <summary>Holds this thread (and so the engines it creates: their handlers go to the
     /// CPUs their creator may use) to the first two CPUs it may run on.</summary>
     private static int[] HoldToTwoCpus()
@@ -214,6 +213,7 @@ internal static unsafe class MallocProbe
             throw new InvalidOperationException($"cannot move this thread to CPU {cpu}");
         Thread.Sleep(6); // past the least time between two hand-overs
     }
+
     private static void NoteReport(ref int counter)
     {
         lock (Gate)
