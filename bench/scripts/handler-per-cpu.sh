@@ -131,6 +131,7 @@ set style histogram cluster gap 1
 set style fill solid 0.8 border -1
 set key top left
 set xtics rotate by -20
+set yrange [0:*]
 set title "random fault as the program sees it (8M budget)"
 set ylabel "µs"
 plot "$work/touch.dat" using 2:xtic(1) title "p50", "" using 3 title "p99"
