@@ -195,11 +195,7 @@ internal static unsafe class MallocProbe
                 cpus.Add(cpu);
         if (cpus.Count < 2)
             throw new InvalidOperationException("a handler per CPU needs two CPUs to pass the service between; this process may run on one (taskset, cgroups, or a one-CPU machine)");
-        for (int i = 0; i < 16; i++)
-            mask[i] = 0;
-        foreach (int cpu in cpus)
-            mask[cpu / 64] |= 1UL << (cpu % 64);
-        if (Libc.sched_setaffinity(0, 16 * sizeof(ulong), mask) != 0)
+        if (!Tibet.Core.Threading.ServiceCpus.HoldThread(0, [.. cpus]))
             throw new InvalidOperationException($"cannot hold this thread to CPUs {cpus[0]},{cpus[1]}");
         return [.. cpus];
     }

@@ -166,15 +166,6 @@ public sealed record EngineOptions
     /// decrypts the page a thread faulted on (Faults.FaultService.ServeFaultingPage).</summary>
     internal Action<Arena>? WhileOpeningFaultingPageWithoutLock { get; init; }
 
-    /// <summary>
-    /// Whether the fill worker decrypts its part of a long run without the engine lock,
-    /// installing each slice under it if unchanged (Faults.FillWorker). Default: true. Off,
-    /// the handler holds the lock for the whole run, both parts' decryption included.
-    /// (It was off for a while on a wrong attribution: the one-page budget overshoot CI saw
-    /// in WholeRangeTests was the room a fault makes not adding up, Evictor.MakeRoom.)
-    /// </summary>
-    public bool FillsWithoutLock { get; init; } = true;
-
     /// <summary>For tests: called on the fill worker's thread after it filled or decrypted a
     /// slice of its part of a run without the engine lock, before it takes the lock to
     /// install the slice (Faults.FillWorker), with the arena. Null (nothing called) in use.</summary>

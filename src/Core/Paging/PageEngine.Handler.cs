@@ -226,12 +226,7 @@ public sealed unsafe partial class PageEngine
     /// <summary>The least time between two hand-overs (5 ms): a program whose thread the
     /// scheduler moves back and forth keeps its handler rather than waking one per move
     /// (seen with the custodian: 190–300 hand-overs a second, and p99 above 1 ms).</summary>
-    /// <remarks>An instance field, set when the engine is made: a static one would be set by
-    /// the class's static constructor at its first read, which is the first hand-over that
-    /// is near, on a handler, possibly long after start-up; running a static constructor
-    /// there calls operator new five times (MallocFreedomTests with a handler per CPU,
-    /// found through the perf map: StaticsHelpers.GetNonGCStaticBaseSlow from ServeNormally).</remarks>
-    private readonly long _handoverIntervalTicks = Stopwatch.Frequency / 200;
+    private static readonly long HandoverIntervalTicks = Stopwatch.Frequency / 200;
 
     /// <summary>
     /// After a step, every <see cref="FaultsPerLook"/> faults, finds the CPU the last
@@ -262,7 +257,7 @@ public sealed unsafe partial class PageEngine
         _candidateVotes = target == _candidate ? _candidateVotes + 1 : 1;
         _candidate = target;
         long now = Stopwatch.GetTimestamp();
-        if (_candidateVotes < LooksToHandOver || now - _lastHandover < _handoverIntervalTicks)
+        if (_candidateVotes < LooksToHandOver || now - _lastHandover < HandoverIntervalTicks)
             return;
         _lastHandover = now;
         _candidate = -1;

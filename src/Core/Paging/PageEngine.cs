@@ -844,9 +844,9 @@ public sealed unsafe partial class PageEngine : IDisposable
     }
 
     /// <summary>
-    /// Runs every lazily initialised path once (cipher, compressor, histogram) on the
-    /// constructing thread, so the handler's first fault meets no static constructor
-    /// and no first-call allocation.
+    /// Runs every lazily initialised path once (cipher, compressor, histogram, the fault
+    /// path's static constructors) on the constructing thread, so the handler's first
+    /// fault meets no static constructor and no first-call allocation.
     /// </summary>
     private void WarmUp()
     {
@@ -857,10 +857,7 @@ public sealed unsafe partial class PageEngine : IDisposable
         _ = GC.GetAllocatedBytesForCurrentThread();
         Threading.LockWarmUp.ForceContention(_gate);
         Threading.LockWarmUp.ForceContention(_baton);
-        // The handlers read /proc/TID/stat (ConsiderHandover): open, read and close bound here.
-        if (_threadCpuBuffer != null)
-            Threading.ThreadCpu.Of(Libc.gettid(), _threadCpuBuffer);
-        Threading.JitWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(UnlockedSealer), typeof(UnlockedOpener), typeof(PageCompressor), typeof(Userfaultfd), typeof(PageEntry), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
-            typeof(CiphertextStore), typeof(Evictor), typeof(AgentAddressSpace), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(FillWorker), typeof(RangeReader), typeof(ChildService), typeof(ChildAgents), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock), typeof(Threading.ThreadCpu), typeof(Threading.ServiceCpus));
+        Threading.CodeWarmUp.Prepare(typeof(PageEngine), typeof(PageSealer), typeof(UnlockedSealer), typeof(UnlockedOpener), typeof(PageCompressor), typeof(Userfaultfd), typeof(PageEntry), typeof(UffdAddressSpace), typeof(LocalAddressSpace),
+            typeof(CiphertextStore), typeof(Evictor), typeof(AgentAddressSpace), typeof(ArenaTable), typeof(ProgramEvents), typeof(FaultService), typeof(RangePlacer), typeof(FillWorker), typeof(RangeReader), typeof(ChildService), typeof(ChildAgents), typeof(FailureReporter), typeof(RangeCollapser), _evictor.ResidentSet.GetType(), typeof(Files.FileSource), typeof(ResidentQueue), typeof(ReadAhead.SequentialStreams), typeof(EvictionClock), typeof(Threading.ThreadCpu), typeof(Threading.ServiceCpus), typeof(LatencyHistogram));
     }
 }

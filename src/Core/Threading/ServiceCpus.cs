@@ -117,15 +117,23 @@ internal sealed class ServiceCpus
 
     /// <summary>Pins thread <paramref name="tid"/> of this process (0: the caller) to
     /// <paramref name="cpu"/> (nothing for -1); false if refused. Allocation-free.</summary>
-    public static unsafe bool PinThread(int tid, int cpu)
+    public static bool PinThread(int tid, int cpu) => HoldThread(tid, cpu);
+
+    /// <summary>Holds thread <paramref name="tid"/> of this process (0: the caller) to
+    /// <paramref name="cpus"/>; false if refused, or if there is none or one is not a CPU
+    /// number (-1: nothing pinned). Allocation-free.</summary>
+    public static unsafe bool HoldThread(int tid, params ReadOnlySpan<int> cpus)
     {
-        if (cpu < 0)
-            return false;
         ulong* mask = stackalloc ulong[MaskWords];
         for (int i = 0; i < MaskWords; i++)
             mask[i] = 0;
-        mask[cpu / 64] = 1UL << (cpu % 64);
-        return Libc.sched_setaffinity(tid, MaskWords * sizeof(ulong), mask) == 0;
+        foreach (int cpu in cpus)
+        {
+            if (cpu is < 0 or >= MaskWords * 64)
+                return false;
+            mask[cpu / 64] |= 1UL << (cpu % 64);
+        }
+        return cpus.Length > 0 && Libc.sched_setaffinity(tid, MaskWords * sizeof(ulong), mask) == 0;
     }
 
     private static unsafe bool Allowed(ulong* mask, int cpu) => (mask[cpu / 64] & (1UL << (cpu % 64))) != 0;

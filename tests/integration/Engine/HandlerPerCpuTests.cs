@@ -139,12 +139,7 @@ public unsafe class HandlerPerCpuTests
         {
             try
             {
-                ulong* mask = stackalloc ulong[16];
-                for (int i = 0; i < 16; i++)
-                    mask[i] = 0;
-                foreach (int cpu in cpus)
-                    mask[cpu / 64] |= 1UL << (cpu % 64);
-                Assert.True(Libc.sched_setaffinity(0, 16 * sizeof(ulong), mask) == 0, $"cannot hold the creating thread to CPUs {string.Join(",", cpus)}");
+                Assert.True(ServiceCpus.HoldThread(0, cpus), $"cannot hold the creating thread to CPUs {string.Join(",", cpus)}");
                 engine = Engines.Create(options);
             }
             catch (Exception e)

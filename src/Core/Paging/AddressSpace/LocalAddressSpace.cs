@@ -47,7 +47,7 @@ internal sealed unsafe class LocalAddressSpace : UffdAddressSpace, IDisposable
         }
         // A rare path (a move the kernel refused, as for pages shared with a child): its
         // mincore binding is resolved now (dlsym calls malloc), not on the handler's first
-        // refused move. Compiling it (JitWarmUp) does not bind the native call.
+        // refused move. Compiling it (CodeWarmUp) does not bind the native call.
         _ = TookOutDespiteError(0, _scratch);
         _staging = placesRanges && TransparentHugePages.Enabled ? MapStaging() : 0;
         // The recycling slot receives whole ranges taken out of arenas: a UFFDIO_MOVE's

@@ -25,10 +25,7 @@ namespace Tibet.Core.Paging.Faults;
 internal sealed unsafe class FaultService : IDisposable
 {
     private const int PageSize = Userfaultfd.PageSize;
-    // An instance field, set when the engine is made: a static one is set by the class's
-    // static constructor at its first read, on the handler, and running that calls malloc
-    // (see PageEngine._handoverIntervalTicks).
-    private readonly double _nanosecondsPerTick = 1e9 / Stopwatch.Frequency;
+    private static readonly double NanosecondsPerTick = 1e9 / Stopwatch.Frequency;
 
     private readonly ArenaTable _arenas;
     private readonly Evictor _evictor;
@@ -55,8 +52,6 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly PageEntry* _workerEntries;
     private readonly nuint _workerEntriesLength;
     private bool _workerUnlocked;
-    // EngineOptions.FillsWithoutLock.
-    private readonly bool _fillsWithoutLock;
     // The model map whose ranges are decrypted ahead: the one the newest range fault was in.
     private Arena? _aheadArena;
     private readonly byte* _buffer;
@@ -85,7 +80,6 @@ internal sealed unsafe class FaultService : IDisposable
         _engineLock = engineLock;
         _opener = new UnlockedOpener(engineLock, sealer, options.WhileOpeningWithoutLock, options.WhileOpeningFaultingPageWithoutLock);
         _tracksWrites = tracksWrites;
-        _fillsWithoutLock = options.FillsWithoutLock;
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         if (options.FillThreads > 0)
             _worker = new FillWorker(sealer, space, engineLock, options.SpinMicroseconds, serviceCpus.Fill, options.WhileFillingWithoutLock);
@@ -179,7 +173,7 @@ internal sealed unsafe class FaultService : IDisposable
         if (_recorded)
             return;
         _recorded = true;
-        _latency.Record((long)((Stopwatch.GetTimestamp() - _received) * _nanosecondsPerTick));
+        _latency.Record((long)((Stopwatch.GetTimestamp() - _received) * NanosecondsPerTick));
     }
 
     /// <summary>Serves one fault message: the faulting thread runs again when this returns
@@ -499,7 +493,7 @@ internal sealed unsafe class FaultService : IDisposable
         // steps, or a source that installs runs itself (the custodian) does the worker's
         // part: those installs happen in another process, where no lock of ours can order
         // them against the arena's release.
-        bool unlocked = _fillsWithoutLock && _engineLock.MayLetGo && source is not { InstallsRuns: true };
+        bool unlocked = _engineLock.MayLetGo && source is not { InstallsRuns: true };
         int installed = 0;
         Crypto.PageCipher cipher = arena.Cipher;
         Debug.Assert((nuint)shared * (nuint)sizeof(PageEntry) <= _workerEntriesLength, "a run longer than EngineOptions.MaxRunPages");
