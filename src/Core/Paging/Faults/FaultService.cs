@@ -52,6 +52,8 @@ internal sealed unsafe class FaultService : IDisposable
     private readonly PageEntry* _workerEntries;
     private readonly nuint _workerEntriesLength;
     private bool _workerUnlocked;
+    // EngineOptions.FillsWithoutLock.
+    private readonly bool _fillsWithoutLock;
     // The model map whose ranges are decrypted ahead: the one the newest range fault was in.
     private Arena? _aheadArena;
     private readonly byte* _buffer;
@@ -80,6 +82,7 @@ internal sealed unsafe class FaultService : IDisposable
         _engineLock = engineLock;
         _opener = new UnlockedOpener(engineLock, sealer, options.WhileOpeningWithoutLock, options.WhileOpeningFaultingPageWithoutLock);
         _tracksWrites = tracksWrites;
+        _fillsWithoutLock = options.FillsWithoutLock;
         _decryptAheadPages = options.DecryptAheadRanges * RangeCollapser.RangePages;
         if (options.FillThreads > 0)
             _worker = new FillWorker(sealer, space, engineLock, options.SpinMicroseconds, serviceCpus.Fill, options.WhileFillingWithoutLock);
@@ -493,7 +496,7 @@ internal sealed unsafe class FaultService : IDisposable
         // steps, or a source that installs runs itself (the custodian) does the worker's
         // part: those installs happen in another process, where no lock of ours can order
         // them against the arena's release.
-        bool unlocked = _engineLock.MayLetGo && source is not { InstallsRuns: true };
+        bool unlocked = _fillsWithoutLock && _engineLock.MayLetGo && source is not { InstallsRuns: true };
         int installed = 0;
         Crypto.PageCipher cipher = arena.Cipher;
         Debug.Assert((nuint)shared * (nuint)sizeof(PageEntry) <= _workerEntriesLength, "a run longer than EngineOptions.MaxRunPages");
