@@ -168,11 +168,11 @@ public sealed record EngineOptions
 
     /// <summary>
     /// Whether the fill worker decrypts its part of a long run without the engine lock,
-    /// installing each slice under it if unchanged (Faults.FillWorker). Default: off. With
-    /// it on, WriteTrackingTests finds a read-back run's 32 pages not kept as clean copies
-    /// (224 of 256 CleanCopies) in about half its runs, not yet understood (2026-12-07).
+    /// installing each slice under it if unchanged (Faults.FillWorker). Default: on. Off,
+    /// the handler holds the lock for the whole run, as it does anyway while a thread waits
+    /// to come in between its steps.
     /// </summary>
-    public bool FillsWithoutLock { get; init; }
+    public bool FillsWithoutLock { get; init; } = true;
 
     /// <summary>For tests: called on the fill worker's thread after it filled or decrypted a
     /// slice of its part of a run without the engine lock, before it takes the lock to
@@ -182,7 +182,7 @@ public sealed record EngineOptions
     /// <summary>
     /// Whether the handler's own evictions (after a fault, when idle) seal their pages with
     /// the engine lock let go (Sealing.UnlockedSealer), so that the program's threads that
-    /// map, unmap or ask for statistics do not wait for the cipher. Default: true. Off, the
+    /// map or unmap do not wait for the cipher. Default: true. Off, the
     /// pages are sealed under the lock, as evictions an API call asks for always are.
     /// </summary>
     public bool SealsWithoutLock { get; init; } = true;

@@ -447,18 +447,21 @@ public sealed unsafe partial class PageEngine : IDisposable
             throw new InvalidOperationException($"the page engine failed earlier ({failure.Message}) and serves faults with SIGBUS only; nothing more is evicted", failure);
     }
 
+    /// <summary>The statistics, taken between the handler's steps: a step that let go of the
+    /// lock (a run whose second part the fill worker installs meanwhile) has mapped pages
+    /// it has not yet admitted, and counting then would show them as still sealed.</summary>
     public EngineStats GetStats()
     {
-        lock (_gate)
+        using (EnterBetweenSteps())
             return StatsLocked();
     }
 
-    /// <summary>The statistics, or null if the engine's lock is not free within
-    /// <paramref name="wait"/> (its handler waits on another process: the custodian's
-    /// live statistics must not wait with it).</summary>
+    /// <summary>The statistics, or null if the engine is not between the handler's steps
+    /// within <paramref name="wait"/> (its handler waits on another process: the
+    /// custodian's live statistics must not wait with it).</summary>
     public EngineStats? TryGetStats(TimeSpan wait)
     {
-        if (!_gate.TryEnter(wait))
+        if (!TryEnterBetweenSteps(wait))
             return null;
         try
         {
@@ -626,6 +629,33 @@ public sealed unsafe partial class PageEngine : IDisposable
         }
     }
 
+    /// <summary>As <see cref="EnterBetweenSteps"/>, giving up after <paramref name="wait"/>:
+    /// true with the engine lock held (the caller exits it), false without.</summary>
+    private bool TryEnterBetweenSteps(TimeSpan wait)
+    {
+        long deadline = Environment.TickCount64 + (long)wait.TotalMilliseconds;
+        _handlerWindow.RequestBetweenSteps();
+        try
+        {
+            while (true)
+            {
+                long left = deadline - Environment.TickCount64;
+                if (!_gate.TryEnter(TimeSpan.FromMilliseconds(Math.Max(0, left))))
+                    return false;
+                if (!_handlerWindow.IsOpen)
+                    return true;
+                _gate.Exit();
+                if (left <= 0)
+                    return false;
+                Thread.Sleep(1);
+            }
+        }
+        finally
+        {
+            _handlerWindow.EndRequest();
+        }
+    }
+
     internal long ResidentQueueCapacity
     {
         get { lock (_gate) return _evictor.Capacity; }
@@ -633,7 +663,7 @@ public sealed unsafe partial class PageEngine : IDisposable
 
     internal PageState ReadPageState(Arena arena, long pageIndex)
     {
-        lock (_gate)
+        using (EnterBetweenSteps()) // as GetStats
         {
             ObjectDisposedException.ThrowIf(arena.Released, arena);
             return arena.Entries[pageIndex].State;
@@ -665,7 +695,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// <summary>Where a sealed page's ciphertext lives, for tests that tamper with it.</summary>
     internal bool TryLocateCiphertext(Arena arena, long pageIndex, out nint address, out int length)
     {
-        lock (_gate)
+        using (EnterBetweenSteps()) // as GetStats
         {
             ref PageEntry entry = ref arena.Entries[pageIndex];
             address = entry.State == PageState.Sealed ? CiphertextStore.AddressOf(entry.Slot) : 0;
@@ -678,7 +708,7 @@ public sealed unsafe partial class PageEngine : IDisposable
     internal List<ulong> SealedNonces(Arena arena)
     {
         var nonces = new List<ulong>();
-        lock (_gate)
+        using (EnterBetweenSteps()) // as GetStats
         {
             for (long i = 0; i < arena.PageCount; i++)
                 if (arena.Entries[i].State == PageState.Sealed)

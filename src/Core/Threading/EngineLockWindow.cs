@@ -5,11 +5,12 @@ namespace Tibet.Core.Threading;
 /// <summary>
 /// The engine lock as the handler lets go of it in the middle of a step, around a file
 /// read, a decryption or an eviction's sealing (Faults.UnlockedOpener, Faults.RangePlacer,
-/// Sealing.UnlockedSealer), so that the program's threads that map, unmap or ask for
-/// statistics meanwhile do not wait for it. Whoever takes the lock in such a window sees
+/// Sealing.UnlockedSealer), so that the program's threads that map or unmap
+/// meanwhile do not wait for it. Whoever takes the lock in such a window sees
 /// the handler's step half done (pages taken out and not yet sealed, a staging slot being
 /// filled): <see cref="IsOpen"/> says so, for callers that want the engine between steps
-/// (PageEngine.EnterBetweenSteps: evictions an API call asks for, observers).
+/// (PageEngine.EnterBetweenSteps: evictions an API call asks for, and the statistics and
+/// other observers, which would otherwise count pages installed and not yet admitted).
 /// </summary>
 /// <remarks>Such a caller announces itself (<see cref="RequestBetweenSteps"/>), and the
 /// handler opens no new window of cryptography while one waits (<see cref="MayLetGo"/>):

@@ -17,7 +17,7 @@ public class UnlockedSealTests
 
     /// <summary>A program writes eight times its budget: the handler evicts after its faults
     /// and seals with the lock let go. An API call made meanwhile gets the lock at once
-    /// (under the lock, TryGetStats from another thread would time out); one that evicts
+    /// (under the lock, LockProbe's call from another thread would time out); one that evicts
     /// waits for the window to close, and its nonces and the handler's never meet; every
     /// byte reads back.</summary>
     [Fact]

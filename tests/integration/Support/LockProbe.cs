@@ -5,9 +5,11 @@ namespace Tibet.IntegrationTests.Support;
 /// <summary>
 /// A test hook for the handler's windows without the engine lock
 /// (EngineOptions.WhileOpeningWithoutLock and its kin): in each of the first
-/// <paramref name="probes"/> windows it asks the engine for statistics from another thread,
-/// as a program's thread may at any time, and counts the windows and the calls that did
-/// not get the lock within 2 s (under the lock, every one would time out).
+/// <paramref name="probes"/> windows it asks the engine, from another thread, how many of
+/// the arena's pages are still mapped, as the interposer's munmap does at any time of the
+/// program's, and counts the windows and the calls that did not get the lock within 2 s
+/// (under the lock, every one would time out). Not the statistics: those wait for the
+/// handler's step to end, so as not to count pages installed and not yet admitted.
 /// </summary>
 internal sealed class LockProbe(int probes)
 {
@@ -28,12 +30,12 @@ internal sealed class LockProbe(int probes)
         set => _paused = value;
     }
 
-    public void Probe(Arena _)
+    public void Probe(Arena arena)
     {
         if (_paused || Interlocked.Increment(ref _windows) > probes)
             return;
-        var stats = Task.Run(() => Engine!.TryGetStats(TimeSpan.FromSeconds(2))).GetAwaiter().GetResult();
-        if (stats == null)
+        var asked = Task.Run(() => Engine!.MappedPageCount(arena, 0, count: -1));
+        if (!asked.Wait(TimeSpan.FromSeconds(2)))
             Interlocked.Increment(ref _unanswered);
     }
 }

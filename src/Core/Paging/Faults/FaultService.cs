@@ -436,8 +436,8 @@ internal sealed unsafe class FaultService : IDisposable
     /// <summary>
     /// Reads the announced run of <paramref name="source"/> without the engine lock: the
     /// file read (a 2 MiB range of a model, from a cold disk) and a sealed model's
-    /// decryption no longer hold up the program's threads that map, unmap or ask for
-    /// statistics meanwhile. Only the handler reads userfaultfd events, so no event changes
+    /// decryption no longer hold up the program's threads that map or unmap
+    /// meanwhile. Only the handler reads userfaultfd events, so no event changes
     /// the pages meanwhile; an API call may release the arena (false: the fault needs no
     /// more), and the source stays alive through the reference held here.
     /// </summary>
@@ -672,8 +672,8 @@ internal sealed unsafe class FaultService : IDisposable
     /// <summary>
     /// Opens the sealed pages of a slice that <see cref="FillAndInjectSlice"/> set aside
     /// (<paramref name="deferred"/> of them, listed in <see cref="_sliceSealed"/>), with the
-    /// engine lock let go: the program's threads that map, unmap, evict or ask for
-    /// statistics meanwhile do not wait for the cipher. Returns how many of the slice's
+    /// engine lock let go: the program's threads that map or unmap
+    /// meanwhile do not wait for the cipher. Returns how many of the slice's
     /// <paramref name="filled"/> pages are good to install, and wipes the others.
     /// </summary>
     /// <remarks>What keeps this safe: see <see cref="UnlockedOpener"/>. The slice ends at the

@@ -21,7 +21,7 @@ namespace Tibet.Core.Paging.Faults;
 /// <para>A run's part is filled and decrypted without the engine lock, and installed a
 /// slice at a time under it (<see cref="Start"/> with the entries copied): the handler
 /// lets go of the lock while it decrypts its own part and while it waits for this
-/// thread's, so the program's threads that map, unmap or ask for statistics do not wait
+/// thread's, so the program's threads that map or unmap do not wait
 /// for either. What keeps that safe is what keeps the handler's own unlocked decryptions
 /// safe (UnlockedOpener): no userfaultfd event is read until this thread has finished
 /// (FaultService.FillAndInject), the caller holds the arena's key, its source and a pin

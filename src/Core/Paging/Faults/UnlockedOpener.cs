@@ -11,7 +11,7 @@ namespace Tibet.Core.Paging.Faults;
 /// Decryption of sealed pages on the handler thread with the engine lock let go
 /// (FaultService.OpenWithoutLock for read-ahead slices, FaultService.ServeFaultingPage for
 /// the page a thread faulted on, RangePlacer.OpenSealed for whole ranges), so that the
-/// program's threads that map, unmap or ask for statistics meanwhile do not wait for the
+/// program's threads that map or unmap meanwhile do not wait for the
 /// cipher (nor for zstd: compressed pages are decompressed here with a context of this
 /// class's own).
 /// </summary>

@@ -11,7 +11,7 @@ namespace Tibet.Core.Paging.Sealing;
 /// Eviction's encryption with the engine lock let go: the handler's evictions after a
 /// fault and when idle (Eviction.Evictor) take their pages out under the lock, hand the
 /// ones to seal here, and these are compressed and encrypted while the program's threads
-/// that map, unmap or ask for statistics take the lock; the ciphertexts go into the store
+/// that map or unmap take the lock; the ciphertexts go into the store
 /// once the lock is back (<see cref="Install"/>).
 /// </summary>
 /// <remarks>
