@@ -15,6 +15,12 @@ namespace Tibet.Core.Paging.Children;
 /// child keeps one end, the parent's end comes here (<see cref="Add"/>). Nothing else can
 /// reach either end. The agent's first message is its pid, which names the child it
 /// serves; an end whose pid is no child of this engine is closed.</para>
+/// <para>Custody (<see cref="GiveCustody"/>): the agent also holds a duplicate of the
+/// child's userfaultfd and a map of its inherited contents (InheritedContents), and serves
+/// the child itself if this engine's process ends without letting it go. So every end is
+/// let go through <see cref="Release"/>, which says so first: a connection that ends
+/// without that message means this process died (or exec'd), and nothing else reads the
+/// child's userfaultfd any more.</para>
 /// <para>Called under the engine lock; <see cref="ReadHellos"/> and <see cref="TakeFor"/>
 /// run on the handler and allocate nothing.</para>
 /// </remarks>
@@ -35,17 +41,38 @@ internal sealed unsafe class ChildAgents : IDisposable
         Libc.send(-1, &none, 0, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
     }
 
-    /// <summary>The engine's end of a new child's connection (from the fork).</summary>
-    public void Add(int fd)
+    /// <summary>The engine's end of a new child's connection (from the fork); returns the
+    /// descriptor it is kept under, or -1 if it was let go (too many waiting).</summary>
+    public int Add(int fd)
     {
         if (fd < 0)
-            return;
+            return -1;
         if (_pendingCount == MaxPending)
         {
-            Libc.close(fd);
-            return;
+            Release(fd);
+            return -1;
         }
-        _pending[_pendingCount++] = (HighDescriptors.MoveAbove(fd), 0);
+        fd = HighDescriptors.MoveAbove(fd);
+        _pending[_pendingCount++] = (fd, 0);
+        return fd;
+    }
+
+    /// <summary>Gives the agent at <paramref name="fd"/> custody of the child's userfaultfd
+    /// <paramref name="uffd"/> (a duplicate travels) and its contents map
+    /// <paramref name="contents"/> (AGENT_CUSTODY). The agent reads it after its hello.</summary>
+    public static void GiveCustody(int fd, int uffd, int contents)
+    {
+        AgentRequest custody = new() { Kind = AgentRequest.Custody };
+        Libc.SendWithDescriptors(fd, &custody, (nuint)sizeof(AgentRequest), [uffd, contents]);
+    }
+
+    /// <summary>Lets an agent's connection go: AGENT_RELEASE (its custody ends; harmless
+    /// without one), then the close.</summary>
+    public static void Release(int fd)
+    {
+        AgentRequest release = new() { Kind = AgentRequest.Release };
+        Libc.send(fd, &release, (nuint)sizeof(AgentRequest), Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+        Libc.close(fd);
     }
 
     /// <summary>Whether ends are waiting.</summary>
@@ -95,12 +122,33 @@ internal sealed unsafe class ChildAgents : IDisposable
         return fd;
     }
 
-    private void Drop(int i) => Libc.close(TakeAt(i));
+    private void Drop(int i) => Release(TakeAt(i));
 
-    public void Dispose()
+    /// <summary>Lets every waiting end go.</summary>
+    public void ReleaseAll()
     {
         for (int i = 0; i < _pendingCount; i++)
-            Libc.close(_pending[i].Fd);
+            Release(_pending[i].Fd);
         _pendingCount = 0;
     }
+
+    public void Dispose() => ReleaseAll();
+}
+
+/// <summary>What the engine sends an agent (struct agent_request in native/agent.c).</summary>
+internal struct AgentRequest
+{
+    public const uint TakeOut = 0, Custody = 1, Release = 2; // AGENT_TAKE_OUT, AGENT_CUSTODY, AGENT_RELEASE
+
+    public ulong Start;
+    public uint Pages;
+    public uint Kind;
+}
+
+/// <summary>What an agent answers (struct agent_answer in native/agent.c): bit i of
+/// each mask is page i of the request.</summary>
+internal struct AgentAnswer
+{
+    public ulong Moved;
+    public ulong Absent;
 }

@@ -137,6 +137,10 @@ internal sealed unsafe class ChildService : IDisposable
         public int Pid;
         public int PidFd = -1;
 
+        // What the child's agent keeps if this engine dies first (see InheritedContents):
+        // null for a child that gets no agent.
+        public InheritedContents? Contents;
+
         // The agent's connection (-1: none), and the eviction books. Clean: addresses of
         // pages installed clean, oldest first (a ring; an address may be stale or twice).
         // CleanResident counts the pages marked InstalledClean.
@@ -290,17 +294,19 @@ internal sealed unsafe class ChildService : IDisposable
 
         public void Dispose(SealedPageStore store)
         {
+            CloseAgent(); // custody ends before this descriptor does
             foreach (var region in Regions) region.Release();
             Uffd.Dispose();
             if (PidFd >= 0) Libc.close(PidFd);
-            CloseAgent();
+            Contents?.Dispose();
             if (Clean != null) KernelMemory.Unmap((nint)Clean, (nuint)(_cleanLength * sizeof(nint)));
             store.Unpin();
         }
 
+        /// <summary>Lets the agent go (ChildAgents.Release: custody ends first).</summary>
         public void CloseAgent()
         {
-            if (AgentFd >= 0) Libc.close(AgentFd);
+            if (AgentFd >= 0) ChildAgents.Release(AgentFd);
             AgentFd = -1;
             TakeOutPages = 0;
         }
@@ -311,14 +317,19 @@ internal sealed unsafe class ChildService : IDisposable
     public void ChildForked(int pid, int agentFd)
     {
         if (_agents != null)
-            _agents.Add(agentFd);
+            agentFd = _agents.Add(agentFd);
         else if (agentFd >= 0)
-            Libc.close(agentFd);
+            ChildAgents.Release(agentFd);
         for (int i = _children.Count - 1; i >= 0; i--)
         {
             ForkedChild child = _children[i];
             if (child.Pid != 0 || !child.FromParent) continue; // a grandchild's fork is never reported here
             child.Pid = pid;
+            // Custody now, before the fork returns to the program, not once the agent's
+            // hello is matched: a parent may end right after its fork. (The fork event,
+            // which adopted the child, was read before the fork returned.)
+            if (agentFd >= 0 && child.Contents != null)
+                ChildAgents.GiveCustody(agentFd, child.Uffd.Descriptor, child.Contents.Descriptor);
             child.PidFd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, 0, 0);
             if (child.PidFd < 0 && Libc.LastErrno == Libc.ESRCH)
             {
@@ -350,7 +361,7 @@ internal sealed unsafe class ChildService : IDisposable
             child.CloseAgent();
             child.HandedOver = true;
             if (child.Pid != 0 && _agents?.TakeFor(child.Pid) is int pending and >= 0)
-                Libc.close(pending); // an agent that had not been matched yet
+                ChildAgents.Release(pending); // an agent that had not been matched yet
             for (int h = 0; h < child.HeldCount; h++)
                 ServeChildFault(child, in child.Held[h]);
             child.HeldCount = 0;
@@ -372,6 +383,10 @@ internal sealed unsafe class ChildService : IDisposable
             if (pages > before)
                 children++;
         }
+        // Ends whose agent's hello was never read (a parent that ends right after its
+        // fork): let go too, or the agent, finding its connection ended without a release,
+        // would take this process for killed and serve the child itself.
+        _agents?.ReleaseAll();
         return (children, pages);
     }
 
@@ -380,7 +395,15 @@ internal sealed unsafe class ChildService : IDisposable
     public void AdoptFromParent(int descriptor)
     {
         ChildRegion[] regions = SnapshotArenas();
-        AdoptChild(descriptor, regions, CleanRingLength(regions), fromParent: true);
+        int cleanRingLength = CleanRingLength(regions);
+        ForkedChild child = AdoptChild(descriptor, regions, cleanRingLength, fromParent: true);
+        if (cleanRingLength > 0) // it may get an agent
+        {
+            var ranges = new (nint, long, nint, bool)[regions.Length];
+            for (int i = 0; i < regions.Length; i++)
+                ranges[i] = (regions[i].Address, regions[i].PageCount, (nint)regions[i].Entries, regions[i].Source != null);
+            child.Contents = InheritedContents.Create(ranges);
+        }
     }
 
     /// <summary>A fork after a handler failure: the child is only answered with SIGBUS.</summary>
@@ -419,10 +442,12 @@ internal sealed unsafe class ChildService : IDisposable
         return regions;
     }
 
-    private void AdoptChild(int descriptor, ChildRegion[] regions, int cleanRingLength, bool fromParent)
+    private ForkedChild AdoptChild(int descriptor, ChildRegion[] regions, int cleanRingLength, bool fromParent)
     {
         _sealer.Store.Pin();
-        AddChild(new ForkedChild(Userfaultfd.Adopt(descriptor), regions, cleanRingLength, fromParent));
+        var child = new ForkedChild(Userfaultfd.Adopt(descriptor), regions, cleanRingLength, fromParent);
+        AddChild(child);
+        return child;
     }
 
     private void AddChild(ForkedChild child)
@@ -514,14 +539,14 @@ internal sealed unsafe class ChildService : IDisposable
             if (owner == null)
             {
                 if (!ForkNotYetReported())
-                    Libc.close(_agents.TakeAt(i)); // no such child (any more)
+                    ChildAgents.Release(_agents.TakeAt(i)); // no such child (any more)
                 continue;
             }
             int fd = _agents.TakeAt(i);
             if (owner.AgentFd < 0 && owner.Evictable)
                 owner.AgentFd = fd;
             else
-                Libc.close(fd);
+                ChildAgents.Release(fd);
         }
     }
 
@@ -649,22 +674,6 @@ internal sealed unsafe class ChildService : IDisposable
             child.CleanResident--; // a grandchild inherits marks but keeps no count
     }
 
-    /// <summary>What the engine sends an agent (struct agent_request in native/agent.c).</summary>
-    private struct AgentRequest
-    {
-        public ulong Start;
-        public uint Pages;
-        public uint Reserved;
-    }
-
-    /// <summary>What an agent answers (struct agent_answer in native/agent.c): bit i of
-    /// each mask is page i of the request.</summary>
-    private struct AgentAnswer
-    {
-        public ulong Moved;
-        public ulong Absent;
-    }
-
     /// <summary>
     /// Whether a child whose pid is unknown (a raw fork, or a grandchild whose fork the
     /// custodian's engine saw only as an event) has ended: its address space is gone once
@@ -724,6 +733,7 @@ internal sealed unsafe class ChildService : IDisposable
                     if (region == null) continue;
                     ref PageEntry entry = ref region.Entries[(origin - region.Address) / PageSize];
                     ForgetClean(child, ref entry);
+                    child.Contents?.Set(a, hasContents: false); // discarded: it reads zeros
                     // Ciphertext belongs to the parent's store: never freed from here.
                     if (state == PageState.Unmapped || entry.State != PageState.Resident)
                         entry.State = state;
@@ -738,6 +748,12 @@ internal sealed unsafe class ChildService : IDisposable
                 // they were. Clean marks in the old range stop being candidates (the agent
                 // would find nothing there anyway).
                 child.Remaps.Add(((nint)message.remap_from, (nint)message.remap_to, (long)message.remap_len));
+                if (child.Contents is { } contents)
+                    for (long off = 0; off < (long)message.remap_len; off += PageSize)
+                    {
+                        contents.Set((nint)message.remap_to + (nint)off, contents.Get((nint)message.remap_from + (nint)off));
+                        contents.Set((nint)message.remap_from + (nint)off, false);
+                    }
                 for (nint a = (nint)message.remap_from; a < (nint)(message.remap_from + message.remap_len); a += PageSize)
                     if (child.Find(a) is { } moved)
                         ForgetClean(child, ref moved.Entries[(a - moved.Address) / PageSize]);

@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Tibet.Core.Interop;
+
+namespace Tibet.Core.Paging.Children;
+
+/// <summary>
+/// Which pages a forked child inherited with contents only this engine can give back
+/// (sealed, taken out by its agent, a model's not yet read), in a memfd the child's agent
+/// maps (struct agent_contents_header in native/agent.c). The agent also holds a duplicate
+/// of the child's userfaultfd. If this engine's process ends without handing the child its
+/// pages (killed, or a raw exit_group: nothing of it runs), the registration stays with
+/// that duplicate, and the agent serves the child's faults itself: SIGBUS for a page
+/// marked here, whose contents went with this process's keys, and zeros for the others,
+/// as they would have read. Without it, the kernel dropped the registration with this
+/// process's descriptor, and every missing page read zeros: wrong bytes, silently.
+/// </summary>
+/// <remarks>
+/// Kept true while the engine serves: built from the child's copy of the books at its
+/// fork event, and changed by the child's events (a page discarded or unmapped reads
+/// zeros; a range moved takes its marks along). A page present in the child keeps its mark:
+/// it matters only once missing, and it goes missing only through the agent (then its
+/// sealed copy is its contents) or through those events. Sealed at its size: the child
+/// holds the memfd, and a shrunken one would kill the engine with SIGBUS at its next write.
+/// </remarks>
+internal sealed unsafe class InheritedContents : IDisposable
+{
+    private const ulong Magic = 0x31746e65746e6f63; // "contents1", AGENT_CONTENTS_MAGIC
+    private const int PageSize = Userfaultfd.PageSize;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct Header
+    {
+        public ulong Magic;
+        public uint Regions;
+        public uint Reserved;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct Region
+    {
+        public ulong Start;
+        public ulong Pages;
+        public ulong Bitmap; // byte offset of its bitmap in the map
+    }
+
+    private readonly int _memfd;
+    private readonly byte* _map;
+    private readonly nuint _bytes;
+    private readonly Region* _regions;
+    private readonly int _count;
+
+    private InheritedContents(int memfd, byte* map, nuint bytes, int count)
+    {
+        _memfd = memfd;
+        _map = map;
+        _bytes = bytes;
+        _regions = (Region*)(map + sizeof(Header));
+        _count = count;
+    }
+
+    /// <summary>The memfd, for the agent (AGENT_CUSTODY).</summary>
+    public int Descriptor => _memfd;
+
+    /// <summary>Whether a page in this state, missing in the child, has contents only the
+    /// engine can give (<paramref name="sourced"/>: its arena reads from a file).</summary>
+    public static bool HasContents(in PageEntry entry, bool sourced) => entry.State switch
+    {
+        PageState.Sealed or PageState.Resident => true,
+        PageState.Untouched => sourced,
+        _ => false,
+    };
+
+    /// <summary>The map for a child's inherited <paramref name="ranges"/> (address, page
+    /// count, entries, from a file), or null if the kernel refused one (the child then has
+    /// no custody: it reads zeros as before, if this engine dies first).</summary>
+    public static InheritedContents? Create(ReadOnlySpan<(nint Address, long Pages, nint Entries, bool Sourced)> ranges)
+    {
+        nuint table = (nuint)(sizeof(Header) + ranges.Length * sizeof(Region));
+        nuint bytes = (table + 7) & ~(nuint)7;
+        foreach (var range in ranges)
+            bytes += (nuint)((range.Pages + 63) / 64 * 8);
+        int memfd = Libc.memfd_create("tibet-inherited", Libc.MFD_CLOEXEC | Libc.MFD_ALLOW_SEALING);
+        if (memfd < 0)
+            return null;
+        nint map = Libc.MAP_FAILED;
+        if (Libc.ftruncate(memfd, (long)bytes) == 0
+            && Libc.fcntl(memfd, Libc.F_ADD_SEALS, Libc.F_SEAL_SHRINK | Libc.F_SEAL_GROW | Libc.F_SEAL_SEAL) == 0)
+            map = Libc.mmap(0, bytes, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, memfd, 0);
+        if (map == Libc.MAP_FAILED)
+        {
+            Libc.close(memfd);
+            return null;
+        }
+        Libc.madvise(map, bytes, Libc.MADV_DONTFORK);
+        var contents = new InheritedContents(memfd, (byte*)map, bytes, ranges.Length);
+        *(Header*)map = new Header { Magic = Magic, Regions = (uint)ranges.Length };
+        ulong offset = (table + 7) & ~(nuint)7;
+        for (int i = 0; i < ranges.Length; i++)
+        {
+            var (address, pages, entries, sourced) = ranges[i];
+            contents._regions[i] = new Region { Start = (ulong)address, Pages = (ulong)pages, Bitmap = offset };
+            ulong* bits = (ulong*)((byte*)map + offset);
+            var books = (PageEntry*)entries;
+            for (long page = 0; page < pages; page++)
+                if (HasContents(in books[page], sourced))
+                    bits[page / 64] |= 1UL << (int)(page % 64);
+            offset += (ulong)((pages + 63) / 64 * 8);
+        }
+        Debug.Assert(offset == bytes);
+        return contents;
+    }
+
+    /// <summary>Marks the page at <paramref name="address"/> (nothing outside the ranges).</summary>
+    public void Set(nint address, bool hasContents)
+    {
+        for (int i = 0; i < _count; i++)
+        {
+            ref Region region = ref _regions[i];
+            ulong at = (ulong)address;
+            if (at < region.Start || at >= region.Start + region.Pages * PageSize)
+                continue;
+            ulong page = (at - region.Start) / PageSize;
+            ulong* word = (ulong*)(_map + region.Bitmap) + page / 64;
+            ulong bit = 1UL << (int)(page % 64);
+            *word = hasContents ? *word | bit : *word & ~bit;
+            return;
+        }
+    }
+
+    /// <summary>Whether the page at <paramref name="address"/> is marked; outside the
+    /// ranges nobody knows, and the agent takes it as marked.</summary>
+    public bool Get(nint address)
+    {
+        for (int i = 0; i < _count; i++)
+        {
+            ref Region region = ref _regions[i];
+            ulong at = (ulong)address;
+            if (at < region.Start || at >= region.Start + region.Pages * PageSize)
+                continue;
+            ulong page = (at - region.Start) / PageSize;
+            return (((ulong*)(_map + region.Bitmap))[page / 64] & (1UL << (int)(page % 64))) != 0;
+        }
+        return true;
+    }
+
+    public void Dispose()
+    {
+        Libc.munmap((nint)_map, _bytes);
+        Libc.close(_memfd);
+    }
+}
