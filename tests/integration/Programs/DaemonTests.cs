@@ -237,6 +237,62 @@ public class DaemonTests
         }
     }
 
+    /// <summary>
+    /// The custodian killed while a forked child still has pages of the program's memory it
+    /// inherited to read, most of them sealed in the custodian: the child's agent serves the
+    /// child from then on, each of those pages raises SIGBUS (their keys went with the
+    /// custodian), the pages never written read zeros, and nothing reads wrong bytes.
+    /// </summary>
+    [Fact]
+    public async Task When_the_custodian_is_killed_a_childs_inherited_pages_raise_SIGBUS_never_zeros()
+    {
+        string program = NativeBuild.Compile("prog_orphan.c");
+        string result = Path.Combine(Path.GetTempPath(), $"tibet-orphan-{Guid.NewGuid():N}");
+        var start = new ProcessStartInfo(TibetRun.Launcher) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in (string[])["-q", "--threshold", "64K", "--budget", "16M", "--", program, "stay", result])
+            start.ArgumentList.Add(a);
+        using var launcher = Process.Start(start)!;
+        var stderr = launcher.StandardError.ReadToEndAsync();
+        try
+        {
+            for (int i = 0; i < 1200 && !File.Exists(result + ".ready") && !launcher.HasExited; i++)
+                Thread.Sleep(50);
+            Assert.True(File.Exists(result + ".ready"), "the child never got ready");
+            int custodian = CustodianFinder.PidServing(launcher.Id);
+            Process.GetProcessById(custodian).Kill();
+            for (int i = 0; i < 100 && Directory.Exists($"/proc/{custodian}/task"); i++)
+                Thread.Sleep(50);
+            Assert.False(Directory.Exists($"/proc/{custodian}/task"), "the custodian did not end");
+            File.WriteAllText(result + ".go", "go\n");
+            Assert.True(launcher.WaitForExit(TimeSpan.FromMinutes(3)), "tibet-run did not end");
+            for (int i = 0; i < 100 && !File.Exists(result); i++)
+                Thread.Sleep(100);
+            string said;
+            try
+            {
+                said = await stderr.WaitAsync(TimeSpan.FromSeconds(30));
+            }
+            catch (TimeoutException)
+            {
+                said = "(stderr still open)";
+            }
+            Assert.True(File.Exists(result), $"the child wrote no result\n{said}");
+            string line = File.ReadAllText(result).Trim();
+            var counts = System.Text.RegularExpressions.Regex.Match(line,
+                @"^orphan: 0 bad bytes of 67108864, (\d+) pages SIGBUS; untouched: 0 bad bytes, 0 pages SIGBUS$");
+            Assert.True(counts.Success, $"{line}\n{said}");
+            Assert.True(long.Parse(counts.Groups[1].Value) > 8192, $"too few pages raised SIGBUS: {line}\n{said}");
+            Assert.Contains("ended without handing it over", said);
+        }
+        finally
+        {
+            if (!launcher.HasExited)
+                launcher.Kill(entireProcessTree: true);
+            foreach (string f in (string[])[result, result + ".ready", result + ".go"])
+                File.Delete(f);
+        }
+    }
+
     /// <summary>tibet-run starting redis-server with --daemonize yes; the launcher returns
     /// when the server's first process exits, leaving the daemon.</summary>
     private sealed class Daemon : IDisposable

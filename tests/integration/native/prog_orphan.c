@@ -2,9 +2,11 @@
  * using memory the parent filled before the fork, much of it sealed by then (the test's
  * budget is far below the 64 MiB), and 8 MiB more the parent never touched. Nothing of the
  * parent serves the child's faults once it is gone.
- * Usage: prog_orphan exit|_exit|exit_group|kill RESULT_FILE. exit and _exit (glibc's
+ * Usage: prog_orphan exit|_exit|exit_group|kill|stay RESULT_FILE. exit and _exit (glibc's
  * daemon(3)) let tibet hand the child its pages first; a raw exit_group system call and
- * SIGKILL let nothing run. The child waits for the parent to be gone, then reads every
+ * SIGKILL let nothing run. stay: the parent waits for the child, which writes
+ * RESULT_FILE.ready and waits for RESULT_FILE.go (the test kills the custodian meanwhile).
+ * Otherwise the child waits for the parent to be gone. Then it reads every
  * page: a page whose read raises SIGBUS is counted and skipped (a sigsetjmp per page), and
  * every byte read is checked. It writes one line to RESULT_FILE:
  *   orphan: B bad bytes of N, S pages SIGBUS; untouched: Z bad bytes, U pages SIGBUS */
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static sigjmp_buf skip_page;
@@ -29,7 +32,11 @@ static unsigned char expected(size_t i) { return (unsigned char)(i * 7 + (i >> 1
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) { fprintf(stderr, "usage: prog_orphan exit|_exit|exit_group|kill RESULT_FILE\n"); return 2; }
+    if (argc != 3) { fprintf(stderr, "usage: prog_orphan exit|_exit|exit_group|kill|stay RESULT_FILE\n"); return 2; }
+    int stay = strcmp(argv[1], "stay") == 0;
+    char ready[4096], go[4096];
+    snprintf(ready, sizeof ready, "%s.ready", argv[2]);
+    snprintf(go, sizeof go, "%s.go", argv[2]);
     const size_t filled = 64u << 20, untouched = 8u << 20;
     unsigned char *p = malloc(filled + untouched);
     if (!p) { perror("malloc"); return 1; }
@@ -39,6 +46,11 @@ int main(int argc, char **argv)
     pid_t parent = getpid();
     pid_t child = fork();
     if (child < 0) { perror("fork"); return 1; }
+    if (child > 0 && stay) {
+        int status;
+        waitpid(child, &status, 0);
+        return 0;
+    }
     if (child > 0) {
         if (strcmp(argv[1], "_exit") == 0)
             _exit(0);
@@ -48,7 +60,14 @@ int main(int argc, char **argv)
             kill(getpid(), SIGKILL);
         exit(0);
     }
-    while (getppid() == parent)
+    if (stay) {
+        FILE *said = fopen(ready, "w");
+        if (!said) return 1;
+        fclose(said);
+        while (access(go, F_OK) != 0)
+            usleep(10000);
+    }
+    while (!stay && getppid() == parent)
         usleep(10000);
     struct sigaction on_bus = { .sa_handler = on_sigbus };
     sigemptyset(&on_bus.sa_mask);
