@@ -449,12 +449,18 @@ public sealed unsafe partial class PageEngine : IDisposable
 
     /// <summary>The statistics, taken between the handler's steps: a step that let go of the
     /// lock (a run whose second part the fill worker installs meanwhile) has mapped pages
-    /// it has not yet admitted, and counting then would show them as still sealed.</summary>
+    /// it has not yet admitted, and counting then would show them as still sealed. Such a
+    /// step lasts microseconds to milliseconds; should one not end within
+    /// <see cref="StatsPatience"/>, they are taken mid-step rather than never.</summary>
     public EngineStats GetStats()
     {
-        using (EnterBetweenSteps())
+        if (TryGetStats(StatsPatience) is { } between)
+            return between;
+        lock (_gate)
             return StatsLocked();
     }
+
+    private static readonly TimeSpan StatsPatience = TimeSpan.FromSeconds(2);
 
     /// <summary>The statistics, or null if the engine is not between the handler's steps
     /// within <paramref name="wait"/> (its handler waits on another process: the

@@ -57,12 +57,12 @@ public partial class PostgresTests
             Assert.True(bench.ExitCode == 0 && bench.Stdout.Contains("number of failed transactions: 0"), $"{bench}\n{File.ReadAllText(serverLog)}");
 
             // A sort in memory (work_mem) of 300000 md5 strings: the same digest as computed here.
-            var sort = TibetRun.Run(psql, [.. connect, "-At", "-c",
-                $"set work_mem='64MB'; select count(*), md5(string_agg(m, '' order by m)) from (select md5(g::text) m from generate_series(1, {SortRows}) g order by 1) s;", "postgres"], TimeSpan.FromMinutes(5));
+            var sort = Query(psql, connect, launcher, serverLog,
+                $"set work_mem='64MB'; select count(*), md5(string_agg(m, '' order by m)) from (select md5(g::text) m from generate_series(1, {SortRows}) g order by 1) s;");
             Assert.True(sort.ExitCode == 0, sort.ToString());
             Assert.Equal($"{SortRows}|{ExpectedSortDigest()}", sort.Stdout.Trim().Split('\n')[^1]);
-            var join = TibetRun.Run(psql, [.. connect, "-At", "-c",
-                "set work_mem='64MB'; select count(*), sum(a.g) from generate_series(1, 500000) a(g) join generate_series(1, 500000) b(g) using (g);", "postgres"], TimeSpan.FromMinutes(5));
+            var join = Query(psql, connect, launcher, serverLog,
+                "set work_mem='64MB'; select count(*), sum(a.g) from generate_series(1, 500000) a(g) join generate_series(1, 500000) b(g) using (g);");
             Assert.True(join.ExitCode == 0, join.ToString());
             Assert.Equal("500000|125000250000", join.Stdout.Trim().Split('\n')[^1]);
 
@@ -95,6 +95,22 @@ public partial class PostgresTests
         finally
         {
             Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>Runs <paramref name="sql"/> through psql; if it does not finish within 5
+    /// minutes, the failure says where each thread of the server and of its custodian
+    /// waits, and what the server logged.</summary>
+    private static TibetRun.Result Query(string psql, string[] connect, Process launcher, string serverLog, string sql)
+    {
+        try
+        {
+            return TibetRun.Run(psql, [.. connect, "-At", "-c", sql, "postgres"], TimeSpan.FromMinutes(5));
+        }
+        catch (TimeoutException e)
+        {
+            throw new TimeoutException($"{e.Message}\nthe server, as it waits:\n{ProcessTree.Describe(launcher.Id)}"
+                                       + $"\nits custodian:\n{ProcessTree.Describe(CustodianFinder.PidServing(launcher.Id))}\nserver log:\n{File.ReadAllText(serverLog)}", e);
         }
     }
 

@@ -103,8 +103,10 @@ internal static class TibetRun
         }
         if (!process.WaitForExit(timeout ?? TimeSpan.FromMinutes(3)))
         {
+            string state = ProcessTree.Describe(process.Id);
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{program} {string.Join(' ', args)} did not finish in time\nstdout so far: {stdout}");
+            process.WaitForExit();
+            throw new TimeoutException($"{program} {string.Join(' ', args)} did not finish in time\n{state}stdout: {stdout.Result}\nstderr: {stderr.Result}");
         }
         process.WaitForExit();
         return new Result(process.ExitCode, stdout.Result, stderr.Result, null);

@@ -330,6 +330,7 @@ internal sealed unsafe class ChildService : IDisposable
             // which adopted the child, was read before the fork returned.)
             if (agentFd >= 0 && child.Contents != null)
                 ChildAgents.GiveCustody(agentFd, child.Uffd.Descriptor, child.Contents.Descriptor);
+            child.Contents?.CloseDescriptor(); // the agent has its own now, or never will
             child.PidFd = (int)Libc.syscall(Libc.SYS_pidfd_open, pid, 0, 0);
             if (child.PidFd < 0 && Libc.LastErrno == Libc.ESRCH)
             {

@@ -44,7 +44,7 @@ internal sealed unsafe class InheritedContents : IDisposable
         public ulong Bitmap; // byte offset of its bitmap in the map
     }
 
-    private readonly int _memfd;
+    private int _memfd; // until the agent has its own (GiveCustody): then closed
     private readonly byte* _map;
     private readonly nuint _bytes;
     private readonly Region* _regions;
@@ -59,8 +59,17 @@ internal sealed unsafe class InheritedContents : IDisposable
         _count = count;
     }
 
-    /// <summary>The memfd, for the agent (AGENT_CUSTODY).</summary>
+    /// <summary>The memfd, for the agent (AGENT_CUSTODY); -1 once let go.</summary>
     public int Descriptor => _memfd;
+
+    /// <summary>Closes the memfd once the agent has its copy (the map stays): a descriptor
+    /// per child held in the program would be one more the program could trip over.</summary>
+    public void CloseDescriptor()
+    {
+        if (_memfd >= 0)
+            Libc.close(_memfd);
+        _memfd = -1;
+    }
 
     /// <summary>Whether a page in this state, missing in the child, has contents only the
     /// engine can give (<paramref name="sourced"/>: its arena reads from a file).</summary>
@@ -80,7 +89,8 @@ internal sealed unsafe class InheritedContents : IDisposable
         nuint bytes = (table + 7) & ~(nuint)7;
         foreach (var range in ranges)
             bytes += (nuint)((range.Pages + 63) / 64 * 8);
-        int memfd = Libc.memfd_create("tibet-inherited", Libc.MFD_CLOEXEC | Libc.MFD_ALLOW_SEALING);
+        // Above the descriptors programs use (the program's own fork event may make it).
+        int memfd = HighDescriptors.MoveAbove(Libc.memfd_create("tibet-inherited", Libc.MFD_CLOEXEC | Libc.MFD_ALLOW_SEALING));
         if (memfd < 0)
             return null;
         nint map = Libc.MAP_FAILED;
@@ -114,39 +124,40 @@ internal sealed unsafe class InheritedContents : IDisposable
     /// <summary>Marks the page at <paramref name="address"/> (nothing outside the ranges).</summary>
     public void Set(nint address, bool hasContents)
     {
-        for (int i = 0; i < _count; i++)
-        {
-            ref Region region = ref _regions[i];
-            ulong at = (ulong)address;
-            if (at < region.Start || at >= region.Start + region.Pages * PageSize)
-                continue;
-            ulong page = (at - region.Start) / PageSize;
-            ulong* word = (ulong*)(_map + region.Bitmap) + page / 64;
-            ulong bit = 1UL << (int)(page % 64);
+        ulong* word = Word(address, out ulong bit);
+        if (word != null)
             *word = hasContents ? *word | bit : *word & ~bit;
-            return;
-        }
     }
 
     /// <summary>Whether the page at <paramref name="address"/> is marked; outside the
     /// ranges nobody knows, and the agent takes it as marked.</summary>
     public bool Get(nint address)
     {
+        ulong* word = Word(address, out ulong bit);
+        return word == null || (*word & bit) != 0;
+    }
+
+    /// <summary>The bitmap word and bit of the page at <paramref name="address"/>; null
+    /// outside the ranges (contents_word in native/agent.c).</summary>
+    private ulong* Word(nint address, out ulong bit)
+    {
+        ulong at = (ulong)address;
         for (int i = 0; i < _count; i++)
         {
             ref Region region = ref _regions[i];
-            ulong at = (ulong)address;
             if (at < region.Start || at >= region.Start + region.Pages * PageSize)
                 continue;
             ulong page = (at - region.Start) / PageSize;
-            return (((ulong*)(_map + region.Bitmap))[page / 64] & (1UL << (int)(page % 64))) != 0;
+            bit = 1UL << (int)(page % 64);
+            return (ulong*)(_map + region.Bitmap) + page / 64;
         }
-        return true;
+        bit = 0;
+        return null;
     }
 
     public void Dispose()
     {
         Libc.munmap((nint)_map, _bytes);
-        Libc.close(_memfd);
+        CloseDescriptor();
     }
 }
