@@ -22,6 +22,8 @@ namespace Tibet.Core.Paging.Children;
 /// it matters only once missing, and it goes missing only through the agent (then its
 /// sealed copy is its contents) or through those events. Sealed at its size: the child
 /// holds the memfd, and a shrunken one would kill the engine with SIGBUS at its next write.
+/// The child can write to it too: that changes only how its own faults are answered once
+/// orphaned, since this process keeps its own copy of the table and writes only bits.
 /// </remarks>
 internal sealed unsafe class InheritedContents : IDisposable
 {
@@ -47,16 +49,16 @@ internal sealed unsafe class InheritedContents : IDisposable
     private int _memfd; // until the agent has its own (GiveCustody): then closed
     private readonly byte* _map;
     private readonly nuint _bytes;
-    private readonly Region* _regions;
-    private readonly int _count;
+    // The table as written, kept here: the child can write to the map, and an offset it
+    // changed there must not steer this process's writes (the custodian's, for a child).
+    private readonly Region[] _regions;
 
-    private InheritedContents(int memfd, byte* map, nuint bytes, int count)
+    private InheritedContents(int memfd, byte* map, nuint bytes, Region[] regions)
     {
         _memfd = memfd;
         _map = map;
         _bytes = bytes;
-        _regions = (Region*)(map + sizeof(Header));
-        _count = count;
+        _regions = regions;
     }
 
     /// <summary>The memfd, for the agent (AGENT_CUSTODY); -1 once let go.</summary>
@@ -103,13 +105,15 @@ internal sealed unsafe class InheritedContents : IDisposable
             return null;
         }
         Libc.madvise(map, bytes, Libc.MADV_DONTFORK);
-        var contents = new InheritedContents(memfd, (byte*)map, bytes, ranges.Length);
+        var regions = new Region[ranges.Length];
+        var contents = new InheritedContents(memfd, (byte*)map, bytes, regions);
         *(Header*)map = new Header { Magic = Magic, Regions = (uint)ranges.Length };
         ulong offset = (table + 7) & ~(nuint)7;
         for (int i = 0; i < ranges.Length; i++)
         {
             var (address, pages, entries, sourced) = ranges[i];
-            contents._regions[i] = new Region { Start = (ulong)address, Pages = (ulong)pages, Bitmap = offset };
+            regions[i] = new Region { Start = (ulong)address, Pages = (ulong)pages, Bitmap = offset };
+            ((Region*)((byte*)map + sizeof(Header)))[i] = regions[i];
             ulong* bits = (ulong*)((byte*)map + offset);
             var books = (PageEntry*)entries;
             for (long page = 0; page < pages; page++)
@@ -142,7 +146,7 @@ internal sealed unsafe class InheritedContents : IDisposable
     private ulong* Word(nint address, out ulong bit)
     {
         ulong at = (ulong)address;
-        for (int i = 0; i < _count; i++)
+        for (int i = 0; i < _regions.Length; i++)
         {
             ref Region region = ref _regions[i];
             if (at < region.Start || at >= region.Start + region.Pages * PageSize)
