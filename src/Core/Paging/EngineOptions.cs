@@ -168,11 +168,14 @@ public sealed record EngineOptions
 
     /// <summary>
     /// Whether the fill worker decrypts its part of a long run without the engine lock,
-    /// installing each slice under it if unchanged (Faults.FillWorker). Default: on. Off,
-    /// the handler holds the lock for the whole run, as it does anyway while a thread waits
-    /// to come in between its steps.
+    /// installing each slice under it if unchanged (Faults.FillWorker). Default: off, for
+    /// speed: scaletest's sequential reads ran at 650-1363 MB/s with it on against
+    /// 1267-1433 off (3 interleaved rounds, 2026-12-08,
+    /// bench/results/2026-12-08-fills-without-lock.md). Off, the handler holds the lock
+    /// for the whole run, as it does anyway while a thread waits to come in between its
+    /// steps; the program's threads that map or unmap then wait for the run.
     /// </summary>
-    public bool FillsWithoutLock { get; init; } = true;
+    public bool FillsWithoutLock { get; init; }
 
     /// <summary>For tests: called on the fill worker's thread after it filled or decrypted a
     /// slice of its part of a run without the engine lock, before it takes the lock to
