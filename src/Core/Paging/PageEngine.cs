@@ -614,39 +614,35 @@ public sealed unsafe partial class PageEngine : IDisposable
     /// <summary>Takes the engine lock at a moment the handler is between steps, not inside
     /// one with the lock let go (see <see cref="Threading.EngineLockWindow"/>): then its
     /// buffers are free and its books whole, and stay so while the lock is held.</summary>
-    private Lock.Scope EnterBetweenSteps()
+    private BetweenSteps EnterBetweenSteps()
     {
+        TryEnterBetweenSteps(Timeout.InfiniteTimeSpan);
+        return new BetweenSteps(_gate);
+    }
+
+    /// <summary>The engine lock held between the handler's steps, exited on Dispose.</summary>
+    private readonly ref struct BetweenSteps(Lock gate)
+    {
+        public void Dispose() => gate.Exit();
+    }
+
+    /// <summary>As <see cref="EnterBetweenSteps"/>, giving up after <paramref name="wait"/>
+    /// (<see cref="Timeout.InfiniteTimeSpan"/>: never): true with the engine lock held (the
+    /// caller exits it), false without.</summary>
+    private bool TryEnterBetweenSteps(TimeSpan wait)
+    {
+        bool forever = wait == Timeout.InfiniteTimeSpan;
+        long deadline = Environment.TickCount64 + (forever ? 0 : (long)wait.TotalMilliseconds);
         // Announced, so that the handler opens no new window meanwhile (EngineLockWindow.MayLetGo).
         _handlerWindow.RequestBetweenSteps();
         try
         {
             while (true)
             {
-                var scope = _gate.EnterScope();
-                if (!_handlerWindow.IsOpen)
-                    return scope;
-                scope.Dispose();
-                Thread.Sleep(1);
-            }
-        }
-        finally
-        {
-            _handlerWindow.EndRequest();
-        }
-    }
-
-    /// <summary>As <see cref="EnterBetweenSteps"/>, giving up after <paramref name="wait"/>:
-    /// true with the engine lock held (the caller exits it), false without.</summary>
-    private bool TryEnterBetweenSteps(TimeSpan wait)
-    {
-        long deadline = Environment.TickCount64 + (long)wait.TotalMilliseconds;
-        _handlerWindow.RequestBetweenSteps();
-        try
-        {
-            while (true)
-            {
-                long left = deadline - Environment.TickCount64;
-                if (!_gate.TryEnter(TimeSpan.FromMilliseconds(Math.Max(0, left))))
+                long left = forever ? long.MaxValue : deadline - Environment.TickCount64;
+                if (forever)
+                    _gate.Enter();
+                else if (!_gate.TryEnter(TimeSpan.FromMilliseconds(Math.Max(0, left))))
                     return false;
                 if (!_handlerWindow.IsOpen)
                     return true;
